@@ -14,7 +14,7 @@ CARGO_LOCKED := --locked
 .PHONY: help test lint fmt fmt-check clippy unit bench tools
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 ## ---- tools -------------------------------------------------------------------------------
 
@@ -46,3 +46,29 @@ bench: ## criterion benchmarks
 	cargo bench $(CARGO_LOCKED)
 
 test: lint unit ## every test: lint, unit, end-to-end, template checks
+
+## ---- local stack: demo, hand testing, end-to-end tests (issue 4) ---------------------------
+# moto server (local Cognito) and the real function under `cargo lambda watch`, on free loopback
+# ports, driven by tools/stack.py; everything it starts is stopped on exit, failure and Ctrl-C.
+# The function is built first so that watch starts it warm.
+
+.PHONY: demo local invoke e2e
+
+STACK_PY := $(STACK_VENV)/bin/python
+EVENT ?=
+
+demo: $(STACK_VENV)/.installed ## run the function against a local Cognito, send the sample events, print a table
+	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	$(STACK_PY) tools/stack.py demo
+
+local: $(STACK_VENV)/.installed ## keep the local stack running for hand testing (Ctrl-C stops it)
+	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	$(STACK_PY) tools/stack.py local
+
+invoke: ## send one event to the running `make local` stack: make invoke EVENT=events/http-api-v2.json
+	@if [ -z "$(EVENT)" ]; then echo "usage: make invoke EVENT=events/http-api-v2.json" >&2; exit 2; fi
+	$(STACK_PY) tools/stack.py invoke $(EVENT)
+
+e2e: $(STACK_VENV)/.installed ## end-to-end tests: the real binary under cargo lambda watch, against moto
+	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/e2e

@@ -1,0 +1,73 @@
+"""Fixtures for the end-to-end tests: one local stack per session, reseeded before every test.
+
+The stack is tools/stack.py, the driver behind `make demo`: moto server as Cognito and the real
+`cognito-reset` binary under `cargo lambda watch`. Each function configuration (normal, dry run,
+Cognito unreachable) is its own watch process, started once and stopped at the end of the session.
+A missing tool fails the tests with a message; it never skips them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import stack as driver  # noqa: E402  (tools/stack.py imports only the standard library up front)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """moto on a free port, with the demo pools; stopped (whole process tree) at session end."""
+    problem = None
+    try:
+        driver.check_tools()
+    except driver.StackError as e:
+        problem = str(e)
+    if problem:
+        pytest.fail(f"the end-to-end tests need the local stack tools: {problem}", pytrace=False)
+    with driver.Stack(name="e2e") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def function(stack):
+    """The function with the demo policy, pointed at moto."""
+    return _start(stack, "function")
+
+
+@pytest.fixture(scope="session")
+def dry_run_function(stack):
+    """The same function with DRY_RUN=true."""
+    return _start(stack, "function-dry-run", DRY_RUN="true")
+
+
+@pytest.fixture(scope="session")
+def unreachable_function(stack):
+    """The function pointed at a loopback port where nothing listens: Cognito is down."""
+    closed = driver.free_port()
+    return _start(
+        stack,
+        "function-unreachable",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed}",
+        COGNITO_MAX_ATTEMPTS="1",
+        COGNITO_TIMEOUT_MS="500",
+    )
+
+
+def _start(stack, label: str, **env: str):
+    try:
+        return stack.start_function(label=label, **env)
+    except driver.StackError as e:
+        problem = str(e)
+    pytest.fail(f"{label} did not start: {problem}", pytrace=False)
+
+
+@pytest.fixture
+def users(stack):
+    """Reseed moto (pool ids stay fixed) and return a reader of the demo users' current state."""
+    stack.seed()
+    return stack.user_states

@@ -1,0 +1,924 @@
+#!/usr/bin/env python3
+"""The local stack: moto server as Cognito, the real function under `cargo lambda watch`.
+
+One driver for `make demo`, `make local`, `make invoke` and the end-to-end tests (tests/e2e/):
+
+    python tools/stack.py demo                 # start, seed, send the sample events, print a table, stop
+    python tools/stack.py local                # start, seed, stay in the foreground until Ctrl-C
+    python tools/stack.py invoke EVENT.json    # send one event to the running `local` stack
+    python tools/stack.py users                # print the demo users' status in the running stack
+
+Every process is started on a free loopback port, in its own process group; readiness is polled
+with a bounded timeout; everything is stopped (the whole process tree) on exit, on failure, on
+Ctrl-C and on SIGTERM, and the ports are checked to be free again. Nothing here talks to real
+AWS: the function is pointed at moto with AWS_ENDPOINT_URL and dummy credentials.
+
+Run it with the stack venv's python (`.tools/stack/bin/python`, made by `make tools`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_BIN = ROOT / ".tools" / "stack" / "bin"
+RUN_DIR = ROOT / ".run"
+LOCAL_ENV = RUN_DIR / "local.env"
+
+REGION = "us-west-2"
+FUNCTION = "cognito-reset"
+DUMMY_KEY = "testing"
+LOOPBACK = "127.0.0.1"
+
+# Pool ids are fixed by moto's HASH id strategy: the hash covers every create_user_pool
+# parameter, so the pools must be created with exactly these arguments.
+DEMO_POOL_NAME = "cognito-reset-demo"
+OTHER_POOL_NAME = "cognito-reset-other"
+DEMO_POOL = "us-west-2_1f950f4f389b723d0775ea6ef7e4b3c47b3100fa6981c"
+OTHER_POOL = "us-west-2_2f998a3be4a521a9ccaf1f58b65d71c475bcf4bd57df8"
+SEED_PASSWORD = "Demo-Passw0rd!"
+
+DEMO_POLICY = ROOT / "policy" / "demo.json"
+
+MOTO_READY_TIMEOUT_S = 30.0
+# The first run compiles the function (and its dependencies): allow for a cold build on 2 cores.
+FUNCTION_READY_TIMEOUT_S = 900.0
+INVOKE_TIMEOUT_S = 120.0
+STOP_GRACE_S = 5.0
+PORT_FREE_TIMEOUT_S = 10.0
+
+
+class StackError(RuntimeError):
+    """Something in the stack did not come up or did not answer; the message says what to do."""
+
+
+# ---- the demo users -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """One seeded user: CONFIRMED with a verified email unless stated otherwise."""
+
+    email: str
+    groups: tuple[str, ...] = ("staff",)
+    pool: str = DEMO_POOL
+    enabled: bool = True
+    email_verified: bool = True
+    note: str = ""
+
+
+DEMO_USERS: tuple[DemoUser, ...] = (
+    DemoUser("diego@example.com", note="allowed"),
+    DemoUser("erin@example.com", note="allowed"),
+    DemoUser("admin@example.com", note="denied by name"),
+    DemoUser("mallory@example.com", ("staff", "admins"), note="denied by group"),
+    DemoUser("frank@example.com", ("staff", "contractors"), note="rule exception"),
+    DemoUser("dora@example.com", enabled=False, note="disabled"),
+    DemoUser("nemo@example.com", email_verified=False, note="no verified email"),
+    DemoUser("olga@example.com", pool=OTHER_POOL, note="other pool"),
+)
+
+
+def cognito_client(endpoint: str):
+    """A boto3 Cognito client for moto at `endpoint` (dummy credentials, never real AWS)."""
+    import boto3  # imported here so `--help` works without the stack venv
+
+    return boto3.client(
+        "cognito-idp",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_KEY,
+    )
+
+
+def seed(endpoint: str) -> None:
+    """Reset moto and create the two pools and the demo users; pool ids come out fixed."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    client = cognito_client(endpoint)
+    for name, expected in ((DEMO_POOL_NAME, DEMO_POOL), (OTHER_POOL_NAME, OTHER_POOL)):
+        got = client.create_user_pool(PoolName=name, UsernameAttributes=["email"])["UserPool"]["Id"]
+        if got != expected:
+            raise StackError(
+                f"pool {name} was created as {got}, expected {expected}: is moto running with "
+                "MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY=HASH and the pinned version?"
+            )
+    for pool in {u.pool for u in DEMO_USERS}:
+        for group in sorted({g for u in DEMO_USERS if u.pool == pool for g in u.groups}):
+            client.create_group(UserPoolId=pool, GroupName=group)
+    for user in DEMO_USERS:
+        attributes = [
+            {"Name": "email", "Value": user.email},
+            {"Name": "email_verified", "Value": "true" if user.email_verified else "false"},
+        ]
+        client.admin_create_user(
+            UserPoolId=user.pool,
+            Username=user.email,
+            UserAttributes=attributes,
+            MessageAction="SUPPRESS",
+        )
+        client.admin_set_user_password(
+            UserPoolId=user.pool, Username=user.email, Password=SEED_PASSWORD, Permanent=True
+        )
+        for group in user.groups:
+            client.admin_add_user_to_group(UserPoolId=user.pool, Username=user.email, GroupName=group)
+        if not user.enabled:
+            client.admin_disable_user(UserPoolId=user.pool, Username=user.email)
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What moto says about one user: canonical username, status, enabled."""
+
+    username: str
+    status: str
+    enabled: bool
+
+    def label(self) -> str:
+        return self.status if self.enabled else f"{self.status} (disabled)"
+
+
+def user_states(endpoint: str) -> dict[str, UserState]:
+    """The current state of every demo user, keyed by email."""
+    client = cognito_client(endpoint)
+    states = {}
+    for user in DEMO_USERS:
+        got = client.admin_get_user(UserPoolId=user.pool, Username=user.email)
+        states[user.email] = UserState(got["Username"], got["UserStatus"], got["Enabled"])
+    return states
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def _children_of() -> dict[int, list[int]]:
+    """Parent pid → child pids, from /proc (Linux)."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may contain spaces: split after the last ')'
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, whatever process group or session it moved to."""
+    tree, found, todo = _children_of(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the driver itself is killed (best effort)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Service:
+    """One started process tree on one loopback port."""
+
+    name: str
+    proc: subprocess.Popen
+    port: int
+    log: Path | None
+    _log_file: object = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log is None or not self.log.exists():
+            return "(output went to the terminal)"
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        """Stop the whole tree: SIGTERM the group, then SIGKILL what is left; wait for the port."""
+        pids = [self.proc.pid, *descendants(self.proc.pid)]
+        groups = {self.proc.pid}
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                groups.add(os.getpgid(pid))
+        for group in groups:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.1)
+            pids += [d for p in list(pids) for d in descendants(p) if d not in pids]
+        for pid in pids:
+            if _alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        for group in groups:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=STOP_GRACE_S)
+        if self._log_file is not None:
+            self._log_file.close()
+        deadline = time.monotonic() + PORT_FREE_TIMEOUT_S
+        while port_open(self.port):
+            if time.monotonic() > deadline:
+                raise StackError(f"{self.name}: port {self.port} is still bound after stopping")
+            time.sleep(0.1)
+        leftover = [p for p in pids if _alive(p)]
+        if leftover:
+            raise StackError(f"{self.name}: processes {leftover} are still running after SIGKILL")
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], port: int, log: Path | None) -> Service:
+    log_file = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log, "wb")  # noqa: SIM115 - closed in Service.stop
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+        start_new_session=True,  # own process group: the terminal's Ctrl-C reaches only us
+        preexec_fn=_die_with_parent,
+    )
+    return Service(name, proc, port, log, log_file)
+
+
+def _wait_until(what: str, service: Service, timeout: float, probe) -> None:
+    """Poll `probe()` until it returns true; fail early if the process exits; bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if probe():
+            return
+        code = service.proc.poll()
+        if code is not None:
+            raise StackError(
+                f"{service.name} exited with status {code} before {what}; its output:\n"
+                f"{service.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{service.name}: no {what} within {timeout:.0f}s; its output:\n{service.log_tail()}"
+            )
+        time.sleep(0.2)
+
+
+def tool(name: str) -> str:
+    """The path of a tool installed in the stack venv, or a StackError saying how to get it."""
+    path = STACK_BIN / name
+    if not path.exists():
+        raise StackError(f"{path} is missing: run `make test` (or `make tools`) to install the stack tools")
+    return str(path)
+
+
+def check_tools() -> None:
+    """Fail with a clear message when a tool of the stack is missing."""
+    tool("cargo-lambda")
+    tool("moto_server")
+    if shutil.which("cargo") is None:
+        raise StackError("cargo is not on PATH: install the Rust toolchain (rustup)")
+    try:
+        import boto3  # noqa: F401
+        import moto  # noqa: F401
+    except ImportError as e:
+        raise StackError(
+            f"{e.name} is not importable by {sys.executable}: run `make test`, which installs the "
+            "stack venv and runs the tests with .tools/stack/bin/python"
+        ) from None
+
+
+def base_env() -> dict[str, str]:
+    """Our environment without anything that could reach real AWS, plus the stack venv on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "MOTO_")) and k not in ("CARGO_LAMBDA_CONTEXT",)
+    }
+    env["PATH"] = f"{STACK_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def start_moto(log: Path | None) -> tuple[Service, str]:
+    """moto server on a free loopback port, with reproducible pool ids; returns (service, url)."""
+    port = free_port()
+    env = base_env() | {"MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY": "HASH"}
+    service = _spawn("moto", [tool("moto_server"), "-H", LOOPBACK, "-p", str(port)], env, port, log)
+    url = f"http://{LOOPBACK}:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    try:
+        _wait_until("answering on /moto-api", service, MOTO_READY_TIMEOUT_S, ready)
+    except BaseException:
+        service.stop()
+        raise
+    return service, url
+
+
+def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
+    """The function's configuration: demo policy, moto endpoint, dummy credentials."""
+    env = {
+        "POLICY_FILE": str(DEMO_POLICY),
+        "DEFAULT_USER_POOL_ID": DEMO_POOL,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": DUMMY_KEY,
+        "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "DRY_RUN": "false",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+@dataclass
+class Function:
+    """The real `cognito-reset` binary behind cargo-lambda's Runtime API emulator."""
+
+    service: Service
+    env: dict[str, str]
+    log_offset: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/2015-03-31/functions/{FUNCTION}/invocations"
+
+    def invoke(self, event, timeout: float = INVOKE_TIMEOUT_S) -> dict:
+        """Send one event (a dict, or a path to a JSON file) and return the function's answer.
+
+        A function error (the runtime's `{"errorType", "errorMessage"}`) is returned as it is.
+        The emulator never answers when the function process dies (a start-up failure, a panic),
+        so the request runs in a thread while this one watches the process and the log.
+        """
+        if isinstance(event, (str, Path)):
+            event = json.loads((ROOT / event).read_text())
+        status, body = self.post(event, timeout)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise StackError(f"{FUNCTION} answered {status} with non-JSON: {body[:500]!r}") from None
+
+    def post(self, event, timeout: float) -> tuple[int, bytes]:
+        """POST one event to the emulator; (HTTP status, body), bounded by `timeout`."""
+        self.log_offset = self._log_size()
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(event).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        result: dict = {}
+
+        def send() -> None:
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as r:
+                    result["answer"] = (r.status, r.read())
+            except urllib.error.HTTPError as e:
+                result["answer"] = (e.code, e.read())
+            except (urllib.error.URLError, OSError) as e:
+                result["error"] = e
+
+        sender = threading.Thread(target=send, name="invoke", daemon=True)
+        sender.start()
+        deadline = time.monotonic() + timeout
+        while sender.is_alive():
+            sender.join(0.2)
+            if not sender.is_alive():
+                break
+            if self.service.proc.poll() is not None:
+                raise StackError(f"cargo lambda watch exited during an invoke:\n{self.service.log_tail()}")
+            if FUNCTION_EXITED in self._log_since(self.log_offset):
+                raise StackError(
+                    f"{FUNCTION} exited instead of answering (a start-up error or a crash); "
+                    f"emulator output:\n{self.service.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(f"{FUNCTION} did not answer within {timeout:.0f}s:\n{self.service.log_tail()}")
+        if "error" in result:
+            raise StackError(
+                f"invoking {FUNCTION} on port {self.port} failed: {result['error']}; emulator output:\n"
+                f"{self.service.log_tail()}"
+            )
+        return result["answer"]
+
+    def _log_since(self, offset: int) -> str:
+        log = self.service.log
+        if log is None or not log.exists():
+            return ""
+        with open(log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def _log_size(self) -> int:
+        log = self.service.log
+        return log.stat().st_size if log is not None and log.exists() else 0
+
+    def log_since_invoke(self) -> list[dict]:
+        """JSON log lines written by the function since the last invoke (the audit trail)."""
+        text = self._log_since(self.log_offset)
+        entries = []
+        for line in text.splitlines():
+            start = line.find("{")
+            if start < 0:
+                continue
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line[start:])
+                if isinstance(entry, dict):
+                    entries.append(entry)
+        return entries
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+WARM_UP_EVENT = {"cognito-reset-stack": "warm-up"}
+# What cargo-lambda's watch prints when the function process ends (it then never answers).
+FUNCTION_EXITED = "command exited"
+
+
+def start_function(
+    env: dict[str, str],
+    log: Path | None,
+    *,
+    reload: bool = False,
+    timeout: float = FUNCTION_READY_TIMEOUT_S,
+) -> Function:
+    """`cargo lambda watch` on a free loopback port, ready once the function answers an invoke.
+
+    The function's configuration goes in through an --env-file; watch's own environment is ours
+    minus every AWS_* variable. Without `reload`, source edits (by someone else in the same
+    checkout) do not restart the function under a running demo or test.
+    """
+    port = free_port()
+    run_dir = log.parent if log is not None else Path(tempfile.mkdtemp(dir=_run_dir(), prefix="fn-"))
+    env_file = run_dir / f"function-{port}.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    argv = [
+        tool("cargo-lambda"),
+        "lambda",
+        "watch",
+        "--bin",
+        FUNCTION,
+        "--locked",
+        "--invoke-address",
+        LOOPBACK,
+        "--invoke-port",
+        str(port),
+        "--env-file",
+        str(env_file),
+    ]
+    if not reload:
+        argv.append("--ignore-changes")
+    watch_env = base_env() | {"CARGO_TERM_COLOR": "never", "NO_COLOR": "1"}
+    service = _spawn("cargo lambda watch", argv, watch_env, port, log)
+    function = Function(service, env)
+    try:
+        _wait_until("the emulator's port to open", service, 60, lambda: port_open(port))
+        # The first invoke waits for the compile and the function's start-up; any answer, even a
+        # function error for this unknown event, means the function is up.
+        function.post(WARM_UP_EVENT, timeout)
+        return function
+    except BaseException:
+        service.stop()
+        raise
+
+
+def _run_dir() -> Path:
+    RUN_DIR.mkdir(exist_ok=True)
+    return RUN_DIR
+
+
+@dataclass
+class Stack:
+    """moto + the function; a context manager that always stops both."""
+
+    name: str = "stack"
+    quiet: bool = True
+    moto: Service | None = None
+    endpoint: str = ""
+    functions: list[Function] = field(default_factory=list)
+
+    def log_path(self, what: str) -> Path | None:
+        return _run_dir() / self.name / f"{what}.log" if self.quiet else None
+
+    def __enter__(self) -> Stack:
+        check_tools()
+        try:
+            self.moto, self.endpoint = start_moto(self.log_path("moto"))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def seed(self) -> None:
+        seed(self.endpoint)
+
+    def cognito(self):
+        return cognito_client(self.endpoint)
+
+    def user_states(self) -> dict[str, UserState]:
+        return user_states(self.endpoint)
+
+    def start_function(self, *, label: str = "function", reload: bool = False, **env: str) -> Function:
+        """Start one more function instance; `env` overrides the default configuration."""
+        merged = function_env(self.endpoint, **env)
+        function = start_function(merged, self.log_path(label), reload=reload)
+        self.functions.append(function)
+        return function
+
+    def stop_function(self, function: Function) -> None:
+        self.functions.remove(function)
+        function.stop()
+
+    def stop(self) -> None:
+        """Stop every process; raise only after trying them all. A second Ctrl-C waits for it."""
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._stop_all()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _stop_all(self) -> None:
+        errors = []
+        for function in reversed(self.functions):
+            try:
+                function.stop()
+            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                errors.append(e)
+        self.functions.clear()
+        if self.moto is not None:
+            try:
+                self.moto.stop()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+            self.moto = None
+        if errors:
+            raise StackError("; ".join(str(e) for e in errors))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGINT, SIGTERM and SIGHUP into KeyboardInterrupt so every `finally` runs.
+
+    SIGINT is set explicitly: a shell starts background jobs with SIGINT ignored, and Python then
+    keeps it ignored.
+    """
+
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---- the demo -------------------------------------------------------------------------------
+
+DEMO_EVENTS = (
+    "events/http-api-v2.json",
+    "events/http-api-v2-batch.json",
+    "events/sqs-standard.json",
+    "events/sqs-fifo.json",
+    "events/sns-in-sqs.json",
+    "events/alb.json",
+)
+
+
+def caller_of(event: dict) -> str:
+    """A short label for who is asking, as the event tells it."""
+    if "Records" in event:
+        arn = event["Records"][0].get("eventSourceARN", "")
+        return "sqs:" + arn.rsplit(":", 1)[-1]
+    context = event.get("requestContext", {})
+    iam = context.get("authorizer", {}).get("iam") or context.get("identity") or {}
+    if iam.get("userArn"):
+        return "role " + iam["userArn"].split(":assumed-role/", 1)[-1]
+    claims = context.get("authorizer", {}).get("jwt", {}).get("claims")
+    if claims:
+        return "jwt client " + claims.get("client_id", "?")
+    return "anonymous"
+
+
+def _request_items(event: dict) -> list[tuple[str, str]]:
+    """(id, user) for each request in the event: HTTP body items or SQS records."""
+    items = []
+    if "Records" in event:
+        for record in event["Records"]:
+            items.append((record["messageId"], _user_in_body(record.get("body", ""))))
+        return items
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode()
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return [("0", "?")]
+    for i, item in enumerate(parsed if isinstance(parsed, list) else [parsed]):
+        items.append((str(i), _who(item)))
+    return items
+
+
+def _user_in_body(body: str) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return f"(not JSON: {body[:24]!r})"
+    if isinstance(parsed, dict) and parsed.get("Type") == "Notification":
+        return _user_in_body(parsed.get("Message", "")) + " via SNS"
+    return _who(parsed)
+
+
+def _who(item) -> str:
+    if not isinstance(item, dict):
+        return "?"
+    user = item.get("Username", "?")
+    pool = item.get("UserPoolId")
+    return user if pool in (None, DEMO_POOL) else f"{user} (other pool)"
+
+
+def _find(entry, key: str):
+    """The first value of `key` anywhere in a nested log entry."""
+    if isinstance(entry, dict):
+        if key in entry and not isinstance(entry[key], (dict, list)):
+            return entry[key]
+        for value in entry.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    elif isinstance(entry, list):
+        for value in entry:
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _mentions(entry, needle: str) -> bool:
+    if isinstance(entry, dict):
+        return any(_mentions(v, needle) for v in entry.values())
+    if isinstance(entry, list):
+        return any(_mentions(v, needle) for v in entry)
+    return entry == needle
+
+
+def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> list[list[str]]:
+    """Table rows (request, caller, user, outcome, code) for one event and its answer."""
+    caller = caller_of(event)
+    name = Path(event_path).stem
+    rows = []
+    if "Records" in event:
+        retried = {f.get("itemIdentifier") for f in answer.get("batchItemFailures", [])}
+        for message_id, user in _request_items(event):
+            lines = [e for e in audit if _mentions(e, message_id)]
+            outcome = next((_find(e, "outcome") for e in lines if _find(e, "outcome")), None)
+            code = next((_find(e, "code") for e in lines if _find(e, "code")), None)
+            if message_id in retried:
+                verdict = "RETRY (batchItemFailures)"
+            else:
+                verdict = f"{outcome or 'acknowledged'}"
+            rows.append([f"{name} #{message_id[-2:]}", caller, user, verdict, str(code or "")])
+        return rows
+    status = answer.get("statusCode")
+    try:
+        body = json.loads(answer.get("body") or "{}")
+    except ValueError:
+        body = {"error": "(non-JSON body)"}
+    items = _request_items(event)
+    if isinstance(body, dict) and "results" in body:
+        for result, (_, user) in zip(body["results"], items + [("?", "?")] * len(body["results"])):
+            outcome = result.get("outcome") or "REJECTED"
+            rows.append([
+                f"{name} [{result.get('index')}]",
+                caller,
+                user,
+                outcome,
+                f"{result.get('status')} {result.get('error', '')}".strip(),
+            ])
+        return rows
+    if "statusCode" not in answer:  # a function error, not an HTTP response
+        return [[name, caller, items[0][1], "FUNCTION ERROR", str(answer)[:60]]]
+    outcome = body.get("outcome") or "REJECTED"
+    rows.append([name, caller, items[0][1], outcome, f"{status} {body.get('error', '')}".strip()])
+    return rows
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def demo() -> int:
+    started = time.monotonic()
+    with Stack(name="demo") as stack:
+        print(f"moto (local Cognito) on {stack.endpoint}; seeding the demo pools", flush=True)
+        stack.seed()
+        before = stack.user_states()
+        print("starting cognito-reset under `cargo lambda watch` (the first run compiles it)", flush=True)
+        function = stack.start_function()
+        print(
+            f"function ready on 127.0.0.1:{function.port} after {time.monotonic() - started:.1f}s; "
+            f"policy {DEMO_POLICY.relative_to(ROOT)}\n",
+            flush=True,
+        )
+        rows = []
+        for path in DEMO_EVENTS:
+            event = json.loads((ROOT / path).read_text())
+            answer = function.invoke(event)
+            rows += rows_for(path, event, answer, function.log_since_invoke())
+        after = stack.user_states()
+        print(table(["request", "caller", "user", "outcome", "code"], rows))
+        print()
+        user_rows = [
+            [
+                u.email,
+                "demo" if u.pool == DEMO_POOL else "other",
+                ",".join(u.groups),
+                u.note,
+                before[u.email].label(),
+                after[u.email].label(),
+            ]
+            for u in DEMO_USERS
+        ]
+        print(table(["user", "pool", "groups", "seeded as", "before", "after"], user_rows))
+    print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
+    return 0
+
+
+# ---- make local / make invoke ---------------------------------------------------------------
+
+
+def local() -> int:
+    with Stack(name="local") as stack:
+        stack.seed()
+        print(f"moto (local Cognito) on {stack.endpoint}, seeded; starting the function...", flush=True)
+        function = stack.start_function(label="function", reload=True)
+        LOCAL_ENV.write_text(
+            f"INVOKE_PORT={function.port}\nAWS_ENDPOINT_URL={stack.endpoint}\nDRIVER_PID={os.getpid()}\n"
+        )
+        try:
+            print(
+                f"""
+cognito-reset is running under `cargo lambda watch` on 127.0.0.1:{function.port} (reloads on edits),
+against moto on {stack.endpoint} with policy/demo.json. Function logs: {function.service.log}
+
+Send an event:
+    make invoke EVENT=events/http-api-v2.json
+    PATH="$PWD/.tools/stack/bin:$PATH" cargo lambda invoke {FUNCTION} -A 127.0.0.1 -P {function.port} --data-file events/http-api-v2.json
+See the demo users' status:   .tools/stack/bin/python tools/stack.py users
+Reseed (undo every reset):    .tools/stack/bin/python tools/stack.py reseed
+
+Ctrl-C stops everything.""",
+                flush=True,
+            )
+            while True:
+                if function.service.proc.poll() is not None:
+                    raise StackError(f"cargo lambda watch exited:\n{function.service.log_tail()}")
+                if stack.moto.proc.poll() is not None:
+                    raise StackError(f"moto exited:\n{stack.moto.log_tail()}")
+                time.sleep(1)
+        finally:
+            LOCAL_ENV.unlink(missing_ok=True)
+
+
+def _local_settings() -> dict[str, str]:
+    if not LOCAL_ENV.exists():
+        raise StackError("no local stack is running: start one with `make local` in another terminal")
+    settings = dict(line.split("=", 1) for line in LOCAL_ENV.read_text().splitlines() if "=" in line)
+    if not port_open(int(settings["INVOKE_PORT"])):
+        raise StackError(
+            f"{LOCAL_ENV} names port {settings['INVOKE_PORT']} but nothing answers there: "
+            "start the stack again with `make local`"
+        )
+    return settings
+
+
+def invoke(event_path: str) -> int:
+    settings = _local_settings()
+    path = Path(event_path)
+    if not path.is_file():
+        raise StackError(f"{event_path}: no such event file (try one of events/*.json)")
+    argv = [
+        tool("cargo-lambda"), "lambda", "invoke", FUNCTION,
+        "--invoke-address", LOOPBACK, "--invoke-port", settings["INVOKE_PORT"],
+        "--data-file", str(path),
+    ]
+    print("$ cargo lambda invoke " + " ".join(argv[4:]), flush=True)
+    code = subprocess.call(argv, env=base_env())
+    print()
+    print_users(settings["AWS_ENDPOINT_URL"])
+    return code
+
+
+def print_users(endpoint: str) -> None:
+    states = user_states(endpoint)
+    print(table(["user", "status"], [[email, s.label()] for email, s in states.items()]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="start the stack, send the sample events, print the table, stop")
+    sub.add_parser("local", help="start the stack and keep it running until Ctrl-C")
+    p = sub.add_parser("invoke", help="send one event to the running local stack")
+    p.add_argument("event", help="an event file, e.g. events/http-api-v2.json")
+    sub.add_parser("users", help="print the demo users' status in the running local stack")
+    sub.add_parser("reseed", help="reset the running local stack's users to their seeded state")
+    args = parser.parse_args(argv)
+    try:
+        with stop_on_signals():
+            if args.command == "demo":
+                return demo()
+            if args.command == "local":
+                return local()
+            if args.command == "invoke":
+                return invoke(args.event)
+            if args.command == "users":
+                print_users(_local_settings()["AWS_ENDPOINT_URL"])
+                return 0
+            if args.command == "reseed":
+                seed(_local_settings()["AWS_ENDPOINT_URL"])
+                print("reseeded")
+                return 0
+    except StackError as e:
+        print(f"stack: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstack: interrupted; everything stopped", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
