@@ -5,4 +5,11 @@
 //! ([`sources`]) and two binaries: the Lambda function `cognito-reset` and the operator CLI
 //! `reset-policy`.
 
+pub mod caller;
+pub mod config;
+pub mod directory;
+pub mod outcome;
 pub mod policy;
+pub mod request;
+pub mod service;
+pub mod sources;

@@ -1,0 +1,263 @@
+//! The function's configuration, read from the environment and validated once at start-up.
+//!
+//! A bad value stops start-up with a message naming the variable; nothing ever falls back to a
+//! wider policy. See the README's configuration table for every setting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::directory::ClientSettings;
+use crate::policy::Policy;
+use crate::request::UserPoolId;
+
+/// Default for `MAX_CONCURRENCY`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 10;
+/// Default for `DEADLINE_MARGIN_MS`.
+pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 2000;
+/// Default for `COGNITO_TIMEOUT_MS`.
+pub const DEFAULT_COGNITO_TIMEOUT_MS: u64 = 5000;
+/// Default for `COGNITO_MAX_ATTEMPTS`.
+pub const DEFAULT_COGNITO_MAX_ATTEMPTS: u32 = 3;
+
+/// A start-up failure, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("set exactly one of POLICY (inline JSON) or POLICY_FILE (a path); {0}")]
+    PolicySource(&'static str),
+    #[error("POLICY_FILE: cannot read {path}: {source}")]
+    PolicyFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{variable}: the policy is invalid:\n{errors}")]
+    Policy {
+        variable: &'static str,
+        errors: crate::policy::PolicyErrors,
+    },
+    #[error("{variable}: {message} (got {value:?})")]
+    Invalid {
+        variable: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policy: Arc<Policy>,
+    /// Where the policy came from, for the start-up log line.
+    pub policy_source: String,
+    pub default_user_pool_id: Option<UserPoolId>,
+    pub max_concurrency: usize,
+    pub deadline_margin: Duration,
+    pub cognito: ClientSettings,
+    pub dry_run: bool,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let (variable, text, policy_source) = match (get("POLICY"), get("POLICY_FILE")) {
+            (Some(_), Some(_)) => return Err(ConfigError::PolicySource("both are set")),
+            (None, None) => return Err(ConfigError::PolicySource("neither is set")),
+            (Some(inline), None) => ("POLICY", inline, "POLICY (inline)".to_owned()),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::PolicyFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                ("POLICY_FILE", text, format!("POLICY_FILE={path}"))
+            }
+        };
+        let policy =
+            Policy::from_json(&text).map_err(|errors| ConfigError::Policy { variable, errors })?;
+
+        let default_user_pool_id = get("DEFAULT_USER_POOL_ID")
+            .map(|v| {
+                UserPoolId::parse(&v).map_err(|message| ConfigError::Invalid {
+                    variable: "DEFAULT_USER_POOL_ID",
+                    value: v.clone(),
+                    message,
+                })
+            })
+            .transpose()?;
+
+        let max_concurrency = number(
+            &get,
+            "MAX_CONCURRENCY",
+            DEFAULT_MAX_CONCURRENCY as u64,
+            1,
+            100,
+        )?;
+        let deadline_margin_ms = number(
+            &get,
+            "DEADLINE_MARGIN_MS",
+            DEFAULT_DEADLINE_MARGIN_MS,
+            0,
+            600_000,
+        )?;
+        let cognito_timeout_ms = number(
+            &get,
+            "COGNITO_TIMEOUT_MS",
+            DEFAULT_COGNITO_TIMEOUT_MS,
+            100,
+            60_000,
+        )?;
+        let cognito_max_attempts = number(
+            &get,
+            "COGNITO_MAX_ATTEMPTS",
+            u64::from(DEFAULT_COGNITO_MAX_ATTEMPTS),
+            1,
+            10,
+        )?;
+        let dry_run = match get("DRY_RUN")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("false") | Some("0") | Some("no") => false,
+            Some("true") | Some("1") | Some("yes") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    variable: "DRY_RUN",
+                    value: lookup("DRY_RUN").unwrap_or_default(),
+                    message: "must be true or false".into(),
+                });
+            }
+        };
+
+        Ok(Config {
+            policy: Arc::new(policy),
+            policy_source,
+            default_user_pool_id,
+            max_concurrency: max_concurrency as usize,
+            deadline_margin: Duration::from_millis(deadline_margin_ms),
+            cognito: ClientSettings {
+                timeout: Duration::from_millis(cognito_timeout_ms),
+                // Bounded to 1..=10 above.
+                max_attempts: cognito_max_attempts as u32,
+            },
+            dry_run,
+        })
+    }
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(value) = get(variable) else {
+        return Ok(default);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            variable,
+            value,
+            message: format!("must be a whole number from {min} to {max}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const POLICY: &str =
+        r#"{"version":1,"rules":[{"name":"r","callers":["*"],"userPools":["*"],"users":["*"]}]}"#;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_policy_is_set() {
+        let config = load(&[("POLICY", POLICY)]).unwrap();
+        assert_eq!(config.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(config.deadline_margin, Duration::from_millis(2000));
+        assert_eq!(config.cognito.timeout, Duration::from_millis(5000));
+        assert_eq!(config.cognito.max_attempts, 3);
+        assert!(!config.dry_run);
+        assert!(config.default_user_pool_id.is_none());
+    }
+
+    #[test]
+    fn exactly_one_policy_source_is_required() {
+        let err = load(&[]).unwrap_err().to_string();
+        assert!(err.contains("POLICY") && err.contains("neither"), "{err}");
+        let err = load(&[("POLICY", POLICY), ("POLICY_FILE", "/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_policy_stops_start_up_naming_the_variable() {
+        let err = load(&[("POLICY", r#"{"version":2,"rules":[]}"#)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("POLICY:"), "{err}");
+        let err = load(&[("POLICY_FILE", "/nonexistent/policy.json")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("POLICY_FILE:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("MAX_CONCURRENCY", "0"),
+            ("MAX_CONCURRENCY", "ten"),
+            ("DEADLINE_MARGIN_MS", "-1"),
+            ("COGNITO_TIMEOUT_MS", "5s"),
+            ("COGNITO_MAX_ATTEMPTS", "0"),
+            ("DRY_RUN", "maybe"),
+            ("DEFAULT_USER_POOL_ID", "not a pool"),
+        ] {
+            let err = load(&[("POLICY", POLICY), (var, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(var), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_are_read() {
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("DEFAULT_USER_POOL_ID", "us-west-2_aaaaaaaaa"),
+            ("MAX_CONCURRENCY", "4"),
+            ("DEADLINE_MARGIN_MS", "500"),
+            ("COGNITO_TIMEOUT_MS", "1500"),
+            ("COGNITO_MAX_ATTEMPTS", "1"),
+            ("DRY_RUN", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.default_user_pool_id.unwrap().as_str(),
+            "us-west-2_aaaaaaaaa"
+        );
+        assert_eq!(config.max_concurrency, 4);
+        assert_eq!(config.deadline_margin, Duration::from_millis(500));
+        assert_eq!(config.cognito.timeout, Duration::from_millis(1500));
+        assert_eq!(config.cognito.max_attempts, 1);
+        assert!(config.dry_run);
+    }
+}

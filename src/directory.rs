@@ -1,0 +1,382 @@
+//! The port to Amazon Cognito: the three calls the service makes, and what their failures mean.
+//!
+//! Every SDK error stays typed until [`CognitoError`] classifies it into a [`CognitoErrorKind`]
+//! (matching the operation's modeled error enum, then, on purpose, the error code of anything
+//! the model does not name). The client is configured here too: bounded retries that never
+//! retry `LimitExceededException` (Cognito's per-user attempt limit) and a timeout per attempt.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use aws_sdk_cognitoidentityprovider::config::interceptors::InterceptorContext;
+use aws_sdk_cognitoidentityprovider::config::retry::{ClassifyRetry, RetryAction, RetryConfig};
+use aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig;
+use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cognitoidentityprovider::operation::RequestId;
+use aws_sdk_cognitoidentityprovider::operation::admin_get_user::AdminGetUserError;
+use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::AdminListGroupsForUserError;
+use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
+use aws_sdk_cognitoidentityprovider::{Client, config};
+
+use crate::outcome::Class;
+use crate::request::{ClientMetadata, UserPoolId, Username};
+
+/// Upper bound on `AdminListGroupsForUser` pages (60 groups each), against a looping token.
+const MAX_GROUP_PAGES: usize = 100;
+
+/// What a Cognito failure means for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CognitoErrorKind {
+    /// `UserNotFoundException`.
+    UserNotFound,
+    /// `ResourceNotFoundException`: no such user pool.
+    PoolNotFound,
+    /// `NotAuthorizedException`: the user cannot be reset in its current state.
+    NotResettable,
+    /// `InvalidParameterException`: e.g. no verified email or phone to send the code to.
+    CannotReset,
+    /// `TooManyRequestsException`, `LimitExceededException`, throttling.
+    Throttled,
+    /// Cognito's internal errors, Lambda-trigger errors, unknown modeled errors, bad responses.
+    Upstream,
+    /// SMS/email role errors, access denied, bad or missing credentials.
+    Misconfigured,
+    /// Timeouts and connection failures.
+    Unavailable,
+}
+
+/// A classified Cognito failure, keeping the original error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("cognito {operation} failed ({})", self.code())]
+pub struct CognitoError {
+    pub kind: CognitoErrorKind,
+    /// The Cognito operation that failed.
+    pub operation: &'static str,
+    /// Cognito's request id, when a response came back.
+    pub request_id: Option<String>,
+    #[source]
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl CognitoError {
+    /// The outcome code (`user-not-found`, `throttled`, ...).
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            CognitoErrorKind::UserNotFound => "user-not-found",
+            CognitoErrorKind::PoolNotFound => "pool-not-found",
+            CognitoErrorKind::NotResettable => "not-resettable",
+            CognitoErrorKind::CannotReset => "cannot-reset",
+            CognitoErrorKind::Throttled => "throttled",
+            CognitoErrorKind::Upstream => "upstream-error",
+            CognitoErrorKind::Misconfigured => "misconfigured",
+            CognitoErrorKind::Unavailable => "unavailable",
+        }
+    }
+
+    /// Retry or not.
+    pub fn class(&self) -> Class {
+        match self.kind {
+            CognitoErrorKind::UserNotFound
+            | CognitoErrorKind::PoolNotFound
+            | CognitoErrorKind::NotResettable
+            | CognitoErrorKind::CannotReset => Class::Rejected,
+            CognitoErrorKind::Throttled
+            | CognitoErrorKind::Upstream
+            | CognitoErrorKind::Misconfigured
+            | CognitoErrorKind::Unavailable => Class::Retry,
+        }
+    }
+
+    fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
+    where
+        E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+        SdkError<E, R>: RequestId,
+    {
+        let request_id = error.request_id().map(str::to_owned);
+        let kind = match &error {
+            SdkError::ServiceError(context) => {
+                let err = context.err();
+                err.modeled_kind()
+                    .unwrap_or_else(|| kind_from_code(err.code()))
+            }
+            SdkError::TimeoutError(_) => CognitoErrorKind::Unavailable,
+            SdkError::DispatchFailure(failure) if failure.is_user() => {
+                CognitoErrorKind::Misconfigured
+            }
+            SdkError::DispatchFailure(_) => CognitoErrorKind::Unavailable,
+            SdkError::ResponseError(_) => CognitoErrorKind::Upstream,
+            // Request construction failed: credentials, region or endpoint set-up.
+            SdkError::ConstructionFailure(_) => CognitoErrorKind::Misconfigured,
+            // SdkError is non-exhaustive: an unknown failure mode is treated as transient on
+            // purpose, so the record is retried rather than lost.
+            _ => CognitoErrorKind::Unavailable,
+        };
+        CognitoError {
+            kind,
+            operation,
+            request_id,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// Classification of an error code the service model does not name for this operation.
+fn kind_from_code(code: Option<&str>) -> CognitoErrorKind {
+    match code {
+        Some(
+            "AccessDeniedException"
+            | "AccessDenied"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "ExpiredTokenException"
+            | "ExpiredToken",
+        ) => CognitoErrorKind::Misconfigured,
+        Some("ThrottlingException" | "Throttling" | "RequestLimitExceeded") => {
+            CognitoErrorKind::Throttled
+        }
+        Some("ServiceUnavailable" | "ServiceUnavailableException") => CognitoErrorKind::Unavailable,
+        // Anything else, including codes added to Cognito after this build, is an upstream
+        // failure: retried, never silently dropped.
+        _ => CognitoErrorKind::Upstream,
+    }
+}
+
+/// A modeled operation error that knows its kind.
+trait Modeled {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind>;
+}
+
+impl Modeled for AdminGetUserError {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+        use CognitoErrorKind as K;
+        Some(match self {
+            Self::UserNotFoundException(_) => K::UserNotFound,
+            Self::ResourceNotFoundException(_) => K::PoolNotFound,
+            Self::NotAuthorizedException(_) => K::NotResettable,
+            Self::InvalidParameterException(_) => K::CannotReset,
+            Self::TooManyRequestsException(_) => K::Throttled,
+            Self::InternalErrorException(_) => K::Upstream,
+            Self::OperationNotEnabledException(_) => K::Misconfigured,
+            _ => return None,
+        })
+    }
+}
+
+impl Modeled for AdminListGroupsForUserError {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+        use CognitoErrorKind as K;
+        Some(match self {
+            Self::UserNotFoundException(_) => K::UserNotFound,
+            Self::ResourceNotFoundException(_) => K::PoolNotFound,
+            Self::NotAuthorizedException(_) => K::NotResettable,
+            Self::InvalidParameterException(_) => K::CannotReset,
+            Self::TooManyRequestsException(_) => K::Throttled,
+            Self::InternalErrorException(_) => K::Upstream,
+            Self::OperationNotEnabledException(_) => K::Misconfigured,
+            _ => return None,
+        })
+    }
+}
+
+impl Modeled for AdminResetUserPasswordError {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+        use CognitoErrorKind as K;
+        Some(match self {
+            Self::UserNotFoundException(_) => K::UserNotFound,
+            Self::ResourceNotFoundException(_) => K::PoolNotFound,
+            Self::NotAuthorizedException(_) => K::NotResettable,
+            Self::InvalidParameterException(_) => K::CannotReset,
+            Self::TooManyRequestsException(_) | Self::LimitExceededException(_) => K::Throttled,
+            Self::InternalErrorException(_)
+            | Self::InvalidLambdaResponseException(_)
+            | Self::UnexpectedLambdaException(_)
+            | Self::UserLambdaValidationException(_) => K::Upstream,
+            Self::InvalidSmsRoleAccessPolicyException(_)
+            | Self::InvalidSmsRoleTrustRelationshipException(_)
+            | Self::InvalidEmailRoleAccessPolicyException(_)
+            | Self::OperationNotEnabledException(_) => K::Misconfigured,
+            _ => return None,
+        })
+    }
+}
+
+/// The user as Cognito knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The canonical username (may differ from what the caller sent: alias, case, `sub`).
+    pub username: String,
+    pub email: Option<String>,
+    pub preferred_username: Option<String>,
+    pub sub: Option<String>,
+    pub enabled: bool,
+    /// Cognito's `UserStatus`, e.g. `CONFIRMED`.
+    pub status: Option<String>,
+}
+
+/// The Cognito operations the service uses, over one SDK client built at start-up.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    client: Client,
+}
+
+impl Directory {
+    /// Wraps a configured client (see [`configure`]).
+    pub fn new(client: Client) -> Self {
+        Directory { client }
+    }
+
+    /// `AdminGetUser`: resolves a username, alias or `sub` to the canonical user.
+    pub async fn get_user(
+        &self,
+        pool: &UserPoolId,
+        username: &Username,
+    ) -> Result<UserRecord, CognitoError> {
+        let output = self
+            .client
+            .admin_get_user()
+            .user_pool_id(pool.as_str())
+            .username(username.as_str())
+            .send()
+            .await
+            .map_err(|e| CognitoError::from_sdk("AdminGetUser", e))?;
+        let attribute = |name: &str| {
+            output
+                .user_attributes()
+                .iter()
+                .find(|a| a.name() == name)
+                .and_then(|a| a.value())
+                .map(str::to_owned)
+        };
+        Ok(UserRecord {
+            username: output.username().to_owned(),
+            email: attribute("email"),
+            preferred_username: attribute("preferred_username"),
+            sub: attribute("sub"),
+            enabled: output.enabled(),
+            status: output.user_status().map(|s| s.as_str().to_owned()),
+        })
+    }
+
+    /// `AdminListGroupsForUser`, all pages.
+    pub async fn list_groups(
+        &self,
+        pool: &UserPoolId,
+        canonical_username: &str,
+    ) -> Result<Vec<String>, CognitoError> {
+        let mut groups = Vec::new();
+        let mut next_token: Option<String> = None;
+        for _ in 0..MAX_GROUP_PAGES {
+            let output = self
+                .client
+                .admin_list_groups_for_user()
+                .user_pool_id(pool.as_str())
+                .username(canonical_username)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| CognitoError::from_sdk("AdminListGroupsForUser", e))?;
+            groups.extend(
+                output
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_name().map(str::to_owned)),
+            );
+            match output.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => return Ok(groups),
+            }
+        }
+        Err(CognitoError {
+            kind: CognitoErrorKind::Upstream,
+            operation: "AdminListGroupsForUser",
+            request_id: None,
+            source: format!("more than {MAX_GROUP_PAGES} pages of groups").into(),
+        })
+    }
+
+    /// `AdminResetUserPassword` on the canonical username; returns Cognito's request id.
+    pub async fn reset_password(
+        &self,
+        pool: &UserPoolId,
+        canonical_username: &str,
+        client_metadata: &ClientMetadata,
+    ) -> Result<Option<String>, CognitoError> {
+        let metadata = (!client_metadata.is_empty()).then(|| client_metadata.entries().clone());
+        let output = self
+            .client
+            .admin_reset_user_password()
+            .user_pool_id(pool.as_str())
+            .username(canonical_username)
+            .set_client_metadata(metadata.map(|m| m.into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| CognitoError::from_sdk("AdminResetUserPassword", e))?;
+        Ok(output.request_id().map(str::to_owned))
+    }
+}
+
+/// Client settings taken from the function's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Timeout of each attempt (connect included).
+    pub timeout: Duration,
+    /// Total attempts per call, first one included.
+    pub max_attempts: u32,
+}
+
+/// Applies retries, the LimitExceeded rule and timeouts to a Cognito client configuration.
+pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::Builder {
+    builder
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.timeout)
+                .operation_attempt_timeout(settings.timeout)
+                .build(),
+        )
+        .retry_classifier(NeverRetryLimitExceeded)
+}
+
+/// Forbids SDK retries of `LimitExceededException`: in Cognito it is a per-user attempt limit,
+/// so an immediate retry only burns the user's attempts. (The SDK's default classifiers treat it
+/// as throttling and would retry it.)
+#[derive(Debug, Clone, Copy)]
+pub struct NeverRetryLimitExceeded;
+
+impl ClassifyRetry for NeverRetryLimitExceeded {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let Some(error) = error.as_operation_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = error
+            .downcast_ref::<AdminResetUserPasswordError>()
+            .and_then(|e| e.code())
+            .or_else(|| {
+                error
+                    .downcast_ref::<AdminGetUserError>()
+                    .and_then(|e| e.code())
+            })
+            .or_else(|| {
+                error
+                    .downcast_ref::<AdminListGroupsForUserError>()
+                    .and_then(|e| e.code())
+            });
+        if code == Some("LimitExceededException") {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "NeverRetryLimitExceeded"
+    }
+}

@@ -1,0 +1,104 @@
+//! SQS batches (standard and FIFO, optionally SNS-wrapped) with partial batch responses.
+//!
+//! Every record's body is one request; the caller is the record's queue ARN, never anything in
+//! the body. The response lists exactly the records to retry; rejected records are acknowledged
+//! (and audited). A record without a `messageId` fails the whole invocation before any record
+//! is processed, so that a retry cannot reset anyone twice.
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::EventError;
+use crate::caller;
+use crate::outcome::{Class, ResetError};
+use crate::request::{InvalidRequest, ResetRequest, UserPoolId};
+use crate::service::{App, Deadline, Job, Origin, run_all, run_fifo};
+
+/// The part of an SNS notification envelope the function reads.
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// Parses a record body: a request, or an SNS notification whose `Message` is a request.
+pub fn parse_body(
+    body: Option<&str>,
+    default_pool: Option<&UserPoolId>,
+) -> Result<ResetRequest, InvalidRequest> {
+    let body = body
+        .filter(|b| !b.trim().is_empty())
+        .ok_or_else(|| InvalidRequest::body("the message body is empty"))?;
+    match serde_json::from_str::<SnsEnvelope>(body) {
+        Ok(envelope) if envelope.kind == "Notification" => {
+            ResetRequest::from_json(&envelope.message, default_pool)
+        }
+        _ => ResetRequest::from_json(body, default_pool),
+    }
+}
+
+/// Processes a batch and returns `{"batchItemFailures": [...]}`.
+pub async fn handle(
+    app: &Arc<App>,
+    event: SqsEvent,
+    deadline: Deadline,
+) -> Result<Value, EventError> {
+    // Check every record before touching any.
+    let mut ids = Vec::with_capacity(event.records.len());
+    for (index, record) in event.records.iter().enumerate() {
+        match record.message_id.as_deref() {
+            Some(id) if !id.is_empty() => ids.push(id.to_owned()),
+            _ => return Err(EventError::MissingMessageId { index }),
+        }
+    }
+    let fifo = event.records.iter().any(|r| {
+        r.event_source_arn
+            .as_deref()
+            .is_some_and(|arn| arn.ends_with(".fifo"))
+    });
+    let default_pool = app.config.default_user_pool_id.as_ref();
+    let job = |record: &SqsMessage, id: String| Job {
+        origin: Origin {
+            source: if fifo { "sqs-fifo" } else { "sqs" },
+            id,
+            caller: Arc::new(caller::from_queue(record.event_source_arn.as_deref())),
+        },
+        request: parse_body(record.body.as_deref(), default_pool).map_err(ResetError::from),
+    };
+    let results = if fifo {
+        let jobs = event
+            .records
+            .iter()
+            .zip(ids.iter().cloned())
+            .map(|(record, id)| {
+                let group = record
+                    .attributes
+                    .get("MessageGroupId")
+                    .cloned()
+                    .unwrap_or_default();
+                (group, job(record, id))
+            })
+            .collect();
+        run_fifo(app, jobs, deadline).await
+    } else {
+        let jobs = event
+            .records
+            .iter()
+            .zip(ids.iter().cloned())
+            .map(|(r, id)| job(r, id))
+            .collect();
+        run_all(app, jobs, deadline).await
+    };
+    let failures: Vec<Value> = results
+        .iter()
+        .zip(&ids)
+        .filter(|(result, _)| matches!(result, Err(e) if e.class() == Class::Retry))
+        .map(|(_, id)| json!({ "itemIdentifier": id }))
+        .collect();
+    Ok(json!({ "batchItemFailures": failures }))
+}
