@@ -1,9 +1,41 @@
 //! The allowlist policy: which callers may reset which users in which user pools.
-//! (Interface stub: the engine is being written under issue 2.)
+//!
+//! A [`Policy`] is loaded once from a JSON document ([`Policy::from_json`]), validated with every
+//! error located, and compiled. It is pure: no I/O, `Send + Sync + Clone`, cheap to query.
+//!
+//! Evaluation has two stages so that Cognito is only asked what the policy needs:
+//! 1. [`Policy::check_caller_and_pool`] answers, before any user lookup, whether any rule lists
+//!    the caller (`no-rule-for-caller`) and the pool (`pool-not-allowed`);
+//! 2. [`Policy::decide`] gives the full decision once the user is resolved. Group membership
+//!    is only consulted when [`Policy::needs_groups`] says so.
+//!
+//! The decision: the top-level `deny` beats everything (`denied-user`, then `denied-group`); then
+//! the first rule in document order that matches allows; otherwise the most specific of
+//! `no-rule-for-caller`, `pool-not-allowed`, `user-not-allowed` denies.
+//!
+//! Submodules: [`pattern`] (globs and case folding), `document` (schema and loading), `engine`
+//! (decisions and explanations), `lint` (warnings).
+
+mod document;
+mod engine;
+mod json;
+mod lint;
+pub mod pattern;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
+pub use document::ANONYMOUS_KEYWORD;
+pub use engine::{CallerMatch, Explanation, GroupMatch, IdentityKind, IdentityMatch, Reason, Skip};
+pub use lint::LintWarning;
+use pattern::Pattern;
+
 /// Who is asking: the caller identities derived from the event, or nobody.
+///
+/// `Identified(vec![])` carries no identity at all: no `callers` pattern matches it and, not
+/// being [`Caller::Anonymous`], neither does the `"anonymous"` keyword.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// The request carries no caller identity.
@@ -15,9 +47,13 @@ pub enum Caller {
 /// The target user as resolved from Cognito.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
+    /// The canonical Cognito `Username`.
     pub username: String,
+    /// The `email` attribute, when present.
     pub email: Option<String>,
+    /// The `preferred_username` attribute, when present.
     pub preferred_username: Option<String>,
+    /// The `sub` attribute, when present.
     pub sub: Option<String>,
     /// Group names; empty when not fetched.
     pub groups: Vec<String>,
@@ -26,10 +62,15 @@ pub struct Subject {
 /// Why a request was denied; exactly one per denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DenyReason {
+    /// An identity of the user matches `deny.users`.
     DeniedUser,
+    /// The user is in a group matching `deny.groups`.
     DeniedGroup,
+    /// No rule lists any identity of the caller.
     NoRuleForCaller,
+    /// Rules list the caller, but none of them lists the user pool.
     PoolNotAllowed,
+    /// Rules cover the caller and the pool, but none admits the user.
     UserNotAllowed,
 }
 
@@ -55,30 +96,195 @@ impl fmt::Display for DenyReason {
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { rule: String },
+    /// The named rule allows the reset.
+    Allow {
+        /// The name of the first matching rule.
+        rule: String,
+    },
+    /// The reset is denied, for exactly one reason.
     Deny(DenyReason),
 }
 
-/// A loaded, validated policy.
-#[derive(Debug, Clone)]
-pub struct Policy {}
+impl fmt::Display for Decision {
+    /// `ALLOW <rule>` or `DENY <reason-code>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Allow { rule } => write!(f, "ALLOW {rule}"),
+            Decision::Deny(reason) => write!(f, "DENY {reason}"),
+        }
+    }
+}
 
-/// All errors found while loading a policy.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid policy")]
-pub struct PolicyErrors {}
+/// One compiled rule.
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    /// The `callers` patterns, without the `"anonymous"` keyword.
+    callers: Vec<Pattern>,
+    /// Whether `callers` lists `"anonymous"`.
+    admits_anonymous: bool,
+    /// Case-sensitive.
+    pools: Vec<Pattern>,
+    users: Option<Vec<Pattern>>,
+    groups: Option<Vec<Pattern>>,
+    except_users: Vec<Pattern>,
+    except_groups: Vec<Pattern>,
+}
+
+/// A loaded, validated policy with its patterns compiled.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    deny_users: Vec<Pattern>,
+    deny_groups: Vec<Pattern>,
+    rules: Vec<Rule>,
+    /// Warnings found while loading (edge whitespace in patterns).
+    load_warnings: Vec<LintWarning>,
+}
+
+/// One problem in a policy document, with its location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct PolicyError {
+    /// Where: a path such as `rules[1].userPools[0]`, `(document)`, or `line L column C` for
+    /// JSON syntax errors.
+    pub location: String,
+    /// What, in lower case.
+    pub message: String,
+}
+
+/// All errors found while loading a policy; never empty. Displays one error per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(.errors))]
+pub struct PolicyErrors {
+    errors: Vec<PolicyError>,
+}
+
+fn lines(errors: &[PolicyError]) -> String {
+    errors
+        .iter()
+        .map(PolicyError::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl PolicyErrors {
+    /// The errors, in document order (as found).
+    pub fn errors(&self) -> &[PolicyError] {
+        &self.errors
+    }
+
+    /// How many errors there are.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Always false: a `PolicyErrors` holds at least one error.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl From<Vec<PolicyError>> for PolicyErrors {
+    fn from(errors: Vec<PolicyError>) -> PolicyErrors {
+        PolicyErrors { errors }
+    }
+}
+
+impl<'a> IntoIterator for &'a PolicyErrors {
+    type Item = &'a PolicyError;
+    type IntoIter = std::slice::Iter<'a, PolicyError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+/// Counts describing a loaded policy, for `reset-policy lint` and the start-up log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicySummary {
+    /// Number of rules.
+    pub rules: usize,
+    /// Number of `deny.users` patterns.
+    pub deny_users: usize,
+    /// Number of `deny.groups` patterns.
+    pub deny_groups: usize,
+    /// Whether decisions need the user's groups ([`Policy::needs_groups`]).
+    pub needs_groups: bool,
+}
+
+impl fmt::Display for PolicySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} rule{}, {} deny.users pattern{}, {} deny.groups pattern{}, group membership {}",
+            self.rules,
+            plural(self.rules),
+            self.deny_users,
+            plural(self.deny_users),
+            self.deny_groups,
+            plural(self.deny_groups),
+            if self.needs_groups {
+                "used"
+            } else {
+                "not used"
+            }
+        )
+    }
+}
 
 impl Policy {
-    pub fn from_json(_text: &str) -> Result<Policy, PolicyErrors> {
-        Ok(Policy {})
+    /// Parses, validates and compiles a policy document. On failure every error is returned,
+    /// each with its location.
+    pub fn from_json(text: &str) -> Result<Policy, PolicyErrors> {
+        document::load(text)
     }
+
+    /// Whether any decision can depend on group membership (any `deny.groups`, rule `groups`
+    /// or `except.groups` pattern). When false, groups need not be fetched.
     pub fn needs_groups(&self) -> bool {
-        false
+        !self.deny_groups.is_empty()
+            || self
+                .rules
+                .iter()
+                .any(|r| r.groups.is_some() || !r.except_groups.is_empty())
     }
-    pub fn check_caller_and_pool(&self, _caller: &Caller, _pool: &str) -> Result<(), DenyReason> {
-        Err(DenyReason::NoRuleForCaller)
+
+    /// Stage one, before the user is looked up: `Err(NoRuleForCaller)` when no rule lists the
+    /// caller, `Err(PoolNotAllowed)` when rules list the caller but none lists `pool`, else
+    /// `Ok(())`. `Ok` does not mean allowed: call [`Policy::decide`] with the resolved user.
+    pub fn check_caller_and_pool(&self, caller: &Caller, pool: &str) -> Result<(), DenyReason> {
+        self.stage_one(caller, pool)
     }
-    pub fn decide(&self, _caller: &Caller, _pool: &str, _subject: &Subject) -> Decision {
-        Decision::Deny(DenyReason::NoRuleForCaller)
+
+    /// The full decision: top-level deny first, then the first matching rule, else the most
+    /// specific reason code.
+    pub fn decide(&self, caller: &Caller, pool: &str, subject: &Subject) -> Decision {
+        self.evaluate_silently(caller, pool, subject)
+    }
+
+    /// The same decision as [`Policy::decide`], with the steps that led to it.
+    pub fn explain(&self, caller: &Caller, pool: &str, subject: &Subject) -> Explanation {
+        self.evaluate_explained(caller, pool, subject)
+    }
+
+    /// The number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The rule names, in document order.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// Counts for a one-line summary.
+    pub fn summary(&self) -> PolicySummary {
+        PolicySummary {
+            rules: self.rules.len(),
+            deny_users: self.deny_users.len(),
+            deny_groups: self.deny_groups.len(),
+            needs_groups: self.needs_groups(),
+        }
     }
 }

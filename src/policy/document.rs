@@ -1,0 +1,394 @@
+//! Loading a policy document: the JSON schema, checked by hand so that every problem is reported
+//! at once with its location (`rules[1].userPools[0]: pattern must not be empty`), and compiled
+//! into a [`Policy`] whose patterns are ready to match.
+//!
+//! The schema (all keys are case-sensitive; unknown or repeated keys are errors):
+//!
+//! ```text
+//! { "version": 1,                                   required, exactly 1
+//!   "deny":  { "users": [..], "groups": [..] },     optional; both lists optional, may be empty
+//!   "rules": [                                      required, may be empty (then all is denied)
+//!     { "name": "..",                               required, unique, not blank
+//!       "callers": [..],                            required, not empty; "anonymous" is a keyword
+//!       "userPools": [..],                          required, not empty; case-sensitive
+//!       "users": [..], "groups": [..],              at least one of them; not empty when present
+//!       "except": { "users": [..], "groups": [..] } optional
+//!     } ] }
+//! ```
+
+use std::collections::HashMap;
+
+use super::json::{self, Node};
+use super::lint::LintWarning;
+use super::pattern::Pattern;
+use super::{Policy, PolicyError, PolicyErrors, Rule};
+
+/// The keyword in `callers` that admits a request without caller identity (case-insensitive).
+pub const ANONYMOUS_KEYWORD: &str = "anonymous";
+
+const TOP_FIELDS: &[&str] = &["version", "deny", "rules"];
+const DENY_FIELDS: &[&str] = &["users", "groups"];
+const RULE_FIELDS: &[&str] = &["name", "callers", "userPools", "users", "groups", "except"];
+const EXCEPT_FIELDS: &[&str] = &["users", "groups"];
+
+/// The location of the document itself, for errors about the whole document.
+const ROOT: &str = "(document)";
+
+/// Parses, validates and compiles a policy document.
+pub(super) fn load(text: &str) -> Result<Policy, PolicyErrors> {
+    let node = json::parse(text).map_err(|e| PolicyErrors::from(vec![syntax_error(&e)]))?;
+    let mut checker = Checker::default();
+    let policy = checker.policy(&node);
+    if checker.errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(PolicyErrors::from(checker.errors))
+    }
+}
+
+/// A JSON syntax error, located by line and column.
+fn syntax_error(error: &serde_json::Error) -> PolicyError {
+    let text = error.to_string();
+    // serde_json appends " at line L column C"; the location says that already.
+    let message = match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    };
+    PolicyError {
+        location: format!("line {} column {}", error.line(), error.column()),
+        message: format!("invalid JSON: {message}"),
+    }
+}
+
+fn field_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { ROOT } else { path }
+}
+
+/// How a pattern list may be shaped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// May be empty.
+    MayBeEmpty,
+    /// Must list at least one pattern.
+    NotEmpty,
+}
+
+/// Collects errors and load-time warnings while walking the document.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<PolicyError>,
+    warnings: Vec<LintWarning>,
+}
+
+/// The members of a checked object, by key (first occurrence).
+struct Fields<'a> {
+    members: Vec<(&'a str, &'a Node)>,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, key: &str) -> Option<&'a Node> {
+        self.members
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+}
+
+impl Checker {
+    fn error(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
+    fn policy(&mut self, node: &Node) -> Policy {
+        let mut policy = Policy {
+            deny_users: Vec::new(),
+            deny_groups: Vec::new(),
+            rules: Vec::new(),
+            load_warnings: Vec::new(),
+        };
+        let Some(fields) = self.object(node, "", TOP_FIELDS) else {
+            return policy;
+        };
+        match fields.get("version") {
+            None => self.error("version", "missing required field (the only version is 1)"),
+            Some(Node::Int(1)) => {}
+            Some(Node::Int(n)) => {
+                self.error("version", format!("unsupported version {n}: must be 1"))
+            }
+            Some(Node::Float(f)) => self.error(
+                "version",
+                format!("unsupported version {f}: must be the integer 1"),
+            ),
+            Some(other) => self.error(
+                "version",
+                format!("expected the number 1, found {}", other.kind()),
+            ),
+        }
+        if let Some(deny) = fields.get("deny")
+            && let Some(deny_fields) = self.object(deny, "deny", DENY_FIELDS)
+        {
+            policy.deny_users = self.patterns(
+                deny_fields.get("users"),
+                "deny.users",
+                true,
+                Shape::MayBeEmpty,
+            );
+            policy.deny_groups = self.patterns(
+                deny_fields.get("groups"),
+                "deny.groups",
+                true,
+                Shape::MayBeEmpty,
+            );
+        }
+        match fields.get("rules") {
+            None => self.error("rules", "missing required field (an array of rules)"),
+            Some(Node::Array(items)) => {
+                let mut names: HashMap<String, usize> = HashMap::new();
+                for (index, item) in items.iter().enumerate() {
+                    let path = format!("rules[{index}]");
+                    if let Some(rule) = self.rule(item, &path) {
+                        if !rule.name.trim().is_empty() {
+                            if let Some(first) = names.get(rule.name.as_str()) {
+                                self.error(
+                                    format!("{path}.name"),
+                                    format!(
+                                        "duplicate rule name {:?} (first used by rules[{first}])",
+                                        rule.name
+                                    ),
+                                );
+                            } else {
+                                names.insert(rule.name.clone(), index);
+                            }
+                        }
+                        policy.rules.push(rule);
+                    }
+                }
+            }
+            Some(other) => self.error(
+                "rules",
+                format!("expected an array, found {}", other.kind()),
+            ),
+        }
+        policy.load_warnings = std::mem::take(&mut self.warnings);
+        policy
+    }
+
+    fn rule(&mut self, node: &Node, path: &str) -> Option<Rule> {
+        let fields = self.object(node, path, RULE_FIELDS)?;
+        let name_path = format!("{path}.name");
+        let name = match fields.get("name") {
+            None => {
+                self.error(name_path, "missing required field (a unique rule name)");
+                String::new()
+            }
+            Some(Node::String(name)) => {
+                if name.is_empty() {
+                    self.error(name_path, "rule name must not be empty");
+                } else if name.trim().is_empty() {
+                    self.error(name_path, "rule name must not be blank");
+                }
+                name.clone()
+            }
+            Some(other) => {
+                self.error(
+                    name_path,
+                    format!("expected a string, found {}", other.kind()),
+                );
+                String::new()
+            }
+        };
+
+        let callers_path = format!("{path}.callers");
+        let callers_raw = self.strings(fields.get("callers"), &callers_path, Shape::NotEmpty);
+        let admits_anonymous = callers_raw
+            .iter()
+            .any(|(_, s)| s.eq_ignore_ascii_case(ANONYMOUS_KEYWORD));
+        let callers = callers_raw
+            .iter()
+            .filter(|(_, s)| !s.eq_ignore_ascii_case(ANONYMOUS_KEYWORD))
+            .map(|(_, s)| Pattern::new(s, true))
+            .collect();
+
+        let pools = self.patterns(
+            fields.get("userPools"),
+            &format!("{path}.userPools"),
+            false,
+            Shape::NotEmpty,
+        );
+        let users = fields
+            .get("users")
+            .map(|n| self.patterns(Some(n), &format!("{path}.users"), true, Shape::NotEmpty));
+        let groups = fields
+            .get("groups")
+            .map(|n| self.patterns(Some(n), &format!("{path}.groups"), true, Shape::NotEmpty));
+        if fields.get("users").is_none() && fields.get("groups").is_none() {
+            self.error(
+                path,
+                "a rule must name `users` or `groups` or both (use \"users\": [\"*\"] for anyone)",
+            );
+        }
+
+        let mut except_users = Vec::new();
+        let mut except_groups = Vec::new();
+        if let Some(except) = fields.get("except") {
+            let except_path = format!("{path}.except");
+            if let Some(except_fields) = self.object(except, &except_path, EXCEPT_FIELDS) {
+                except_users = self.patterns(
+                    except_fields.get("users"),
+                    &format!("{except_path}.users"),
+                    true,
+                    Shape::MayBeEmpty,
+                );
+                except_groups = self.patterns(
+                    except_fields.get("groups"),
+                    &format!("{except_path}.groups"),
+                    true,
+                    Shape::MayBeEmpty,
+                );
+            }
+        }
+
+        Some(Rule {
+            name,
+            callers,
+            admits_anonymous,
+            pools,
+            users,
+            groups,
+            except_users,
+            except_groups,
+        })
+    }
+
+    /// Checks that `node` is an object with only `allowed` keys, each at most once.
+    fn object<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+        let Node::Object(members) = node else {
+            self.error(
+                display_path(path),
+                format!("expected an object, found {}", node.kind()),
+            );
+            return None;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        let mut fields = Fields {
+            members: Vec::new(),
+        };
+        for (key, value) in members {
+            let location = field_path(path, key);
+            if !allowed.contains(&key.as_str()) {
+                let hint = match suggestion(key, allowed) {
+                    Some(known) => format!("unknown field (did you mean `{known}`?)"),
+                    None => format!("unknown field; expected one of: {}", allowed.join(", ")),
+                };
+                self.error(location, hint);
+            } else if seen.contains(&key.as_str()) {
+                self.error(location, "field appears more than once");
+            } else {
+                seen.push(key);
+                fields.members.push((key, value));
+            }
+        }
+        Some(fields)
+    }
+
+    /// Checks a list of pattern strings; returns the valid ones with their index.
+    fn strings(&mut self, node: Option<&Node>, path: &str, shape: Shape) -> Vec<(usize, String)> {
+        let Some(node) = node else {
+            if shape == Shape::NotEmpty {
+                self.error(
+                    path,
+                    "missing required field (a non-empty array of patterns)",
+                );
+            }
+            return Vec::new();
+        };
+        let Node::Array(items) = node else {
+            self.error(
+                path,
+                format!("expected an array of strings, found {}", node.kind()),
+            );
+            return Vec::new();
+        };
+        if items.is_empty() && shape == Shape::NotEmpty {
+            self.error(path, "must list at least one pattern");
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let location = format!("{path}[{index}]");
+            match item {
+                Node::String(s) if s.is_empty() => {
+                    self.error(location, "pattern must not be empty")
+                }
+                Node::String(s) if s.trim().is_empty() => {
+                    self.error(location, "pattern must not be blank (whitespace only)")
+                }
+                Node::String(s) => {
+                    if s.trim() != s {
+                        self.warnings.push(LintWarning {
+                            location,
+                            message: format!(
+                                "pattern {s:?} has leading or trailing whitespace, which is matched literally"
+                            ),
+                        });
+                    }
+                    out.push((index, s.clone()));
+                }
+                other => self.error(
+                    location,
+                    format!("expected a string, found {}", other.kind()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Checks and compiles a list of patterns.
+    fn patterns(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+        case_insensitive: bool,
+        shape: Shape,
+    ) -> Vec<Pattern> {
+        self.strings(node, path, shape)
+            .iter()
+            .map(|(_, s)| Pattern::new(s, case_insensitive))
+            .collect()
+    }
+}
+
+/// A known field that `key` is probably a typo of (case or at most two edits).
+fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .copied()
+        .find(|k| k.eq_ignore_ascii_case(key))
+        .or_else(|| known.iter().copied().find(|k| edit_distance(k, key) <= 2))
+}
+
+/// The Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,498 @@
+//! Evaluating a request against a loaded policy: the two-stage check, the full decision and its
+//! explanation. Decisions and explanations run through one code path (the explanation only
+//! records what the decision looked at), so they cannot disagree.
+
+use std::fmt;
+
+use super::pattern::{Pattern, to_chars};
+use super::{Caller, Decision, DenyReason, Policy, Rule, Subject};
+
+/// Which identity of the target user matched a pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentityKind {
+    /// The canonical Cognito `Username`.
+    Username,
+    /// The `email` attribute.
+    Email,
+    /// The `preferred_username` attribute.
+    PreferredUsername,
+    /// The `sub` attribute.
+    Sub,
+}
+
+impl IdentityKind {
+    /// The attribute name (`username`, `email`, `preferred_username`, `sub`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Username => "username",
+            IdentityKind::Email => "email",
+            IdentityKind::PreferredUsername => "preferred_username",
+            IdentityKind::Sub => "sub",
+        }
+    }
+}
+
+impl fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user identity that matched a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityMatch {
+    /// Which identity.
+    pub kind: IdentityKind,
+    /// Its value, as given.
+    pub value: String,
+    /// The pattern it matched, as written in the policy.
+    pub pattern: String,
+}
+
+impl fmt::Display for IdentityMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:?} matches {:?}",
+            self.kind, self.value, self.pattern
+        )
+    }
+}
+
+/// A group of the user that matched a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMatch {
+    /// The group name, as given.
+    pub group: String,
+    /// The pattern it matched, as written in the policy.
+    pub pattern: String,
+}
+
+impl fmt::Display for GroupMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "group {:?} matches {:?}", self.group, self.pattern)
+    }
+}
+
+/// How a rule admitted the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerMatch {
+    /// The request has no caller identity and the rule lists `"anonymous"`.
+    Anonymous,
+    /// A caller identity matched a `callers` pattern.
+    Identity {
+        /// The caller identity.
+        caller: String,
+        /// The pattern it matched.
+        pattern: String,
+    },
+}
+
+impl fmt::Display for CallerMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallerMatch::Anonymous => f.write_str("anonymous caller admitted by \"anonymous\""),
+            CallerMatch::Identity { caller, pattern } => {
+                write!(f, "caller {caller:?} matches {pattern:?}")
+            }
+        }
+    }
+}
+
+/// Why a rule did not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// None of the caller identities matches the rule's `callers`.
+    CallerNotListed,
+    /// The request is anonymous and the rule does not list `"anonymous"` (`"*"` never admits it).
+    AnonymousNotAdmitted,
+    /// The user pool matches none of the rule's `userPools`.
+    PoolNotListed,
+    /// No identity of the user matches the rule's `users`.
+    UserNotListed,
+    /// The user is in none of the rule's `groups`.
+    NotInGroup,
+    /// An identity matched the rule's `except.users`.
+    ExceptUser(IdentityMatch),
+    /// A group matched the rule's `except.groups`.
+    ExceptGroup(GroupMatch),
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skip::CallerNotListed => f.write_str("no caller identity matches its callers"),
+            Skip::AnonymousNotAdmitted => {
+                f.write_str("anonymous caller not admitted (only \"anonymous\" admits it)")
+            }
+            Skip::PoolNotListed => f.write_str("user pool matches none of its userPools"),
+            Skip::UserNotListed => f.write_str("no identity of the user matches its users"),
+            Skip::NotInGroup => f.write_str("the user is in none of its groups"),
+            Skip::ExceptUser(m) => write!(f, "excepted: {m} in except.users"),
+            Skip::ExceptGroup(m) => write!(f, "excepted: {m} in except.groups"),
+        }
+    }
+}
+
+/// One step of an explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// An identity of the user matched `deny.users`.
+    DeniedUser(IdentityMatch),
+    /// A group of the user matched `deny.groups`.
+    DeniedGroup(GroupMatch),
+    /// Nothing in the top-level `deny` matched.
+    NotDenied,
+    /// A rule was considered and did not match.
+    RuleSkipped {
+        /// The rule's name.
+        rule: String,
+        /// Its index in `rules`.
+        index: usize,
+        /// Why it did not match.
+        why: Skip,
+    },
+    /// The rule that allowed the request.
+    RuleMatched {
+        /// The rule's name.
+        rule: String,
+        /// Its index in `rules`.
+        index: usize,
+        /// How the caller was admitted.
+        caller: CallerMatch,
+        /// The user pool id.
+        pool: String,
+        /// The `userPools` pattern it matched.
+        pool_pattern: String,
+        /// The identity that matched `users`, when the rule has `users`.
+        user: Option<IdentityMatch>,
+        /// The group that matched `groups`, when the rule has `groups`.
+        group: Option<GroupMatch>,
+    },
+    /// No rule matched: the summary behind the reason code.
+    NoRuleMatched(DenyReason),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::DeniedUser(m) => write!(f, "deny.users: {m}"),
+            Reason::DeniedGroup(m) => write!(f, "deny.groups: {m}"),
+            Reason::NotDenied => f.write_str("deny: no identity or group of the user matches"),
+            Reason::RuleSkipped { rule, index, why } => {
+                write!(f, "rules[{index}] {rule:?}: skipped: {why}")
+            }
+            Reason::RuleMatched {
+                rule,
+                index,
+                caller,
+                pool,
+                pool_pattern,
+                user,
+                group,
+            } => {
+                write!(
+                    f,
+                    "rules[{index}] {rule:?}: matches: {caller}; pool {pool:?} matches {pool_pattern:?}"
+                )?;
+                if let Some(user) = user {
+                    write!(f, "; {user}")?;
+                }
+                if let Some(group) = group {
+                    write!(f, "; {group}")?;
+                }
+                Ok(())
+            }
+            Reason::NoRuleMatched(reason) => f.write_str(match reason {
+                DenyReason::NoRuleForCaller => "no rule lists any identity of the caller",
+                DenyReason::PoolNotAllowed => "rules list the caller, but none of them this pool",
+                DenyReason::UserNotAllowed => {
+                    "rules cover the caller and the pool, but none admits this user"
+                }
+                DenyReason::DeniedUser | DenyReason::DeniedGroup => "denied by the top-level deny",
+            }),
+        }
+    }
+}
+
+/// A decision with the steps that led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The decision, identical to [`Policy::decide`]'s.
+    pub decision: Decision,
+    /// The steps, in evaluation order.
+    pub reasons: Vec<Reason>,
+}
+
+/// Receives explanation steps; the decision path uses a sink that ignores them for free.
+trait Trace {
+    fn note(&mut self, step: impl FnOnce() -> Reason);
+}
+
+/// Discards every step.
+struct Silent;
+
+impl Trace for Silent {
+    #[inline(always)]
+    fn note(&mut self, _step: impl FnOnce() -> Reason) {}
+}
+
+impl Trace for Vec<Reason> {
+    fn note(&mut self, step: impl FnOnce() -> Reason) {
+        self.push(step());
+    }
+}
+
+/// The caller identities, folded once; `None` for an anonymous request.
+struct Callers(Option<Vec<Vec<char>>>);
+
+impl Callers {
+    fn new(caller: &Caller) -> Callers {
+        Callers(match caller {
+            Caller::Anonymous => None,
+            Caller::Identified(ids) => Some(ids.iter().map(|id| to_chars(id, true)).collect()),
+        })
+    }
+}
+
+/// The user's identities and groups, folded once.
+struct SubjectChars {
+    identities: Vec<(IdentityKind, Vec<char>)>,
+    groups: Vec<Vec<char>>,
+}
+
+impl SubjectChars {
+    fn new(subject: &Subject) -> SubjectChars {
+        let mut identities = Vec::with_capacity(4);
+        identities.push((IdentityKind::Username, to_chars(&subject.username, true)));
+        for (kind, value) in [
+            (IdentityKind::Email, &subject.email),
+            (IdentityKind::PreferredUsername, &subject.preferred_username),
+            (IdentityKind::Sub, &subject.sub),
+        ] {
+            if let Some(value) = value {
+                identities.push((kind, to_chars(value, true)));
+            }
+        }
+        let groups = subject.groups.iter().map(|g| to_chars(g, true)).collect();
+        SubjectChars { identities, groups }
+    }
+}
+
+fn identity_value(subject: &Subject, kind: IdentityKind) -> &str {
+    match kind {
+        IdentityKind::Username => &subject.username,
+        IdentityKind::Email => subject.email.as_deref().unwrap_or_default(),
+        IdentityKind::PreferredUsername => {
+            subject.preferred_username.as_deref().unwrap_or_default()
+        }
+        IdentityKind::Sub => subject.sub.as_deref().unwrap_or_default(),
+    }
+}
+
+/// The first (text, pattern) pair that matches, as indices.
+fn first_match<'t>(
+    patterns: &[Pattern],
+    texts: impl IntoIterator<Item = &'t [char]>,
+) -> Option<(usize, usize)> {
+    texts.into_iter().enumerate().find_map(|(t, text)| {
+        patterns
+            .iter()
+            .position(|p| p.matches_chars(text))
+            .map(|p| (t, p))
+    })
+}
+
+/// The first identity of the subject matching one of `patterns`.
+fn identity_match(
+    patterns: &[Pattern],
+    chars: &SubjectChars,
+    subject: &Subject,
+) -> Option<impl FnOnce() -> IdentityMatch> {
+    let (t, p) = first_match(patterns, chars.identities.iter().map(|(_, c)| c.as_slice()))?;
+    Some(move || {
+        let kind = chars.identities[t].0;
+        IdentityMatch {
+            kind,
+            value: identity_value(subject, kind).to_owned(),
+            pattern: patterns[p].as_str().to_owned(),
+        }
+    })
+}
+
+/// The first group of the subject matching one of `patterns`.
+fn group_match(
+    patterns: &[Pattern],
+    chars: &SubjectChars,
+    subject: &Subject,
+) -> Option<impl FnOnce() -> GroupMatch> {
+    let (t, p) = first_match(patterns, chars.groups.iter().map(Vec::as_slice))?;
+    Some(move || GroupMatch {
+        group: subject.groups[t].clone(),
+        pattern: patterns[p].as_str().to_owned(),
+    })
+}
+
+impl Rule {
+    /// Whether the rule admits the caller; `Ok` carries (caller index, pattern index) or `None`
+    /// for anonymous.
+    fn admit_caller(&self, callers: &Callers) -> Result<Option<(usize, usize)>, Skip> {
+        match &callers.0 {
+            None if self.admits_anonymous => Ok(None),
+            None => Err(Skip::AnonymousNotAdmitted),
+            Some(ids) => first_match(&self.callers, ids.iter().map(Vec::as_slice))
+                .map(Some)
+                .ok_or(Skip::CallerNotListed),
+        }
+    }
+
+    /// The index of the first `userPools` pattern matching the pool.
+    fn admit_pool(&self, pool: &[char]) -> Option<usize> {
+        self.pools.iter().position(|p| p.matches_chars(pool))
+    }
+}
+
+impl Policy {
+    /// Stage one, before any user lookup: is there a rule for this caller, and for this pool?
+    pub(super) fn stage_one(&self, caller: &Caller, pool: &str) -> Result<(), DenyReason> {
+        let callers = Callers::new(caller);
+        let pool = to_chars(pool, false);
+        let mut caller_seen = false;
+        for rule in &self.rules {
+            if rule.admit_caller(&callers).is_ok() {
+                caller_seen = true;
+                if rule.admit_pool(&pool).is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        Err(if caller_seen {
+            DenyReason::PoolNotAllowed
+        } else {
+            DenyReason::NoRuleForCaller
+        })
+    }
+
+    /// The decision without an explanation.
+    pub(super) fn evaluate_silently(
+        &self,
+        caller: &Caller,
+        pool: &str,
+        subject: &Subject,
+    ) -> Decision {
+        self.evaluate(caller, pool, subject, &mut Silent)
+    }
+
+    /// The decision with an explanation.
+    pub(super) fn evaluate_explained(
+        &self,
+        caller: &Caller,
+        pool: &str,
+        subject: &Subject,
+    ) -> Explanation {
+        let mut reasons = Vec::new();
+        let decision = self.evaluate(caller, pool, subject, &mut reasons);
+        Explanation { decision, reasons }
+    }
+
+    fn evaluate(
+        &self,
+        caller: &Caller,
+        pool_id: &str,
+        subject: &Subject,
+        trace: &mut impl Trace,
+    ) -> Decision {
+        let chars = SubjectChars::new(subject);
+
+        // The top-level deny beats every rule.
+        if let Some(m) = identity_match(&self.deny_users, &chars, subject) {
+            trace.note(|| Reason::DeniedUser(m()));
+            return Decision::Deny(DenyReason::DeniedUser);
+        }
+        if let Some(m) = group_match(&self.deny_groups, &chars, subject) {
+            trace.note(|| Reason::DeniedGroup(m()));
+            return Decision::Deny(DenyReason::DeniedGroup);
+        }
+        trace.note(|| Reason::NotDenied);
+
+        let callers = Callers::new(caller);
+        let pool = to_chars(pool_id, false);
+        let mut caller_seen = false;
+        let mut pool_seen = false;
+        for (index, rule) in self.rules.iter().enumerate() {
+            let skip = |why: Skip| Reason::RuleSkipped {
+                rule: rule.name.clone(),
+                index,
+                why,
+            };
+            let caller_hit = match rule.admit_caller(&callers) {
+                Ok(hit) => hit,
+                Err(why) => {
+                    trace.note(|| skip(why));
+                    continue;
+                }
+            };
+            caller_seen = true;
+            let Some(pool_hit) = rule.admit_pool(&pool) else {
+                trace.note(|| skip(Skip::PoolNotListed));
+                continue;
+            };
+            pool_seen = true;
+            let user_hit = match &rule.users {
+                None => None,
+                Some(patterns) => match identity_match(patterns, &chars, subject) {
+                    Some(m) => Some(m),
+                    None => {
+                        trace.note(|| skip(Skip::UserNotListed));
+                        continue;
+                    }
+                },
+            };
+            let group_hit = match &rule.groups {
+                None => None,
+                Some(patterns) => match group_match(patterns, &chars, subject) {
+                    Some(m) => Some(m),
+                    None => {
+                        trace.note(|| skip(Skip::NotInGroup));
+                        continue;
+                    }
+                },
+            };
+            if let Some(m) = identity_match(&rule.except_users, &chars, subject) {
+                trace.note(|| skip(Skip::ExceptUser(m())));
+                continue;
+            }
+            if let Some(m) = group_match(&rule.except_groups, &chars, subject) {
+                trace.note(|| skip(Skip::ExceptGroup(m())));
+                continue;
+            }
+            trace.note(|| Reason::RuleMatched {
+                rule: rule.name.clone(),
+                index,
+                caller: match (caller_hit, caller) {
+                    (Some((c, p)), Caller::Identified(ids)) => CallerMatch::Identity {
+                        caller: ids[c].clone(),
+                        pattern: rule.callers[p].as_str().to_owned(),
+                    },
+                    _ => CallerMatch::Anonymous,
+                },
+                pool: pool_id.to_owned(),
+                pool_pattern: rule.pools[pool_hit].as_str().to_owned(),
+                user: user_hit.map(|m| m()),
+                group: group_hit.map(|m| m()),
+            });
+            return Decision::Allow {
+                rule: rule.name.clone(),
+            };
+        }
+        let reason = if !caller_seen {
+            DenyReason::NoRuleForCaller
+        } else if !pool_seen {
+            DenyReason::PoolNotAllowed
+        } else {
+            DenyReason::UserNotAllowed
+        };
+        trace.note(|| Reason::NoRuleMatched(reason));
+        Decision::Deny(reason)
+    }
+}
