@@ -348,6 +348,8 @@ pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::
 #[derive(Debug, Clone, Copy)]
 pub struct NeverRetryLimitExceeded;
 
+const LIMIT_EXCEEDED: &str = "LimitExceededException";
+
 impl ClassifyRetry for NeverRetryLimitExceeded {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
         let Some(Err(error)) = ctx.output_or_error() else {
@@ -356,20 +358,21 @@ impl ClassifyRetry for NeverRetryLimitExceeded {
         let Some(error) = error.as_operation_error() else {
             return RetryAction::NoActionIndicated;
         };
-        let code = error
-            .downcast_ref::<AdminResetUserPasswordError>()
-            .and_then(|e| e.code())
-            .or_else(|| {
-                error
+        let limit_exceeded = match error.downcast_ref::<AdminResetUserPasswordError>() {
+            Some(e) => e.is_limit_exceeded_exception() || e.code() == Some(LIMIT_EXCEEDED),
+            None => {
+                let code = error
                     .downcast_ref::<AdminGetUserError>()
                     .and_then(|e| e.code())
-            })
-            .or_else(|| {
-                error
-                    .downcast_ref::<AdminListGroupsForUserError>()
-                    .and_then(|e| e.code())
-            });
-        if code == Some("LimitExceededException") {
+                    .or_else(|| {
+                        error
+                            .downcast_ref::<AdminListGroupsForUserError>()
+                            .and_then(|e| e.code())
+                    });
+                code == Some(LIMIT_EXCEEDED)
+            }
+        };
+        if limit_exceeded {
             RetryAction::RetryForbidden
         } else {
             RetryAction::NoActionIndicated

@@ -1,0 +1,516 @@
+//! Cognito failures: every row of the outcome table, SDK retries, timeouts, concurrency.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_cognitoidentityprovider::error::ErrorMetadata;
+use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::{
+    AdminResetUserPasswordError as E, AdminResetUserPasswordOutput,
+};
+use aws_sdk_cognitoidentityprovider::types::error::*;
+use aws_sdk_cognitoidentityprovider::{Client, Config};
+use aws_smithy_mocks::mock;
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_types::body::SdkBody;
+use cognito_reset::directory::{self, ClientSettings};
+use cognito_reset::service::Deadline;
+use cognito_reset::sources::dispatch;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Every Cognito failure of `AdminResetUserPassword`, with the HTTP status and code it must
+/// produce and whether an SQS record with it is handed back for retry.
+/// (name, error, HTTP status, code, retried over SQS)
+type Row = (&'static str, fn() -> E, u64, &'static str, bool);
+
+fn table() -> Vec<Row> {
+    vec![
+        (
+            "UserNotFound",
+            || E::UserNotFoundException(UserNotFoundException::builder().build()),
+            404,
+            "user-not-found",
+            false,
+        ),
+        (
+            "ResourceNotFound",
+            || E::ResourceNotFoundException(ResourceNotFoundException::builder().build()),
+            404,
+            "pool-not-found",
+            false,
+        ),
+        (
+            "NotAuthorized",
+            || E::NotAuthorizedException(NotAuthorizedException::builder().build()),
+            409,
+            "not-resettable",
+            false,
+        ),
+        (
+            "InvalidParameter",
+            || E::InvalidParameterException(InvalidParameterException::builder().build()),
+            422,
+            "cannot-reset",
+            false,
+        ),
+        (
+            "TooManyRequests",
+            || E::TooManyRequestsException(TooManyRequestsException::builder().build()),
+            429,
+            "throttled",
+            true,
+        ),
+        (
+            "LimitExceeded",
+            || E::LimitExceededException(LimitExceededException::builder().build()),
+            429,
+            "throttled",
+            true,
+        ),
+        (
+            "InternalError",
+            || E::InternalErrorException(InternalErrorException::builder().build()),
+            502,
+            "upstream-error",
+            true,
+        ),
+        (
+            "InvalidLambdaResponse",
+            || E::InvalidLambdaResponseException(InvalidLambdaResponseException::builder().build()),
+            502,
+            "upstream-error",
+            true,
+        ),
+        (
+            "UnexpectedLambda",
+            || E::UnexpectedLambdaException(UnexpectedLambdaException::builder().build()),
+            502,
+            "upstream-error",
+            true,
+        ),
+        (
+            "UserLambdaValidation",
+            || E::UserLambdaValidationException(UserLambdaValidationException::builder().build()),
+            502,
+            "upstream-error",
+            true,
+        ),
+        (
+            "unknown modeled code",
+            || {
+                E::generic(
+                    ErrorMetadata::builder()
+                        .code("BrandNewException")
+                        .message("internal detail")
+                        .build(),
+                )
+            },
+            502,
+            "upstream-error",
+            true,
+        ),
+        (
+            "InvalidSmsRoleAccessPolicy",
+            || {
+                E::InvalidSmsRoleAccessPolicyException(
+                    InvalidSmsRoleAccessPolicyException::builder().build(),
+                )
+            },
+            502,
+            "misconfigured",
+            true,
+        ),
+        (
+            "InvalidSmsRoleTrustRelationship",
+            || {
+                E::InvalidSmsRoleTrustRelationshipException(
+                    InvalidSmsRoleTrustRelationshipException::builder().build(),
+                )
+            },
+            502,
+            "misconfigured",
+            true,
+        ),
+        (
+            "InvalidEmailRoleAccessPolicy",
+            || {
+                E::InvalidEmailRoleAccessPolicyException(
+                    InvalidEmailRoleAccessPolicyException::builder().build(),
+                )
+            },
+            502,
+            "misconfigured",
+            true,
+        ),
+        (
+            "AccessDenied",
+            || {
+                E::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDeniedException")
+                        .message("User: arn:aws:sts::1:x is not authorized")
+                        .build(),
+                )
+            },
+            502,
+            "misconfigured",
+            true,
+        ),
+        (
+            "bad credentials",
+            || {
+                E::generic(
+                    ErrorMetadata::builder()
+                        .code("UnrecognizedClientException")
+                        .build(),
+                )
+            },
+            502,
+            "misconfigured",
+            true,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_cognito_error_maps_to_its_row_over_http_and_sqs() {
+    for (name, error, status, code, retry) in table() {
+        // HTTP: the status, the code, and no internal error text in the body.
+        let cognito = Cognito::with_users(demo_users()).reset_fails(error);
+        let response = dispatch(
+            &demo_app(&cognito),
+            event("http-api-v2.json"),
+            "r",
+            far_deadline(),
+        )
+        .await
+        .expect("response");
+        let (got, body) = http_parts(&response);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{name}: {body}"
+        );
+        let text = response["body"].as_str().unwrap_or_default();
+        assert!(
+            !text.contains("internal detail") && !text.contains("arn:aws:sts::1"),
+            "{name}: {text}"
+        );
+        assert_eq!(
+            response["headers"].get("retry-after").is_some(),
+            status == 429,
+            "{name}"
+        );
+
+        // SQS: retried exactly when the table says so.
+        let cognito = Cognito::with_users(demo_users()).reset_fails(error);
+        let event = sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
+        let response = dispatch(&demo_app(&cognito), event, "r", far_deadline())
+            .await
+            .expect("response");
+        let expected: Vec<String> = if retry { vec!["m0".into()] } else { vec![] };
+        assert_eq!(failed_ids(&response), expected, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn lookup_errors_are_classified_too() {
+    use aws_sdk_cognitoidentityprovider::operation::admin_get_user::AdminGetUserError as G;
+    type Case = (fn() -> G, u64, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            || G::ResourceNotFoundException(ResourceNotFoundException::builder().build()),
+            404,
+            "pool-not-found",
+        ),
+        (
+            || G::TooManyRequestsException(TooManyRequestsException::builder().build()),
+            429,
+            "throttled",
+        ),
+        (
+            || G::InternalErrorException(InternalErrorException::builder().build()),
+            502,
+            "upstream-error",
+        ),
+        (
+            || {
+                G::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDeniedException")
+                        .build(),
+                )
+            },
+            502,
+            "misconfigured",
+        ),
+    ];
+    for (error, status, code) in cases {
+        let cognito = Cognito::with_users(demo_users()).get_user_fails(error);
+        let response = dispatch(
+            &demo_app(&cognito),
+            event("http-api-v2.json"),
+            "r",
+            far_deadline(),
+        )
+        .await
+        .expect("response");
+        let (got, body) = http_parts(&response);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert_eq!(cognito.reset.num_calls(), 0);
+    }
+}
+
+/// An `AdminResetUserPassword` rule that first answers with Cognito's wire error `code` (so the
+/// SDK's own deserializer and retry classifiers see exactly what Cognito would send), then OK.
+fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule {
+    let body = serde_json::json!({"__type": code, "message": "slow down"}).to_string();
+    mock!(Client::admin_reset_user_password)
+        .sequence()
+        .http_status(400, Some(body))
+        .output(|| AdminResetUserPasswordOutput::builder().build())
+        .build()
+}
+
+#[tokio::test]
+async fn sdk_does_not_retry_limit_exceeded() {
+    let mut cognito = Cognito::with_users(demo_users());
+    cognito.reset = reset_fails_once_on_the_wire("LimitExceededException");
+    let app = app(
+        config(&[("POLICY", DEMO_POLICY), ("COGNITO_MAX_ATTEMPTS", "3")]),
+        cognito.client(3),
+    );
+    let response = dispatch(&app, event("http-api-v2.json"), "r", far_deadline())
+        .await
+        .expect("response");
+    let (status, body) = http_parts(&response);
+    assert_eq!((status, body["error"].as_str()), (429, Some("throttled")));
+    assert_eq!(
+        cognito.reset.num_calls(),
+        1,
+        "LimitExceededException must not be retried"
+    );
+}
+
+#[tokio::test]
+async fn sdk_retries_too_many_requests_within_the_attempt_bound() {
+    let mut cognito = Cognito::with_users(demo_users());
+    cognito.reset = reset_fails_once_on_the_wire("TooManyRequestsException");
+    let app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(3));
+    let response = dispatch(&app, event("http-api-v2.json"), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(
+        http_parts(&response).0,
+        200,
+        "{response} calls={}",
+        cognito.reset.num_calls()
+    );
+    assert_eq!(cognito.reset.num_calls(), 2);
+}
+
+/// A Cognito endpoint that answers every call after `delay`, counting calls in flight.
+#[derive(Debug)]
+struct SlowCognito {
+    delay: Duration,
+    in_flight: Arc<InFlight>,
+}
+
+impl HttpConnector for SlowCognito {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default()
+            .to_owned();
+        let input: Value = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let username = input["Username"].as_str().unwrap_or_default().to_owned();
+        let (delay, in_flight) = (self.delay, Arc::clone(&self.in_flight));
+        HttpConnectorFuture::new(async move {
+            let _guard = in_flight.enter();
+            tokio::time::sleep(delay).await;
+            let body = if target.ends_with(".AdminGetUser") {
+                serde_json::json!({"Username": username, "Enabled": true, "UserStatus": "CONFIRMED",
+                    "UserAttributes": [{"Name": "email", "Value": username}]})
+                .to_string()
+            } else {
+                "{}".to_owned()
+            };
+            let mut response =
+                HttpResponse::new(200.try_into().expect("status"), SdkBody::from(body));
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            Ok(response)
+        })
+    }
+}
+
+/// A real SDK client (no mocks) over a connector, configured like the function's.
+fn client_over(
+    connector: impl HttpConnector + Clone + 'static,
+    settings: ClientSettings,
+) -> Client {
+    let http = http_client_fn(move |_, _| SharedHttpConnector::new(connector.clone()));
+    let builder = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::for_tests())
+        .http_client(http);
+    Client::from_conf(directory::configure(builder, settings).build())
+}
+
+impl Clone for SlowCognito {
+    fn clone(&self) -> Self {
+        SlowCognito {
+            delay: self.delay,
+            in_flight: Arc::clone(&self.in_flight),
+        }
+    }
+}
+
+const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]}]}"#;
+
+#[tokio::test]
+async fn concurrency_never_exceeds_max_concurrency() {
+    let in_flight = Arc::new(InFlight::default());
+    let settings = ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let client = client_over(
+        SlowCognito {
+            delay: Duration::from_millis(25),
+            in_flight: Arc::clone(&in_flight),
+        },
+        settings,
+    );
+    let app = app(
+        config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "3")]),
+        client,
+    );
+    let bodies: Vec<(String, Option<&str>)> = (0..12)
+        .map(|i| (reset_body(&format!("user{i}@example.com")), None))
+        .collect();
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    assert_eq!(
+        in_flight.total.load(Ordering::SeqCst),
+        24,
+        "one lookup and one reset per record"
+    );
+    let max = in_flight.max.load(Ordering::SeqCst);
+    assert!(max <= 3, "{max} calls in flight with MAX_CONCURRENCY=3");
+    assert!(
+        max >= 2,
+        "records should run concurrently, saw at most {max} in flight"
+    );
+}
+
+#[tokio::test]
+async fn later_records_are_not_started_once_the_deadline_is_near() {
+    // One record at a time, each taking ~600 ms (two 300 ms calls); 2.5 s left, 2 s margin:
+    // the first record starts, the later ones find less than the margin left.
+    let in_flight = Arc::new(InFlight::default());
+    let settings = ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let client = client_over(
+        SlowCognito {
+            delay: Duration::from_millis(300),
+            in_flight: Arc::clone(&in_flight),
+        },
+        settings,
+    );
+    let app = app(
+        config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "1")]),
+        client,
+    );
+    let deadline = Deadline(Instant::now() + Duration::from_millis(2500));
+    let bodies: Vec<(String, Option<&str>)> = (0..3)
+        .map(|i| (reset_body(&format!("user{i}@example.com")), None))
+        .collect();
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies), "r", deadline)
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), ["m1", "m2"]);
+    assert_eq!(
+        in_flight.total.load(Ordering::SeqCst),
+        2,
+        "only the first record called Cognito"
+    );
+}
+
+#[tokio::test]
+async fn a_cognito_call_slower_than_the_timeout_is_unavailable() {
+    let in_flight = Arc::new(InFlight::default());
+    let settings = ClientSettings {
+        timeout: Duration::from_millis(100),
+        max_attempts: 1,
+    };
+    let client = client_over(
+        SlowCognito {
+            delay: Duration::from_secs(3),
+            in_flight,
+        },
+        settings,
+    );
+    let app = app(config(&[("POLICY", DEMO_POLICY)]), client);
+    let response = dispatch(&app, event("http-api-v2.json"), "r", far_deadline())
+        .await
+        .expect("response");
+    let (status, body) = http_parts(&response);
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
+}
+
+#[derive(Debug, Clone)]
+struct Refused;
+
+impl HttpConnector for Refused {
+    fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+        HttpConnectorFuture::ready(Err(ConnectorError::io("connection refused".into())))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_cognito_hands_every_record_back() {
+    let settings = ClientSettings {
+        timeout: Duration::from_secs(1),
+        max_attempts: 1,
+    };
+    let app = app(
+        config(&[("POLICY", DEMO_POLICY)]),
+        client_over(Refused, settings),
+    );
+    let response = dispatch(&app, event("http-api-v2.json"), "r", far_deadline())
+        .await
+        .expect("response");
+    let (status, body) = http_parts(&response);
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
+    let bodies: Vec<(String, Option<&str>)> = ["erin", "admin", "ghost", "nemo"]
+        .iter()
+        .map(|u| (reset_body(&format!("{u}@example.com")), None))
+        .collect();
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), ["m0", "m1", "m2", "m3"]);
+}

@@ -1,0 +1,360 @@
+//! Shared set-up: a policy, a fake user directory behind aws-smithy-mocks, and the app.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
+use aws_sdk_cognitoidentityprovider::operation::admin_get_user::{
+    AdminGetUserError, AdminGetUserOutput,
+};
+use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::{
+    AdminListGroupsForUserError, AdminListGroupsForUserOutput,
+};
+use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::{
+    AdminResetUserPasswordError, AdminResetUserPasswordOutput,
+};
+use aws_sdk_cognitoidentityprovider::types::error::{
+    InvalidParameterException, UserNotFoundException,
+};
+use aws_sdk_cognitoidentityprovider::types::{AttributeType, GroupType, UserStatusType};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
+use cognito_reset::config::Config;
+use cognito_reset::directory::{self, ClientSettings, Directory};
+use cognito_reset::service::{App, Deadline};
+use serde_json::Value;
+
+pub const POOL: &str = "us-west-2_1f950f4f389b723d0775ea6ef7e4b3c47b3100fa6981c";
+pub const QUEUE: &str = "arn:aws:sqs:us-west-2:123456789012:password-resets";
+
+/// The demo policy shipped in the repo (the sample events are written against it).
+pub const DEMO_POLICY: &str = include_str!("../../policy/demo.json");
+
+/// A user in the fake directory.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub username: String,
+    pub email: String,
+    pub sub: String,
+    pub enabled: bool,
+    pub groups: Vec<String>,
+    /// What `AdminResetUserPassword` answers for this user, when not success.
+    pub reset_error: Option<fn() -> AdminResetUserPasswordError>,
+}
+
+pub fn user(local: &str, groups: &[&str]) -> TestUser {
+    TestUser {
+        username: format!("{local}-0000-uuid"),
+        email: format!("{local}@example.com"),
+        sub: format!("{local}-0000-uuid"),
+        enabled: true,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        reset_error: None,
+    }
+}
+
+/// Cognito's answer for a user with no verified email or phone.
+pub fn no_verified_contact() -> AdminResetUserPasswordError {
+    AdminResetUserPasswordError::InvalidParameterException(
+        InvalidParameterException::builder()
+            .message("Cannot reset password for the user as there is no registered/verified email or phone_number")
+            .build(),
+    )
+}
+
+/// The demo world of `make demo`: see events/README.md.
+pub fn demo_users() -> Vec<TestUser> {
+    let mut dora = user("dora", &["staff"]);
+    dora.enabled = false;
+    let mut nemo = user("nemo", &["staff"]);
+    nemo.reset_error = Some(no_verified_contact);
+    vec![
+        user("diego", &["staff"]),
+        user("erin", &["staff"]),
+        user("admin", &["staff"]),
+        user("mallory", &["staff", "admins"]),
+        user("frank", &["staff", "contractors"]),
+        dora,
+        nemo,
+    ]
+}
+
+/// Finds a user the way Cognito does for a pool with email as username attribute and
+/// case-insensitive usernames: by canonical username, email or sub, ignoring case.
+fn find<'a>(users: &'a [TestUser], name: &str) -> Option<&'a TestUser> {
+    users.iter().find(|u| {
+        [&u.username, &u.email, &u.sub]
+            .iter()
+            .any(|id| id.eq_ignore_ascii_case(name))
+    })
+}
+
+/// One `AdminResetUserPassword` call: canonical username and ClientMetadata.
+type ResetCall = (String, Option<HashMap<String, String>>);
+
+/// Mock rules for the three Cognito operations over a user table.
+pub struct Cognito {
+    pub get_user: Rule,
+    pub list_groups: Rule,
+    pub reset: Rule,
+    /// Canonical usernames reset so far, with the ClientMetadata passed, in call order.
+    resets: Arc<Mutex<Vec<ResetCall>>>,
+}
+
+impl Cognito {
+    /// Cognito with these users; resets succeed unless `reset` is replaced.
+    pub fn with_users(users: Vec<TestUser>) -> Cognito {
+        let users = Arc::new(users);
+        let for_get = Arc::clone(&users);
+        let get_user =
+            mock!(Client::admin_get_user).then_compute_response(move |input| {
+                match find(&for_get, input.username().unwrap_or_default()) {
+                    Some(u) => MockResponse::Output(
+                        AdminGetUserOutput::builder()
+                            .username(&u.username)
+                            .user_attributes(attr("email", &u.email))
+                            .user_attributes(attr("email_verified", "true"))
+                            .user_attributes(attr("sub", &u.sub))
+                            .enabled(u.enabled)
+                            .user_status(UserStatusType::Confirmed)
+                            .build()
+                            .expect("valid output"),
+                    ),
+                    None => MockResponse::Error(AdminGetUserError::UserNotFoundException(
+                        UserNotFoundException::builder()
+                            .message("User does not exist.")
+                            .build(),
+                    )),
+                }
+            });
+        let for_groups = Arc::clone(&users);
+        let list_groups = mock!(Client::admin_list_groups_for_user).then_compute_response(
+            move |input| match find(&for_groups, input.username().unwrap_or_default()) {
+                Some(u) => MockResponse::Output(
+                    AdminListGroupsForUserOutput::builder()
+                        .set_groups(Some(
+                            u.groups
+                                .iter()
+                                .map(|g| GroupType::builder().group_name(g).build())
+                                .collect(),
+                        ))
+                        .build(),
+                ),
+                None => MockResponse::Error(AdminListGroupsForUserError::UserNotFoundException(
+                    UserNotFoundException::builder().build(),
+                )),
+            },
+        );
+        let for_reset = Arc::clone(&users);
+        let resets = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&resets);
+        let reset = mock!(Client::admin_reset_user_password).then_compute_response(move |input| {
+            match find(&for_reset, input.username().unwrap_or_default()) {
+                Some(TestUser {
+                    reset_error: Some(error),
+                    ..
+                }) => MockResponse::Error(error()),
+                Some(u) if input.username() == Some(u.username.as_str()) => {
+                    log.lock()
+                        .expect("log")
+                        .push((u.username.clone(), input.client_metadata().cloned()));
+                    MockResponse::Output(AdminResetUserPasswordOutput::builder().build())
+                }
+                // The service must always reset by canonical username.
+                Some(_) => panic!("AdminResetUserPassword called with a non-canonical username"),
+                None => MockResponse::Error(AdminResetUserPasswordError::UserNotFoundException(
+                    UserNotFoundException::builder().build(),
+                )),
+            }
+        });
+        Cognito {
+            get_user,
+            list_groups,
+            reset,
+            resets,
+        }
+    }
+
+    /// Canonical usernames reset so far, in call order.
+    pub fn reset_users(&self) -> Vec<String> {
+        self.resets
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// The ClientMetadata passed with each reset.
+    pub fn reset_metadata(&self) -> Vec<Option<HashMap<String, String>>> {
+        self.resets
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Every `AdminResetUserPassword` fails with `error`.
+    pub fn reset_fails(mut self, error: fn() -> AdminResetUserPasswordError) -> Cognito {
+        self.reset = mock!(Client::admin_reset_user_password)
+            .then_compute_response(move |_| MockResponse::Error(error()));
+        self
+    }
+
+    /// Every `AdminGetUser` fails with `error`.
+    pub fn get_user_fails(mut self, error: fn() -> AdminGetUserError) -> Cognito {
+        self.get_user = mock!(Client::admin_get_user)
+            .then_compute_response(move |_| MockResponse::Error(error()));
+        self
+    }
+
+    /// Total calls made to Cognito.
+    pub fn calls(&self) -> usize {
+        self.get_user.num_calls() + self.list_groups.num_calls() + self.reset.num_calls()
+    }
+
+    /// A client over these rules, configured like the real one, with fast retries.
+    pub fn client(&self, max_attempts: u32) -> Client {
+        let settings = ClientSettings {
+            timeout: Duration::from_secs(5),
+            max_attempts,
+        };
+        mock_client!(
+            aws_sdk_cognitoidentityprovider,
+            RuleMode::MatchAny,
+            [&self.get_user, &self.list_groups, &self.reset],
+            |builder| directory::configure(builder, settings).retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(max_attempts)
+                    .with_initial_backoff(Duration::from_millis(1))
+                    .with_max_backoff(Duration::from_millis(2))
+            )
+        )
+    }
+}
+
+pub fn attr(name: &str, value: &str) -> AttributeType {
+    AttributeType::builder()
+        .name(name)
+        .value(value)
+        .build()
+        .expect("valid attribute")
+}
+
+/// Configuration from settings (`POLICY` is required among them).
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .expect("valid test configuration")
+}
+
+pub fn app(config: Config, client: Client) -> Arc<App> {
+    Arc::new(App {
+        config,
+        directory: Directory::new(client),
+    })
+}
+
+/// The demo policy over the demo users.
+pub fn demo_app(cognito: &Cognito) -> Arc<App> {
+    app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1))
+}
+
+pub fn far_deadline() -> Deadline {
+    Deadline(Instant::now() + Duration::from_secs(60))
+}
+
+pub fn event(path: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{}/events/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("events/{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{path}: {e}"))
+}
+
+/// An HTTP API event from a sample, with its body replaced.
+pub fn http_event_with_body(body: &Value) -> Value {
+    let mut event = event("http-api-v2.json");
+    event["body"] = Value::String(body.to_string());
+    event
+}
+
+/// The status and the parsed JSON body of an HTTP response.
+pub fn http_parts(response: &Value) -> (u64, Value) {
+    let status = response["statusCode"].as_u64().expect("statusCode");
+    let body = serde_json::from_str(response["body"].as_str().expect("body")).expect("JSON body");
+    (status, body)
+}
+
+/// The message ids listed in an SQS batch response.
+pub fn failed_ids(response: &Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .expect("batchItemFailures")
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .expect("itemIdentifier")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// An SQS event of one record per body, from `queue`.
+pub fn sqs_event(queue: &str, bodies: &[(String, Option<&str>)]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (body, group))| {
+            let mut attributes = serde_json::json!({"ApproximateReceiveCount": "1"});
+            if let Some(group) = group {
+                attributes["MessageGroupId"] = Value::from(*group);
+            }
+            serde_json::json!({
+                "messageId": format!("m{i}"),
+                "receiptHandle": format!("h{i}"),
+                "body": body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue,
+                "awsRegion": "us-west-2"
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+pub fn reset_body(username: &str) -> String {
+    serde_json::json!({"UserPoolId": POOL, "Username": username}).to_string()
+}
+
+/// Counts concurrent calls: `enter` on start, the guard leaves on drop.
+#[derive(Default, Debug)]
+pub struct InFlight {
+    now: AtomicUsize,
+    pub max: AtomicUsize,
+    pub total: AtomicUsize,
+}
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        self.total.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(Arc::clone(self))
+    }
+}
+
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}

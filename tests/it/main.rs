@@ -1,0 +1,8 @@
+//! One integration-test binary for the Lambda function: events from `events/` in, responses and
+//! Cognito calls (aws-smithy-mocks, or a slow counting HTTP client) out.
+
+mod cognito;
+mod events;
+mod helpers;
+mod http;
+mod sqs;
