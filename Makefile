@@ -11,7 +11,7 @@ STACK_VENV := $(TOOLS)/stack
 STACK_BIN := $(abspath $(STACK_VENV)/bin)
 CARGO_LOCKED := --locked
 
-.PHONY: help test lint fmt fmt-check clippy unit bench tools
+.PHONY: help test lint fmt fmt-check clippy unit bench tools template-tools sam-build template-lint template-test template-checks deploy
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,7 +45,7 @@ unit: ## unit, property and CLI tests (cargo test)
 bench: ## criterion benchmarks
 	cargo bench $(CARGO_LOCKED)
 
-test: lint unit ## every test: lint, unit, end-to-end, template checks
+test: lint unit template-checks ## every test: lint, unit, end-to-end, template checks
 
 ## ---- local stack: demo, hand testing, end-to-end tests (issue 4) ---------------------------
 # moto server (local Cognito) and the real function under `cargo lambda watch`, on free loopback
@@ -72,3 +72,63 @@ invoke: ## send one event to the running `make local` stack: make invoke EVENT=e
 e2e: $(STACK_VENV)/.installed ## end-to-end tests: the real binary under cargo lambda watch, against moto
 	cargo build $(CARGO_LOCKED) --bin cognito-reset
 	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/e2e
+
+## ---- SAM template: build, lint, test, deploy (issue 5) --------------------------------------
+# Offline: no telemetry, no update checks, no downloads. `sam` keeps its settings in SAM_HOME
+# (not ~/.aws-sam), where the last version check is always stamped "now", so it never calls out.
+
+SAM_VENV := $(TOOLS)/sam
+CHECKOV_VENV := $(TOOLS)/checkov
+SAM_HOME := $(abspath $(TOOLS)/sam-home)
+SAM_TEMPLATE := template.yaml
+SAM_FUNCTION := Function
+SAM_BOOTSTRAP := .aws-sam/build/$(SAM_FUNCTION)/bootstrap
+MAX_BOOTSTRAP_BYTES := 8388608
+SAM := SAM_CLI_TELEMETRY=0 __SAM_CLI_APP_DIR=$(SAM_HOME) $(abspath $(SAM_VENV)/bin/sam)
+CFN_LINT := $(SAM_VENV)/bin/cfn-lint
+CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov
+SAM_NO_UPDATE_CHECK = mkdir -p $(SAM_HOME) && \
+	printf '{"telemetryEnabled": false, "lastVersionCheck": %s.0}\n' "$$(date +%s)" > $(SAM_HOME)/metadata.json
+
+$(SAM_VENV)/.installed: tools/requirements-sam.txt
+	rm -rf $(SAM_VENV)
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+$(CHECKOV_VENV)/.installed: tools/requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+template-tools: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## install the pinned SAM CLI, cfn-lint and checkov
+
+# cargo-lambda and zig (PyPI ziglang, found as `python3 -m ziglang`) come from the stack venv.
+sam-build: $(SAM_VENV)/.installed $(STACK_VENV)/.installed ## sam build: the arm64 bootstrap in .aws-sam/build/Function/
+	if command -v rustup >/dev/null; then rustup target add aarch64-unknown-linux-gnu; fi
+	cargo fetch $(CARGO_LOCKED)
+	$(SAM_NO_UPDATE_CHECK)
+	PATH="$(STACK_BIN):$$PATH" $(SAM) build --beta-features --template-file $(SAM_TEMPLATE)
+	@$(SAM_VENV)/bin/python -c 'import os, sys; \
+		p, limit = sys.argv[1], int(sys.argv[2]); head = open(p, "rb").read(20); n = os.path.getsize(p); \
+		arm = head[:5] == b"\x7fELF\x02" and int.from_bytes(head[18:20], "little") == 183; \
+		print("%s: %s, %d bytes (%.2f MiB)" % (p, "aarch64 ELF" if arm else "NOT an aarch64 ELF", n, n / 1048576)); \
+		sys.exit(0 if arm and n <= limit else "bootstrap must be an aarch64 ELF of at most %d bytes" % limit)' \
+		$(SAM_BOOTSTRAP) $(MAX_BOOTSTRAP_BYTES)
+
+template-lint: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## sam validate --lint, cfn-lint and checkov (offline)
+	$(SAM_NO_UPDATE_CHECK)
+	$(SAM) validate --lint --template-file $(SAM_TEMPLATE)
+	$(CFN_LINT) $(SAM_TEMPLATE)
+	$(CHECKOV) --file $(SAM_TEMPLATE) --framework cloudformation --skip-download --quiet --compact
+
+template-test: $(SAM_VENV)/.installed ## tests of the SAM-translated template (tests/template/)
+	$(SAM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/template
+
+template-checks: template-lint template-test sam-build ## every template check and the arm64 build
+
+deploy: sam-build ## sam deploy --guided (interactive; never run in CI)
+	@if [ -n "$${CI:-}" ]; then echo "make deploy is interactive and does not run in CI" >&2; exit 1; fi
+	$(SAM_NO_UPDATE_CHECK)
+	$(SAM) deploy --guided

@@ -1,0 +1,411 @@
+"""The deployed shape of template.yaml, checked after the SAM transform.
+
+The template is translated offline with the SAM translator (the same code `sam deploy` runs in
+CloudFormation), then its conditions, Fn::If, Fn::FindInMap and parameter Refs are resolved for a
+given set of parameter values, so every assertion reads the resources CloudFormation would create.
+Run by `make template-test` with the SAM venv's python (it has samtranslator, PyYAML and boto3).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
+
+# SAM_TEMPLATE points the tests at another template (how their power to fail is checked).
+TEMPLATE = Path(os.environ.get("SAM_TEMPLATE") or Path(__file__).resolve().parents[2] / "template.yaml")
+COGNITO_ACTIONS = {
+    "cognito-idp:AdminGetUser",
+    "cognito-idp:AdminListGroupsForUser",
+    "cognito-idp:AdminResetUserPassword",
+}
+# Managed policies the execution role may carry (X-Ray writes need Resource "*" by design).
+ALLOWED_MANAGED_POLICIES = {"AWSXRayDaemonWriteAccess"}
+NO_VALUE = object()
+
+
+# ---- translation and resolution --------------------------------------------------------------
+
+
+def raw_template() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())
+
+
+def translate(template: dict[str, Any]) -> dict[str, Any]:
+    """SAM → CloudFormation, offline: the code is given an S3 location as `sam package` would."""
+    template = copy.deepcopy(template)
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://bucket/key"
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
+    return translator.translate(template, parameter_values={}, get_managed_policy_map=lambda: {})
+
+
+TRANSLATED = translate(raw_template())
+
+
+class Stack:
+    """The translated template as deployed with the given parameter values (defaults otherwise)."""
+
+    def __init__(self, template: dict[str, Any], **overrides: Any) -> None:
+        self.params = {name: p.get("Default") for name, p in template["Parameters"].items()}
+        unknown = set(overrides) - set(self.params)
+        assert not unknown, f"not parameters of the template: {unknown}"
+        self.params.update(overrides)
+        self.mappings = template.get("Mappings", {})
+        self.condition_defs = template.get("Conditions", {})
+        self.conditions = {name: self._condition(name) for name in self.condition_defs}
+        self.resources = {
+            name: self.resolve(resource)
+            for name, resource in template["Resources"].items()
+            if "Condition" not in resource or self.conditions[resource["Condition"]]
+        }
+
+    def _condition(self, name: str) -> bool:
+        return bool(self._value(self.condition_defs[name]))
+
+    def _value(self, node: Any) -> Any:
+        """Evaluate a condition expression or a parameter-valued intrinsic."""
+        if isinstance(node, dict) and len(node) == 1:
+            (fn, arg), = node.items()
+            if fn == "Fn::Equals":
+                return self._value(arg[0]) == self._value(arg[1])
+            if fn == "Fn::Not":
+                return not self._value(arg[0])
+            if fn == "Fn::And":
+                return all(self._value(a) for a in arg)
+            if fn == "Fn::Or":
+                return any(self._value(a) for a in arg)
+            if fn == "Condition":
+                return self._condition(arg)
+        return self.resolve(node)
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in (self.resolve(n) for n in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (fn, arg), = node.items()
+            if fn == "Ref" and arg == "AWS::NoValue":
+                return NO_VALUE
+            if fn == "Ref" and self.params.get(arg) is not None:
+                return self.params[arg]
+            if fn == "Fn::If":
+                return self.resolve(arg[1] if self.conditions[arg[0]] else arg[2])
+            if fn == "Fn::FindInMap":
+                top, second, third = (str(self.resolve(a)) for a in arg)
+                return self.mappings[top][second][third]
+        resolved = {k: self.resolve(v) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
+
+    def of_type(self, type_: str) -> dict[str, dict[str, Any]]:
+        return {n: r for n, r in self.resources.items() if r["Type"] == type_}
+
+    def one(self, type_: str) -> tuple[str, dict[str, Any]]:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+        return next(iter(found.items()))
+
+
+def allowed_values(name: str) -> list[Any]:
+    return TRANSLATED["Parameters"][name]["AllowedValues"]
+
+
+EVERY_VARIANT = [
+    {"ApiAuth": auth, "QueueType": queue}
+    for auth in allowed_values("ApiAuth")
+    for queue in allowed_values("QueueType")
+]
+
+
+def variant_id(v: dict[str, Any]) -> str:
+    return f"{v['ApiAuth']}-{v['QueueType']}"
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements(stack: Stack) -> list[dict[str, Any]]:
+    """Every identity-policy statement in the stack: inline role policies and policy resources."""
+    statements = []
+    for role in stack.of_type("AWS::IAM::Role").values():
+        for policy in role["Properties"].get("Policies", []):
+            statements += as_list(policy["PolicyDocument"]["Statement"])
+    for type_ in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
+        for policy in stack.of_type(type_).values():
+            statements += as_list(policy["Properties"]["PolicyDocument"]["Statement"])
+    return statements
+
+
+# ---- IAM: three Cognito actions, only on the pool ARNs given --------------------------------
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT, ids=variant_id)
+def test_cognito_access_is_the_three_actions_on_the_pool_arn_parameter(variant):
+    stack = Stack(TRANSLATED, **variant)
+
+    cognito = [
+        s
+        for s in policy_statements(stack)
+        if any(a == "*" or a.lower().startswith("cognito-idp:") for a in as_list(s["Action"]))
+    ]
+
+    assert cognito, "no statement grants the Cognito actions"
+    granted = set()
+    for statement in cognito:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        assert set(as_list(statement["Action"])) <= COGNITO_ACTIONS, statement["Action"]
+        # UserPoolArns has no value here, so its Ref stays: the resource is exactly that list.
+        assert statement["Resource"] == {"Ref": "UserPoolArns"}
+        granted |= set(as_list(statement["Action"]))
+    assert granted == COGNITO_ACTIONS
+
+
+def test_pool_arn_statement_resource_is_the_parameter_itself():
+    # Given the translated role, when reading its Cognito statement unresolved,
+    # then its Resource is a Ref to UserPoolArns (a list of ARNs), never a string or "*".
+    statements = [
+        s
+        for s in policy_statements(Stack(TRANSLATED))
+        if any(str(a).startswith("cognito-idp:") for a in as_list(s["Action"]))
+    ]
+    assert [s["Resource"] for s in statements] == [{"Ref": "UserPoolArns"}]
+    assert TRANSLATED["Parameters"]["UserPoolArns"]["Type"] == "CommaDelimitedList"
+    assert "Default" not in TRANSLATED["Parameters"]["UserPoolArns"]
+
+
+@pytest.mark.parametrize(
+    "arn, allowed",
+    [
+        ("arn:aws:cognito-idp:us-west-2:123456789012:userpool/us-west-2_aaaaaaaaa", True),
+        ("arn:aws-us-gov:cognito-idp:us-gov-west-1:123456789012:userpool/us-gov-west-1_Abc123", True),
+        ("*", False),
+        ("arn:aws:cognito-idp:us-west-2:123456789012:userpool/*", False),
+        ("arn:aws:cognito-idp:*:*:userpool/*", False),
+        ("arn:aws:cognito-idp:us-west-2:123456789012:userpool/us-west-2_aaa*", False),
+        ("us-west-2_aaaaaaaaa", False),
+    ],
+)
+def test_pool_arn_parameter_admits_only_single_pool_arns(arn, allowed):
+    pattern = TRANSLATED["Parameters"]["UserPoolArns"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, arn)) is allowed
+
+
+def test_no_statement_grants_wildcard_actions_or_admin_policies():
+    stack = Stack(TRANSLATED)
+    for statement in policy_statements(stack):
+        for action in as_list(statement["Action"]):
+            assert "*" not in action, statement
+    for role in stack.of_type("AWS::IAM::Role").values():
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            arn = arn["Fn::Sub"] if isinstance(arn, dict) else arn
+            name = arn.rsplit("/", 1)[-1]
+            assert name in ALLOWED_MANAGED_POLICIES, arn
+
+
+def test_function_runs_as_the_least_privilege_role():
+    _, function = Stack(TRANSLATED).one("AWS::Lambda::Function")
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    assert list(Stack(TRANSLATED).of_type("AWS::IAM::Role")) == ["FunctionRole"]
+
+
+# ---- HTTP API: POST /reset, IAM by default, JWT when selected, never open ---------------------
+
+
+def reset_routes(stack: Stack) -> list[dict[str, Any]]:
+    return [
+        r["Properties"]
+        for r in stack.of_type("AWS::ApiGatewayV2::Route").values()
+        if r["Properties"]["RouteKey"] == "POST /reset"
+    ]
+
+
+def test_route_requires_aws_iam_by_default():
+    stack = Stack(TRANSLATED)
+
+    (route,) = reset_routes(stack)
+
+    assert route["AuthorizationType"] == "AWS_IAM"
+    assert "AuthorizerId" not in route
+    assert not stack.of_type("AWS::ApiGatewayV2::Authorizer")
+
+
+def test_route_uses_the_jwt_authorizer_when_selected():
+    stack = Stack(TRANSLATED, ApiAuth="JWT", JwtIssuer="https://issuer.example.com", JwtAudience="client-1")
+
+    (route,) = reset_routes(stack)
+    name, authorizer = stack.one("AWS::ApiGatewayV2::Authorizer")
+
+    assert route["AuthorizationType"] == "JWT"
+    assert route["AuthorizerId"] == {"Ref": name}
+    assert authorizer["Properties"]["AuthorizerType"] == "JWT"
+    assert authorizer["Properties"]["JwtConfiguration"] == {
+        "Issuer": "https://issuer.example.com",
+        "Audience": "client-1",
+    }
+
+
+def test_jwt_requires_issuer_and_audience_by_rule():
+    rule = TRANSLATED["Rules"]["JwtNeedsIssuerAndAudience"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "ApiAuth"}, "JWT"]}
+    asserted = str(rule["Assertions"])
+    assert "JwtIssuer" in asserted and "JwtAudience" in asserted
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT, ids=variant_id)
+def test_no_route_is_ever_open(variant):
+    stack = Stack(TRANSLATED, **variant)
+
+    routes = [r["Properties"] for r in stack.of_type("AWS::ApiGatewayV2::Route").values()]
+
+    assert [r["RouteKey"] for r in routes] == ["POST /reset"]
+    assert all(r["AuthorizationType"] in {"AWS_IAM", "JWT"} for r in routes)
+    # No REST API or function URL on the side.
+    assert not stack.of_type("AWS::ApiGateway::Method")
+    assert not stack.of_type("AWS::Lambda::Url")
+
+
+def test_only_the_reset_route_of_this_api_may_invoke_the_function():
+    stack = Stack(TRANSLATED)
+    permissions = [p["Properties"] for p in stack.of_type("AWS::Lambda::Permission").values()]
+    assert [p["Principal"] for p in permissions] == ["apigateway.amazonaws.com"]
+    assert permissions[0]["SourceArn"]["Fn::Sub"].endswith(":${HttpApi}/*/POST/reset")
+
+
+# ---- queue: SQS source with partial batch failures, DLQ, SSE, visibility ----------------------
+
+
+@pytest.mark.parametrize("queue_type", allowed_values("QueueType"))
+def test_event_source_mapping_reports_batch_item_failures(queue_type):
+    stack = Stack(TRANSLATED, QueueType=queue_type, BatchSize=7, MaximumConcurrency=4)
+
+    _, mapping = stack.one("AWS::Lambda::EventSourceMapping")
+    props = mapping["Properties"]
+
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    assert props["BatchSize"] == 7
+    assert props["ScalingConfig"] == {"MaximumConcurrency": 4}
+
+
+@pytest.mark.parametrize("queue_type", allowed_values("QueueType"))
+def test_queue_redrives_to_the_dead_letter_queue(queue_type):
+    stack = Stack(TRANSLATED, QueueType=queue_type, MaxReceiveCount=3)
+
+    queue = stack.resources["Queue"]["Properties"]
+
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    assert stack.resources["DeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+    assert "RedrivePolicy" not in stack.resources["DeadLetterQueue"]["Properties"]
+
+
+@pytest.mark.parametrize("name", ["Queue", "DeadLetterQueue"])
+def test_queues_are_encrypted_at_rest(name):
+    props = Stack(TRANSLATED).resources[name]["Properties"]
+    assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props
+
+
+def test_fifo_selects_a_fifo_queue_and_a_fifo_dead_letter_queue():
+    fifo = Stack(TRANSLATED, QueueType="Fifo")
+    standard = Stack(TRANSLATED, QueueType="Standard")
+
+    for name in ("Queue", "DeadLetterQueue"):
+        assert fifo.resources[name]["Properties"]["FifoQueue"] is True
+        assert fifo.resources[name]["Properties"]["QueueName"]["Fn::Sub"].endswith(".fifo")
+        assert "FifoQueue" not in standard.resources[name]["Properties"]
+        assert not standard.resources[name]["Properties"]["QueueName"]["Fn::Sub"].endswith(".fifo")
+    assert fifo.resources["Queue"]["Properties"]["ContentBasedDeduplication"] is True
+
+
+@pytest.mark.parametrize("timeout", allowed_values("FunctionTimeout"))
+def test_visibility_timeout_is_at_least_six_times_the_function_timeout(timeout):
+    stack = Stack(TRANSLATED, FunctionTimeout=timeout)
+
+    _, function = stack.one("AWS::Lambda::Function")
+    visibility = stack.resources["Queue"]["Properties"]["VisibilityTimeout"]
+
+    assert function["Properties"]["Timeout"] == timeout
+    assert 6 * int(timeout) <= int(visibility) <= 43200
+
+
+# ---- function, logs, alarms, outputs ------------------------------------------------------------
+
+
+def test_function_is_a_small_arm64_rust_function_with_json_logs():
+    stack = Stack(TRANSLATED, LogLevel="DEBUG", Policy='{"version":1}', DryRun="true")
+
+    _, function = stack.one("AWS::Lambda::Function")
+    props = function["Properties"]
+
+    assert props["Runtime"] == "provided.al2023"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == "bootstrap"
+    assert props["MemorySize"] == 128
+    assert props["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "DEBUG",
+        "SystemLogLevel": "WARN",
+        "LogGroup": {"Ref": "FunctionLogGroup"},
+    }
+    env = props["Environment"]["Variables"]
+    assert env["POLICY"] == '{"version":1}'
+    assert env["DRY_RUN"] == "true"
+    assert "DEFAULT_USER_POOL_ID" not in env
+    assert set(env) == {"POLICY", "MAX_CONCURRENCY", "DEADLINE_MARGIN_MS", "COGNITO_TIMEOUT_MS",
+                        "COGNITO_MAX_ATTEMPTS", "DRY_RUN"}
+
+
+def test_sam_builds_the_cognito_reset_binary_with_cargo_lambda():
+    metadata = raw_template()["Resources"]["Function"]["Metadata"]
+    assert metadata["BuildMethod"] == "rust-cargolambda"
+    assert metadata["BuildProperties"] == {"Binary": "cognito-reset"}
+
+
+def test_log_group_retention_is_the_parameter():
+    stack = Stack(TRANSLATED, LogRetentionDays=90)
+    for group in stack.of_type("AWS::Logs::LogGroup").values():
+        assert group["Properties"]["RetentionInDays"] == 90
+
+
+@pytest.mark.parametrize("topic", ["", "arn:aws:sns:us-west-2:123456789012:ops"])
+def test_alarms_watch_dlq_errors_and_throttles(topic):
+    stack = Stack(TRANSLATED, AlarmTopicArn=topic)
+
+    alarms = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
+        for a in stack.of_type("AWS::CloudWatch::Alarm").values()
+    }
+
+    assert set(alarms) == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+    }
+    dlq = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    for alarm in alarms.values():
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        assert alarm.get("AlarmActions", []) == ([topic] if topic else [])
+
+
+def test_outputs_name_the_endpoint_queues_and_function():
+    outputs = TRANSLATED["Outputs"]
+    assert {"ApiEndpoint", "QueueUrl", "QueueArn", "DeadLetterQueueUrl", "FunctionName"} <= set(outputs)
+    assert outputs["QueueUrl"]["Value"] == {"Ref": "Queue"}
+    assert outputs["QueueArn"]["Value"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "DeadLetterQueue"}
+    assert outputs["FunctionName"]["Value"] == {"Ref": "Function"}
