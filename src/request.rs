@@ -23,6 +23,9 @@ pub const MAX_CLIENT_METADATA_ENTRIES: usize = 50;
 /// Maximum total size of `ClientMetadata` keys and values, in bytes.
 pub const MAX_CLIENT_METADATA_BYTES: usize = 4096;
 
+/// Longest field name repeated back in an error message.
+const MAX_ECHOED_FIELD_CHARS: usize = 64;
+
 /// Why a request was refused before anything was looked up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -35,6 +38,17 @@ pub struct InvalidRequest {
 
 impl InvalidRequest {
     fn field(field: &str, message: impl Into<String>) -> Self {
+        // Field names come from the caller: keep echoes of unknown ones short.
+        let field: String = if field.chars().count() > MAX_ECHOED_FIELD_CHARS {
+            field
+                .chars()
+                .take(MAX_ECHOED_FIELD_CHARS)
+                .chain(['…'])
+                .collect()
+        } else {
+            field.to_owned()
+        };
+        let field = field.as_str();
         InvalidRequest {
             field: Some(field.to_owned()),
             message: format!("{field}: {}", message.into()),
@@ -424,6 +438,16 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("Password"));
         assert!(!err.message.contains("hunter2"));
+    }
+
+    #[test]
+    fn long_unknown_field_names_are_cut_short_in_messages() {
+        let key = "k".repeat(10_000);
+        let err = parse(&format!(
+            r#"{{"UserPoolId":"{POOL}","Username":"a","{key}":1}}"#
+        ))
+        .unwrap_err();
+        assert!(err.message.len() < 300, "{}", err.message.len());
     }
 
     #[test]

@@ -116,19 +116,13 @@ pub async fn handle(
                     let mut item = Map::new();
                     item.insert("index".into(), json!(index));
                     item.insert("status".into(), json!(status));
-                    item.extend(body);
+                    if let Value::Object(fields) = body {
+                        item.extend(fields);
+                    }
                     Value::Object(item)
                 })
                 .collect();
-            respond(
-                flavor,
-                207,
-                Vec::new(),
-                json!({ "results": items })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            )
+            respond(flavor, 207, Vec::new(), json!({ "results": items }))
         }
     }
 }
@@ -211,7 +205,7 @@ fn single_response(
     result: &RecordResult,
     pool: Option<&str>,
     request_id: &str,
-) -> (u16, Vec<(&'static str, String)>, Map<String, Value>) {
+) -> (u16, Vec<(&'static str, String)>, Value) {
     match result {
         Ok(reset) => {
             let body = json!({
@@ -220,11 +214,7 @@ fn single_response(
                 "username": reset.username,
                 "requestId": request_id,
             });
-            (
-                200,
-                Vec::new(),
-                body.as_object().cloned().unwrap_or_default(),
-            )
+            (200, Vec::new(), body)
         }
         Err(error) => {
             let mut headers = Vec::new();
@@ -239,11 +229,7 @@ fn single_response(
                 "message": error.public_message(),
                 "requestId": request_id,
             });
-            (
-                error.http_status(),
-                headers,
-                body.as_object().cloned().unwrap_or_default(),
-            )
+            (error.http_status(), headers, body)
         }
     }
 }
@@ -253,7 +239,7 @@ fn respond(
     flavor: Flavor,
     status: u16,
     extra_headers: Vec<(&'static str, String)>,
-    body: Map<String, Value>,
+    body: Value,
 ) -> Value {
     let mut headers = vec![("content-type", "application/json".to_owned())];
     headers.extend(extra_headers);
@@ -287,7 +273,7 @@ fn respond(
             json!(format!("{status} {reason}")),
         );
     }
-    response.insert("body".into(), json!(Value::Object(body).to_string()));
+    response.insert("body".into(), json!(body.to_string()));
     response.insert("isBase64Encoded".into(), json!(false));
     Value::Object(response)
 }
