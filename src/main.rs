@@ -22,6 +22,8 @@ async fn main() -> Result<(), Error> {
     })?;
     tracing::info!(
         policy = %config.policy_source,
+        rules = config.policy.rule_count(),
+        groups_needed = config.policy.needs_groups(),
         dry_run = config.dry_run,
         max_concurrency = config.max_concurrency,
         "configuration loaded"

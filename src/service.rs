@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::caller;
 use crate::config::Config;
@@ -81,7 +82,11 @@ impl App {
                 let result = if deadline.too_close(self.config.deadline_margin) {
                     Err(ResetError::Deadline)
                 } else {
-                    self.execute(&origin.caller, &request, &mut trail).await
+                    let span =
+                        tracing::info_span!("record", source = origin.source, id = %origin.id);
+                    self.execute(&origin.caller, &request, &mut trail)
+                        .instrument(span)
+                        .await
                 };
                 (Some(request), result)
             }
