@@ -45,7 +45,7 @@ unit: ## unit, property and CLI tests (cargo test)
 bench: ## criterion benchmarks
 	cargo bench $(CARGO_LOCKED)
 
-test: lint unit template-checks ## every test: lint, unit, end-to-end, template checks
+test: lint unit e2e template-checks ## every test: lint, unit, end-to-end, template checks
 
 ## ---- local stack: demo, hand testing, end-to-end tests (issue 4) ---------------------------
 # moto server (local Cognito) and the real function under `cargo lambda watch`, on free loopback

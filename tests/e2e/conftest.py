@@ -19,6 +19,20 @@ sys.path.insert(0, str(ROOT / "tools"))
 import stack as driver  # noqa: E402  (tools/stack.py imports only the standard library up front)
 
 
+def pytest_configure(config):
+    """SIGTERM and SIGHUP stop the session like Ctrl-C does, so the stack's teardown runs.
+
+    SIGINT is set too: a shell starts background jobs with it ignored.
+    """
+    import signal
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
 @pytest.fixture(scope="session")
 def stack():
     """moto on a free port, with the demo pools; stopped (whole process tree) at session end."""
