@@ -803,7 +803,11 @@ def demo() -> int:
             rows += rows_for(path, event, answer, function.log_since_invoke())
         after = stack.user_states()
         print(table(["request", "caller", "user", "outcome", "code"], rows))
-        print()
+        print(
+            "\nHTTP rows: the response's status and error code. SQS rows: outcome and code from the\n"
+            "function's audit log; REJECTED records are acknowledged, RETRY ones are handed back in\n"
+            "batchItemFailures.\n"
+        )
         user_rows = [
             [
                 u.email,
