@@ -382,10 +382,6 @@ def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
         "AWS_LAMBDA_LOG_FORMAT": "JSON",
         "DRY_RUN": "false",
-        # cargo-lambda 1.9.2's emulator sends `Lambda-Runtime-Deadline-Ms: 600000` (a duration, not
-        # an epoch time), so the function sees a deadline in 1970 and would refuse every record as
-        # `deadline`; a zero margin lets it run. Remove once the function ignores such a deadline.
-        "DEADLINE_MARGIN_MS": "0",
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
