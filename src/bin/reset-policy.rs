@@ -1,1 +1,159 @@
-fn main() {}
+//! `reset-policy`: the operator CLI for allowlist policies.
+//!
+//! - `reset-policy lint FILE` checks a policy: a one-line summary and exit 0 when valid (with
+//!   warnings about rules that can never match), every located error and exit 1 when not.
+//! - `reset-policy explain FILE --pool ID --user NAME ... (--caller ID... | --anonymous)` prints
+//!   `ALLOW <rule>` or `DENY <reason-code>` and, indented, why. Exit 0 for either decision.
+//!
+//! Exit codes: 0 success, 1 invalid or unreadable policy, 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Parser, Subcommand};
+use cognito_reset::policy::{Caller, Policy, Subject};
+
+/// Check and explain cognito-reset allowlist policies.
+///
+/// Exit status: 0 on success (for `explain`, whatever the decision), 1 when the policy is invalid
+/// or cannot be read, 2 on a usage error.
+#[derive(Debug, Parser)]
+#[command(name = "reset-policy", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a policy file: print a one-line summary (exit 0) or every error with its
+    /// location (exit 1). Also warns about rules that can never match.
+    Lint {
+        /// The policy document (JSON).
+        file: PathBuf,
+    },
+    /// Decide one request against a policy and say why: prints `ALLOW <rule>` or
+    /// `DENY <reason-code>`, then the reasons, indented.
+    #[command(group(ArgGroup::new("who").required(true).args(["caller", "anonymous"])))]
+    Explain {
+        /// The policy document (JSON).
+        file: PathBuf,
+        /// The user pool id, e.g. us-west-2_aaaaaaaaa.
+        #[arg(long, value_name = "ID")]
+        pool: String,
+        /// The user's canonical Cognito Username.
+        #[arg(long, value_name = "USERNAME")]
+        user: String,
+        /// The user's email attribute.
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
+        /// The user's preferred_username attribute.
+        #[arg(long, value_name = "P")]
+        preferred_username: Option<String>,
+        /// The user's sub attribute.
+        #[arg(long, value_name = "S")]
+        sub: Option<String>,
+        /// A group the user is in; repeat for several.
+        #[arg(long = "group", value_name = "G")]
+        groups: Vec<String>,
+        /// A caller identity (IAM ARN, jwt:sub:.., jwt:client:.., principal:.., queue ARN);
+        /// repeat for several.
+        #[arg(long = "caller", value_name = "ID")]
+        caller: Vec<String>,
+        /// The request carries no caller identity.
+        #[arg(long)]
+        anonymous: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Lint { file } => lint(&file),
+        Command::Explain {
+            file,
+            pool,
+            user,
+            email,
+            preferred_username,
+            sub,
+            groups,
+            caller,
+            anonymous,
+        } => {
+            let caller = if anonymous {
+                Caller::Anonymous
+            } else {
+                Caller::Identified(caller)
+            };
+            let subject = Subject {
+                username: user,
+                email,
+                preferred_username,
+                sub,
+                groups,
+            };
+            explain(&file, &caller, &pool, &subject)
+        }
+    }
+}
+
+/// Reads and loads a policy, printing every problem to stderr.
+fn load(file: &Path) -> Result<Policy, ExitCode> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", file.display());
+        ExitCode::FAILURE
+    })?;
+    Policy::from_json(&text).map_err(|errors| {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        let n = errors.len();
+        eprintln!(
+            "{}: invalid policy: {n} error{}",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn lint(file: &Path) -> ExitCode {
+    let policy = match load(file) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let warnings = policy.lint_warnings();
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let suffix = match warnings.len() {
+        0 => String::new(),
+        1 => ", 1 warning".to_owned(),
+        n => format!(", {n} warnings"),
+    };
+    println!(
+        "{}: valid policy: {}{suffix}",
+        file.display(),
+        policy.summary()
+    );
+    ExitCode::SUCCESS
+}
+
+fn explain(file: &Path, caller: &Caller, pool: &str, subject: &Subject) -> ExitCode {
+    let policy = match load(file) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let explanation = policy.explain(caller, pool, subject);
+    println!("{}", explanation.decision);
+    for reason in &explanation.reasons {
+        println!("  {reason}");
+    }
+    if !policy.needs_groups() && !subject.groups.is_empty() {
+        println!("  note: the policy does not use groups; --group made no difference");
+    } else if policy.needs_groups() && subject.groups.is_empty() {
+        println!("  note: the policy uses groups and no --group was given");
+    }
+    ExitCode::SUCCESS
+}

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use super::pattern::{Pattern, to_chars};
+use std::ops::Range;
+
+use super::pattern::{Pattern, fold_char};
 use super::{Caller, Decision, DenyReason, Policy, Rule, Subject};
 
 /// Which identity of the target user matched a pattern.
@@ -243,39 +245,125 @@ impl Trace for Vec<Reason> {
     }
 }
 
-/// The caller identities, folded once; `None` for an anonymous request.
-struct Callers(Option<Vec<Vec<char>>>);
+/// The folded texts of one request, in one buffer (two allocations per request).
+struct Folded {
+    chars: Vec<char>,
+    /// (start, end) of each text in `chars`.
+    spans: Vec<(usize, usize)>,
+}
 
-impl Callers {
-    fn new(caller: &Caller) -> Callers {
-        Callers(match caller {
-            Caller::Anonymous => None,
-            Caller::Identified(ids) => Some(ids.iter().map(|id| to_chars(id, true)).collect()),
-        })
+impl Folded {
+    fn with_capacity(chars: usize, texts: usize) -> Folded {
+        Folded {
+            chars: Vec::with_capacity(chars),
+            spans: Vec::with_capacity(texts),
+        }
+    }
+
+    /// Appends `text` (folded when `fold` is set) and returns its index.
+    fn push(&mut self, text: &str, fold: bool) -> usize {
+        let start = self.chars.len();
+        if fold {
+            self.chars.extend(text.chars().map(fold_char));
+        } else {
+            self.chars.extend(text.chars());
+        }
+        self.spans.push((start, self.chars.len()));
+        self.spans.len() - 1
+    }
+
+    #[inline]
+    fn text(&self, index: usize) -> &[char] {
+        self.spans
+            .get(index)
+            .and_then(|&(start, end)| self.chars.get(start..end))
+            .unwrap_or_default()
+    }
+
+    #[inline]
+    fn texts(&self, indices: Range<usize>) -> impl Iterator<Item = &[char]> {
+        indices.map(|i| self.text(i))
     }
 }
 
-/// The user's identities and groups, folded once.
-struct SubjectChars {
-    identities: Vec<(IdentityKind, Vec<char>)>,
-    groups: Vec<Vec<char>>,
+/// A request prepared for matching: every text folded once (the pool id is kept as is).
+struct Request {
+    folded: Folded,
+    /// The caller identities; `None` for an anonymous request.
+    callers: Option<Range<usize>>,
+    pool: usize,
+    identities: Range<usize>,
+    /// Which identity each of `identities` is.
+    kinds: [IdentityKind; 4],
+    /// The groups, in the subject's order.
+    groups: Range<usize>,
 }
 
-impl SubjectChars {
-    fn new(subject: &Subject) -> SubjectChars {
-        let mut identities = Vec::with_capacity(4);
-        identities.push((IdentityKind::Username, to_chars(&subject.username, true)));
-        for (kind, value) in [
-            (IdentityKind::Email, &subject.email),
-            (IdentityKind::PreferredUsername, &subject.preferred_username),
-            (IdentityKind::Sub, &subject.sub),
-        ] {
-            if let Some(value) = value {
-                identities.push((kind, to_chars(value, true)));
+/// The optional identities of a subject that are present, in a fixed order.
+fn attributes(subject: &Subject) -> impl Iterator<Item = (IdentityKind, &str)> {
+    [
+        (IdentityKind::Email, subject.email.as_deref()),
+        (
+            IdentityKind::PreferredUsername,
+            subject.preferred_username.as_deref(),
+        ),
+        (IdentityKind::Sub, subject.sub.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, value)| Some((kind, value?)))
+}
+
+impl Request {
+    fn new(caller: &Caller, pool: &str, subject: Option<&Subject>) -> Request {
+        let ids: &[String] = match caller {
+            Caller::Anonymous => &[],
+            Caller::Identified(ids) => ids,
+        };
+        let groups: &[String] = subject.map_or(&[], |s| &s.groups);
+        let bytes = ids.iter().map(String::len).sum::<usize>()
+            + pool.len()
+            + subject.map_or(0, |s| s.username.len())
+            + subject
+                .into_iter()
+                .flat_map(attributes)
+                .map(|(_, v)| v.len())
+                .sum::<usize>()
+            + groups.iter().map(String::len).sum::<usize>();
+        let mut folded = Folded::with_capacity(bytes, ids.len() + groups.len() + 5);
+
+        let first = folded.spans.len();
+        for id in ids {
+            folded.push(id, true);
+        }
+        let callers = match caller {
+            Caller::Anonymous => None,
+            Caller::Identified(_) => Some(first..folded.spans.len()),
+        };
+        let pool = folded.push(pool, false);
+
+        let mut kinds = [IdentityKind::Username; 4];
+        let first = folded.spans.len();
+        if let Some(subject) = subject {
+            folded.push(&subject.username, true);
+            for (slot, (kind, value)) in kinds.iter_mut().skip(1).zip(attributes(subject)) {
+                *slot = kind;
+                folded.push(value, true);
             }
         }
-        let groups = subject.groups.iter().map(|g| to_chars(g, true)).collect();
-        SubjectChars { identities, groups }
+        let identities = first..folded.spans.len();
+        let first = folded.spans.len();
+        for group in groups {
+            folded.push(group, true);
+        }
+        let groups = first..folded.spans.len();
+        Request {
+            folded,
+            callers,
+            pool,
+            identities,
+            kinds,
+            groups,
+        }
     }
 }
 
@@ -291,6 +379,7 @@ fn identity_value(subject: &Subject, kind: IdentityKind) -> &str {
 }
 
 /// The first (text, pattern) pair that matches, as indices.
+#[inline]
 fn first_match<'t>(
     patterns: &[Pattern],
     texts: impl IntoIterator<Item = &'t [char]>,
@@ -304,14 +393,19 @@ fn first_match<'t>(
 }
 
 /// The first identity of the subject matching one of `patterns`.
-fn identity_match(
-    patterns: &[Pattern],
-    chars: &SubjectChars,
-    subject: &Subject,
-) -> Option<impl FnOnce() -> IdentityMatch> {
-    let (t, p) = first_match(patterns, chars.identities.iter().map(|(_, c)| c.as_slice()))?;
+fn identity_match<'a>(
+    patterns: &'a [Pattern],
+    request: &'a Request,
+    subject: &'a Subject,
+) -> Option<impl FnOnce() -> IdentityMatch + 'a> {
+    let texts = request.folded.texts(request.identities.clone());
+    let (t, p) = first_match(patterns, texts)?;
     Some(move || {
-        let kind = chars.identities[t].0;
+        let kind = request
+            .kinds
+            .get(t)
+            .copied()
+            .unwrap_or(IdentityKind::Username);
         IdentityMatch {
             kind,
             value: identity_value(subject, kind).to_owned(),
@@ -321,14 +415,14 @@ fn identity_match(
 }
 
 /// The first group of the subject matching one of `patterns`.
-fn group_match(
-    patterns: &[Pattern],
-    chars: &SubjectChars,
-    subject: &Subject,
-) -> Option<impl FnOnce() -> GroupMatch> {
-    let (t, p) = first_match(patterns, chars.groups.iter().map(Vec::as_slice))?;
+fn group_match<'a>(
+    patterns: &'a [Pattern],
+    request: &'a Request,
+    subject: &'a Subject,
+) -> Option<impl FnOnce() -> GroupMatch + 'a> {
+    let (t, p) = first_match(patterns, request.folded.texts(request.groups.clone()))?;
     Some(move || GroupMatch {
-        group: subject.groups[t].clone(),
+        group: subject.groups.get(t).cloned().unwrap_or_default(),
         pattern: patterns[p].as_str().to_owned(),
     })
 }
@@ -336,18 +430,21 @@ fn group_match(
 impl Rule {
     /// Whether the rule admits the caller; `Ok` carries (caller index, pattern index) or `None`
     /// for anonymous.
-    fn admit_caller(&self, callers: &Callers) -> Result<Option<(usize, usize)>, Skip> {
-        match &callers.0 {
+    #[inline]
+    fn admit_caller(&self, request: &Request) -> Result<Option<(usize, usize)>, Skip> {
+        match &request.callers {
             None if self.admits_anonymous => Ok(None),
             None => Err(Skip::AnonymousNotAdmitted),
-            Some(ids) => first_match(&self.callers, ids.iter().map(Vec::as_slice))
+            Some(ids) => first_match(&self.callers, request.folded.texts(ids.clone()))
                 .map(Some)
                 .ok_or(Skip::CallerNotListed),
         }
     }
 
     /// The index of the first `userPools` pattern matching the pool.
-    fn admit_pool(&self, pool: &[char]) -> Option<usize> {
+    #[inline]
+    fn admit_pool(&self, request: &Request) -> Option<usize> {
+        let pool = request.folded.text(request.pool);
         self.pools.iter().position(|p| p.matches_chars(pool))
     }
 }
@@ -355,13 +452,12 @@ impl Rule {
 impl Policy {
     /// Stage one, before any user lookup: is there a rule for this caller, and for this pool?
     pub(super) fn stage_one(&self, caller: &Caller, pool: &str) -> Result<(), DenyReason> {
-        let callers = Callers::new(caller);
-        let pool = to_chars(pool, false);
+        let request = Request::new(caller, pool, None);
         let mut caller_seen = false;
         for rule in &self.rules {
-            if rule.admit_caller(&callers).is_ok() {
+            if rule.admit_caller(&request).is_ok() {
                 caller_seen = true;
-                if rule.admit_pool(&pool).is_some() {
+                if rule.admit_pool(&request).is_some() {
                     return Ok(());
                 }
             }
@@ -402,21 +498,19 @@ impl Policy {
         subject: &Subject,
         trace: &mut impl Trace,
     ) -> Decision {
-        let chars = SubjectChars::new(subject);
+        let request = Request::new(caller, pool_id, Some(subject));
 
         // The top-level deny beats every rule.
-        if let Some(m) = identity_match(&self.deny_users, &chars, subject) {
+        if let Some(m) = identity_match(&self.deny_users, &request, subject) {
             trace.note(|| Reason::DeniedUser(m()));
             return Decision::Deny(DenyReason::DeniedUser);
         }
-        if let Some(m) = group_match(&self.deny_groups, &chars, subject) {
+        if let Some(m) = group_match(&self.deny_groups, &request, subject) {
             trace.note(|| Reason::DeniedGroup(m()));
             return Decision::Deny(DenyReason::DeniedGroup);
         }
         trace.note(|| Reason::NotDenied);
 
-        let callers = Callers::new(caller);
-        let pool = to_chars(pool_id, false);
         let mut caller_seen = false;
         let mut pool_seen = false;
         for (index, rule) in self.rules.iter().enumerate() {
@@ -425,7 +519,7 @@ impl Policy {
                 index,
                 why,
             };
-            let caller_hit = match rule.admit_caller(&callers) {
+            let caller_hit = match rule.admit_caller(&request) {
                 Ok(hit) => hit,
                 Err(why) => {
                     trace.note(|| skip(why));
@@ -433,14 +527,14 @@ impl Policy {
                 }
             };
             caller_seen = true;
-            let Some(pool_hit) = rule.admit_pool(&pool) else {
+            let Some(pool_hit) = rule.admit_pool(&request) else {
                 trace.note(|| skip(Skip::PoolNotListed));
                 continue;
             };
             pool_seen = true;
             let user_hit = match &rule.users {
                 None => None,
-                Some(patterns) => match identity_match(patterns, &chars, subject) {
+                Some(patterns) => match identity_match(patterns, &request, subject) {
                     Some(m) => Some(m),
                     None => {
                         trace.note(|| skip(Skip::UserNotListed));
@@ -450,7 +544,7 @@ impl Policy {
             };
             let group_hit = match &rule.groups {
                 None => None,
-                Some(patterns) => match group_match(patterns, &chars, subject) {
+                Some(patterns) => match group_match(patterns, &request, subject) {
                     Some(m) => Some(m),
                     None => {
                         trace.note(|| skip(Skip::NotInGroup));
@@ -458,11 +552,11 @@ impl Policy {
                     }
                 },
             };
-            if let Some(m) = identity_match(&rule.except_users, &chars, subject) {
+            if let Some(m) = identity_match(&rule.except_users, &request, subject) {
                 trace.note(|| skip(Skip::ExceptUser(m())));
                 continue;
             }
-            if let Some(m) = group_match(&rule.except_groups, &chars, subject) {
+            if let Some(m) = group_match(&rule.except_groups, &request, subject) {
                 trace.note(|| skip(Skip::ExceptGroup(m())));
                 continue;
             }

@@ -84,9 +84,21 @@ impl Segment {
     }
 
     /// Whether the segment matches `text`, which has exactly the segment's length.
+    #[inline]
     fn matches_exactly(&self, text: &[char]) -> bool {
         match &self.any {
-            None => self.chars == text,
+            // Compared from the end: literal segments in one policy tend to share long prefixes
+            // (`arn:aws:sts::123456789012:assumed-role/...`, `us-west-2_...`), so a mismatch is
+            // usually found within a few characters that way.
+            None => {
+                self.chars.len() == text.len()
+                    && self
+                        .chars
+                        .iter()
+                        .rev()
+                        .zip(text.iter().rev())
+                        .all(|(c, t)| c == t)
+            }
             Some(any) => self
                 .chars
                 .iter()
@@ -129,6 +141,58 @@ pub struct Pattern {
     has_star: bool,
     /// The number of characters any match needs (everything but the stars).
     min_len: usize,
+    /// Characters every match has at fixed positions, kept inline so that most non-matching
+    /// texts are rejected without reading the segments.
+    guards: [Guard; MAX_GUARDS],
+    guard_count: u8,
+}
+
+const MAX_GUARDS: usize = 4;
+
+/// A character that every match has at a fixed position from the start or the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Guard {
+    from_end: bool,
+    offset: usize,
+    ch: char,
+}
+
+/// The guards for a pattern: the last, second-to-last and first characters of the segment
+/// anchored at the start, and the last character of the one anchored at the end (when there is
+/// a star), skipping `?` positions.
+fn guards(segments: &[Segment]) -> ([Guard; MAX_GUARDS], u8) {
+    let mut candidates = Vec::new();
+    if let Some(first) = segments.first() {
+        let n = first.len();
+        for offset in [n.checked_sub(1), n.checked_sub(2), Some(0)]
+            .into_iter()
+            .flatten()
+        {
+            if offset < n {
+                candidates.push((false, offset, first, offset));
+            }
+        }
+    }
+    if let [_, .., last] = segments
+        && let Some(index) = last.len().checked_sub(1)
+    {
+        candidates.push((true, 0, last, index));
+    }
+    let mut out = [Guard::default(); MAX_GUARDS];
+    let mut count = 0;
+    for (from_end, offset, segment, index) in candidates {
+        let is_any = segment.any.as_ref().is_some_and(|any| any[index]);
+        let guard = Guard {
+            from_end,
+            offset,
+            ch: segment.chars[index],
+        };
+        if !is_any && count < MAX_GUARDS && !out[..count].contains(&guard) {
+            out[count] = guard;
+            count += 1;
+        }
+    }
+    (out, count as u8)
 }
 
 impl Pattern {
@@ -149,6 +213,7 @@ impl Pattern {
             .collect();
         let has_star = segments.len() > 1;
         let min_len = segments.iter().map(Segment::len).sum();
+        let (guards, guard_count) = guards(&segments);
         Pattern {
             source: source.to_owned(),
             case_insensitive,
@@ -156,6 +221,8 @@ impl Pattern {
             segments,
             has_star,
             min_len,
+            guards,
+            guard_count,
         }
     }
 
@@ -171,7 +238,22 @@ impl Pattern {
 
     /// Whether the pattern matches `text`, which must already be folded (see [`to_chars`]) when
     /// the pattern is case-insensitive.
+    #[inline]
     pub fn matches_chars(&self, text: &[char]) -> bool {
+        let n = text.len();
+        if n < self.min_len || (!self.has_star && n != self.min_len) {
+            return false;
+        }
+        for guard in &self.guards[..usize::from(self.guard_count)] {
+            let at = if guard.from_end {
+                n.wrapping_sub(1 + guard.offset)
+            } else {
+                guard.offset
+            };
+            if text.get(at) != Some(&guard.ch) {
+                return false;
+            }
+        }
         let [first, middle @ .., last] = self.segments.as_slice() else {
             // Exactly one segment: no star.
             return self

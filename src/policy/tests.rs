@@ -915,7 +915,7 @@ fn reference_match(pattern: &[char], text: &[char]) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn matcher_agrees_with_a_naive_reference(pattern in small_pattern(), text in small_string()) {

@@ -1,0 +1,294 @@
+//! End-to-end tests of the `reset-policy` binary on the example policies kept in `policy/`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const HELPDESK: &str = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/session-1";
+const QUEUE: &str = "arn:aws:sqs:us-west-2:123456789012:password-resets";
+const POOL_A: &str = "us-west-2_aaaaaaaaa";
+const POOL_B: &str = "us-west-2_bbbbbbbbb";
+
+/// A policy file in the repository's `policy/` directory.
+fn policy_file(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("policy")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs `reset-policy` with `args`.
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reset-policy"))
+        .args(args)
+        .output()
+        .expect("the reset-policy binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `explain` on the example policy with `extra` arguments.
+fn explain(extra: &[&str]) -> Output {
+    let file = policy_file("example.json");
+    let mut args = vec!["explain", file.as_str()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn lint_of_a_valid_policy_prints_a_summary_and_exits_zero() {
+    let out = run(&["lint", &policy_file("example.json")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(
+            "valid policy: 2 rules, 3 deny.users patterns, 2 deny.groups patterns, group membership used"
+        ),
+        "{text}"
+    );
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn lint_of_an_invalid_policy_lists_every_located_error_and_exits_one() {
+    let out = run(&["lint", &policy_file("invalid-example.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    let errors = stderr(&out);
+    for expected in [
+        "error: version: unsupported version 2: must be 1",
+        "error: deny.group: unknown field (did you mean `groups`?)",
+        "error: deny.users[1]: pattern must not be empty",
+        "error: rules[0].callers: must list at least one pattern",
+        "error: rules[0].userPools[1]: pattern must not be blank (whitespace only)",
+        "error: rules[1].userPools: expected an array of strings, found a string",
+        "error: rules[1]: a rule must name `users` or `groups` or both",
+        "error: rules[1].name: duplicate rule name \"helpdesk-portal\" (first used by rules[0])",
+        "invalid policy: 8 errors",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn lint_of_a_shadowed_rule_warns_and_exits_zero() {
+    let out = run(&["lint", &policy_file("shadowed.json")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warnings = stderr(&out);
+    assert!(
+        warnings.contains(
+            "warning: rules[1]: rule \"support-role-one-pool\" can never match: rules[0] \"support-role\" comes first"
+        ),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("warning: rules[2]: rule \"ops-admins\" can never allow"),
+        "{warnings}"
+    );
+    assert!(
+        stdout(&out).contains("valid policy: 3 rules"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("2 warnings"), "{}", stdout(&out));
+}
+
+#[test]
+fn lint_of_a_missing_file_exits_one() {
+    let out = run(&["lint", &policy_file("does-not-exist.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+#[test]
+fn explain_allow_names_the_rule_and_the_matching_patterns() {
+    let out = explain(&[
+        "--pool",
+        POOL_A,
+        "--user",
+        "bob",
+        "--email",
+        "Bob@Example.com",
+        "--group",
+        "staff",
+        "--caller",
+        HELPDESK,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("ALLOW helpdesk-portal"));
+    let why: Vec<&str> = lines.collect();
+    assert!(
+        !why.is_empty() && why.iter().all(|l| l.starts_with("  ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"email "Bob@Example.com" matches "*@example.com""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"group "staff" matches "staff""#), "{text}");
+}
+
+#[test]
+fn explain_deny_prints_the_reason_code_and_exits_zero() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--user", "admin-ops", "--caller", QUEUE],
+            "DENY denied-user",
+        ),
+        (
+            &["--user", "u", "--group", "break-glass", "--caller", QUEUE],
+            "DENY denied-group",
+        ),
+        (&["--user", "bob", "--anonymous"], "DENY no-rule-for-caller"),
+        (
+            &["--user", "bob", "--caller", HELPDESK],
+            "DENY user-not-allowed",
+        ),
+        (
+            &["--user", "bob", "--caller", "arn:aws:iam::1:user/x"],
+            "DENY no-rule-for-caller",
+        ),
+    ];
+    for (args, first_line) in cases {
+        let mut all = vec!["--pool", POOL_A];
+        all.extend_from_slice(args);
+        let out = explain(&all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert_eq!(text.lines().next(), Some(first_line), "{args:?}:\n{text}");
+        assert!(text.lines().skip(1).all(|l| l.starts_with("  ")), "{text}");
+    }
+}
+
+#[test]
+fn explain_pool_not_allowed_lists_the_rules_considered() {
+    let out = explain(&[
+        "--pool",
+        POOL_B,
+        "--user",
+        "bob",
+        "--email",
+        "bob@example.com",
+        "--group",
+        "staff",
+        "--caller",
+        HELPDESK,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.starts_with("DENY pool-not-allowed\n"), "{text}");
+    assert!(
+        text.contains(
+            r#"  rules[0] "helpdesk-portal": skipped: user pool matches none of its userPools"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"  rules[1] "ticket-queue": skipped: no caller identity matches its callers"#
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_accepts_several_callers() {
+    let out = explain(&[
+        "--pool",
+        POOL_B,
+        "--user",
+        "bob",
+        "--caller",
+        "jwt:sub:123",
+        "--caller",
+        QUEUE,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).starts_with("ALLOW ticket-queue\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn explain_of_an_invalid_policy_exits_one() {
+    let out = run(&[
+        "explain",
+        &policy_file("invalid-example.json"),
+        "--pool",
+        POOL_A,
+        "--user",
+        "bob",
+        "--anonymous",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("error: version: unsupported version 2"));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn explain_without_a_caller_choice_is_a_usage_error() {
+    let out = explain(&["--pool", POOL_A, "--user", "bob"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--caller"), "{}", stderr(&out));
+}
+
+#[test]
+fn explain_with_both_caller_and_anonymous_is_a_usage_error() {
+    let out = explain(&[
+        "--pool",
+        POOL_A,
+        "--user",
+        "bob",
+        "--caller",
+        QUEUE,
+        "--anonymous",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let out = run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn help_describes_both_commands() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("lint") && text.contains("explain"), "{text}");
+    let out = run(&["explain", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for flag in [
+        "--pool",
+        "--user",
+        "--email",
+        "--preferred-username",
+        "--sub",
+        "--group",
+        "--caller",
+        "--anonymous",
+    ] {
+        assert!(text.contains(flag), "missing {flag} in:\n{text}");
+    }
+    let out = run(&["lint", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+}
