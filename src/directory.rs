@@ -151,37 +151,28 @@ trait Modeled {
     fn modeled_kind(&self) -> Option<CognitoErrorKind>;
 }
 
-impl Modeled for AdminGetUserError {
-    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
-        use CognitoErrorKind as K;
-        Some(match self {
-            Self::UserNotFoundException(_) => K::UserNotFound,
-            Self::ResourceNotFoundException(_) => K::PoolNotFound,
-            Self::NotAuthorizedException(_) => K::NotResettable,
-            Self::InvalidParameterException(_) => K::CannotReset,
-            Self::TooManyRequestsException(_) => K::Throttled,
-            Self::InternalErrorException(_) => K::Upstream,
-            Self::OperationNotEnabledException(_) => K::Misconfigured,
-            _ => return None,
-        })
-    }
+/// The two lookups share one modeled error set, so they classify alike.
+macro_rules! lookup_error_kinds {
+    ($($error:ty),+) => {$(
+        impl Modeled for $error {
+            fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+                use CognitoErrorKind as K;
+                Some(match self {
+                    Self::UserNotFoundException(_) => K::UserNotFound,
+                    Self::ResourceNotFoundException(_) => K::PoolNotFound,
+                    Self::NotAuthorizedException(_) => K::NotResettable,
+                    Self::InvalidParameterException(_) => K::CannotReset,
+                    Self::TooManyRequestsException(_) => K::Throttled,
+                    Self::InternalErrorException(_) => K::Upstream,
+                    Self::OperationNotEnabledException(_) => K::Misconfigured,
+                    _ => return None,
+                })
+            }
+        }
+    )+};
 }
 
-impl Modeled for AdminListGroupsForUserError {
-    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
-        use CognitoErrorKind as K;
-        Some(match self {
-            Self::UserNotFoundException(_) => K::UserNotFound,
-            Self::ResourceNotFoundException(_) => K::PoolNotFound,
-            Self::NotAuthorizedException(_) => K::NotResettable,
-            Self::InvalidParameterException(_) => K::CannotReset,
-            Self::TooManyRequestsException(_) => K::Throttled,
-            Self::InternalErrorException(_) => K::Upstream,
-            Self::OperationNotEnabledException(_) => K::Misconfigured,
-            _ => return None,
-        })
-    }
-}
+lookup_error_kinds!(AdminGetUserError, AdminListGroupsForUserError);
 
 impl Modeled for AdminResetUserPasswordError {
     fn modeled_kind(&self) -> Option<CognitoErrorKind> {

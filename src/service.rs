@@ -194,45 +194,31 @@ fn audit(
     let rule = trail.rule.as_deref().unwrap_or("");
     let cognito_request_id = trail.cognito_request_id.as_deref().unwrap_or("");
     let duration_ms = elapsed.as_millis() as u64;
-    match result {
-        Ok(reset) => tracing::info!(
-            target: "audit",
-            source = origin.source,
-            id = %origin.id,
-            caller = %callers,
-            user_pool_id = pool,
-            requested_username = requested,
-            canonical_username = canonical,
-            rule,
-            outcome = reset.outcome(),
-            code = "",
-            cognito_request_id,
-            reason,
-            duration_ms,
-            "record done"
-        ),
-        Err(error) => {
-            tracing::info!(
-                target: "audit",
-                source = origin.source,
-                id = %origin.id,
-                caller = %callers,
-                user_pool_id = pool,
-                requested_username = requested,
-                canonical_username = canonical,
-                rule,
-                outcome = failure_outcome(error),
-                code = error.code(),
-                cognito_request_id,
-                reason,
-                duration_ms,
-                "record done"
-            );
-            if error.class() == Class::Retry {
-                let chain = cause_chain(error);
-                tracing::warn!(id = %origin.id, code = error.code(), error.cause_chain = %chain, "record will be retried");
-            }
-        }
+    let (outcome, code) = match result {
+        Ok(reset) => (reset.outcome(), ""),
+        Err(error) => (failure_outcome(error), error.code()),
+    };
+    tracing::info!(
+        target: "audit",
+        source = origin.source,
+        id = %origin.id,
+        caller = %callers,
+        user_pool_id = pool,
+        requested_username = requested,
+        canonical_username = canonical,
+        rule,
+        outcome,
+        code,
+        cognito_request_id,
+        reason,
+        duration_ms,
+        "record done"
+    );
+    if let Err(error) = result
+        && error.class() == Class::Retry
+    {
+        let chain = cause_chain(error);
+        tracing::warn!(id = %origin.id, code, error.cause_chain = %chain, "record will be retried");
     }
 }
 

@@ -386,28 +386,35 @@ impl Clone for SlowCognito {
 
 const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]}]}"#;
 
-#[tokio::test]
-async fn concurrency_never_exceeds_max_concurrency() {
+/// An app over a slow Cognito that lets any queue reset anyone, and the in-flight counter.
+fn slow_app(
+    delay: Duration,
+    max_concurrency: &str,
+) -> (Arc<cognito_reset::service::App>, Arc<InFlight>) {
     let in_flight = Arc::new(InFlight::default());
     let settings = ClientSettings {
         timeout: Duration::from_secs(5),
         max_attempts: 1,
     };
-    let client = client_over(
-        SlowCognito {
-            delay: Duration::from_millis(25),
-            in_flight: Arc::clone(&in_flight),
-        },
-        settings,
-    );
-    let app = app(
-        config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "3")]),
-        client,
-    );
-    let bodies: Vec<(String, Option<&str>)> = (0..12)
+    let slow = SlowCognito {
+        delay,
+        in_flight: Arc::clone(&in_flight),
+    };
+    let config = config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", max_concurrency)]);
+    (app(config, client_over(slow, settings)), in_flight)
+}
+
+/// SQS bodies resetting `user0@example.com`, `user1@example.com`, ...
+fn bodies(count: usize) -> Vec<(String, Option<&'static str>)> {
+    (0..count)
         .map(|i| (reset_body(&format!("user{i}@example.com")), None))
-        .collect();
-    let response = dispatch(&app, sqs_event(QUEUE, &bodies), "r", far_deadline())
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrency_never_exceeds_max_concurrency() {
+    let (app, in_flight) = slow_app(Duration::from_millis(25), "3");
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(12)), "r", far_deadline())
         .await
         .expect("response");
     assert_eq!(failed_ids(&response), Vec::<String>::new());
@@ -428,27 +435,9 @@ async fn concurrency_never_exceeds_max_concurrency() {
 async fn later_records_are_not_started_once_the_deadline_is_near() {
     // One record at a time, each taking ~600 ms (two 300 ms calls); 2.5 s left, 2 s margin:
     // the first record starts, the later ones find less than the margin left.
-    let in_flight = Arc::new(InFlight::default());
-    let settings = ClientSettings {
-        timeout: Duration::from_secs(5),
-        max_attempts: 1,
-    };
-    let client = client_over(
-        SlowCognito {
-            delay: Duration::from_millis(300),
-            in_flight: Arc::clone(&in_flight),
-        },
-        settings,
-    );
-    let app = app(
-        config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "1")]),
-        client,
-    );
+    let (app, in_flight) = slow_app(Duration::from_millis(300), "1");
     let deadline = Deadline(Instant::now() + Duration::from_millis(2500));
-    let bodies: Vec<(String, Option<&str>)> = (0..3)
-        .map(|i| (reset_body(&format!("user{i}@example.com")), None))
-        .collect();
-    let response = dispatch(&app, sqs_event(QUEUE, &bodies), "r", deadline)
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
     assert_eq!(failed_ids(&response), ["m1", "m2"]);

@@ -62,6 +62,15 @@ async fn the_caller_is_the_queue_never_the_body() {
     assert_eq!(cognito.calls(), 0);
 }
 
+/// The demo users plus tina, whose resets are always throttled (RETRY).
+fn demo_users_and_throttled_tina() -> Vec<TestUser> {
+    let mut tina = user("tina", &["staff"]);
+    tina.reset_error = Some(throttled);
+    let mut users = demo_users();
+    users.push(tina);
+    users
+}
+
 fn throttled() -> AdminResetUserPasswordError {
     AdminResetUserPasswordError::TooManyRequestsException(
         TooManyRequestsException::builder().build(),
@@ -70,12 +79,8 @@ fn throttled() -> AdminResetUserPasswordError {
 
 #[tokio::test]
 async fn fifo_group_halts_after_a_retry_and_other_groups_go_on() {
-    // Given a user whose reset is throttled at the head of group A
-    let mut users = demo_users();
-    let mut tina = user("tina", &["staff"]);
-    tina.reset_error = Some(throttled);
-    users.push(tina);
-    let cognito = Cognito::with_users(users);
+    // Given a user whose reset is throttled (tina) at the head of group A
+    let cognito = Cognito::with_users(demo_users_and_throttled_tina());
     let event = sqs_event(
         FIFO,
         &[
@@ -101,11 +106,7 @@ async fn fifo_group_halts_after_a_retry_and_other_groups_go_on() {
 
 #[tokio::test]
 async fn standard_queue_does_not_halt_after_a_retry() {
-    let mut users = demo_users();
-    let mut tina = user("tina", &["staff"]);
-    tina.reset_error = Some(throttled);
-    users.push(tina);
-    let cognito = Cognito::with_users(users);
+    let cognito = Cognito::with_users(demo_users_and_throttled_tina());
     let event = sqs_event(
         QUEUE,
         &[
