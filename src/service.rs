@@ -67,7 +67,6 @@ impl Deadline {
 struct Trail {
     canonical_username: Option<String>,
     rule: Option<String>,
-    cognito_request_id: Option<String>,
 }
 
 impl App {
@@ -127,11 +126,7 @@ impl App {
             .check_caller_and_pool(caller, pool.as_str())
             .map_err(ResetError::Denied)?;
 
-        let user = self
-            .directory
-            .get_user(pool, &request.username)
-            .await
-            .inspect_err(|e| trail.cognito_request_id.clone_from(&e.request_id))?;
+        let user = self.directory.get_user(pool, &request.username).await?;
         trail.canonical_username = Some(user.username.clone());
 
         let groups = if policy.needs_groups() {
@@ -166,9 +161,7 @@ impl App {
         let cognito_request_id = self
             .directory
             .reset_password(pool, &user.username, &request.client_metadata)
-            .await
-            .inspect_err(|e| trail.cognito_request_id.clone_from(&e.request_id))?;
-        trail.cognito_request_id.clone_from(&cognito_request_id);
+            .await?;
         Ok(Reset {
             username: user.username,
             rule,
@@ -192,7 +185,13 @@ fn audit(
     let callers = caller::describe(&origin.caller);
     let canonical = trail.canonical_username.as_deref().unwrap_or("");
     let rule = trail.rule.as_deref().unwrap_or("");
-    let cognito_request_id = trail.cognito_request_id.as_deref().unwrap_or("");
+    // Cognito's request id of the reset, or of the call that failed.
+    let cognito_request_id = match result {
+        Ok(reset) => reset.cognito_request_id.as_deref(),
+        Err(ResetError::Cognito(e)) => e.request_id.as_deref(),
+        Err(_) => None,
+    }
+    .unwrap_or("");
     let duration_ms = elapsed.as_millis() as u64;
     let (outcome, code) = match result {
         Ok(reset) => (reset.outcome(), ""),
