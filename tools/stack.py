@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The local stack: moto server as Cognito, the real function under `cargo lambda watch`.
+"""The local stack: moto server as Cognito and DynamoDB, the real function under `cargo lambda watch`.
 
 One driver for `make demo`, `make local`, `make invoke` and the end-to-end tests (tests/e2e/):
 
@@ -7,6 +7,9 @@ One driver for `make demo`, `make local`, `make invoke` and the end-to-end tests
     python tools/stack.py local                # start, seed, stay in the foreground until Ctrl-C
     python tools/stack.py invoke EVENT.json    # send one event to the running `local` stack
     python tools/stack.py users                # print the demo users' status in the running stack
+
+moto also serves the function's guard table (GUARD_TABLE, DynamoDB) and records every request it
+receives, so tests and the demo can count the AdminResetUserPassword calls that reached "Cognito".
 
 Every process is started on a free loopback port, in its own process group; readiness is polled
 with a bounded timeout; everything is stopped (the whole process tree) on exit, on failure, on
@@ -54,6 +57,14 @@ OTHER_POOL = "us-west-2_2f998a3be4a521a9ccaf1f58b65d71c475bcf4bd57df8"
 SEED_PASSWORD = "Demo-Passw0rd!"
 
 DEMO_POLICY = ROOT / "policy" / "demo.json"
+
+# The guard's table (issue 8), created in moto after every reset with the schema the function
+# expects: String partition key `pk`, TTL on the Number attribute `expiresAt`.
+GUARD_TABLE = "cognito-reset-guard"
+# The local stack's cooldown, short enough to watch it end; the function's own default is 300 s.
+LOCAL_COOLDOWN_SECONDS = 30
+# How the SDK names the Cognito operations in X-Amz-Target (what moto's recorder keeps).
+COGNITO_TARGET = "AWSCognitoIdentityProviderService."
 
 MOTO_READY_TIMEOUT_S = 30.0
 # The first run compiles the function (and its dependencies): allow for a cold build on 2 cores.
@@ -107,11 +118,91 @@ def cognito_client(endpoint: str):
     )
 
 
+def dynamodb_client(endpoint: str):
+    """A boto3 DynamoDB client for moto at `endpoint` (dummy credentials, never real AWS)."""
+    import boto3
+
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_KEY,
+    )
+
+
+def _moto_api(endpoint: str, path: str, method: str = "POST") -> bytes:
+    request = urllib.request.Request(f"{endpoint}/moto-api/{path}", method=method)
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return r.read()
+
+
+def create_guard_table(endpoint: str) -> None:
+    """The guard table as the template creates it: `pk` (S) hash key, on demand, TTL `expiresAt`."""
+    client = dynamodb_client(endpoint)
+    client.create_table(
+        TableName=GUARD_TABLE,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(
+        TableName=GUARD_TABLE, WaiterConfig={"Delay": 1, "MaxAttempts": 10}
+    )
+    client.update_time_to_live(
+        TableName=GUARD_TABLE,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+    )
+
+
+def guard_items(endpoint: str) -> list[dict]:
+    """Every item in the guard table, as plain Python values (numbers as Decimal)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    client = dynamodb_client(endpoint)
+    plain = TypeDeserializer().deserialize
+    items = []
+    for page in client.get_paginator("scan").paginate(TableName=GUARD_TABLE, ConsistentRead=True):
+        items += [{k: plain(v) for k, v in item.items()} for item in page["Items"]]
+    return items
+
+
+def cognito_calls(endpoint: str, operation: str) -> list[dict]:
+    """The JSON bodies of the `operation` requests moto received since the last seed, in order.
+
+    Read from moto's request recorder: what reached "Cognito", whatever the function says.
+    """
+    calls = []
+    for line in _moto_api(endpoint, "recorder/download-recording", "GET").decode().splitlines():
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
+        if headers.get("x-amz-target") != COGNITO_TARGET + operation:
+            continue
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            import base64
+
+            body = base64.b64decode(body).decode()
+        calls.append(json.loads(body or "{}"))
+    return calls
+
+
+def reset_calls(endpoint: str) -> dict[tuple[str, str], int]:
+    """(pool id, username) -> AdminResetUserPassword calls moto received since the last seed."""
+    counts: dict[tuple[str, str], int] = {}
+    for call in cognito_calls(endpoint, "AdminResetUserPassword"):
+        key = (call.get("UserPoolId", ""), call.get("Username", ""))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def seed(endpoint: str) -> None:
-    """Reset moto and create the two pools and the demo users; pool ids come out fixed."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    """Reset moto; create the two pools, the demo users and an empty guard table.
+
+    Pool ids come out fixed. moto's reset also drops the guard table, so it is created again here,
+    and the request recording starts afresh.
+    """
+    _moto_api(endpoint, "reset")
     client = cognito_client(endpoint)
     for name, expected in ((DEMO_POOL_NAME, DEMO_POOL), (OTHER_POOL_NAME, OTHER_POOL)):
         got = client.create_user_pool(PoolName=name, UsernameAttributes=["email"])["UserPool"]["Id"]
@@ -141,6 +232,8 @@ def seed(endpoint: str) -> None:
             client.admin_add_user_to_group(UserPoolId=user.pool, Username=user.email, GroupName=group)
         if not user.enabled:
             client.admin_disable_user(UserPoolId=user.pool, Username=user.email)
+    create_guard_table(endpoint)
+    _moto_api(endpoint, "recorder/reset-recording")
 
 
 @dataclass(frozen=True)
@@ -348,10 +441,19 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def start_moto(log: Path | None) -> tuple[Service, str]:
-    """moto server on a free loopback port, with reproducible pool ids; returns (service, url)."""
+def start_moto(log: Path | None, recording: Path) -> tuple[Service, str]:
+    """moto server on a free loopback port, with reproducible pool ids; returns (service, url).
+
+    Every request it receives is appended to `recording` (read back with `cognito_calls`).
+    """
     port = free_port()
-    env = base_env() | {"MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY": "HASH"}
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_text("")
+    env = base_env() | {
+        "MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY": "HASH",
+        "MOTO_ENABLE_RECORDING": "true",
+        "MOTO_RECORDER_FILEPATH": str(recording),
+    }
     service = _spawn("moto", [tool("moto_server"), "-H", LOOPBACK, "-p", str(port)], env, port, log)
     url = f"http://{LOOPBACK}:{port}"
 
@@ -371,7 +473,11 @@ def start_moto(log: Path | None) -> tuple[Service, str]:
 
 
 def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
-    """The function's configuration: demo policy, moto endpoint, dummy credentials."""
+    """The function's configuration: demo policy, moto endpoint, dummy credentials, the guard.
+
+    The guard table is moto's (same endpoint); the cooldown is the local stack's short one. An
+    override of None removes a variable (e.g. GUARD_TABLE=None: no guard).
+    """
     env = {
         "POLICY_FILE": str(DEMO_POLICY),
         "DEFAULT_USER_POOL_ID": DEMO_POOL,
@@ -382,6 +488,8 @@ def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
         "AWS_LAMBDA_LOG_FORMAT": "JSON",
         "DRY_RUN": "false",
+        "GUARD_TABLE": GUARD_TABLE,
+        "RESET_COOLDOWN_SECONDS": str(LOCAL_COOLDOWN_SECONDS),
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -501,13 +609,15 @@ def start_function(
     log: Path | None,
     *,
     reload: bool = False,
+    concurrency: int = 1,
     timeout: float = FUNCTION_READY_TIMEOUT_S,
 ) -> Function:
     """`cargo lambda watch` on a free loopback port, ready once the function answers an invoke.
 
     The function's configuration goes in through an --env-file; watch's own environment is ours
     minus every AWS_* variable. Without `reload`, source edits (by someone else in the same
-    checkout) do not restart the function under a running demo or test.
+    checkout) do not restart the function under a running demo or test. `concurrency` > 1 lets the
+    emulator run that many function processes at once (as Lambda runs execution environments).
     """
     port = free_port()
     run_dir = log.parent if log is not None else Path(tempfile.mkdtemp(dir=_run_dir(), prefix="fn-"))
@@ -529,6 +639,8 @@ def start_function(
     ]
     if not reload:
         argv.append("--ignore-changes")
+    if concurrency > 1:
+        argv += ["--concurrency", str(concurrency)]
     watch_env = base_env() | {"CARGO_TERM_COLOR": "never", "NO_COLOR": "1"}
     service = _spawn("cargo lambda watch", argv, watch_env, port, log)
     function = Function(service, env)
@@ -564,7 +676,7 @@ class Stack:
     def __enter__(self) -> Stack:
         check_tools()
         try:
-            self.moto, self.endpoint = start_moto(self.log_path("moto"))
+            self.moto, self.endpoint = start_moto(self.log_path("moto"), _run_dir() / self.name / "moto-recording.jsonl")
         except BaseException:
             self.stop()
             raise
@@ -582,10 +694,29 @@ class Stack:
     def user_states(self) -> dict[str, UserState]:
         return user_states(self.endpoint)
 
-    def start_function(self, *, label: str = "function", reload: bool = False, **env: str) -> Function:
+    def guard_items(self) -> list[dict]:
+        return guard_items(self.endpoint)
+
+    def reset_calls(self) -> dict[tuple[str, str], int]:
+        return reset_calls(self.endpoint)
+
+    def resets_of(self, email: str) -> int:
+        """AdminResetUserPassword calls moto received for a demo user since the last seed.
+
+        The function resets by canonical username, so both it and the email are counted.
+        """
+        user = next(u for u in DEMO_USERS if u.email == email)
+        canonical = self.user_states()[email].username
+        calls = self.reset_calls()
+        by_email = calls.get((user.pool, email), 0) if canonical != email else 0
+        return calls.get((user.pool, canonical), 0) + by_email
+
+    def start_function(
+        self, *, label: str = "function", reload: bool = False, concurrency: int = 1, **env: str
+    ) -> Function:
         """Start one more function instance; `env` overrides the default configuration."""
         merged = function_env(self.endpoint, **env)
-        function = start_function(merged, self.log_path(label), reload=reload)
+        function = start_function(merged, self.log_path(label), reload=reload, concurrency=concurrency)
         self.functions.append(function)
         return function
 
@@ -826,7 +957,7 @@ def demo() -> int:
 def local() -> int:
     with Stack(name="local") as stack:
         stack.seed()
-        print(f"moto (local Cognito) on {stack.endpoint}, seeded; starting the function...", flush=True)
+        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}, seeded; starting the function...", flush=True)
         function = stack.start_function(label="function", reload=True)
         LOCAL_ENV.write_text(
             f"INVOKE_PORT={function.port}\nAWS_ENDPOINT_URL={stack.endpoint}\nDRIVER_PID={os.getpid()}\n"
@@ -836,12 +967,14 @@ def local() -> int:
                 f"""
 cognito-reset is running under `cargo lambda watch` on 127.0.0.1:{function.port} (reloads on edits),
 against moto on {stack.endpoint} with policy/demo.json. Function logs: {function.service.log}
+Guard: table {GUARD_TABLE} in moto, RESET_COOLDOWN_SECONDS={LOCAL_COOLDOWN_SECONDS} (the function's default is 300),
+IDEMPOTENCY_TTL_SECONDS at the function's default (86400).
 
 Send an event:
     make invoke EVENT=events/http-api-v2.json
     PATH="$PWD/.tools/stack/bin:$PATH" cargo lambda invoke {FUNCTION} -A 127.0.0.1 -P {function.port} --data-file events/http-api-v2.json
 See the demo users' status:   .tools/stack/bin/python tools/stack.py users
-Reseed (undo every reset):    .tools/stack/bin/python tools/stack.py reseed
+Reseed (undo every reset, empty the guard table):    .tools/stack/bin/python tools/stack.py reseed
 
 Ctrl-C stops everything.""",
                 flush=True,
@@ -898,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("invoke", help="send one event to the running local stack")
     p.add_argument("event", help="an event file, e.g. events/http-api-v2.json")
     sub.add_parser("users", help="print the demo users' status in the running local stack")
-    sub.add_parser("reseed", help="reset the running local stack's users to their seeded state")
+    sub.add_parser("reseed", help="reset the running local stack's users to their seeded state, empty the guard table")
     args = parser.parse_args(argv)
     try:
         with stop_on_signals():
