@@ -774,14 +774,62 @@ def stop_on_signals():
 
 # ---- the demo -------------------------------------------------------------------------------
 
-DEMO_EVENTS = (
-    "events/http-api-v2.json",
-    "events/http-api-v2-batch.json",
-    "events/sqs-standard.json",
-    "events/sqs-fifo.json",
-    "events/sns-in-sqs.json",
-    "events/alb.json",
+
+@dataclass(frozen=True)
+class DemoStep:
+    """One invoke of the demo: a sample event, optionally with an Idempotency-Key header added or
+    cut down to one of its SQS records (to deliver that message again)."""
+
+    name: str
+    path: str
+    idempotency_key: str | None = None
+    record: int | None = None
+
+    def event(self) -> dict:
+        event = json.loads((ROOT / self.path).read_text())
+        if self.idempotency_key is not None:
+            event = with_idempotency_key(event, self.idempotency_key)
+        if self.record is not None:
+            event = {**event, "Records": [event["Records"][self.record]]}
+        return event
+
+
+# The sample events in order, with the guard's three cases woven in: a portal retrying with the
+# same Idempotency-Key, a second request for a user reset a moment ago, and an SQS message
+# delivered twice. One function, one guard table: later requests for diego and erin meet the cooldown.
+DEMO_STEPS = (
+    DemoStep("http-api-v2 +key", "events/http-api-v2.json", idempotency_key="portal-INC-1234"),
+    DemoStep("http-api-v2 +key (retried)", "events/http-api-v2.json", idempotency_key="portal-INC-1234"),
+    DemoStep("http-api-v2 (again)", "events/http-api-v2.json"),
+    DemoStep("http-api-v2-batch", "events/http-api-v2-batch.json"),
+    DemoStep("sqs-standard", "events/sqs-standard.json"),
+    DemoStep("sqs-standard (redelivered)", "events/sqs-standard.json", record=0),
+    DemoStep("sqs-fifo", "events/sqs-fifo.json"),
+    DemoStep("sns-in-sqs", "events/sns-in-sqs.json"),
+    DemoStep("alb", "events/alb.json"),
 )
+
+
+def with_idempotency_key(event: dict, key: str) -> dict:
+    """A copy of an HTTP event with the `Idempotency-Key` header set (as API Gateway passes it)."""
+    event = json.loads(json.dumps(event))
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "idempotency-key"}
+    event["headers"] = headers | {"idempotency-key": key}
+    if "multiValueHeaders" in event:  # REST API v1 and ALB events carry both forms
+        multi = {k: v for k, v in event["multiValueHeaders"].items() if k.lower() != "idempotency-key"}
+        event["multiValueHeaders"] = multi | {"idempotency-key": [key]}
+    return event
+
+
+def header(answer: dict, name: str) -> str | None:
+    """A response header of an HTTP answer, by case-insensitive name (single or multi-value form)."""
+    for key, value in (answer.get("headers") or {}).items():
+        if key.lower() == name.lower():
+            return value
+    for key, values in (answer.get("multiValueHeaders") or {}).items():
+        if key.lower() == name.lower() and values:
+            return values[0]
+    return None
 
 
 def caller_of(event: dict) -> str:
@@ -863,10 +911,13 @@ def _mentions(entry, needle: str) -> bool:
     return entry == needle
 
 
-def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> list[list[str]]:
+def _replayed(outcome: str, replayed) -> str:
+    return f"{outcome} (replayed)" if replayed is True else outcome
+
+
+def rows_for(name: str, event: dict, answer: dict, audit: list[dict]) -> list[list[str]]:
     """Table rows (request, caller, user, outcome, code) for one event and its answer."""
     caller = caller_of(event)
-    name = Path(event_path).stem
     rows = []
     if "Records" in event:
         retried = {f.get("itemIdentifier") for f in answer.get("batchItemFailures", [])}
@@ -874,11 +925,14 @@ def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> l
             lines = [e for e in audit if _mentions(e, message_id)]
             outcome = next((_find(e, "outcome") for e in lines if _find(e, "outcome")), None)
             code = next((_find(e, "code") for e in lines if _find(e, "code")), None)
+            replayed = any(_find(e, "replayed") is True for e in lines)
             if message_id in retried:
                 verdict = "RETRY (batchItemFailures)"
             else:
-                verdict = f"{outcome or 'acknowledged'}"
-            rows.append([f"{name} #{message_id[-2:]}", caller, user, verdict, str(code or "")])
+                verdict = _replayed(f"{outcome or 'acknowledged'}", replayed)
+            base, _, note = name.partition(" ")  # "sqs-standard (redelivered)" -> "sqs-standard #01 (redelivered)"
+            label = f"{base} #{message_id[-2:]} {note}".rstrip()
+            rows.append([label, caller, user, verdict, str(code or "")])
         return rows
     status = answer.get("statusCode")
     try:
@@ -888,7 +942,7 @@ def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> l
     items = _request_items(event)
     if isinstance(body, dict) and "results" in body:
         for result, (_, user) in zip(body["results"], items + [("?", "?")] * len(body["results"])):
-            outcome = result.get("outcome") or "REJECTED"
+            outcome = _replayed(result.get("outcome") or "REJECTED", result.get("replayed"))
             rows.append([
                 f"{name} [{result.get('index')}]",
                 caller,
@@ -899,8 +953,13 @@ def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> l
         return rows
     if "statusCode" not in answer:  # a function error, not an HTTP response
         return [[name, caller, items[0][1], "FUNCTION ERROR", str(answer)[:60]]]
-    outcome = body.get("outcome") or "REJECTED"
-    rows.append([name, caller, items[0][1], outcome, f"{status} {body.get('error', '')}".strip()])
+    replayed = body.get("replayed") is True or header(answer, "Idempotent-Replayed") == "true"
+    outcome = _replayed(body.get("outcome") or "REJECTED", replayed)
+    code = f"{status} {body.get('error', '')}".strip()
+    retry_after = header(answer, "Retry-After")
+    if retry_after is not None:
+        code += f" (Retry-After {retry_after})"
+    rows.append([name, caller, items[0][1], outcome, code])
     return rows
 
 
@@ -913,27 +972,35 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 def demo() -> int:
     started = time.monotonic()
     with Stack(name="demo") as stack:
-        print(f"moto (local Cognito) on {stack.endpoint}; seeding the demo pools", flush=True)
+        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}; seeding the demo pools and the guard table", flush=True)
         stack.seed()
         before = stack.user_states()
         print("starting cognito-reset under `cargo lambda watch` (the first run compiles it)", flush=True)
         function = stack.start_function()
         print(
             f"function ready on 127.0.0.1:{function.port} after {time.monotonic() - started:.1f}s; "
-            f"policy {DEMO_POLICY.relative_to(ROOT)}\n",
+            f"policy {DEMO_POLICY.relative_to(ROOT)}; guard table {GUARD_TABLE} with a "
+            f"{LOCAL_COOLDOWN_SECONDS} s cooldown for the demo\n"
+            f"(RESET_COOLDOWN_SECONDS={LOCAL_COOLDOWN_SECONDS}; the function's defaults stand otherwise: "
+            "a 300 s cooldown, idempotency keys kept 86400 s)\n",
             flush=True,
         )
         rows = []
-        for path in DEMO_EVENTS:
-            event = json.loads((ROOT / path).read_text())
+        for step in DEMO_STEPS:
+            event = step.event()
             answer = function.invoke(event)
-            rows += rows_for(path, event, answer, function.log_since_invoke())
+            rows += rows_for(step.name, event, answer, function.log_since_invoke())
         after = stack.user_states()
+        resets = {u.email: stack.resets_of(u.email) for u in DEMO_USERS}
         print(table(["request", "caller", "user", "outcome", "code"], rows))
         print(
             "\nHTTP rows: the response's status and error code. SQS rows: outcome and code from the\n"
             "function's audit log; REJECTED records are acknowledged, RETRY ones are handed back in\n"
-            "batchItemFailures.\n"
+            "batchItemFailures. +key: sent with an Idempotency-Key header; (replayed): the earlier answer\n"
+            "given again from the guard table (HTTP: Idempotent-Replayed: true), without a Cognito call;\n"
+            "recently-reset: the user was reset less than the cooldown ago (Retry-After: seconds left).\n"
+            "reset calls: AdminResetUserPassword calls moto received for the user (nemo's fail: no\n"
+            "verified email).\n"
         )
         user_rows = [
             [
@@ -943,10 +1010,11 @@ def demo() -> int:
                 u.note,
                 before[u.email].label(),
                 after[u.email].label(),
+                str(resets[u.email]),
             ]
             for u in DEMO_USERS
         ]
-        print(table(["user", "pool", "groups", "seeded as", "before", "after"], user_rows))
+        print(table(["user", "pool", "groups", "seeded as", "before", "after", "reset calls"], user_rows))
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
 
