@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::directory::ClientSettings;
+use crate::guard::GuardSettings;
 use crate::policy::Policy;
 use crate::request::UserPoolId;
 
@@ -18,6 +19,14 @@ pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 2000;
 pub const DEFAULT_COGNITO_TIMEOUT_MS: u64 = 5000;
 /// Default for `COGNITO_MAX_ATTEMPTS`.
 pub const DEFAULT_COGNITO_MAX_ATTEMPTS: u32 = 3;
+/// Default for `RESET_COOLDOWN_SECONDS`.
+pub const DEFAULT_RESET_COOLDOWN_SECONDS: u64 = 300;
+/// Default for `IDEMPOTENCY_TTL_SECONDS`.
+pub const DEFAULT_IDEMPOTENCY_TTL_SECONDS: u64 = 86_400;
+/// Default for `GUARD_TIMEOUT_MS`.
+pub const DEFAULT_GUARD_TIMEOUT_MS: u64 = 1000;
+/// Attempts per guard call (DynamoDB answers in milliseconds; the SDK's standard mode).
+pub const GUARD_MAX_ATTEMPTS: u32 = 3;
 
 /// A start-up failure, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +63,8 @@ pub struct Config {
     pub deadline_margin: Duration,
     pub cognito: ClientSettings,
     pub dry_run: bool,
+    /// The duplicate-reset guard; `None` without `GUARD_TABLE`.
+    pub guard: Option<GuardSettings>,
 }
 
 impl Config {
@@ -135,6 +146,49 @@ impl Config {
             }
         };
 
+        let reset_cooldown = number(
+            &get,
+            "RESET_COOLDOWN_SECONDS",
+            DEFAULT_RESET_COOLDOWN_SECONDS,
+            0,
+            86_400,
+        )?;
+        let idempotency_ttl = number(
+            &get,
+            "IDEMPOTENCY_TTL_SECONDS",
+            DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+            1,
+            604_800,
+        )?;
+        let guard_timeout_ms = number(
+            &get,
+            "GUARD_TIMEOUT_MS",
+            DEFAULT_GUARD_TIMEOUT_MS,
+            100,
+            60_000,
+        )?;
+        let guard = get("GUARD_TABLE")
+            .map(|table| {
+                if valid_table(&table) {
+                    Ok(GuardSettings {
+                        table,
+                        cooldown: Duration::from_secs(reset_cooldown),
+                        idempotency_ttl: Duration::from_secs(idempotency_ttl),
+                        client: ClientSettings {
+                            timeout: Duration::from_millis(guard_timeout_ms),
+                            max_attempts: GUARD_MAX_ATTEMPTS,
+                        },
+                    })
+                } else {
+                    Err(ConfigError::Invalid {
+                        variable: "GUARD_TABLE",
+                        value: table,
+                        message: "must be a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ . -) or a table ARN".into(),
+                    })
+                }
+            })
+            .transpose()?;
+
         Ok(Config {
             policy: Arc::new(policy),
             policy_source,
@@ -147,8 +201,34 @@ impl Config {
                 max_attempts: cognito_max_attempts as u32,
             },
             dry_run,
+            guard,
         })
     }
+}
+
+/// A DynamoDB table name, or an ARN `arn:<partition>:dynamodb:<region>:<account>:table/<name>`.
+fn valid_table(value: &str) -> bool {
+    let name = match value.strip_prefix("arn:") {
+        Some(rest) => {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            match parts.as_slice() {
+                [_, "dynamodb", region, account, resource]
+                    if !region.is_empty() && !account.is_empty() =>
+                {
+                    match resource.strip_prefix("table/") {
+                        Some(name) => name,
+                        None => return false,
+                    }
+                }
+                _ => return false,
+            }
+        }
+        None => value,
+    };
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn number(
@@ -196,6 +276,26 @@ mod tests {
         assert_eq!(config.cognito.max_attempts, 3);
         assert!(!config.dry_run);
         assert!(config.default_user_pool_id.is_none());
+        assert!(config.guard.is_none());
+    }
+
+    #[test]
+    fn the_guard_is_on_with_a_table_and_its_defaults() {
+        let config = load(&[("POLICY", POLICY), ("GUARD_TABLE", "cognito-reset-guard")]).unwrap();
+        let guard = config.guard.unwrap();
+        assert_eq!(guard.table, "cognito-reset-guard");
+        assert_eq!(guard.cooldown, Duration::from_secs(300));
+        assert_eq!(guard.idempotency_ttl, Duration::from_secs(86_400));
+        let arn = "arn:aws:dynamodb:us-west-2:123456789012:table/guard";
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("GUARD_TABLE", arn),
+            ("RESET_COOLDOWN_SECONDS", "0"),
+        ])
+        .unwrap();
+        let guard = config.guard.unwrap();
+        assert_eq!(guard.table, arn);
+        assert!(guard.cooldown.is_zero());
     }
 
     #[test]
@@ -230,6 +330,11 @@ mod tests {
             ("COGNITO_MAX_ATTEMPTS", "0"),
             ("DRY_RUN", "maybe"),
             ("DEFAULT_USER_POOL_ID", "not a pool"),
+            ("RESET_COOLDOWN_SECONDS", "86401"),
+            ("IDEMPOTENCY_TTL_SECONDS", "0"),
+            ("GUARD_TIMEOUT_MS", "10"),
+            ("GUARD_TABLE", "a b"),
+            ("GUARD_TABLE", "arn:aws:s3:::bucket"),
         ] {
             let err = load(&[("POLICY", POLICY), (var, value)])
                 .unwrap_err()

@@ -54,6 +54,9 @@ pub struct CognitoError {
     pub operation: &'static str,
     /// Cognito's request id, when a response came back.
     pub request_id: Option<String>,
+    /// True when the request may have been performed although no answer was read (a timeout,
+    /// an unreadable response): for a reset, whether the user got a code is unknown.
+    outcome_unknown: bool,
     #[source]
     source: Box<dyn StdError + Send + Sync>,
 }
@@ -87,6 +90,11 @@ impl CognitoError {
         }
     }
 
+    /// Whether the call may have taken effect although it failed (see the field).
+    pub fn outcome_unknown(&self) -> bool {
+        self.outcome_unknown
+    }
+
     fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
     where
         E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
@@ -94,6 +102,11 @@ impl CognitoError {
         SdkError<E, R>: RequestId,
     {
         let request_id = error.request_id().map(str::to_owned);
+        let outcome_unknown = match &error {
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+            SdkError::DispatchFailure(failure) => failure.is_timeout(),
+            _ => false,
+        };
         let kind = match &error {
             SdkError::ServiceError(context) => {
                 let err = context.err();
@@ -116,6 +129,7 @@ impl CognitoError {
             kind,
             operation,
             request_id,
+            outcome_unknown,
             source: Box::new(error),
         }
     }
@@ -286,6 +300,7 @@ impl Directory {
             kind: CognitoErrorKind::Upstream,
             operation: "AdminListGroupsForUser",
             request_id: None,
+            outcome_unknown: false,
             source: format!("more than {MAX_GROUP_PAGES} pages of groups").into(),
         })
     }

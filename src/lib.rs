@@ -1,15 +1,22 @@
 //! cognito-reset: resets Amazon Cognito user passwords on request, safely.
 //!
 //! The crate is a pure core (the allowlist [`policy`], validated [`request`] types, the
-//! [`outcome`] table) behind one port to Cognito ([`directory`]), driven by thin event adapters
-//! ([`sources`]) and two binaries: the Lambda function `cognito-reset` and the operator CLI
+//! [`outcome`] table) behind two ports, Cognito ([`directory`]) and the duplicate-reset guard's
+//! DynamoDB table ([`guard`]). The [`pipeline`] runs one record, the [`scheduler`] runs a batch of
+//! them, the [`audit`] line records each; thin event adapters ([`sources`]) feed them, and there
+//! are two binaries: the Lambda function `cognito-reset` and the operator CLI
 //! `reset-policy`.
 
+pub mod audit;
 pub mod caller;
 pub mod config;
+pub mod deadline;
 pub mod directory;
+pub mod guard;
 pub mod outcome;
+pub mod pipeline;
 pub mod policy;
+pub mod record;
 pub mod request;
-pub mod service;
+pub mod scheduler;
 pub mod sources;

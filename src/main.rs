@@ -1,4 +1,4 @@
-//! The Lambda function: configuration and the Cognito client are built once, then every event
+//! The Lambda function: configuration and the AWS clients are built once, then every event
 //! goes to [`cognito_reset::sources::handle`].
 
 // The SDK's credential and config loading futures nest deeper than the default limit.
@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use aws_sdk_cognitoidentityprovider::{Client, config::Builder};
 use cognito_reset::config::Config;
 use cognito_reset::directory::{self, Directory};
-use cognito_reset::service::App;
+use cognito_reset::guard::{self, Guard};
+use cognito_reset::pipeline::App;
 use cognito_reset::sources;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -26,14 +26,31 @@ async fn main() -> Result<(), Error> {
         groups_needed = config.policy.needs_groups(),
         dry_run = config.dry_run,
         max_concurrency = config.max_concurrency,
+        guard_table = config.guard.as_ref().map(|g| g.table.as_str()).unwrap_or(""),
+        reset_cooldown_secs = config.guard.as_ref().map(|g| g.cooldown.as_secs()),
         "configuration loaded"
     );
+    if config.guard.is_none() {
+        tracing::warn!(
+            "GUARD_TABLE is not set: no idempotency or cooldown guard, so a redelivered or \
+             retried request can reset a user twice"
+        );
+    }
+    // One configuration load and one HTTP connector for every client.
     let sdk_config = aws_config::load_from_env().await;
-    let client =
-        Client::from_conf(directory::configure(Builder::from(&sdk_config), config.cognito).build());
+    let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
+        directory::configure((&sdk_config).into(), config.cognito).build(),
+    );
+    let guard = config.guard.clone().map(|settings| {
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            guard::configure((&sdk_config).into(), settings.client).build(),
+        );
+        Guard::new(client, settings, config.dry_run)
+    });
     let app = Arc::new(App {
         config,
-        directory: Directory::new(client),
+        directory: Directory::new(cognito),
+        guard,
     });
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);

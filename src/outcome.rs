@@ -5,7 +5,13 @@
 //! succeed later without the requester changing anything, and [`ResetError::http_status`] is the
 //! only place where a failure becomes an HTTP status.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
 use crate::directory::CognitoError;
+use crate::guard::GuardError;
 use crate::policy::DenyReason;
 use crate::request::InvalidRequest;
 
@@ -33,6 +39,19 @@ pub enum ResetError {
     Deadline,
     #[error("not started: an earlier message of the same FIFO group must be retried first")]
     FifoGroupHalted,
+    #[error("the user was reset at {}, inside the cooldown window", rfc3339(*reset_at))]
+    RecentlyReset {
+        /// When the earlier reset (or the claim that may have reset) happened.
+        reset_at: SystemTime,
+        /// Whole seconds left in the window.
+        retry_after_secs: u64,
+    },
+    #[error("another request for this user is being processed")]
+    InProgress,
+    #[error("the idempotency key was used before with a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    GuardUnavailable(#[from] GuardError),
     #[error("only POST is allowed")]
     MethodNotAllowed,
     #[error("the body must be JSON (content-type application/json)")]
@@ -54,6 +73,10 @@ impl ResetError {
             ResetError::Cognito(e) => e.code(),
             ResetError::Deadline => "deadline",
             ResetError::FifoGroupHalted => "fifo-group-halted",
+            ResetError::RecentlyReset { .. } => "recently-reset",
+            ResetError::InProgress => "in-progress",
+            ResetError::IdempotencyKeyReused => "idempotency-key-reused",
+            ResetError::GuardUnavailable(_) => "guard-unavailable",
             ResetError::MethodNotAllowed => "method-not-allowed",
             ResetError::UnsupportedMediaType => "unsupported-media-type",
             ResetError::PayloadTooLarge => "payload-too-large",
@@ -66,11 +89,16 @@ impl ResetError {
             ResetError::InvalidRequest(_)
             | ResetError::Denied(_)
             | ResetError::UserDisabled
+            | ResetError::RecentlyReset { .. }
+            | ResetError::IdempotencyKeyReused
             | ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
             | ResetError::PayloadTooLarge => Class::Rejected,
             ResetError::Cognito(e) => e.class(),
-            ResetError::Deadline | ResetError::FifoGroupHalted => Class::Retry,
+            ResetError::Deadline
+            | ResetError::FifoGroupHalted
+            | ResetError::InProgress
+            | ResetError::GuardUnavailable(_) => Class::Retry,
         }
     }
 
@@ -90,6 +118,9 @@ impl ResetError {
                 K::Unavailable => 503,
             },
             ResetError::Deadline | ResetError::FifoGroupHalted => 503,
+            ResetError::RecentlyReset { .. } | ResetError::InProgress => 409,
+            ResetError::IdempotencyKeyReused => 422,
+            ResetError::GuardUnavailable(_) => 503,
             ResetError::MethodNotAllowed => 405,
             ResetError::PayloadTooLarge => 413,
             ResetError::UnsupportedMediaType => 415,
@@ -131,18 +162,36 @@ impl ResetError {
             ResetError::FifoGroupHalted => {
                 "an earlier request in the same group must be retried first".into()
             }
+            ResetError::RecentlyReset { .. } => {
+                "this user was reset a moment ago; a new request is accepted after the cooldown"
+                    .into()
+            }
+            ResetError::InProgress => {
+                "another request for this user is being processed; try again shortly".into()
+            }
+            ResetError::IdempotencyKeyReused => {
+                "this idempotency key was used with a different request; use a new key".into()
+            }
+            ResetError::GuardUnavailable(_) => {
+                "the duplicate-reset guard could not be reached; try again later".into()
+            }
             ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
             | ResetError::PayloadTooLarge => self.to_string(),
         }
     }
 
-    /// Seconds to suggest in `Retry-After`, for throttling.
-    pub fn retry_after_secs(&self) -> Option<u32> {
+    /// Seconds to suggest in `Retry-After`: throttling, a request in progress, the rest of a
+    /// cooldown window.
+    pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ResetError::Cognito(e) if e.kind == crate::directory::CognitoErrorKind::Throttled => {
                 Some(1)
             }
+            ResetError::InProgress => Some(1),
+            ResetError::RecentlyReset {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -166,6 +215,111 @@ impl Reset {
     pub fn outcome(&self) -> &'static str {
         if self.dry_run { "WOULD_RESET" } else { "RESET" }
     }
+}
+
+/// How a record ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Reset now (or would be, in dry run).
+    Reset(Reset),
+    /// The same request was answered before under this idempotency key: that answer again.
+    Replayed(Answer),
+}
+
+/// The result of one record.
+pub type RecordResult = Result<Settled, ResetError>;
+
+/// What the caller is told about one record, independent of the transport: the guard keeps it
+/// to replay it, and the HTTP source renders it (fresh or replayed) in one way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    /// `RESET`, `WOULD_RESET`, `REJECTED` or `RETRY`.
+    pub outcome: String,
+    /// The failure's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The HTTP status of this answer.
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_pool_id: Option<String>,
+    /// The canonical username, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub request_id: String,
+    /// For `recently-reset`: when the earlier reset happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<String>,
+}
+
+impl Answer {
+    /// The answer to a reset or a failure (a replay is already an answer).
+    pub fn new(
+        result: Result<&Reset, &ResetError>,
+        pool: Option<&str>,
+        request_id: &str,
+    ) -> Answer {
+        match result {
+            Ok(reset) => Answer {
+                outcome: reset.outcome().to_owned(),
+                code: None,
+                status: 200,
+                message: None,
+                user_pool_id: pool.map(str::to_owned),
+                username: Some(reset.username.clone()),
+                request_id: request_id.to_owned(),
+                reset_at: None,
+            },
+            Err(error) => Answer {
+                outcome: failure_outcome(error).to_owned(),
+                code: Some(error.code().to_owned()),
+                status: error.http_status(),
+                message: Some(error.public_message()),
+                user_pool_id: None,
+                username: None,
+                request_id: request_id.to_owned(),
+                reset_at: match error {
+                    ResetError::RecentlyReset { reset_at, .. } => Some(rfc3339(*reset_at)),
+                    _ => None,
+                },
+            },
+        }
+    }
+
+    /// The JSON body callers see: `{outcome, userPoolId, username, requestId}` on success,
+    /// `{error, message, requestId}` (and `resetAt`) on failure.
+    pub fn body(&self) -> Map<String, Value> {
+        let mut body = Map::new();
+        match &self.code {
+            None => {
+                body.insert("outcome".into(), Value::from(self.outcome.as_str()));
+                body.insert("userPoolId".into(), self.user_pool_id.clone().into());
+                body.insert("username".into(), self.username.clone().into());
+            }
+            Some(code) => {
+                body.insert("error".into(), Value::from(code.as_str()));
+                body.insert("message".into(), self.message.clone().into());
+            }
+        }
+        body.insert("requestId".into(), Value::from(self.request_id.as_str()));
+        if let Some(at) = &self.reset_at {
+            body.insert("resetAt".into(), Value::from(at.as_str()));
+        }
+        body
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the second (`2026-11-27T17:30:00Z`).
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    aws_smithy_types::DateTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
 }
 
 /// The outcome label of a failure: `REJECTED` or `RETRY`.

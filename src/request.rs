@@ -55,6 +55,14 @@ impl InvalidRequest {
         }
     }
 
+    /// An error about a request header (named as HTTP spells it).
+    pub fn header(name: &str, message: impl Into<String>) -> Self {
+        InvalidRequest {
+            field: Some(name.to_owned()),
+            message: format!("{name}: {}", message.into()),
+        }
+    }
+
     /// An error about the request as a whole (not one field).
     pub fn body(message: impl Into<String>) -> Self {
         InvalidRequest {

@@ -3,6 +3,10 @@
 //! POST only; a JSON body (base64 bodies decoded) of at most 64 KiB holding one request object,
 //! or an array of 1 to 25 of them answered with 207 and one result per item, each as if sent
 //! alone. Error bodies carry a code and a human message, never internal error text.
+//!
+//! An optional `Idempotency-Key` header (1 to 255 printable ASCII characters) names the request
+//! for the guard: a repeat gets the earlier answer again, with `"replayed": true` and the header
+//! `Idempotent-Replayed: true`. Item *i* of a batch uses `<key>#<i>`.
 
 use std::sync::Arc;
 
@@ -11,40 +15,30 @@ use base64::Engine as _;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::outcome::ResetError;
+use crate::deadline::Deadline;
+use crate::outcome::{Answer, RecordResult, ResetError, Settled};
+use crate::pipeline::App;
 use crate::policy::Caller;
+use crate::record::{Job, Origin, Source};
 use crate::request::{InvalidRequest, ResetRequest, UserPoolId};
-use crate::service::{App, Deadline, Job, Origin, RecordResult, run_all};
+use crate::scheduler::run_all;
 
 /// Largest accepted body, after base64 decoding.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most requests in one batch body.
 pub const MAX_BATCH: usize = 25;
-
-/// Which integration sent the request; decides the response's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    RestApi,
-    HttpApi,
-    FunctionUrl,
-    Alb { multi_value_headers: bool },
-}
-
-impl Flavor {
-    fn source(self) -> &'static str {
-        match self {
-            Flavor::RestApi => "rest-api",
-            Flavor::HttpApi => "http-api",
-            Flavor::FunctionUrl => "function-url",
-            Flavor::Alb { .. } => "alb",
-        }
-    }
-}
+/// The request header naming an idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// The parts of an HTTP event the function looks at.
 #[derive(Debug)]
 pub struct HttpRequest<'a> {
-    pub flavor: Flavor,
+    /// Which integration sent the request; decides the response's shape.
+    pub source: Source,
+    /// ALB with multi-value headers on: the response must use them too.
+    pub multi_value_headers: bool,
     pub method: &'a str,
     pub headers: &'a HeaderMap,
     pub body: Option<&'a str>,
@@ -65,45 +59,50 @@ pub async fn handle(
     request_id: &str,
     deadline: Deadline,
 ) -> Value {
-    let flavor = request.flavor;
+    let shape = Shape {
+        source: request.source,
+        multi_value_headers: request.multi_value_headers,
+    };
     let origin = Origin {
-        source: flavor.source(),
+        source: request.source,
         id: request_id.to_owned(),
         caller: Arc::new(request.caller.clone()),
     };
-    let requests = read_body(&request, app.config.default_user_pool_id.as_ref());
+    let requests = idempotency_key(request.headers).and_then(|key| {
+        read_body(&request, app.config.default_user_pool_id.as_ref()).map(|body| (key, body))
+    });
     match requests {
         Err(error) => {
             // Audited like any other record, then answered.
-            let result = app
-                .run(
-                    Job {
-                        origin,
-                        request: Err(error),
-                    },
-                    deadline,
-                )
-                .await;
+            let job = Job {
+                origin,
+                request: Err(error),
+                idempotency_key: None,
+            };
+            let result = app.run(job, deadline).await;
             let (status, headers, body) = single_response(&result, None, request_id);
-            respond(flavor, status, headers, body)
+            respond(shape, status, headers, body)
         }
-        Ok(Requests::One(parsed)) => {
+        Ok((key, Requests::One(parsed))) => {
             let pool = pool_of(&parsed);
             let job = Job {
                 origin,
                 request: parsed.map_err(ResetError::from),
+                idempotency_key: key,
             };
             let result = app.run(job, deadline).await;
             let (status, headers, body) = single_response(&result, pool.as_deref(), request_id);
-            respond(flavor, status, headers, body)
+            respond(shape, status, headers, body)
         }
-        Ok(Requests::Many(items)) => {
+        Ok((key, Requests::Many(items))) => {
             let pools: Vec<Option<String>> = items.iter().map(pool_of).collect();
             let jobs = items
                 .into_iter()
-                .map(|parsed| Job {
+                .enumerate()
+                .map(|(index, parsed)| Job {
                     origin: origin.clone(),
                     request: parsed.map_err(ResetError::from),
+                    idempotency_key: key.as_ref().map(|key| format!("{key}#{index}")),
                 })
                 .collect();
             let results = run_all(app, jobs, deadline).await;
@@ -116,19 +115,44 @@ pub async fn handle(
                     let mut item = Map::new();
                     item.insert("index".into(), json!(index));
                     item.insert("status".into(), json!(status));
-                    if let Value::Object(fields) = body {
-                        item.extend(fields);
-                    }
+                    item.extend(body);
                     Value::Object(item)
                 })
                 .collect();
-            respond(flavor, 207, Vec::new(), json!({ "results": items }))
+            let mut body = Map::new();
+            body.insert("results".into(), Value::Array(items));
+            respond(shape, 207, Vec::new(), body)
         }
     }
 }
 
 fn pool_of(parsed: &Result<ResetRequest, InvalidRequest>) -> Option<String> {
     parsed.as_ref().ok().map(|r| r.user_pool_id.to_string())
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 printable ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ResetError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ResetError::from(InvalidRequest::header(
+            "Idempotency-Key",
+            format!(
+                "must be one value of 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+            ),
+        ))
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    let key = value.to_str().map_err(|_| invalid())?.trim();
+    let printable = key.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// Checks method, content type and size; decodes and splits the body into requests.
@@ -205,16 +229,17 @@ fn single_response(
     result: &RecordResult,
     pool: Option<&str>,
     request_id: &str,
-) -> (u16, Vec<(&'static str, String)>, Value) {
+) -> (u16, Vec<(&'static str, String)>, Map<String, Value>) {
     match result {
-        Ok(reset) => {
-            let body = json!({
-                "outcome": reset.outcome(),
-                "userPoolId": pool,
-                "username": reset.username,
-                "requestId": request_id,
-            });
-            (200, Vec::new(), body)
+        Ok(Settled::Replayed(answer)) => {
+            let mut body = answer.body();
+            body.insert("replayed".into(), Value::Bool(true));
+            let headers = vec![("idempotent-replayed", "true".to_owned())];
+            (answer.status, headers, body)
+        }
+        Ok(Settled::Reset(reset)) => {
+            let answer = Answer::new(Ok(reset), pool, request_id);
+            (answer.status, Vec::new(), answer.body())
         }
         Err(error) => {
             let mut headers = Vec::new();
@@ -224,29 +249,33 @@ fn single_response(
             if let Some(seconds) = error.retry_after_secs() {
                 headers.push(("retry-after", seconds.to_string()));
             }
-            let body = json!({
-                "error": error.code(),
-                "message": error.public_message(),
-                "requestId": request_id,
-            });
-            (error.http_status(), headers, body)
+            let answer = Answer::new(Err(error), pool, request_id);
+            (answer.status, headers, answer.body())
         }
     }
 }
 
+/// How the integration wants its response.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    source: Source,
+    multi_value_headers: bool,
+}
+
 /// Builds the integration's response object.
 fn respond(
-    flavor: Flavor,
+    shape: Shape,
     status: u16,
     extra_headers: Vec<(&'static str, String)>,
-    body: Value,
+    body: Map<String, Value>,
 ) -> Value {
     let mut headers = vec![("content-type", "application/json".to_owned())];
     headers.extend(extra_headers);
     let mut response = Map::new();
     response.insert("statusCode".into(), json!(status));
-    match flavor {
-        Flavor::Alb {
+    match shape {
+        Shape {
+            source: Source::Alb,
             multi_value_headers: true,
         } => {
             let multi: Map<String, Value> = headers
@@ -263,7 +292,7 @@ fn respond(
             response.insert("headers".into(), Value::Object(single));
         }
     }
-    if let Flavor::Alb { .. } = flavor {
+    if shape.source == Source::Alb {
         let reason = StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -273,7 +302,7 @@ fn respond(
             json!(format!("{status} {reason}")),
         );
     }
-    response.insert("body".into(), json!(body.to_string()));
+    response.insert("body".into(), json!(Value::Object(body).to_string()));
     response.insert("isBase64Encoded".into(), json!(false));
     Value::Object(response)
 }

@@ -7,7 +7,6 @@ pub mod http;
 pub mod sqs;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
@@ -17,9 +16,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::caller;
+use crate::deadline::Deadline;
+use crate::pipeline::App;
 use crate::policy::Caller;
-use crate::service::{App, Deadline};
-use http::{Flavor, HttpRequest};
+use crate::record::Source;
+use http::HttpRequest;
 
 /// Why an event could not be handled at all (the invocation fails).
 #[derive(Debug, thiserror::Error)]
@@ -54,38 +55,6 @@ impl From<EventError> for Diagnostic {
     }
 }
 
-/// The longest a Lambda invocation can run.
-const MAX_INVOCATION: Duration = Duration::from_secs(15 * 60);
-/// 2000-01-01T00:00:00Z in epoch milliseconds: no real deadline is earlier.
-const EPOCH_MS_2000: u64 = 946_684_800_000;
-
-impl Deadline {
-    /// The invocation's deadline, from the Lambda context.
-    pub fn from_context(context: &lambda_runtime::Context) -> Deadline {
-        Deadline::from_epoch_ms(context.deadline, SystemTime::now())
-    }
-
-    /// The deadline given as epoch milliseconds, seen at `now`.
-    ///
-    /// Lambda always sends a wall-clock deadline. A value before the year 2000 cannot be one
-    /// (cargo-lambda's emulator sends its timeout, e.g. `600000`, instead); it is treated as the
-    /// longest possible invocation, so that no record is refused for a deadline that isn't.
-    pub fn from_epoch_ms(deadline_ms: u64, now: SystemTime) -> Deadline {
-        let remaining = if deadline_ms < EPOCH_MS_2000 {
-            tracing::debug!(
-                deadline_ms,
-                "implausible invocation deadline; assuming 15 minutes"
-            );
-            MAX_INVOCATION
-        } else {
-            (UNIX_EPOCH + Duration::from_millis(deadline_ms))
-                .duration_since(now)
-                .unwrap_or(Duration::ZERO)
-        };
-        Deadline(Instant::now() + remaining)
-    }
-}
-
 /// The Lambda handler.
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
 pub async fn handle(app: &Arc<App>, event: LambdaEvent<Value>) -> Result<Value, EventError> {
@@ -101,16 +70,15 @@ pub async fn dispatch(
     deadline: Deadline,
 ) -> Result<Value, EventError> {
     match detect(&payload)? {
-        Kind::Sqs => {
+        Source::Sqs | Source::SqsFifo => {
             let event: SqsEvent = parse("SQS", payload)?;
             sqs::handle(app, event, deadline).await
         }
-        Kind::Alb => {
+        Source::Alb => {
             let event: AlbTargetGroupRequest = parse("ALB", payload)?;
             let request = HttpRequest {
-                flavor: Flavor::Alb {
-                    multi_value_headers: !event.multi_value_headers.is_empty(),
-                },
+                source: Source::Alb,
+                multi_value_headers: !event.multi_value_headers.is_empty(),
                 method: event.http_method.as_str(),
                 headers: if event.multi_value_headers.is_empty() {
                     &event.headers
@@ -123,14 +91,11 @@ pub async fn dispatch(
             };
             Ok(http::handle(app, request, request_id, deadline).await)
         }
-        Kind::HttpV2 { function_url } => {
+        source @ (Source::HttpApi | Source::FunctionUrl) => {
             let event: ApiGatewayV2httpRequest = parse("HTTP API", payload)?;
             let request = HttpRequest {
-                flavor: if function_url {
-                    Flavor::FunctionUrl
-                } else {
-                    Flavor::HttpApi
-                },
+                source,
+                multi_value_headers: false,
                 method: event.request_context.http.method.as_str(),
                 headers: &event.headers,
                 body: event.body.as_deref(),
@@ -139,10 +104,11 @@ pub async fn dispatch(
             };
             Ok(http::handle(app, request, request_id, deadline).await)
         }
-        Kind::Rest => {
+        Source::RestApi => {
             let event: ApiGatewayProxyRequest = parse("REST API", payload)?;
             let request = HttpRequest {
-                flavor: Flavor::RestApi,
+                source: Source::RestApi,
+                multi_value_headers: false,
                 method: event.http_method.as_str(),
                 headers: &event.headers,
                 body: event.body.as_deref(),
@@ -154,22 +120,16 @@ pub async fn dispatch(
     }
 }
 
-enum Kind {
-    Sqs,
-    Alb,
-    HttpV2 { function_url: bool },
-    Rest,
-}
-
-fn detect(payload: &Value) -> Result<Kind, EventError> {
+/// Which integration sent the event (SQS events are told apart from FIFO ones later).
+fn detect(payload: &Value) -> Result<Source, EventError> {
     if let Some(records) = payload.get("Records") {
         let source = records
             .get(0)
             .and_then(|r| r.get("eventSource"))
             .and_then(Value::as_str);
         return match source {
-            Some("aws:sqs") => Ok(Kind::Sqs),
-            None if records.as_array().is_some_and(Vec::is_empty) => Ok(Kind::Sqs),
+            Some("aws:sqs") => Ok(Source::Sqs),
+            None if records.as_array().is_some_and(Vec::is_empty) => Ok(Source::Sqs),
             Some("aws:sns") => Err(EventError::Unsupported {
                 hint: " (got SNS records: subscribe an SQS queue to the topic instead)".into(),
             }),
@@ -182,7 +142,7 @@ fn detect(payload: &Value) -> Result<Kind, EventError> {
         };
     }
     if payload.pointer("/requestContext/elb").is_some() {
-        return Ok(Kind::Alb);
+        return Ok(Source::Alb);
     }
     if payload.get("version").and_then(Value::as_str) == Some("2.0")
         && payload.pointer("/requestContext/http").is_some()
@@ -191,10 +151,14 @@ fn detect(payload: &Value) -> Result<Kind, EventError> {
             .pointer("/requestContext/domainName")
             .and_then(Value::as_str)
             .is_some_and(|d| d.contains(".lambda-url."));
-        return Ok(Kind::HttpV2 { function_url });
+        return Ok(if function_url {
+            Source::FunctionUrl
+        } else {
+            Source::HttpApi
+        });
     }
     if payload.get("httpMethod").is_some() && payload.get("requestContext").is_some() {
-        return Ok(Kind::Rest);
+        return Ok(Source::RestApi);
     }
     Err(EventError::Unsupported {
         hint: String::new(),
@@ -203,30 +167,4 @@ fn detect(payload: &Value) -> Result<Kind, EventError> {
 
 fn parse<T: DeserializeOwned>(kind: &'static str, payload: Value) -> Result<T, EventError> {
     serde_json::from_value(payload).map_err(|source| EventError::Malformed { kind, source })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_wall_clock_deadline_leaves_the_time_until_it() {
-        let now = SystemTime::now();
-        let ms = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let deadline = Deadline::from_epoch_ms(ms + 3_000, now);
-        assert!(!deadline.too_close(Duration::from_millis(2_000)));
-        assert!(deadline.too_close(Duration::from_millis(3_500)));
-        // A passed deadline leaves nothing.
-        assert!(Deadline::from_epoch_ms(ms - 1_000, now).too_close(Duration::from_millis(1)));
-    }
-
-    #[test]
-    fn an_emulator_timeout_in_place_of_a_deadline_is_not_a_1970_deadline() {
-        // cargo-lambda's emulator sends `lambda-runtime-deadline-ms: 600000`.
-        let deadline = Deadline::from_epoch_ms(600_000, SystemTime::now());
-        assert!(!deadline.too_close(Duration::from_secs(600)));
-    }
 }

@@ -4,6 +4,10 @@
 //! the body. The response lists exactly the records to retry; rejected records are acknowledged
 //! (and audited). A record without a `messageId` fails the whole invocation before any record
 //! is processed, so that a retry cannot reset anyone twice.
+//!
+//! A record's idempotency key is its `messageId`, or for an SNS notification the SNS
+//! `MessageId` (SNS redelivery makes a new SQS message with the same SNS id): with the guard on,
+//! a redelivered record is acknowledged with no second reset.
 
 use std::sync::Arc;
 
@@ -13,9 +17,12 @@ use serde_json::{Value, json};
 
 use super::EventError;
 use crate::caller;
+use crate::deadline::Deadline;
 use crate::outcome::{Class, ResetError};
+use crate::pipeline::App;
+use crate::record::{Job, Origin, Source};
 use crate::request::{InvalidRequest, ResetRequest, UserPoolId};
-use crate::service::{App, Deadline, Job, Origin, run_all, run_fifo};
+use crate::scheduler::{run_all, run_fifo};
 
 /// The part of an SNS notification envelope the function reads.
 #[derive(Deserialize)]
@@ -24,21 +31,34 @@ struct SnsEnvelope {
     kind: String,
     #[serde(rename = "Message")]
     message: String,
+    #[serde(rename = "MessageId")]
+    message_id: Option<String>,
+}
+
+/// A record body: the request, and the SNS message id when it came through SNS.
+#[derive(Debug)]
+pub struct Body {
+    pub request: Result<ResetRequest, InvalidRequest>,
+    pub sns_message_id: Option<String>,
 }
 
 /// Parses a record body: a request, or an SNS notification whose `Message` is a request.
-pub fn parse_body(
-    body: Option<&str>,
-    default_pool: Option<&UserPoolId>,
-) -> Result<ResetRequest, InvalidRequest> {
-    let body = body
-        .filter(|b| !b.trim().is_empty())
-        .ok_or_else(|| InvalidRequest::body("the message body is empty"))?;
+pub fn parse_body(body: Option<&str>, default_pool: Option<&UserPoolId>) -> Body {
+    let Some(body) = body.filter(|b| !b.trim().is_empty()) else {
+        return Body {
+            request: Err(InvalidRequest::body("the message body is empty")),
+            sns_message_id: None,
+        };
+    };
     match serde_json::from_str::<SnsEnvelope>(body) {
-        Ok(envelope) if envelope.kind == "Notification" => {
-            ResetRequest::from_json(&envelope.message, default_pool)
-        }
-        _ => ResetRequest::from_json(body, default_pool),
+        Ok(envelope) if envelope.kind == "Notification" => Body {
+            request: ResetRequest::from_json(&envelope.message, default_pool),
+            sns_message_id: envelope.message_id.filter(|id| !id.is_empty()),
+        },
+        _ => Body {
+            request: ResetRequest::from_json(body, default_pool),
+            sns_message_id: None,
+        },
     }
 }
 
@@ -62,13 +82,17 @@ pub async fn handle(
             .is_some_and(|arn| arn.ends_with(".fifo"))
     });
     let default_pool = app.config.default_user_pool_id.as_ref();
-    let job = |record: &SqsMessage, id: String| Job {
-        origin: Origin {
-            source: if fifo { "sqs-fifo" } else { "sqs" },
-            id,
-            caller: Arc::new(caller::from_queue(record.event_source_arn.as_deref())),
-        },
-        request: parse_body(record.body.as_deref(), default_pool).map_err(ResetError::from),
+    let job = |record: &SqsMessage, id: String| {
+        let body = parse_body(record.body.as_deref(), default_pool);
+        Job {
+            idempotency_key: Some(body.sns_message_id.unwrap_or_else(|| id.clone())),
+            origin: Origin {
+                source: if fifo { Source::SqsFifo } else { Source::Sqs },
+                id,
+                caller: Arc::new(caller::from_queue(record.event_source_arn.as_deref())),
+            },
+            request: body.request.map_err(ResetError::from),
+        }
     };
     let results = if fifo {
         let jobs = event

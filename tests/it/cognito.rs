@@ -18,8 +18,8 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
+use cognito_reset::deadline::Deadline;
 use cognito_reset::directory::{self, ClientSettings};
-use cognito_reset::service::Deadline;
 use cognito_reset::sources::dispatch;
 use serde_json::Value;
 
@@ -390,7 +390,7 @@ const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aw
 fn slow_app(
     delay: Duration,
     max_concurrency: &str,
-) -> (Arc<cognito_reset::service::App>, Arc<InFlight>) {
+) -> (Arc<cognito_reset::pipeline::App>, Arc<InFlight>) {
     let in_flight = Arc::new(InFlight::default());
     let settings = ClientSettings {
         timeout: Duration::from_secs(5),

@@ -22,8 +22,10 @@ use aws_sdk_cognitoidentityprovider::types::error::{
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, GroupType, UserStatusType};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use cognito_reset::config::Config;
+use cognito_reset::deadline::Deadline;
 use cognito_reset::directory::{self, ClientSettings, Directory};
-use cognito_reset::service::{App, Deadline};
+use cognito_reset::guard::Guard;
+use cognito_reset::pipeline::App;
 use serde_json::Value;
 
 pub const POOL: &str = "us-west-2_1f950f4f389b723d0775ea6ef7e4b3c47b3100fa6981c";
@@ -258,6 +260,28 @@ pub fn app(config: Config, client: Client) -> Arc<App> {
     Arc::new(App {
         config,
         directory: Directory::new(client),
+        guard: None,
+    })
+}
+
+/// The demo policy over the demo users, with the guard on over `table`.
+pub fn guarded_app(
+    cognito: &Cognito,
+    table: &crate::dynamodb::Table,
+    cooldown_secs: u64,
+    dry_run: bool,
+) -> Arc<App> {
+    let dry = if dry_run { "true" } else { "false" };
+    let config = config(&[("POLICY", DEMO_POLICY), ("DRY_RUN", dry)]);
+    let guard = Guard::new(
+        table.client(),
+        crate::dynamodb::settings(cooldown_secs),
+        dry_run,
+    );
+    Arc::new(App {
+        config,
+        directory: Directory::new(cognito.client(1)),
+        guard: Some(guard),
     })
 }
 
@@ -288,6 +312,15 @@ pub fn http_parts(response: &Value) -> (u64, Value) {
     let status = response["statusCode"].as_u64().expect("statusCode");
     let body = serde_json::from_str(response["body"].as_str().expect("body")).expect("JSON body");
     (status, body)
+}
+
+/// Sends an HTTP event (request id `req-1`): status, parsed body and the whole response.
+pub async fn send(app: &Arc<App>, event: Value) -> (u64, Value, Value) {
+    let response = cognito_reset::sources::dispatch(app, event, "req-1", far_deadline())
+        .await
+        .expect("an HTTP response");
+    let (status, body) = http_parts(&response);
+    (status, body, response)
 }
 
 /// The message ids listed in an SQS batch response.

@@ -1,22 +1,11 @@
 //! HTTP sources: one request, batches, caller identities, user resolution, dry run.
 
 use cognito_reset::sources::dispatch;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 
 const PORTAL_POLICY: &str = r#"{"version":1,"rules":[{"name":"portal","callers":["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],"userPools":["us-west-2_*"],"users":["*"]}]}"#;
-
-async fn send(
-    app: &std::sync::Arc<cognito_reset::service::App>,
-    event: Value,
-) -> (u64, Value, Value) {
-    let response = dispatch(app, event, "req-1", far_deadline())
-        .await
-        .expect("an HTTP response");
-    let (status, body) = http_parts(&response);
-    (status, body, response)
-}
 
 #[tokio::test]
 async fn allowed_request_resets_the_canonical_user_and_answers_200() {

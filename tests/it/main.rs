@@ -2,7 +2,9 @@
 //! Cognito calls (aws-smithy-mocks, or a slow counting HTTP client) out.
 
 mod cognito;
+mod dynamodb;
 mod events;
+mod guard;
 mod helpers;
 mod http;
 mod sqs;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
 use aws_sdk_cognitoidentityprovider::types::error::TooManyRequestsException;
-use cognito_reset::service::Deadline;
+use cognito_reset::deadline::Deadline;
 use cognito_reset::sources::dispatch;
 
 use crate::helpers::*;
