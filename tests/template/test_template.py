@@ -295,8 +295,8 @@ def admits(parameter: str, value: int) -> bool:
         ("IdempotencyTtlSeconds", 0, False),  # keys must be kept for some time
         ("IdempotencyTtlSeconds", 60, True),
         ("IdempotencyTtlSeconds", 86400, True),
-        ("IdempotencyTtlSeconds", 1209600, True),  # the longest an SQS message can be redelivered
-        ("IdempotencyTtlSeconds", 1209601, False),
+        ("IdempotencyTtlSeconds", 604800, True),  # the function's limit, past the queue's retention
+        ("IdempotencyTtlSeconds", 604801, False),  # the function would refuse to start
     ],
 )
 def test_guard_parameters_admit_only_values_the_function_accepts(parameter, value, accepted):
