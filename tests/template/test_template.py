@@ -325,6 +325,33 @@ def test_dynamodb_access_is_the_four_item_actions_on_the_guard_table_only(varian
     assert not stack.of_type("AWS::DynamoDB::GlobalTable")
 
 
+def test_the_environment_fits_lambdas_4_kb_with_the_largest_values():
+    # Lambda refuses a function whose environment variables (names and values together) exceed
+    # 4 KB; the Policy parameter's 3,500-character bound was chosen for that, and the guard adds three.
+    numbers = {
+        name: spec["MaxValue"]
+        for name, spec in TRANSLATED["Parameters"].items()
+        if spec["Type"] == "Number" and "MaxValue" in spec
+    }
+    stack = Stack(
+        TRANSLATED,
+        **numbers,
+        Policy="x" * TRANSLATED["Parameters"]["Policy"]["MaxLength"],
+        DefaultUserPoolId="us-west-2_" + "a" * 45,  # the longest pool id: 55 characters
+        DryRun="false",
+    )
+    name, _ = guard_table(stack)
+    _, function = stack.one("AWS::Lambda::Function")
+    env = function["Properties"]["Environment"]["Variables"]
+    # The generated table name is at most 255 characters, DynamoDB's limit.
+    values = {k: ("t" * 255 if v == {"Ref": name} else v) for k, v in env.items()}
+    assert all(isinstance(v, (str, int)) for v in values.values()), values
+
+    size = sum(len(k) + len(str(v)) for k, v in values.items())
+
+    assert size <= 4096, size
+
+
 def test_guard_table_name_is_an_output():
     assert TRANSLATED["Outputs"]["GuardTableName"]["Value"] == {"Ref": "GuardTable"}
 
