@@ -502,6 +502,7 @@ class Function:
     service: Service
     env: dict[str, str]
     log_offset: int = 0
+    env_file: Path | None = None
 
     @property
     def port(self) -> int:
@@ -596,7 +597,10 @@ class Function:
         return entries
 
     def stop(self) -> None:
-        self.service.stop()
+        try:
+            self.service.stop()
+        finally:
+            _remove_env_file(self.env_file)
 
 
 WARM_UP_EVENT = {"cognito-reset-stack": "warm-up"}
@@ -643,7 +647,7 @@ def start_function(
         argv += ["--concurrency", str(concurrency)]
     watch_env = base_env() | {"CARGO_TERM_COLOR": "never", "NO_COLOR": "1"}
     service = _spawn("cargo lambda watch", argv, watch_env, port, log)
-    function = Function(service, env)
+    function = Function(service, env, env_file=env_file)
     try:
         _wait_until("the emulator's port to open", service, 60, lambda: port_open(port))
         # The first invoke waits for the compile and the function's start-up; any answer, even a
@@ -651,8 +655,18 @@ def start_function(
         function.post(WARM_UP_EVENT, timeout)
         return function
     except BaseException:
-        service.stop()
+        function.stop()
         raise
+
+
+def _remove_env_file(env_file: Path | None) -> None:
+    """Remove a function's --env-file (and the temporary directory it was put in, if any)."""
+    if env_file is None:
+        return
+    env_file.unlink(missing_ok=True)
+    if env_file.parent.name.startswith("fn-"):
+        with contextlib.suppress(OSError):
+            env_file.parent.rmdir()
 
 
 def _run_dir() -> Path:
