@@ -63,12 +63,13 @@ def dry_run_function(stack):
 
 @pytest.fixture(scope="session")
 def unreachable_function(stack):
-    """The function pointed at a loopback port where nothing listens: Cognito is down."""
+    """Cognito down, the guard up: the SDK's service-specific endpoint sends Cognito's calls to a
+    loopback port where nothing listens, while DynamoDB (AWS_ENDPOINT_URL) is still moto."""
     closed = driver.free_port()
     return _start(
         stack,
         "function-unreachable",
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed}",
+        AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=f"http://127.0.0.1:{closed}",
         COGNITO_MAX_ATTEMPTS="1",
         COGNITO_TIMEOUT_MS="500",
     )

@@ -344,6 +344,53 @@ def test_the_cooldown_holds_across_sources(function, users, stack):
     assert stack.resets_of(ERIN) == 1
 
 
+# ---- failures release: a RETRY is not kept, a refused reset frees the user --------------------------
+
+
+def test_a_message_retried_after_cognito_was_down_resets_on_redelivery(
+    unreachable_function, function, users, stack
+):
+    # Given a message for erin that came back as RETRY because Cognito was unreachable
+    event = one_record(SQS_MIXED_EVENT, 0)
+    (message_id,) = [r["messageId"] for r in event["Records"]]
+    failed = unreachable_function.invoke(event)
+    assert retried(failed) == {message_id}, failed
+
+    # When SQS delivers it again and Cognito answers
+    answer = function.invoke(event)
+
+    # Then it is processed anew (the RETRY was not kept as its answer): erin is reset
+    assert retried(answer) == set(), answer
+    lines = audit_lines(function, message_id)
+    assert [(driver._find(e, "outcome"), driver._find(e, "replayed")) for e in lines] == [
+        ("RESET", False)
+    ], lines
+    assert users()[ERIN].status == "RESET_REQUIRED"
+    assert stack.resets_of(ERIN) == 1
+
+
+def test_a_reset_cognito_refused_does_not_hold_the_user(function, users, stack):
+    # Given nemo, whose reset Cognito refuses (no verified email)
+    nemo = "nemo@example.com"
+    refused = function.invoke(request_for(nemo, key="nemo-1"))
+    assert (refused["statusCode"], http_body(refused)["error"]) == (422, "cannot-reset"), refused
+    assert stack.resets_of(nemo) == 1
+
+    # When the helpdesk verifies his email and asks again at once (a new request, a new key)
+    stack.cognito().admin_update_user_attributes(
+        UserPoolId=driver.DEMO_POOL,
+        Username=nemo,
+        UserAttributes=[{"Name": "email_verified", "Value": "true"}],
+    )
+    answer = function.invoke(request_for(nemo, key="nemo-2"))
+
+    # Then he is reset: the refused attempt neither started a cooldown nor left a claim
+    assert answer["statusCode"] == 200, answer
+    assert http_body(answer)["outcome"] == "RESET"
+    assert users()[nemo].status == "RESET_REQUIRED"
+    assert stack.resets_of(nemo) == 2
+
+
 # ---- the guard's own failures, dry run ----------------------------------------------------------
 
 
