@@ -40,6 +40,7 @@ pub fn record(
     }
     .unwrap_or("");
     let duration_ms = elapsed.as_millis() as u64;
+    let id = origin.audit_id();
     let (outcome, code, replayed, reset_at) = match result {
         Ok(Settled::Reset(reset)) => (reset.outcome(), "", false, None),
         Ok(Settled::Replayed(answer)) => {
@@ -55,7 +56,7 @@ pub fn record(
         }
         Err(error) => (
             failure_outcome(error),
-            error.code(),
+            error.actual_code(),
             false,
             match error {
                 ResetError::RecentlyReset { reset_at, .. } => {
@@ -65,10 +66,16 @@ pub fn record(
             },
         ),
     };
+    // What the caller was told, where it differs from the true code (a concealed failure).
+    let told = match result {
+        Err(error) if error.actual_code() != error.code() => error.code(),
+        _ => "",
+    };
     tracing::info!(
         target: "audit",
         source = %origin.source,
-        id = %origin.id,
+        id = %id,
+        index = origin.index,
         caller = %callers,
         user_pool_id = pool,
         requested_username = requested,
@@ -76,6 +83,7 @@ pub fn record(
         rule,
         outcome,
         code,
+        told,
         idempotency_key = idempotency_key.unwrap_or(""),
         replayed,
         reset_at = reset_at.as_deref().unwrap_or(""),
@@ -88,7 +96,7 @@ pub fn record(
         && error.class() == Class::Retry
     {
         let chain = cause_chain(error);
-        tracing::warn!(id = %origin.id, code, error.cause_chain = %chain, "record will be retried");
+        tracing::warn!(id = %id, code, error.cause_chain = %chain, "record will be retried");
     }
 }
 

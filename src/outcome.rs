@@ -31,6 +31,11 @@ pub enum ResetError {
     InvalidRequest(#[from] InvalidRequest),
     #[error("the policy denies this reset ({0})")]
     Denied(DenyReason),
+    /// A failure the caller may not learn about: no rule would admit the user for this caller
+    /// and pool, so it is told `user-not-allowed`, exactly as for an existing user no rule
+    /// admits. The audit line keeps the true reason.
+    #[error("{0} (the caller is told user-not-allowed)")]
+    Concealed(Box<ResetError>),
     #[error("the user is disabled")]
     UserDisabled,
     #[error(transparent)]
@@ -64,11 +69,21 @@ pub enum ResetError {
 }
 
 impl ResetError {
-    /// The stable code reported to callers and in the audit log.
+    /// The true code, for the audit line: for a concealed failure, the one the caller was not
+    /// told.
+    pub fn actual_code(&self) -> &'static str {
+        match self {
+            ResetError::Concealed(actual) => actual.actual_code(),
+            other => other.code(),
+        }
+    }
+
+    /// The stable code reported to callers (and, but for concealed failures, in the audit log).
     pub fn code(&self) -> &'static str {
         match self {
             ResetError::InvalidRequest(_) => "invalid-request",
             ResetError::Denied(reason) => reason.code(),
+            ResetError::Concealed(_) => DenyReason::UserNotAllowed.code(),
             ResetError::UserDisabled => "user-disabled",
             ResetError::Cognito(e) => e.code(),
             ResetError::Deadline => "deadline",
@@ -88,6 +103,7 @@ impl ResetError {
         match self {
             ResetError::InvalidRequest(_)
             | ResetError::Denied(_)
+            | ResetError::Concealed(_)
             | ResetError::UserDisabled
             | ResetError::RecentlyReset { .. }
             | ResetError::IdempotencyKeyReused
@@ -107,7 +123,7 @@ impl ResetError {
         use crate::directory::CognitoErrorKind as K;
         match self {
             ResetError::InvalidRequest(_) => 400,
-            ResetError::Denied(_) => 403,
+            ResetError::Denied(_) | ResetError::Concealed(_) => 403,
             ResetError::UserDisabled => 409,
             ResetError::Cognito(e) => match e.kind {
                 K::UserNotFound | K::PoolNotFound => 404,
@@ -143,6 +159,9 @@ impl ResetError {
                 }
                 DenyReason::UserNotAllowed => "this caller may not reset this user".into(),
             },
+            ResetError::Concealed(_) => {
+                ResetError::Denied(DenyReason::UserNotAllowed).public_message()
+            }
             ResetError::UserDisabled => "the user is disabled; enable it first".into(),
             ResetError::Cognito(e) => match e.kind {
                 K::UserNotFound => "no such user in this user pool".into(),
@@ -154,7 +173,7 @@ impl ResetError {
                 K::Throttled => "Cognito is throttling requests; try again later".into(),
                 K::Upstream => "Cognito failed; try again later".into(),
                 K::Misconfigured => {
-                    "the service is misconfigured for Cognito; operators have been alerted".into()
+                    "the service is misconfigured for Cognito and its operators must fix it; try again later".into()
                 }
                 K::Unavailable => "Cognito could not be reached; try again later".into(),
             },

@@ -23,7 +23,7 @@ use crate::deadline::Deadline;
 use crate::directory::{Directory, UserRecord};
 use crate::guard::{Completion, Guard, KeyRef, KeyState, UserState};
 use crate::outcome::{Answer, Class, RecordResult, Reset, ResetError, Settled};
-use crate::policy::{Caller, Decision, Subject};
+use crate::policy::{Caller, Decision, DenyReason, Subject};
 use crate::record::{Job, Origin};
 use crate::request::ResetRequest;
 
@@ -51,8 +51,11 @@ impl App {
                 let (result, findings) = if deadline.too_close(self.config.deadline_margin) {
                     (Err(ResetError::Deadline), Findings::default())
                 } else {
-                    let span =
-                        tracing::info_span!("record", source = %origin.source, id = %origin.id);
+                    let span = tracing::info_span!(
+                        "record",
+                        source = %origin.source,
+                        id = %origin.audit_id()
+                    );
                     self.process(&origin, &request, idempotency_key.as_deref(), deadline)
                         .instrument(span)
                         .await
@@ -164,10 +167,27 @@ impl App {
         policy
             .check_caller_and_pool(caller, pool.as_str())
             .map_err(ResetError::Denied)?;
-        let record = self
+        let record = match self
             .directory
             .get_user(pool, &request.username, deadline)
-            .await?;
+            .await
+        {
+            Ok(record) => record,
+            Err(error) => {
+                let error = ResetError::from(error);
+                // "No such user" only for names some rule would admit for this caller and pool.
+                if error.code() == "user-not-found" {
+                    let named = Subject {
+                        username: request.username.as_str().to_owned(),
+                        ..Subject::default()
+                    };
+                    if !policy.rules_admit(caller, pool.as_str(), &named) {
+                        return Err(ResetError::Concealed(Box::new(error)));
+                    }
+                }
+                return Err(error);
+            }
+        };
         let groups = if policy.needs_groups() {
             self.directory
                 .list_groups(pool, &record.username, deadline)
@@ -198,6 +218,16 @@ impl App {
             .decide(caller, request.user_pool_id.as_str(), &subject)
         {
             Decision::Allow { rule } => rule,
+            // The deny list is told only to callers some rule would let reset this user.
+            Decision::Deny(reason @ (DenyReason::DeniedUser | DenyReason::DeniedGroup))
+                if !self.config.policy.rules_admit(
+                    caller,
+                    request.user_pool_id.as_str(),
+                    &subject,
+                ) =>
+            {
+                return Err(ResetError::Concealed(Box::new(ResetError::Denied(reason))));
+            }
             Decision::Deny(reason) => return Err(ResetError::Denied(reason)),
         };
         if !user.record.enabled {

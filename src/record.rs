@@ -51,7 +51,20 @@ pub struct Origin {
     pub source: Source,
     /// The request id (HTTP) or message id (SQS).
     pub id: String,
+    /// The item's place in an HTTP batch body.
+    pub index: Option<usize>,
     pub caller: Arc<Caller>,
+}
+
+impl Origin {
+    /// The record's id in the audit log: the request or message id, and `#<index>` for an item
+    /// of an HTTP batch.
+    pub fn audit_id(&self) -> String {
+        match self.index {
+            Some(index) => format!("{}#{index}", self.id),
+            None => self.id.clone(),
+        }
+    }
 }
 
 /// One record to process: its origin, the request (or why it has none) and its idempotency key.

@@ -66,6 +66,7 @@ pub async fn handle(
     let origin = Origin {
         source: request.source,
         id: request_id.to_owned(),
+        index: None,
         caller: Arc::new(request.caller.clone()),
     };
     let requests = idempotency_key(request.headers).and_then(|key| {
@@ -100,7 +101,10 @@ pub async fn handle(
                 .into_iter()
                 .enumerate()
                 .map(|(index, parsed)| Job {
-                    origin: origin.clone(),
+                    origin: Origin {
+                        index: Some(index),
+                        ..origin.clone()
+                    },
                     request: parsed.map_err(ResetError::from),
                     idempotency_key: key.as_ref().map(|key| format!("{key}#{index}")),
                 })

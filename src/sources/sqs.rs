@@ -89,6 +89,7 @@ pub async fn handle(
             origin: Origin {
                 source: if fifo { Source::SqsFifo } else { Source::Sqs },
                 id,
+                index: None,
                 caller: Arc::new(caller::from_queue(record.event_source_arn.as_deref())),
             },
             request: body.request.map_err(ResetError::from),
