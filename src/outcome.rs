@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::directory::{CognitoError, DirectoryError};
+use crate::directory::{CognitoError, CognitoErrorKind, DirectoryError};
 use crate::guard::GuardError;
 use crate::policy::DenyReason;
 use crate::request::InvalidRequest;
@@ -61,11 +61,8 @@ pub enum ResetError {
     MethodNotAllowed,
     #[error("the body must be JSON (content-type application/json)")]
     UnsupportedMediaType,
-    #[error(
-        "the body is larger than {} bytes",
-        crate::sources::http::MAX_BODY_BYTES
-    )]
-    PayloadTooLarge,
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
 }
 
 impl ResetError {
@@ -94,7 +91,7 @@ impl ResetError {
             ResetError::GuardUnavailable(_) => "guard-unavailable",
             ResetError::MethodNotAllowed => "method-not-allowed",
             ResetError::UnsupportedMediaType => "unsupported-media-type",
-            ResetError::PayloadTooLarge => "payload-too-large",
+            ResetError::PayloadTooLarge { .. } => "payload-too-large",
         }
     }
 
@@ -109,8 +106,8 @@ impl ResetError {
             | ResetError::IdempotencyKeyReused
             | ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
-            | ResetError::PayloadTooLarge => Class::Rejected,
-            ResetError::Cognito(e) => e.class(),
+            | ResetError::PayloadTooLarge { .. } => Class::Rejected,
+            ResetError::Cognito(e) => cognito_class(e.kind),
             ResetError::Deadline
             | ResetError::FifoGroupHalted
             | ResetError::InProgress
@@ -138,7 +135,7 @@ impl ResetError {
             ResetError::IdempotencyKeyReused => 422,
             ResetError::GuardUnavailable(_) => 503,
             ResetError::MethodNotAllowed => 405,
-            ResetError::PayloadTooLarge => 413,
+            ResetError::PayloadTooLarge { .. } => 413,
             ResetError::UnsupportedMediaType => 415,
         }
     }
@@ -196,7 +193,7 @@ impl ResetError {
             }
             ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
-            | ResetError::PayloadTooLarge => self.to_string(),
+            | ResetError::PayloadTooLarge { .. } => self.to_string(),
         }
     }
 
@@ -213,6 +210,16 @@ impl ResetError {
             } => Some(*retry_after_secs),
             _ => None,
         }
+    }
+}
+
+/// Retry or not, for each kind of Cognito failure: a refusal about the user is final; throttling,
+/// outages and misconfiguration may pass.
+fn cognito_class(kind: CognitoErrorKind) -> Class {
+    use CognitoErrorKind as K;
+    match kind {
+        K::UserNotFound | K::PoolNotFound | K::NotResettable | K::CannotReset => Class::Rejected,
+        K::Throttled | K::Upstream | K::Misconfigured | K::Unavailable => Class::Retry,
     }
 }
 

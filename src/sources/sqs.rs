@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::EventError;
 use crate::caller;
@@ -119,11 +119,19 @@ pub async fn handle(
             .collect();
         run_all(app, jobs, deadline).await
     };
-    let failures: Vec<Value> = results
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = results
         .iter()
-        .zip(&ids)
+        .zip(ids)
         .filter(|(result, _)| matches!(result, Err(e) if e.class() == Class::Retry))
-        .map(|(_, id)| json!({ "itemIdentifier": id }))
+        .map(|(_, id)| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
         .collect();
-    Ok(json!({ "batchItemFailures": failures }))
+    serde_json::to_value(response).map_err(|source| EventError::Malformed {
+        kind: "SQS response",
+        source,
+    })
 }
