@@ -47,7 +47,7 @@ async fn main() -> Result<(), Error> {
         let client = aws_sdk_dynamodb::Client::from_conf(
             guard::configure((&sdk_config).into(), settings.client).build(),
         );
-        Guard::new(client, settings, config.dry_run)
+        Guard::new(client, settings, config.dry_run, config.deadline_margin)
     });
     let app = Arc::new(App {
         directory: Directory::new(cognito, config.deadline_margin, config.rates),

@@ -56,7 +56,7 @@ pub enum ResetError {
     #[error("the idempotency key was used before with a different request")]
     IdempotencyKeyReused,
     #[error(transparent)]
-    GuardUnavailable(#[from] GuardError),
+    GuardUnavailable(GuardError),
     #[error("only POST is allowed")]
     MethodNotAllowed,
     #[error("the body must be JSON (content-type application/json)")]
@@ -240,6 +240,16 @@ impl Reset {
     /// `RESET` or `WOULD_RESET`.
     pub fn outcome(&self) -> &'static str {
         if self.dry_run { "WOULD_RESET" } else { "RESET" }
+    }
+}
+
+impl From<GuardError> for ResetError {
+    fn from(error: GuardError) -> ResetError {
+        if error.kind == crate::guard::GuardErrorKind::Deadline {
+            ResetError::Deadline
+        } else {
+            ResetError::GuardUnavailable(error)
+        }
     }
 }
 

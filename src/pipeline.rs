@@ -21,7 +21,7 @@ use crate::caller;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::directory::{Directory, UserRecord};
-use crate::guard::{Completion, Guard, KeyRef, KeyState, UserState};
+use crate::guard::{Completion, Guard, GuardError, GuardErrorKind, KeyRef, KeyState, UserState};
 use crate::outcome::{Answer, Class, RecordResult, Reset, ResetError, Settled};
 use crate::policy::{Caller, Decision, DenyReason, Subject};
 use crate::record::{Job, Origin};
@@ -96,16 +96,15 @@ impl App {
         key: Option<&str>,
         deadline: Deadline,
     ) -> (RecordResult, Findings) {
-        let lease_until = deadline.wall_clock();
         let held = match (&self.guard, key) {
             (Some(guard), Some(key)) => {
                 let key = KeyRef::new(&caller::describe(&origin.caller), key, request);
-                let early = match guard.begin(&key, lease_until).await {
+                let early = match guard.begin(&key, deadline).await {
                     Ok(KeyState::Fresh) => None,
                     Ok(KeyState::Replay(answer)) => Some(Ok(Settled::Replayed(answer))),
                     Ok(KeyState::InProgress) => Some(Err(ResetError::InProgress)),
                     Ok(KeyState::Reused) => Some(Err(ResetError::IdempotencyKeyReused)),
-                    Err(error) => Some(Err(ResetError::GuardUnavailable(error))),
+                    Err(error) => Some(Err(self.guard_failure(error, deadline))),
                 };
                 if let Some(result) = early {
                     return (result, Findings::default());
@@ -125,7 +124,7 @@ impl App {
                     &origin.id,
                 )),
             };
-            guard.finish(&key, answer.as_ref()).await;
+            guard.finish(&key, answer.as_ref(), deadline).await;
         }
         (result.map(Settled::Reset), findings)
     }
@@ -245,15 +244,15 @@ impl App {
         rule: String,
         deadline: Deadline,
     ) -> Result<Reset, ResetError> {
-        let lease_until = deadline.wall_clock();
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
             None => None,
             Some(guard) => {
-                match guard
-                    .claim(pool.as_str(), &user.username, &origin.id, lease_until)
-                    .await?
-                {
+                let state = guard
+                    .claim(pool.as_str(), &user.username, &origin.audit_id(), deadline)
+                    .await
+                    .map_err(|error| self.guard_failure(error, deadline))?;
+                match state {
                     UserState::Claimed(claim) => Some((guard, claim)),
                     UserState::Free => None,
                     UserState::InProgress => return Err(ResetError::InProgress),
@@ -288,7 +287,7 @@ impl App {
                 Err(error) if error.outcome_unknown() => Completion::Keep,
                 Err(_) => Completion::Release,
             };
-            guard.complete(&claim, completion).await;
+            guard.complete(&claim, completion, deadline).await;
         }
         Ok(Reset {
             username: user.username.clone(),
@@ -296,6 +295,19 @@ impl App {
             dry_run: false,
             cognito_request_id: result?,
         })
+    }
+}
+
+impl App {
+    /// A guard failure: a timeout that ran into the deadline's margin is `deadline`, not an
+    /// outage of the guard.
+    fn guard_failure(&self, error: GuardError, deadline: Deadline) -> ResetError {
+        if error.kind == GuardErrorKind::Unavailable
+            && deadline.too_close(self.config.deadline_margin)
+        {
+            return ResetError::Deadline;
+        }
+        ResetError::from(error)
     }
 }
 

@@ -191,7 +191,9 @@ fn read_body(
     let text: &str = if request.is_base64_encoded {
         // Base64 is 4 bytes per 3: refuse oversized bodies before decoding them.
         if raw.len() / 4 * 3 > MAX_BODY_BYTES + 3 {
-            return Err(ResetError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+            return Err(ResetError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw.trim())
@@ -205,7 +207,9 @@ fn read_body(
         raw
     };
     if text.len() > MAX_BODY_BYTES {
-        return Err(ResetError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        return Err(ResetError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     if text.trim().is_empty() {
         return Err(InvalidRequest::body("the body is empty: send a JSON reset request").into());

@@ -284,6 +284,7 @@ pub fn guarded_app(
         table.client(),
         crate::dynamodb::settings(cooldown_secs),
         dry_run,
+        config.deadline_margin,
     );
     let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
     Arc::new(App {
