@@ -206,6 +206,13 @@ impl Cognito {
         self
     }
 
+    /// Every `AdminListGroupsForUser` fails with `error`.
+    pub fn list_groups_fails(mut self, error: fn() -> AdminListGroupsForUserError) -> Cognito {
+        self.list_groups = mock!(Client::admin_list_groups_for_user)
+            .then_compute_response(move |_| MockResponse::Error(error()));
+        self
+    }
+
     /// Every `AdminGetUser` fails with `error`.
     pub fn get_user_fails(mut self, error: fn() -> AdminGetUserError) -> Cognito {
         self.get_user = mock!(Client::admin_get_user)
@@ -382,6 +389,7 @@ pub struct Call {
     pub at: Instant,
     pub host: String,
     pub operation: String,
+    pub username: String,
 }
 
 /// Counts concurrent calls: `enter` on start, the guard leaves on drop. Keeps a log of calls.
@@ -395,11 +403,12 @@ pub struct InFlight {
 
 impl InFlight {
     /// Logs a call as it arrives.
-    pub fn log(&self, host: &str, operation: &str) {
+    pub fn log(&self, host: &str, operation: &str, username: &str) {
         self.calls.lock().expect("log").push(Call {
             at: Instant::now(),
             host: host.to_owned(),
             operation: operation.to_owned(),
+            username: username.to_owned(),
         });
     }
 
