@@ -26,11 +26,14 @@ pub const DEFAULT_RESET_COOLDOWN_SECONDS: u64 = 300;
 pub const DEFAULT_IDEMPOTENCY_TTL_SECONDS: u64 = 86_400;
 /// Default for `GUARD_TIMEOUT_MS`.
 pub const DEFAULT_GUARD_TIMEOUT_MS: u64 = 1000;
-/// Default for `COGNITO_RESET_RPS`: Cognito's default account-recovery quota (30 requests a
-/// second per account and region) over the template's default of 5 instances.
-pub const DEFAULT_COGNITO_RESET_RPS: f64 = 6.0;
-/// Default for `COGNITO_READ_RPS`: the default user-read quota (120/s) over 5 instances.
-pub const DEFAULT_COGNITO_READ_RPS: f64 = 24.0;
+/// Default for `COGNITO_RESET_QUOTA`: Cognito's default quota of the account-recovery category
+/// (`AdminResetUserPassword`), requests a second per account and region.
+pub const DEFAULT_COGNITO_RESET_QUOTA: f64 = 30.0;
+/// Default for `COGNITO_READ_QUOTA`: the default quota of the user-read category
+/// (`AdminGetUser`, `AdminListGroupsForUser`).
+pub const DEFAULT_COGNITO_READ_QUOTA: f64 = 120.0;
+/// Default for `MAX_INSTANCES`: the template's reserved concurrency.
+pub const DEFAULT_MAX_INSTANCES: u64 = 5;
 /// Attempts per guard call (DynamoDB answers in milliseconds; the SDK's standard mode).
 pub const GUARD_MAX_ATTEMPTS: u32 = 3;
 
@@ -154,9 +157,27 @@ impl Config {
             }
         };
 
+        // Per instance: the quota shared by at most MAX_INSTANCES instances, unless a rate is set
+        // outright (`0`: no limit).
+        let instances = number(&get, "MAX_INSTANCES", DEFAULT_MAX_INSTANCES, 1, 1000)? as f64;
+        let per_instance = |rps: &'static str, quota: &'static str, default: f64| {
+            if get(rps).is_some() {
+                rate(&get, rps, 0.0)
+            } else {
+                Ok(rate(&get, quota, default)?.map(|q| q / instances))
+            }
+        };
         let rates = Rates {
-            read: rate(&get, "COGNITO_READ_RPS", DEFAULT_COGNITO_READ_RPS)?,
-            account_recovery: rate(&get, "COGNITO_RESET_RPS", DEFAULT_COGNITO_RESET_RPS)?,
+            read: per_instance(
+                "COGNITO_READ_RPS",
+                "COGNITO_READ_QUOTA",
+                DEFAULT_COGNITO_READ_QUOTA,
+            )?,
+            account_recovery: per_instance(
+                "COGNITO_RESET_RPS",
+                "COGNITO_RESET_QUOTA",
+                DEFAULT_COGNITO_RESET_QUOTA,
+            )?,
         };
         let reset_cooldown = number(
             &get,
@@ -316,6 +337,24 @@ mod tests {
     }
 
     #[test]
+    fn per_instance_rates_divide_the_quota_among_the_instances() {
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("COGNITO_RESET_QUOTA", "50"),
+            ("COGNITO_READ_QUOTA", "200"),
+            ("MAX_INSTANCES", "4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.rates,
+            Rates {
+                read: Some(50.0),
+                account_recovery: Some(12.5)
+            }
+        );
+    }
+
+    #[test]
     fn a_zero_rate_turns_the_limit_off() {
         let config = load(&[
             ("POLICY", POLICY),
@@ -390,6 +429,8 @@ mod tests {
             ("GUARD_TABLE", "arn:aws:s3:::bucket"),
             ("COGNITO_RESET_RPS", "-1"),
             ("COGNITO_READ_RPS", "fast"),
+            ("COGNITO_RESET_QUOTA", "x"),
+            ("MAX_INSTANCES", "0"),
         ] {
             let err = load(&[("POLICY", POLICY), (var, value)])
                 .unwrap_err()
