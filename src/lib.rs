@@ -8,6 +8,7 @@
 pub mod caller;
 pub mod config;
 pub mod directory;
+pub mod logging;
 pub mod outcome;
 pub mod policy;
 pub mod request;

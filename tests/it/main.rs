@@ -6,4 +6,5 @@ mod cognito;
 mod events;
 mod helpers;
 mod http;
+mod logging;
 mod sqs;
