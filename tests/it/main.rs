@@ -7,4 +7,5 @@ mod events;
 mod helpers;
 mod http;
 mod logging;
+mod properties;
 mod sqs;
