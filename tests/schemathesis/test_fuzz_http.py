@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -82,6 +84,26 @@ def test_sample_events_get_answers_that_conform_to_openapi(stack, demo_function,
     )
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_function_url_endpoint_answers_a_valid_request(stack, anonymous_function):
+    # The function URL endpoint of cargo lambda watch parses the function's answer as a function
+    # URL response: if it cannot (e.g. no `cookies` field), it answers 500 by itself.
+    stack.seed()
+    url = f"http://{driver.LOOPBACK}:{anonymous_function.port}/lambda-url/{driver.FUNCTION}/reset"
+    body = json.dumps({"UserPoolId": driver.DEMO_POOL, "Username": "diego@example.com"}).encode()
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    assert status == 200, (
+        f"POST {url} answered {status} {text}: cargo lambda watch could not turn the function's "
+        "answer into an HTTP response (it needs a function URL response: statusCode, headers, "
+        f"body, isBase64Encoded and cookies)\nfunction log:\n{anonymous_function.service.log_tail(30)}"
+    )
+    assert json.loads(text)["outcome"] == "RESET"
 
 
 def test_schemathesis_finds_no_undocumented_answer(anonymous_function, schemathesis_bin, tmp_path):
