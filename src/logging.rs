@@ -139,47 +139,24 @@ mod tests {
 
     use super::*;
 
-    /// Whether an event at `level` with `target` is written under `requested`.
-    fn written(requested: Option<&str>, target: &'static str, level: Level) -> bool {
+    /// Whether `emit` writes anything through the subscriber for `requested`.
+    fn written_by(requested: Option<&str>, emit: impl FnOnce()) -> bool {
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
         let sink = std::sync::Arc::clone(&lines);
         let writer = move || Sink(std::sync::Arc::clone(&sink));
-        with_default(subscriber(requested, Format::Text, writer), || {
-            // `target:` must be a constant: one call site per (target, level) used in the tests.
-            match (target, level) {
-                ("cognito_reset::service", Level::TRACE) => {
-                    tracing::trace!(target: "cognito_reset::service", "probe")
-                }
-                ("cognito_reset::service", Level::DEBUG) => {
-                    tracing::debug!(target: "cognito_reset::service", "probe")
-                }
-                ("cognito_reset::service", Level::WARN) => {
-                    tracing::warn!(target: "cognito_reset::service", "probe")
-                }
-                ("audit", Level::TRACE) => tracing::trace!(target: "audit", "probe"),
-                ("aws_smithy_runtime::client::orchestrator", Level::TRACE) => {
-                    tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "probe")
-                }
-                ("aws_smithy_runtime::client::orchestrator", Level::INFO) => {
-                    tracing::info!(target: "aws_smithy_runtime::client::orchestrator", "probe")
-                }
-                ("lambda_runtime::layers::api_response", Level::TRACE) => {
-                    tracing::trace!(target: "lambda_runtime::layers::api_response", "probe")
-                }
-                ("lambda_runtime::layers::api_response", Level::DEBUG) => {
-                    tracing::debug!(target: "lambda_runtime::layers::api_response", "probe")
-                }
-                ("aws_sigv4::http_request::sign", Level::TRACE) => {
-                    tracing::trace!(target: "aws_sigv4::http_request::sign", "probe")
-                }
-                ("aws_smithy_http_client::client", Level::DEBUG) => {
-                    tracing::debug!(target: "aws_smithy_http_client::client", "probe")
-                }
-                other => panic!("no probe for {other:?}"),
-            }
-        });
+        with_default(subscriber(requested, Format::Text, writer), emit);
         let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
         text.contains("probe")
+    }
+
+    /// Whether an event at `level` with `target` is written under `requested` (a macro: an
+    /// event's target and level are part of its static call site).
+    macro_rules! written {
+        ($requested:expr, $target:literal, $level:ident) => {
+            written_by($requested, || {
+                tracing::event!(target: $target, Level::$level, "probe")
+            })
+        };
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -198,11 +175,11 @@ mod tests {
     fn trace_reaches_the_functions_own_targets() {
         for requested in ["TRACE", "trace", "cognito_reset=trace", " Trace "] {
             assert!(
-                written(Some(requested), "cognito_reset::service", Level::TRACE),
+                written!(Some(requested), "cognito_reset::service", TRACE),
                 "{requested}"
             );
         }
-        assert!(written(Some("TRACE"), "audit", Level::TRACE));
+        assert!(written!(Some("TRACE"), "audit", TRACE));
     }
 
     #[test]
@@ -215,24 +192,37 @@ mod tests {
             "[invoke]=trace",
             "trace,[{body}]=trace",
         ] {
-            for (target, level) in [
-                ("aws_smithy_runtime::client::orchestrator", Level::TRACE),
-                ("lambda_runtime::layers::api_response", Level::TRACE),
-                ("lambda_runtime::layers::api_response", Level::DEBUG),
-                ("aws_sigv4::http_request::sign", Level::TRACE),
-                ("aws_smithy_http_client::client", Level::DEBUG),
+            let requested = Some(requested);
+            for (written, what) in [
+                (
+                    written!(requested, "aws_smithy_runtime::client::orchestrator", TRACE),
+                    "aws_smithy_runtime::client::orchestrator at TRACE",
+                ),
+                (
+                    written!(requested, "lambda_runtime::layers::api_response", TRACE),
+                    "lambda_runtime::layers::api_response at TRACE",
+                ),
+                (
+                    written!(requested, "lambda_runtime::layers::api_response", DEBUG),
+                    "lambda_runtime::layers::api_response at DEBUG",
+                ),
+                (
+                    written!(requested, "aws_sigv4::http_request::sign", TRACE),
+                    "aws_sigv4::http_request::sign at TRACE",
+                ),
+                (
+                    written!(requested, "aws_smithy_http_client::client", DEBUG),
+                    "aws_smithy_http_client::client at DEBUG",
+                ),
             ] {
-                assert!(
-                    !written(Some(requested), target, level),
-                    "{requested}: {target} at {level}"
-                );
+                assert!(!written, "{requested:?}: {what}");
             }
         }
         // INFO and above still come through.
-        assert!(written(
+        assert!(written!(
             Some("TRACE"),
             "aws_smithy_runtime::client::orchestrator",
-            Level::INFO
+            INFO
         ));
     }
 
@@ -240,19 +230,15 @@ mod tests {
     fn default_and_unreadable_levels_are_info() {
         for requested in [None, Some(""), Some(" "), Some("=")] {
             assert!(
-                !written(requested, "cognito_reset::service", Level::DEBUG),
+                !written!(requested, "cognito_reset::service", DEBUG),
                 "{requested:?}"
             );
             assert!(
-                written(requested, "cognito_reset::service", Level::WARN),
+                written!(requested, "cognito_reset::service", WARN),
                 "{requested:?}"
             );
         }
-        assert!(written(
-            Some("debug"),
-            "cognito_reset::service",
-            Level::DEBUG
-        ));
+        assert!(written!(Some("debug"), "cognito_reset::service", DEBUG));
     }
 
     #[test]
@@ -264,24 +250,20 @@ mod tests {
         // A typo must not turn into a target directive that silences everything else.
         assert_eq!(lambda_log_level("verbose"), "info");
         assert_eq!(lambda_log_level(""), "info");
-        assert!(written(
+        assert!(written!(
             Some(lambda_log_level("verbose")),
             "cognito_reset::service",
-            Level::WARN
+            WARN
         ));
     }
 
     #[test]
     fn fatal_means_error() {
-        assert!(!written(
-            Some("FATAL"),
-            "cognito_reset::service",
-            Level::WARN
-        ));
-        assert!(!written(
+        assert!(!written!(Some("FATAL"), "cognito_reset::service", WARN));
+        assert!(!written!(
             Some("FATAL"),
             "aws_smithy_runtime::client::orchestrator",
-            Level::INFO
+            INFO
         ));
     }
 
