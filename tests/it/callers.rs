@@ -96,12 +96,7 @@ async fn a_verified_jwt_caller_is_not_a_lambda_principal() {
 #[tokio::test]
 async fn rest_lambda_authorizer_context_named_claims_is_not_a_jwt() {
     // Given a REST API event whose Lambda authorizer returned principalId and a `claims` context
-    let mut event = event("rest-v1-cognito-authorizer.json");
-    event["requestContext"]["authorizer"] = json!({
-        "principalId": "portal-user-42",
-        "integrationLatency": 3,
-        "claims": {"sub": "7d8ca528-4931-4254-9273-ea5ee853f271", "client_id": "3vp1ml3vh2dq5p0a6ghj1j4o2c"}
-    });
+    let event = event("rest-v1-lambda-authorizer-spoof.json");
     // when the policy admits only the JWT identities
     let cognito = Cognito::with_users(demo_users());
     let app = app_admitting(&cognito, &[JWT_SUB, JWT_CLIENT]);
@@ -123,6 +118,7 @@ async fn authorizer_samples_get_their_documented_answer_under_the_demo_policy() 
         "http-api-v2-lambda-authorizer.json",
         "http-api-v2-lambda-authorizer-spoof.json",
         "rest-v1-cognito-authorizer.json",
+        "rest-v1-lambda-authorizer-spoof.json",
     ] {
         let cognito = Cognito::with_users(demo_users());
         let (status, body) = send(&demo_app(&cognito), event(sample)).await;
