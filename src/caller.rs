@@ -79,16 +79,19 @@ fn from_jwt_authorizer(ids: &mut Identities, authorizer: &ApiGatewayRequestAutho
 ///   verified token's claims in `claims`: `jwt:sub:` and `jwt:client:`;
 /// - a Lambda authorizer puts its `principalId` next to its context's keys: `principal:`.
 ///
-/// A Lambda authorizer's output always carries `principalId`, so when it is present the object
-/// came from a Lambda authorizer and nothing else in it is read: a context key named `claims`
-/// never mints a `jwt:` identity.
+/// A Lambda authorizer's output always carries `principalId`, so when it is present (and not
+/// `null`) the object came from a Lambda authorizer and nothing else in it is read: a context key
+/// named `claims` never mints a `jwt:` identity. (REST API authorizer contexts cannot hold
+/// objects at all; this holds for payload 1.0 events from any source.)
 pub fn from_rest(event: &ApiGatewayProxyRequest) -> Caller {
     let mut ids = Identities::default();
     ids.push_prefixed("", event.request_context.identity.user_arn.as_deref());
     let fields = &event.request_context.authorizer.fields;
     match fields.get("principalId") {
-        Some(principal) => ids.push_prefixed("principal:", principal.as_str()),
-        None => {
+        Some(principal) if !principal.is_null() => {
+            ids.push_prefixed("principal:", principal.as_str())
+        }
+        _ => {
             if let Some(Value::Object(claims)) = fields.get("claims") {
                 ids.push_jwt_claims(
                     claims.get("sub").and_then(Value::as_str),
@@ -224,6 +227,27 @@ mod tests {
             from_rest(&event),
             Caller::Identified(vec!["principal:portal-user-42".into()])
         );
+    }
+
+    #[test]
+    fn rest_cognito_claims_with_a_null_principal_are_still_claims() {
+        let event = rest_with_authorizer(serde_json::json!({
+            "principalId": null,
+            "claims": {"sub": "abc", "client_id": "client1"}
+        }));
+        assert_eq!(
+            from_rest(&event),
+            Caller::Identified(vec!["jwt:sub:abc".into(), "jwt:client:client1".into()])
+        );
+    }
+
+    #[test]
+    fn rest_lambda_principal_that_is_not_a_string_gives_nothing_else() {
+        let event = rest_with_authorizer(serde_json::json!({
+            "principalId": 42,
+            "claims": {"sub": "abc"}
+        }));
+        assert_eq!(from_rest(&event), Caller::Anonymous);
     }
 
     #[test]
