@@ -56,7 +56,9 @@ async fn child_runs_the_canary_events_under_the_subscriber_from_the_environment(
     match std::env::var("LOG_TEST_SUBSCRIBER").as_deref() {
         Ok("function") => cognito_reset::logging::init(),
         Ok("lambda-default") => lambda_runtime::tracing::init_default_subscriber(),
-        other => panic!("run by the logging tests only (LOG_TEST_SUBSCRIBER={other:?})"),
+        // Run by hand (`-- --ignored`): nothing to do; the parent tests check what it writes.
+        Err(_) => return,
+        Ok(other) => panic!("unknown LOG_TEST_SUBSCRIBER={other:?}"),
     }
     let cognito = Cognito::with_users(demo_users());
     let app = demo_app(&cognito);
