@@ -20,8 +20,9 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conftest import ROOT, driver
+import stack as driver  # tools/stack.py, put on sys.path by conftest.py
 
+ROOT = driver.ROOT
 EVENTS = ROOT / "events"
 CHECKER = ROOT / "tests" / "openapi" / "openapi_check.py"
 DOCUMENT = ROOT / "openapi.yaml"
