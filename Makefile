@@ -134,9 +134,11 @@ deploy: sam-build ## sam deploy --guided (interactive; never run in CI)
 	$(SAM) deploy --guided
 
 ## ---- OpenAPI document and HTTP fuzzing (issue 9, item 8) -----------------------------------
-# openapi.yaml is checked on its own (tests/openapi/), then against the real binary under
-# `cargo lambda watch` and moto (tests/schemathesis/, driven by the stack venv): the sample events'
-# answers, then schemathesis on the function URL endpoint with policy/anonymous-test.json.
+# openapi.yaml is checked on its own and against the handler's answers of every status (the
+# sample events and injected Cognito failures through dispatch: tests/it/openapi.rs writes them,
+# tests/openapi/ checks them), then against the real binary under `cargo lambda watch` and moto
+# (tests/schemathesis/, driven by the stack venv): the sample events' answers, then schemathesis
+# on the function URL endpoint with policy/anonymous-test.json.
 
 .PHONY: openapi-check fuzz-http
 
@@ -148,8 +150,13 @@ $(SCHEMATHESIS_VENV)/.installed: tools/requirements-schemathesis.txt
 	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-openapi-check: $(SCHEMATHESIS_VENV)/.installed ## openapi.yaml: valid OpenAPI 3.1, every answer documented
+OPENAPI_ANSWERS := $(or $(CARGO_TARGET_DIR),target)/tmp/openapi-answers.json
+
+openapi-check: $(SCHEMATHESIS_VENV)/.installed ## openapi.yaml: valid OpenAPI 3.1; the handler's answers of every status conform
 	$(SCHEMATHESIS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/openapi
+	rm -f $(OPENAPI_ANSWERS)
+	cargo test $(CARGO_LOCKED) --test it openapi::
+	$(SCHEMATHESIS_VENV)/bin/python tests/openapi/openapi_check.py $(OPENAPI_ANSWERS)
 
 fuzz-http: openapi-check $(STACK_VENV)/.installed ## sample answers and schemathesis against the real binary (function URL, moto)
 	cargo build $(CARGO_LOCKED) --bin cognito-reset

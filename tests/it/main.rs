@@ -7,5 +7,6 @@ mod events;
 mod helpers;
 mod http;
 mod logging;
+mod openapi;
 mod properties;
 mod sqs;

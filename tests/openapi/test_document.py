@@ -1,7 +1,8 @@
 """openapi.yaml: a valid OpenAPI 3.1 document that documents every answer of POST /reset.
 
-Run with the schemathesis venv (`make openapi-check`). The answers of the real binary are checked
-against the same document by tests/schemathesis/ (sample events, then schemathesis).
+Run with the schemathesis venv (`make openapi-check`, which then checks the handler's answers of
+every status, written by tests/it/openapi.rs, with openapi_check.py). The real binary's answers are
+checked against the same document by tests/schemathesis/ (sample events, then schemathesis).
 """
 
 from __future__ import annotations
