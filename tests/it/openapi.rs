@@ -34,6 +34,9 @@ const DOCUMENTED: [u64; 13] = [
     200, 207, 400, 403, 404, 405, 409, 413, 415, 422, 429, 502, 503,
 ];
 
+/// A Cognito failure of `AdminResetUserPassword`, named.
+type Failure = (&'static str, fn() -> E);
+
 /// Where `make openapi-check` reads the answers.
 fn answers_file() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("openapi-answers.json")
@@ -121,7 +124,7 @@ async fn answers_of_every_documented_status_are_recorded_for_the_openapi_check()
         answers.push(recorded(&name, &got));
     }
     // Cognito failures moto does not produce, alone and in a batch.
-    let failures: [(&str, fn() -> E); 6] = [
+    let failures: [Failure; 6] = [
         ("throttled", || {
             E::TooManyRequestsException(TooManyRequestsException::builder().build())
         }),
