@@ -14,6 +14,7 @@ pub mod deadline;
 pub mod directory;
 pub mod guard;
 pub mod limiter;
+pub mod logging;
 pub mod outcome;
 pub mod pipeline;
 pub mod policy;

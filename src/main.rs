@@ -16,7 +16,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    cognito_reset::logging::init();
     let config = Config::from_env().inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration: not starting");
     })?;

@@ -2,10 +2,14 @@
 //! Cognito calls (aws-smithy-mocks, or a slow counting HTTP client) out.
 
 mod audit;
+mod callers;
 mod cognito;
 mod dynamodb;
 mod events;
 mod guard;
 mod helpers;
 mod http;
+mod logging;
+mod openapi;
+mod properties;
 mod sqs;
