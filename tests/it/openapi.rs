@@ -22,8 +22,8 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::result::ConnectorError;
-use cognito_reset::directory::{self, ClientSettings};
 use cognito_reset::deadline::Deadline;
+use cognito_reset::directory::{self, ClientSettings};
 use cognito_reset::pipeline::App;
 use cognito_reset::sources::dispatch;
 use serde_json::{Map, Value, json};
