@@ -13,7 +13,7 @@
 //! never carries the request's `ClientMetadata`: [`OutcomeEvent`] has no field for it.
 
 use std::error::Error as StdError;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -156,7 +156,7 @@ pub fn entry_size(entry: &PutEventsRequestEntry) -> usize {
 }
 
 /// What a publish achieved. Every event is counted exactly once among `delivered`,
-/// `failed_entries`, `in_failed_calls` and `too_large`.
+/// `failed_entries`, `in_failed_calls`, `too_large` and `unsent`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// Events EventBridge accepted.
@@ -169,12 +169,14 @@ pub struct Delivery {
     pub in_failed_calls: usize,
     /// Events too large for a `PutEvents` request on their own: never sent.
     pub too_large: usize,
+    /// Events not sent because the deadline of [`Bus::publish_before`] came first.
+    pub unsent: usize,
 }
 
 impl Delivery {
     /// Events that did not reach the bus (the `EventsNotDelivered` metric).
     pub fn not_delivered(&self) -> usize {
-        self.failed_entries + self.in_failed_calls + self.too_large
+        self.failed_entries + self.in_failed_calls + self.too_large + self.unsent
     }
 }
 
@@ -290,8 +292,19 @@ impl Bus {
     /// Sends every event, in order, in calls of at most 10 entries and 256 KB. Never fails:
     /// what did not arrive is counted in the returned [`Delivery`] and logged.
     pub async fn publish(&self, events: &[OutcomeEvent]) -> Delivery {
+        self.publish_until(events, None).await
+    }
+
+    /// Like [`Bus::publish`], but stops at `deadline` (leave room for the invocation's
+    /// response): a call still running then is abandoned (counted as a failed call), and
+    /// the events not sent yet are counted as `unsent`.
+    pub async fn publish_before(&self, events: &[OutcomeEvent], deadline: Instant) -> Delivery {
+        self.publish_until(events, Some(deadline)).await
+    }
+
+    async fn publish_until(&self, events: &[OutcomeEvent], deadline: Option<Instant>) -> Delivery {
         let mut delivery = Delivery::default();
-        let mut batch: Vec<PutEventsRequestEntry> = Vec::new();
+        let mut batches: Vec<Vec<PutEventsRequestEntry>> = Vec::new();
         let mut batch_bytes = 0;
         for event in events {
             let entry = self.entry(event);
@@ -305,15 +318,50 @@ impl Bus {
                 );
                 continue;
             }
-            if batch.len() == MAX_ENTRIES_PER_CALL || batch_bytes + size > MAX_REQUEST_BYTES {
-                self.send(std::mem::take(&mut batch), &mut delivery).await;
-                batch_bytes = 0;
+            match batches.last_mut() {
+                Some(batch)
+                    if batch.len() < MAX_ENTRIES_PER_CALL
+                        && batch_bytes + size <= MAX_REQUEST_BYTES =>
+                {
+                    batch_bytes += size;
+                    batch.push(entry);
+                }
+                _ => {
+                    batch_bytes = size;
+                    batches.push(vec![entry]);
+                }
             }
-            batch_bytes += size;
-            batch.push(entry);
         }
-        if !batch.is_empty() {
-            self.send(batch, &mut delivery).await;
+        let mut batches = batches.into_iter();
+        for batch in batches.by_ref() {
+            let Some(deadline) = deadline else {
+                self.send(batch, &mut delivery).await;
+                continue;
+            };
+            let sent = batch.len();
+            if Instant::now() >= deadline {
+                delivery.unsent += sent;
+                break;
+            }
+            let call = self.send(batch, &mut delivery);
+            if tokio::time::timeout_at(deadline.into(), call)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    events = sent,
+                    "PutEvents still running at the deadline: abandoned; the records' outcomes stand"
+                );
+                delivery.failed_calls += 1;
+                delivery.in_failed_calls += sent;
+            }
+        }
+        delivery.unsent += batches.map(|b| b.len()).sum::<usize>();
+        if delivery.unsent > 0 {
+            tracing::warn!(
+                events = delivery.unsent,
+                "outcome events not sent: the invocation's deadline came first"
+            );
         }
         delivery
     }

@@ -182,9 +182,16 @@ impl Metrics {
         self.document().map(|doc| doc.to_string())
     }
 
-    /// Writes the EMF document and a newline, if there is anything to write.
+    /// Writes the EMF document and a newline, if there is anything to write, and starts
+    /// over empty (a second flush writes nothing, so nothing is counted twice).
     pub fn flush(&mut self, out: &mut impl Write) -> std::io::Result<()> {
-        if let Some(line) = self.to_json_line() {
+        let line = self.to_json_line();
+        let namespace = std::mem::take(&mut self.namespace);
+        *self = Metrics {
+            namespace,
+            ..Metrics::new(DEFAULT_NAMESPACE)
+        };
+        if let Some(line) = line {
             writeln!(out, "{line}")?;
             out.flush()?;
         }

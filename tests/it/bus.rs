@@ -192,6 +192,54 @@ async fn a_throttled_put_events_is_retried_by_the_sdk_then_counted_as_not_delive
 }
 
 #[tokio::test]
+async fn a_failed_call_is_logged_with_its_class_and_without_any_event_content() {
+    let (_guard, logs) = crate::logs::capture();
+    let rule = mock!(Client::put_events).then_error(throttled);
+    let bus = Bus::new(client(&rule, 1), BUS, DEFAULT_SOURCE);
+    let mut events = events(2);
+    events[0].reason = Some("locked out, ticket INC-77".to_owned());
+
+    bus.publish(&events).await;
+
+    let warnings = logs.lines_at("WARN");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("could not publish outcome events"));
+    assert!(warnings[0].contains("events=2"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("error.kind=\"throttled\""),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        !logs.text().contains("INC-77"),
+        "no event content in any log line"
+    );
+}
+
+#[tokio::test]
+async fn events_not_sent_before_the_deadline_are_counted_and_nothing_is_called() {
+    let (rule, calls) = eventbridge(accept_all);
+    let bus = Bus::new(client(&rule, 1), BUS, DEFAULT_SOURCE);
+
+    let delivery = bus
+        .publish_before(&events(12), std::time::Instant::now())
+        .await;
+
+    assert!(calls.lock().expect("log").is_empty());
+    assert_eq!(delivery.unsent, 12);
+    assert_eq!(delivery.not_delivered(), 12);
+
+    let delivery = bus
+        .publish_before(
+            &events(12),
+            std::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(delivery.delivered, 12);
+    assert_eq!(calls.lock().expect("log").len(), 2);
+}
+
+#[tokio::test]
 async fn a_failed_call_does_not_stop_the_next_batches() {
     fn first_call_fails(
         call: usize,

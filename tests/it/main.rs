@@ -8,6 +8,7 @@ mod events;
 mod guard;
 mod helpers;
 mod http;
+mod logs;
 mod metrics;
 mod policy_source;
 mod sqs;

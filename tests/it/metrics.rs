@@ -271,3 +271,21 @@ fn counted_pairs_are_bounded_whatever_the_codes() {
     assert_eq!(d["Records.REJECTED.other"], 800);
     assert!(names.len() < 220);
 }
+
+#[test]
+fn flushing_twice_never_counts_twice() {
+    let mut metrics = Metrics::new("Acme/PasswordResets");
+    metrics.record_outcome("RESET", "");
+    let mut out = Vec::new();
+    metrics.flush(&mut out).expect("write");
+    metrics.flush(&mut out).expect("write");
+    assert_eq!(String::from_utf8(out).expect("UTF-8").lines().count(), 1);
+
+    // The recorder goes on in the same namespace.
+    metrics.record_outcome("REJECTED", "denied-user");
+    let line = metrics.to_json_line().expect("a document");
+    assert_valid_emf(&line, "Acme/PasswordResets");
+    let d: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(d["Records"], 1);
+    assert!(d.get("Records.RESET").is_none());
+}

@@ -180,6 +180,59 @@ async fn an_invalid_new_version_is_refused_with_every_error_and_the_last_good_st
 }
 
 #[tokio::test]
+async fn a_refusal_is_logged_once_with_every_error_and_a_swap_once_with_its_version() {
+    let (_guard, logs) = crate::logs::capture();
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("2", INVALID.to_owned()),
+            Step::Version("3", erin_denied()),
+        ],
+        t0,
+    )
+    .await;
+
+    let refused = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+    let Refresh::Refused {
+        error: PolicySourceError::Invalid { errors, .. },
+        ..
+    } = &refused
+    else {
+        panic!("not refused as invalid: {refused:?}");
+    };
+    let warnings = logs.lines_at("WARN");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = logs.text();
+    assert!(warning.contains("policy update refused"));
+    assert!(warning.contains("kept_version=1"), "{warning}");
+    assert!(warning.contains("refused_version=\"2\""), "{warning}");
+    assert!(
+        warning.contains(&format!("error_count={}", errors.len())),
+        "{warning}"
+    );
+    for error in errors {
+        assert!(
+            warning.contains(&error.to_string()),
+            "{error} missing from {warning}"
+        );
+    }
+
+    store.refresh_if_due(t0 + Duration::from_secs(120)).await;
+    let infos: Vec<String> = logs
+        .lines_at("INFO")
+        .into_iter()
+        .filter(|l| l.contains("new policy version in force"))
+        .collect();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert!(
+        infos[0].contains("previous_version=1") && infos[0].contains("version=3"),
+        "{}",
+        infos[0]
+    );
+}
+
+#[tokio::test]
 async fn an_unreadable_parameter_is_refused_and_the_last_good_stays() {
     let t0 = Instant::now();
     let (store, _) = store_over(
