@@ -3,13 +3,15 @@
 //!
 //! The pipeline builds an [`OutcomeEvent`] for every record that reached a final outcome
 //! (`RESET`, `WOULD_RESET`, `REJECTED`, or `GAVE_UP` for a RETRY on an SQS record's last
-//! receive) and hands them all to [`Bus::publish`] after the records finish. Events go out in
-//! `PutEvents` calls of at most 10 entries and under the 256 KB request limit, with detail type
-//! [`DETAIL_TYPE`] and the configured source (`EVENT_SOURCE`, default [`DEFAULT_SOURCE`]).
+//! receive) and hands them all to [`Bus::publish_before`] (or [`Bus::publish`]) after the
+//! records finish. Events go out in `PutEvents` calls of at most 10 entries and under the
+//! 256 KB request limit, with detail type [`DETAIL_TYPE`] and the configured source
+//! (`EVENT_SOURCE`, default [`DEFAULT_SOURCE`]).
 //!
-//! Publishing never fails the invocation and never changes an outcome: [`Bus::publish`] returns
-//! a [`Delivery`] counting what EventBridge did not take (entries it reported as failed, and
-//! every entry of a call that failed after the SDK's retries), and logs each failure. The event
+//! Publishing never fails the invocation and never changes an outcome: it returns a
+//! [`Delivery`] counting what EventBridge did not take (entries it reported as failed, every
+//! entry of a call that failed after the SDK's retries, events not sent before the deadline)
+//! and logs each failure. Entries EventBridge reports as failed are not re-sent. The event
 //! never carries the request's `ClientMetadata`: [`OutcomeEvent`] has no field for it.
 
 use std::error::Error as StdError;
