@@ -58,6 +58,32 @@ impl EventOutcome {
             EventOutcome::GaveUp => "GAVE_UP",
         }
     }
+
+    /// The event for a record's outcome as the audit line spells it (`RESET`, `WOULD_RESET`,
+    /// `REJECTED`, `RETRY`), or `None` when it is not final: a RETRY is final (`GAVE_UP`) only
+    /// on the record's last receive (see [`is_last_receive`]).
+    pub fn for_record(outcome: &str, last_receive: bool) -> Option<EventOutcome> {
+        match outcome {
+            "RESET" => Some(EventOutcome::Reset),
+            "WOULD_RESET" => Some(EventOutcome::WouldReset),
+            "REJECTED" => Some(EventOutcome::Rejected),
+            "RETRY" if last_receive => Some(EventOutcome::GaveUp),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an SQS record is on its last receive: its `ApproximateReceiveCount` attribute has
+/// reached `MAX_RECEIVE_COUNT` (the queue's redrive policy). Without either, it is not (an HTTP
+/// record, or no dead-letter queue: the message will be received again).
+pub fn is_last_receive(receive_count: Option<&str>, max_receive_count: Option<u32>) -> bool {
+    match (
+        receive_count.and_then(|c| c.trim().parse::<u32>().ok()),
+        max_receive_count,
+    ) {
+        (Some(count), Some(max)) => count >= max,
+        _ => false,
+    }
 }
 
 /// The `detail` of one outcome event. Absent values are left out of the JSON.
@@ -443,6 +469,45 @@ mod tests {
                 serde_json::Value::from(outcome.as_str())
             );
         }
+    }
+
+    #[test]
+    fn only_final_outcomes_make_events() {
+        assert_eq!(
+            EventOutcome::for_record("RESET", false),
+            Some(EventOutcome::Reset)
+        );
+        assert_eq!(
+            EventOutcome::for_record("WOULD_RESET", false),
+            Some(EventOutcome::WouldReset)
+        );
+        assert_eq!(
+            EventOutcome::for_record("REJECTED", false),
+            Some(EventOutcome::Rejected)
+        );
+        assert_eq!(EventOutcome::for_record("RETRY", false), None);
+        assert_eq!(
+            EventOutcome::for_record("RETRY", true),
+            Some(EventOutcome::GaveUp)
+        );
+        assert_eq!(EventOutcome::for_record("whatever", true), None);
+    }
+
+    #[test]
+    fn the_last_receive_is_when_the_count_reaches_the_redrive_maximum() {
+        assert!(!is_last_receive(Some("1"), Some(3)));
+        assert!(!is_last_receive(Some("2"), Some(3)));
+        assert!(is_last_receive(Some("3"), Some(3)));
+        assert!(is_last_receive(Some("4"), Some(3)));
+        assert!(
+            !is_last_receive(None, Some(3)),
+            "HTTP records never give up"
+        );
+        assert!(
+            !is_last_receive(Some("9"), None),
+            "no redrive policy: never"
+        );
+        assert!(!is_last_receive(Some("three"), Some(3)));
     }
 
     #[test]
