@@ -14,6 +14,8 @@
 //!   timeout; validates with [`Policy::from_json`], the loader of `reset-policy lint`; swaps in
 //!   a valid new version, and refuses an invalid or unreadable one, keeping the last good
 //!   policy, logging every error and returning [`Refresh::Refused`] for the caller to count.
+//!   A refused version is refused again at every later read until a valid one replaces it, so
+//!   a refusal alarm stays raised while the parameter is broken.
 
 use std::error::Error as StdError;
 use std::fmt;
