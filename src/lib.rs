@@ -14,6 +14,7 @@ pub mod config;
 pub mod deadline;
 pub mod directory;
 pub mod guard;
+pub mod invocation;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;
