@@ -202,7 +202,7 @@ async fn a_failed_call_is_logged_with_its_class_and_without_any_event_content() 
     bus.publish(&events).await;
 
     let warnings = logs.lines_at("WARN");
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings.len(), 1, "{}", logs.text());
     assert!(warnings[0].contains("could not publish outcome events"));
     assert!(warnings[0].contains("events=2"), "{}", warnings[0]);
     assert!(
