@@ -75,4 +75,7 @@ pub struct Job {
     /// The HTTP `Idempotency-Key` (with `#<index>` for batch items), the SQS message id, or
     /// the SNS message id of an SNS-in-SQS record.
     pub idempotency_key: Option<String>,
+    /// An SQS record on its last receive (`ApproximateReceiveCount` ≥ `MAX_RECEIVE_COUNT`): a
+    /// RETRY now sends it to the dead-letter queue, so it is reported as `GAVE_UP`.
+    pub last_receive: bool,
 }

@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::deadline::Deadline;
+use crate::invocation::Invocation;
 use crate::outcome::{Answer, RecordResult, ResetError, Settled};
 use crate::pipeline::App;
 use crate::policy::Caller;
@@ -62,6 +63,7 @@ pub async fn handle(
     request: HttpRequest<'_>,
     request_id: &str,
     deadline: Deadline,
+    invocation: &Arc<Invocation>,
 ) -> Value {
     let shape = Shape {
         source: request.source,
@@ -83,8 +85,9 @@ pub async fn handle(
                 origin,
                 request: Err(error),
                 idempotency_key: None,
+                last_receive: false,
             };
-            let result = app.run(job, deadline).await;
+            let result = app.run(job, deadline, invocation).await;
             let (status, headers, body) = single_response(&result, None, request_id);
             respond(shape, status, headers, body)
         }
@@ -94,8 +97,9 @@ pub async fn handle(
                 origin,
                 request: parsed.map_err(ResetError::from),
                 idempotency_key: key,
+                last_receive: false,
             };
-            let result = app.run(job, deadline).await;
+            let result = app.run(job, deadline, invocation).await;
             let (status, headers, body) = single_response(&result, pool.as_deref(), request_id);
             respond(shape, status, headers, body)
         }
@@ -111,9 +115,10 @@ pub async fn handle(
                     },
                     request: parsed.map_err(ResetError::from),
                     idempotency_key: key.as_ref().map(|key| format!("{key}#{index}")),
+                    last_receive: false,
                 })
                 .collect();
-            let results = run_all(app, jobs, deadline).await;
+            let results = run_all(app, jobs, deadline, invocation).await;
             let items: Vec<Value> = results
                 .iter()
                 .zip(pools)

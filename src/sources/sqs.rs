@@ -16,8 +16,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::EventError;
+use crate::bus::is_last_receive;
 use crate::caller;
 use crate::deadline::Deadline;
+use crate::invocation::Invocation;
 use crate::outcome::{Class, ResetError};
 use crate::pipeline::App;
 use crate::record::{Job, Origin, Source};
@@ -67,6 +69,7 @@ pub async fn handle(
     app: &Arc<App>,
     event: SqsEvent,
     deadline: Deadline,
+    invocation: &Arc<Invocation>,
 ) -> Result<Value, EventError> {
     // Check every record before touching any.
     let mut ids = Vec::with_capacity(event.records.len());
@@ -84,8 +87,13 @@ pub async fn handle(
     let default_pool = app.config.default_user_pool_id.as_ref();
     let job = |record: &SqsMessage, id: String| {
         let body = parse_body(record.body.as_deref(), default_pool);
+        let receive_count = record.attributes.get("ApproximateReceiveCount");
         Job {
             idempotency_key: Some(body.sns_message_id.unwrap_or_else(|| id.clone())),
+            last_receive: is_last_receive(
+                receive_count.map(String::as_str),
+                app.config.max_receive_count,
+            ),
             origin: Origin {
                 source: if fifo { Source::SqsFifo } else { Source::Sqs },
                 id,
@@ -109,7 +117,7 @@ pub async fn handle(
                 (group, job(record, id))
             })
             .collect();
-        run_fifo(app, jobs, deadline).await
+        run_fifo(app, jobs, deadline, invocation).await
     } else {
         let jobs = event
             .records
@@ -117,7 +125,7 @@ pub async fn handle(
             .zip(ids.iter().cloned())
             .map(|(r, id)| job(r, id))
             .collect();
-        run_all(app, jobs, deadline).await
+        run_all(app, jobs, deadline, invocation).await
     };
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = results

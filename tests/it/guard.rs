@@ -516,17 +516,17 @@ async fn a_hanging_guard_is_cut_at_the_deadline_margin_and_the_record_is_retry_d
     let cognito = Cognito::with_users(demo_users());
     let config = config(&[("POLICY", DEMO_POLICY)]);
     let margin = config.deadline_margin;
-    let app = std::sync::Arc::new(cognito_reset::pipeline::App {
-        directory: cognito_reset::directory::Directory::new(
-            cognito.client(1),
-            margin,
-            config.rates,
-        ),
-        guard: Some(cognito_reset::guard::Guard::new(
-            client, settings, false, margin,
-        )),
+    let directory =
+        cognito_reset::directory::Directory::new(cognito.client(1), margin, config.rates);
+    let guard = cognito_reset::guard::Guard::new(client, settings, false, margin);
+    let policy = config.fixed_policy().expect("a fixed policy");
+    let app = std::sync::Arc::new(cognito_reset::pipeline::App::new(
         config,
-    });
+        directory,
+        Some(guard),
+        policy,
+        None,
+    ));
     // Given 2.6 s left and the default 2 s margin: 0.6 s for the guard's calls
     let started = std::time::Instant::now();
     let deadline =

@@ -271,11 +271,8 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 
 pub fn app(config: Config, client: Client) -> Arc<App> {
     let directory = Directory::new(client, config.deadline_margin, config.rates);
-    Arc::new(App {
-        config,
-        directory,
-        guard: None,
-    })
+    let policy = config.fixed_policy().expect("a fixed test policy");
+    Arc::new(App::new(config, directory, None, policy, None))
 }
 
 /// The demo policy over the demo users, with the guard on over `table`.
@@ -294,11 +291,8 @@ pub fn guarded_app(
         config.deadline_margin,
     );
     let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
-    Arc::new(App {
-        config,
-        directory,
-        guard: Some(guard),
-    })
+    let policy = config.fixed_policy().expect("a fixed test policy");
+    Arc::new(App::new(config, directory, Some(guard), policy, None))
 }
 
 /// The demo policy over the demo users.

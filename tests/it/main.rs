@@ -2,6 +2,7 @@
 //! Cognito calls (aws-smithy-mocks, or a slow counting HTTP client) out.
 
 mod audit;
+mod bus;
 mod callers;
 mod cognito;
 mod dynamodb;
@@ -10,6 +11,9 @@ mod guard;
 mod helpers;
 mod http;
 mod logging;
+mod logs;
+mod metrics;
 mod openapi;
+mod policy_source;
 mod properties;
 mod sqs;
