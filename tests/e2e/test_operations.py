@@ -28,7 +28,7 @@ HTTP_BATCH_EVENT = "events/http-api-v2-batch.json"
 SQS_MIXED_EVENT = "events/e2e/sqs-mixed.json"
 DIEGO = "diego@example.com"
 ERIN = "erin@example.com"
-FRANK = "frank@example.com"
+DORA = "dora@example.com"
 PORTAL_ROLE = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/alice"
 QUEUE_ARN = "arn:aws:sqs:us-west-2:123456789012:password-resets"
 CANARY = "canary-ops-e2e-Zq81-never-in-an-event"
@@ -281,14 +281,15 @@ def test_a_new_parameter_version_takes_effect_without_a_restart(stack, live_func
 
 
 def test_an_invalid_parameter_version_is_refused_and_the_last_good_policy_holds(stack, live_function, users):
-    # Given version 2 in force, denying erin and frank by name. frank (a contractor) is refused
-    # under version 1 too (user-not-allowed), so asking for him never resets anyone.
-    stack.put_policy(policy_denying(ERIN, FRANK))
-    ask_until(live_function, FRANK, lambda b: b.get("error") == "denied-user")
+    # Given version 2 in force, denying erin and dora by name. dora (disabled, admitted by the
+    # portal's rule) is refused under version 1 too (user-disabled), so asking for her never
+    # resets anyone, and her deny is not concealed (a rule admits her).
+    stack.put_policy(policy_denying(ERIN, DORA))
+    ask_until(live_function, DORA, lambda b: b.get("error") == "denied-user")
     assert http_body(live_function.invoke(http_request(ERIN))).get("error") == "denied-user"
 
     # When version 3 has a typo that would drop the deny list if it were taken ("user")
-    invalid = policy_denying(ERIN, FRANK)
+    invalid = policy_denying(ERIN, DORA)
     invalid["deny"]["user"] = invalid["deny"].pop("users")
     mark = live_function.log_mark()
     assert stack.put_policy(invalid) == 3
@@ -310,7 +311,7 @@ def test_an_invalid_parameter_version_is_refused_and_the_last_good_policy_holds(
 
     # And a valid version 4 (the demo policy again) is taken afterwards: the refresh goes on
     assert stack.put_policy(json.loads(driver.DEMO_POLICY.read_text())) == 4
-    ask_until(live_function, FRANK, lambda b: b.get("error") == "user-not-allowed")
+    ask_until(live_function, DORA, lambda b: b.get("error") == "user-disabled")
     assert audit_version(live_function) == "4"
     assert http_body(live_function.invoke(http_request(ERIN))).get("outcome") == "RESET"
 
@@ -377,7 +378,7 @@ def test_a_refused_parameter_version_is_counted_in_the_metrics(stack, live_funct
     refusals = 0
     while refusals == 0:
         assert time.monotonic() < deadline, "no PolicyRefusals counted:\n" + live_function.service.log_tail()
-        live_function.invoke(http_request(FRANK))
+        live_function.invoke(http_request(DORA))
         live_function.wait_for_log(lambda es: any(isinstance(e.get("_aws"), dict) for e in es))
         refusals = sum(e.get("PolicyRefusals", 0) for e in live_function.log_since(mark) if "_aws" in e)
         time.sleep(PROBE_INTERVAL_S)
