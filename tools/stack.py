@@ -1142,10 +1142,24 @@ POLICY_TAKES_EFFECT_TIMEOUT_S = 3 * LOCAL_POLICY_REFRESH_SECONDS + 15.0
 PROBE_INTERVAL_S = 0.5
 
 
+def _event_order(events: list[dict]) -> list[dict]:
+    """Events grouped by request in arrival order; an HTTP batch's items (`<requestId>#<i>`) by index."""
+    first_seen: dict[str, int] = {}
+    for n, event in enumerate(events):
+        first_seen.setdefault(str((event.get("detail") or {}).get("id", "")).split("#")[0], n)
+
+    def key(item: tuple[int, dict]) -> tuple[int, int, int]:
+        n, event = item
+        request, _, index = str((event.get("detail") or {}).get("id", "")).partition("#")
+        return first_seen[request], int(index) if index.isdigit() else -1, n
+
+    return [event for _, event in sorted(enumerate(events), key=key)]
+
+
 def event_rows(events: list[dict]) -> list[list[str]]:
     """Table rows (outcome, code, source, user, id) for EventBridge events from the results queue."""
     rows = []
-    for event in events:
+    for event in _event_order(events):
         detail = event.get("detail") or {}
         rows.append([
             str(detail.get("outcome", "?")),
@@ -1214,11 +1228,17 @@ def _refused(log: list[dict]) -> bool:
     return any((e.get("PolicyRefusals") or 0) > 0 for e in emf) or bool(_refusal_lines(log))
 
 
-def _short(entry: dict, width: int = 160) -> str:
+def _refusal_text(entry: dict) -> list[str]:
+    """A refusal log line as a few readable lines: the message, the versions, every error."""
     fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else entry
-    keep = {k: v for k, v in fields.items() if k not in ("timestamp", "target", "span", "spans", "requestId")}
-    text = json.dumps(keep, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    head = f"{entry.get('level', '')} {fields.get('message', '')}".strip()
+    versions = ", ".join(
+        f"{k} {fields[k]}" for k in ("refused_version", "kept_version", "error_count") if k in fields
+    )
+    lines = [head + (f" ({versions})" if versions else "")]
+    cause = fields.get("error.cause_chain") or fields.get("error") or ""
+    lines += [f"    {line}" for line in str(cause).splitlines()]
+    return lines
 
 
 def live_policy_demo(stack: Stack, function: Function) -> None:
@@ -1257,8 +1277,11 @@ def live_policy_demo(stack: Stack, function: Function) -> None:
     print(table(["parameter", "refresh", "user", "answer", "policy_version"], rows))
     lines = _refusal_lines(refusal_log)
     print("\nthe function's log on the invalid version:")
-    for entry in lines[:3] or [{"(no log line found; the EMF document counted PolicyRefusals)": True}]:
-        print("  " + _short(entry))
+    if not lines:
+        print("  (no log line found; the EMF document counted PolicyRefusals)")
+    for entry in lines[:1]:
+        for line in _refusal_text(entry):
+            print("  " + line)
     print(
         f"\npolicy_version: the parameter version in force, from the audit line. erin was reset above and\n"
         f"is in the cooldown (409 recently-reset) until version {version} denies her (403 denied-user);\n"
@@ -1271,7 +1294,7 @@ def live_policy_demo(stack: Stack, function: Function) -> None:
 def demo() -> int:
     started = time.monotonic()
     with Stack(name="demo") as stack:
-        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}; seeding the demo pools and the guard table", flush=True)
+        print(f"moto (local Cognito, DynamoDB, EventBridge, SQS and SSM) on {stack.endpoint}; seeding the demo pools, the guard table, the event bus and the policy parameter", flush=True)
         stack.seed()
         before = stack.user_states()
         print("starting cognito-reset under `cargo lambda watch` (the first run compiles it)", flush=True)
@@ -1318,7 +1341,7 @@ def demo() -> int:
         events = stack.take_events()
         print(
             f"\nOutcome events on the results queue {RESULTS_QUEUE} (bus {EVENT_BUS}, rule {RESULTS_RULE}: "
-            f'source ["{EVENT_SOURCE}"]), in arrival order:\n'
+            f"source [\"{EVENT_SOURCE}\"]), in arrival order (an HTTP batch's items by index):\n"
         )
         print(table(["outcome", "code", "source", "user", "id"], event_rows(events)) if events else "(none arrived)")
         print(
@@ -1337,7 +1360,7 @@ def demo() -> int:
 def local() -> int:
     with Stack(name="local") as stack:
         stack.seed()
-        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}, seeded; starting the function...", flush=True)
+        print(f"moto (local Cognito, DynamoDB, EventBridge, SQS and SSM) on {stack.endpoint}, seeded; starting the function...", flush=True)
         function = stack.start_function(label="function", reload=True, policy="parameter")
         LOCAL_ENV.write_text(
             f"INVOKE_PORT={function.port}\nAWS_ENDPOINT_URL={stack.endpoint}\nDRIVER_PID={os.getpid()}\n"
