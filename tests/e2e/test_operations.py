@@ -384,3 +384,36 @@ def test_a_refused_parameter_version_is_counted_in_the_metrics(stack, live_funct
         time.sleep(PROBE_INTERVAL_S)
     # and the last good policy (version 1) still decides
     assert audit_version(live_function) == "1"
+
+
+# ---- the shipped rule example, on moto's EventBridge ---------------------------------------------
+
+
+def test_the_shipped_pool_rule_routes_only_that_pools_outcomes_to_its_queue(stack, function, users):
+    # Given a second queue behind a rule made from events/outcome-events/rule-route-pool-to-queue.json
+    # (the demo pool's outcomes only), next to the seeded catch-all rule
+    pattern = (driver.ROOT / "events" / "outcome-events" / "rule-route-pool-to-queue.json").read_text()
+    assert json.loads(pattern)["detail"]["userPoolId"] == [driver.DEMO_POOL]
+    sqs, events = driver.aws_client("sqs", stack.endpoint), driver.aws_client("events", stack.endpoint)
+    url = sqs.create_queue(QueueName="cognito-reset-demo-pool-results")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="demo-pool-results", EventBusName=driver.EVENT_BUS, EventPattern=pattern)
+    events.put_targets(Rule="demo-pool-results", EventBusName=driver.EVENT_BUS, Targets=[{"Id": "q", "Arn": arn}])
+
+    # When the HTTP batch runs: seven items in the demo pool, olga's in the other pool
+    results = http_body(function.invoke(HTTP_BATCH_EVENT))["results"]
+
+    # Then the catch-all queue has all eight, the pool's queue the seven of its pool
+    everything = events_of(stack, len(results))
+    routed = []
+    deadline = time.monotonic() + driver.EVENT_WAIT_TIMEOUT_S
+    while len(routed) < len(results) - 1 and time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        for message in got:
+            routed.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert sorted(e["detail"]["requestedUsername"] for e in routed) == sorted(
+        e["detail"]["requestedUsername"] for e in everything if e["detail"].get("userPoolId") == driver.DEMO_POOL
+    )
+    assert len(routed) == len(results) - 1
+    assert "olga@example.com" not in {e["detail"]["requestedUsername"] for e in routed}
