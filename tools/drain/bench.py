@@ -160,8 +160,9 @@ class Bench:
             "AWS_SECRET_ACCESS_KEY": "drain-bench-dummy-secret",
             "AWS_ENDPOINT_URL": cognito_endpoint,  # every AWS call goes to the fake, never to AWS
             "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(run_dir / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(run_dir / "no-aws-credentials"),
+            "AWS_CONFIG_FILE": str(run_dir / "aws-config"),  # empty: no profile from this machine
+            "AWS_SHARED_CREDENTIALS_FILE": str(run_dir / "aws-credentials"),
+            "NO_COLOR": "1",
             "POLICY": json.dumps(POLICY, separators=(",", ":")),
             "RUST_LOG": a.log_level,
             "AWS_LAMBDA_LOG_LEVEL": a.log_level,
@@ -183,6 +184,8 @@ class Bench:
         run_dir.mkdir(parents=True, exist_ok=True)
         for old in run_dir.glob("instance-*.log"):
             old.unlink()
+        for empty in ("aws-config", "aws-credentials"):
+            (run_dir / empty).write_text("")
         res = RunResult(instances=m, mode=mode, reset_rps=reset_rps, read_rps=read_rps,
                         requests=a.requests, ideal_s=a.requests / a.reset_quota, run_dir=str(run_dir))
         log("run: %d instances, %s (COGNITO_RESET_RPS=%s COGNITO_READ_RPS=%s), %d requests, ideal %.1f s"
