@@ -2,7 +2,7 @@
 """A stand-in for the function in the drain harness's own tests: the Runtime API client loop of
 lambda_runtime, and per record AdminGetUser then AdminResetUserPassword against AWS_ENDPOINT_URL;
 a throttled record goes to batchItemFailures. STUB_MODE=sleep never answers (function timeout),
-STUB_MODE=error reports every invocation as an error, STUB_MODE=exit exits at start-up."""
+STUB_MODE=error reports every invocation as an error, STUB_MODE=exit exits at start-up. With STUB_PID_DIR, each process leaves its pid there."""
 
 import http.client
 import json
@@ -14,6 +14,8 @@ api = os.environ["AWS_LAMBDA_RUNTIME_API"]
 for name in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION"):
     os.environ[name]  # lambda_runtime refuses to start without them
 mode = os.environ.get("STUB_MODE", "ok")
+if os.environ.get("STUB_PID_DIR"):
+    open(os.path.join(os.environ["STUB_PID_DIR"], str(os.getpid())), "w").close()
 if mode == "exit":
     print("stub: exiting at start-up", flush=True)
     sys.exit(3)

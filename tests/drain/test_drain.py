@@ -9,9 +9,11 @@ Python stand-in for the function (tests/drain/stub_function.py), so they need no
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -235,6 +237,59 @@ class HarnessTest(unittest.TestCase):
         self.assertIn("exited (status 3) before asking for an invocation", p.stdout)
         self.assertIn("stub: exiting at start-up", p.stdout)
         self.assertEqual(runs, [])
+
+
+class InterruptTest(unittest.TestCase):
+    """Every function process the bench started is gone after SIGINT, SIGTERM, even SIGKILL."""
+
+    def interrupt(self, sig):
+        with tempfile.TemporaryDirectory() as tmp:
+            pids = Path(tmp) / "pids"
+            pids.mkdir()
+            cmd = [sys.executable, str(ROOT / "tools" / "drain" / "bench.py"), "--binary", str(STUB),
+                   "--run-dir", tmp, "-n", "400", "-m", "3", "--env", "STUB_PID_DIR=%s" % pids]
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            try:
+                deadline = time.monotonic() + 20
+                while len(list(pids.iterdir())) < 3:  # the three instances are up
+                    self.assertLess(time.monotonic(), deadline, "instances did not start")
+                    self.assertIsNone(p.poll())
+                    time.sleep(0.05)
+                p.send_signal(sig)
+                out, _ = p.communicate(timeout=20)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            started = [int(f.name) for f in pids.iterdir()]
+            deadline = time.monotonic() + 5
+            while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual([pid for pid in started if alive(pid)], [])
+            return p.returncode, out
+
+    def test_sigint(self):
+        rc, out = self.interrupt(signal.SIGINT)
+        self.assertEqual(rc, 130, out)
+        self.assertNotIn("Traceback", out)
+
+    def test_sigterm(self):
+        rc, out = self.interrupt(signal.SIGTERM)
+        self.assertEqual(rc, 130, out)
+        self.assertNotIn("Traceback", out)
+
+    def test_sigkill_of_the_bench_takes_its_instances_with_it(self):
+        rc, _ = self.interrupt(signal.SIGKILL)
+        self.assertEqual(rc, -signal.SIGKILL)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

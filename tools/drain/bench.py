@@ -245,12 +245,17 @@ class Bench:
             t0 = time.monotonic()
             pollers = [asyncio.create_task(poller(inst)) for inst in self.instances]
             try:
-                await asyncio.wait_for(asyncio.gather(*pollers), a.run_timeout)
-            except asyncio.TimeoutError:
-                raise SystemExit("drain-bench: the run did not drain within --run-timeout %.0f s" % a.run_timeout)
+                done, pending = await asyncio.wait(pollers, timeout=a.run_timeout,
+                                                   return_when=asyncio.FIRST_EXCEPTION)
             finally:
                 for p in pollers:
                     p.cancel()
+                await asyncio.gather(*pollers, return_exceptions=True)
+            for p in done:
+                if p.exception() is not None:
+                    raise p.exception()
+            if pending:
+                raise StartError("the run did not drain within --run-timeout %.0f s" % a.run_timeout)
             res.drain_s = time.monotonic() - t0
         finally:
             for inst in self.instances:
@@ -301,16 +306,34 @@ def report(r: RunResult) -> None:
            r.max_reads_per_s))
 
 
-def summary(results: list[RunResult]) -> None:
+def goal_misses(r: RunResult, goal: argparse.Namespace) -> list[str]:
+    """What keeps a run from the issue's goal for the full run (<= 1.15x ideal, nothing
+    dead-lettered or reset twice, under 5% of Cognito calls throttled)."""
+    misses = []
+    if r.ratio > goal.goal_ratio:
+        misses.append("%.2fx ideal > %.2fx" % (r.ratio, goal.goal_ratio))
+    if r.dead_lettered:
+        misses.append("%d dead-lettered" % r.dead_lettered)
+    if r.reset_twice:
+        misses.append("%d reset twice" % r.reset_twice)
+    if r.not_reset:
+        misses.append("%d never reset" % r.not_reset)
+    if r.throttled_pct >= goal.goal_throttled_pct:
+        misses.append("%.1f%% throttled >= %.1f%%" % (r.throttled_pct, goal.goal_throttled_pct))
+    return misses
+
+
+def summary(results: list[RunResult], goal: argparse.Namespace) -> None:
     head = ("M", "mode", "reset/read rps", "drain s", "ideal s", "ratio", "calls", "throttled", "thr %",
-            "recv/msg", "DLQ", "twice", "never", "errors", "timeouts")
+            "recv/msg", "DLQ", "twice", "never", "errors", "timeouts", "goal")
     rows = [head]
     for r in results:
         rows.append((str(r.instances), "configured" if r.mode == "configured" else "limiter off",
                      "%s/%s" % (r.reset_rps, r.read_rps), "%.1f" % r.drain_s, "%.1f" % r.ideal_s,
                      "%.2fx" % r.ratio, str(r.calls), str(r.throttled), "%.1f" % r.throttled_pct,
                      "%.2f" % r.receives_per_message, str(r.dead_lettered), str(r.reset_twice),
-                     str(r.not_reset), str(r.invocation_errors), str(r.timeouts)))
+                     str(r.not_reset), str(r.invocation_errors), str(r.timeouts),
+                     ("met" if not goal_misses(r, goal) else "missed") if r.mode == "configured" else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     log("")
     for n, row in enumerate(rows):
@@ -373,6 +396,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-ratio", type=float, default=1.5)
     p.add_argument("--max-throttled-pct", type=float, default=None,
                    help="with --check: also fail above this share of throttled Cognito calls")
+    p.add_argument("--goal-ratio", type=float, default=1.15,
+                   help="the issue's goal for the full run, shown in the table's goal column")
+    p.add_argument("--goal-throttled-pct", type=float, default=5.0,
+                   help="the issue's goal: throttled answers under this share of all Cognito calls")
     a = p.parse_args(argv)
     try:
         a.instance_counts = [int(x) for x in a.instances.split(",") if x.strip()]
@@ -415,8 +442,14 @@ async def main_async(a: argparse.Namespace) -> int:
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                                "args": {k: v for k, v in vars(a).items()},
                                "runs": [asdict(r) for r in results]}, indent=2, default=str))
-    summary(results)
+    summary(results, a)
     configured = [r for r in results if r.mode == "configured"]
+    log("goal (configured runs): <= %.2fx ideal, 0 dead-lettered, 0 reset twice, < %g%% of calls throttled"
+        % (a.goal_ratio, a.goal_throttled_pct))
+    for r in configured:
+        misses = goal_misses(r, a)
+        if misses:
+            log("  %d instances: missed: %s" % (r.instances, "; ".join(misses)))
     problems = check(results, a.max_ratio, a.max_throttled_pct) if a.check else []
     for p in problems:
         log("CHECK FAILED: " + p)

@@ -130,6 +130,8 @@ class Server:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:  # the bench is shutting down: drop the connection quietly
+            return
         finally:
             self._conns.discard(writer)
             writer.close()
