@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::directory::ClientSettings;
 use crate::guard::GuardSettings;
+use crate::limiter::Rates;
 use crate::policy::Policy;
 use crate::request::UserPoolId;
 
@@ -25,6 +26,11 @@ pub const DEFAULT_RESET_COOLDOWN_SECONDS: u64 = 300;
 pub const DEFAULT_IDEMPOTENCY_TTL_SECONDS: u64 = 86_400;
 /// Default for `GUARD_TIMEOUT_MS`.
 pub const DEFAULT_GUARD_TIMEOUT_MS: u64 = 1000;
+/// Default for `COGNITO_RESET_RPS`: Cognito's default account-recovery quota (30 requests a
+/// second per account and region) over the template's default of 5 instances.
+pub const DEFAULT_COGNITO_RESET_RPS: f64 = 6.0;
+/// Default for `COGNITO_READ_RPS`: the default user-read quota (120/s) over 5 instances.
+pub const DEFAULT_COGNITO_READ_RPS: f64 = 24.0;
 /// Attempts per guard call (DynamoDB answers in milliseconds; the SDK's standard mode).
 pub const GUARD_MAX_ATTEMPTS: u32 = 3;
 
@@ -62,6 +68,8 @@ pub struct Config {
     pub max_concurrency: usize,
     pub deadline_margin: Duration,
     pub cognito: ClientSettings,
+    /// Per-instance pacing of Cognito calls (`COGNITO_RESET_RPS`, `COGNITO_READ_RPS`).
+    pub rates: Rates,
     pub dry_run: bool,
     /// The duplicate-reset guard; `None` without `GUARD_TABLE`.
     pub guard: Option<GuardSettings>,
@@ -146,6 +154,10 @@ impl Config {
             }
         };
 
+        let rates = Rates {
+            read: rate(&get, "COGNITO_READ_RPS", DEFAULT_COGNITO_READ_RPS)?,
+            account_recovery: rate(&get, "COGNITO_RESET_RPS", DEFAULT_COGNITO_RESET_RPS)?,
+        };
         let reset_cooldown = number(
             &get,
             "RESET_COOLDOWN_SECONDS",
@@ -200,9 +212,31 @@ impl Config {
                 // Bounded to 1..=10 above.
                 max_attempts: cognito_max_attempts as u32,
             },
+            rates,
             dry_run,
             guard,
         })
+    }
+}
+
+/// A rate in calls per second (decimals allowed, at most 10000); `0` turns the limit off.
+fn rate(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: f64,
+) -> Result<Option<f64>, ConfigError> {
+    let value = match get(variable) {
+        None => return Ok(Some(default)),
+        Some(value) => value,
+    };
+    match value.trim().parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 10_000.0 => Ok(Some(n)),
+        _ => Err(ConfigError::Invalid {
+            variable,
+            value,
+            message: "must be a number of calls per second from 0 (no limit) to 10000".into(),
+        }),
     }
 }
 
@@ -277,6 +311,25 @@ mod tests {
         assert!(!config.dry_run);
         assert!(config.default_user_pool_id.is_none());
         assert!(config.guard.is_none());
+        assert_eq!(config.rates.account_recovery, Some(6.0));
+        assert_eq!(config.rates.read, Some(24.0));
+    }
+
+    #[test]
+    fn a_zero_rate_turns_the_limit_off() {
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("COGNITO_RESET_RPS", "0"),
+            ("COGNITO_READ_RPS", "7.5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.rates,
+            Rates {
+                read: Some(7.5),
+                account_recovery: None
+            }
+        );
     }
 
     #[test]
@@ -335,6 +388,8 @@ mod tests {
             ("GUARD_TIMEOUT_MS", "10"),
             ("GUARD_TABLE", "a b"),
             ("GUARD_TABLE", "arn:aws:s3:::bucket"),
+            ("COGNITO_RESET_RPS", "-1"),
+            ("COGNITO_READ_RPS", "fast"),
         ] {
             let err = load(&[("POLICY", POLICY), (var, value)])
                 .unwrap_err()

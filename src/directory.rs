@@ -5,7 +5,9 @@
 //! the model does not name). The client is configured here too: bounded retries that never
 //! retry `LimitExceededException` (Cognito's per-user attempt limit) and a timeout per attempt.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use aws_sdk_cognitoidentityprovider::config::interceptors::InterceptorContext;
@@ -18,6 +20,8 @@ use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::Admi
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
 use aws_sdk_cognitoidentityprovider::{Client, config};
 
+use crate::deadline::Deadline;
+use crate::limiter::{Category, Limiters, Rates};
 use crate::outcome::Class;
 use crate::request::{ClientMetadata, UserPoolId, Username};
 
@@ -223,16 +227,149 @@ pub struct UserRecord {
     pub status: Option<String>,
 }
 
-/// The Cognito operations the service uses, over one SDK client built at start-up.
-#[derive(Debug, Clone)]
+/// Why a directory call gave no answer from Cognito.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Cognito(#[from] CognitoError),
+    /// The call could not start, or finish, before `deadline − DEADLINE_MARGIN_MS` (including
+    /// the wait for the rate limiter's turn). `started`: it was sent and cut short.
+    #[error("not done: too little time left before the invocation's deadline")]
+    Deadline { started: bool },
+}
+
+impl DirectoryError {
+    /// Whether the call may have taken effect although it failed.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            DirectoryError::Cognito(e) => e.outcome_unknown(),
+            DirectoryError::Deadline { started } => *started,
+        }
+    }
+}
+
+/// The Cognito operations the service uses: one SDK client per region (the pool id's prefix),
+/// created on first use from one configuration and sharing its HTTP connector; each call paced by
+/// the per-region, per-category [`Limiters`] and bounded by the invocation's deadline.
+#[derive(Debug)]
 pub struct Directory {
-    client: Client,
+    base: config::Builder,
+    default: Client,
+    default_region: Option<String>,
+    clients: RwLock<HashMap<String, Client>>,
+    /// The client's own attempt timeout (`COGNITO_TIMEOUT_MS`), which the deadline only shortens.
+    attempt_timeout: Duration,
+    margin: Duration,
+    limiters: Limiters,
 }
 
 impl Directory {
-    /// Wraps a configured client (see [`configure`]).
-    pub fn new(client: Client) -> Self {
-        Directory { client }
+    /// Wraps a configured client (see [`configure`]); clients for other regions are built from
+    /// its configuration. `margin` is `DEADLINE_MARGIN_MS`.
+    pub fn new(client: Client, margin: Duration, rates: Rates) -> Self {
+        let attempt_timeout = client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout())
+            .unwrap_or(Duration::from_millis(
+                crate::config::DEFAULT_COGNITO_TIMEOUT_MS,
+            ));
+        Directory {
+            base: client.config().to_builder(),
+            default_region: client.config().region().map(|r| r.as_ref().to_owned()),
+            default: client,
+            clients: RwLock::default(),
+            attempt_timeout,
+            margin,
+            limiters: Limiters::new(rates),
+        }
+    }
+
+    /// The client for a pool's region.
+    pub fn client_for(&self, pool: &UserPoolId) -> Client {
+        let region = pool.region();
+        if self.default_region.as_deref() == Some(region) {
+            return self.default.clone();
+        }
+        if let Some(client) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(region)
+        {
+            return client.clone();
+        }
+        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                Client::from_conf(
+                    self.base
+                        .clone()
+                        .region(config::Region::new(region.to_owned()))
+                        .build(),
+                )
+            })
+            .clone()
+    }
+
+    /// Waits for a turn of `category` in the pool's region, then gives the client and the
+    /// timeouts that end the call before the deadline's margin.
+    async fn turn(
+        &self,
+        pool: &UserPoolId,
+        category: Category,
+        deadline: Deadline,
+    ) -> Result<(Client, config::Builder), DirectoryError> {
+        let latest = deadline
+            .0
+            .checked_sub(self.margin)
+            .ok_or(DirectoryError::Deadline { started: false })?;
+        self.limiters
+            .acquire(
+                pool.region(),
+                category,
+                tokio::time::Instant::from_std(latest),
+            )
+            .await
+            .map_err(|_| DirectoryError::Deadline { started: false })?;
+        let budget = deadline.remaining().saturating_sub(self.margin);
+        if budget.is_zero() {
+            return Err(DirectoryError::Deadline { started: false });
+        }
+        let attempt = self.attempt_timeout.min(budget);
+        let timeouts = config::Builder::new().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(attempt)
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(budget)
+                .build(),
+        );
+        Ok((self.client_for(pool), timeouts))
+    }
+
+    /// A failed call: a timeout that ran into the deadline's margin is `deadline`, not an outage.
+    fn failed<E, R>(
+        &self,
+        operation: &'static str,
+        error: SdkError<E, R>,
+        deadline: Deadline,
+    ) -> DirectoryError
+    where
+        E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+        SdkError<E, R>: RequestId,
+    {
+        let timed_out = matches!(error, SdkError::TimeoutError(_));
+        let error = CognitoError::from_sdk(operation, error);
+        if timed_out && deadline.too_close(self.margin) {
+            tracing::warn!(
+                operation,
+                "Cognito call cut short by the invocation's deadline"
+            );
+            return DirectoryError::Deadline { started: true };
+        }
+        DirectoryError::Cognito(error)
     }
 
     /// `AdminGetUser`: resolves a username, alias or `sub` to the canonical user.
@@ -240,15 +377,18 @@ impl Directory {
         &self,
         pool: &UserPoolId,
         username: &Username,
-    ) -> Result<UserRecord, CognitoError> {
-        let output = self
-            .client
+        deadline: Deadline,
+    ) -> Result<UserRecord, DirectoryError> {
+        let (client, timeouts) = self.turn(pool, Category::Read, deadline).await?;
+        let output = client
             .admin_get_user()
             .user_pool_id(pool.as_str())
             .username(username.as_str())
+            .customize()
+            .config_override(timeouts)
             .send()
             .await
-            .map_err(|e| CognitoError::from_sdk("AdminGetUser", e))?;
+            .map_err(|e| self.failed("AdminGetUser", e, deadline))?;
         let attribute = |name: &str| {
             output
                 .user_attributes()
@@ -272,19 +412,22 @@ impl Directory {
         &self,
         pool: &UserPoolId,
         canonical_username: &str,
-    ) -> Result<Vec<String>, CognitoError> {
+        deadline: Deadline,
+    ) -> Result<Vec<String>, DirectoryError> {
         let mut groups = Vec::new();
         let mut next_token: Option<String> = None;
         for _ in 0..MAX_GROUP_PAGES {
-            let output = self
-                .client
+            let (client, timeouts) = self.turn(pool, Category::Read, deadline).await?;
+            let output = client
                 .admin_list_groups_for_user()
                 .user_pool_id(pool.as_str())
                 .username(canonical_username)
                 .set_next_token(next_token.take())
+                .customize()
+                .config_override(timeouts)
                 .send()
                 .await
-                .map_err(|e| CognitoError::from_sdk("AdminListGroupsForUser", e))?;
+                .map_err(|e| self.failed("AdminListGroupsForUser", e, deadline))?;
             groups.extend(
                 output
                     .groups()
@@ -296,13 +439,13 @@ impl Directory {
                 _ => return Ok(groups),
             }
         }
-        Err(CognitoError {
+        Err(DirectoryError::Cognito(CognitoError {
             kind: CognitoErrorKind::Upstream,
             operation: "AdminListGroupsForUser",
             request_id: None,
             outcome_unknown: false,
             source: format!("more than {MAX_GROUP_PAGES} pages of groups").into(),
-        })
+        }))
     }
 
     /// `AdminResetUserPassword` on the canonical username; returns Cognito's request id.
@@ -311,17 +454,20 @@ impl Directory {
         pool: &UserPoolId,
         canonical_username: &str,
         client_metadata: &ClientMetadata,
-    ) -> Result<Option<String>, CognitoError> {
+        deadline: Deadline,
+    ) -> Result<Option<String>, DirectoryError> {
+        let (client, timeouts) = self.turn(pool, Category::AccountRecovery, deadline).await?;
         let metadata = (!client_metadata.is_empty()).then(|| client_metadata.entries().clone());
-        let output = self
-            .client
+        let output = client
             .admin_reset_user_password()
             .user_pool_id(pool.as_str())
             .username(canonical_username)
             .set_client_metadata(metadata.map(|m| m.into_iter().collect()))
+            .customize()
+            .config_override(timeouts)
             .send()
             .await
-            .map_err(|e| CognitoError::from_sdk("AdminResetUserPassword", e))?;
+            .map_err(|e| self.failed("AdminResetUserPassword", e, deadline))?;
         Ok(output.request_id().map(str::to_owned))
     }
 }
@@ -338,7 +484,8 @@ pub struct ClientSettings {
 /// Applies retries, the LimitExceeded rule and timeouts to a Cognito client configuration.
 pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::Builder {
     builder
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+        // Adaptive: on top of the per-category pacing, throttling answers slow this client down.
+        .retry_config(RetryConfig::adaptive().with_max_attempts(settings.max_attempts))
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(settings.timeout)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod deadline;
 pub mod directory;
 pub mod guard;
+pub mod limiter;
 pub mod outcome;
 pub mod pipeline;
 pub mod policy;

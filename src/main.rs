@@ -28,6 +28,8 @@ async fn main() -> Result<(), Error> {
         max_concurrency = config.max_concurrency,
         guard_table = config.guard.as_ref().map(|g| g.table.as_str()).unwrap_or(""),
         reset_cooldown_secs = config.guard.as_ref().map(|g| g.cooldown.as_secs()),
+        cognito_reset_rps = ?config.rates.account_recovery,
+        cognito_read_rps = ?config.rates.read,
         "configuration loaded"
     );
     if config.guard.is_none() {
@@ -48,9 +50,9 @@ async fn main() -> Result<(), Error> {
         Guard::new(client, settings, config.dry_run)
     });
     let app = Arc::new(App {
-        config,
-        directory: Directory::new(cognito),
+        directory: Directory::new(cognito, config.deadline_margin, config.rates),
         guard,
+        config,
     });
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);

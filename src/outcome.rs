@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::directory::CognitoError;
+use crate::directory::{CognitoError, DirectoryError};
 use crate::guard::GuardError;
 use crate::policy::DenyReason;
 use crate::request::InvalidRequest;
@@ -214,6 +214,15 @@ impl Reset {
     /// `RESET` or `WOULD_RESET`.
     pub fn outcome(&self) -> &'static str {
         if self.dry_run { "WOULD_RESET" } else { "RESET" }
+    }
+}
+
+impl From<DirectoryError> for ResetError {
+    fn from(error: DirectoryError) -> ResetError {
+        match error {
+            DirectoryError::Cognito(e) => ResetError::Cognito(e),
+            DirectoryError::Deadline { .. } => ResetError::Deadline,
+        }
     }
 }
 

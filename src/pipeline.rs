@@ -111,7 +111,7 @@ impl App {
             }
             _ => None,
         };
-        let (result, findings) = self.reset_pipeline(origin, request, lease_until).await;
+        let (result, findings) = self.reset_pipeline(origin, request, deadline).await;
         if let Some((guard, key)) = held {
             // RESET and REJECTED are final and replayed; a RETRY is not kept.
             let answer = match &result {
@@ -132,10 +132,10 @@ impl App {
         &self,
         origin: &Origin,
         request: &ResetRequest,
-        lease_until: SystemTime,
+        deadline: Deadline,
     ) -> (Result<Reset, ResetError>, Findings) {
         let mut findings = Findings::default();
-        let user = match self.resolve(&origin.caller, request).await {
+        let user = match self.resolve(&origin.caller, request, deadline).await {
             Ok(user) => user,
             Err(error) => return (Err(error), findings),
         };
@@ -146,22 +146,32 @@ impl App {
         };
         findings.rule = Some(rule.clone());
         let result = self
-            .reset(origin, request, &user.record, rule, lease_until)
+            .reset(origin, request, &user.record, rule, deadline)
             .await;
         (result, findings)
     }
 
     /// The caller-and-pool check, then the canonical user and (if the policy needs them) its
     /// groups.
-    async fn resolve(&self, caller: &Caller, request: &ResetRequest) -> Result<User, ResetError> {
+    async fn resolve(
+        &self,
+        caller: &Caller,
+        request: &ResetRequest,
+        deadline: Deadline,
+    ) -> Result<User, ResetError> {
         let policy = &self.config.policy;
         let pool = &request.user_pool_id;
         policy
             .check_caller_and_pool(caller, pool.as_str())
             .map_err(ResetError::Denied)?;
-        let record = self.directory.get_user(pool, &request.username).await?;
+        let record = self
+            .directory
+            .get_user(pool, &request.username, deadline)
+            .await?;
         let groups = if policy.needs_groups() {
-            self.directory.list_groups(pool, &record.username).await?
+            self.directory
+                .list_groups(pool, &record.username, deadline)
+                .await?
         } else {
             Vec::new()
         };
@@ -203,8 +213,9 @@ impl App {
         request: &ResetRequest,
         user: &UserRecord,
         rule: String,
-        lease_until: SystemTime,
+        deadline: Deadline,
     ) -> Result<Reset, ResetError> {
+        let lease_until = deadline.wall_clock();
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
             None => None,
@@ -239,7 +250,7 @@ impl App {
         }
         let result = self
             .directory
-            .reset_password(pool, &user.username, &request.client_metadata)
+            .reset_password(pool, &user.username, &request.client_metadata, deadline)
             .await;
         if let Some((guard, claim)) = claim {
             let completion = match &result {

@@ -23,6 +23,49 @@ pub const MAX_CLIENT_METADATA_ENTRIES: usize = 50;
 /// Maximum total size of `ClientMetadata` keys and values, in bytes.
 pub const MAX_CLIENT_METADATA_BYTES: usize = 4096;
 
+/// The AWS regions a user pool can live in. A pool id naming anything else is refused before any
+/// call (a new region is one line here).
+pub const AWS_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "us-west-1",
+    "us-west-2",
+];
+
 /// Longest field name repeated back in an error message.
 const MAX_ECHOED_FIELD_CHARS: usize = 64;
 
@@ -92,16 +135,27 @@ impl UserPoolId {
                 && !id.is_empty()
                 && id.chars().all(|c| c.is_ascii_alphanumeric())
         });
-        if valid {
-            Ok(UserPoolId(value.to_owned()))
-        } else {
-            Err("must look like <region>_<id>, e.g. us-west-2_aaaaaaaaa".to_owned())
+        if !valid {
+            return Err("must look like <region>_<id>, e.g. us-west-2_aaaaaaaaa".to_owned());
         }
+        let pool = UserPoolId(value.to_owned());
+        if !AWS_REGIONS.contains(&pool.region()) {
+            return Err(format!(
+                "names the region {:?}, which is not an AWS region",
+                pool.region()
+            ));
+        }
+        Ok(pool)
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The pool's region: its id up to the first `_` (`us-west-2` of `us-west-2_aaaaaaaaa`).
+    pub fn region(&self) -> &str {
+        self.0.split_once('_').map_or("", |(region, _)| region)
     }
 }
 
@@ -530,9 +584,16 @@ mod tests {
             "us west-2_abc",
             "us-west-2_ab-c",
             &format!("us-west-2_{}", "a".repeat(46)),
+            "mars-east-1_abc",
+            "us-west-9_abc",
+            "local_abc",
         ] {
             assert!(UserPoolId::parse(bad).is_err(), "{bad:?}");
         }
+        let pool = UserPoolId::parse("eu-west-1_abc").unwrap();
+        assert_eq!(pool.region(), "eu-west-1");
+        let err = UserPoolId::parse("mars-east-1_abc").unwrap_err();
+        assert!(err.contains("not an AWS region"), "{err}");
     }
 
     #[test]

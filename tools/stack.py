@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The local stack: moto server as Cognito, the real function under `cargo lambda watch`.
+"""The local stack: moto server as Cognito and DynamoDB, the real function under `cargo lambda watch`.
 
 One driver for `make demo`, `make local`, `make invoke` and the end-to-end tests (tests/e2e/):
 
@@ -7,6 +7,9 @@ One driver for `make demo`, `make local`, `make invoke` and the end-to-end tests
     python tools/stack.py local                # start, seed, stay in the foreground until Ctrl-C
     python tools/stack.py invoke EVENT.json    # send one event to the running `local` stack
     python tools/stack.py users                # print the demo users' status in the running stack
+
+moto also serves the function's guard table (GUARD_TABLE, DynamoDB) and records every request it
+receives, so tests and the demo can count the AdminResetUserPassword calls that reached "Cognito".
 
 Every process is started on a free loopback port, in its own process group; readiness is polled
 with a bounded timeout; everything is stopped (the whole process tree) on exit, on failure, on
@@ -54,6 +57,14 @@ OTHER_POOL = "us-west-2_2f998a3be4a521a9ccaf1f58b65d71c475bcf4bd57df8"
 SEED_PASSWORD = "Demo-Passw0rd!"
 
 DEMO_POLICY = ROOT / "policy" / "demo.json"
+
+# The guard's table (issue 8), created in moto after every reset with the schema the function
+# expects: String partition key `pk`, TTL on the Number attribute `expiresAt`.
+GUARD_TABLE = "cognito-reset-guard"
+# The local stack's cooldown, short enough to watch it end; the function's own default is 300 s.
+LOCAL_COOLDOWN_SECONDS = 30
+# How the SDK names the Cognito operations in X-Amz-Target (what moto's recorder keeps).
+COGNITO_TARGET = "AWSCognitoIdentityProviderService."
 
 MOTO_READY_TIMEOUT_S = 30.0
 # The first run compiles the function (and its dependencies): allow for a cold build on 2 cores.
@@ -107,11 +118,91 @@ def cognito_client(endpoint: str):
     )
 
 
+def dynamodb_client(endpoint: str):
+    """A boto3 DynamoDB client for moto at `endpoint` (dummy credentials, never real AWS)."""
+    import boto3
+
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_KEY,
+    )
+
+
+def _moto_api(endpoint: str, path: str, method: str = "POST") -> bytes:
+    request = urllib.request.Request(f"{endpoint}/moto-api/{path}", method=method)
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return r.read()
+
+
+def create_guard_table(endpoint: str) -> None:
+    """The guard table as the template creates it: `pk` (S) hash key, on demand, TTL `expiresAt`."""
+    client = dynamodb_client(endpoint)
+    client.create_table(
+        TableName=GUARD_TABLE,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(
+        TableName=GUARD_TABLE, WaiterConfig={"Delay": 1, "MaxAttempts": 10}
+    )
+    client.update_time_to_live(
+        TableName=GUARD_TABLE,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+    )
+
+
+def guard_items(endpoint: str) -> list[dict]:
+    """Every item in the guard table, as plain Python values (numbers as Decimal)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    client = dynamodb_client(endpoint)
+    plain = TypeDeserializer().deserialize
+    items = []
+    for page in client.get_paginator("scan").paginate(TableName=GUARD_TABLE, ConsistentRead=True):
+        items += [{k: plain(v) for k, v in item.items()} for item in page["Items"]]
+    return items
+
+
+def cognito_calls(endpoint: str, operation: str) -> list[dict]:
+    """The JSON bodies of the `operation` requests moto received since the last seed, in order.
+
+    Read from moto's request recorder: what reached "Cognito", whatever the function says.
+    """
+    calls = []
+    for line in _moto_api(endpoint, "recorder/download-recording", "GET").decode().splitlines():
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry.get("headers", {}).items()}
+        if headers.get("x-amz-target") != COGNITO_TARGET + operation:
+            continue
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            import base64
+
+            body = base64.b64decode(body).decode()
+        calls.append(json.loads(body or "{}"))
+    return calls
+
+
+def reset_calls(endpoint: str) -> dict[tuple[str, str], int]:
+    """(pool id, username) -> AdminResetUserPassword calls moto received since the last seed."""
+    counts: dict[tuple[str, str], int] = {}
+    for call in cognito_calls(endpoint, "AdminResetUserPassword"):
+        key = (call.get("UserPoolId", ""), call.get("Username", ""))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def seed(endpoint: str) -> None:
-    """Reset moto and create the two pools and the demo users; pool ids come out fixed."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    """Reset moto; create the two pools, the demo users and an empty guard table.
+
+    Pool ids come out fixed. moto's reset also drops the guard table, so it is created again here,
+    and the request recording starts afresh.
+    """
+    _moto_api(endpoint, "reset")
     client = cognito_client(endpoint)
     for name, expected in ((DEMO_POOL_NAME, DEMO_POOL), (OTHER_POOL_NAME, OTHER_POOL)):
         got = client.create_user_pool(PoolName=name, UsernameAttributes=["email"])["UserPool"]["Id"]
@@ -141,6 +232,8 @@ def seed(endpoint: str) -> None:
             client.admin_add_user_to_group(UserPoolId=user.pool, Username=user.email, GroupName=group)
         if not user.enabled:
             client.admin_disable_user(UserPoolId=user.pool, Username=user.email)
+    create_guard_table(endpoint)
+    _moto_api(endpoint, "recorder/reset-recording")
 
 
 @dataclass(frozen=True)
@@ -348,10 +441,19 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def start_moto(log: Path | None) -> tuple[Service, str]:
-    """moto server on a free loopback port, with reproducible pool ids; returns (service, url)."""
+def start_moto(log: Path | None, recording: Path) -> tuple[Service, str]:
+    """moto server on a free loopback port, with reproducible pool ids; returns (service, url).
+
+    Every request it receives is appended to `recording` (read back with `cognito_calls`).
+    """
     port = free_port()
-    env = base_env() | {"MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY": "HASH"}
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_text("")
+    env = base_env() | {
+        "MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY": "HASH",
+        "MOTO_ENABLE_RECORDING": "true",
+        "MOTO_RECORDER_FILEPATH": str(recording),
+    }
     service = _spawn("moto", [tool("moto_server"), "-H", LOOPBACK, "-p", str(port)], env, port, log)
     url = f"http://{LOOPBACK}:{port}"
 
@@ -371,7 +473,11 @@ def start_moto(log: Path | None) -> tuple[Service, str]:
 
 
 def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
-    """The function's configuration: demo policy, moto endpoint, dummy credentials."""
+    """The function's configuration: demo policy, moto endpoint, dummy credentials, the guard.
+
+    The guard table is moto's (same endpoint); the cooldown is the local stack's short one. An
+    override of None removes a variable (e.g. GUARD_TABLE=None: no guard).
+    """
     env = {
         "POLICY_FILE": str(DEMO_POLICY),
         "DEFAULT_USER_POOL_ID": DEMO_POOL,
@@ -382,6 +488,8 @@ def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
         "AWS_LAMBDA_LOG_FORMAT": "JSON",
         "DRY_RUN": "false",
+        "GUARD_TABLE": GUARD_TABLE,
+        "RESET_COOLDOWN_SECONDS": str(LOCAL_COOLDOWN_SECONDS),
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -394,6 +502,7 @@ class Function:
     service: Service
     env: dict[str, str]
     log_offset: int = 0
+    env_file: Path | None = None
 
     @property
     def port(self) -> int:
@@ -488,7 +597,10 @@ class Function:
         return entries
 
     def stop(self) -> None:
-        self.service.stop()
+        try:
+            self.service.stop()
+        finally:
+            _remove_env_file(self.env_file)
 
 
 WARM_UP_EVENT = {"cognito-reset-stack": "warm-up"}
@@ -501,13 +613,15 @@ def start_function(
     log: Path | None,
     *,
     reload: bool = False,
+    concurrency: int = 1,
     timeout: float = FUNCTION_READY_TIMEOUT_S,
 ) -> Function:
     """`cargo lambda watch` on a free loopback port, ready once the function answers an invoke.
 
     The function's configuration goes in through an --env-file; watch's own environment is ours
     minus every AWS_* variable. Without `reload`, source edits (by someone else in the same
-    checkout) do not restart the function under a running demo or test.
+    checkout) do not restart the function under a running demo or test. `concurrency` > 1 lets the
+    emulator run that many function processes at once (as Lambda runs execution environments).
     """
     port = free_port()
     run_dir = log.parent if log is not None else Path(tempfile.mkdtemp(dir=_run_dir(), prefix="fn-"))
@@ -529,9 +643,11 @@ def start_function(
     ]
     if not reload:
         argv.append("--ignore-changes")
+    if concurrency > 1:
+        argv += ["--concurrency", str(concurrency)]
     watch_env = base_env() | {"CARGO_TERM_COLOR": "never", "NO_COLOR": "1"}
     service = _spawn("cargo lambda watch", argv, watch_env, port, log)
-    function = Function(service, env)
+    function = Function(service, env, env_file=env_file)
     try:
         _wait_until("the emulator's port to open", service, 60, lambda: port_open(port))
         # The first invoke waits for the compile and the function's start-up; any answer, even a
@@ -539,8 +655,18 @@ def start_function(
         function.post(WARM_UP_EVENT, timeout)
         return function
     except BaseException:
-        service.stop()
+        function.stop()
         raise
+
+
+def _remove_env_file(env_file: Path | None) -> None:
+    """Remove a function's --env-file (and the temporary directory it was put in, if any)."""
+    if env_file is None:
+        return
+    env_file.unlink(missing_ok=True)
+    if env_file.parent.name.startswith("fn-"):
+        with contextlib.suppress(OSError):
+            env_file.parent.rmdir()
 
 
 def _run_dir() -> Path:
@@ -564,7 +690,7 @@ class Stack:
     def __enter__(self) -> Stack:
         check_tools()
         try:
-            self.moto, self.endpoint = start_moto(self.log_path("moto"))
+            self.moto, self.endpoint = start_moto(self.log_path("moto"), _run_dir() / self.name / "moto-recording.jsonl")
         except BaseException:
             self.stop()
             raise
@@ -582,10 +708,29 @@ class Stack:
     def user_states(self) -> dict[str, UserState]:
         return user_states(self.endpoint)
 
-    def start_function(self, *, label: str = "function", reload: bool = False, **env: str) -> Function:
+    def guard_items(self) -> list[dict]:
+        return guard_items(self.endpoint)
+
+    def reset_calls(self) -> dict[tuple[str, str], int]:
+        return reset_calls(self.endpoint)
+
+    def resets_of(self, email: str) -> int:
+        """AdminResetUserPassword calls moto received for a demo user since the last seed.
+
+        The function resets by canonical username, so both it and the email are counted.
+        """
+        user = next(u for u in DEMO_USERS if u.email == email)
+        canonical = self.user_states()[email].username
+        calls = self.reset_calls()
+        by_email = calls.get((user.pool, email), 0) if canonical != email else 0
+        return calls.get((user.pool, canonical), 0) + by_email
+
+    def start_function(
+        self, *, label: str = "function", reload: bool = False, concurrency: int = 1, **env: str
+    ) -> Function:
         """Start one more function instance; `env` overrides the default configuration."""
         merged = function_env(self.endpoint, **env)
-        function = start_function(merged, self.log_path(label), reload=reload)
+        function = start_function(merged, self.log_path(label), reload=reload, concurrency=concurrency)
         self.functions.append(function)
         return function
 
@@ -643,14 +788,62 @@ def stop_on_signals():
 
 # ---- the demo -------------------------------------------------------------------------------
 
-DEMO_EVENTS = (
-    "events/http-api-v2.json",
-    "events/http-api-v2-batch.json",
-    "events/sqs-standard.json",
-    "events/sqs-fifo.json",
-    "events/sns-in-sqs.json",
-    "events/alb.json",
+
+@dataclass(frozen=True)
+class DemoStep:
+    """One invoke of the demo: a sample event, optionally with an Idempotency-Key header added or
+    cut down to one of its SQS records (to deliver that message again)."""
+
+    name: str
+    path: str
+    idempotency_key: str | None = None
+    record: int | None = None
+
+    def event(self) -> dict:
+        event = json.loads((ROOT / self.path).read_text())
+        if self.idempotency_key is not None:
+            event = with_idempotency_key(event, self.idempotency_key)
+        if self.record is not None:
+            event = {**event, "Records": [event["Records"][self.record]]}
+        return event
+
+
+# The sample events in order, with the guard's three cases woven in: a portal retrying with the
+# same Idempotency-Key, a second request for a user reset a moment ago, and an SQS message
+# delivered twice. One function, one guard table: later requests for diego and erin meet the cooldown.
+DEMO_STEPS = (
+    DemoStep("http-api-v2 +key", "events/http-api-v2.json", idempotency_key="portal-INC-1234"),
+    DemoStep("http-api-v2 +key (retried)", "events/http-api-v2.json", idempotency_key="portal-INC-1234"),
+    DemoStep("http-api-v2 (again)", "events/http-api-v2.json"),
+    DemoStep("http-api-v2-batch", "events/http-api-v2-batch.json"),
+    DemoStep("sqs-standard", "events/sqs-standard.json"),
+    DemoStep("sqs-standard (redelivered)", "events/sqs-standard.json", record=0),
+    DemoStep("sqs-fifo", "events/sqs-fifo.json"),
+    DemoStep("sns-in-sqs", "events/sns-in-sqs.json"),
+    DemoStep("alb", "events/alb.json"),
 )
+
+
+def with_idempotency_key(event: dict, key: str) -> dict:
+    """A copy of an HTTP event with the `Idempotency-Key` header set (as API Gateway passes it)."""
+    event = json.loads(json.dumps(event))
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "idempotency-key"}
+    event["headers"] = headers | {"idempotency-key": key}
+    if "multiValueHeaders" in event:  # REST API v1 and ALB events carry both forms
+        multi = {k: v for k, v in event["multiValueHeaders"].items() if k.lower() != "idempotency-key"}
+        event["multiValueHeaders"] = multi | {"idempotency-key": [key]}
+    return event
+
+
+def header(answer: dict, name: str) -> str | None:
+    """A response header of an HTTP answer, by case-insensitive name (single or multi-value form)."""
+    for key, value in (answer.get("headers") or {}).items():
+        if key.lower() == name.lower():
+            return value
+    for key, values in (answer.get("multiValueHeaders") or {}).items():
+        if key.lower() == name.lower() and values:
+            return values[0]
+    return None
 
 
 def caller_of(event: dict) -> str:
@@ -732,10 +925,13 @@ def _mentions(entry, needle: str) -> bool:
     return entry == needle
 
 
-def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> list[list[str]]:
+def _replayed(outcome: str, replayed) -> str:
+    return f"{outcome} (replayed)" if replayed is True else outcome
+
+
+def rows_for(name: str, event: dict, answer: dict, audit: list[dict]) -> list[list[str]]:
     """Table rows (request, caller, user, outcome, code) for one event and its answer."""
     caller = caller_of(event)
-    name = Path(event_path).stem
     rows = []
     if "Records" in event:
         retried = {f.get("itemIdentifier") for f in answer.get("batchItemFailures", [])}
@@ -743,11 +939,14 @@ def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> l
             lines = [e for e in audit if _mentions(e, message_id)]
             outcome = next((_find(e, "outcome") for e in lines if _find(e, "outcome")), None)
             code = next((_find(e, "code") for e in lines if _find(e, "code")), None)
+            replayed = any(_find(e, "replayed") is True for e in lines)
             if message_id in retried:
                 verdict = "RETRY (batchItemFailures)"
             else:
-                verdict = f"{outcome or 'acknowledged'}"
-            rows.append([f"{name} #{message_id[-2:]}", caller, user, verdict, str(code or "")])
+                verdict = _replayed(f"{outcome or 'acknowledged'}", replayed)
+            base, _, note = name.partition(" ")  # "sqs-standard (redelivered)" -> "sqs-standard #01 (redelivered)"
+            label = f"{base} #{message_id[-2:]} {note}".rstrip()
+            rows.append([label, caller, user, verdict, str(code or "")])
         return rows
     status = answer.get("statusCode")
     try:
@@ -757,7 +956,7 @@ def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> l
     items = _request_items(event)
     if isinstance(body, dict) and "results" in body:
         for result, (_, user) in zip(body["results"], items + [("?", "?")] * len(body["results"])):
-            outcome = result.get("outcome") or "REJECTED"
+            outcome = _replayed(result.get("outcome") or "REJECTED", result.get("replayed"))
             rows.append([
                 f"{name} [{result.get('index')}]",
                 caller,
@@ -768,8 +967,13 @@ def rows_for(event_path: str, event: dict, answer: dict, audit: list[dict]) -> l
         return rows
     if "statusCode" not in answer:  # a function error, not an HTTP response
         return [[name, caller, items[0][1], "FUNCTION ERROR", str(answer)[:60]]]
-    outcome = body.get("outcome") or "REJECTED"
-    rows.append([name, caller, items[0][1], outcome, f"{status} {body.get('error', '')}".strip()])
+    replayed = body.get("replayed") is True or header(answer, "Idempotent-Replayed") == "true"
+    outcome = _replayed(body.get("outcome") or "REJECTED", replayed)
+    code = f"{status} {body.get('error', '')}".strip()
+    retry_after = header(answer, "Retry-After")
+    if retry_after is not None:
+        code += f" (Retry-After {retry_after})"
+    rows.append([name, caller, items[0][1], outcome, code])
     return rows
 
 
@@ -782,27 +986,35 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 def demo() -> int:
     started = time.monotonic()
     with Stack(name="demo") as stack:
-        print(f"moto (local Cognito) on {stack.endpoint}; seeding the demo pools", flush=True)
+        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}; seeding the demo pools and the guard table", flush=True)
         stack.seed()
         before = stack.user_states()
         print("starting cognito-reset under `cargo lambda watch` (the first run compiles it)", flush=True)
         function = stack.start_function()
         print(
             f"function ready on 127.0.0.1:{function.port} after {time.monotonic() - started:.1f}s; "
-            f"policy {DEMO_POLICY.relative_to(ROOT)}\n",
+            f"policy {DEMO_POLICY.relative_to(ROOT)}; guard table {GUARD_TABLE} with a "
+            f"{LOCAL_COOLDOWN_SECONDS} s cooldown for the demo\n"
+            f"(RESET_COOLDOWN_SECONDS={LOCAL_COOLDOWN_SECONDS}; the function's defaults stand otherwise: "
+            "a 300 s cooldown, idempotency keys kept 86400 s)\n",
             flush=True,
         )
         rows = []
-        for path in DEMO_EVENTS:
-            event = json.loads((ROOT / path).read_text())
+        for step in DEMO_STEPS:
+            event = step.event()
             answer = function.invoke(event)
-            rows += rows_for(path, event, answer, function.log_since_invoke())
+            rows += rows_for(step.name, event, answer, function.log_since_invoke())
         after = stack.user_states()
+        resets = {u.email: stack.resets_of(u.email) for u in DEMO_USERS}
         print(table(["request", "caller", "user", "outcome", "code"], rows))
         print(
             "\nHTTP rows: the response's status and error code. SQS rows: outcome and code from the\n"
             "function's audit log; REJECTED records are acknowledged, RETRY ones are handed back in\n"
-            "batchItemFailures.\n"
+            "batchItemFailures. +key: sent with an Idempotency-Key header; (replayed): the earlier answer\n"
+            "given again from the guard table (HTTP: Idempotent-Replayed: true), without a Cognito call;\n"
+            "recently-reset: the user was reset less than the cooldown ago (Retry-After: seconds left).\n"
+            "reset calls: AdminResetUserPassword calls moto received for the user (nemo's fail: no\n"
+            "verified email).\n"
         )
         user_rows = [
             [
@@ -812,10 +1024,11 @@ def demo() -> int:
                 u.note,
                 before[u.email].label(),
                 after[u.email].label(),
+                str(resets[u.email]),
             ]
             for u in DEMO_USERS
         ]
-        print(table(["user", "pool", "groups", "seeded as", "before", "after"], user_rows))
+        print(table(["user", "pool", "groups", "seeded as", "before", "after", "reset calls"], user_rows))
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
 
@@ -826,7 +1039,7 @@ def demo() -> int:
 def local() -> int:
     with Stack(name="local") as stack:
         stack.seed()
-        print(f"moto (local Cognito) on {stack.endpoint}, seeded; starting the function...", flush=True)
+        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}, seeded; starting the function...", flush=True)
         function = stack.start_function(label="function", reload=True)
         LOCAL_ENV.write_text(
             f"INVOKE_PORT={function.port}\nAWS_ENDPOINT_URL={stack.endpoint}\nDRIVER_PID={os.getpid()}\n"
@@ -836,12 +1049,14 @@ def local() -> int:
                 f"""
 cognito-reset is running under `cargo lambda watch` on 127.0.0.1:{function.port} (reloads on edits),
 against moto on {stack.endpoint} with policy/demo.json. Function logs: {function.service.log}
+Guard: table {GUARD_TABLE} in moto, RESET_COOLDOWN_SECONDS={LOCAL_COOLDOWN_SECONDS} (the function's default is 300),
+IDEMPOTENCY_TTL_SECONDS at the function's default (86400).
 
 Send an event:
     make invoke EVENT=events/http-api-v2.json
     PATH="$PWD/.tools/stack/bin:$PATH" cargo lambda invoke {FUNCTION} -A 127.0.0.1 -P {function.port} --data-file events/http-api-v2.json
 See the demo users' status:   .tools/stack/bin/python tools/stack.py users
-Reseed (undo every reset):    .tools/stack/bin/python tools/stack.py reseed
+Reseed (undo every reset, empty the guard table):    .tools/stack/bin/python tools/stack.py reseed
 
 Ctrl-C stops everything.""",
                 flush=True,
@@ -898,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("invoke", help="send one event to the running local stack")
     p.add_argument("event", help="an event file, e.g. events/http-api-v2.json")
     sub.add_parser("users", help="print the demo users' status in the running local stack")
-    sub.add_parser("reseed", help="reset the running local stack's users to their seeded state")
+    sub.add_parser("reseed", help="reset the running local stack's users to their seeded state, empty the guard table")
     args = parser.parse_args(argv)
     try:
         with stop_on_signals():

@@ -340,6 +340,15 @@ impl HttpConnector for SlowCognito {
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
         let username = input["Username"].as_str().unwrap_or_default().to_owned();
+        let host = request
+            .uri()
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
+        self.in_flight.log(&host, &operation);
         let (delay, in_flight) = (self.delay, Arc::clone(&self.in_flight));
         HttpConnectorFuture::new(async move {
             let _guard = in_flight.enter();
@@ -391,6 +400,14 @@ fn slow_app(
     delay: Duration,
     max_concurrency: &str,
 ) -> (Arc<cognito_reset::pipeline::App>, Arc<InFlight>) {
+    slow_app_with(delay, &[("MAX_CONCURRENCY", max_concurrency)])
+}
+
+/// [`slow_app`] with more settings.
+fn slow_app_with(
+    delay: Duration,
+    settings_vars: &[(&str, &str)],
+) -> (Arc<cognito_reset::pipeline::App>, Arc<InFlight>) {
     let in_flight = Arc::new(InFlight::default());
     let settings = ClientSettings {
         timeout: Duration::from_secs(5),
@@ -400,8 +417,9 @@ fn slow_app(
         delay,
         in_flight: Arc::clone(&in_flight),
     };
-    let config = config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", max_concurrency)]);
-    (app(config, client_over(slow, settings)), in_flight)
+    let mut vars = vec![("POLICY", ANYONE)];
+    vars.extend_from_slice(settings_vars);
+    (app(config(&vars), client_over(slow, settings)), in_flight)
 }
 
 /// SQS bodies resetting `user0@example.com`, `user1@example.com`, ...
@@ -432,19 +450,27 @@ async fn concurrency_never_exceeds_max_concurrency() {
 }
 
 #[tokio::test]
-async fn later_records_are_not_started_once_the_deadline_is_near() {
-    // One record at a time, each taking ~600 ms (two 300 ms calls); 2.5 s left, 2 s margin:
-    // the first record starts, the later ones find less than the margin left.
+async fn no_record_runs_past_the_deadline_and_every_record_is_accounted_for() {
+    // One record at a time, each two 300 ms calls; 2.8 s left with a 2 s margin, so 800 ms of
+    // work fit: the first record finishes, the second is cut short inside its first call, the
+    // third is not started.
     let (app, in_flight) = slow_app(Duration::from_millis(300), "1");
-    let deadline = Deadline(Instant::now() + Duration::from_millis(2500));
+    let started = Instant::now();
+    let deadline = Deadline(started + Duration::from_millis(2800));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
+    // The answer comes before deadline − margin (plus scheduling slack), far from the deadline.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "answered after {took:?}"
+    );
     assert_eq!(failed_ids(&response), ["m1", "m2"]);
     assert_eq!(
         in_flight.total.load(Ordering::SeqCst),
-        2,
-        "only the first record called Cognito"
+        3,
+        "the first record's two calls and the second's cut-short lookup"
     );
 }
 
@@ -502,4 +528,130 @@ async fn an_unreachable_cognito_hands_every_record_back() {
         .await
         .expect("response");
     assert_eq!(failed_ids(&response), ["m0", "m1", "m2", "m3"]);
+}
+
+// ---- scale: regions and pacing ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_pool_in_another_region_is_called_through_that_regions_client() {
+    // Given a function in us-west-2 and requests for pools in eu-west-1 and us-west-2
+    let (app, in_flight) = slow_app(Duration::from_millis(1), "2");
+    let bodies: Vec<(String, Option<&str>)> = ["eu-west-1_aaaaaaaaa", POOL]
+        .iter()
+        .map(|pool| {
+            let body = serde_json::json!({"UserPoolId": pool, "Username": "u@example.com"});
+            (body.to_string(), None)
+        })
+        .collect();
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    // Then each pool's calls went to its own region's endpoint
+    let mut hosts: Vec<String> = in_flight.calls().into_iter().map(|c| c.host).collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(
+        hosts,
+        [
+            "cognito-idp.eu-west-1.amazonaws.com",
+            "cognito-idp.us-west-2.amazonaws.com"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pool_id_naming_no_aws_region_is_rejected_without_a_call() {
+    let (app, in_flight) = slow_app(Duration::from_millis(1), "2");
+    let body =
+        serde_json::json!({"UserPoolId": "mars-east-1_aaaaaaaaa", "Username": "u@example.com"});
+    let response = dispatch(&app, http_event_with_body(&body), "r", far_deadline())
+        .await
+        .expect("response");
+    let (status, body) = http_parts(&response);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid-request"))
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("UserPoolId"),
+        "{body}"
+    );
+    assert_eq!(in_flight.total.load(Ordering::SeqCst), 0);
+}
+
+/// The most calls of `operation` that started in any one-second window.
+fn most_in_one_second(calls: &[Call], operation: &str) -> usize {
+    let times: Vec<Instant> = calls
+        .iter()
+        .filter(|c| c.operation == operation)
+        .map(|c| c.at)
+        .collect();
+    times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_limiter_never_lets_more_than_the_rate_through_in_any_second() {
+    // Given 30 queued resets, 10 at a time, paced at 20 reads and 10 resets a second
+    let (app, in_flight) = slow_app_with(
+        Duration::from_millis(5),
+        &[
+            ("MAX_CONCURRENCY", "10"),
+            ("COGNITO_READ_RPS", "20"),
+            ("COGNITO_RESET_RPS", "10"),
+        ],
+    );
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(30)), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    // Then every record went through, and no one-second window saw more than the rate
+    let calls = in_flight.calls();
+    assert_eq!(calls.len(), 60);
+    assert!(most_in_one_second(&calls, "AdminGetUser") <= 20);
+    assert!(most_in_one_second(&calls, "AdminResetUserPassword") <= 10);
+    // (and the pacing is real: 30 resets at 10/s cannot start in under 2.9 s)
+    let resets: Vec<Instant> = calls
+        .iter()
+        .filter(|c| c.operation == "AdminResetUserPassword")
+        .map(|c| c.at)
+        .collect();
+    let span = resets[resets.len() - 1] - resets[0];
+    assert!(span >= Duration::from_millis(2_850), "{span:?}");
+}
+
+#[tokio::test]
+async fn a_turn_that_would_come_after_the_deadline_is_retry_deadline_at_once() {
+    // Given one read a second and 2.6 s left with a 2 s margin: only the first record's turn fits
+    let (app, in_flight) = slow_app_with(
+        Duration::from_millis(1),
+        &[("MAX_CONCURRENCY", "3"), ("COGNITO_READ_RPS", "1")],
+    );
+    let started = Instant::now();
+    let deadline = Deadline(started + Duration::from_millis(2600));
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
+        .await
+        .expect("response");
+    // Then the other two are handed back at once (no waiting into the deadline)
+    let mut failed = failed_ids(&response);
+    failed.sort();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        in_flight.total.load(Ordering::SeqCst),
+        2,
+        "one lookup, one reset"
+    );
 }

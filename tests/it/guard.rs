@@ -362,9 +362,13 @@ async fn an_sns_redelivery_in_a_new_sqs_message_is_replayed_by_the_sns_message_i
         "Message": reset_body("erin@example.com"),
     })
     .to_string();
-    // Two SQS messages (m0, m1) carrying the same SNS notification; no cooldown to hide behind
-    let event = sqs_event(QUEUE, &[(notification.clone(), None), (notification, None)]);
-    assert_eq!(sqs(&app, event).await, Vec::<String>::new());
+    // Two SQS messages (m0, then m1 in a later batch) carrying the same SNS notification; no
+    // cooldown to hide behind
+    let first = sqs_event(QUEUE, &[(notification.clone(), None)]);
+    let mut again = sqs_event(QUEUE, &[(notification, None)]);
+    again["Records"][0]["messageId"] = json!("m1");
+    assert_eq!(sqs(&app, first).await, Vec::<String>::new());
+    assert_eq!(sqs(&app, again).await, Vec::<String>::new());
     assert_eq!(cognito.reset_users(), ["erin-0000-uuid"]);
 }
 

@@ -246,20 +246,27 @@ pub fn attr(name: &str, value: &str) -> AttributeType {
         .expect("valid attribute")
 }
 
-/// Configuration from settings (`POLICY` is required among them).
+/// Configuration from settings (`POLICY` is required among them). Cognito calls are not paced
+/// unless a test sets `COGNITO_RESET_RPS` or `COGNITO_READ_RPS`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: Vec<(String, String)> = vars
+    let mut vars: Vec<(String, String)> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    for rate in ["COGNITO_RESET_RPS", "COGNITO_READ_RPS"] {
+        if !vars.iter().any(|(k, _)| k == rate) {
+            vars.push((rate.to_owned(), "0".to_owned()));
+        }
+    }
     Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .expect("valid test configuration")
 }
 
 pub fn app(config: Config, client: Client) -> Arc<App> {
+    let directory = Directory::new(client, config.deadline_margin, config.rates);
     Arc::new(App {
         config,
-        directory: Directory::new(client),
+        directory,
         guard: None,
     })
 }
@@ -278,9 +285,10 @@ pub fn guarded_app(
         crate::dynamodb::settings(cooldown_secs),
         dry_run,
     );
+    let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
     Arc::new(App {
         config,
-        directory: Directory::new(cognito.client(1)),
+        directory,
         guard: Some(guard),
     })
 }
@@ -367,15 +375,38 @@ pub fn reset_body(username: &str) -> String {
     serde_json::json!({"UserPoolId": POOL, "Username": username}).to_string()
 }
 
-/// Counts concurrent calls: `enter` on start, the guard leaves on drop.
+/// One call a fake endpoint received: when, on which host, which operation.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub at: Instant,
+    pub host: String,
+    pub operation: String,
+}
+
+/// Counts concurrent calls: `enter` on start, the guard leaves on drop. Keeps a log of calls.
 #[derive(Default, Debug)]
 pub struct InFlight {
     now: AtomicUsize,
     pub max: AtomicUsize,
     pub total: AtomicUsize,
+    calls: Mutex<Vec<Call>>,
 }
 
 impl InFlight {
+    /// Logs a call as it arrives.
+    pub fn log(&self, host: &str, operation: &str) {
+        self.calls.lock().expect("log").push(Call {
+            at: Instant::now(),
+            host: host.to_owned(),
+            operation: operation.to_owned(),
+        });
+    }
+
+    /// The calls received so far, in arrival order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("log").clone()
+    }
+
     pub fn enter(self: &Arc<Self>) -> InFlightGuard {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.max.fetch_max(now, Ordering::SeqCst);

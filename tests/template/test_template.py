@@ -9,6 +9,7 @@ Run by `make template-test` with the SAM venv's python (it has samtranslator, Py
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,13 @@ COGNITO_ACTIONS = {
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminListGroupsForUser",
     "cognito-idp:AdminResetUserPassword",
+}
+# The guard's item actions (issue 8): conditional single-item writes, no Query, Scan or transactions.
+GUARD_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
 }
 # Managed policies the execution role may carry (X-Ray writes need Resource "*" by design).
 ALLOWED_MANAGED_POLICIES = {"AWSXRayDaemonWriteAccess"}
@@ -220,6 +228,134 @@ def test_function_runs_as_the_least_privilege_role():
     assert list(Stack(TRANSLATED).of_type("AWS::IAM::Role")) == ["FunctionRole"]
 
 
+# ---- the guard: a DynamoDB table, its settings, and exactly four item actions on it -------------
+
+
+def guard_table(stack: Stack) -> tuple[str, dict[str, Any]]:
+    name, table = stack.one("AWS::DynamoDB::Table")
+    return name, table["Properties"]
+
+
+def grants_dynamodb(action: str) -> bool:
+    """Whether an IAM action pattern (wildcards included) covers any DynamoDB action."""
+    service, _, _ = action.partition(":")
+    return action == "*" or fnmatch.fnmatchcase("dynamodb", service.lower())
+
+
+def test_guard_table_has_the_contract_schema_on_demand_billing_ttl_pitr_and_sse():
+    _, table = guard_table(Stack(TRANSLATED))
+
+    # One String partition key `pk`, no sort key, no indexes: the function's item layout.
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert "GlobalSecondaryIndexes" not in table and "LocalSecondaryIndexes" not in table
+    # Expired claims, answers and cooldowns are removed by DynamoDB's TTL on `expiresAt`.
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert "ProvisionedThroughput" not in table
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["SSESpecification"]["SSEType"] == "KMS"
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT, ids=variant_id)
+def test_function_is_wired_to_the_guard_table_and_its_settings(variant):
+    stack = Stack(TRANSLATED, **variant, ResetCooldownSeconds=45, IdempotencyTtlSeconds=3600)
+
+    name, _ = guard_table(stack)
+    _, function = stack.one("AWS::Lambda::Function")
+    env = function["Properties"]["Environment"]["Variables"]
+
+    assert env["GUARD_TABLE"] == {"Ref": name}
+    assert env["RESET_COOLDOWN_SECONDS"] == 45
+    assert env["IDEMPOTENCY_TTL_SECONDS"] == 3600
+
+
+def test_guard_settings_default_to_the_functions_defaults():
+    _, function = Stack(TRANSLATED).one("AWS::Lambda::Function")
+    env = function["Properties"]["Environment"]["Variables"]
+    assert (env["RESET_COOLDOWN_SECONDS"], env["IDEMPOTENCY_TTL_SECONDS"]) == (300, 86400)
+
+
+def admits(parameter: str, value: int) -> bool:
+    """Whether CloudFormation accepts `value` for a Number parameter with MinValue/MaxValue."""
+    spec = TRANSLATED["Parameters"][parameter]
+    assert spec["Type"] == "Number"
+    return spec["MinValue"] <= value <= spec["MaxValue"]
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "accepted"),
+    [
+        ("ResetCooldownSeconds", 0, True),  # 0 turns the cooldown off
+        ("ResetCooldownSeconds", 300, True),
+        ("ResetCooldownSeconds", 86400, True),
+        ("ResetCooldownSeconds", -1, False),
+        ("ResetCooldownSeconds", 86401, False),  # the function refuses more than a day
+        ("IdempotencyTtlSeconds", 0, False),  # keys must be kept for some time
+        ("IdempotencyTtlSeconds", 60, True),
+        ("IdempotencyTtlSeconds", 86400, True),
+        ("IdempotencyTtlSeconds", 604800, True),  # the function's limit, past the queue's retention
+        ("IdempotencyTtlSeconds", 604801, False),  # the function would refuse to start
+    ],
+)
+def test_guard_parameters_admit_only_values_the_function_accepts(parameter, value, accepted):
+    assert admits(parameter, value) is accepted
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT, ids=variant_id)
+def test_dynamodb_access_is_the_four_item_actions_on_the_guard_table_only(variant):
+    stack = Stack(TRANSLATED, **variant)
+    name, _ = guard_table(stack)
+    statements = policy_statements(stack)
+
+    # No Allow with NotAction or NotResource could grant DynamoDB by omission.
+    for statement in statements:
+        assert "NotAction" not in statement and "NotResource" not in statement, statement
+    dynamodb = [s for s in statements if any(grants_dynamodb(a) for a in as_list(s["Action"]))]
+
+    assert len(dynamodb) == 1, dynamodb
+    (statement,) = dynamodb
+    assert statement["Effect"] == "Allow"
+    assert sorted(as_list(statement["Action"])) == sorted(GUARD_ACTIONS)
+    # Exactly the table's ARN: not "*", not a name pattern, not its indexes or streams.
+    assert statement["Resource"] == {"Fn::GetAtt": [name, "Arn"]}
+    # Only the function's own role holds it.
+    assert list(stack.of_type("AWS::IAM::Role")) == ["FunctionRole"]
+    assert not stack.of_type("AWS::DynamoDB::GlobalTable")
+
+
+def test_the_environment_fits_lambdas_4_kb_with_the_largest_values():
+    # Lambda refuses a function whose environment variables (names and values together) exceed
+    # 4 KB; the Policy parameter's 3,500-character bound was chosen for that, and the guard adds three.
+    numbers = {
+        name: spec["MaxValue"]
+        for name, spec in TRANSLATED["Parameters"].items()
+        if spec["Type"] == "Number" and "MaxValue" in spec
+    }
+    stack = Stack(
+        TRANSLATED,
+        **numbers,
+        Policy="x" * TRANSLATED["Parameters"]["Policy"]["MaxLength"],
+        DefaultUserPoolId="us-west-2_" + "a" * 45,  # the longest pool id: 55 characters
+        DryRun="false",
+    )
+    name, _ = guard_table(stack)
+    _, function = stack.one("AWS::Lambda::Function")
+    env = function["Properties"]["Environment"]["Variables"]
+    # The generated table name is at most 255 characters, DynamoDB's limit.
+    values = {k: ("t" * 255 if v == {"Ref": name} else v) for k, v in env.items()}
+    assert all(isinstance(v, (str, int)) for v in values.values()), values
+
+    size = sum(len(k) + len(str(v)) for k, v in values.items())
+
+    assert size <= 4096, size
+
+
+def test_guard_table_name_is_an_output():
+    assert TRANSLATED["Outputs"]["GuardTableName"]["Value"] == {"Ref": "GuardTable"}
+
+
 # ---- HTTP API: POST /reset, IAM by default, JWT when selected, never open ---------------------
 
 
@@ -366,7 +502,8 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
     assert env["DRY_RUN"] == "true"
     assert "DEFAULT_USER_POOL_ID" not in env
     assert set(env) == {"POLICY", "MAX_CONCURRENCY", "DEADLINE_MARGIN_MS", "COGNITO_TIMEOUT_MS",
-                        "COGNITO_MAX_ATTEMPTS", "DRY_RUN"}
+                        "COGNITO_MAX_ATTEMPTS", "DRY_RUN", "GUARD_TABLE", "RESET_COOLDOWN_SECONDS",
+                        "IDEMPOTENCY_TTL_SECONDS"}
 
 
 def test_sam_builds_the_cognito_reset_binary_with_cargo_lambda():
