@@ -65,6 +65,7 @@ class RunResult:
     receives_per_message: float = 0.0
     dead_lettered: int = 0
     reset_twice: int = 0
+    reset_twice_users: list = field(default_factory=list)  # the first 20, for the logs
     not_reset: int = 0  # deleted from the queue without ever being reset
     max_resets_per_s: int = 0  # most successful resets in any sliding one-second window
     max_reads_per_s: int = 0
@@ -180,6 +181,9 @@ class Bench:
             reset_rps, read_rps = per_instance_rate(a.reset_quota, m), per_instance_rate(a.read_quota, m)
         else:
             reset_rps = read_rps = "0"
+        overrides = dict(kv.partition("=")[::2] for kv in a.env)  # --env wins, and is shown
+        reset_rps = overrides.get("COGNITO_RESET_RPS", reset_rps)
+        read_rps = overrides.get("COGNITO_READ_RPS", read_rps)
         run_dir = Path(a.run_dir) / ("m%d-%s" % (m, mode))
         run_dir.mkdir(parents=True, exist_ok=True)
         for old in run_dir.glob("instance-*.log"):
@@ -274,7 +278,9 @@ class Bench:
         res.receives = queue.receives
         res.receives_per_message = queue.receives / a.requests if a.requests else 0.0
         res.dead_lettered = len(queue.dead_letters)
-        res.reset_twice = sum(1 for n in c.resets.values() if n > 1)
+        twice = sorted((u for u, n in c.resets.items() if n > 1), key=lambda u: int(u.split("-")[1].split("@")[0]))
+        res.reset_twice = len(twice)
+        res.reset_twice_users = twice[:20]
         dead_users = {json.loads(m.body)["Username"] for m in queue.dead_letters}
         res.not_reset = sum(1 for i in range(a.requests)
                             if c.resets["user-%d@example.com" % i] == 0
@@ -304,6 +310,8 @@ def report(r: RunResult) -> None:
         % (r.receives, r.receives_per_message, r.dead_lettered, r.reset_twice, r.not_reset, r.invocations,
            r.invocation_errors, r.timeouts, r.crashes, r.cold_starts, r.bad_responses, r.max_resets_per_s,
            r.max_reads_per_s))
+    if r.reset_twice_users:
+        log("  reset twice: %s%s" % (", ".join(r.reset_twice_users), " ..." if r.reset_twice > 20 else ""))
 
 
 def goal_misses(r: RunResult, goal: argparse.Namespace) -> list[str]:
