@@ -45,7 +45,7 @@ unit: ## unit, property and CLI tests (cargo test)
 bench: ## criterion benchmarks
 	cargo bench $(CARGO_LOCKED)
 
-test: lint unit e2e template-checks ## every test: lint, unit, end-to-end, template checks
+test: lint unit e2e fuzz-http template-checks ## every test: lint, unit, end-to-end, HTTP fuzzing, template checks
 
 ## ---- local stack: demo, hand testing, end-to-end tests (issue 4) ---------------------------
 # moto server (local Cognito) and the real function under `cargo lambda watch`, on free loopback
@@ -132,6 +132,35 @@ deploy: sam-build ## sam deploy --guided (interactive; never run in CI)
 	@if [ -n "$${CI:-}" ]; then echo "make deploy is interactive and does not run in CI" >&2; exit 1; fi
 	$(SAM_NO_UPDATE_CHECK)
 	$(SAM) deploy --guided
+
+## ---- OpenAPI document and HTTP fuzzing (issue 9, item 8) -----------------------------------
+# openapi.yaml is checked on its own and against the handler's answers of every status (the
+# sample events and injected Cognito failures through dispatch: tests/it/openapi.rs writes them,
+# tests/openapi/ checks them), then against the real binary under `cargo lambda watch` and moto
+# (tests/schemathesis/, driven by the stack venv): the sample events' answers, then schemathesis
+# on the function URL endpoint with policy/anonymous-test.json.
+
+.PHONY: openapi-check fuzz-http
+
+SCHEMATHESIS_VENV := $(TOOLS)/schemathesis
+
+$(SCHEMATHESIS_VENV)/.installed: tools/requirements-schemathesis.txt
+	rm -rf $(SCHEMATHESIS_VENV)
+	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+OPENAPI_ANSWERS := $(or $(CARGO_TARGET_DIR),target)/tmp/openapi-answers.json
+
+openapi-check: $(SCHEMATHESIS_VENV)/.installed ## openapi.yaml: valid OpenAPI 3.1; the handler's answers of every status conform
+	$(SCHEMATHESIS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/openapi
+	rm -f $(OPENAPI_ANSWERS)
+	cargo test $(CARGO_LOCKED) --test it openapi::
+	$(SCHEMATHESIS_VENV)/bin/python tests/openapi/openapi_check.py $(OPENAPI_ANSWERS)
+
+fuzz-http: openapi-check $(STACK_VENV)/.installed ## sample answers and schemathesis against the real binary (function URL, moto)
+	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/schemathesis
 
 ## ---- drain benchmark (issue 11) --------------------------------------------------------------
 # A loopback simulation of SQS, the event source mapping and a quota-enforcing Cognito around the

@@ -1,8 +1,9 @@
-//! The one audit line every record ends with (target `audit`), and the warning that goes with a
-//! RETRY. Never includes `ClientMetadata` or the body.
+//! What every record ends with: its audit line (target `audit`), the warning that goes with a
+//! RETRY, and its outcome event. Never includes `ClientMetadata` or the body.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::bus::{EventOutcome, OutcomeEvent};
 use crate::caller;
 use crate::outcome::{Class, RecordResult, ResetError, Settled, failure_outcome};
 use crate::record::Origin;
@@ -15,80 +16,136 @@ pub struct Findings {
     pub canonical_username: Option<String>,
     /// The rule that allowed the reset.
     pub rule: Option<String>,
+    /// The version of the policy that decided.
+    pub policy_version: Option<String>,
 }
 
-/// Writes the audit line of one record.
-pub fn record(
-    origin: &Origin,
-    request: Option<&ResetRequest>,
-    idempotency_key: Option<&str>,
-    findings: &Findings,
-    result: &RecordResult,
-    elapsed: Duration,
-) {
-    let pool = request.map(|r| r.user_pool_id.as_str()).unwrap_or("");
-    let requested = request.map(|r| r.username.as_str()).unwrap_or("");
-    let reason = request.and_then(|r| r.reason.as_deref()).unwrap_or("");
-    let callers = caller::describe(&origin.caller);
-    let mut canonical = findings.canonical_username.as_deref().unwrap_or("");
-    let rule = findings.rule.as_deref().unwrap_or("");
-    // Cognito's request id of the reset, or of the call that failed.
-    let cognito_request_id = match result {
-        Ok(Settled::Reset(reset)) => reset.cognito_request_id.as_deref(),
-        Err(ResetError::Cognito(e)) => e.request_id.as_deref(),
-        _ => None,
-    }
-    .unwrap_or("");
-    let duration_ms = elapsed.as_millis() as u64;
-    let (outcome, code, replayed, reset_at) = match result {
-        Ok(Settled::Reset(reset)) => (reset.outcome(), "", false, None),
-        Ok(Settled::Replayed(answer)) => {
-            if let Some(username) = &answer.username {
-                canonical = username;
-            }
-            (
+/// A finished record, as the audit line and the outcome event report it.
+#[derive(Debug)]
+pub struct Done<'a> {
+    pub origin: &'a Origin,
+    pub request: Option<&'a ResetRequest>,
+    pub idempotency_key: Option<&'a str>,
+    pub findings: &'a Findings,
+    pub result: &'a RecordResult,
+    pub elapsed: Duration,
+}
+
+impl Done<'_> {
+    /// The outcome label and the code the caller was told (empty for RESET and WOULD_RESET).
+    pub fn outcome(&self) -> (&str, &str) {
+        match self.result {
+            Ok(Settled::Reset(reset)) => (reset.outcome(), ""),
+            Ok(Settled::Replayed(answer)) => (
                 answer.outcome.as_str(),
                 answer.code.as_deref().unwrap_or(""),
-                true,
-                answer.reset_at.clone(),
-            )
+            ),
+            Err(error) => (failure_outcome(error), error.code()),
         }
-        Err(error) => (
-            failure_outcome(error),
-            error.code(),
-            false,
-            match error {
-                ResetError::RecentlyReset { reset_at, .. } => {
-                    Some(crate::outcome::rfc3339(*reset_at))
-                }
-                _ => None,
-            },
-        ),
-    };
-    tracing::info!(
-        target: "audit",
-        source = %origin.source,
-        id = %origin.id,
-        caller = %callers,
-        user_pool_id = pool,
-        requested_username = requested,
-        canonical_username = canonical,
-        rule,
-        outcome,
-        code,
-        idempotency_key = idempotency_key.unwrap_or(""),
-        replayed,
-        reset_at = reset_at.as_deref().unwrap_or(""),
-        cognito_request_id,
-        reason,
-        duration_ms,
-        "record done"
-    );
-    if let Err(error) = result
-        && error.class() == Class::Retry
-    {
-        let chain = cause_chain(error);
-        tracing::warn!(id = %origin.id, code, error.cause_chain = %chain, "record will be retried");
+    }
+
+    /// The canonical username, from the pipeline or the replayed answer.
+    fn canonical(&self) -> Option<&str> {
+        match self.result {
+            Ok(Settled::Replayed(answer)) => answer.username.as_deref(),
+            _ => self.findings.canonical_username.as_deref(),
+        }
+    }
+
+    /// Whether the caller was told less than the truth (a concealed failure).
+    fn concealed(&self) -> bool {
+        matches!(self.result, Err(ResetError::Concealed(_)))
+    }
+
+    /// Writes the audit line (and, for a RETRY, a warning with the cause chain).
+    pub fn log(&self) {
+        let origin = self.origin;
+        let request = self.request;
+        let pool = request.map(|r| r.user_pool_id.as_str()).unwrap_or("");
+        let requested = request.map(|r| r.username.as_str()).unwrap_or("");
+        let reason = request.and_then(|r| r.reason.as_deref()).unwrap_or("");
+        let callers = caller::describe(&origin.caller);
+        let canonical = self.canonical().unwrap_or("");
+        let rule = self.findings.rule.as_deref().unwrap_or("");
+        let policy_version = self.findings.policy_version.as_deref().unwrap_or("");
+        // Cognito's request id of the reset, or of the call that failed.
+        let cognito_request_id = match self.result {
+            Ok(Settled::Reset(reset)) => reset.cognito_request_id.as_deref(),
+            Err(ResetError::Cognito(e)) => e.request_id.as_deref(),
+            _ => None,
+        }
+        .unwrap_or("");
+        let duration_ms = self.elapsed.as_millis() as u64;
+        let id = origin.audit_id();
+        let (outcome, told_code) = self.outcome();
+        // The true code, and what the caller was told where it differs.
+        let (code, told) = match self.result {
+            Err(error) if self.concealed() => (error.actual_code(), told_code),
+            _ => (told_code, ""),
+        };
+        let replayed = matches!(self.result, Ok(Settled::Replayed(_)));
+        let reset_at = match self.result {
+            Ok(Settled::Replayed(answer)) => answer.reset_at.clone(),
+            Err(ResetError::RecentlyReset { reset_at, .. }) => {
+                Some(crate::outcome::rfc3339(*reset_at))
+            }
+            _ => None,
+        };
+        tracing::info!(
+            target: "audit",
+            source = %origin.source,
+            id = %id,
+            index = origin.index,
+            caller = %callers,
+            user_pool_id = pool,
+            requested_username = requested,
+            canonical_username = canonical,
+            rule,
+            policy_version,
+            outcome,
+            code,
+            told,
+            idempotency_key = self.idempotency_key.unwrap_or(""),
+            replayed,
+            reset_at = reset_at.as_deref().unwrap_or(""),
+            cognito_request_id,
+            reason,
+            duration_ms,
+            "record done"
+        );
+        if let Err(error) = self.result
+            && error.class() == Class::Retry
+        {
+            let chain = cause_chain(error);
+            tracing::warn!(id = %id, code, error.cause_chain = %chain, "record will be retried");
+        }
+    }
+
+    /// The outcome event of a final outcome: RESET, WOULD_RESET, REJECTED, or a RETRY on an SQS
+    /// record's last receive (`GAVE_UP`). A concealed failure's event says no more than the
+    /// caller was told.
+    pub fn event(&self, last_receive: bool) -> Option<OutcomeEvent> {
+        let (outcome, code) = self.outcome();
+        let outcome = EventOutcome::for_record(outcome, last_receive)?;
+        let origin = self.origin;
+        let mut event = OutcomeEvent::new(
+            outcome,
+            origin.source.as_str(),
+            &origin.audit_id(),
+            &caller::describe(&origin.caller),
+            SystemTime::now(),
+        );
+        if let Some(request) = self.request {
+            event = event.with_request(request);
+        }
+        event.code = (!code.is_empty()).then(|| code.to_owned());
+        if !self.concealed() {
+            event.canonical_username = self.canonical().map(str::to_owned);
+            event.rule = self.findings.rule.clone();
+        }
+        event.idempotency_key = self.idempotency_key.map(str::to_owned);
+        event.policy_version = self.findings.policy_version.clone();
+        Some(event)
     }
 }
 

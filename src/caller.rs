@@ -6,13 +6,15 @@
 //! | source | identities |
 //! |---|---|
 //! | IAM (SigV4) auth | the principal ARN (`requestContext.identity.userArn` on REST APIs, `requestContext.authorizer.iam.userArn` on HTTP APIs and function URLs) |
-//! | JWT / Cognito authorizer | `jwt:sub:<sub>` and `jwt:client:<client_id>` from the verified claims |
-//! | Lambda authorizer | `principal:<principalId>` |
+//! | HTTP API JWT authorizer | `jwt:sub:<sub>` and `jwt:client:<client_id>` from `requestContext.authorizer.jwt.claims` |
+//! | REST API Cognito user pool authorizer | the same, from `requestContext.authorizer.claims` |
+//! | Lambda authorizer | `principal:<principalId>` (`requestContext.authorizer.principalId` on REST APIs, `requestContext.authorizer.lambda.principalId` on HTTP APIs) |
 //! | SQS | the queue ARN (`eventSourceARN`) |
 //!
-//! A request with none of these is [`Caller::Anonymous`].
-
-use std::collections::HashMap;
+//! Each namespace comes only from the verifier that owns it: nothing else a Lambda authorizer
+//! returns (its free-form context, even a key named `claims`) becomes an identity, so a Lambda
+//! authorizer can never mint a `jwt:` identity. A request with none of these is
+//! [`Caller::Anonymous`].
 
 use aws_lambda_events::apigw::{
     ApiGatewayProxyRequest, ApiGatewayRequestAuthorizer, ApiGatewayV2httpRequest,
@@ -52,48 +54,69 @@ impl Identities {
     }
 }
 
-fn string_field<'a>(fields: &'a HashMap<String, Value>, name: &str) -> Option<&'a str> {
-    fields.get(name).and_then(Value::as_str)
-}
-
-/// Identities carried by an API Gateway authorizer object (JWT, IAM or Lambda).
-fn from_authorizer(ids: &mut Identities, authorizer: &ApiGatewayRequestAuthorizer) {
+/// The principal ARN of IAM (SigV4) auth on an HTTP API or function URL.
+fn from_iam(ids: &mut Identities, authorizer: &ApiGatewayRequestAuthorizer) {
     if let Some(iam) = &authorizer.iam {
         ids.push_prefixed("", iam.user_arn.as_deref());
     }
+}
+
+/// Claims verified by API Gateway itself: an HTTP API JWT authorizer (`authorizer.jwt.claims`).
+fn from_jwt_authorizer(ids: &mut Identities, authorizer: &ApiGatewayRequestAuthorizer) {
     if let Some(jwt) = &authorizer.jwt {
         ids.push_jwt_claims(
             jwt.claims.get("sub").map(String::as_str),
             jwt.claims.get("client_id").map(String::as_str),
         );
     }
-    // REST APIs put Cognito authorizer claims and Lambda authorizer output in these fields;
-    // HTTP APIs put a Lambda authorizer's context here.
-    if let Some(Value::Object(claims)) = authorizer.fields.get("claims") {
-        ids.push_jwt_claims(
-            claims.get("sub").and_then(Value::as_str),
-            claims.get("client_id").and_then(Value::as_str),
-        );
-    }
-    ids.push_prefixed(
-        "principal:",
-        string_field(&authorizer.fields, "principalId"),
-    );
 }
 
-/// The caller of an API Gateway REST API (payload v1) or ALB-compatible v1 event.
+/// The caller of an API Gateway REST API (payload v1) event.
+///
+/// On payload v1 `requestContext.authorizer` is one flat object, filled by whichever authorizer
+/// ran:
+/// - a Cognito user pool authorizer (or an HTTP API JWT authorizer on payload 1.0) puts the
+///   verified token's claims in `claims`: `jwt:sub:` and `jwt:client:`;
+/// - a Lambda authorizer puts its `principalId` next to its context's keys: `principal:`.
+///
+/// A Lambda authorizer's output always carries `principalId`, so when it is present (and not
+/// `null`) the object came from a Lambda authorizer and nothing else in it is read: a context key
+/// named `claims` never mints a `jwt:` identity. (REST API authorizer contexts cannot hold
+/// objects at all; this holds for payload 1.0 events from any source.)
 pub fn from_rest(event: &ApiGatewayProxyRequest) -> Caller {
     let mut ids = Identities::default();
     ids.push_prefixed("", event.request_context.identity.user_arn.as_deref());
-    from_authorizer(&mut ids, &event.request_context.authorizer);
+    let fields = &event.request_context.authorizer.fields;
+    match fields.get("principalId") {
+        Some(principal) if !principal.is_null() => {
+            ids.push_prefixed("principal:", principal.as_str())
+        }
+        _ => {
+            if let Some(Value::Object(claims)) = fields.get("claims") {
+                ids.push_jwt_claims(
+                    claims.get("sub").and_then(Value::as_str),
+                    claims.get("client_id").and_then(Value::as_str),
+                );
+            }
+        }
+    }
     ids.into_caller()
 }
 
 /// The caller of an HTTP API (payload v2) or Lambda function URL event.
+///
+/// IAM auth gives `authorizer.iam.userArn`, a JWT authorizer `authorizer.jwt.claims`. A Lambda
+/// authorizer's output arrives as `authorizer.lambda` (aws_lambda_events' `fields`): a
+/// free-form context the authorizer chose, of which only `principalId` is read.
 pub fn from_http_v2(event: &ApiGatewayV2httpRequest) -> Caller {
     let mut ids = Identities::default();
     if let Some(authorizer) = &event.request_context.authorizer {
-        from_authorizer(&mut ids, authorizer);
+        from_iam(&mut ids, authorizer);
+        from_jwt_authorizer(&mut ids, authorizer);
+        ids.push_prefixed(
+            "principal:",
+            authorizer.fields.get("principalId").and_then(Value::as_str),
+        );
     }
     ids.into_caller()
 }
@@ -115,6 +138,8 @@ pub fn describe(caller: &Caller) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn v2(json: &str) -> ApiGatewayV2httpRequest {
@@ -167,25 +192,123 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rest_lambda_and_cognito_authorizers_give_identities() {
+    fn rest_with_authorizer(authorizer: Value) -> ApiGatewayProxyRequest {
         let mut event = v1(include_str!("../events/rest-v1.json"));
         event.request_context.identity.user_arn = None;
-        event.request_context.authorizer.fields = HashMap::from([
-            ("principalId".to_owned(), Value::from("portal-user-42")),
-            (
-                "claims".to_owned(),
-                serde_json::json!({"sub": "abc", "client_id": "client1"}),
-            ),
-        ]);
+        event.request_context.authorizer.fields =
+            serde_json::from_value::<HashMap<String, Value>>(authorizer).unwrap();
+        event
+    }
+
+    #[test]
+    fn rest_cognito_authorizer_claims_give_jwt_identities() {
+        let event = v1(include_str!("../events/rest-v1-cognito-authorizer.json"));
         assert_eq!(
             from_rest(&event),
             Caller::Identified(vec![
-                "jwt:sub:abc".into(),
-                "jwt:client:client1".into(),
-                "principal:portal-user-42".into()
+                "jwt:sub:7d8ca528-4931-4254-9273-ea5ee853f271".into(),
+                "jwt:client:3vp1ml3vh2dq5p0a6ghj1j4o2c".into(),
             ])
         );
+    }
+
+    #[test]
+    fn rest_lambda_authorizer_gives_only_its_principal() {
+        // A REST Lambda authorizer's context keys sit next to its principalId; a key named
+        // `claims` is context, not verified claims.
+        let event = rest_with_authorizer(serde_json::json!({
+            "principalId": "portal-user-42",
+            "integrationLatency": 12,
+            "claims": {"sub": "abc", "client_id": "client1"},
+            "sub": "abc",
+            "userArn": "arn:aws:iam::123456789012:root"
+        }));
+        assert_eq!(
+            from_rest(&event),
+            Caller::Identified(vec!["principal:portal-user-42".into()])
+        );
+    }
+
+    #[test]
+    fn rest_cognito_claims_with_a_null_principal_are_still_claims() {
+        let event = rest_with_authorizer(serde_json::json!({
+            "principalId": null,
+            "claims": {"sub": "abc", "client_id": "client1"}
+        }));
+        assert_eq!(
+            from_rest(&event),
+            Caller::Identified(vec!["jwt:sub:abc".into(), "jwt:client:client1".into()])
+        );
+    }
+
+    #[test]
+    fn rest_lambda_principal_that_is_not_a_string_gives_nothing_else() {
+        let event = rest_with_authorizer(serde_json::json!({
+            "principalId": 42,
+            "claims": {"sub": "abc"}
+        }));
+        assert_eq!(from_rest(&event), Caller::Anonymous);
+    }
+
+    #[test]
+    fn rest_claims_that_are_not_an_object_of_strings_give_nothing() {
+        for claims in [
+            serde_json::json!("sub=abc"),
+            serde_json::json!({"sub": 42, "client_id": ["c"]}),
+            serde_json::json!({"sub": ""}),
+        ] {
+            let event = rest_with_authorizer(serde_json::json!({ "claims": claims }));
+            assert_eq!(from_rest(&event), Caller::Anonymous, "{claims}");
+        }
+    }
+
+    #[test]
+    fn http_api_lambda_authorizer_gives_only_its_principal() {
+        let event = v2(include_str!("../events/http-api-v2-lambda-authorizer.json"));
+        assert_eq!(
+            from_http_v2(&event),
+            Caller::Identified(vec!["principal:portal-user-42".into()])
+        );
+    }
+
+    #[test]
+    fn http_api_lambda_authorizer_context_cannot_mint_a_jwt_identity() {
+        // The spoof of issue 9: a Lambda authorizer's context holding JWT-looking claims.
+        let event = v2(include_str!(
+            "../events/http-api-v2-lambda-authorizer-spoof.json"
+        ));
+        let caller = from_http_v2(&event);
+        assert_eq!(
+            caller,
+            Caller::Identified(vec!["principal:portal-user-42".into()])
+        );
+    }
+
+    #[test]
+    fn http_api_lambda_authorizer_without_principal_is_anonymous() {
+        let mut event = v2(include_str!(
+            "../events/http-api-v2-lambda-authorizer-spoof.json"
+        ));
+        let authorizer = event.request_context.authorizer.as_mut().unwrap();
+        authorizer.fields.remove("principalId");
+        authorizer.fields.insert(
+            "iam".into(),
+            serde_json::json!({"userArn": "arn:aws:iam::123456789012:root"}),
+        );
+        authorizer
+            .fields
+            .insert("jwt".into(), serde_json::json!({"claims": {"sub": "abc"}}));
+        assert_eq!(from_http_v2(&event), Caller::Anonymous);
+    }
+
+    #[test]
+    fn http_api_principal_that_is_not_a_string_gives_nothing() {
+        let mut event = v2(include_str!("../events/http-api-v2-lambda-authorizer.json"));
+        let authorizer = event.request_context.authorizer.as_mut().unwrap();
+        authorizer
+            .fields
+            .insert("principalId".into(), serde_json::json!({"id": "x"}));
+        assert_eq!(from_http_v2(&event), Caller::Anonymous);
     }
 
     #[test]

@@ -26,18 +26,23 @@ pub const DEFAULT_RESET_COOLDOWN_SECONDS: u64 = 300;
 pub const DEFAULT_IDEMPOTENCY_TTL_SECONDS: u64 = 86_400;
 /// Default for `GUARD_TIMEOUT_MS`.
 pub const DEFAULT_GUARD_TIMEOUT_MS: u64 = 1000;
-/// Default for `COGNITO_RESET_RPS`: Cognito's default account-recovery quota (30 requests a
-/// second per account and region) over the template's default of 5 instances.
-pub const DEFAULT_COGNITO_RESET_RPS: f64 = 6.0;
-/// Default for `COGNITO_READ_RPS`: the default user-read quota (120/s) over 5 instances.
-pub const DEFAULT_COGNITO_READ_RPS: f64 = 24.0;
+/// Default for `COGNITO_RESET_QUOTA`: Cognito's default quota of the account-recovery category
+/// (`AdminResetUserPassword`), requests a second per account and region.
+pub const DEFAULT_COGNITO_RESET_QUOTA: f64 = 30.0;
+/// Default for `COGNITO_READ_QUOTA`: the default quota of the user-read category
+/// (`AdminGetUser`, `AdminListGroupsForUser`).
+pub const DEFAULT_COGNITO_READ_QUOTA: f64 = 120.0;
+/// Default for `MAX_INSTANCES`: the template's reserved concurrency.
+pub const DEFAULT_MAX_INSTANCES: u64 = 5;
 /// Attempts per guard call (DynamoDB answers in milliseconds; the SDK's standard mode).
 pub const GUARD_MAX_ATTEMPTS: u32 = 3;
 
 /// A start-up failure, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("set exactly one of POLICY (inline JSON) or POLICY_FILE (a path); {0}")]
+    #[error(
+        "set exactly one of POLICY (inline JSON), POLICY_FILE (a path) or POLICY_PARAMETER (an SSM parameter name or ARN); {0}"
+    )]
     PolicySource(&'static str),
     #[error("POLICY_FILE: cannot read {path}: {source}")]
     PolicyFile {
@@ -58,10 +63,33 @@ pub enum ConfigError {
     },
 }
 
+/// Where the policy comes from.
+#[derive(Debug, Clone)]
+pub enum PolicySetting {
+    /// `POLICY` or `POLICY_FILE`: loaded and validated now, never changes; versioned by a hash
+    /// of its text.
+    Fixed {
+        policy: Arc<Policy>,
+        version: String,
+    },
+    /// `POLICY_PARAMETER`: read from SSM Parameter Store at start-up, then re-read at most every
+    /// `refresh` (`POLICY_REFRESH_SECONDS`).
+    Parameter { name: String, refresh: Duration },
+}
+
+/// Outcome events on EventBridge (`EVENT_BUS`, `EVENT_SOURCE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    /// The bus name or ARN.
+    pub bus: String,
+    /// The events' `Source`.
+    pub source: String,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub policy: Arc<Policy>,
+    pub policy: PolicySetting,
     /// Where the policy came from, for the start-up log line.
     pub policy_source: String,
     pub default_user_pool_id: Option<UserPoolId>,
@@ -73,6 +101,26 @@ pub struct Config {
     pub dry_run: bool,
     /// The duplicate-reset guard; `None` without `GUARD_TABLE`.
     pub guard: Option<GuardSettings>,
+    /// Outcome events; `None` without `EVENT_BUS`.
+    pub events: Option<EventSettings>,
+    /// `METRICS_NAMESPACE`.
+    pub metrics_namespace: String,
+    /// `MAX_RECEIVE_COUNT`: the queue's redrive `maxReceiveCount` (a RETRY on that receive is
+    /// the record's last: outcome `GAVE_UP`).
+    pub max_receive_count: Option<u32>,
+}
+
+impl Config {
+    /// The policy store of a fixed policy (`POLICY`, `POLICY_FILE`); `None` for
+    /// `POLICY_PARAMETER`, which must be read first (see [`crate::policy_source::PolicyStore::load`]).
+    pub fn fixed_policy(&self) -> Option<crate::policy_source::PolicyStore> {
+        match &self.policy {
+            PolicySetting::Fixed { policy, version } => Some(
+                crate::policy_source::PolicyStore::fixed(Arc::clone(policy), version.clone()),
+            ),
+            PolicySetting::Parameter { .. } => None,
+        }
+    }
 }
 
 impl Config {
@@ -84,21 +132,43 @@ impl Config {
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let (variable, text, policy_source) = match (get("POLICY"), get("POLICY_FILE")) {
-            (Some(_), Some(_)) => return Err(ConfigError::PolicySource("both are set")),
-            (None, None) => return Err(ConfigError::PolicySource("neither is set")),
-            (Some(inline), None) => ("POLICY", inline, "POLICY (inline)".to_owned()),
-            (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| ConfigError::PolicyFile {
-                        path: path.clone(),
-                        source,
+        let (policy, policy_source) =
+            match (get("POLICY"), get("POLICY_FILE"), get("POLICY_PARAMETER")) {
+                (Some(inline), None, None) => (
+                    fixed_policy("POLICY", &inline)?,
+                    "POLICY (inline)".to_owned(),
+                ),
+                (None, Some(path), None) => {
+                    let text = std::fs::read_to_string(&path).map_err(|source| {
+                        ConfigError::PolicyFile {
+                            path: path.clone(),
+                            source,
+                        }
                     })?;
-                ("POLICY_FILE", text, format!("POLICY_FILE={path}"))
-            }
-        };
-        let policy =
-            Policy::from_json(&text).map_err(|errors| ConfigError::Policy { variable, errors })?;
+                    (
+                        fixed_policy("POLICY_FILE", &text)?,
+                        format!("POLICY_FILE={path}"),
+                    )
+                }
+                (None, None, Some(name)) => {
+                    let refresh = number(
+                        &get,
+                        "POLICY_REFRESH_SECONDS",
+                        crate::policy_source::DEFAULT_REFRESH_SECONDS,
+                        1,
+                        3600,
+                    )?;
+                    (
+                        PolicySetting::Parameter {
+                            name: name.clone(),
+                            refresh: Duration::from_secs(refresh),
+                        },
+                        format!("POLICY_PARAMETER={name}"),
+                    )
+                }
+                (None, None, None) => return Err(ConfigError::PolicySource("none is set")),
+                _ => return Err(ConfigError::PolicySource("more than one is set")),
+            };
 
         let default_user_pool_id = get("DEFAULT_USER_POOL_ID")
             .map(|v| {
@@ -154,9 +224,27 @@ impl Config {
             }
         };
 
+        // Per instance: the quota shared by at most MAX_INSTANCES instances, unless a rate is set
+        // outright (`0`: no limit).
+        let instances = number(&get, "MAX_INSTANCES", DEFAULT_MAX_INSTANCES, 1, 1000)? as f64;
+        let per_instance = |rps: &'static str, quota: &'static str, default: f64| {
+            if get(rps).is_some() {
+                rate(&get, rps, 0.0)
+            } else {
+                Ok(rate(&get, quota, default)?.map(|q| q / instances))
+            }
+        };
         let rates = Rates {
-            read: rate(&get, "COGNITO_READ_RPS", DEFAULT_COGNITO_READ_RPS)?,
-            account_recovery: rate(&get, "COGNITO_RESET_RPS", DEFAULT_COGNITO_RESET_RPS)?,
+            read: per_instance(
+                "COGNITO_READ_RPS",
+                "COGNITO_READ_QUOTA",
+                DEFAULT_COGNITO_READ_QUOTA,
+            )?,
+            account_recovery: per_instance(
+                "COGNITO_RESET_RPS",
+                "COGNITO_RESET_QUOTA",
+                DEFAULT_COGNITO_RESET_QUOTA,
+            )?,
         };
         let reset_cooldown = number(
             &get,
@@ -201,8 +289,23 @@ impl Config {
             })
             .transpose()?;
 
+        let events = get("EVENT_BUS").map(|bus| EventSettings {
+            bus,
+            source: get("EVENT_SOURCE").unwrap_or_else(|| crate::bus::DEFAULT_SOURCE.to_owned()),
+        });
+        let metrics_namespace = get("METRICS_NAMESPACE")
+            .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_owned());
+        crate::metrics::check_namespace(&metrics_namespace).map_err(|e| ConfigError::Invalid {
+            variable: "METRICS_NAMESPACE",
+            value: metrics_namespace.clone(),
+            message: e.to_string(),
+        })?;
+        let max_receive_count = get("MAX_RECEIVE_COUNT")
+            .map(|_| number(&get, "MAX_RECEIVE_COUNT", 1, 1, 1000).map(|n| n as u32))
+            .transpose()?;
+
         Ok(Config {
-            policy: Arc::new(policy),
+            policy,
             policy_source,
             default_user_pool_id,
             max_concurrency: max_concurrency as usize,
@@ -215,8 +318,21 @@ impl Config {
             rates,
             dry_run,
             guard,
+            events,
+            metrics_namespace,
+            max_receive_count,
         })
     }
+}
+
+/// A policy document given as text, validated now.
+fn fixed_policy(variable: &'static str, text: &str) -> Result<PolicySetting, ConfigError> {
+    let policy =
+        Policy::from_json(text).map_err(|errors| ConfigError::Policy { variable, errors })?;
+    Ok(PolicySetting::Fixed {
+        policy: Arc::new(policy),
+        version: crate::policy_source::content_version(text),
+    })
 }
 
 /// A rate in calls per second (decimals allowed, at most 10000); `0` turns the limit off.
@@ -316,6 +432,24 @@ mod tests {
     }
 
     #[test]
+    fn per_instance_rates_divide_the_quota_among_the_instances() {
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("COGNITO_RESET_QUOTA", "50"),
+            ("COGNITO_READ_QUOTA", "200"),
+            ("MAX_INSTANCES", "4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.rates,
+            Rates {
+                read: Some(50.0),
+                account_recovery: Some(12.5)
+            }
+        );
+    }
+
+    #[test]
     fn a_zero_rate_turns_the_limit_off() {
         let config = load(&[
             ("POLICY", POLICY),
@@ -354,11 +488,24 @@ mod tests {
     #[test]
     fn exactly_one_policy_source_is_required() {
         let err = load(&[]).unwrap_err().to_string();
-        assert!(err.contains("POLICY") && err.contains("neither"), "{err}");
+        assert!(
+            err.contains("POLICY_PARAMETER") && err.contains("none"),
+            "{err}"
+        );
         let err = load(&[("POLICY", POLICY), ("POLICY_FILE", "/x")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("both"), "{err}");
+        assert!(err.contains("more than one"), "{err}");
+        let err = load(&[("POLICY", POLICY), ("POLICY_PARAMETER", "/p")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than one"), "{err}");
+        let config = load(&[("POLICY_PARAMETER", "/cognito-reset/policy")]).unwrap();
+        assert!(matches!(
+            config.policy,
+            PolicySetting::Parameter { ref name, refresh }
+                if name == "/cognito-reset/policy" && refresh == Duration::from_secs(60)
+        ));
     }
 
     #[test]
@@ -390,6 +537,10 @@ mod tests {
             ("GUARD_TABLE", "arn:aws:s3:::bucket"),
             ("COGNITO_RESET_RPS", "-1"),
             ("COGNITO_READ_RPS", "fast"),
+            ("COGNITO_RESET_QUOTA", "x"),
+            ("MAX_INSTANCES", "0"),
+            ("METRICS_NAMESPACE", "bad namespace!"),
+            ("MAX_RECEIVE_COUNT", "0"),
         ] {
             let err = load(&[("POLICY", POLICY), (var, value)])
                 .unwrap_err()

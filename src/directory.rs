@@ -22,7 +22,6 @@ use aws_sdk_cognitoidentityprovider::{Client, config};
 
 use crate::deadline::Deadline;
 use crate::limiter::{Category, Limiters, Rates};
-use crate::outcome::Class;
 use crate::request::{ClientMetadata, UserPoolId, Username};
 
 /// Upper bound on `AdminListGroupsForUser` pages (60 groups each), against a looping token.
@@ -77,20 +76,6 @@ impl CognitoError {
             CognitoErrorKind::Upstream => "upstream-error",
             CognitoErrorKind::Misconfigured => "misconfigured",
             CognitoErrorKind::Unavailable => "unavailable",
-        }
-    }
-
-    /// Retry or not.
-    pub fn class(&self) -> Class {
-        match self.kind {
-            CognitoErrorKind::UserNotFound
-            | CognitoErrorKind::PoolNotFound
-            | CognitoErrorKind::NotResettable
-            | CognitoErrorKind::CannotReset => Class::Rejected,
-            CognitoErrorKind::Throttled
-            | CognitoErrorKind::Upstream
-            | CognitoErrorKind::Misconfigured
-            | CognitoErrorKind::Unavailable => Class::Retry,
         }
     }
 

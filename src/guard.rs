@@ -27,6 +27,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use aws_sdk_dynamodb::{Client, config};
 use sha2::{Digest, Sha256};
 
+use crate::deadline::Deadline;
 use crate::directory::ClientSettings;
 use crate::outcome::Answer;
 use crate::request::ResetRequest;
@@ -65,6 +66,8 @@ pub enum GuardErrorKind {
     Misconfigured,
     /// DynamoDB's internal errors and anything not named.
     Upstream,
+    /// No time left before `deadline − DEADLINE_MARGIN_MS` (the record is RETRY `deadline`).
+    Deadline,
 }
 
 /// A classified DynamoDB failure, keeping the original error as its source.
@@ -228,19 +231,51 @@ pub struct Guard {
     settings: GuardSettings,
     /// `DRY_RUN`: read, never write.
     read_only: bool,
+    /// `DEADLINE_MARGIN_MS`: every call ends before `deadline − margin`.
+    margin: Duration,
 }
 
 /// Makes claim ids unique within the process; with the time and the record's id, unique.
 static CLAIMS: AtomicU64 = AtomicU64::new(0);
 
 impl Guard {
-    /// Wraps a configured client (see [`configure`]).
-    pub fn new(client: Client, settings: GuardSettings, read_only: bool) -> Guard {
+    /// Wraps a configured client (see [`configure`]). `margin` is `DEADLINE_MARGIN_MS`.
+    pub fn new(
+        client: Client,
+        settings: GuardSettings,
+        read_only: bool,
+        margin: Duration,
+    ) -> Guard {
         Guard {
             client,
             settings,
             read_only,
+            margin,
         }
+    }
+
+    /// Timeouts that end a call before `deadline − margin`, or `Deadline` when no time is left.
+    fn timeouts(
+        &self,
+        deadline: Deadline,
+        operation: &'static str,
+    ) -> Result<config::Builder, GuardError> {
+        let budget = deadline.remaining().saturating_sub(self.margin);
+        if budget.is_zero() {
+            return Err(GuardError {
+                kind: GuardErrorKind::Deadline,
+                operation,
+                source: "no time left before the invocation's deadline".into(),
+            });
+        }
+        let attempt = self.settings.client.timeout.min(budget);
+        Ok(config::Builder::new().timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(attempt)
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(budget)
+                .build(),
+        ))
     }
 
     /// The cooldown window.
@@ -248,16 +283,13 @@ impl Guard {
         self.settings.cooldown
     }
 
-    /// Takes an idempotency key for this invocation, or says why not. `lease_until` is when a
-    /// pending key may be taken over (the invocation's deadline).
-    pub async fn begin(
-        &self,
-        key: &KeyRef,
-        lease_until: SystemTime,
-    ) -> Result<KeyState, GuardError> {
+    /// Takes an idempotency key for this invocation, or says why not. A pending key may be taken
+    /// over once its holder's deadline has passed.
+    pub async fn begin(&self, key: &KeyRef, deadline: Deadline) -> Result<KeyState, GuardError> {
         let now = SystemTime::now();
+        let lease_until = deadline.wall_clock();
         if self.read_only {
-            let item = self.get(&key.pk).await?;
+            let item = self.get(&key.pk, deadline).await?;
             return Ok(match item.filter(|i| live(i, now)) {
                 None => KeyState::Fresh,
                 Some(item) => key_state(&item, key, now)?,
@@ -284,6 +316,8 @@ impl Guard {
             .expression_attribute_values(":nowMs", n(ms(now)))
             .expression_attribute_values(":pending", s("pending"))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .customize()
+            .config_override(self.timeouts(deadline, "PutItem")?)
             .send()
             .await;
         match result {
@@ -297,7 +331,7 @@ impl Guard {
                 };
                 let old = match old {
                     Some(item) => Some(item),
-                    None => self.get(&key.pk).await?,
+                    None => self.get(&key.pk, deadline).await?,
                 };
                 match old {
                     Some(item) => key_state(&item, key, now),
@@ -311,10 +345,14 @@ impl Guard {
 
     /// Records a key's final answer (replayed until the TTL ends), or releases the key
     /// (`None`: a RETRY is not kept). A failure here is logged: the answer already stands.
-    pub async fn finish(&self, key: &KeyRef, answer: Option<&Answer>) {
+    pub async fn finish(&self, key: &KeyRef, answer: Option<&Answer>, deadline: Deadline) {
         if self.read_only {
             return;
         }
+        let timeouts = match self.timeouts(deadline, "UpdateItem") {
+            Ok(timeouts) => timeouts,
+            Err(error) => return self.warn_unfinished_key(key, &error),
+        };
         let result = match answer {
             Some(answer) => {
                 let Ok(json) = serde_json::to_string(answer) else {
@@ -332,6 +370,8 @@ impl Guard {
                     .expression_attribute_values(":done", s("done"))
                     .expression_attribute_values(":answer", s(&json))
                     .expression_attribute_values(":expires", n(expires))
+                    .customize()
+                    .config_override(timeouts)
                     .send()
                     .await
                     .map(drop)
@@ -345,18 +385,24 @@ impl Guard {
                 .condition_expression(PENDING_CONDITION)
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":pending", s("pending"))
+                .customize()
+                .config_override(timeouts)
                 .send()
                 .await
                 .map(drop)
                 .map_err(|e| GuardError::from_sdk("DeleteItem", e)),
         };
         if let Err(error) = result {
-            tracing::warn!(
-                idempotency_key = %key.key,
-                error.cause_chain = %crate::audit::cause_chain(&error),
-                "could not record the idempotency key's result; a retry with this key may run again (the user claim still stops a second reset)"
-            );
+            self.warn_unfinished_key(key, &error);
         }
+    }
+
+    fn warn_unfinished_key(&self, key: &KeyRef, error: &GuardError) {
+        tracing::warn!(
+            idempotency_key = %key.key,
+            error.cause_chain = %crate::audit::cause_chain(error),
+            "could not record the idempotency key's result; a retry with this key may run again (the user claim still stops a second reset)"
+        );
     }
 
     /// Claims `username` of `pool` for a reset, or says why not.
@@ -365,12 +411,13 @@ impl Guard {
         pool: &str,
         username: &str,
         record_id: &str,
-        lease_until: SystemTime,
+        deadline: Deadline,
     ) -> Result<UserState, GuardError> {
         let pk = format!("user#{pool}#{username}");
         let now = SystemTime::now();
+        let lease_until = deadline.wall_clock();
         if self.read_only {
-            let item = self.get(&pk).await?;
+            let item = self.get(&pk, deadline).await?;
             return Ok(match item.filter(|i| live(i, now)) {
                 None => UserState::Free,
                 Some(item) => user_state(&item, now)?,
@@ -400,6 +447,8 @@ impl Guard {
             .condition_expression(CLAIM_CONDITION)
             .expression_attribute_values(":nowSecs", n(secs_floor(now)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .customize()
+            .config_override(self.timeouts(deadline, "PutItem")?)
             .send()
             .await;
         match result {
@@ -413,7 +462,7 @@ impl Guard {
                 };
                 let old = match old {
                     Some(item) => Some(item),
-                    None => self.get(&pk).await?,
+                    None => self.get(&pk, deadline).await?,
                 };
                 match old {
                     Some(item) => user_state(&item, now),
@@ -424,7 +473,8 @@ impl Guard {
                 let error = GuardError::from_sdk("PutItem", e);
                 // The write may have landed before the failure (a timeout): take it back, so
                 // that a claim nobody holds does not block the user.
-                self.complete(&Claim { pk, id }, Completion::Release).await;
+                self.complete(&Claim { pk, id }, Completion::Release, deadline)
+                    .await;
                 Err(error)
             }
         }
@@ -432,8 +482,15 @@ impl Guard {
 
     /// Ends a held claim. A failure is logged: an unfinished claim still counts as a reset
     /// until its window ends, so it errs on the side of no second code.
-    pub async fn complete(&self, claim: &Claim, completion: Completion) {
+    pub async fn complete(&self, claim: &Claim, completion: Completion, deadline: Deadline) {
         let cooldown = self.settings.cooldown;
+        if completion == Completion::Keep {
+            return;
+        }
+        let timeouts = match self.timeouts(deadline, "UpdateItem") {
+            Ok(timeouts) => timeouts,
+            Err(error) => return self.warn_unfinished_claim(completion, &error),
+        };
         let result = match completion {
             Completion::Keep => return,
             Completion::Reset if !cooldown.is_zero() => {
@@ -451,6 +508,8 @@ impl Guard {
                     .expression_attribute_values(":reset", s("reset"))
                     .expression_attribute_values(":now", n(ms(now)))
                     .expression_attribute_values(":expires", n(secs_ceil(now + cooldown)))
+                    .customize()
+                    .config_override(timeouts)
                     .send()
                     .await
                     .map(drop)
@@ -464,27 +523,39 @@ impl Guard {
                 .key("pk", s(&claim.pk))
                 .condition_expression(HOLDER_CONDITION)
                 .expression_attribute_values(":claimId", s(&claim.id))
+                .customize()
+                .config_override(timeouts)
                 .send()
                 .await
                 .map(drop)
                 .map_err(|e| GuardError::from_sdk("DeleteItem", e)),
         };
         if let Err(error) = result {
-            tracing::warn!(
-                completion = ?completion,
-                error.cause_chain = %crate::audit::cause_chain(&error),
-                "could not complete the user claim; it counts as a reset until its window ends"
-            );
+            self.warn_unfinished_claim(completion, &error);
         }
     }
 
-    async fn get(&self, pk: &str) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
+    fn warn_unfinished_claim(&self, completion: Completion, error: &GuardError) {
+        tracing::warn!(
+            completion = ?completion,
+            error.cause_chain = %crate::audit::cause_chain(error),
+            "could not complete the user claim; it counts as a reset until its window ends"
+        );
+    }
+
+    async fn get(
+        &self,
+        pk: &str,
+        deadline: Deadline,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.settings.table)
             .key("pk", s(pk))
             .consistent_read(true)
+            .customize()
+            .config_override(self.timeouts(deadline, "GetItem")?)
             .send()
             .await
             .map_err(|e| GuardError::from_sdk("GetItem", e))?;

@@ -8,15 +8,20 @@
 //! `reset-policy`.
 
 pub mod audit;
+pub mod bus;
 pub mod caller;
 pub mod config;
 pub mod deadline;
 pub mod directory;
 pub mod guard;
+pub mod invocation;
 pub mod limiter;
+pub mod logging;
+pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod policy;
+pub mod policy_source;
 pub mod record;
 pub mod request;
 pub mod scheduler;

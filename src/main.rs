@@ -1,37 +1,34 @@
-//! The Lambda function: configuration and the AWS clients are built once, then every event
-//! goes to [`cognito_reset::sources::handle`].
+//! The Lambda function: configuration, the policy and the AWS clients are built once, then
+//! every event goes to [`cognito_reset::sources::handle`].
 
 // The SDK's credential and config loading futures nest deeper than the default limit.
 #![recursion_limit = "256"]
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use cognito_reset::config::Config;
-use cognito_reset::directory::{self, Directory};
+use cognito_reset::bus::{self, Bus};
+use cognito_reset::config::{Config, PolicySetting};
+use cognito_reset::directory::{self, ClientSettings, Directory};
 use cognito_reset::guard::{self, Guard};
 use cognito_reset::pipeline::App;
+use cognito_reset::policy_source::{self, PolicyStore, RefreshSettings, SsmParameter};
 use cognito_reset::sources;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
+/// Timeout and attempts of the EventBridge and SSM calls (off the records' path).
+const SIDE_CALLS: ClientSettings = ClientSettings {
+    timeout: Duration::from_secs(2),
+    max_attempts: 3,
+};
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    cognito_reset::logging::init();
     let config = Config::from_env().inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration: not starting");
     })?;
-    tracing::info!(
-        policy = %config.policy_source,
-        rules = config.policy.rule_count(),
-        groups_needed = config.policy.needs_groups(),
-        dry_run = config.dry_run,
-        max_concurrency = config.max_concurrency,
-        guard_table = config.guard.as_ref().map(|g| g.table.as_str()).unwrap_or(""),
-        reset_cooldown_secs = config.guard.as_ref().map(|g| g.cooldown.as_secs()),
-        cognito_reset_rps = ?config.rates.account_recovery,
-        cognito_read_rps = ?config.rates.read,
-        "configuration loaded"
-    );
     if config.guard.is_none() {
         tracing::warn!(
             "GUARD_TABLE is not set: no idempotency or cooldown guard, so a redelivered or \
@@ -40,6 +37,41 @@ async fn main() -> Result<(), Error> {
     }
     // One configuration load and one HTTP connector for every client.
     let sdk_config = aws_config::load_from_env().await;
+    let policy = match &config.policy {
+        PolicySetting::Parameter { name, refresh } => {
+            let client = aws_sdk_ssm::Client::from_conf(
+                policy_source::configure((&sdk_config).into(), SIDE_CALLS).build(),
+            );
+            let settings = RefreshSettings {
+                interval: *refresh,
+                ..RefreshSettings::default()
+            };
+            let source = Box::new(SsmParameter::new(client, name));
+            PolicyStore::load(source, settings, Instant::now())
+                .await
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, "the policy cannot be loaded: not starting");
+                })?
+        }
+        PolicySetting::Fixed { policy, version } => {
+            PolicyStore::fixed(Arc::clone(policy), version.clone())
+        }
+    };
+    let snapshot = policy.current();
+    tracing::info!(
+        policy = %config.policy_source,
+        policy_version = %snapshot.version,
+        rules = snapshot.policy.rule_count(),
+        groups_needed = snapshot.policy.needs_groups(),
+        dry_run = config.dry_run,
+        max_concurrency = config.max_concurrency,
+        guard_table = config.guard.as_ref().map(|g| g.table.as_str()).unwrap_or(""),
+        reset_cooldown_secs = config.guard.as_ref().map(|g| g.cooldown.as_secs()),
+        cognito_reset_rps = ?config.rates.account_recovery,
+        cognito_read_rps = ?config.rates.read,
+        event_bus = config.events.as_ref().map(|e| e.bus.as_str()).unwrap_or(""),
+        "configuration loaded"
+    );
     let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
         directory::configure((&sdk_config).into(), config.cognito).build(),
     );
@@ -47,13 +79,16 @@ async fn main() -> Result<(), Error> {
         let client = aws_sdk_dynamodb::Client::from_conf(
             guard::configure((&sdk_config).into(), settings.client).build(),
         );
-        Guard::new(client, settings, config.dry_run)
+        Guard::new(client, settings, config.dry_run, config.deadline_margin)
     });
-    let app = Arc::new(App {
-        directory: Directory::new(cognito, config.deadline_margin, config.rates),
-        guard,
-        config,
+    let events = config.events.as_ref().map(|events| {
+        let client = aws_sdk_eventbridge::Client::from_conf(
+            bus::configure((&sdk_config).into(), SIDE_CALLS).build(),
+        );
+        Bus::new(client, &events.bus, &events.source)
     });
+    let directory = Directory::new(cognito, config.deadline_margin, config.rates);
+    let app = Arc::new(App::new(config, directory, guard, policy, events));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);
         async move { sources::handle(&app, event).await }

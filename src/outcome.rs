@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::directory::{CognitoError, DirectoryError};
+use crate::directory::{CognitoError, CognitoErrorKind, DirectoryError};
 use crate::guard::GuardError;
 use crate::policy::DenyReason;
 use crate::request::InvalidRequest;
@@ -31,6 +31,11 @@ pub enum ResetError {
     InvalidRequest(#[from] InvalidRequest),
     #[error("the policy denies this reset ({0})")]
     Denied(DenyReason),
+    /// A failure the caller may not learn about: no rule would admit the user for this caller
+    /// and pool, so it is told `user-not-allowed`, exactly as for an existing user no rule
+    /// admits. The audit line keeps the true reason.
+    #[error("{0} (the caller is told user-not-allowed)")]
+    Concealed(Box<ResetError>),
     #[error("the user is disabled")]
     UserDisabled,
     #[error(transparent)]
@@ -51,24 +56,31 @@ pub enum ResetError {
     #[error("the idempotency key was used before with a different request")]
     IdempotencyKeyReused,
     #[error(transparent)]
-    GuardUnavailable(#[from] GuardError),
+    GuardUnavailable(GuardError),
     #[error("only POST is allowed")]
     MethodNotAllowed,
     #[error("the body must be JSON (content-type application/json)")]
     UnsupportedMediaType,
-    #[error(
-        "the body is larger than {} bytes",
-        crate::sources::http::MAX_BODY_BYTES
-    )]
-    PayloadTooLarge,
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
 }
 
 impl ResetError {
-    /// The stable code reported to callers and in the audit log.
+    /// The true code, for the audit line: for a concealed failure, the one the caller was not
+    /// told.
+    pub fn actual_code(&self) -> &'static str {
+        match self {
+            ResetError::Concealed(actual) => actual.actual_code(),
+            other => other.code(),
+        }
+    }
+
+    /// The stable code reported to callers (and, but for concealed failures, in the audit log).
     pub fn code(&self) -> &'static str {
         match self {
             ResetError::InvalidRequest(_) => "invalid-request",
             ResetError::Denied(reason) => reason.code(),
+            ResetError::Concealed(_) => DenyReason::UserNotAllowed.code(),
             ResetError::UserDisabled => "user-disabled",
             ResetError::Cognito(e) => e.code(),
             ResetError::Deadline => "deadline",
@@ -79,7 +91,7 @@ impl ResetError {
             ResetError::GuardUnavailable(_) => "guard-unavailable",
             ResetError::MethodNotAllowed => "method-not-allowed",
             ResetError::UnsupportedMediaType => "unsupported-media-type",
-            ResetError::PayloadTooLarge => "payload-too-large",
+            ResetError::PayloadTooLarge { .. } => "payload-too-large",
         }
     }
 
@@ -88,13 +100,14 @@ impl ResetError {
         match self {
             ResetError::InvalidRequest(_)
             | ResetError::Denied(_)
+            | ResetError::Concealed(_)
             | ResetError::UserDisabled
             | ResetError::RecentlyReset { .. }
             | ResetError::IdempotencyKeyReused
             | ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
-            | ResetError::PayloadTooLarge => Class::Rejected,
-            ResetError::Cognito(e) => e.class(),
+            | ResetError::PayloadTooLarge { .. } => Class::Rejected,
+            ResetError::Cognito(e) => cognito_class(e.kind),
             ResetError::Deadline
             | ResetError::FifoGroupHalted
             | ResetError::InProgress
@@ -107,7 +120,7 @@ impl ResetError {
         use crate::directory::CognitoErrorKind as K;
         match self {
             ResetError::InvalidRequest(_) => 400,
-            ResetError::Denied(_) => 403,
+            ResetError::Denied(_) | ResetError::Concealed(_) => 403,
             ResetError::UserDisabled => 409,
             ResetError::Cognito(e) => match e.kind {
                 K::UserNotFound | K::PoolNotFound => 404,
@@ -122,7 +135,7 @@ impl ResetError {
             ResetError::IdempotencyKeyReused => 422,
             ResetError::GuardUnavailable(_) => 503,
             ResetError::MethodNotAllowed => 405,
-            ResetError::PayloadTooLarge => 413,
+            ResetError::PayloadTooLarge { .. } => 413,
             ResetError::UnsupportedMediaType => 415,
         }
     }
@@ -143,6 +156,9 @@ impl ResetError {
                 }
                 DenyReason::UserNotAllowed => "this caller may not reset this user".into(),
             },
+            ResetError::Concealed(_) => {
+                ResetError::Denied(DenyReason::UserNotAllowed).public_message()
+            }
             ResetError::UserDisabled => "the user is disabled; enable it first".into(),
             ResetError::Cognito(e) => match e.kind {
                 K::UserNotFound => "no such user in this user pool".into(),
@@ -154,7 +170,7 @@ impl ResetError {
                 K::Throttled => "Cognito is throttling requests; try again later".into(),
                 K::Upstream => "Cognito failed; try again later".into(),
                 K::Misconfigured => {
-                    "the service is misconfigured for Cognito; operators have been alerted".into()
+                    "the service is misconfigured for Cognito and its operators must fix it; try again later".into()
                 }
                 K::Unavailable => "Cognito could not be reached; try again later".into(),
             },
@@ -177,7 +193,7 @@ impl ResetError {
             }
             ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
-            | ResetError::PayloadTooLarge => self.to_string(),
+            | ResetError::PayloadTooLarge { .. } => self.to_string(),
         }
     }
 
@@ -194,6 +210,16 @@ impl ResetError {
             } => Some(*retry_after_secs),
             _ => None,
         }
+    }
+}
+
+/// Retry or not, for each kind of Cognito failure: a refusal about the user is final; throttling,
+/// outages and misconfiguration may pass.
+fn cognito_class(kind: CognitoErrorKind) -> Class {
+    use CognitoErrorKind as K;
+    match kind {
+        K::UserNotFound | K::PoolNotFound | K::NotResettable | K::CannotReset => Class::Rejected,
+        K::Throttled | K::Upstream | K::Misconfigured | K::Unavailable => Class::Retry,
     }
 }
 
@@ -214,6 +240,16 @@ impl Reset {
     /// `RESET` or `WOULD_RESET`.
     pub fn outcome(&self) -> &'static str {
         if self.dry_run { "WOULD_RESET" } else { "RESET" }
+    }
+}
+
+impl From<GuardError> for ResetError {
+    fn from(error: GuardError) -> ResetError {
+        if error.kind == crate::guard::GuardErrorKind::Deadline {
+            ResetError::Deadline
+        } else {
+            ResetError::GuardUnavailable(error)
+        }
     }
 }
 

@@ -12,18 +12,21 @@
 //!    `AdminResetUserPassword` on the canonical username and the claim completed or released;
 //! 5. the key records the final answer (RESET or REJECTED) or is released (RETRY).
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument;
 
-use crate::audit::{self, Findings};
+use crate::audit::{Done, Findings};
+use crate::bus::Bus;
 use crate::caller;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::directory::{Directory, UserRecord};
-use crate::guard::{Completion, Guard, KeyRef, KeyState, UserState};
+use crate::guard::{Completion, Guard, GuardError, GuardErrorKind, KeyRef, KeyState, UserState};
+use crate::invocation::Invocation;
 use crate::outcome::{Answer, Class, RecordResult, Reset, ResetError, Settled};
-use crate::policy::{Caller, Decision, Subject};
+use crate::policy::{Caller, Decision, DenyReason, Policy, Subject};
+use crate::policy_source::PolicyStore;
 use crate::record::{Job, Origin};
 use crate::request::ResetRequest;
 
@@ -34,16 +37,58 @@ pub struct App {
     pub directory: Directory,
     /// The duplicate-reset guard; `None` without `GUARD_TABLE`.
     pub guard: Option<Guard>,
+    /// The policy in force (fixed, or live from Parameter Store).
+    pub policy: PolicyStore,
+    /// Outcome events; `None` without `EVENT_BUS`.
+    pub bus: Option<Bus>,
+}
+
+/// One running record: where it came from, what it asks, by when, and where it reports.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    origin: &'a Origin,
+    request: &'a ResetRequest,
+    deadline: Deadline,
+    invocation: &'a Invocation,
+}
+
+/// Audit line, metrics and outcome event of a finished record.
+fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
+    done.log();
+    let (outcome, code) = done.outcome();
+    invocation.metrics().record_outcome(outcome, code);
+    if let Some(event) = done.event(last_receive) {
+        invocation.event(event);
+    }
 }
 
 impl App {
-    /// Runs one record, unless the deadline is too close, and writes its audit line.
-    pub async fn run(&self, job: Job, deadline: Deadline) -> RecordResult {
+    /// The function's state: configuration and ports, built once at start-up.
+    pub fn new(
+        config: Config,
+        directory: Directory,
+        guard: Option<Guard>,
+        policy: PolicyStore,
+        bus: Option<Bus>,
+    ) -> App {
+        App {
+            config,
+            directory,
+            guard,
+            policy,
+            bus,
+        }
+    }
+
+    /// Runs one record, unless the deadline is too close, and ends it: audit line, metrics and
+    /// (for a final outcome) an outcome event, into `invocation`.
+    pub async fn run(&self, job: Job, deadline: Deadline, invocation: &Invocation) -> RecordResult {
         let started = Instant::now();
         let Job {
             origin,
             request,
             idempotency_key,
+            last_receive,
         } = job;
         let (request, result, findings) = match request {
             Err(error) => (None, Err(error), Findings::default()),
@@ -51,67 +96,87 @@ impl App {
                 let (result, findings) = if deadline.too_close(self.config.deadline_margin) {
                     (Err(ResetError::Deadline), Findings::default())
                 } else {
-                    let span =
-                        tracing::info_span!("record", source = %origin.source, id = %origin.id);
-                    self.process(&origin, &request, idempotency_key.as_deref(), deadline)
+                    let span = tracing::info_span!(
+                        "record",
+                        source = %origin.source,
+                        id = %origin.audit_id()
+                    );
+                    let record = Record {
+                        origin: &origin,
+                        request: &request,
+                        deadline,
+                        invocation,
+                    };
+                    self.process(record, idempotency_key.as_deref())
                         .instrument(span)
                         .await
                 };
                 (Some(request), result, findings)
             }
         };
-        audit::record(
-            &origin,
-            request.as_ref(),
-            idempotency_key.as_deref(),
-            &findings,
-            &result,
-            started.elapsed(),
-        );
+        let done = Done {
+            origin: &origin,
+            request: request.as_ref(),
+            idempotency_key: idempotency_key.as_deref(),
+            findings: &findings,
+            result: &result,
+            elapsed: started.elapsed(),
+        };
+        end(&done, last_receive, invocation);
         result
     }
 
     /// Accounts for a record that is not started (e.g. a halted FIFO group).
-    pub fn skip(&self, job: Job, error: ResetError) -> RecordResult {
+    pub fn skip(&self, job: Job, error: ResetError, invocation: &Invocation) -> RecordResult {
         let result = Err(error);
-        audit::record(
-            &job.origin,
-            job.request.as_ref().ok(),
-            job.idempotency_key.as_deref(),
-            &Findings::default(),
-            &result,
-            std::time::Duration::ZERO,
-        );
+        let done = Done {
+            origin: &job.origin,
+            request: job.request.as_ref().ok(),
+            idempotency_key: job.idempotency_key.as_deref(),
+            findings: &Findings::default(),
+            result: &result,
+            elapsed: Duration::ZERO,
+        };
+        end(&done, job.last_receive, invocation);
         result
     }
 
     /// The key step around the rest of the pipeline.
-    async fn process(
-        &self,
-        origin: &Origin,
-        request: &ResetRequest,
-        key: Option<&str>,
-        deadline: Deadline,
-    ) -> (RecordResult, Findings) {
-        let lease_until = deadline.wall_clock();
+    async fn process(&self, record: Record<'_>, key: Option<&str>) -> (RecordResult, Findings) {
+        let Record {
+            origin,
+            request,
+            deadline,
+            invocation,
+        } = record;
+        // One policy version decides the whole record, whatever a refresh does meanwhile.
+        let snapshot = self.policy.current();
+        let early_findings = || Findings {
+            policy_version: Some(snapshot.version.clone()),
+            ..Findings::default()
+        };
         let held = match (&self.guard, key) {
             (Some(guard), Some(key)) => {
                 let key = KeyRef::new(&caller::describe(&origin.caller), key, request);
-                let early = match guard.begin(&key, lease_until).await {
+                let started = Instant::now();
+                let state = guard.begin(&key, deadline).await;
+                invocation.guard_latency(started.elapsed());
+                let early = match state {
                     Ok(KeyState::Fresh) => None,
                     Ok(KeyState::Replay(answer)) => Some(Ok(Settled::Replayed(answer))),
                     Ok(KeyState::InProgress) => Some(Err(ResetError::InProgress)),
                     Ok(KeyState::Reused) => Some(Err(ResetError::IdempotencyKeyReused)),
-                    Err(error) => Some(Err(ResetError::GuardUnavailable(error))),
+                    Err(error) => Some(Err(self.guard_failure(error, deadline))),
                 };
                 if let Some(result) = early {
-                    return (result, Findings::default());
+                    return (result, early_findings());
                 }
                 Some((guard, key))
             }
             _ => None,
         };
-        let (result, findings) = self.reset_pipeline(origin, request, deadline).await;
+        let (result, mut findings) = self.reset_pipeline(record, &snapshot.policy).await;
+        findings.policy_version = Some(snapshot.version.clone());
         if let Some((guard, key)) = held {
             // RESET and REJECTED are final and replayed; a RETRY is not kept.
             let answer = match &result {
@@ -122,7 +187,9 @@ impl App {
                     &origin.id,
                 )),
             };
-            guard.finish(&key, answer.as_ref()).await;
+            let started = Instant::now();
+            guard.finish(&key, answer.as_ref(), deadline).await;
+            invocation.guard_latency(started.elapsed());
         }
         (result.map(Settled::Reset), findings)
     }
@@ -130,100 +197,101 @@ impl App {
     /// Resolve, decide, reset.
     async fn reset_pipeline(
         &self,
-        origin: &Origin,
-        request: &ResetRequest,
-        deadline: Deadline,
+        record: Record<'_>,
+        policy: &Policy,
     ) -> (Result<Reset, ResetError>, Findings) {
         let mut findings = Findings::default();
-        let user = match self.resolve(&origin.caller, request, deadline).await {
+        let user = match self.resolve(record, policy).await {
             Ok(user) => user,
             Err(error) => return (Err(error), findings),
         };
         findings.canonical_username = Some(user.record.username.clone());
-        let rule = match self.decide(&origin.caller, request, &user) {
+        let rule = match decide(policy, &record.origin.caller, record.request, &user) {
             Ok(rule) => rule,
             Err(error) => return (Err(error), findings),
         };
         findings.rule = Some(rule.clone());
-        let result = self
-            .reset(origin, request, &user.record, rule, deadline)
-            .await;
+        let result = self.reset(record, &user.record, rule).await;
         (result, findings)
     }
 
     /// The caller-and-pool check, then the canonical user and (if the policy needs them) its
     /// groups.
-    async fn resolve(
-        &self,
-        caller: &Caller,
-        request: &ResetRequest,
-        deadline: Deadline,
-    ) -> Result<User, ResetError> {
-        let policy = &self.config.policy;
+    async fn resolve(&self, record: Record<'_>, policy: &Policy) -> Result<User, ResetError> {
+        let Record {
+            origin,
+            request,
+            deadline,
+            invocation,
+        } = record;
+        let caller = &origin.caller;
         let pool = &request.user_pool_id;
         policy
             .check_caller_and_pool(caller, pool.as_str())
             .map_err(ResetError::Denied)?;
-        let record = self
+        let started = Instant::now();
+        let found = self
             .directory
             .get_user(pool, &request.username, deadline)
-            .await?;
+            .await;
+        invocation.cognito_latency("AdminGetUser", started.elapsed());
+        let user = match found {
+            Ok(user) => user,
+            Err(error) => {
+                let error = ResetError::from(error);
+                // "No such user" only for names some rule would admit for this caller and pool.
+                if error.code() == "user-not-found" {
+                    let named = Subject {
+                        username: request.username.as_str().to_owned(),
+                        ..Subject::default()
+                    };
+                    if !policy.rules_admit(caller, pool.as_str(), &named) {
+                        return Err(ResetError::Concealed(Box::new(error)));
+                    }
+                }
+                return Err(error);
+            }
+        };
         let groups = if policy.needs_groups() {
-            self.directory
-                .list_groups(pool, &record.username, deadline)
-                .await?
+            let started = Instant::now();
+            let groups = self
+                .directory
+                .list_groups(pool, &user.username, deadline)
+                .await;
+            invocation.cognito_latency("AdminListGroupsForUser", started.elapsed());
+            groups?
         } else {
             Vec::new()
         };
-        Ok(User { record, groups })
-    }
-
-    /// The policy decision (the rule that allows the reset), and the disabled-user check.
-    fn decide(
-        &self,
-        caller: &Caller,
-        request: &ResetRequest,
-        user: &User,
-    ) -> Result<String, ResetError> {
-        let subject = Subject {
-            username: user.record.username.clone(),
-            email: user.record.email.clone(),
-            preferred_username: user.record.preferred_username.clone(),
-            sub: user.record.sub.clone(),
-            groups: user.groups.clone(),
-        };
-        let rule = match self
-            .config
-            .policy
-            .decide(caller, request.user_pool_id.as_str(), &subject)
-        {
-            Decision::Allow { rule } => rule,
-            Decision::Deny(reason) => return Err(ResetError::Denied(reason)),
-        };
-        if !user.record.enabled {
-            return Err(ResetError::UserDisabled);
-        }
-        Ok(rule)
+        Ok(User {
+            record: user,
+            groups,
+        })
     }
 
     /// The guard's claim on the user, then the reset (unless `DRY_RUN`), then the claim's end.
     async fn reset(
         &self,
-        origin: &Origin,
-        request: &ResetRequest,
+        record: Record<'_>,
         user: &UserRecord,
         rule: String,
-        deadline: Deadline,
     ) -> Result<Reset, ResetError> {
-        let lease_until = deadline.wall_clock();
+        let Record {
+            origin,
+            request,
+            deadline,
+            invocation,
+        } = record;
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
             None => None,
             Some(guard) => {
-                match guard
-                    .claim(pool.as_str(), &user.username, &origin.id, lease_until)
-                    .await?
-                {
+                let started = Instant::now();
+                let state = guard
+                    .claim(pool.as_str(), &user.username, &origin.audit_id(), deadline)
+                    .await;
+                invocation.guard_latency(started.elapsed());
+                match state.map_err(|error| self.guard_failure(error, deadline))? {
                     UserState::Claimed(claim) => Some((guard, claim)),
                     UserState::Free => None,
                     UserState::InProgress => return Err(ResetError::InProgress),
@@ -248,17 +316,21 @@ impl App {
                 cognito_request_id: None,
             });
         }
+        let started = Instant::now();
         let result = self
             .directory
             .reset_password(pool, &user.username, &request.client_metadata, deadline)
             .await;
+        invocation.cognito_latency("AdminResetUserPassword", started.elapsed());
         if let Some((guard, claim)) = claim {
             let completion = match &result {
                 Ok(_) => Completion::Reset,
                 Err(error) if error.outcome_unknown() => Completion::Keep,
                 Err(_) => Completion::Release,
             };
-            guard.complete(&claim, completion).await;
+            let started = Instant::now();
+            guard.complete(&claim, completion, deadline).await;
+            invocation.guard_latency(started.elapsed());
         }
         Ok(Reset {
             username: user.username.clone(),
@@ -266,6 +338,50 @@ impl App {
             dry_run: false,
             cognito_request_id: result?,
         })
+    }
+}
+
+/// The policy decision (the rule that allows the reset), and the disabled-user check.
+fn decide(
+    policy: &Policy,
+    caller: &Caller,
+    request: &ResetRequest,
+    user: &User,
+) -> Result<String, ResetError> {
+    let subject = Subject {
+        username: user.record.username.clone(),
+        email: user.record.email.clone(),
+        preferred_username: user.record.preferred_username.clone(),
+        sub: user.record.sub.clone(),
+        groups: user.groups.clone(),
+    };
+    let pool = request.user_pool_id.as_str();
+    let rule = match policy.decide(caller, pool, &subject) {
+        Decision::Allow { rule } => rule,
+        // The deny list is told only to callers some rule would let reset this user.
+        Decision::Deny(reason @ (DenyReason::DeniedUser | DenyReason::DeniedGroup))
+            if !policy.rules_admit(caller, pool, &subject) =>
+        {
+            return Err(ResetError::Concealed(Box::new(ResetError::Denied(reason))));
+        }
+        Decision::Deny(reason) => return Err(ResetError::Denied(reason)),
+    };
+    if !user.record.enabled {
+        return Err(ResetError::UserDisabled);
+    }
+    Ok(rule)
+}
+
+impl App {
+    /// A guard failure: a timeout that ran into the deadline's margin is `deadline`, not an
+    /// outage of the guard.
+    fn guard_failure(&self, error: GuardError, deadline: Deadline) -> ResetError {
+        if error.kind == GuardErrorKind::Unavailable
+            && deadline.too_close(self.config.deadline_margin)
+        {
+            return ResetError::Deadline;
+        }
+        ResetError::from(error)
     }
 }
 

@@ -51,7 +51,20 @@ pub struct Origin {
     pub source: Source,
     /// The request id (HTTP) or message id (SQS).
     pub id: String,
+    /// The item's place in an HTTP batch body.
+    pub index: Option<usize>,
     pub caller: Arc<Caller>,
+}
+
+impl Origin {
+    /// The record's id in the audit log: the request or message id, and `#<index>` for an item
+    /// of an HTTP batch.
+    pub fn audit_id(&self) -> String {
+        match self.index {
+            Some(index) => format!("{}#{index}", self.id),
+            None => self.id.clone(),
+        }
+    }
 }
 
 /// One record to process: its origin, the request (or why it has none) and its idempotency key.
@@ -62,4 +75,7 @@ pub struct Job {
     /// The HTTP `Idempotency-Key` (with `#<index>` for batch items), the SQS message id, or
     /// the SNS message id of an SNS-in-SQS record.
     pub idempotency_key: Option<String>,
+    /// An SQS record on its last receive (`ApproximateReceiveCount` ≥ `MAX_RECEIVE_COUNT`): a
+    /// RETRY now sends it to the dead-letter queue, so it is reported as `GAVE_UP`.
+    pub last_receive: bool,
 }

@@ -8,14 +8,20 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::deadline::Deadline;
+use crate::invocation::Invocation;
 use crate::outcome::{Class, RecordResult, ResetError};
 use crate::pipeline::App;
 use crate::record::Job;
 
 /// Runs every job, at most `MAX_CONCURRENCY` at once; results in job order.
-pub async fn run_all(app: &Arc<App>, jobs: Vec<Job>, deadline: Deadline) -> Vec<RecordResult> {
+pub async fn run_all(
+    app: &Arc<App>,
+    jobs: Vec<Job>,
+    deadline: Deadline,
+    invocation: &Arc<Invocation>,
+) -> Vec<RecordResult> {
     let chains = jobs.into_iter().map(|job| vec![job]).collect();
-    run_chains(app, chains, deadline, false)
+    run_chains(app, chains, deadline, invocation, false)
         .await
         .into_iter()
         .flatten()
@@ -28,6 +34,7 @@ pub async fn run_fifo(
     app: &Arc<App>,
     jobs: Vec<(String, Job)>,
     deadline: Deadline,
+    invocation: &Arc<Invocation>,
 ) -> Vec<RecordResult> {
     // Group while remembering each job's place in the batch.
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(jobs.len());
@@ -41,11 +48,12 @@ pub async fn run_fifo(
         order.push((g, chains[g].len()));
         chains[g].push(job);
     }
-    let mut results: Vec<Vec<Option<RecordResult>>> = run_chains(app, chains, deadline, true)
-        .await
-        .into_iter()
-        .map(|chain| chain.into_iter().map(Some).collect())
-        .collect();
+    let mut results: Vec<Vec<Option<RecordResult>>> =
+        run_chains(app, chains, deadline, invocation, true)
+            .await
+            .into_iter()
+            .map(|chain| chain.into_iter().map(Some).collect())
+            .collect();
     order
         .into_iter()
         .map(|(g, i)| {
@@ -61,6 +69,7 @@ async fn run_chains(
     app: &Arc<App>,
     chains: Vec<Vec<Job>>,
     deadline: Deadline,
+    invocation: &Arc<Invocation>,
     halt_after_retry: bool,
 ) -> Vec<Vec<RecordResult>> {
     let semaphore = Arc::new(Semaphore::new(app.config.max_concurrency));
@@ -69,18 +78,19 @@ async fn run_chains(
     for (index, chain) in chains.into_iter().enumerate() {
         let app = Arc::clone(app);
         let semaphore = Arc::clone(&semaphore);
+        let invocation = Arc::clone(invocation);
         tasks.spawn(async move {
             let mut results = Vec::with_capacity(chain.len());
             let mut halted = false;
             for job in chain {
                 if halted {
-                    results.push(app.skip(job, ResetError::FifoGroupHalted));
+                    results.push(app.skip(job, ResetError::FifoGroupHalted, &invocation));
                     continue;
                 }
                 let result = match semaphore.acquire().await {
-                    Ok(_permit) => app.run(job, deadline).await,
+                    Ok(_permit) => app.run(job, deadline, &invocation).await,
                     // The semaphore is never closed; should it be, do not start the job.
-                    Err(_) => app.skip(job, ResetError::Deadline),
+                    Err(_) => app.skip(job, ResetError::Deadline, &invocation),
                 };
                 if halt_after_retry && matches!(&result, Err(e) if e.class() == Class::Retry) {
                     halted = true;

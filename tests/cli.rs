@@ -292,3 +292,77 @@ fn help_describes_both_commands() {
     let out = run(&["lint", "--help"]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Runs `reset-policy` with its stdout on a pipe whose reader has already gone, as after
+/// `| head -1` has read its line: the first write gets EPIPE every time, not only when the
+/// reader happens to be quick.
+fn run_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let child = Command::new(env!("CARGO_BIN_EXE_reset-policy"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the reset-policy binary runs");
+    child.wait_with_output().expect("reset-policy ends")
+}
+
+#[test]
+fn a_reader_closing_the_pipe_early_ends_the_output_quietly() {
+    // Given `reset-policy ... | head -1` where head has already exited
+    let file = policy_file("example.json");
+    for args in [
+        vec![
+            "explain",
+            file.as_str(),
+            "--pool",
+            POOL_A,
+            "--user",
+            "bob",
+            "--email",
+            "bob@example.com",
+            "--group",
+            "staff",
+            "--caller",
+            HELPDESK,
+        ],
+        vec!["lint", file.as_str()],
+        vec!["--help"],
+    ] {
+        let out = run_into_closed_pipe(&args);
+        // then there is no panic and no complaint, and the status is the command's own
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_keeps_the_failure_status_of_an_invalid_policy() {
+    let out = run_into_closed_pipe(&["lint", &policy_file("invalid-example.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("invalid policy"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_an_error() {
+    // A full disk is not a reader going away: say so and fail.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_reset-policy"))
+        .args(["lint", &policy_file("example.json")])
+        .stdout(full)
+        .output()
+        .expect("the reset-policy binary runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot write the output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -5,8 +5,17 @@
 //! - `reset-policy explain FILE --pool ID --user NAME ... (--caller ID... | --anonymous)` prints
 //!   `ALLOW <rule>` or `DENY <reason-code>` and, indented, why. Exit 0 for either decision.
 //!
-//! Exit codes: 0 success, 1 invalid or unreadable policy, 2 usage error.
+//! Exit codes: 0 success, 1 invalid or unreadable policy (or output that cannot be written),
+//! 2 usage error.
+//!
+//! Like ripgrep, a reader that goes away early (`reset-policy explain ... | head -1`) ends the
+//! output quietly: the rest is dropped and the status is what it would have been. A closed pipe
+//! is the reader's choice, not a failure of the command; under `set -o pipefail` (as in this
+//! repository's Makefile) a 141 would fail the pipeline for it. Any other write error (a full
+//! disk) is reported and exits 1.
 
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,7 +25,7 @@ use cognito_reset::policy::{Caller, Policy, Subject};
 /// Check and explain cognito-reset allowlist policies.
 ///
 /// Exit status: 0 on success (for `explain`, whatever the decision), 1 when the policy is invalid
-/// or cannot be read, 2 on a usage error.
+/// or cannot be read, 2 on a usage error. A reader closing the pipe early is not an error.
 #[derive(Debug, Parser)]
 #[command(name = "reset-policy", version)]
 struct Cli {
@@ -98,22 +107,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout. A closed pipe drops the rest quietly and keeps `status`; any other
+/// write error is reported and turns the status into a failure.
+fn emit(text: &str, status: ExitCode) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => status,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => status,
+        Err(e) => {
+            warn(&format!("error: cannot write the output: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line to stderr; if even stderr is gone there is nobody left to tell.
+fn warn(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
 /// Reads and loads a policy, printing every problem to stderr.
 fn load(file: &Path) -> Result<Policy, ExitCode> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", file.display());
+        warn(&format!("error: cannot read {}: {e}", file.display()));
         ExitCode::FAILURE
     })?;
     Policy::from_json(&text).map_err(|errors| {
         for error in &errors {
-            eprintln!("error: {error}");
+            warn(&format!("error: {error}"));
         }
         let n = errors.len();
-        eprintln!(
+        warn(&format!(
             "{}: invalid policy: {n} error{}",
             file.display(),
             if n == 1 { "" } else { "s" }
-        );
+        ));
         ExitCode::FAILURE
     })
 }
@@ -125,19 +156,19 @@ fn lint(file: &Path) -> ExitCode {
     };
     let warnings = policy.lint_warnings();
     for warning in &warnings {
-        eprintln!("warning: {warning}");
+        warn(&format!("warning: {warning}"));
     }
     let suffix = match warnings.len() {
         0 => String::new(),
         1 => ", 1 warning".to_owned(),
         n => format!(", {n} warnings"),
     };
-    println!(
-        "{}: valid policy: {}{suffix}",
+    let summary = format!(
+        "{}: valid policy: {}{suffix}\n",
         file.display(),
         policy.summary()
     );
-    ExitCode::SUCCESS
+    emit(&summary, ExitCode::SUCCESS)
 }
 
 fn explain(file: &Path, caller: &Caller, pool: &str, subject: &Subject) -> ExitCode {
@@ -146,14 +177,16 @@ fn explain(file: &Path, caller: &Caller, pool: &str, subject: &Subject) -> ExitC
         Err(code) => return code,
     };
     let explanation = policy.explain(caller, pool, subject);
-    println!("{}", explanation.decision);
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(text, "{}", explanation.decision);
     for reason in &explanation.reasons {
-        println!("  {reason}");
+        let _ = writeln!(text, "  {reason}");
     }
     if !policy.needs_groups() && !subject.groups.is_empty() {
-        println!("  note: the policy does not use groups; --group made no difference");
+        text.push_str("  note: the policy does not use groups; --group made no difference\n");
     } else if policy.needs_groups() && subject.groups.is_empty() {
-        println!("  note: the policy uses groups and no --group was given");
+        text.push_str("  note: the policy uses groups and no --group was given\n");
     }
-    ExitCode::SUCCESS
+    emit(&text, ExitCode::SUCCESS)
 }

@@ -510,7 +510,27 @@ impl Policy {
             return Decision::Deny(DenyReason::DeniedGroup);
         }
         trace.note(|| Reason::NotDenied);
+        self.evaluate_rules(caller, pool_id, subject, &request, trace)
+    }
 
+    /// Whether some rule admits the subject for this caller and pool, the top-level deny aside.
+    pub(super) fn rules_admit_inner(&self, caller: &Caller, pool: &str, subject: &Subject) -> bool {
+        let request = Request::new(caller, pool, Some(subject));
+        matches!(
+            self.evaluate_rules(caller, pool, subject, &request, &mut Silent),
+            Decision::Allow { .. }
+        )
+    }
+
+    /// The rules, in order: the first that admits caller, pool and user allows.
+    fn evaluate_rules(
+        &self,
+        caller: &Caller,
+        pool_id: &str,
+        subject: &Subject,
+        request: &Request,
+        trace: &mut impl Trace,
+    ) -> Decision {
         let mut caller_seen = false;
         let mut pool_seen = false;
         for (index, rule) in self.rules.iter().enumerate() {
@@ -519,7 +539,7 @@ impl Policy {
                 index,
                 why,
             };
-            let caller_hit = match rule.admit_caller(&request) {
+            let caller_hit = match rule.admit_caller(request) {
                 Ok(hit) => hit,
                 Err(why) => {
                     trace.note(|| skip(why));
@@ -527,14 +547,14 @@ impl Policy {
                 }
             };
             caller_seen = true;
-            let Some(pool_hit) = rule.admit_pool(&request) else {
+            let Some(pool_hit) = rule.admit_pool(request) else {
                 trace.note(|| skip(Skip::PoolNotListed));
                 continue;
             };
             pool_seen = true;
             let user_hit = match &rule.users {
                 None => None,
-                Some(patterns) => match identity_match(patterns, &request, subject) {
+                Some(patterns) => match identity_match(patterns, request, subject) {
                     Some(m) => Some(m),
                     None => {
                         trace.note(|| skip(Skip::UserNotListed));
@@ -544,7 +564,7 @@ impl Policy {
             };
             let group_hit = match &rule.groups {
                 None => None,
-                Some(patterns) => match group_match(patterns, &request, subject) {
+                Some(patterns) => match group_match(patterns, request, subject) {
                     Some(m) => Some(m),
                     None => {
                         trace.note(|| skip(Skip::NotInGroup));
@@ -552,11 +572,11 @@ impl Policy {
                     }
                 },
             };
-            if let Some(m) = identity_match(&rule.except_users, &request, subject) {
+            if let Some(m) = identity_match(&rule.except_users, request, subject) {
                 trace.note(|| skip(Skip::ExceptUser(m())));
                 continue;
             }
-            if let Some(m) = group_match(&rule.except_groups, &request, subject) {
+            if let Some(m) = group_match(&rule.except_groups, request, subject) {
                 trace.note(|| skip(Skip::ExceptGroup(m())));
                 continue;
             }

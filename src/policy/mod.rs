@@ -263,6 +263,13 @@ impl Policy {
         self.evaluate_silently(caller, pool, subject)
     }
 
+    /// Whether some rule would admit `subject` for this caller and pool, leaving the top-level
+    /// deny aside. The function answers with a user's state (missing, denied) only where this
+    /// holds, so that a narrow caller cannot use it to probe the directory.
+    pub fn rules_admit(&self, caller: &Caller, pool: &str, subject: &Subject) -> bool {
+        self.rules_admit_inner(caller, pool, subject)
+    }
+
     /// The same decision as [`Policy::decide`], with the steps that led to it.
     pub fn explain(&self, caller: &Caller, pool: &str, subject: &Subject) -> Explanation {
         self.evaluate_explained(caller, pool, subject)

@@ -10,12 +10,17 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
+use aws_lambda_events::alb::AlbTargetGroupResponse;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use aws_lambda_events::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::deadline::Deadline;
+use crate::invocation::Invocation;
 use crate::outcome::{Answer, RecordResult, ResetError, Settled};
 use crate::pipeline::App;
 use crate::policy::Caller;
@@ -58,6 +63,7 @@ pub async fn handle(
     request: HttpRequest<'_>,
     request_id: &str,
     deadline: Deadline,
+    invocation: &Arc<Invocation>,
 ) -> Value {
     let shape = Shape {
         source: request.source,
@@ -66,6 +72,7 @@ pub async fn handle(
     let origin = Origin {
         source: request.source,
         id: request_id.to_owned(),
+        index: None,
         caller: Arc::new(request.caller.clone()),
     };
     let requests = idempotency_key(request.headers).and_then(|key| {
@@ -78,8 +85,9 @@ pub async fn handle(
                 origin,
                 request: Err(error),
                 idempotency_key: None,
+                last_receive: false,
             };
-            let result = app.run(job, deadline).await;
+            let result = app.run(job, deadline, invocation).await;
             let (status, headers, body) = single_response(&result, None, request_id);
             respond(shape, status, headers, body)
         }
@@ -89,8 +97,9 @@ pub async fn handle(
                 origin,
                 request: parsed.map_err(ResetError::from),
                 idempotency_key: key,
+                last_receive: false,
             };
-            let result = app.run(job, deadline).await;
+            let result = app.run(job, deadline, invocation).await;
             let (status, headers, body) = single_response(&result, pool.as_deref(), request_id);
             respond(shape, status, headers, body)
         }
@@ -100,12 +109,16 @@ pub async fn handle(
                 .into_iter()
                 .enumerate()
                 .map(|(index, parsed)| Job {
-                    origin: origin.clone(),
+                    origin: Origin {
+                        index: Some(index),
+                        ..origin.clone()
+                    },
                     request: parsed.map_err(ResetError::from),
                     idempotency_key: key.as_ref().map(|key| format!("{key}#{index}")),
+                    last_receive: false,
                 })
                 .collect();
-            let results = run_all(app, jobs, deadline).await;
+            let results = run_all(app, jobs, deadline, invocation).await;
             let items: Vec<Value> = results
                 .iter()
                 .zip(pools)
@@ -183,7 +196,9 @@ fn read_body(
     let text: &str = if request.is_base64_encoded {
         // Base64 is 4 bytes per 3: refuse oversized bodies before decoding them.
         if raw.len() / 4 * 3 > MAX_BODY_BYTES + 3 {
-            return Err(ResetError::PayloadTooLarge);
+            return Err(ResetError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw.trim())
@@ -197,7 +212,9 @@ fn read_body(
         raw
     };
     if text.len() > MAX_BODY_BYTES {
-        return Err(ResetError::PayloadTooLarge);
+        return Err(ResetError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     if text.trim().is_empty() {
         return Err(InvalidRequest::body("the body is empty: send a JSON reset request").into());
@@ -262,47 +279,70 @@ struct Shape {
     multi_value_headers: bool,
 }
 
-/// Builds the integration's response object.
+/// Builds the integration's response object with aws_lambda_events' response types.
 fn respond(
     shape: Shape,
     status: u16,
     extra_headers: Vec<(&'static str, String)>,
     body: Map<String, Value>,
 ) -> Value {
-    let mut headers = vec![("content-type", "application/json".to_owned())];
-    headers.extend(extra_headers);
-    let mut response = Map::new();
-    response.insert("statusCode".into(), json!(status));
-    match shape {
-        Shape {
-            source: Source::Alb,
-            multi_value_headers: true,
-        } => {
-            let multi: Map<String, Value> = headers
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), json!([v])))
-                .collect();
-            response.insert("multiValueHeaders".into(), Value::Object(multi));
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in extra_headers {
+        // Values are ASCII built here (numbers, `POST`, `true`): never rejected.
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
         }
+    }
+    let body = Some(Body::Text(Value::Object(body).to_string()));
+    let status_code = i64::from(status);
+    let response = match shape.source {
+        Source::Alb => {
+            let mut response = AlbTargetGroupResponse::default();
+            response.status_code = status_code;
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            response.status_description = Some(format!("{status} {reason}"));
+            if shape.multi_value_headers {
+                response.multi_value_headers = headers;
+            } else {
+                response.headers = headers;
+            }
+            response.body = body;
+            // ALB wants exactly one of the two header maps: drop the unused (empty) one.
+            let unused = if shape.multi_value_headers {
+                "headers"
+            } else {
+                "multiValueHeaders"
+            };
+            serde_json::to_value(response).map(|mut value| {
+                if let Some(fields) = value.as_object_mut() {
+                    fields.remove(unused);
+                }
+                value
+            })
+        }
+        Source::RestApi => {
+            let mut response = ApiGatewayProxyResponse::default();
+            response.status_code = status_code;
+            response.headers = headers;
+            response.body = body;
+            serde_json::to_value(response)
+        }
+        // HTTP API and function URLs (payload 2.0); SQS never gets here.
         _ => {
-            let single: Map<String, Value> = headers
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), json!(v)))
-                .collect();
-            response.insert("headers".into(), Value::Object(single));
+            let mut response = ApiGatewayV2httpResponse::default();
+            response.status_code = status_code;
+            response.headers = headers;
+            response.body = body;
+            serde_json::to_value(response)
         }
-    }
-    if shape.source == Source::Alb {
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        response.insert(
-            "statusDescription".into(),
-            json!(format!("{status} {reason}")),
-        );
-    }
-    response.insert("body".into(), json!(Value::Object(body).to_string()));
-    response.insert("isBase64Encoded".into(), json!(false));
-    Value::Object(response)
+    };
+    // Serializing these types cannot fail (string keys, string values); should it, say so.
+    response.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "could not serialize the response");
+        json!({"statusCode": 500})
+    })
 }

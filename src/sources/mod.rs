@@ -15,10 +15,15 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use std::time::Instant;
+
 use crate::caller;
 use crate::deadline::Deadline;
+use crate::invocation::Invocation;
+use crate::metrics::Metrics;
 use crate::pipeline::App;
 use crate::policy::Caller;
+use crate::policy_source::Refresh;
 use crate::record::Source;
 use http::HttpRequest;
 
@@ -59,7 +64,13 @@ impl From<EventError> for Diagnostic {
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
 pub async fn handle(app: &Arc<App>, event: LambdaEvent<Value>) -> Result<Value, EventError> {
     let deadline = Deadline::from_context(&event.context);
-    dispatch(app, event.payload, &event.context.request_id, deadline).await
+    let (response, mut metrics) =
+        invoke(app, event.payload, &event.context.request_id, deadline).await;
+    // One EMF document per invocation, straight to stdout (not through the log formatter).
+    if let Err(error) = metrics.flush(&mut std::io::stdout().lock()) {
+        tracing::warn!(%error, "could not write the invocation's metrics");
+    }
+    response
 }
 
 /// Recognises the event and handles it; the testable core of [`handle`].
@@ -69,10 +80,51 @@ pub async fn dispatch(
     request_id: &str,
     deadline: Deadline,
 ) -> Result<Value, EventError> {
+    invoke(app, payload, request_id, deadline).await.0
+}
+
+/// One invocation: refresh the policy if due, run the records, publish their outcome events
+/// before the deadline; the response and the invocation's metrics (to be written once).
+pub async fn invoke(
+    app: &Arc<App>,
+    payload: Value,
+    request_id: &str,
+    deadline: Deadline,
+) -> (Result<Value, EventError>, Metrics) {
+    let invocation = Arc::new(Invocation::new(&app.config.metrics_namespace));
+    match app.policy.refresh_if_due(Instant::now()).await {
+        Refresh::Swapped { .. } => invocation.metrics().policy_reload(),
+        Refresh::Refused { .. } => invocation.metrics().policy_refused(),
+        Refresh::NotDue | Refresh::Unchanged { .. } => {}
+    }
+    let response = route(app, payload, request_id, deadline, &invocation).await;
+    let (events, mut metrics) = invocation.finish();
+    if let Some(bus) = &app.bus
+        && !events.is_empty()
+    {
+        // Leave the margin for the response itself.
+        let until = deadline
+            .0
+            .checked_sub(app.config.deadline_margin / 2)
+            .unwrap_or(deadline.0);
+        let delivery = bus.publish_before(&events, until).await;
+        metrics.events_not_delivered(delivery.not_delivered());
+    }
+    (response, metrics)
+}
+
+/// Recognises the event and hands it to its source.
+async fn route(
+    app: &Arc<App>,
+    payload: Value,
+    request_id: &str,
+    deadline: Deadline,
+    invocation: &Arc<Invocation>,
+) -> Result<Value, EventError> {
     match detect(&payload)? {
         Source::Sqs | Source::SqsFifo => {
             let event: SqsEvent = parse("SQS", payload)?;
-            sqs::handle(app, event, deadline).await
+            sqs::handle(app, event, deadline, invocation).await
         }
         Source::Alb => {
             let event: AlbTargetGroupRequest = parse("ALB", payload)?;
@@ -89,7 +141,7 @@ pub async fn dispatch(
                 is_base64_encoded: event.is_base64_encoded,
                 caller: Caller::Anonymous,
             };
-            Ok(http::handle(app, request, request_id, deadline).await)
+            Ok(http::handle(app, request, request_id, deadline, invocation).await)
         }
         source @ (Source::HttpApi | Source::FunctionUrl) => {
             let event: ApiGatewayV2httpRequest = parse("HTTP API", payload)?;
@@ -102,7 +154,7 @@ pub async fn dispatch(
                 is_base64_encoded: event.is_base64_encoded,
                 caller: caller::from_http_v2(&event),
             };
-            Ok(http::handle(app, request, request_id, deadline).await)
+            Ok(http::handle(app, request, request_id, deadline, invocation).await)
         }
         Source::RestApi => {
             let event: ApiGatewayProxyRequest = parse("REST API", payload)?;
@@ -115,7 +167,7 @@ pub async fn dispatch(
                 is_base64_encoded: event.is_base64_encoded,
                 caller: caller::from_rest(&event),
             };
-            Ok(http::handle(app, request, request_id, deadline).await)
+            Ok(http::handle(app, request, request_id, deadline, invocation).await)
         }
     }
 }

@@ -11,13 +11,15 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::EventError;
+use crate::bus::is_last_receive;
 use crate::caller;
 use crate::deadline::Deadline;
+use crate::invocation::Invocation;
 use crate::outcome::{Class, ResetError};
 use crate::pipeline::App;
 use crate::record::{Job, Origin, Source};
@@ -67,6 +69,7 @@ pub async fn handle(
     app: &Arc<App>,
     event: SqsEvent,
     deadline: Deadline,
+    invocation: &Arc<Invocation>,
 ) -> Result<Value, EventError> {
     // Check every record before touching any.
     let mut ids = Vec::with_capacity(event.records.len());
@@ -84,11 +87,17 @@ pub async fn handle(
     let default_pool = app.config.default_user_pool_id.as_ref();
     let job = |record: &SqsMessage, id: String| {
         let body = parse_body(record.body.as_deref(), default_pool);
+        let receive_count = record.attributes.get("ApproximateReceiveCount");
         Job {
             idempotency_key: Some(body.sns_message_id.unwrap_or_else(|| id.clone())),
+            last_receive: is_last_receive(
+                receive_count.map(String::as_str),
+                app.config.max_receive_count,
+            ),
             origin: Origin {
                 source: if fifo { Source::SqsFifo } else { Source::Sqs },
                 id,
+                index: None,
                 caller: Arc::new(caller::from_queue(record.event_source_arn.as_deref())),
             },
             request: body.request.map_err(ResetError::from),
@@ -108,7 +117,7 @@ pub async fn handle(
                 (group, job(record, id))
             })
             .collect();
-        run_fifo(app, jobs, deadline).await
+        run_fifo(app, jobs, deadline, invocation).await
     } else {
         let jobs = event
             .records
@@ -116,13 +125,21 @@ pub async fn handle(
             .zip(ids.iter().cloned())
             .map(|(r, id)| job(r, id))
             .collect();
-        run_all(app, jobs, deadline).await
+        run_all(app, jobs, deadline, invocation).await
     };
-    let failures: Vec<Value> = results
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = results
         .iter()
-        .zip(&ids)
+        .zip(ids)
         .filter(|(result, _)| matches!(result, Err(e) if e.class() == Class::Retry))
-        .map(|(_, id)| json!({ "itemIdentifier": id }))
+        .map(|(_, id)| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
         .collect();
-    Ok(json!({ "batchItemFailures": failures }))
+    serde_json::to_value(response).map_err(|source| EventError::Malformed {
+        kind: "SQS response",
+        source,
+    })
 }

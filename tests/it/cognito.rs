@@ -348,7 +348,7 @@ impl HttpConnector for SlowCognito {
             .unwrap_or_default()
             .to_owned();
         let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
-        self.in_flight.log(&host, &operation);
+        self.in_flight.log(&host, &operation, &username);
         let (delay, in_flight) = (self.delay, Arc::clone(&self.in_flight));
         HttpConnectorFuture::new(async move {
             let _guard = in_flight.enter();
@@ -653,5 +653,186 @@ async fn a_turn_that_would_come_after_the_deadline_is_retry_deadline_at_once() {
         in_flight.total.load(Ordering::SeqCst),
         2,
         "one lookup, one reset"
+    );
+}
+
+// ---- rows that need the wire: unmodeled codes, unreadable answers ---------------------------------
+
+/// An `AdminResetUserPassword` rule that always answers with this HTTP status and body.
+fn reset_answers_on_the_wire(status: u16, body: &str) -> aws_smithy_mocks::Rule {
+    let body = body.to_owned();
+    mock!(Client::admin_reset_user_password)
+        .sequence()
+        .http_status(status, Some(body))
+        .build()
+}
+
+#[tokio::test]
+async fn unmodeled_throttling_and_unavailability_codes_and_unreadable_answers_have_their_rows() {
+    let cases = [
+        (
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            429,
+            "throttled",
+        ),
+        (
+            503,
+            r#"{"__type":"ServiceUnavailable","message":"try later"}"#,
+            503,
+            "unavailable",
+        ),
+        (200, "this is not JSON {", 502, "upstream-error"),
+    ];
+    for (wire_status, wire_body, status, code) in cases {
+        let mut cognito = Cognito::with_users(demo_users());
+        cognito.reset = reset_answers_on_the_wire(wire_status, wire_body);
+        let http_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1));
+        let response = dispatch(&http_app, event("http-api-v2.json"), "r", far_deadline())
+            .await
+            .expect("response");
+        let (got, body) = http_parts(&response);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{wire_body}"
+        );
+        assert!(
+            !response["body"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Rate exceeded")
+        );
+        // and from SQS every one of them is handed back for another try
+        let mut cognito = Cognito::with_users(demo_users());
+        cognito.reset = reset_answers_on_the_wire(wire_status, wire_body);
+        let sqs_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1));
+        let event = sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
+        let response = dispatch(&sqs_app, event, "r", far_deadline())
+            .await
+            .expect("response");
+        assert_eq!(failed_ids(&response), ["m0"], "{wire_body}");
+    }
+}
+
+#[tokio::test]
+async fn every_group_lookup_failure_has_its_row_and_nobody_is_reset() {
+    use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::AdminListGroupsForUserError as L;
+    type Case = (fn() -> L, u64, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            || L::UserNotFoundException(UserNotFoundException::builder().build()),
+            404,
+            "user-not-found",
+        ),
+        (
+            || L::ResourceNotFoundException(ResourceNotFoundException::builder().build()),
+            404,
+            "pool-not-found",
+        ),
+        (
+            || L::NotAuthorizedException(NotAuthorizedException::builder().build()),
+            409,
+            "not-resettable",
+        ),
+        (
+            || L::InvalidParameterException(InvalidParameterException::builder().build()),
+            422,
+            "cannot-reset",
+        ),
+        (
+            || L::TooManyRequestsException(TooManyRequestsException::builder().build()),
+            429,
+            "throttled",
+        ),
+        (
+            || L::InternalErrorException(InternalErrorException::builder().build()),
+            502,
+            "upstream-error",
+        ),
+        (
+            || {
+                L::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDeniedException")
+                        .build(),
+                )
+            },
+            502,
+            "misconfigured",
+        ),
+        (
+            || L::generic(ErrorMetadata::builder().code("SomethingNew").build()),
+            502,
+            "upstream-error",
+        ),
+    ];
+    for (error, status, code) in cases {
+        let cognito = Cognito::with_users(demo_users()).list_groups_fails(error);
+        let response = dispatch(
+            &demo_app(&cognito),
+            event("http-api-v2.json"),
+            "r",
+            far_deadline(),
+        )
+        .await
+        .expect("response");
+        let (got, body) = http_parts(&response);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert_eq!(cognito.reset.num_calls(), 0, "{code}");
+    }
+}
+
+#[tokio::test]
+async fn fifo_groups_reach_cognito_in_message_order() {
+    // Given two message groups, interleaved in the batch, on a Cognito slow enough to overlap
+    let (app, in_flight) = slow_app(Duration::from_millis(20), "10");
+    let fifo = "arn:aws:sqs:us-west-2:123456789012:password-resets.fifo";
+    let records: Vec<(String, Option<&str>)> = (0..6)
+        .map(|i| {
+            let group = if i % 2 == 0 { "a" } else { "b" };
+            (reset_body(&format!("user{i}@example.com")), Some(group))
+        })
+        .collect();
+    let response = dispatch(&app, sqs_event(fifo, &records), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    // Then, as Cognito saw them, each group's resets came in message order...
+    let resets: Vec<String> = in_flight
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "AdminResetUserPassword")
+        .map(|c| c.username)
+        .collect();
+    let order = |group: &[usize]| -> Vec<usize> {
+        group
+            .iter()
+            .map(|i| {
+                resets
+                    .iter()
+                    .position(|u| *u == format!("user{i}@example.com"))
+                    .expect("reset")
+            })
+            .collect()
+    };
+    let (a, b) = (order(&[0, 2, 4]), order(&[1, 3, 5]));
+    assert!(
+        a.windows(2).all(|w| w[0] < w[1]),
+        "group a out of order: {resets:?}"
+    );
+    assert!(
+        b.windows(2).all(|w| w[0] < w[1]),
+        "group b out of order: {resets:?}"
+    );
+    // ...and a group's next record started only after the previous one's reset answered
+    assert_eq!(
+        in_flight.max.load(Ordering::SeqCst),
+        2,
+        "the two groups ran side by side"
     );
 }

@@ -482,3 +482,69 @@ async fn dry_run_reads_the_guard_and_writes_nothing() {
     assert_eq!(table.items().len(), 1);
     assert_eq!(cognito.reset_users(), Vec::<String>::new());
 }
+
+// ---- deadlines ----------------------------------------------------------------------------------
+
+/// A DynamoDB endpoint that never answers.
+#[derive(Debug, Clone)]
+struct Hanging;
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for Hanging {
+    fn call(
+        &self,
+        _request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_guard_is_cut_at_the_deadline_margin_and_the_record_is_retry_deadline() {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let http = aws_smithy_runtime_api::client::http::http_client_fn(|_, _| {
+        aws_smithy_runtime_api::client::http::SharedHttpConnector::new(Hanging)
+    });
+    let settings = crate::dynamodb::settings(COOLDOWN);
+    let builder = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::for_tests())
+        .http_client(http);
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        cognito_reset::guard::configure(builder, settings.client).build(),
+    );
+    let cognito = Cognito::with_users(demo_users());
+    let config = config(&[("POLICY", DEMO_POLICY)]);
+    let margin = config.deadline_margin;
+    let directory =
+        cognito_reset::directory::Directory::new(cognito.client(1), margin, config.rates);
+    let guard = cognito_reset::guard::Guard::new(client, settings, false, margin);
+    let policy = config.fixed_policy().expect("a fixed policy");
+    let app = std::sync::Arc::new(cognito_reset::pipeline::App::new(
+        config,
+        directory,
+        Some(guard),
+        policy,
+        None,
+    ));
+    // Given 2.6 s left and the default 2 s margin: 0.6 s for the guard's calls
+    let started = std::time::Instant::now();
+    let deadline =
+        cognito_reset::deadline::Deadline(started + std::time::Duration::from_millis(2600));
+    let response = dispatch(&app, request("diego@example.com", Some("k")), "r", deadline)
+        .await
+        .expect("a response");
+    // Then the answer comes well before the deadline, as RETRY deadline, nobody reset
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = http_parts(&response);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("deadline")),
+        "{body}"
+    );
+    assert_eq!(cognito.reset_users(), Vec::<String>::new());
+}

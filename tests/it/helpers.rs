@@ -206,6 +206,13 @@ impl Cognito {
         self
     }
 
+    /// Every `AdminListGroupsForUser` fails with `error`.
+    pub fn list_groups_fails(mut self, error: fn() -> AdminListGroupsForUserError) -> Cognito {
+        self.list_groups = mock!(Client::admin_list_groups_for_user)
+            .then_compute_response(move |_| MockResponse::Error(error()));
+        self
+    }
+
     /// Every `AdminGetUser` fails with `error`.
     pub fn get_user_fails(mut self, error: fn() -> AdminGetUserError) -> Cognito {
         self.get_user = mock!(Client::admin_get_user)
@@ -264,11 +271,8 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 
 pub fn app(config: Config, client: Client) -> Arc<App> {
     let directory = Directory::new(client, config.deadline_margin, config.rates);
-    Arc::new(App {
-        config,
-        directory,
-        guard: None,
-    })
+    let policy = config.fixed_policy().expect("a fixed test policy");
+    Arc::new(App::new(config, directory, None, policy, None))
 }
 
 /// The demo policy over the demo users, with the guard on over `table`.
@@ -284,13 +288,11 @@ pub fn guarded_app(
         table.client(),
         crate::dynamodb::settings(cooldown_secs),
         dry_run,
+        config.deadline_margin,
     );
     let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
-    Arc::new(App {
-        config,
-        directory,
-        guard: Some(guard),
-    })
+    let policy = config.fixed_policy().expect("a fixed test policy");
+    Arc::new(App::new(config, directory, Some(guard), policy, None))
 }
 
 /// The demo policy over the demo users.
@@ -381,6 +383,7 @@ pub struct Call {
     pub at: Instant,
     pub host: String,
     pub operation: String,
+    pub username: String,
 }
 
 /// Counts concurrent calls: `enter` on start, the guard leaves on drop. Keeps a log of calls.
@@ -394,11 +397,12 @@ pub struct InFlight {
 
 impl InFlight {
     /// Logs a call as it arrives.
-    pub fn log(&self, host: &str, operation: &str) {
+    pub fn log(&self, host: &str, operation: &str, username: &str) {
         self.calls.lock().expect("log").push(Call {
             at: Instant::now(),
             host: host.to_owned(),
             operation: operation.to_owned(),
+            username: username.to_owned(),
         });
     }
 

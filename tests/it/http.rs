@@ -125,7 +125,9 @@ async fn batch_answers_207_with_each_item_as_if_sent_alone() {
             (1, 403, "denied-user"),
             (2, 403, "denied-group"),
             (3, 403, "user-not-allowed"),
-            (4, 404, "user-not-found"),
+            // ghost does not exist, and no rule of this caller could admit a user without
+            // groups: told exactly what an existing, not-admitted user is told
+            (4, 403, "user-not-allowed"),
             (5, 409, "user-disabled"),
             (6, 422, "cannot-reset"),
             (7, 403, "pool-not-allowed"),

@@ -503,7 +503,8 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
     assert "DEFAULT_USER_POOL_ID" not in env
     assert set(env) == {"POLICY", "MAX_CONCURRENCY", "DEADLINE_MARGIN_MS", "COGNITO_TIMEOUT_MS",
                         "COGNITO_MAX_ATTEMPTS", "DRY_RUN", "GUARD_TABLE", "RESET_COOLDOWN_SECONDS",
-                        "IDEMPOTENCY_TTL_SECONDS"}
+                        "IDEMPOTENCY_TTL_SECONDS", "MAX_INSTANCES", "COGNITO_RESET_QUOTA",
+                        "COGNITO_READ_QUOTA"}
 
 
 def test_sam_builds_the_cognito_reset_binary_with_cargo_lambda():
@@ -546,3 +547,27 @@ def test_outputs_name_the_endpoint_queues_and_function():
     assert outputs["QueueArn"]["Value"] == {"Fn::GetAtt": ["Queue", "Arn"]}
     assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "DeadLetterQueue"}
     assert outputs["FunctionName"]["Value"] == {"Ref": "Function"}
+
+
+def test_instances_are_bounded_so_their_paced_calls_stay_inside_cognitos_quotas():
+    # Given the defaults: the function divides each quota among at most MaxInstances instances
+    _, function = Stack(TRANSLATED).one("AWS::Lambda::Function")
+    props = function["Properties"]
+    env = props["Environment"]["Variables"]
+    instances = props["ReservedConcurrentExecutions"]
+    assert instances == env["MAX_INSTANCES"] == 5
+    assert (env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]) == (30, 120)
+    # Then instances x per-instance rate never exceeds the quota
+    for quota in (env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]):
+        assert instances * (quota / instances) <= quota
+    # and the queue alone cannot start more instances than are reserved
+    assert TRANSLATED["Parameters"]["MaximumConcurrency"]["Default"] <= instances
+
+
+def test_instance_bound_and_quotas_follow_their_parameters():
+    stack = Stack(TRANSLATED, MaxInstances=8, CognitoResetQuota=50, CognitoReadQuota=200)
+    _, function = stack.one("AWS::Lambda::Function")
+    props = function["Properties"]
+    env = props["Environment"]["Variables"]
+    assert props["ReservedConcurrentExecutions"] == 8
+    assert (env["MAX_INSTANCES"], env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]) == (8, 50, 200)

@@ -1,0 +1,505 @@
+//! The live policy: loaded at start-up, refreshed at most once per interval, swapped in only
+//! when valid; over a scripted parameter source and over SSM behind aws-smithy-mocks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::config::retry::RetryConfig;
+use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
+use aws_sdk_ssm::types::error::ParameterNotFound;
+use aws_sdk_ssm::types::{Parameter, ParameterType};
+use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
+use cognito_reset::directory::ClientSettings;
+use cognito_reset::policy::{Caller, Decision, DenyReason, Subject};
+use cognito_reset::policy_source::{
+    self, FetchError, FetchErrorKind, FetchFuture, ParameterSource, PolicySourceError, PolicyStore,
+    PolicyText, Refresh, RefreshSettings, SsmParameter,
+};
+
+use crate::helpers::{DEMO_POLICY, POOL, QUEUE};
+
+const PARAMETER: &str = "/cognito-reset/policy";
+
+/// The demo policy with erin denied too.
+fn erin_denied() -> String {
+    DEMO_POLICY.replace(
+        r#""users": ["admin@example.com", "root@*"]"#,
+        r#""users": ["admin@example.com", "root@*", "erin@example.com"]"#,
+    )
+}
+
+/// Two errors: an unknown field and a rule without callers.
+const INVALID: &str =
+    r#"{"version": 1, "rules": [{"name": "x", "userPools": ["*"], "users": ["*"], "oops": 1}]}"#;
+
+/// What the policy in force decides for erin, asked for by the ticket queue.
+fn erin_decision(store: &PolicyStore) -> Decision {
+    let caller = Caller::Identified(vec![QUEUE.to_owned()]);
+    let erin = Subject {
+        username: "erin-0000-uuid".to_owned(),
+        email: Some("erin@example.com".to_owned()),
+        ..Subject::default()
+    };
+    store.current().policy.decide(&caller, POOL, &erin)
+}
+
+/// One scripted answer of the fake parameter.
+#[derive(Debug)]
+enum Step {
+    Version(&'static str, String),
+    Fails(FetchErrorKind),
+    Hangs,
+}
+
+/// A parameter that answers from a script and counts its reads.
+#[derive(Debug, Default)]
+struct Scripted {
+    steps: Mutex<VecDeque<Step>>,
+    reads: AtomicUsize,
+}
+
+impl Scripted {
+    fn new(steps: Vec<Step>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            steps: Mutex::new(steps.into()),
+            reads: AtomicUsize::new(0),
+        })
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+/// The store owns its source; the test keeps a handle to the script.
+#[derive(Debug)]
+struct Handle(Arc<Scripted>);
+
+impl ParameterSource for Handle {
+    fn describe(&self) -> String {
+        format!("POLICY_PARAMETER={PARAMETER}")
+    }
+
+    fn fetch(&self) -> FetchFuture<'_> {
+        self.0.reads.fetch_add(1, Ordering::SeqCst);
+        let step = self.0.steps.lock().expect("script").pop_front();
+        Box::pin(async move {
+            match step {
+                Some(Step::Version(version, text)) => Ok(PolicyText {
+                    text,
+                    version: version.to_owned(),
+                }),
+                Some(Step::Fails(kind)) => Err(FetchError::new(kind, "scripted failure")),
+                Some(Step::Hangs) => std::future::pending().await,
+                None => panic!("read more often than the test scripted"),
+            }
+        })
+    }
+}
+
+fn settings(interval_secs: u64) -> RefreshSettings {
+    RefreshSettings {
+        interval: Duration::from_secs(interval_secs),
+        timeout: Duration::from_millis(200),
+    }
+}
+
+async fn store_over(steps: Vec<Step>, t0: Instant) -> (PolicyStore, Arc<Scripted>) {
+    let script = Scripted::new(steps);
+    let store = PolicyStore::load(Box::new(Handle(Arc::clone(&script))), settings(60), t0)
+        .await
+        .expect("the first version loads");
+    (store, script)
+}
+
+#[tokio::test]
+async fn a_valid_new_version_is_swapped_in_and_decides_from_then_on() {
+    // Given version 1 in force
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("2", erin_denied()),
+        ],
+        t0,
+    )
+    .await;
+    assert_eq!(store.current().version, "1");
+    assert!(matches!(erin_decision(&store), Decision::Allow { .. }));
+
+    // When version 2 is read after the interval
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+
+    // Then it is in force, and says so
+    assert!(
+        matches!(&refresh, Refresh::Swapped { previous, version } if previous == "1" && version == "2"),
+        "{refresh:?}"
+    );
+    assert_eq!(store.current().version, "2");
+    assert_eq!(
+        erin_decision(&store),
+        Decision::Deny(DenyReason::DeniedUser)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_new_version_is_refused_with_every_error_and_the_last_good_stays() {
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("2", INVALID.to_owned()),
+        ],
+        t0,
+    )
+    .await;
+
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(61)).await;
+
+    let Refresh::Refused { kept, error } = refresh else {
+        panic!("not refused: {refresh:?}");
+    };
+    assert_eq!(kept, "1");
+    let PolicySourceError::Invalid {
+        version, errors, ..
+    } = &error
+    else {
+        panic!("not invalid: {error:?}");
+    };
+    assert_eq!(version, "2");
+    assert!(errors.len() >= 2, "every error is reported: {errors}");
+    let message = error.to_string();
+    assert!(message.contains("POLICY_PARAMETER"), "{message}");
+    assert!(message.contains("oops"), "{message}");
+    assert!(message.contains("callers"), "{message}");
+    assert_eq!(store.current().version, "1");
+    assert!(matches!(erin_decision(&store), Decision::Allow { .. }));
+}
+
+#[tokio::test]
+async fn a_refusal_is_logged_once_with_every_error_and_a_swap_once_with_its_version() {
+    let (_guard, logs) = crate::logs::capture();
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("2", INVALID.to_owned()),
+            Step::Version("3", erin_denied()),
+        ],
+        t0,
+    )
+    .await;
+
+    let refused = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+    let Refresh::Refused {
+        error: PolicySourceError::Invalid { errors, .. },
+        ..
+    } = &refused
+    else {
+        panic!("not refused as invalid: {refused:?}");
+    };
+    let warnings = logs.lines_at("WARN");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = logs.text();
+    assert!(warning.contains("policy update refused"));
+    assert!(warning.contains("kept_version=1"), "{warning}");
+    assert!(warning.contains("refused_version=\"2\""), "{warning}");
+    assert!(
+        warning.contains(&format!("error_count={}", errors.len())),
+        "{warning}"
+    );
+    for error in errors {
+        assert!(
+            warning.contains(&error.to_string()),
+            "{error} missing from {warning}"
+        );
+    }
+
+    store.refresh_if_due(t0 + Duration::from_secs(120)).await;
+    let infos: Vec<String> = logs
+        .lines_at("INFO")
+        .into_iter()
+        .filter(|l| l.contains("new policy version in force"))
+        .collect();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert!(
+        infos[0].contains("previous_version=1") && infos[0].contains("version=3"),
+        "{}",
+        infos[0]
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_parameter_is_refused_and_the_last_good_stays() {
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Fails(FetchErrorKind::Misconfigured),
+        ],
+        t0,
+    )
+    .await;
+
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+
+    assert!(
+        matches!(
+            &refresh,
+            Refresh::Refused { kept, error: PolicySourceError::Unreadable { source, .. } }
+                if kept == "1" && source.kind == FetchErrorKind::Misconfigured
+        ),
+        "{refresh:?}"
+    );
+    assert_eq!(store.current().version, "1");
+}
+
+#[tokio::test]
+async fn a_read_slower_than_the_timeout_is_abandoned_and_refused() {
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![Step::Version("1", DEMO_POLICY.to_owned()), Step::Hangs],
+        t0,
+    )
+    .await;
+
+    let started = Instant::now();
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the timeout"
+    );
+    assert!(
+        matches!(
+            &refresh,
+            Refresh::Refused { error: PolicySourceError::Unreadable { source, .. }, .. }
+                if source.kind == FetchErrorKind::Unavailable
+        ),
+        "{refresh:?}"
+    );
+    assert_eq!(store.current().version, "1");
+}
+
+#[tokio::test]
+async fn the_parameter_is_never_read_more_often_than_the_interval() {
+    // Given a store loaded at t0 with a 60 s interval
+    let t0 = Instant::now();
+    let (store, script) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Fails(FetchErrorKind::Throttled),
+            Step::Version("2", erin_denied()),
+        ],
+        t0,
+    )
+    .await;
+    let at = |secs: u64| t0 + Duration::from_secs(secs);
+
+    // Then calls before the interval read nothing
+    for secs in [0, 1, 30, 59] {
+        assert!(matches!(
+            store.refresh_if_due(at(secs)).await,
+            Refresh::NotDue
+        ));
+    }
+    assert_eq!(script.reads(), 1, "only the start-up read");
+
+    // A read at 60 s finds the same version
+    assert!(matches!(
+        store.refresh_if_due(at(60)).await,
+        Refresh::Unchanged { version } if version == "1"
+    ));
+    // The next is due at 120 s, even after a failed read at 120 s (not retried at 121 s)
+    assert!(matches!(
+        store.refresh_if_due(at(119)).await,
+        Refresh::NotDue
+    ));
+    assert!(matches!(
+        store.refresh_if_due(at(120)).await,
+        Refresh::Refused { .. }
+    ));
+    assert!(matches!(
+        store.refresh_if_due(at(121)).await,
+        Refresh::NotDue
+    ));
+    assert!(matches!(
+        store.refresh_if_due(at(179)).await,
+        Refresh::NotDue
+    ));
+    assert!(matches!(
+        store.refresh_if_due(at(180)).await,
+        Refresh::Swapped { .. }
+    ));
+    assert_eq!(script.reads(), 4);
+}
+
+#[tokio::test]
+async fn concurrent_records_trigger_one_read_and_never_wait_for_it() {
+    let t0 = Instant::now();
+    let (store, script) = store_over(
+        vec![Step::Version("1", DEMO_POLICY.to_owned()), Step::Hangs],
+        t0,
+    )
+    .await;
+    let store = Arc::new(store);
+    let due = t0 + Duration::from_secs(60);
+
+    // One record starts the (slow) read; the others go on at once without reading.
+    let slow = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.refresh_if_due(due).await })
+    };
+    while script.reads() < 2 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..5 {
+        let refresh = store.refresh_if_due(due).await;
+        assert!(matches!(refresh, Refresh::NotDue), "{refresh:?}");
+    }
+    assert_eq!(
+        store.current().version,
+        "1",
+        "records keep the policy in force"
+    );
+    assert!(matches!(slow.await.expect("task"), Refresh::Refused { .. }));
+    assert_eq!(script.reads(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_policy_at_start_up_stops_the_function_naming_the_variable() {
+    let script = Scripted::new(vec![Step::Version("3", INVALID.to_owned())]);
+    let error = PolicyStore::load(Box::new(Handle(script)), settings(60), Instant::now())
+        .await
+        .expect_err("invalid");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("POLICY_PARAMETER={PARAMETER}: version 3")),
+        "{message}"
+    );
+
+    let script = Scripted::new(vec![Step::Fails(FetchErrorKind::NotFound)]);
+    let error = PolicyStore::load(Box::new(Handle(script)), settings(60), Instant::now())
+        .await
+        .expect_err("unreadable");
+    assert!(
+        error.to_string().starts_with("POLICY_PARAMETER="),
+        "{error}"
+    );
+    assert!(error.to_string().contains("ssm:GetParameter"), "{error}");
+}
+
+#[tokio::test]
+async fn a_fixed_policy_is_versioned_by_its_content_and_never_read_again() {
+    let policy = Arc::new(cognito_reset::policy::Policy::from_json(DEMO_POLICY).expect("valid"));
+    let version = policy_source::content_version(DEMO_POLICY);
+    let store = PolicyStore::fixed(policy, version.clone());
+    assert!(version.starts_with("sha256:"));
+    assert_eq!(store.current().version, version);
+    let later = Instant::now() + Duration::from_secs(3600);
+    assert!(matches!(store.refresh_if_due(later).await, Refresh::NotDue));
+}
+
+// --- SSM Parameter Store behind aws-smithy-mocks -------------------------------------------
+
+fn ssm_output(version: i64, text: &str, kind: ParameterType) -> GetParameterOutput {
+    GetParameterOutput::builder()
+        .parameter(
+            Parameter::builder()
+                .name(PARAMETER)
+                .r#type(kind)
+                .value(text)
+                .version(version)
+                .build(),
+        )
+        .build()
+}
+
+fn ssm_client(rule: &aws_smithy_mocks::Rule) -> Client {
+    let settings = ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [rule], |builder| {
+        policy_source::configure(builder, settings)
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+    })
+}
+
+#[tokio::test]
+async fn ssm_versions_are_read_with_decryption_and_reported() {
+    // Given a SecureString parameter at version 7, then 8 with erin denied
+    let answers = Arc::new(Mutex::new(VecDeque::from([
+        ssm_output(7, DEMO_POLICY, ParameterType::SecureString),
+        ssm_output(8, &erin_denied(), ParameterType::SecureString),
+    ])));
+    let rule = mock!(Client::get_parameter)
+        .match_requests(|input| {
+            input.name() == Some(PARAMETER) && input.with_decryption() == Some(true)
+        })
+        .then_compute_response(move |_| {
+            MockResponse::Output(
+                answers
+                    .lock()
+                    .expect("answers")
+                    .pop_front()
+                    .expect("scripted"),
+            )
+        });
+    let source = SsmParameter::new(ssm_client(&rule), PARAMETER);
+    let t0 = Instant::now();
+
+    // When loaded, then refreshed
+    let store = PolicyStore::load(Box::new(source), settings(60), t0)
+        .await
+        .expect("loads");
+    assert_eq!(store.current().version, "7");
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+
+    // Then the parameter's version numbers are the policy's versions
+    assert!(
+        matches!(&refresh, Refresh::Swapped { previous, version } if previous == "7" && version == "8"),
+        "{refresh:?}"
+    );
+    assert_eq!(
+        erin_decision(&store),
+        Decision::Deny(DenyReason::DeniedUser)
+    );
+    assert_eq!(rule.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_ssm_parameter_stops_start_up_and_a_string_list_is_refused() {
+    let missing = mock!(Client::get_parameter)
+        .then_error(|| GetParameterError::ParameterNotFound(ParameterNotFound::builder().build()));
+    let error = PolicyStore::load(
+        Box::new(SsmParameter::new(ssm_client(&missing), PARAMETER)),
+        settings(60),
+        Instant::now(),
+    )
+    .await
+    .expect_err("no parameter");
+    assert!(matches!(
+        &error,
+        PolicySourceError::Unreadable { source, .. } if source.kind == FetchErrorKind::NotFound
+    ));
+    assert!(error.to_string().contains(PARAMETER), "{error}");
+
+    let list = mock!(Client::get_parameter)
+        .then_output(|| ssm_output(1, "a,b", ParameterType::StringList));
+    let error = PolicyStore::load(
+        Box::new(SsmParameter::new(ssm_client(&list), PARAMETER)),
+        settings(60),
+        Instant::now(),
+    )
+    .await
+    .expect_err("a StringList");
+    assert!(matches!(
+        &error,
+        PolicySourceError::Unreadable { source, .. } if source.kind == FetchErrorKind::Misconfigured
+    ));
+}
