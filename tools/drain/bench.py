@@ -146,7 +146,8 @@ class Bench:
         self.args = args
         self.instances: list[Instance] = []
 
-    def function_env(self, cognito_endpoint: str, reset_rps: str, read_rps: str, run_dir: Path) -> dict:
+    def function_env(self, cognito_endpoint: str, instances: int, reset_rps: str, read_rps: str,
+                     run_dir: Path) -> dict:
         a = self.args
         env = {
             "PATH": "/usr/bin:/bin",
@@ -167,8 +168,13 @@ class Bench:
             "POLICY": json.dumps(POLICY, separators=(",", ":")),
             "RUST_LOG": a.log_level,
             "AWS_LAMBDA_LOG_LEVEL": a.log_level,
+            # the README's settings for this instance count, and the per-instance rates outright
+            "MAX_INSTANCES": str(instances),
+            "COGNITO_RESET_QUOTA": "%g" % a.reset_quota,
+            "COGNITO_READ_QUOTA": "%g" % a.read_quota,
             "COGNITO_RESET_RPS": reset_rps,
             "COGNITO_READ_RPS": read_rps,
+            "MAX_RECEIVE_COUNT": str(a.max_receive_count),
         }
         for kv in a.env:
             k, _, v = kv.partition("=")
@@ -200,7 +206,7 @@ class Bench:
                               burst_s=a.burst_s, pool_id=POOL_ID)
         await cognito.start()
         try:
-            env = self.function_env(cognito.endpoint, reset_rps, read_rps, run_dir)
+            env = self.function_env(cognito.endpoint, m, reset_rps, read_rps, run_dir)
             argv = [sys.executable, str(a.binary)] if str(a.binary).endswith(".py") else [str(a.binary)]
             self.instances = [Instance("instance-%d" % i, argv, env,
                                        run_dir / ("instance-%d.log" % i), FUNCTION_ARN) for i in range(m)]
