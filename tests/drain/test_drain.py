@@ -125,6 +125,14 @@ class RatesTest(unittest.TestCase):
         self.assertEqual(bench.per_instance_rate(20, 3), "6.666")
         self.assertEqual(bench.per_instance_rate(60, 7), "8.571")
 
+    def test_retry_codes_from_text_and_json_logs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "instance-0.log").write_text(
+                ' WARN record will be retried id=a code="deadline" error.cause_chain=x\n'
+                '{"level":"WARN","fields":{"message":"record will be retried","code":"throttled"}}\n'
+                ' INFO record done outcome="RETRY" code="deadline"\n')
+            self.assertEqual(bench.retry_codes(Path(tmp)), {"deadline": 1, "throttled": 1})
+
     def test_max_in_window(self):
         self.assertEqual(bench.max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]), 3)
         self.assertEqual(bench.max_in_window([]), 0)

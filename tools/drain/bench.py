@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -75,6 +77,7 @@ class RunResult:
     crashes: int = 0
     cold_starts: int = 0
     bad_responses: int = 0  # responses that were not a valid partial batch response
+    retries_by_code: dict = field(default_factory=dict)  # from the function's "will be retried" log lines
     run_dir: str = ""
 
 
@@ -293,6 +296,7 @@ class Bench:
                             and "user-%d@example.com" % i not in dead_users)
         res.max_resets_per_s = max_in_window(c.admitted.get(RECOVERY, []))
         res.max_reads_per_s = max_in_window(c.admitted.get(READS, []))
+        res.retries_by_code = retry_codes(run_dir)
         report(res)
         return res
 
@@ -300,6 +304,22 @@ class Bench:
         if self.instances:
             await asyncio.gather(*(inst.close() for inst in self.instances), return_exceptions=True)
         self.instances = []
+
+
+RETRY_LINE = re.compile(r'will be retried.*?\bcode"?[=:]\s*"?([A-Za-z-]+)')
+
+
+def retry_codes(run_dir: Path) -> dict:
+    """RETRY records by code, counted in the function's warn-level log lines (best effort: it
+    depends on the function's log format)."""
+    codes: collections.Counter = collections.Counter()
+    for path in sorted(run_dir.glob("instance-*.log")):
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = RETRY_LINE.search(line)
+                if m:
+                    codes[m.group(1)] += 1
+    return dict(codes)
 
 
 def log(msg: str) -> None:
@@ -316,6 +336,9 @@ def report(r: RunResult) -> None:
         % (r.receives, r.receives_per_message, r.dead_lettered, r.reset_twice, r.not_reset, r.invocations,
            r.invocation_errors, r.timeouts, r.crashes, r.cold_starts, r.bad_responses, r.max_resets_per_s,
            r.max_reads_per_s))
+    if r.retries_by_code:
+        log("  records handed back (function log): %s"
+            % ", ".join("%s %d" % kv for kv in sorted(r.retries_by_code.items())))
     if r.reset_twice_users:
         log("  reset twice: %s%s" % (", ".join(r.reset_twice_users), " ..." if r.reset_twice > 20 else ""))
 
