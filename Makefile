@@ -161,3 +161,24 @@ openapi-check: $(SCHEMATHESIS_VENV)/.installed ## openapi.yaml: valid OpenAPI 3.
 fuzz-http: openapi-check $(STACK_VENV)/.installed ## sample answers and schemathesis against the real binary (function URL, moto)
 	cargo build $(CARGO_LOCKED) --bin cognito-reset
 	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/schemathesis
+
+## ---- drain benchmark (issue 11) --------------------------------------------------------------
+# A loopback simulation of SQS, the event source mapping and a quota-enforcing Cognito around the
+# real release binary (tools/drain/bench.py, Python standard library only). Instance logs and
+# results.json go to .run/drain/. Every process it starts is stopped on exit, failure and Ctrl-C.
+
+.PHONY: bench-drain drain-smoke drain-test
+
+DRAIN_BENCH := $(PYTHON) tools/drain/bench.py
+DRAIN_BUILD := nice -n 10 cargo build --release $(CARGO_LOCKED) --bin cognito-reset
+
+bench-drain: ## drain benchmark: 2000 queued resets, 2/4/8 instances, limiter off and as configured
+	$(DRAIN_BUILD)
+	$(DRAIN_BENCH) --requests 2000 --instances 2,4,8 --modes off,configured
+
+drain-smoke: ## small drain run (300 resets, 4 instances, as configured); fails on DLQ, double resets, > 1.5x ideal
+	$(DRAIN_BUILD)
+	$(DRAIN_BENCH) --requests 300 --instances 4 --modes configured --check --max-ratio 1.5
+
+drain-test: ## tests of the drain benchmark's harness itself (no Rust build needed)
+	$(PYTHON) -m unittest discover -s tests/drain

@@ -1,0 +1,304 @@
+"""Tests of the drain benchmark's harness (tools/drain/), standard library only:
+
+    python3 -m unittest discover -s tests/drain -v      (or: pytest tests/drain)
+
+The simulated queue, the fake Cognito's protocol and quotas, and whole runs of the harness with a
+Python stand-in for the function (tests/drain/stub_function.py), so they need no Rust build.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tools" / "drain"))
+
+import bench  # noqa: E402
+from fake_cognito import FakeCognito, TokenBucket  # noqa: E402
+from queue_sim import SimQueue  # noqa: E402
+
+STUB = HERE / "stub_function.py"
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class TokenBucketTest(unittest.TestCase):
+    def test_admits_the_burst_then_the_rate(self):
+        clock = Clock()
+        b = TokenBucket(rate=20, capacity=20, clock=clock)
+        self.assertEqual(sum(b.take() for _ in range(50)), 20)
+        clock.t += 0.5
+        self.assertEqual(sum(b.take() for _ in range(50)), 10)
+
+    def test_rate_zero_is_unlimited(self):
+        b = TokenBucket(rate=0, capacity=0, clock=Clock())
+        self.assertTrue(all(b.take() for _ in range(1000)))
+
+
+class SimQueueTest(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.q = SimQueue(visibility_s=30, max_receive_count=2, clock=self.clock)
+        for i in range(15):
+            self.q.send("m%d" % i)
+
+    def test_receive_hides_messages_for_the_visibility_timeout(self):
+        first = self.q.receive(10)
+        self.assertEqual([m.body for m in first], ["m%d" % i for i in range(10)])
+        self.assertEqual(len(self.q.receive(10)), 5)
+        self.assertEqual(self.q.receive(10), [])
+        self.assertEqual(self.q.next_visible_at(), self.clock.t + 30)
+        self.clock.t += 30
+        again = self.q.receive(10)
+        self.assertEqual([m.body for m in again], ["m%d" % i for i in range(10)])
+        self.assertTrue(all(m.receive_count == 2 for m in again))
+
+    def test_deleted_messages_never_come_back_and_done_when_all_deleted(self):
+        for m in self.q.receive(10) + self.q.receive(10):
+            self.q.delete(m)
+        self.assertTrue(self.q.done)
+        self.clock.t += 100
+        self.assertEqual(self.q.receive(10), [])
+        self.assertIsNone(self.q.next_visible_at())
+
+    def test_a_message_received_max_receive_count_times_is_dead_lettered_on_the_next_receive(self):
+        self.q.receive(10)
+        self.q.receive(10)
+        self.clock.t += 30
+        self.assertEqual(len(self.q.receive(20)), 15)
+        self.clock.t += 30
+        self.assertEqual(self.q.receive(20), [])
+        self.assertEqual(len(self.q.dead_letters), 15)
+        self.assertTrue(self.q.done)
+        self.assertEqual(self.q.receives, 30)
+
+
+class ResponseParsingTest(unittest.TestCase):
+    def setUp(self):
+        q = SimQueue(visibility_s=30, max_receive_count=5)
+        for i in range(3):
+            q.send("m%d" % i)
+        self.batch = q.receive(10)
+
+    def test_partial_batch_response(self):
+        ids = [m.message_id for m in self.batch]
+        self.assertEqual(bench.failed_ids(b'{"batchItemFailures":[]}', self.batch), set())
+        self.assertEqual(bench.failed_ids(b"null", self.batch), set())
+        self.assertEqual(bench.failed_ids(b"{}", self.batch), set())
+        body = json.dumps({"batchItemFailures": [{"itemIdentifier": ids[1]}]}).encode()
+        self.assertEqual(bench.failed_ids(body, self.batch), {ids[1]})
+
+    def test_an_invalid_response_fails_the_whole_batch(self):
+        self.assertIsNone(bench.failed_ids(b'{"batchItemFailures":[{"itemIdentifier":"nope"}]}', self.batch))
+        self.assertIsNone(bench.failed_ids(b'{"batchItemFailures":[{"itemIdentifier":""}]}', self.batch))
+        self.assertIsNone(bench.failed_ids(b"not json", self.batch))
+
+    def test_sqs_event_shape(self):
+        event = json.loads(bench.sqs_event(self.batch))
+        r = event["Records"][0]
+        self.assertEqual(r["eventSource"], "aws:sqs")
+        self.assertEqual(r["eventSourceARN"], bench.QUEUE_ARN)
+        self.assertEqual(r["attributes"]["ApproximateReceiveCount"], "1")
+        self.assertEqual(r["messageId"], self.batch[0].message_id)
+
+
+class RatesTest(unittest.TestCase):
+    def test_per_instance_rate_never_exceeds_the_quota_in_total(self):
+        self.assertEqual(bench.per_instance_rate(20, 2), "10")
+        self.assertEqual(bench.per_instance_rate(20, 8), "2.5")
+        self.assertEqual(bench.per_instance_rate(20, 3), "6.666")
+        self.assertEqual(bench.per_instance_rate(60, 7), "8.571")
+
+    def test_retry_codes_from_text_and_json_logs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "instance-0.log").write_text(
+                ' WARN record will be retried id=a code="deadline" error.cause_chain=x\n'
+                '{"level":"WARN","fields":{"message":"record will be retried","code":"throttled"}}\n'
+                ' INFO record done outcome="RETRY" code="deadline"\n')
+            self.assertEqual(bench.retry_codes(Path(tmp)), {"deadline": 1, "throttled": 1})
+
+    def test_max_in_window(self):
+        self.assertEqual(bench.max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]), 3)
+        self.assertEqual(bench.max_in_window([]), 0)
+
+
+class FakeCognitoTest(unittest.TestCase):
+    def call(self, port, op, doc):
+        req = urllib.request.Request("http://127.0.0.1:%d/" % port, data=json.dumps(doc).encode(), headers={
+            "X-Amz-Target": "AWSCognitoIdentityProviderService." + op,
+            "Content-Type": "application/x-amz-json-1.1"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, dict(resp.headers), json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), json.loads(e.read())
+
+    def test_protocol_and_quota(self):
+        async def scenario():
+            fake = FakeCognito(reset_rps=2, read_rps=100, latency_s=0, burst_s=1)
+            port = await fake.start()
+            try:
+                user = {"UserPoolId": "us-west-2_drainpool1", "Username": "user-1@example.com"}
+                got = await asyncio.to_thread(self.call, port, "AdminGetUser", user)
+                groups = await asyncio.to_thread(self.call, port, "AdminListGroupsForUser", user)
+                resets = [await asyncio.to_thread(self.call, port, "AdminResetUserPassword", user) for _ in range(3)]
+                unknown = await asyncio.to_thread(self.call, port, "DeleteUserPool", user)
+                return got, groups, resets, unknown, fake.counters
+            finally:
+                await fake.close()
+
+        got, groups, resets, unknown, counters = asyncio.run(scenario())
+        status, headers, body = got
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "application/x-amz-json-1.1")
+        self.assertEqual(body["Username"], "user-1@example.com")
+        self.assertIn({"Name": "email_verified", "Value": "true"}, body["UserAttributes"])
+        self.assertTrue(body["Enabled"])
+        self.assertEqual(groups[2]["Groups"][0]["GroupName"], "staff")
+        self.assertEqual([r[0] for r in resets], [200, 200, 400])
+        self.assertEqual(resets[2][1]["x-amzn-ErrorType"], "TooManyRequestsException")
+        self.assertEqual(resets[2][2]["__type"], "TooManyRequestsException")
+        self.assertEqual(unknown[0], 400)
+        self.assertEqual(counters.resets["user-1@example.com"], 2)
+        self.assertEqual(counters.throttled["AdminResetUserPassword"], 1)
+        self.assertEqual(counters.total_calls, 5)
+
+
+def run_bench(*args, env=None):
+    with tempfile.TemporaryDirectory() as tmp:
+        e = dict(os.environ)
+        cmd = [sys.executable, str(ROOT / "tools" / "drain" / "bench.py"), "--binary", str(STUB),
+               "--run-dir", tmp, "--start-timeout", "10", *args]
+        for k, v in (env or {}).items():
+            cmd += ["--env", "%s=%s" % (k, v)]
+        p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=120)
+        results = Path(tmp) / "results.json"
+        runs = json.loads(results.read_text())["runs"] if results.exists() else []
+        return p, runs
+
+
+class HarnessTest(unittest.TestCase):
+    """Whole runs with the stub function; fast settings (high quotas, short timeouts)."""
+
+    FAST = ["--latency-ms", "1", "--function-timeout", "1", "--visibility-timeout", "1.5"]
+
+    def test_a_run_within_quota_drains_everything_once(self):
+        p, runs = run_bench("-n", "60", "-m", "3", "--modes", "configured", "--reset-quota", "1000",
+                            "--read-quota", "1000", "--check", "--max-ratio", "100", *self.FAST)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        (r,) = runs
+        self.assertEqual((r["dead_lettered"], r["reset_twice"], r["not_reset"], r["throttled"]), (0, 0, 0, 0))
+        self.assertEqual(r["receives"], 60)
+        self.assertEqual(r["calls"], 120)
+        self.assertEqual(r["reset_rps"], "333.333")
+        self.assertRegex(p.stdout.splitlines()[-1], r"^drain: \d+\.\d\dx ideal, 0 dead-lettered, 0 reset twice$")
+
+    def test_throttled_records_are_redelivered_after_the_visibility_timeout(self):
+        p, runs = run_bench("-n", "40", "-m", "2", "--modes", "off", "--reset-quota", "10", "--read-quota",
+                            "1000", "--burst-s", "1", "--max-receive-count", "10", *self.FAST)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        (r,) = runs
+        self.assertGreater(r["throttled"], 0)
+        self.assertGreater(r["receives"], 40)
+        self.assertEqual((r["dead_lettered"], r["reset_twice"], r["not_reset"]), (0, 0, 0))
+
+    def test_failed_invocations_dead_letter_after_max_receive_count_and_check_fails(self):
+        p, runs = run_bench("-n", "20", "-m", "2", "--modes", "configured", "--max-receive-count", "2",
+                            "--check", *self.FAST, env={"STUB_MODE": "error"})
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        (r,) = runs
+        self.assertEqual(r["dead_lettered"], 20)
+        self.assertEqual(r["receives"], 40)
+        self.assertEqual(r["invocation_errors"], 4)
+        self.assertIn("CHECK FAILED", p.stdout)
+        self.assertTrue(p.stdout.splitlines()[-1].startswith("drain: "))
+        self.assertIn(" 20 dead-lettered, 0 reset twice", p.stdout.splitlines()[-1])
+
+    def test_an_invocation_past_the_timeout_kills_the_instance_and_the_next_one_cold_starts(self):
+        p, runs = run_bench("-n", "10", "-m", "1", "--modes", "off", "--max-receive-count", "2",
+                            *self.FAST, env={"STUB_MODE": "sleep"})
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        (r,) = runs
+        self.assertEqual(r["timeouts"], 2)
+        self.assertGreaterEqual(r["cold_starts"], 2)
+        self.assertEqual(r["dead_lettered"], 10)
+
+    def test_a_function_that_cannot_start_stops_the_bench_with_its_log(self):
+        p, runs = run_bench("-n", "10", "-m", "2", "--modes", "off", *self.FAST, env={"STUB_MODE": "exit"})
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("exited (status 3) before asking for an invocation", p.stdout)
+        self.assertIn("stub: exiting at start-up", p.stdout)
+        self.assertEqual(runs, [])
+
+
+class InterruptTest(unittest.TestCase):
+    """Every function process the bench started is gone after SIGINT, SIGTERM, even SIGKILL."""
+
+    def interrupt(self, sig):
+        with tempfile.TemporaryDirectory() as tmp:
+            pids = Path(tmp) / "pids"
+            pids.mkdir()
+            cmd = [sys.executable, str(ROOT / "tools" / "drain" / "bench.py"), "--binary", str(STUB),
+                   "--run-dir", tmp, "-n", "400", "-m", "3", "--env", "STUB_PID_DIR=%s" % pids]
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            try:
+                deadline = time.monotonic() + 20
+                while len(list(pids.iterdir())) < 3:  # the three instances are up
+                    self.assertLess(time.monotonic(), deadline, "instances did not start")
+                    self.assertIsNone(p.poll())
+                    time.sleep(0.05)
+                p.send_signal(sig)
+                out, _ = p.communicate(timeout=20)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            started = [int(f.name) for f in pids.iterdir()]
+            deadline = time.monotonic() + 5
+            while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual([pid for pid in started if alive(pid)], [])
+            return p.returncode, out
+
+    def test_sigint(self):
+        rc, out = self.interrupt(signal.SIGINT)
+        self.assertEqual(rc, 130, out)
+        self.assertNotIn("Traceback", out)
+
+    def test_sigterm(self):
+        rc, out = self.interrupt(signal.SIGTERM)
+        self.assertEqual(rc, 130, out)
+        self.assertNotIn("Traceback", out)
+
+    def test_sigkill_of_the_bench_takes_its_instances_with_it(self):
+        rc, _ = self.interrupt(signal.SIGKILL)
+        self.assertEqual(rc, -signal.SIGKILL)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()
