@@ -116,7 +116,7 @@ impl Done<'_> {
         if let Err(error) = self.result
             && error.class() == Class::Retry
         {
-            let chain = cause_chain(error);
+            let chain = crate::logging::cause_chain(error);
             tracing::warn!(id = %id, code, error.cause_chain = %chain, "record will be retried");
         }
     }
@@ -147,16 +147,4 @@ impl Done<'_> {
         event.policy_version = self.findings.policy_version.clone();
         Some(event)
     }
-}
-
-/// An error and its sources, `: `-separated, for logs (never for callers).
-pub fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

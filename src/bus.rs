@@ -428,7 +428,7 @@ impl Bus {
                 tracing::warn!(
                     events = sent,
                     error.kind = error.kind.code(),
-                    error.cause_chain = %crate::audit::cause_chain(&error),
+                    error.cause_chain = %crate::logging::cause_chain(&error),
                     "could not publish outcome events; the records' outcomes stand"
                 );
                 delivery.failed_calls += 1;

@@ -256,9 +256,8 @@ impl Directory {
             .config()
             .timeout_config()
             .and_then(|t| t.operation_attempt_timeout())
-            .unwrap_or(Duration::from_millis(
-                crate::config::DEFAULT_COGNITO_TIMEOUT_MS,
-            ));
+            // No attempt timeout configured: the deadline's budget alone bounds each attempt.
+            .unwrap_or(Duration::MAX);
         Directory {
             base: client.config().to_builder(),
             default_region: client.config().region().map(|r| r.as_ref().to_owned()),

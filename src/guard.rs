@@ -26,11 +26,12 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::{Client, config};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::deadline::Deadline;
 use crate::directory::ClientSettings;
-use crate::outcome::Answer;
 use crate::request::ResetRequest;
 
 /// A live item's condition for a new claim: nothing there, or what is there has expired.
@@ -177,13 +178,14 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
         .collect()
 }
 
-/// What an idempotency key says about a request.
+/// What an idempotency key says about a request; `A` is the answer kept for replay (the guard
+/// stores it as JSON and knows nothing of it).
 #[derive(Debug, Clone, PartialEq)]
-pub enum KeyState {
+pub enum KeyState<A> {
     /// First use (or a retry after a RETRY): the request runs, and this invocation holds the key.
     Fresh,
     /// A final answer was given before: give it again.
-    Replay(Answer),
+    Replay(A),
     /// The same key is being processed right now.
     InProgress,
     /// The key was used with a different request.
@@ -284,7 +286,11 @@ impl Guard {
 
     /// Takes an idempotency key for this invocation, or says why not. A pending key may be taken
     /// over once its holder's deadline has passed.
-    pub async fn begin(&self, key: &KeyRef, deadline: Deadline) -> Result<KeyState, GuardError> {
+    pub async fn begin<A: DeserializeOwned>(
+        &self,
+        key: &KeyRef,
+        deadline: Deadline,
+    ) -> Result<KeyState<A>, GuardError> {
         let now = SystemTime::now();
         let lease_until = deadline.wall_clock();
         if self.read_only {
@@ -336,7 +342,7 @@ impl Guard {
 
     /// Records a key's final answer (replayed until the TTL ends), or releases the key
     /// (`None`: a RETRY is not kept). A failure here is logged: the answer already stands.
-    pub async fn finish(&self, key: &KeyRef, answer: Option<&Answer>, deadline: Deadline) {
+    pub async fn finish(&self, key: &KeyRef, answer: Option<&impl Serialize>, deadline: Deadline) {
         if self.read_only {
             return;
         }
@@ -391,7 +397,7 @@ impl Guard {
     fn warn_unfinished_key(&self, key: &KeyRef, error: &GuardError) {
         tracing::warn!(
             idempotency_key = %key.key,
-            error.cause_chain = %crate::audit::cause_chain(error),
+            error.cause_chain = %crate::logging::cause_chain(error),
             "could not record the idempotency key's result; a retry with this key may run again (the user claim still stops a second reset)"
         );
     }
@@ -521,7 +527,7 @@ impl Guard {
     fn warn_unfinished_claim(&self, completion: Completion, error: &GuardError) {
         tracing::warn!(
             completion = ?completion,
-            error.cause_chain = %crate::audit::cause_chain(error),
+            error.cause_chain = %crate::logging::cause_chain(error),
             "could not complete the user claim; it counts as a reset until its window ends"
         );
     }
@@ -561,11 +567,11 @@ impl Guard {
 }
 
 /// Reads an idempotency key item that stands in the way.
-fn key_state(
+fn key_state<A: DeserializeOwned>(
     item: &HashMap<String, AttributeValue>,
     key: &KeyRef,
     now: SystemTime,
-) -> Result<KeyState, GuardError> {
+) -> Result<KeyState<A>, GuardError> {
     if text(item, "requestHash") != Some(key.request_hash.as_str()) {
         return Ok(KeyState::Reused);
     }

@@ -132,6 +132,18 @@ pub fn init() {
     subscriber(requested.as_deref(), format, std::io::stdout).init();
 }
 
+/// An error and its sources, `: `-separated, for logs (never for callers).
+pub fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use tracing::Level;

@@ -159,7 +159,7 @@ impl App {
             (Some(guard), Some(key)) => {
                 let key = KeyRef::new(&caller::describe(&origin.caller), key, request);
                 let started = Instant::now();
-                let state = guard.begin(&key, deadline).await;
+                let state = guard.begin::<Answer>(&key, deadline).await;
                 invocation.guard_latency(started.elapsed());
                 let early = match state {
                     Ok(KeyState::Fresh) => None,

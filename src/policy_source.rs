@@ -375,7 +375,7 @@ impl PolicyStore {
                     kept_version = %kept,
                     refused_version = version,
                     error_count = errors,
-                    error.cause_chain = %crate::audit::cause_chain(&error),
+                    error.cause_chain = %crate::logging::cause_chain(&error),
                     "policy update refused; the last good policy stays in force"
                 );
                 Refresh::Refused { kept, error }
