@@ -325,6 +325,8 @@ async fn sdk_retries_too_many_requests_within_the_attempt_bound() {
 struct SlowCognito {
     delay: Duration,
     in_flight: Arc<InFlight>,
+    /// Only this operation is slow (the others answer at once); `None`: every one.
+    only: Option<&'static str>,
 }
 
 impl HttpConnector for SlowCognito {
@@ -349,7 +351,11 @@ impl HttpConnector for SlowCognito {
             .to_owned();
         let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
         self.in_flight.log(&host, &operation, &username);
-        let (delay, in_flight) = (self.delay, Arc::clone(&self.in_flight));
+        let delay = match self.only {
+            Some(only) if only != operation => Duration::ZERO,
+            _ => self.delay,
+        };
+        let in_flight = Arc::clone(&self.in_flight);
         HttpConnectorFuture::new(async move {
             let _guard = in_flight.enter();
             tokio::time::sleep(delay).await;
@@ -389,6 +395,7 @@ impl Clone for SlowCognito {
         SlowCognito {
             delay: self.delay,
             in_flight: Arc::clone(&self.in_flight),
+            only: self.only,
         }
     }
 }
@@ -416,6 +423,7 @@ fn slow_app_with(
     let slow = SlowCognito {
         delay,
         in_flight: Arc::clone(&in_flight),
+        only: None,
     };
     let mut vars = vec![("POLICY", ANYONE)];
     vars.extend_from_slice(settings_vars);
@@ -485,6 +493,7 @@ async fn a_cognito_call_slower_than_the_timeout_is_unavailable() {
         SlowCognito {
             delay: Duration::from_secs(3),
             in_flight,
+            only: None,
         },
         settings,
     );
@@ -854,4 +863,68 @@ async fn a_cognito_call_slower_than_the_time_left_is_cut_at_the_deadline_margin(
     );
     assert_eq!(failed_ids(&response), ["m0"]);
     assert_eq!(in_flight.total.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_code() {
+    use crate::dynamodb::{Mode, Table, s, settings};
+    // Given a guard, and a reset call that times out (Cognito may have sent the code)
+    let in_flight = Arc::new(InFlight::default());
+    let slow = SlowCognito {
+        delay: Duration::from_secs(2),
+        in_flight: Arc::clone(&in_flight),
+        only: Some("AdminResetUserPassword"),
+    };
+    let client_settings = ClientSettings {
+        timeout: Duration::from_millis(150),
+        max_attempts: 1,
+    };
+    let table = Table::new(Mode::Normal);
+    let config = config(&[("POLICY", ANYONE)]);
+    let directory = cognito_reset::directory::Directory::new(
+        client_over(slow, client_settings),
+        config.deadline_margin,
+        config.rates,
+    );
+    let guard = cognito_reset::guard::Guard::new(
+        table.client(),
+        settings(300),
+        false,
+        config.deadline_margin,
+    );
+    let policy = config.fixed_policy().expect("fixed");
+    let app = Arc::new(cognito_reset::pipeline::App::new(
+        config,
+        directory,
+        Some(guard),
+        policy,
+        None,
+    ));
+    let request = || sqs_event(QUEUE, &bodies(1));
+    let response = dispatch(&app, request(), "r", far_deadline())
+        .await
+        .expect("response");
+    // Then the record is retried, but the claim stays (a throttled or refused reset releases it)
+    assert_eq!(failed_ids(&response), ["m0"]);
+    let item = table
+        .user_item(POOL, "user0@example.com")
+        .expect("the claim is kept");
+    assert_eq!(item["state"], s("claimed"));
+    // and another request for the user makes no second reset call
+    let mut again = request();
+    again["Records"][0]["messageId"] = serde_json::json!("m1");
+    let response = dispatch(&app, again, "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(
+        failed_ids(&response),
+        ["m1"],
+        "in-progress while the claim's lease runs"
+    );
+    let resets = in_flight
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "AdminResetUserPassword")
+        .count();
+    assert_eq!(resets, 1);
 }
