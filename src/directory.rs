@@ -317,10 +317,17 @@ impl Directory {
             )
             .await
             .map_err(|_| DirectoryError::Deadline { started: false })?;
-        let budget = deadline.remaining().saturating_sub(self.margin);
-        if budget.is_zero() {
+        if deadline.too_close(self.margin) {
             return Err(DirectoryError::Deadline { started: false });
         }
+        // No call starts inside the margin. A reset that started may use half of it: cut short,
+        // it may already have sent the code (and would be sent again on a retry without the
+        // guard), while a lookup cut short costs nothing. The other half is the answer's.
+        let reserve = match category {
+            Category::AccountRecovery => self.margin / 2,
+            Category::Read => self.margin,
+        };
+        let budget = deadline.remaining().saturating_sub(reserve);
         let timeouts =
             config::Builder::new().timeout_config(timeouts_within(self.attempt_timeout, budget));
         Ok((self.client_for(pool), timeouts))
@@ -340,7 +347,8 @@ impl Directory {
     {
         let timed_out = matches!(error, SdkError::TimeoutError(_));
         let error = CognitoError::from_sdk(operation, error);
-        if timed_out && deadline.too_close(self.margin) {
+        // Cut at the budget (reads at the margin, resets within it): the deadline, not an outage.
+        if timed_out && deadline.too_close(self.margin + Duration::from_millis(50)) {
             tracing::warn!(
                 operation,
                 "Cognito call cut short by the invocation's deadline"

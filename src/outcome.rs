@@ -40,7 +40,7 @@ pub enum ResetError {
     UserDisabled,
     #[error(transparent)]
     Cognito(#[from] CognitoError),
-    #[error("not started: the invocation is too close to its deadline")]
+    #[error("not done: the invocation ran out of time before this record finished")]
     Deadline,
     #[error("not started: an earlier message of the same FIFO group must be retried first")]
     FifoGroupHalted,

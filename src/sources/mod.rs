@@ -102,10 +102,11 @@ pub async fn invoke(
     if let Some(bus) = &app.bus
         && !events.is_empty()
     {
-        // Leave the margin for the response itself.
+        // After the records (a reset may run into half the margin), a quarter of the margin is
+        // left for the response itself.
         let until = deadline
             .0
-            .checked_sub(app.config.deadline_margin / 2)
+            .checked_sub(app.config.deadline_margin / 4)
             .unwrap_or(deadline.0);
         let delivery = bus.publish_before(&events, until).await;
         metrics.events_not_delivered(delivery.not_delivered());

@@ -928,3 +928,29 @@ async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_c
         .count();
     assert_eq!(resets, 1);
 }
+
+#[tokio::test]
+async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
+    // Given a reset taking 300 ms, started with 2.1 s left and the default 2 s margin
+    let in_flight = Arc::new(InFlight::default());
+    let slow = SlowCognito {
+        delay: Duration::from_millis(300),
+        in_flight: Arc::clone(&in_flight),
+        only: Some("AdminResetUserPassword"),
+    };
+    let client_settings = ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let app = app(
+        config(&[("POLICY", ANYONE)]),
+        client_over(slow, client_settings),
+    );
+    let deadline = Deadline(Instant::now() + Duration::from_millis(2100));
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
+        .await
+        .expect("response");
+    // Then it is not cut short after Cognito may have sent the code: it finishes, and is not
+    // handed back (a retry would send a second code)
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+}
