@@ -440,16 +440,9 @@ impl Bus {
 
 /// Applies retries and timeouts to an EventBridge client configuration.
 pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::Builder {
-    use aws_sdk_eventbridge::config::retry::RetryConfig;
-    use aws_sdk_eventbridge::config::timeout::TimeoutConfig;
     builder
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.timeout)
-                .operation_attempt_timeout(settings.timeout)
-                .build(),
-        )
+        .retry_config(settings.retry_config())
+        .timeout_config(settings.timeout_config())
 }
 
 #[cfg(test)]

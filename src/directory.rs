@@ -322,14 +322,8 @@ impl Directory {
         if budget.is_zero() {
             return Err(DirectoryError::Deadline { started: false });
         }
-        let attempt = self.attempt_timeout.min(budget);
-        let timeouts = config::Builder::new().timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(attempt)
-                .operation_attempt_timeout(attempt)
-                .operation_timeout(budget)
-                .build(),
-        );
+        let timeouts =
+            config::Builder::new().timeout_config(timeouts_within(self.attempt_timeout, budget));
         Ok((self.client_for(pool), timeouts))
     }
 
@@ -466,17 +460,38 @@ pub struct ClientSettings {
     pub max_attempts: u32,
 }
 
+impl ClientSettings {
+    /// The standard retry mode with these attempts (the SDKs share the type).
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(self.max_attempts)
+    }
+
+    /// A timeout for connecting and for each attempt (the SDKs share the type).
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.timeout)
+            .operation_attempt_timeout(self.timeout)
+            .build()
+    }
+}
+
+/// Timeouts that end a whole call, retries included, within `budget` (the time left before the
+/// invocation's deadline and its margin), each attempt within `attempt` or the budget.
+pub fn timeouts_within(attempt: Duration, budget: Duration) -> TimeoutConfig {
+    let attempt = attempt.min(budget);
+    TimeoutConfig::builder()
+        .connect_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(budget)
+        .build()
+}
+
 /// Applies retries, the LimitExceeded rule and timeouts to a Cognito client configuration.
 pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::Builder {
     builder
         // Adaptive: on top of the per-category pacing, throttling answers slow this client down.
         .retry_config(RetryConfig::adaptive().with_max_attempts(settings.max_attempts))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.timeout)
-                .operation_attempt_timeout(settings.timeout)
-                .build(),
-        )
+        .timeout_config(settings.timeout_config())
         .retry_classifier(NeverRetryLimitExceeded)
 }
 

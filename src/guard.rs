@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::{Client, config};
 use sha2::{Digest, Sha256};
@@ -268,14 +269,12 @@ impl Guard {
                 source: "no time left before the invocation's deadline".into(),
             });
         }
-        let attempt = self.settings.client.timeout.min(budget);
-        Ok(config::Builder::new().timeout_config(
-            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                .connect_timeout(attempt)
-                .operation_attempt_timeout(attempt)
-                .operation_timeout(budget)
-                .build(),
-        ))
+        Ok(
+            config::Builder::new().timeout_config(crate::directory::timeouts_within(
+                self.settings.client.timeout,
+                budget,
+            )),
+        )
     }
 
     /// The cooldown window.
@@ -325,15 +324,7 @@ impl Guard {
             Err(SdkError::ServiceError(context))
                 if context.err().is_conditional_check_failed_exception() =>
             {
-                let old = match context.into_err() {
-                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
-                let old = match old {
-                    Some(item) => Some(item),
-                    None => self.get(&key.pk, deadline).await?,
-                };
-                match old {
+                match self.winner(context.into_err(), &key.pk, deadline).await? {
                     Some(item) => key_state(&item, key, now),
                     // Gone between the write and the read: its holder just released it.
                     None => Ok(KeyState::InProgress),
@@ -456,15 +447,7 @@ impl Guard {
             Err(SdkError::ServiceError(context))
                 if context.err().is_conditional_check_failed_exception() =>
             {
-                let old = match context.into_err() {
-                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
-                let old = match old {
-                    Some(item) => Some(item),
-                    None => self.get(&pk, deadline).await?,
-                };
-                match old {
+                match self.winner(context.into_err(), &pk, deadline).await? {
                     Some(item) => user_state(&item, now),
                     None => Ok(UserState::InProgress),
                 }
@@ -541,6 +524,20 @@ impl Guard {
             error.cause_chain = %crate::audit::cause_chain(error),
             "could not complete the user claim; it counts as a reset until its window ends"
         );
+    }
+
+    /// The item that made a conditional `PutItem` fail: returned with the failure, or (where
+    /// the table does not return it) read with a consistent `GetItem`. `None`: gone meanwhile.
+    async fn winner(
+        &self,
+        failure: PutItemError,
+        pk: &str,
+        deadline: Deadline,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
+        match failure {
+            PutItemError::ConditionalCheckFailedException(e) if e.item.is_some() => Ok(e.item),
+            _ => self.get(pk, deadline).await,
+        }
     }
 
     async fn get(
@@ -670,16 +667,9 @@ fn until_or_zero(t: SystemTime, now: SystemTime) -> Duration {
 
 /// Applies retries and timeouts to a DynamoDB client configuration.
 pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::Builder {
-    use aws_sdk_dynamodb::config::retry::RetryConfig;
-    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
     builder
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.timeout)
-                .operation_attempt_timeout(settings.timeout)
-                .build(),
-        )
+        .retry_config(settings.retry_config())
+        .timeout_config(settings.timeout_config())
 }
 
 #[cfg(test)]

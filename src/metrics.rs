@@ -25,7 +25,8 @@
 //! | `PolicyReloads` | Count | new policy versions swapped in |
 //! | `PolicyRefusals` | Count | new policy versions refused (invalid or unreadable) |
 //!
-//! The five counters above without a suffix are always written (zero included), so alarms on
+//! The four counters above without a suffix (`Records`, `EventsNotDelivered`, `PolicyReloads`,
+//! `PolicyRefusals`) are always written (zero included), so alarms on
 //! them see data every invocation. Latencies are arrays of at most 100 values, as EMF allows;
 //! past 100 calls a latency keeps an evenly spread sample. More than 100 metrics are split
 //! over several `CloudWatchMetrics` directives of the same document.

@@ -425,16 +425,9 @@ pub fn configure(
     builder: aws_sdk_ssm::config::Builder,
     settings: ClientSettings,
 ) -> aws_sdk_ssm::config::Builder {
-    use aws_sdk_ssm::config::retry::RetryConfig;
-    use aws_sdk_ssm::config::timeout::TimeoutConfig;
     builder
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.timeout)
-                .operation_attempt_timeout(settings.timeout)
-                .build(),
-        )
+        .retry_config(settings.retry_config())
+        .timeout_config(settings.timeout_config())
 }
 
 #[cfg(test)]

@@ -7,9 +7,14 @@ One driver for `make demo`, `make local`, `make invoke` and the end-to-end tests
     python tools/stack.py local                # start, seed, stay in the foreground until Ctrl-C
     python tools/stack.py invoke EVENT.json    # send one event to the running `local` stack
     python tools/stack.py users                # print the demo users' status in the running stack
+    python tools/stack.py events               # print (and take) the outcome events on the results queue
+    python tools/stack.py put-policy FILE      # put FILE as a new version of the policy parameter
 
 moto also serves the function's guard table (GUARD_TABLE, DynamoDB) and records every request it
 receives, so tests and the demo can count the AdminResetUserPassword calls that reached "Cognito".
+It serves the operations side too (issue 10): an EventBridge bus (EVENT_BUS) with a rule routing
+the function's outcome events (source cognito-reset) to a results SQS queue, and the policy as an
+SSM parameter (POLICY_PARAMETER), re-read by the function every few seconds.
 
 Every process is started on a free loopback port, in its own process group; readiness is polled
 with a bounded timeout; everything is stopped (the whole process tree) on exit, on failure, on
@@ -63,6 +68,22 @@ DEMO_POLICY = ROOT / "policy" / "demo.json"
 GUARD_TABLE = "cognito-reset-guard"
 # The local stack's cooldown, short enough to watch it end; the function's own default is 300 s.
 LOCAL_COOLDOWN_SECONDS = 30
+# Outcome events (issue 10): the function puts one event per final outcome on this bus; a rule on
+# it routes source "cognito-reset" to the results queue, as a ticketing system would subscribe.
+EVENT_BUS = "cognito-reset-events"
+EVENT_SOURCE = "cognito-reset"
+EVENT_DETAIL_TYPE = "Password Reset Outcome"
+RESULTS_QUEUE = "cognito-reset-results"
+RESULTS_RULE = "cognito-reset-outcomes-to-results"
+# The policy as live configuration: an SSM parameter holding policy/demo.json after every seed,
+# re-read by a function started with policy="parameter" every LOCAL_POLICY_REFRESH_SECONDS
+# (the function's default is 60).
+POLICY_PARAMETER = "/cognito-reset/policy"
+LOCAL_POLICY_REFRESH_SECONDS = 2
+# The template's default redrive maxReceiveCount: a record on its 5th receive that still ends
+# RETRY is reported as GAVE_UP.
+LOCAL_MAX_RECEIVE_COUNT = 5
+EVENT_WAIT_TIMEOUT_S = 10.0
 # How the SDK names the Cognito operations in X-Amz-Target (what moto's recorder keeps).
 COGNITO_TARGET = "AWSCognitoIdentityProviderService."
 
@@ -131,6 +152,19 @@ def dynamodb_client(endpoint: str):
     )
 
 
+def aws_client(service: str, endpoint: str):
+    """A boto3 client of `service` for moto at `endpoint` (dummy credentials, never real AWS)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_KEY,
+    )
+
+
 def _moto_api(endpoint: str, path: str, method: str = "POST") -> bytes:
     request = urllib.request.Request(f"{endpoint}/moto-api/{path}", method=method)
     with urllib.request.urlopen(request, timeout=10) as r:
@@ -153,6 +187,69 @@ def create_guard_table(endpoint: str) -> None:
         TableName=GUARD_TABLE,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
     )
+
+
+def create_event_routing(endpoint: str) -> str:
+    """The bus, the results queue and the rule between them; returns the results queue's URL.
+
+    The rule matches the function's source only, as a ticketing system's rule would; moto delivers
+    PutEvents entries that match a rule to its SQS targets (the whole EventBridge event as the body).
+    """
+    events, sqs = aws_client("events", endpoint), aws_client("sqs", endpoint)
+    events.create_event_bus(Name=EVENT_BUS)
+    url = sqs.create_queue(QueueName=RESULTS_QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(
+        Name=RESULTS_RULE,
+        EventBusName=EVENT_BUS,
+        EventPattern=json.dumps({"source": [EVENT_SOURCE]}),
+        Description="cognito-reset outcomes to the results queue",
+    )
+    events.put_targets(Rule=RESULTS_RULE, EventBusName=EVENT_BUS, Targets=[{"Id": "results", "Arn": arn}])
+    return url
+
+
+def results_queue_url(endpoint: str) -> str:
+    return aws_client("sqs", endpoint).get_queue_url(QueueName=RESULTS_QUEUE)["QueueUrl"]
+
+
+def take_events(endpoint: str, count: int | None = None, timeout: float = EVENT_WAIT_TIMEOUT_S) -> list[dict]:
+    """Receive and delete the EventBridge events on the results queue, in arrival order.
+
+    With `count`, polls until that many arrived (or `timeout` passed: fewer are returned, and the
+    caller's assertion says what is missing); without it, until the queue answers empty once.
+    Events are deleted as they are read, so each call sees only what arrived since the last one.
+    """
+    sqs = aws_client("sqs", endpoint)
+    url = results_queue_url(endpoint)
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30)
+        messages = got.get("Messages", [])
+        for message in messages:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        if count is None and not messages:
+            break
+        if count is not None and len(found) >= count:
+            break
+        if not messages:
+            time.sleep(0.1)
+    return found
+
+
+def put_policy(endpoint: str, document: dict | str) -> int:
+    """Put a new version of the policy parameter (a dict as JSON, or text as it is); its version."""
+    text = document if isinstance(document, str) else json.dumps(document, indent=2)
+    return aws_client("ssm", endpoint).put_parameter(
+        Name=POLICY_PARAMETER, Value=text, Type="String", Overwrite=True, Tier="Standard"
+    )["Version"]
+
+
+def policy_parameter(endpoint: str) -> dict:
+    """The policy parameter as SSM has it now (Value, Version, ...)."""
+    return aws_client("ssm", endpoint).get_parameter(Name=POLICY_PARAMETER)["Parameter"]
 
 
 def guard_items(endpoint: str) -> list[dict]:
@@ -197,10 +294,12 @@ def reset_calls(endpoint: str) -> dict[tuple[str, str], int]:
 
 
 def seed(endpoint: str) -> None:
-    """Reset moto; create the two pools, the demo users and an empty guard table.
+    """Reset moto; create the two pools, the demo users, an empty guard table, the event bus with
+    its rule to an empty results queue, and the policy parameter holding policy/demo.json (version 1).
 
-    Pool ids come out fixed. moto's reset also drops the guard table, so it is created again here,
-    and the request recording starts afresh.
+    Pool ids come out fixed. moto's reset also drops the table, the bus, the queue and the
+    parameter (with its versions), so they are created again here, and the request recording
+    starts afresh. A function reading the parameter sees version 1 again after a reseed.
     """
     _moto_api(endpoint, "reset")
     client = cognito_client(endpoint)
@@ -233,6 +332,8 @@ def seed(endpoint: str) -> None:
         if not user.enabled:
             client.admin_disable_user(UserPoolId=user.pool, Username=user.email)
     create_guard_table(endpoint)
+    create_event_routing(endpoint)
+    put_policy(endpoint, DEMO_POLICY.read_text())
     _moto_api(endpoint, "recorder/reset-recording")
 
 
@@ -472,14 +573,25 @@ def start_moto(log: Path | None, recording: Path) -> tuple[Service, str]:
     return service, url
 
 
-def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
-    """The function's configuration: demo policy, moto endpoint, dummy credentials, the guard.
+def function_env(endpoint: str, policy: str = "file", **overrides: str) -> dict[str, str]:
+    """The function's configuration: demo policy, moto endpoint, dummy credentials, the guard,
+    the outcome events.
 
-    The guard table is moto's (same endpoint); the cooldown is the local stack's short one. An
-    override of None removes a variable (e.g. GUARD_TABLE=None: no guard).
+    The guard table is moto's (same endpoint); the cooldown is the local stack's short one. The
+    outcome events go to moto's bus (EVENT_BUS), and MAX_RECEIVE_COUNT is the template's default.
+    `policy` "file" reads policy/demo.json (POLICY_FILE); "parameter" reads the SSM parameter
+    (POLICY_PARAMETER, the same document after a seed) and re-reads it every
+    LOCAL_POLICY_REFRESH_SECONDS. An override of None removes a variable (e.g. GUARD_TABLE=None:
+    no guard, EVENT_BUS=None: no events).
     """
+    if policy == "file":
+        source = {"POLICY_FILE": str(DEMO_POLICY)}
+    elif policy == "parameter":
+        source = {"POLICY_PARAMETER": POLICY_PARAMETER, "POLICY_REFRESH_SECONDS": str(LOCAL_POLICY_REFRESH_SECONDS)}
+    else:
+        raise ValueError(f"policy must be 'file' or 'parameter', not {policy!r}")
     env = {
-        "POLICY_FILE": str(DEMO_POLICY),
+        **source,
         "DEFAULT_USER_POOL_ID": DEMO_POOL,
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_REGION": REGION,
@@ -490,6 +602,8 @@ def function_env(endpoint: str, **overrides: str) -> dict[str, str]:
         "DRY_RUN": "false",
         "GUARD_TABLE": GUARD_TABLE,
         "RESET_COOLDOWN_SECONDS": str(LOCAL_COOLDOWN_SECONDS),
+        "EVENT_BUS": EVENT_BUS,
+        "MAX_RECEIVE_COUNT": str(LOCAL_MAX_RECEIVE_COUNT),
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -582,9 +696,17 @@ class Function:
         log = self.service.log
         return log.stat().st_size if log is not None and log.exists() else 0
 
+    def log_mark(self) -> int:
+        """A position in the function's log, for log_since(): what is written from now on."""
+        return self._log_size()
+
     def log_since_invoke(self) -> list[dict]:
         """JSON log lines written by the function since the last invoke (the audit trail)."""
-        text = self._log_since(self.log_offset)
+        return self.log_since(self.log_offset)
+
+    def log_since(self, mark: int) -> list[dict]:
+        """JSON log lines written by the function since `mark` (from log_mark())."""
+        text = self._log_since(mark)
         entries = []
         for line in text.splitlines():
             start = line.find("{")
@@ -595,6 +717,23 @@ class Function:
                 if isinstance(entry, dict):
                     entries.append(entry)
         return entries
+
+    def emf_since_invoke(self) -> list[dict]:
+        """The EMF documents (CloudWatch embedded metric format) written since the last invoke."""
+        return [e for e in self.log_since_invoke() if isinstance(e.get("_aws"), dict)]
+
+    def wait_for_log(self, predicate, timeout: float = 5.0) -> list[dict]:
+        """Poll the log since the last invoke until `predicate(entries)` holds; the entries.
+
+        The function writes its lines as it goes; the emulator copies them to the log a moment
+        later, so a line written last (the EMF document) may land just after the answer.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.log_since_invoke()
+            if predicate(entries) or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.1)
 
     def stop(self) -> None:
         try:
@@ -725,11 +864,24 @@ class Stack:
         by_email = calls.get((user.pool, email), 0) if canonical != email else 0
         return calls.get((user.pool, canonical), 0) + by_email
 
+    def take_events(self, count: int | None = None, timeout: float = EVENT_WAIT_TIMEOUT_S) -> list[dict]:
+        return take_events(self.endpoint, count, timeout)
+
+    def put_policy(self, document: dict | str) -> int:
+        return put_policy(self.endpoint, document)
+
     def start_function(
-        self, *, label: str = "function", reload: bool = False, concurrency: int = 1, **env: str
+        self,
+        *,
+        label: str = "function",
+        reload: bool = False,
+        concurrency: int = 1,
+        policy: str = "file",
+        **env: str,
     ) -> Function:
-        """Start one more function instance; `env` overrides the default configuration."""
-        merged = function_env(self.endpoint, **env)
+        """Start one more function instance; `policy` "file" or "parameter" (see function_env);
+        `env` overrides the default configuration."""
+        merged = function_env(self.endpoint, policy, **env)
         function = start_function(merged, self.log_path(label), reload=reload, concurrency=concurrency)
         self.functions.append(function)
         return function
@@ -983,17 +1135,174 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+ERIN = "erin@example.com"
+# How long the demo waits for the function to pick up a new parameter version: a few refresh
+# intervals plus an invoke's worth of slack (the refresh runs between invocations).
+POLICY_TAKES_EFFECT_TIMEOUT_S = 3 * LOCAL_POLICY_REFRESH_SECONDS + 15.0
+PROBE_INTERVAL_S = 0.5
+
+
+def _event_order(events: list[dict]) -> list[dict]:
+    """Events grouped by request in arrival order; an HTTP batch's items (`<requestId>#<i>`) by index."""
+    first_seen: dict[str, int] = {}
+    for n, event in enumerate(events):
+        first_seen.setdefault(str((event.get("detail") or {}).get("id", "")).split("#")[0], n)
+
+    def key(item: tuple[int, dict]) -> tuple[int, int, int]:
+        n, event = item
+        request, _, index = str((event.get("detail") or {}).get("id", "")).partition("#")
+        return first_seen[request], int(index) if index.isdigit() else -1, n
+
+    return [event for _, event in sorted(enumerate(events), key=key)]
+
+
+def event_rows(events: list[dict]) -> list[list[str]]:
+    """Table rows (outcome, code, source, user, id) for EventBridge events from the results queue."""
+    rows = []
+    for event in _event_order(events):
+        detail = event.get("detail") or {}
+        rows.append([
+            str(detail.get("outcome", "?")),
+            str(detail.get("code") or ""),
+            str(detail.get("source", "")),
+            str(detail.get("requestedUsername") or "(none)"),
+            str(detail.get("id", "")),
+        ])
+    return rows
+
+
+def http_request_for(username: str) -> dict:
+    """The sample HTTP API request (caller: helpdesk-portal/alice) for `username` in the demo pool."""
+    event = json.loads((ROOT / "events" / "http-api-v2.json").read_text())
+    event["body"] = json.dumps({"UserPoolId": DEMO_POOL, "Username": username})
+    return event
+
+
+@dataclass
+class Probe:
+    """One request's answer as the demo shows it, with the policy version its audit line names."""
+
+    answer: str
+    policy_version: str
+    log: list[dict]
+
+
+def probe(function: Function, username: str) -> Probe:
+    answer = function.invoke(http_request_for(username))
+    body = json.loads(answer.get("body") or "{}") if "statusCode" in answer else {}
+    text = f"{answer.get('statusCode')} {body.get('outcome') or body.get('error') or answer}".strip()
+    log = function.wait_for_log(lambda entries: any(_find(e, "policy_version") is not None for e in entries))
+    version = next((_find(e, "policy_version") for e in log if _find(e, "policy_version") is not None), None)
+    return Probe(text, "?" if version is None else str(version), log)
+
+
+def probe_until(function: Function, username: str, done, timeout: float) -> tuple[Probe, float, int]:
+    """Send requests for `username` until `done(probe)` (bounded); (last probe, seconds, requests)."""
+    started = time.monotonic()
+    requests = 0
+    while True:
+        result = probe(function, username)
+        requests += 1
+        if done(result):
+            return result, time.monotonic() - started, requests
+        if time.monotonic() - started > timeout:
+            raise StackError(
+                f"the function did not take up the new policy version within {timeout:.0f}s "
+                f"(last answer for {username}: {result.answer}, policy_version {result.policy_version}); "
+                f"its output:\n{function.service.log_tail()}"
+            )
+        time.sleep(PROBE_INTERVAL_S)
+
+
+def _refusal_lines(log: list[dict]) -> list[dict]:
+    """The function's log lines about a refused policy version (not EMF documents)."""
+    return [
+        e for e in log
+        if "_aws" not in e and "refus" in json.dumps(e).lower() and "polic" in json.dumps(e).lower()
+    ]
+
+
+def _refused(log: list[dict]) -> bool:
+    """Whether the log shows a refused policy version: a refusal line, or PolicyRefusals counted."""
+    emf = [e for e in log if isinstance(e.get("_aws"), dict)]
+    return any((e.get("PolicyRefusals") or 0) > 0 for e in emf) or bool(_refusal_lines(log))
+
+
+def _refusal_text(entry: dict) -> list[str]:
+    """A refusal log line as a few readable lines: the message, the versions, every error."""
+    fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else entry
+    head = f"{entry.get('level', '')} {fields.get('message', '')}".strip()
+    versions = ", ".join(
+        f"{k} {fields[k]}" for k in ("refused_version", "kept_version", "error_count") if k in fields
+    )
+    lines = [head + (f" ({versions})" if versions else "")]
+    cause = fields.get("error.cause_chain") or fields.get("error") or ""
+    lines += [f"    {line}" for line in str(cause).splitlines()]
+    return lines
+
+
+def live_policy_demo(stack: Stack, function: Function) -> None:
+    """Put a policy version that denies erin, wait until it is in force, show erin refused; then put
+    an invalid version and show it refused while the last good policy holds."""
+    print(
+        f"\nLive policy: the function reads {POLICY_PARAMETER} (SSM) and re-reads it every "
+        f"{LOCAL_POLICY_REFRESH_SECONDS} s (POLICY_REFRESH_SECONDS; the default is 60).\n",
+        flush=True,
+    )
+    rows = []
+    before = probe(function, ERIN)
+    rows.append([f"version {policy_parameter(stack.endpoint)['Version']} (policy/demo.json)",
+                 "", ERIN, before.answer, before.policy_version])
+
+    document = json.loads(DEMO_POLICY.read_text())
+    document["deny"]["users"].append(ERIN)
+    version = stack.put_policy(document)
+    denied, waited, requests = probe_until(
+        function, ERIN, lambda p: "denied-user" in p.answer, POLICY_TAKES_EFFECT_TIMEOUT_S
+    )
+    rows.append([f"version {version}: deny.users += {ERIN}", f"in force after {waited:.1f}s ({requests} requests)",
+                 ERIN, denied.answer, denied.policy_version])
+
+    # A typo that would widen access if it were taken: "user" for "users" drops erin's deny.
+    invalid = json.loads(json.dumps(document))
+    invalid["deny"]["user"] = invalid["deny"].pop("users")
+    mark = function.log_mark()
+    bad_version = stack.put_policy(invalid)
+    refused, waited, requests = probe_until(
+        function, ERIN, lambda _: _refused(function.log_since(mark)), POLICY_TAKES_EFFECT_TIMEOUT_S
+    )
+    refusal_log = function.log_since(mark)
+    rows.append([f"version {bad_version}: deny.user (a typo), invalid", f"refused after {waited:.1f}s ({requests} requests)",
+                 ERIN, refused.answer, refused.policy_version])
+    print(table(["parameter", "refresh", "user", "answer", "policy_version"], rows))
+    lines = _refusal_lines(refusal_log)
+    print("\nthe function's log on the invalid version:")
+    if not lines:
+        print("  (no log line found; the EMF document counted PolicyRefusals)")
+    for entry in lines[:1]:
+        for line in _refusal_text(entry):
+            print("  " + line)
+    print(
+        f"\npolicy_version: the parameter version in force, from the audit line. erin was reset above and\n"
+        f"is in the cooldown (409 recently-reset) until version {version} denies her (403 denied-user);\n"
+        f"version {bad_version} is refused and version {version} stays in force.",
+        flush=True,
+    )
+    stack.take_events()  # the probes' events: not part of the table above
+
+
 def demo() -> int:
     started = time.monotonic()
     with Stack(name="demo") as stack:
-        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}; seeding the demo pools and the guard table", flush=True)
+        print(f"moto (local Cognito, DynamoDB, EventBridge, SQS and SSM) on {stack.endpoint}; seeding the demo pools, the guard table, the event bus and the policy parameter", flush=True)
         stack.seed()
         before = stack.user_states()
         print("starting cognito-reset under `cargo lambda watch` (the first run compiles it)", flush=True)
-        function = stack.start_function()
+        function = stack.start_function(policy="parameter")
         print(
             f"function ready on 127.0.0.1:{function.port} after {time.monotonic() - started:.1f}s; "
-            f"policy {DEMO_POLICY.relative_to(ROOT)}; guard table {GUARD_TABLE} with a "
+            f"policy {DEMO_POLICY.relative_to(ROOT)} from the SSM parameter {POLICY_PARAMETER}; "
+            f"outcome events on the bus {EVENT_BUS}; guard table {GUARD_TABLE} with a "
             f"{LOCAL_COOLDOWN_SECONDS} s cooldown for the demo\n"
             f"(RESET_COOLDOWN_SECONDS={LOCAL_COOLDOWN_SECONDS}; the function's defaults stand otherwise: "
             "a 300 s cooldown, idempotency keys kept 86400 s)\n",
@@ -1029,6 +1338,18 @@ def demo() -> int:
             for u in DEMO_USERS
         ]
         print(table(["user", "pool", "groups", "seeded as", "before", "after", "reset calls"], user_rows))
+        events = stack.take_events()
+        print(
+            f"\nOutcome events on the results queue {RESULTS_QUEUE} (bus {EVENT_BUS}, rule {RESULTS_RULE}: "
+            f"source [\"{EVENT_SOURCE}\"]), in arrival order (an HTTP batch's items by index):\n"
+        )
+        print(table(["outcome", "code", "source", "user", "id"], event_rows(events)) if events else "(none arrived)")
+        print(
+            "\nOne event per record with a final outcome (RESET, WOULD_RESET, REJECTED; GAVE_UP for an SQS\n"
+            "record's last receive); HTTP RETRY answers and SQS RETRY records that will be redelivered emit none.",
+            flush=True,
+        )
+        live_policy_demo(stack, function)
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
 
@@ -1039,8 +1360,8 @@ def demo() -> int:
 def local() -> int:
     with Stack(name="local") as stack:
         stack.seed()
-        print(f"moto (local Cognito and DynamoDB) on {stack.endpoint}, seeded; starting the function...", flush=True)
-        function = stack.start_function(label="function", reload=True)
+        print(f"moto (local Cognito, DynamoDB, EventBridge, SQS and SSM) on {stack.endpoint}, seeded; starting the function...", flush=True)
+        function = stack.start_function(label="function", reload=True, policy="parameter")
         LOCAL_ENV.write_text(
             f"INVOKE_PORT={function.port}\nAWS_ENDPOINT_URL={stack.endpoint}\nDRIVER_PID={os.getpid()}\n"
         )
@@ -1048,7 +1369,9 @@ def local() -> int:
             print(
                 f"""
 cognito-reset is running under `cargo lambda watch` on 127.0.0.1:{function.port} (reloads on edits),
-against moto on {stack.endpoint} with policy/demo.json. Function logs: {function.service.log}
+against moto on {stack.endpoint} with policy/demo.json, read from the SSM parameter {POLICY_PARAMETER}
+(re-read every {LOCAL_POLICY_REFRESH_SECONDS} s). Function logs: {function.service.log}
+Outcome events: bus {EVENT_BUS}, rule {RESULTS_RULE} -> queue {RESULTS_QUEUE}.
 Guard: table {GUARD_TABLE} in moto, RESET_COOLDOWN_SECONDS={LOCAL_COOLDOWN_SECONDS} (the function's default is 300),
 IDEMPOTENCY_TTL_SECONDS at the function's default (86400).
 
@@ -1056,6 +1379,8 @@ Send an event:
     make invoke EVENT=events/http-api-v2.json
     PATH="$PWD/.tools/stack/bin:$PATH" cargo lambda invoke {FUNCTION} -A 127.0.0.1 -P {function.port} --data-file events/http-api-v2.json
 See the demo users' status:   .tools/stack/bin/python tools/stack.py users
+Take the outcome events:      .tools/stack/bin/python tools/stack.py events
+Change the policy live:       .tools/stack/bin/python tools/stack.py put-policy policy/demo.json
 Reseed (undo every reset, empty the guard table):    .tools/stack/bin/python tools/stack.py reseed
 
 Ctrl-C stops everything.""",
@@ -1113,6 +1438,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("invoke", help="send one event to the running local stack")
     p.add_argument("event", help="an event file, e.g. events/http-api-v2.json")
     sub.add_parser("users", help="print the demo users' status in the running local stack")
+    sub.add_parser("events", help="print and take the outcome events on the running local stack's results queue")
+    p = sub.add_parser("put-policy", help="put a file as a new version of the running local stack's policy parameter")
+    p.add_argument("file", help="a policy document, e.g. policy/demo.json (not checked here: the function decides)")
     sub.add_parser("reseed", help="reset the running local stack's users to their seeded state, empty the guard table")
     args = parser.parse_args(argv)
     try:
@@ -1125,6 +1453,14 @@ def main(argv: list[str] | None = None) -> int:
                 return invoke(args.event)
             if args.command == "users":
                 print_users(_local_settings()["AWS_ENDPOINT_URL"])
+                return 0
+            if args.command == "events":
+                events = take_events(_local_settings()["AWS_ENDPOINT_URL"])
+                print(table(["outcome", "code", "source", "user", "id"], event_rows(events)) if events else "(no events)")
+                return 0
+            if args.command == "put-policy":
+                version = put_policy(_local_settings()["AWS_ENDPOINT_URL"], Path(args.file).read_text())
+                print(f"{POLICY_PARAMETER} version {version}; the function takes it up within {LOCAL_POLICY_REFRESH_SECONDS} s if valid")
                 return 0
             if args.command == "reseed":
                 seed(_local_settings()["AWS_ENDPOINT_URL"])

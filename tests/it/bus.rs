@@ -442,3 +442,160 @@ fn the_example_rule_routes_this_pools_outcomes_and_nothing_else() {
         assert!(!matches(&rule, &other_source), "{file} from another source");
     }
 }
+
+// ---- through the function: which records emit, and what ---------------------------------------
+
+mod through_the_function {
+    use std::sync::Arc;
+
+    use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
+    use aws_sdk_cognitoidentityprovider::types::error::TooManyRequestsException;
+    use cognito_reset::bus::Bus;
+    use cognito_reset::directory::Directory;
+    use cognito_reset::pipeline::App;
+    use cognito_reset::sources::invoke;
+    use serde_json::{Value, json};
+
+    use super::{BUS, Calls, accept_all, client, eventbridge, throttled};
+    use crate::helpers::*;
+
+    fn app_with_bus(cognito: &Cognito, rule: &aws_smithy_mocks::Rule, dry_run: bool) -> Arc<App> {
+        let dry = if dry_run { "true" } else { "false" };
+        let config = config(&[
+            ("POLICY", DEMO_POLICY),
+            ("MAX_RECEIVE_COUNT", "3"),
+            ("DRY_RUN", dry),
+        ]);
+        let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
+        let policy = config.fixed_policy().expect("fixed");
+        let bus = Bus::new(client(rule, 1), BUS, "cognito-reset");
+        Arc::new(App::new(config, directory, None, policy, Some(bus)))
+    }
+
+    fn details(calls: &Calls) -> Vec<Value> {
+        calls
+            .lock()
+            .expect("log")
+            .iter()
+            .flat_map(|input| input.entries().to_vec())
+            .map(|e| serde_json::from_str(e.detail().unwrap_or("{}")).expect("JSON detail"))
+            .collect()
+    }
+
+    fn tina_throttled() -> Vec<TestUser> {
+        let mut tina = user("tina", &["staff"]);
+        tina.reset_error = Some(|| {
+            AdminResetUserPasswordError::TooManyRequestsException(
+                TooManyRequestsException::builder().build(),
+            )
+        });
+        let mut users = demo_users();
+        users.push(tina);
+        users
+    }
+
+    #[tokio::test]
+    async fn every_final_outcome_emits_one_event_and_a_retry_only_on_its_last_receive() {
+        let (rule, calls) = eventbridge(accept_all);
+        let cognito = Cognito::with_users(tina_throttled());
+        let app = app_with_bus(&cognito, &rule, false);
+
+        // HTTP: diego RESET (with a canary in ClientMetadata), then a throttled HTTP request
+        // (RETRY: no event)
+        let diego = http_event_with_body(&json!({
+            "UserPoolId": POOL, "Username": "diego@example.com",
+            "ClientMetadata": {"ticket": "canary-77e1"}, "Reason": "locked out"
+        }));
+        let (response, _) = invoke(&app, diego, "req-1", far_deadline()).await;
+        assert_eq!(http_parts(&response.expect("response")).0, 200);
+        let tina =
+            http_event_with_body(&json!({"UserPoolId": POOL, "Username": "tina@example.com"}));
+        let (response, _) = invoke(&app, tina, "req-2", far_deadline()).await;
+        assert_eq!(http_parts(&response.expect("response")).0, 429);
+        // SQS: admin REJECTED; tina throttled on her 3rd (last) receive, and on a 1st receive
+        let mut sqs = sqs_event(
+            QUEUE,
+            &[
+                (reset_body("admin@example.com"), None),
+                (reset_body("tina@example.com"), None),
+                (reset_body("tina@example.com"), None),
+            ],
+        );
+        sqs["Records"][1]["attributes"]["ApproximateReceiveCount"] = json!("3");
+        let (response, _) = invoke(&app, sqs, "req-3", far_deadline()).await;
+        assert_eq!(failed_ids(&response.expect("response")), ["m1", "m2"]);
+
+        let sent = details(&calls);
+        let summary: Vec<(String, String, String)> = sent
+            .iter()
+            .map(|d| {
+                (
+                    d["outcome"].as_str().unwrap_or("").to_owned(),
+                    d["code"].as_str().unwrap_or("").to_owned(),
+                    d["id"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("RESET".into(), "".into(), "req-1".into()),
+                ("REJECTED".into(), "denied-user".into(), "m0".into()),
+                ("GAVE_UP".into(), "throttled".into(), "m1".into()),
+            ]
+        );
+        let reset = &sent[0];
+        assert_eq!(reset["userPoolId"], POOL);
+        assert_eq!(reset["requestedUsername"], "diego@example.com");
+        assert_eq!(reset["canonicalUsername"], "diego-0000-uuid");
+        assert_eq!(reset["rule"], "helpdesk-portal");
+        assert_eq!(reset["source"], "http-api");
+        assert!(
+            reset["policyVersion"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("sha256:")
+        );
+        assert!(
+            reset["caller"]
+                .as_str()
+                .unwrap_or("")
+                .contains("helpdesk-portal/alice")
+        );
+        assert!(reset["time"].as_str().unwrap_or("").ends_with('Z'));
+        // The sample request carries ClientMetadata {"ticket": "INC-1234"}: never in an event.
+        let all = serde_json::to_string(&sent).expect("JSON");
+        assert!(
+            !all.contains("INC-1234") && !all.contains("ClientMetadata"),
+            "{all}"
+        );
+
+        // Dry run: WOULD_RESET
+        let (rule, calls) = eventbridge(accept_all);
+        let dry = app_with_bus(&Cognito::with_users(demo_users()), &rule, true);
+        invoke(&dry, event("http-api-v2.json"), "req-4", far_deadline())
+            .await
+            .0
+            .expect("response");
+        assert_eq!(details(&calls)[0]["outcome"], "WOULD_RESET");
+    }
+
+    #[tokio::test]
+    async fn a_failing_put_events_changes_no_outcome_and_is_counted() {
+        let rule =
+            aws_smithy_mocks::mock!(aws_sdk_eventbridge::Client::put_events).then_error(throttled);
+        let cognito = Cognito::with_users(demo_users());
+        let app = app_with_bus(&cognito, &rule, false);
+        let (response, metrics) =
+            invoke(&app, event("sqs-standard.json"), "r", far_deadline()).await;
+        // Then the batch answers as it would without events: nothing handed back, erin reset once
+        assert_eq!(
+            failed_ids(&response.expect("response")),
+            Vec::<String>::new()
+        );
+        assert_eq!(cognito.reset_users(), ["erin-0000-uuid"]);
+        let doc: Value =
+            serde_json::from_str(&metrics.to_json_line().expect("a document")).expect("JSON");
+        assert_eq!(doc["EventsNotDelivered"].as_u64(), Some(5));
+    }
+}

@@ -836,3 +836,22 @@ async fn fifo_groups_reach_cognito_in_message_order() {
         "the two groups ran side by side"
     );
 }
+
+#[tokio::test]
+async fn a_cognito_call_slower_than_the_time_left_is_cut_at_the_deadline_margin() {
+    // Given one Cognito call taking 1.5 s, 2.8 s left and the default 2 s margin: 0.8 s of budget
+    let (app, in_flight) = slow_app(Duration::from_millis(1500), "1");
+    let started = Instant::now();
+    let deadline = Deadline(started + Duration::from_millis(2800));
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
+        .await
+        .expect("response");
+    // Then the call is abandoned when the budget runs out, and the record is handed back
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1200),
+        "answered after {took:?}"
+    );
+    assert_eq!(failed_ids(&response), ["m0"]);
+    assert_eq!(in_flight.total.load(Ordering::SeqCst), 1);
+}

@@ -289,3 +289,49 @@ fn flushing_twice_never_counts_twice() {
     assert_eq!(d["Records"], 1);
     assert!(d.get("Records.RESET").is_none());
 }
+
+// ---- through the function: one document per invocation ----------------------------------------
+
+#[tokio::test]
+async fn a_mixed_batch_gives_one_document_with_the_right_counts_and_latencies() {
+    use crate::helpers::{Cognito, demo_app, demo_users, event, far_deadline};
+    // Given the sample batch: erin reset; admin denied-user, ghost user-not-found, nemo
+    // cannot-reset and a non-JSON body invalid-request
+    let cognito = Cognito::with_users(demo_users());
+    let app = demo_app(&cognito);
+    let (response, metrics) =
+        cognito_reset::sources::invoke(&app, event("sqs-standard.json"), "r", far_deadline()).await;
+    response.expect("response");
+    let doc: Value =
+        serde_json::from_str(&metrics.to_json_line().expect("a document")).expect("JSON");
+    let n = |name: &str| doc[name].as_u64();
+    assert_eq!(n("Records"), Some(5));
+    assert_eq!(n("Records.RESET"), Some(1));
+    assert_eq!(n("Records.REJECTED"), Some(4));
+    for code in [
+        "denied-user",
+        "user-not-found",
+        "cannot-reset",
+        "invalid-request",
+    ] {
+        assert_eq!(n(&format!("Records.REJECTED.{code}")), Some(1), "{code}");
+    }
+    assert_eq!(n("EventsNotDelivered"), Some(0));
+    // One latency per Cognito call: four lookups (not the unparseable body), the groups of the
+    // three users found, two resets.
+    let calls = |name: &str| doc[name].as_array().map(Vec::len);
+    assert_eq!(calls("CognitoLatency.AdminGetUser"), Some(4));
+    assert_eq!(calls("CognitoLatency.AdminListGroupsForUser"), Some(3));
+    assert_eq!(calls("CognitoLatency.AdminResetUserPassword"), Some(2));
+    // and the document is valid EMF
+    let directives = doc["_aws"]["CloudWatchMetrics"]
+        .as_array()
+        .expect("directives");
+    for directive in directives {
+        assert_eq!(directive["Namespace"], DEFAULT_NAMESPACE);
+        for metric in directive["Metrics"].as_array().expect("metrics") {
+            let name = metric["Name"].as_str().expect("name");
+            assert!(!doc[name].is_null(), "{name} has no value");
+        }
+    }
+}

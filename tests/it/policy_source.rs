@@ -503,3 +503,71 @@ async fn a_missing_ssm_parameter_stops_start_up_and_a_string_list_is_refused() {
         PolicySourceError::Unreadable { source, .. } if source.kind == FetchErrorKind::Misconfigured
     ));
 }
+
+// ---- through the function: refreshed between invocations --------------------------------------
+
+#[tokio::test]
+async fn the_function_picks_up_a_new_version_between_invocations_and_refuses_an_invalid_one() {
+    use crate::helpers::{
+        Cognito, config, demo_users, failed_ids, far_deadline, reset_body, sqs_event,
+    };
+    use cognito_reset::directory::Directory;
+    use cognito_reset::pipeline::App;
+
+    // Given the demo policy live from a parameter, re-read at every invocation
+    let script = Scripted::new(vec![
+        Step::Version("1", DEMO_POLICY.to_owned()),
+        Step::Version("2", erin_denied()),
+        Step::Version("3", INVALID.to_owned()),
+    ]);
+    let store = PolicyStore::load(
+        Box::new(Handle(Arc::clone(&script))),
+        settings(0),
+        Instant::now(),
+    )
+    .await
+    .expect("version 1 loads");
+    let cognito = Cognito::with_users(demo_users());
+    let config = config(&[("POLICY", DEMO_POLICY)]);
+    let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
+    let app = Arc::new(App::new(config, directory, None, store, None));
+    let erin = || sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
+
+    // When version 2 (erin denied) is put: the next invocation reads it and refuses erin
+    let (response, metrics) =
+        cognito_reset::sources::invoke(&app, erin(), "r1", far_deadline()).await;
+    assert_eq!(
+        failed_ids(&response.expect("response")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cognito.reset_users(),
+        Vec::<String>::new(),
+        "erin is denied by version 2"
+    );
+    assert_eq!(app.policy.current().version, "2");
+    let doc: serde_json::Value =
+        serde_json::from_str(&metrics.to_json_line().expect("a document")).expect("JSON");
+    assert_eq!(
+        (
+            doc["PolicyReloads"].as_u64(),
+            doc["PolicyRefusals"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+
+    // When version 3 is invalid: refused, version 2 still decides
+    let (_, metrics) = cognito_reset::sources::invoke(&app, erin(), "r2", far_deadline()).await;
+    assert_eq!(app.policy.current().version, "2");
+    assert_eq!(cognito.reset_users(), Vec::<String>::new());
+    let doc: serde_json::Value =
+        serde_json::from_str(&metrics.to_json_line().expect("a document")).expect("JSON");
+    assert_eq!(
+        (
+            doc["PolicyReloads"].as_u64(),
+            doc["PolicyRefusals"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    assert_eq!(script.reads(), 3);
+}
