@@ -1,11 +1,13 @@
 //! What every record ends with: its audit line (target `audit`), the warning that goes with a
-//! RETRY, and its outcome event. Never includes `ClientMetadata` or the body.
+//! RETRY, and its outcome event (marked `replayed` for a replayed answer). Never includes
+//! `ClientMetadata` or the body.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::bus::{EventOutcome, OutcomeEvent};
 use crate::caller;
-use crate::outcome::{Class, RecordResult, ResetError, Settled, failure_outcome};
+use crate::deadline::wall_now;
+use crate::event::{EventOutcome, OutcomeEvent};
+use crate::outcome::{Class, Outcome, RecordResult, ResetError, Settled, failure_outcome};
 use crate::record::Origin;
 use crate::request::ResetRequest;
 
@@ -33,13 +35,10 @@ pub struct Done<'a> {
 
 impl Done<'_> {
     /// The outcome label and the code the caller was told (empty for RESET and WOULD_RESET).
-    pub fn outcome(&self) -> (&str, &str) {
+    pub fn outcome(&self) -> (Outcome, &str) {
         match self.result {
             Ok(Settled::Reset(reset)) => (reset.outcome(), ""),
-            Ok(Settled::Replayed(answer)) => (
-                answer.outcome.as_str(),
-                answer.code.as_deref().unwrap_or(""),
-            ),
+            Ok(Settled::Replayed(answer)) => (answer.outcome, answer.code.as_deref().unwrap_or("")),
             Err(error) => (failure_outcome(error), error.code()),
         }
     }
@@ -102,7 +101,7 @@ impl Done<'_> {
             canonical_username = canonical,
             rule,
             policy_version,
-            outcome,
+            outcome = outcome.as_str(),
             code,
             told,
             idempotency_key = self.idempotency_key.unwrap_or(""),
@@ -133,7 +132,7 @@ impl Done<'_> {
             origin.source.as_str(),
             &origin.audit_id(),
             &caller::describe(&origin.caller),
-            SystemTime::now(),
+            wall_now(),
         );
         if let Some(request) = self.request {
             event = event.with_request(request);
@@ -145,6 +144,7 @@ impl Done<'_> {
         }
         event.idempotency_key = self.idempotency_key.map(str::to_owned);
         event.policy_version = self.findings.policy_version.clone();
+        event.replayed = matches!(self.result, Ok(Settled::Replayed(_)));
         Some(event)
     }
 }

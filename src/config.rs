@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::directory::ClientSettings;
-use crate::guard::GuardSettings;
+use crate::aws::ClientSettings;
+use crate::aws::guard::GuardSettings;
 use crate::limiter::Rates;
 use crate::policy::Policy;
 use crate::request::UserPoolId;
@@ -33,6 +33,9 @@ pub const DEFAULT_COGNITO_RESET_QUOTA: f64 = 30.0;
 /// (`AdminGetUser`, `AdminListGroupsForUser`).
 pub const DEFAULT_COGNITO_READ_QUOTA: f64 = 120.0;
 /// Default for `MAX_INSTANCES`: the template's reserved concurrency.
+/// Default for `COGNITO_RESOURCE_READ_QUOTA`: the default quota of the user-resource-read
+/// category (`AdminListGroupsForUser`), requests per second.
+pub const DEFAULT_COGNITO_RESOURCE_READ_QUOTA: f64 = 50.0;
 pub const DEFAULT_MAX_INSTANCES: u64 = 5;
 /// Attempts per guard call (DynamoDB answers in milliseconds; the SDK's standard mode).
 pub const GUARD_MAX_ATTEMPTS: u32 = 3;
@@ -240,6 +243,11 @@ impl Config {
                 "COGNITO_READ_QUOTA",
                 DEFAULT_COGNITO_READ_QUOTA,
             )?,
+            resource_read: per_instance(
+                "COGNITO_RESOURCE_READ_RPS",
+                "COGNITO_RESOURCE_READ_QUOTA",
+                DEFAULT_COGNITO_RESOURCE_READ_QUOTA,
+            )?,
             account_recovery: per_instance(
                 "COGNITO_RESET_RPS",
                 "COGNITO_RESET_QUOTA",
@@ -291,7 +299,8 @@ impl Config {
 
         let events = get("EVENT_BUS").map(|bus| EventSettings {
             bus,
-            source: get("EVENT_SOURCE").unwrap_or_else(|| crate::bus::DEFAULT_SOURCE.to_owned()),
+            source: get("EVENT_SOURCE")
+                .unwrap_or_else(|| crate::aws::events::DEFAULT_SOURCE.to_owned()),
         });
         let metrics_namespace = get("METRICS_NAMESPACE")
             .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_owned());
@@ -429,6 +438,7 @@ mod tests {
         assert!(config.guard.is_none());
         assert_eq!(config.rates.account_recovery, Some(6.0));
         assert_eq!(config.rates.read, Some(24.0));
+        assert_eq!(config.rates.resource_read, Some(10.0));
     }
 
     #[test]
@@ -437,6 +447,7 @@ mod tests {
             ("POLICY", POLICY),
             ("COGNITO_RESET_QUOTA", "50"),
             ("COGNITO_READ_QUOTA", "200"),
+            ("COGNITO_RESOURCE_READ_QUOTA", "40"),
             ("MAX_INSTANCES", "4"),
         ])
         .unwrap();
@@ -444,6 +455,7 @@ mod tests {
             config.rates,
             Rates {
                 read: Some(50.0),
+                resource_read: Some(10.0),
                 account_recovery: Some(12.5)
             }
         );
@@ -461,6 +473,7 @@ mod tests {
             config.rates,
             Rates {
                 read: Some(7.5),
+                resource_read: Some(10.0),
                 account_recovery: None
             }
         );

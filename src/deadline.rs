@@ -1,6 +1,27 @@
-//! The moment an invocation must have answered by, from the Lambda context.
+//! The moment an invocation must have answered by, from the Lambda context, and the wall clock
+//! that goes with it.
+//!
+//! Time is tokio's ([`tokio::time::Instant`]): the same as the system's monotonic clock in
+//! production, and exact and fast under a paused clock in tests. [`wall_now`] is the wall clock
+//! read through it, so that leases and cooldowns written to the guard agree with the deadline.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// The wall clock and the monotonic clock, read once together.
+static ANCHOR: OnceLock<(SystemTime, std::time::Instant)> = OnceLock::new();
+
+/// The wall-clock time now, as the monotonic clock (tokio's, paused in tests) advances it.
+pub fn wall_now() -> SystemTime {
+    let (wall, mono) = *ANCHOR.get_or_init(|| (SystemTime::now(), std::time::Instant::now()));
+    let now = Instant::now().into_std();
+    match now.checked_duration_since(mono) {
+        Some(ahead) => wall + ahead,
+        None => wall - mono.duration_since(now),
+    }
+}
 
 /// The longest a Lambda invocation can run.
 const MAX_INVOCATION: Duration = Duration::from_secs(15 * 60);
@@ -49,7 +70,12 @@ impl Deadline {
 
     /// The deadline on the wall clock (what other invocations can compare against).
     pub fn wall_clock(&self) -> SystemTime {
-        SystemTime::now() + self.remaining()
+        wall_now() + self.remaining()
+    }
+
+    /// The moment `before` ahead of the deadline (or the deadline, if that is too early to say).
+    pub fn less(&self, before: Duration) -> Instant {
+        self.0.checked_sub(before).unwrap_or(self.0)
     }
 }
 

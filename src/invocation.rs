@@ -4,7 +4,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::bus::OutcomeEvent;
+use crate::event::OutcomeEvent;
 use crate::metrics::Metrics;
 
 /// The per-invocation collectors, shared by the invocation's records.

@@ -1,19 +1,23 @@
 //! cognito-reset: resets Amazon Cognito user passwords on request, safely.
 //!
-//! The crate is a pure core (the allowlist [`policy`], validated [`request`] types, the
-//! [`outcome`] table) behind two ports, Cognito ([`directory`]) and the duplicate-reset guard's
-//! DynamoDB table ([`guard`]). The [`pipeline`] runs one record, the [`scheduler`] runs a batch of
-//! them, the [`audit`] line records each; thin event adapters ([`sources`]) feed them, and there
-//! are two binaries: the Lambda function `cognito-reset` and the operator CLI
-//! `reset-policy`.
+//! - **The model** knows no SDK and no port: the allowlist [`policy`], validated [`request`]
+//!   types, the [`caller`], one [`record`], its [`outcome`] and the failure kinds it can meet
+//!   ([`failure`]), its outcome [`event`], the invocation's [`deadline`].
+//! - **The AWS layer** ([`aws`]): client settings, the deadline's stages and one classification
+//!   of SDK errors, shared by the four ports (Cognito, the guard's table, the event bus, the
+//!   parameter store), each a trait with its SDK implementation beside it.
+//! - **The pipeline** runs one record ([`pipeline`]), the [`scheduler`] runs a batch of them,
+//!   the [`audit`] line and the [`metrics`] record each; thin event adapters ([`sources`]) feed
+//!   them. Two binaries: the Lambda function `cognito-reset` and the operator CLI
+//!   `reset-policy`.
 
 pub mod audit;
-pub mod bus;
+pub mod aws;
 pub mod caller;
 pub mod config;
 pub mod deadline;
-pub mod directory;
-pub mod guard;
+pub mod event;
+pub mod failure;
 pub mod invocation;
 pub mod limiter;
 pub mod logging;

@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Cognito's quota categories, as far as this function calls them.
+/// Cognito's quota categories, as its quota page names them, as far as this function calls them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
-    /// `UserRead`: `AdminGetUser`, `AdminListGroupsForUser`.
-    Read,
-    /// `UserAccountRecovery`: `AdminResetUserPassword`.
-    AccountRecovery,
+    /// `UserRead` (120/s by default): `AdminGetUser`.
+    UserRead,
+    /// `UserResourceRead` (50/s by default): `AdminListGroupsForUser`.
+    UserResourceRead,
+    /// `UserAccountRecovery` (30/s by default): `AdminResetUserPassword`.
+    UserAccountRecovery,
 }
 
 /// The turn would come too late.
@@ -72,6 +74,8 @@ impl RateLimiter {
 pub struct Rates {
     /// `COGNITO_READ_RPS`.
     pub read: Option<f64>,
+    /// `COGNITO_RESOURCE_READ_RPS`.
+    pub resource_read: Option<f64>,
     /// `COGNITO_RESET_RPS`.
     pub account_recovery: Option<f64>,
 }
@@ -80,6 +84,7 @@ impl Rates {
     /// No limits at all.
     pub const OFF: Rates = Rates {
         read: None,
+        resource_read: None,
         account_recovery: None,
     };
 }
@@ -107,8 +112,9 @@ impl Limiters {
         latest: Instant,
     ) -> Result<(), TooLate> {
         let rate = match category {
-            Category::Read => self.rates.read,
-            Category::AccountRecovery => self.rates.account_recovery,
+            Category::UserRead => self.rates.read,
+            Category::UserResourceRead => self.rates.resource_read,
+            Category::UserAccountRecovery => self.rates.account_recovery,
         };
         let Some(rate) = rate else {
             return Ok(());
@@ -153,25 +159,26 @@ mod tests {
     async fn regions_and_categories_have_their_own_limiters() {
         let limiters = Limiters::new(Rates {
             read: Some(1.0),
+            resource_read: Some(1.0),
             account_recovery: Some(1.0),
         });
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(10);
         limiters
-            .acquire("us-west-2", Category::Read, far)
+            .acquire("us-west-2", Category::UserRead, far)
             .await
             .unwrap();
         limiters
-            .acquire("eu-west-1", Category::Read, far)
+            .acquire("eu-west-1", Category::UserRead, far)
             .await
             .unwrap();
         limiters
-            .acquire("us-west-2", Category::AccountRecovery, far)
+            .acquire("us-west-2", Category::UserAccountRecovery, far)
             .await
             .unwrap();
         assert_eq!(Instant::now(), t0, "no one waited");
         limiters
-            .acquire("us-west-2", Category::Read, far)
+            .acquire("us-west-2", Category::UserRead, far)
             .await
             .unwrap();
         assert_eq!(Instant::now() - t0, Duration::from_millis(1050));

@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cognito_reset::bus::{self, Bus};
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::cognito::{self, Directory};
+use cognito_reset::aws::events::{self, Bus, EventPublisher};
+use cognito_reset::aws::guard::{self, Guard};
+use cognito_reset::aws::parameters::{self, SsmParameter};
 use cognito_reset::config::{Config, PolicySetting};
-use cognito_reset::directory::{self, ClientSettings, Directory};
-use cognito_reset::guard::{self, Guard};
 use cognito_reset::pipeline::App;
-use cognito_reset::policy_source::{self, PolicyStore, RefreshSettings, SsmParameter};
+use cognito_reset::policy_source::{PolicyStore, RefreshSettings};
 use cognito_reset::sources;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -40,7 +42,7 @@ async fn main() -> Result<(), Error> {
     let policy = match &config.policy {
         PolicySetting::Parameter { name, refresh } => {
             let client = aws_sdk_ssm::Client::from_conf(
-                policy_source::configure((&sdk_config).into(), SIDE_CALLS).build(),
+                parameters::configure((&sdk_config).into(), SIDE_CALLS).build(),
             );
             let settings = RefreshSettings {
                 interval: *refresh,
@@ -69,25 +71,31 @@ async fn main() -> Result<(), Error> {
         reset_cooldown_secs = config.guard.as_ref().map(|g| g.cooldown.as_secs()),
         cognito_reset_rps = ?config.rates.account_recovery,
         cognito_read_rps = ?config.rates.read,
+        cognito_resource_read_rps = ?config.rates.resource_read,
         event_bus = config.events.as_ref().map(|e| e.bus.as_str()).unwrap_or(""),
         "configuration loaded"
     );
     let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
-        directory::configure((&sdk_config).into(), config.cognito).build(),
+        cognito::configure((&sdk_config).into(), config.cognito).build(),
     );
     let guard = config.guard.clone().map(|settings| {
         let client = aws_sdk_dynamodb::Client::from_conf(
             guard::configure((&sdk_config).into(), settings.client).build(),
         );
-        Guard::new(client, settings, config.dry_run, config.deadline_margin)
+        Guard::dynamodb(client, settings, config.dry_run, config.deadline_margin)
     });
     let events = config.events.as_ref().map(|events| {
         let client = aws_sdk_eventbridge::Client::from_conf(
-            bus::configure((&sdk_config).into(), SIDE_CALLS).build(),
+            events::configure((&sdk_config).into(), SIDE_CALLS).build(),
         );
-        Bus::new(client, &events.bus, &events.source)
+        Arc::new(Bus::new(client, &events.bus, &events.source)) as Arc<dyn EventPublisher>
     });
-    let directory = Directory::new(cognito, config.deadline_margin, config.rates);
+    let directory = Directory::sdk(
+        cognito,
+        config.cognito,
+        config.deadline_margin,
+        config.rates,
+    );
     let app = Arc::new(App::new(config, directory, guard, policy, events));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);

@@ -10,8 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::directory::{CognitoError, CognitoErrorKind, DirectoryError};
-use crate::guard::GuardError;
+use crate::failure::{CognitoError, CognitoErrorKind, GuardError, GuardErrorKind};
 use crate::policy::DenyReason;
 use crate::request::InvalidRequest;
 
@@ -50,7 +49,15 @@ pub enum ResetError {
         reset_at: SystemTime,
         /// Whole seconds left in the window.
         retry_after_secs: u64,
+        /// False when the earlier reset's answer was lost (or its sender died): it may or may
+        /// not have sent a code (`reset-unconfirmed`).
+        confirmed: bool,
     },
+    /// The reset was sent and its answer is ambiguous (a timeout, a 5xx, an unreadable answer,
+    /// cut at the deadline): the user may have a code, so it is final and never sent again by
+    /// itself.
+    #[error("the reset was sent but its answer was lost; the user may have received a code")]
+    ResetUnconfirmed(#[source] Box<ResetError>),
     #[error("another request for this user is being processed")]
     InProgress,
     #[error("the idempotency key was used before with a different request")]
@@ -85,7 +92,13 @@ impl ResetError {
             ResetError::Cognito(e) => e.code(),
             ResetError::Deadline => "deadline",
             ResetError::FifoGroupHalted => "fifo-group-halted",
-            ResetError::RecentlyReset { .. } => "recently-reset",
+            ResetError::RecentlyReset {
+                confirmed: true, ..
+            } => "recently-reset",
+            ResetError::RecentlyReset {
+                confirmed: false, ..
+            }
+            | ResetError::ResetUnconfirmed(_) => "reset-unconfirmed",
             ResetError::InProgress => "in-progress",
             ResetError::IdempotencyKeyReused => "idempotency-key-reused",
             ResetError::GuardUnavailable(_) => "guard-unavailable",
@@ -103,6 +116,7 @@ impl ResetError {
             | ResetError::Concealed(_)
             | ResetError::UserDisabled
             | ResetError::RecentlyReset { .. }
+            | ResetError::ResetUnconfirmed(_)
             | ResetError::IdempotencyKeyReused
             | ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
@@ -117,7 +131,7 @@ impl ResetError {
 
     /// The HTTP status for this failure: the only place statuses are decided.
     pub fn http_status(&self) -> u16 {
-        use crate::directory::CognitoErrorKind as K;
+        use CognitoErrorKind as K;
         match self {
             ResetError::InvalidRequest(_) => 400,
             ResetError::Denied(_) | ResetError::Concealed(_) => 403,
@@ -132,6 +146,7 @@ impl ResetError {
             },
             ResetError::Deadline | ResetError::FifoGroupHalted => 503,
             ResetError::RecentlyReset { .. } | ResetError::InProgress => 409,
+            ResetError::ResetUnconfirmed(_) => 502,
             ResetError::IdempotencyKeyReused => 422,
             ResetError::GuardUnavailable(_) => 503,
             ResetError::MethodNotAllowed => 405,
@@ -142,7 +157,7 @@ impl ResetError {
 
     /// A message safe to show the caller: no internal error text.
     pub fn public_message(&self) -> String {
-        use crate::directory::CognitoErrorKind as K;
+        use CognitoErrorKind as K;
         match self {
             ResetError::InvalidRequest(e) => e.message.clone(),
             ResetError::Denied(reason) => match reason {
@@ -178,8 +193,18 @@ impl ResetError {
             ResetError::FifoGroupHalted => {
                 "an earlier request in the same group must be retried first".into()
             }
-            ResetError::RecentlyReset { .. } => {
-                "this user was reset a moment ago; a new request is accepted after the cooldown"
+            ResetError::RecentlyReset {
+                confirmed: true, ..
+            } => "this user was reset a moment ago; a new request is accepted after the cooldown"
+                .into(),
+            ResetError::RecentlyReset {
+                confirmed: false, ..
+            } => "a reset of this user was sent a moment ago and its answer was lost, so the user \
+                  may have received a code; a new request is accepted after the cooldown"
+                .into(),
+            ResetError::ResetUnconfirmed(_) => {
+                "the reset was sent to Cognito but its answer was lost, so the user may have \
+                 received a code; it is not sent again automatically: check with the user first"
                     .into()
             }
             ResetError::InProgress => {
@@ -201,9 +226,7 @@ impl ResetError {
     /// cooldown window.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ResetError::Cognito(e) if e.kind == crate::directory::CognitoErrorKind::Throttled => {
-                Some(1)
-            }
+            ResetError::Cognito(e) if e.kind == CognitoErrorKind::Throttled => Some(1),
             ResetError::InProgress => Some(1),
             ResetError::RecentlyReset {
                 retry_after_secs, ..
@@ -223,6 +246,38 @@ fn cognito_class(kind: CognitoErrorKind) -> Class {
     }
 }
 
+/// A record's outcome: the label of the audit line, the metrics and the answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    /// The password was reset.
+    Reset,
+    /// Dry run: the password would have been reset.
+    WouldReset,
+    /// Refused for good: acknowledged, not retried.
+    Rejected,
+    /// Not done: hand the record back for another try.
+    Retry,
+}
+
+impl Outcome {
+    /// `RESET`, `WOULD_RESET`, `REJECTED` or `RETRY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Reset => "RESET",
+            Outcome::WouldReset => "WOULD_RESET",
+            Outcome::Rejected => "REJECTED",
+            Outcome::Retry => "RETRY",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one record that was not a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reset {
@@ -238,26 +293,21 @@ pub struct Reset {
 
 impl Reset {
     /// `RESET` or `WOULD_RESET`.
-    pub fn outcome(&self) -> &'static str {
-        if self.dry_run { "WOULD_RESET" } else { "RESET" }
+    pub fn outcome(&self) -> Outcome {
+        if self.dry_run {
+            Outcome::WouldReset
+        } else {
+            Outcome::Reset
+        }
     }
 }
 
 impl From<GuardError> for ResetError {
     fn from(error: GuardError) -> ResetError {
-        if error.kind == crate::guard::GuardErrorKind::Deadline {
+        if error.kind == GuardErrorKind::Deadline {
             ResetError::Deadline
         } else {
             ResetError::GuardUnavailable(error)
-        }
-    }
-}
-
-impl From<DirectoryError> for ResetError {
-    fn from(error: DirectoryError) -> ResetError {
-        match error {
-            DirectoryError::Cognito(e) => ResetError::Cognito(e),
-            DirectoryError::Deadline { .. } => ResetError::Deadline,
         }
     }
 }
@@ -279,8 +329,7 @@ pub type RecordResult = Result<Settled, ResetError>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Answer {
-    /// `RESET`, `WOULD_RESET`, `REJECTED` or `RETRY`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The failure's code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
@@ -308,7 +357,7 @@ impl Answer {
     ) -> Answer {
         match result {
             Ok(reset) => Answer {
-                outcome: reset.outcome().to_owned(),
+                outcome: reset.outcome(),
                 code: None,
                 status: 200,
                 message: None,
@@ -318,7 +367,7 @@ impl Answer {
                 reset_at: None,
             },
             Err(error) => Answer {
-                outcome: failure_outcome(error).to_owned(),
+                outcome: failure_outcome(error),
                 code: Some(error.code().to_owned()),
                 status: error.http_status(),
                 message: Some(error.public_message()),
@@ -362,15 +411,50 @@ pub fn rfc3339(time: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    aws_smithy_types::DateTime::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
-/// The outcome label of a failure: `REJECTED` or `RETRY`.
-pub fn failure_outcome(error: &ResetError) -> &'static str {
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The outcome of a failure: `REJECTED` or `RETRY`.
+pub fn failure_outcome(error: &ResetError) -> Outcome {
     match error.class() {
-        Class::Rejected => "REJECTED",
-        Class::Retry => "RETRY",
+        Class::Rejected => Outcome::Rejected,
+        Class::Retry => Outcome::Retry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_spells_dates_like_the_calendar() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_800_600);
+        assert_eq!(rfc3339(t), "2026-11-27T17:30:00Z");
+        // A leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00Z");
     }
 }

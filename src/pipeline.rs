@@ -1,28 +1,36 @@
 //! One reset request, step by step. Each step returns what the next one and the audit line need.
 //!
-//! 1. **key**: with the guard on and an idempotency key, a repeat gets the earlier final answer
+//! 1. **caller**: the caller-and-pool check: a caller no rule lists for the pool is refused
+//!    before anything is written or asked (no guard item, no Cognito call);
+//! 2. **key**: with the guard on and an idempotency key, a repeat gets the earlier final answer
 //!    (no Cognito call), a key in use is RETRY `in-progress`, a key reused for another request is
 //!    REJECTED `idempotency-key-reused`;
-//! 2. **resolve**: the caller-and-pool check (no Cognito call when the caller has no rule for the
-//!    pool), then `AdminGetUser` for the canonical user (alias, case variant and `sub` alike) and
-//!    `AdminListGroupsForUser` when the policy references groups;
-//! 3. **decide**: the full policy decision, then disabled users are refused;
-//! 4. **reset**: the guard's per-user claim (REJECTED `recently-reset` inside the cooldown, RETRY
-//!    `in-progress` while another request holds the user), `DRY_RUN` stops here, then
-//!    `AdminResetUserPassword` on the canonical username and the claim completed or released;
-//! 5. the key records the final answer (RESET or REJECTED) or is released (RETRY).
+//! 3. **resolve**: `AdminGetUser` for the canonical user (alias, case variant and `sub` alike)
+//!    and `AdminListGroupsForUser` when the policy references groups;
+//! 4. **decide**: the full policy decision, then disabled users are refused;
+//! 5. **reset**: the guard's per-user claim (REJECTED `recently-reset` inside the cooldown, or
+//!    `reset-unconfirmed` when the earlier reset's answer was lost; RETRY `in-progress` while
+//!    another request holds the user), `DRY_RUN` stops here, then `AdminResetUserPassword` on
+//!    the canonical username and the claim completed, released, or kept as unconfirmed. An
+//!    ambiguous answer (timeout, 5xx, unreadable) is final REJECTED `reset-unconfirmed`: the
+//!    user may have a code, so nothing sends it again by itself;
+//! 6. the key records the final answer (RESET, WOULD_RESET, REJECTED) or is released (RETRY,
+//!    and `recently-reset`, which passes once the cooldown ends).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::audit::{Done, Findings};
-use crate::bus::Bus;
+use crate::aws::cognito::{Directory, UserRecord};
+use crate::aws::events::EventPublisher;
+use crate::aws::guard::{Completion, Guard, KeyRef, KeyState, UserState};
 use crate::caller;
 use crate::config::Config;
-use crate::deadline::Deadline;
-use crate::directory::{Directory, UserRecord};
-use crate::guard::{Completion, Guard, GuardError, GuardErrorKind, KeyRef, KeyState, UserState};
+use crate::deadline::{Deadline, wall_now};
+use crate::failure::{GuardError, GuardErrorKind};
 use crate::invocation::Invocation;
 use crate::outcome::{Answer, Class, RecordResult, Reset, ResetError, Settled};
 use crate::policy::{Caller, Decision, DenyReason, Policy, Subject};
@@ -40,7 +48,7 @@ pub struct App {
     /// The policy in force (fixed, or live from Parameter Store).
     pub policy: PolicyStore,
     /// Outcome events; `None` without `EVENT_BUS`.
-    pub bus: Option<Bus>,
+    pub bus: Option<Arc<dyn EventPublisher>>,
 }
 
 /// One running record: where it came from, what it asks, by when, and where it reports.
@@ -56,7 +64,7 @@ struct Record<'a> {
 fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     done.log();
     let (outcome, code) = done.outcome();
-    invocation.metrics().record_outcome(outcome, code);
+    invocation.metrics().record_outcome(outcome.as_str(), code);
     if let Some(event) = done.event(last_receive) {
         invocation.event(event);
     }
@@ -69,7 +77,7 @@ impl App {
         directory: Directory,
         guard: Option<Guard>,
         policy: PolicyStore,
-        bus: Option<Bus>,
+        bus: Option<Arc<dyn EventPublisher>>,
     ) -> App {
         App {
             config,
@@ -90,6 +98,7 @@ impl App {
             idempotency_key,
             last_receive,
         } = job;
+        let key_label = key_label(idempotency_key.as_deref(), origin.index);
         let (request, result, findings) = match request {
             Err(error) => (None, Err(error), Findings::default()),
             Ok(request) => {
@@ -117,7 +126,7 @@ impl App {
         let done = Done {
             origin: &origin,
             request: request.as_ref(),
-            idempotency_key: idempotency_key.as_deref(),
+            idempotency_key: key_label.as_deref(),
             findings: &findings,
             result: &result,
             elapsed: started.elapsed(),
@@ -129,10 +138,11 @@ impl App {
     /// Accounts for a record that is not started (e.g. a halted FIFO group).
     pub fn skip(&self, job: Job, error: ResetError, invocation: &Invocation) -> RecordResult {
         let result = Err(error);
+        let key_label = key_label(job.idempotency_key.as_deref(), job.origin.index);
         let done = Done {
             origin: &job.origin,
             request: job.request.as_ref().ok(),
-            idempotency_key: job.idempotency_key.as_deref(),
+            idempotency_key: key_label.as_deref(),
             findings: &Findings::default(),
             result: &result,
             elapsed: Duration::ZERO,
@@ -141,7 +151,7 @@ impl App {
         result
     }
 
-    /// The key step around the rest of the pipeline.
+    /// The caller check and the key step around the rest of the pipeline.
     async fn process(&self, record: Record<'_>, key: Option<&str>) -> (RecordResult, Findings) {
         let Record {
             origin,
@@ -155,9 +165,21 @@ impl App {
             policy_version: Some(snapshot.version.clone()),
             ..Findings::default()
         };
+        // A caller no rule lists for this pool is refused before anything is written.
+        if let Err(reason) = snapshot
+            .policy
+            .check_caller_and_pool(&origin.caller, request.user_pool_id.as_str())
+        {
+            return (Err(ResetError::Denied(reason)), early_findings());
+        }
         let held = match (&self.guard, key) {
             (Some(guard), Some(key)) => {
-                let key = KeyRef::new(&caller::describe(&origin.caller), key, request);
+                let key = KeyRef::new(
+                    &caller::describe(&origin.caller),
+                    key,
+                    origin.index,
+                    request,
+                );
                 let started = Instant::now();
                 let state = guard.begin::<Answer>(&key, deadline).await;
                 invocation.guard_latency(started.elapsed());
@@ -178,15 +200,13 @@ impl App {
         let (result, mut findings) = self.reset_pipeline(record, &snapshot.policy).await;
         findings.policy_version = Some(snapshot.version.clone());
         if let Some((guard, key)) = held {
-            // RESET and REJECTED are final and replayed; a RETRY is not kept.
-            let answer = match &result {
-                Err(error) if error.class() == Class::Retry => None,
-                result => Some(Answer::new(
+            let answer = kept_answer(&result).then(|| {
+                Answer::new(
                     result.as_ref(),
                     Some(request.user_pool_id.as_str()),
                     &origin.id,
-                )),
-            };
+                )
+            });
             let started = Instant::now();
             guard.finish(&key, answer.as_ref(), deadline).await;
             invocation.guard_latency(started.elapsed());
@@ -226,9 +246,6 @@ impl App {
         } = record;
         let caller = &origin.caller;
         let pool = &request.user_pool_id;
-        policy
-            .check_caller_and_pool(caller, pool.as_str())
-            .map_err(ResetError::Denied)?;
         let started = Instant::now();
         let found = self
             .directory
@@ -295,14 +312,19 @@ impl App {
                     UserState::Claimed(claim) => Some((guard, claim)),
                     UserState::Free => None,
                     UserState::InProgress => return Err(ResetError::InProgress),
-                    UserState::RecentlyReset { reset_at, until } => {
+                    UserState::RecentlyReset {
+                        reset_at,
+                        until,
+                        confirmed,
+                    } => {
                         // Whole seconds, never more than the cooldown (the item's expiry is
                         // rounded up to a whole second), at least 1.
-                        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                        let left = until.duration_since(wall_now()).unwrap_or_default();
                         let retry_after_secs = left.as_secs().max(1);
                         return Err(ResetError::RecentlyReset {
                             reset_at,
                             retry_after_secs,
+                            confirmed,
                         });
                     }
                 }
@@ -322,21 +344,30 @@ impl App {
             .reset_password(pool, &user.username, &request.client_metadata, deadline)
             .await;
         invocation.cognito_latency("AdminResetUserPassword", started.elapsed());
+        let ambiguous = matches!(&result, Err(error) if error.outcome_unknown());
         if let Some((guard, claim)) = claim {
             let completion = match &result {
                 Ok(_) => Completion::Reset,
-                Err(error) if error.outcome_unknown() => Completion::Keep,
+                Err(_) if ambiguous => Completion::Unconfirmed,
                 Err(_) => Completion::Release,
             };
             let started = Instant::now();
             guard.complete(&claim, completion, deadline).await;
             invocation.guard_latency(started.elapsed());
         }
+        let cognito_request_id = result.map_err(|error| {
+            let error = ResetError::from(error);
+            if ambiguous {
+                ResetError::ResetUnconfirmed(Box::new(error))
+            } else {
+                error
+            }
+        })?;
         Ok(Reset {
             username: user.username.clone(),
             rule,
             dry_run: false,
-            cognito_request_id: result?,
+            cognito_request_id,
         })
     }
 }
@@ -383,6 +414,24 @@ impl App {
         }
         ResetError::from(error)
     }
+}
+
+/// Whether a result is kept under its idempotency key and replayed: a final answer, but not a
+/// RETRY nor `recently-reset` (both pass later: a replay would say no when the truth is yes).
+fn kept_answer(result: &Result<Reset, ResetError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(ResetError::RecentlyReset { .. }) => false,
+        Err(error) => error.class() == Class::Rejected,
+    }
+}
+
+/// The idempotency key as the audit line shows it: `<key>#<index>` for an HTTP batch item.
+fn key_label(key: Option<&str>, index: Option<usize>) -> Option<String> {
+    key.map(|key| match index {
+        Some(index) => format!("{key}#{index}"),
+        None => key.to_owned(),
+    })
 }
 
 /// The canonical user and its groups.

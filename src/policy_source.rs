@@ -4,7 +4,7 @@
 //! A [`PolicyStore`] holds the policy in force and its version: the parameter's `Version`
 //! number for `POLICY_PARAMETER`, or a content hash ([`content_version`]) for the fixed
 //! `POLICY` and `POLICY_FILE` sources. Reading goes through a small port, [`ParameterSource`],
-//! implemented for SSM by [`SsmParameter`] (`GetParameter` with decryption, so a `String` or a
+//! implemented for SSM by [`crate::aws::parameters::SsmParameter`] (`GetParameter` with decryption, so a `String` or a
 //! `SecureString`, standard or advanced tier).
 //!
 //! - [`PolicyStore::load`], at start-up: an unreadable or invalid parameter is a
@@ -24,13 +24,8 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ssm::Client;
-use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ssm::operation::get_parameter::GetParameterError;
-use aws_sdk_ssm::types::ParameterType;
 use sha2::{Digest, Sha256};
 
-use crate::directory::ClientSettings;
 use crate::policy::{Policy, PolicyErrors};
 
 /// Default for `POLICY_REFRESH_SECONDS`.
@@ -94,51 +89,6 @@ impl FetchError {
             source: source.into(),
         }
     }
-
-    fn from_sdk<R>(error: SdkError<GetParameterError, R>) -> Self
-    where
-        R: fmt::Debug + Send + Sync + 'static,
-    {
-        let kind = match &error {
-            SdkError::ServiceError(context) => match context.err() {
-                GetParameterError::ParameterNotFound(_)
-                | GetParameterError::ParameterVersionNotFound(_) => FetchErrorKind::NotFound,
-                GetParameterError::InvalidKeyId(_) => FetchErrorKind::Misconfigured,
-                GetParameterError::InternalServerError(_) => FetchErrorKind::Upstream,
-                other => kind_from_code(other.code()),
-            },
-            SdkError::TimeoutError(_) => FetchErrorKind::Unavailable,
-            SdkError::DispatchFailure(failure) if failure.is_user() => {
-                FetchErrorKind::Misconfigured
-            }
-            SdkError::DispatchFailure(_) => FetchErrorKind::Unavailable,
-            SdkError::ConstructionFailure(_) => FetchErrorKind::Misconfigured,
-            _ => FetchErrorKind::Upstream,
-        };
-        FetchError::new(kind, error)
-    }
-}
-
-/// Classification of SSM and KMS error codes the model does not name for `GetParameter`.
-fn kind_from_code(code: Option<&str>) -> FetchErrorKind {
-    match code {
-        Some("ThrottlingException" | "Throttling" | "TooManyUpdates") => FetchErrorKind::Throttled,
-        Some(
-            "AccessDeniedException"
-            | "AccessDenied"
-            | "KMSAccessDeniedException"
-            | "KMSDisabledException"
-            | "KMSInvalidStateException"
-            | "KMSNotFoundException"
-            | "UnrecognizedClientException"
-            | "InvalidSignatureException"
-            | "MissingAuthenticationToken"
-            | "ExpiredTokenException"
-            | "ValidationException",
-        ) => FetchErrorKind::Misconfigured,
-        Some("ServiceUnavailable" | "ServiceUnavailableException") => FetchErrorKind::Unavailable,
-        _ => FetchErrorKind::Upstream,
-    }
 }
 
 /// The future of one read.
@@ -151,61 +101,6 @@ pub trait ParameterSource: Send + Sync + fmt::Debug {
     fn describe(&self) -> String;
     /// Reads the current document and its version.
     fn fetch(&self) -> FetchFuture<'_>;
-}
-
-/// A parameter in SSM Parameter Store (a name or an ARN), read with decryption.
-#[derive(Debug, Clone)]
-pub struct SsmParameter {
-    client: Client,
-    name: String,
-}
-
-impl SsmParameter {
-    /// `name` is the value of `POLICY_PARAMETER`; `client` is configured with [`configure`].
-    pub fn new(client: Client, name: &str) -> SsmParameter {
-        SsmParameter {
-            client,
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl ParameterSource for SsmParameter {
-    fn describe(&self) -> String {
-        format!("{VARIABLE}={}", self.name)
-    }
-
-    fn fetch(&self) -> FetchFuture<'_> {
-        Box::pin(async move {
-            let output = self
-                .client
-                .get_parameter()
-                .name(&self.name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(FetchError::from_sdk)?;
-            let parameter = output.parameter.ok_or_else(|| {
-                FetchError::new(
-                    FetchErrorKind::Upstream,
-                    "GetParameter returned no parameter",
-                )
-            })?;
-            if parameter.r#type() == Some(&ParameterType::StringList) {
-                return Err(FetchError::new(
-                    FetchErrorKind::Misconfigured,
-                    "the parameter is a StringList; store the policy as a String or SecureString",
-                ));
-            }
-            let text = parameter.value().map(str::to_owned).ok_or_else(|| {
-                FetchError::new(FetchErrorKind::Upstream, "GetParameter returned no value")
-            })?;
-            Ok(PolicyText {
-                text,
-                version: parameter.version().to_string(),
-            })
-        })
-    }
 }
 
 /// A policy that could not be loaded: start-up stops on it, a refresh refuses it.
@@ -420,16 +315,6 @@ pub fn content_version(text: &str) -> String {
     format!("sha256:{hex}")
 }
 
-/// Applies retries and timeouts to an SSM client configuration.
-pub fn configure(
-    builder: aws_sdk_ssm::config::Builder,
-    settings: ClientSettings,
-) -> aws_sdk_ssm::config::Builder {
-    builder
-        .retry_config(settings.retry_config())
-        .timeout_config(settings.timeout_config())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,22 +325,5 @@ mod tests {
         assert_eq!(v, content_version("{}"));
         assert_ne!(v, content_version("{ }"));
         assert_eq!(v.len(), "sha256:".len() + 16);
-    }
-
-    #[test]
-    fn unnamed_error_codes_are_classified_on_purpose() {
-        assert_eq!(
-            kind_from_code(Some("AccessDeniedException")),
-            FetchErrorKind::Misconfigured
-        );
-        assert_eq!(
-            kind_from_code(Some("ThrottlingException")),
-            FetchErrorKind::Throttled
-        );
-        assert_eq!(
-            kind_from_code(Some("SomethingNew")),
-            FetchErrorKind::Upstream
-        );
-        assert_eq!(kind_from_code(None), FetchErrorKind::Upstream);
     }
 }

@@ -114,7 +114,7 @@ pub async fn handle(
                         ..origin.clone()
                     },
                     request: parsed.map_err(ResetError::from),
-                    idempotency_key: key.as_ref().map(|key| format!("{key}#{index}")),
+                    idempotency_key: key.clone(),
                     last_receive: false,
                 })
                 .collect();

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use std::time::Instant;
 
+use crate::aws::Stage;
 use crate::caller;
 use crate::deadline::Deadline;
 use crate::invocation::Invocation;
@@ -102,12 +103,9 @@ pub async fn invoke(
     if let Some(bus) = &app.bus
         && !events.is_empty()
     {
-        // After the records (a reset may run into half the margin), a quarter of the margin is
-        // left for the response itself.
-        let until = deadline
-            .0
-            .checked_sub(app.config.deadline_margin / 4)
-            .unwrap_or(deadline.0);
+        // After the records (whose results are recorded by deadline − margin/4), an eighth of
+        // the margin is left for the response itself.
+        let until = crate::aws::ends_by(deadline, app.config.deadline_margin, Stage::Publish);
         let delivery = bus.publish_before(&events, until).await;
         metrics.events_not_delivered(delivery.not_delivered());
     }

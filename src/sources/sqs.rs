@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::EventError;
-use crate::bus::is_last_receive;
 use crate::caller;
 use crate::deadline::Deadline;
+use crate::event::is_last_receive;
 use crate::invocation::Invocation;
 use crate::outcome::{Class, ResetError};
 use crate::pipeline::App;

@@ -200,7 +200,7 @@ const NARROW: &str = r#"{"version":1,
 
 async fn narrow(username: &str) -> (u64, Value, Vec<Value>) {
     let cognito = Cognito::with_users(demo_users());
-    let app = app(config(&[("POLICY", NARROW)]), cognito.client(1));
+    let app = app(config(&[("POLICY", NARROW)]), cognito.client());
     let body = json!({"UserPoolId": POOL, "Username": username});
     let (response, lines) = audited(&app, http_event_with_body(&body)).await;
     let (status, body) = http_parts(&response);

@@ -10,8 +10,10 @@ use aws_sdk_eventbridge::error::ErrorMetadata;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsError, PutEventsInput, PutEventsOutput};
 use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
-use cognito_reset::bus::{self, Bus, DEFAULT_SOURCE, DETAIL_TYPE, EventOutcome, OutcomeEvent};
-use cognito_reset::directory::ClientSettings;
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::events::{
+    self as bus, Bus, DEFAULT_SOURCE, DETAIL_TYPE, EventOutcome, OutcomeEvent,
+};
 use cognito_reset::request::ResetRequest;
 use serde_json::Value;
 
@@ -222,7 +224,7 @@ async fn events_not_sent_before_the_deadline_are_counted_and_nothing_is_called()
     let bus = Bus::new(client(&rule, 1), BUS, DEFAULT_SOURCE);
 
     let delivery = bus
-        .publish_before(&events(12), std::time::Instant::now())
+        .publish_before(&events(12), std::time::Instant::now().into())
         .await;
 
     assert!(calls.lock().expect("log").is_empty());
@@ -232,7 +234,7 @@ async fn events_not_sent_before_the_deadline_are_counted_and_nothing_is_called()
     let delivery = bus
         .publish_before(
             &events(12),
-            std::time::Instant::now() + Duration::from_secs(30),
+            (std::time::Instant::now() + Duration::from_secs(30)).into(),
         )
         .await;
     assert_eq!(delivery.delivered, 12);
@@ -450,8 +452,8 @@ mod through_the_function {
 
     use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
     use aws_sdk_cognitoidentityprovider::types::error::TooManyRequestsException;
-    use cognito_reset::bus::Bus;
-    use cognito_reset::directory::Directory;
+    use cognito_reset::aws::cognito::Directory;
+    use cognito_reset::aws::events::Bus;
     use cognito_reset::pipeline::App;
     use cognito_reset::sources::invoke;
     use serde_json::{Value, json};
@@ -466,10 +468,21 @@ mod through_the_function {
             ("MAX_RECEIVE_COUNT", "3"),
             ("DRY_RUN", dry),
         ]);
-        let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
+        let directory = Directory::sdk(
+            cognito.client(),
+            config.cognito,
+            config.deadline_margin,
+            config.rates,
+        );
         let policy = config.fixed_policy().expect("fixed");
         let bus = Bus::new(client(rule, 1), BUS, "cognito-reset");
-        Arc::new(App::new(config, directory, None, policy, Some(bus)))
+        Arc::new(App::new(
+            config,
+            directory,
+            None,
+            policy,
+            Some(Arc::new(bus) as _),
+        ))
     }
 
     fn details(calls: &Calls) -> Vec<Value> {

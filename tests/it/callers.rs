@@ -21,10 +21,7 @@ fn app_admitting(cognito: &Cognito, callers: &[&str]) -> Arc<App> {
         "version": 1,
         "rules": [{"name": "only-these", "callers": callers, "userPools": [POOL], "users": ["*"]}]
     });
-    app(
-        config(&[("POLICY", &policy.to_string())]),
-        cognito.client(1),
-    )
+    app(config(&[("POLICY", &policy.to_string())]), cognito.client())
 }
 
 async fn send(app: &Arc<App>, event: Value) -> (u64, Value) {

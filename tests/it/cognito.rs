@@ -18,8 +18,9 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::cognito as directory;
 use cognito_reset::deadline::Deadline;
-use cognito_reset::directory::{self, ClientSettings};
 use cognito_reset::sources::dispatch;
 use serde_json::Value;
 
@@ -284,12 +285,12 @@ fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule {
 }
 
 #[tokio::test]
-async fn sdk_does_not_retry_limit_exceeded() {
+async fn limit_exceeded_is_never_retried() {
     let mut cognito = Cognito::with_users(demo_users());
     cognito.reset = reset_fails_once_on_the_wire("LimitExceededException");
     let app = app(
         config(&[("POLICY", DEMO_POLICY), ("COGNITO_MAX_ATTEMPTS", "3")]),
-        cognito.client(3),
+        cognito.client(),
     );
     let response = dispatch(&app, event("http-api-v2.json"), "r", far_deadline())
         .await
@@ -304,10 +305,13 @@ async fn sdk_does_not_retry_limit_exceeded() {
 }
 
 #[tokio::test]
-async fn sdk_retries_too_many_requests_within_the_attempt_bound() {
+async fn too_many_requests_is_retried_within_the_attempt_bound() {
     let mut cognito = Cognito::with_users(demo_users());
     cognito.reset = reset_fails_once_on_the_wire("TooManyRequestsException");
-    let app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(3));
+    let app = app(
+        config(&[("POLICY", DEMO_POLICY), ("COGNITO_MAX_ATTEMPTS", "3")]),
+        cognito.client(),
+    );
     let response = dispatch(&app, event("http-api-v2.json"), "r", far_deadline())
         .await
         .expect("response");
@@ -464,7 +468,7 @@ async fn no_record_runs_past_the_deadline_and_every_record_is_accounted_for() {
     // third is not started.
     let (app, in_flight) = slow_app(Duration::from_millis(300), "1");
     let started = Instant::now();
-    let deadline = Deadline(started + Duration::from_millis(2800));
+    let deadline = Deadline((started + Duration::from_millis(2800)).into());
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -649,7 +653,7 @@ async fn a_turn_that_would_come_after_the_deadline_is_retry_deadline_at_once() {
         &[("MAX_CONCURRENCY", "3"), ("COGNITO_READ_RPS", "1")],
     );
     let started = Instant::now();
-    let deadline = Deadline(started + Duration::from_millis(2600));
+    let deadline = Deadline((started + Duration::from_millis(2600)).into());
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -678,25 +682,31 @@ fn reset_answers_on_the_wire(status: u16, body: &str) -> aws_smithy_mocks::Rule 
 
 #[tokio::test]
 async fn unmodeled_throttling_and_unavailability_codes_and_unreadable_answers_have_their_rows() {
+    // (wire status, wire body, HTTP status, code, handed back from SQS)
     let cases = [
+        // Throttling proves nothing happened: retried.
         (
             400,
             r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
             429,
             "throttled",
+            true,
         ),
+        // A 5xx or an unreadable answer to a reset may follow a reset that happened: final,
+        // never sent again by itself.
         (
             503,
             r#"{"__type":"ServiceUnavailable","message":"try later"}"#,
-            503,
-            "unavailable",
+            502,
+            "reset-unconfirmed",
+            false,
         ),
-        (200, "this is not JSON {", 502, "upstream-error"),
+        (200, "this is not JSON {", 502, "reset-unconfirmed", false),
     ];
-    for (wire_status, wire_body, status, code) in cases {
+    for (wire_status, wire_body, status, code, retried) in cases {
         let mut cognito = Cognito::with_users(demo_users());
         cognito.reset = reset_answers_on_the_wire(wire_status, wire_body);
-        let http_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1));
+        let http_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client());
         let response = dispatch(&http_app, event("http-api-v2.json"), "r", far_deadline())
             .await
             .expect("response");
@@ -712,15 +722,16 @@ async fn unmodeled_throttling_and_unavailability_codes_and_unreadable_answers_ha
                 .unwrap_or_default()
                 .contains("Rate exceeded")
         );
-        // and from SQS every one of them is handed back for another try
+        // and from SQS only the throttled one is handed back for another try
         let mut cognito = Cognito::with_users(demo_users());
         cognito.reset = reset_answers_on_the_wire(wire_status, wire_body);
-        let sqs_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1));
+        let sqs_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client());
         let event = sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
         let response = dispatch(&sqs_app, event, "r", far_deadline())
             .await
             .expect("response");
-        assert_eq!(failed_ids(&response), ["m0"], "{wire_body}");
+        let expected: Vec<&str> = if retried { vec!["m0"] } else { vec![] };
+        assert_eq!(failed_ids(&response), expected, "{wire_body}");
     }
 }
 
@@ -851,7 +862,7 @@ async fn a_cognito_call_slower_than_the_time_left_is_cut_at_the_deadline_margin(
     // Given one Cognito call taking 1.5 s, 2.8 s left and the default 2 s margin: 0.8 s of budget
     let (app, in_flight) = slow_app(Duration::from_millis(1500), "1");
     let started = Instant::now();
-    let deadline = Deadline(started + Duration::from_millis(2800));
+    let deadline = Deadline((started + Duration::from_millis(2800)).into());
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
         .await
         .expect("response");
@@ -881,12 +892,13 @@ async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_c
     };
     let table = Table::new(Mode::Normal);
     let config = config(&[("POLICY", ANYONE)]);
-    let directory = cognito_reset::directory::Directory::new(
+    let directory = cognito_reset::aws::cognito::Directory::sdk(
         client_over(slow, client_settings),
+        client_settings,
         config.deadline_margin,
         config.rates,
     );
-    let guard = cognito_reset::guard::Guard::new(
+    let guard = cognito_reset::aws::guard::Guard::dynamodb(
         table.client(),
         settings(300),
         false,
@@ -904,23 +916,21 @@ async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_c
     let response = dispatch(&app, request(), "r", far_deadline())
         .await
         .expect("response");
-    // Then the record is retried, but the claim stays (a throttled or refused reset releases it)
-    assert_eq!(failed_ids(&response), ["m0"]);
+    // Then the record is final (acknowledged: the user may have a code, and nothing sends a
+    // second one by itself), and the claim stays, marked unconfirmed
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
     let item = table
         .user_item(POOL, "user0@example.com")
         .expect("the claim is kept");
-    assert_eq!(item["state"], s("claimed"));
-    // and another request for the user makes no second reset call
+    assert_eq!(item["state"], s("unconfirmed"));
+    // and another request for the user makes no second reset call: it is acknowledged as
+    // reset-unconfirmed until the window ends
     let mut again = request();
     again["Records"][0]["messageId"] = serde_json::json!("m1");
     let response = dispatch(&app, again, "r", far_deadline())
         .await
         .expect("response");
-    assert_eq!(
-        failed_ids(&response),
-        ["m1"],
-        "in-progress while the claim's lease runs"
-    );
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
     let resets = in_flight
         .calls()
         .iter()
@@ -946,7 +956,7 @@ async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
         config(&[("POLICY", ANYONE)]),
         client_over(slow, client_settings),
     );
-    let deadline = Deadline(Instant::now() + Duration::from_millis(2100));
+    let deadline = Deadline((Instant::now() + Duration::from_millis(2100)).into());
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
         .await
         .expect("response");

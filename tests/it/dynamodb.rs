@@ -17,8 +17,8 @@ use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, ProvisionedThroughputExceededException,
 };
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
-use cognito_reset::directory::ClientSettings;
-use cognito_reset::guard::{
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::guard::{
     self, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION, PENDING_CONDITION,
 };
 

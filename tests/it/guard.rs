@@ -424,17 +424,17 @@ async fn ten_concurrent_requests_for_one_user_reset_once() {
 // ---- 4. abandoned claims ----------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_claim_abandoned_by_a_crash_counts_as_a_reset() {
+async fn a_claim_abandoned_by_a_crash_counts_as_a_possible_reset() {
     // Given an invocation that claimed erin 20 s ago and died before its result
     let cognito = Cognito::with_users(demo_users());
     let table = Table::new(Mode::Normal);
     table.put_raw(user_item("erin-0000-uuid", "claimed", 20, -5));
     let app = guarded(&cognito, &table);
-    // Then no second code inside the window
+    // Then no second code inside the window, and the answer says the reset is unconfirmed
     let (status, body, _) = send(&app, request("erin@example.com", None)).await;
     assert_eq!(
         (status, body["error"].clone()),
-        (409, json!("recently-reset")),
+        (409, json!("reset-unconfirmed")),
         "{body}"
     );
     assert_eq!(cognito.reset_users(), Vec::<String>::new());
@@ -511,14 +511,18 @@ async fn a_hanging_guard_is_cut_at_the_deadline_margin_and_the_record_is_retry_d
         .credentials_provider(Credentials::for_tests())
         .http_client(http);
     let client = aws_sdk_dynamodb::Client::from_conf(
-        cognito_reset::guard::configure(builder, settings.client).build(),
+        cognito_reset::aws::guard::configure(builder, settings.client).build(),
     );
     let cognito = Cognito::with_users(demo_users());
     let config = config(&[("POLICY", DEMO_POLICY)]);
     let margin = config.deadline_margin;
-    let directory =
-        cognito_reset::directory::Directory::new(cognito.client(1), margin, config.rates);
-    let guard = cognito_reset::guard::Guard::new(client, settings, false, margin);
+    let directory = cognito_reset::aws::cognito::Directory::sdk(
+        cognito.client(),
+        config.cognito,
+        margin,
+        config.rates,
+    );
+    let guard = cognito_reset::aws::guard::Guard::dynamodb(client, settings, false, margin);
     let policy = config.fixed_policy().expect("a fixed policy");
     let app = std::sync::Arc::new(cognito_reset::pipeline::App::new(
         config,
@@ -529,8 +533,9 @@ async fn a_hanging_guard_is_cut_at_the_deadline_margin_and_the_record_is_retry_d
     ));
     // Given 2.6 s left and the default 2 s margin: 0.6 s for the guard's calls
     let started = std::time::Instant::now();
-    let deadline =
-        cognito_reset::deadline::Deadline(started + std::time::Duration::from_millis(2600));
+    let deadline = cognito_reset::deadline::Deadline(
+        (started + std::time::Duration::from_millis(2600)).into(),
+    );
     let response = dispatch(&app, request("diego@example.com", Some("k")), "r", deadline)
         .await
         .expect("a response");

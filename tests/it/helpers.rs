@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::Client;
-use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
 use aws_sdk_cognitoidentityprovider::operation::admin_get_user::{
     AdminGetUserError, AdminGetUserOutput,
 };
@@ -21,10 +20,11 @@ use aws_sdk_cognitoidentityprovider::types::error::{
 };
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, GroupType, UserStatusType};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::cognito::{self as directory, Directory};
+use cognito_reset::aws::guard::Guard;
 use cognito_reset::config::Config;
 use cognito_reset::deadline::Deadline;
-use cognito_reset::directory::{self, ClientSettings, Directory};
-use cognito_reset::guard::Guard;
 use cognito_reset::pipeline::App;
 use serde_json::Value;
 
@@ -225,22 +225,18 @@ impl Cognito {
         self.get_user.num_calls() + self.list_groups.num_calls() + self.reset.num_calls()
     }
 
-    /// A client over these rules, configured like the real one, with fast retries.
-    pub fn client(&self, max_attempts: u32) -> Client {
+    /// A client over these rules, configured like the real one (no SDK retries: the directory
+    /// retries, `COGNITO_MAX_ATTEMPTS` times).
+    pub fn client(&self) -> Client {
         let settings = ClientSettings {
             timeout: Duration::from_secs(5),
-            max_attempts,
+            max_attempts: 1,
         };
         mock_client!(
             aws_sdk_cognitoidentityprovider,
             RuleMode::MatchAny,
             [&self.get_user, &self.list_groups, &self.reset],
-            |builder| directory::configure(builder, settings).retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(max_attempts)
-                    .with_initial_backoff(Duration::from_millis(1))
-                    .with_max_backoff(Duration::from_millis(2))
-            )
+            |builder| directory::configure(builder, settings)
         )
     }
 }
@@ -260,9 +256,15 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    for rate in ["COGNITO_RESET_RPS", "COGNITO_READ_RPS"] {
-        if !vars.iter().any(|(k, _)| k == rate) {
-            vars.push((rate.to_owned(), "0".to_owned()));
+    // No pacing, and one attempt per Cognito call, unless a test asks for more.
+    for (name, value) in [
+        ("COGNITO_RESET_RPS", "0"),
+        ("COGNITO_READ_RPS", "0"),
+        ("COGNITO_RESOURCE_READ_RPS", "0"),
+        ("COGNITO_MAX_ATTEMPTS", "1"),
+    ] {
+        if !vars.iter().any(|(k, _)| k == name) {
+            vars.push((name.to_owned(), value.to_owned()));
         }
     }
     Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
@@ -270,7 +272,7 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 }
 
 pub fn app(config: Config, client: Client) -> Arc<App> {
-    let directory = Directory::new(client, config.deadline_margin, config.rates);
+    let directory = Directory::sdk(client, config.cognito, config.deadline_margin, config.rates);
     let policy = config.fixed_policy().expect("a fixed test policy");
     Arc::new(App::new(config, directory, None, policy, None))
 }
@@ -284,24 +286,29 @@ pub fn guarded_app(
 ) -> Arc<App> {
     let dry = if dry_run { "true" } else { "false" };
     let config = config(&[("POLICY", DEMO_POLICY), ("DRY_RUN", dry)]);
-    let guard = Guard::new(
+    let guard = Guard::dynamodb(
         table.client(),
         crate::dynamodb::settings(cooldown_secs),
         dry_run,
         config.deadline_margin,
     );
-    let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
+    let directory = Directory::sdk(
+        cognito.client(),
+        config.cognito,
+        config.deadline_margin,
+        config.rates,
+    );
     let policy = config.fixed_policy().expect("a fixed test policy");
     Arc::new(App::new(config, directory, Some(guard), policy, None))
 }
 
 /// The demo policy over the demo users.
 pub fn demo_app(cognito: &Cognito) -> Arc<App> {
-    app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1))
+    app(config(&[("POLICY", DEMO_POLICY)]), cognito.client())
 }
 
 pub fn far_deadline() -> Deadline {
-    Deadline(Instant::now() + Duration::from_secs(60))
+    Deadline((Instant::now() + Duration::from_secs(60)).into())
 }
 
 pub fn event(path: &str) -> Value {

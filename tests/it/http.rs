@@ -146,7 +146,7 @@ async fn dry_run_answers_would_reset_without_resetting() {
     let cognito = Cognito::with_users(demo_users());
     let app = app(
         config(&[("POLICY", DEMO_POLICY), ("DRY_RUN", "true")]),
-        cognito.client(1),
+        cognito.client(),
     );
     let (status, body, _) = send(&app, event("http-api-v2.json")).await;
     assert_eq!(
@@ -168,7 +168,7 @@ async fn default_pool_is_used_when_the_request_names_none() {
     let cognito = Cognito::with_users(demo_users());
     let app = app(
         config(&[("POLICY", DEMO_POLICY), ("DEFAULT_USER_POOL_ID", POOL)]),
-        cognito.client(1),
+        cognito.client(),
     );
     let (status, body, _) = send(
         &app,
@@ -240,7 +240,7 @@ async fn alb_with_multi_value_headers_gets_multi_value_headers_back() {
 #[tokio::test]
 async fn policy_with_any_user_allows_a_portal_reset() {
     let cognito = Cognito::with_users(demo_users());
-    let app = app(config(&[("POLICY", PORTAL_POLICY)]), cognito.client(1));
+    let app = app(config(&[("POLICY", PORTAL_POLICY)]), cognito.client());
     let (status, _, _) = send(&app, event("http-api-v2.json")).await;
     assert_eq!(status, 200);
     // No group in the policy: groups are never fetched.

@@ -22,8 +22,9 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::result::ConnectorError;
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::cognito as directory;
 use cognito_reset::deadline::Deadline;
-use cognito_reset::directory::{self, ClientSettings};
 use cognito_reset::pipeline::App;
 use cognito_reset::sources::dispatch;
 use serde_json::{Map, Value, json};
@@ -159,7 +160,12 @@ async fn answers_of_every_documented_status_are_recorded_for_the_openapi_check()
         let got = answer(&unreachable_app(), event(sample), far_deadline()).await;
         answers.push(recorded(&format!("{sample} (unreachable)"), &got));
         let cognito = Cognito::with_users(demo_users());
-        let got = answer(&demo_app(&cognito), event(sample), Deadline(Instant::now())).await;
+        let got = answer(
+            &demo_app(&cognito),
+            event(sample),
+            Deadline(Instant::now().into()),
+        )
+        .await;
         answers.push(recorded(&format!("{sample} (deadline)"), &got));
     }
 

@@ -12,11 +12,12 @@ use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutpu
 use aws_sdk_ssm::types::error::ParameterNotFound;
 use aws_sdk_ssm::types::{Parameter, ParameterType};
 use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
-use cognito_reset::directory::ClientSettings;
+use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::parameters::{self, SsmParameter};
 use cognito_reset::policy::{Caller, Decision, DenyReason, Subject};
 use cognito_reset::policy_source::{
     self, FetchError, FetchErrorKind, FetchFuture, ParameterSource, PolicySourceError, PolicyStore,
-    PolicyText, Refresh, RefreshSettings, SsmParameter,
+    PolicyText, Refresh, RefreshSettings,
 };
 
 use crate::helpers::{DEMO_POLICY, POOL, QUEUE};
@@ -425,7 +426,7 @@ fn ssm_client(rule: &aws_smithy_mocks::Rule) -> Client {
         max_attempts: 1,
     };
     mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [rule], |builder| {
-        policy_source::configure(builder, settings)
+        parameters::configure(builder, settings)
             .retry_config(RetryConfig::standard().with_max_attempts(1))
     })
 }
@@ -511,7 +512,7 @@ async fn the_function_picks_up_a_new_version_between_invocations_and_refuses_an_
     use crate::helpers::{
         Cognito, config, demo_users, failed_ids, far_deadline, reset_body, sqs_event,
     };
-    use cognito_reset::directory::Directory;
+    use cognito_reset::aws::cognito::Directory;
     use cognito_reset::pipeline::App;
 
     // Given the demo policy live from a parameter, re-read at every invocation
@@ -529,7 +530,12 @@ async fn the_function_picks_up_a_new_version_between_invocations_and_refuses_an_
     .expect("version 1 loads");
     let cognito = Cognito::with_users(demo_users());
     let config = config(&[("POLICY", DEMO_POLICY)]);
-    let directory = Directory::new(cognito.client(1), config.deadline_margin, config.rates);
+    let directory = Directory::sdk(
+        cognito.client(),
+        config.cognito,
+        config.deadline_margin,
+        config.rates,
+    );
     let app = Arc::new(App::new(config, directory, None, store, None));
     let erin = || sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
 

@@ -356,7 +356,7 @@ fn expect(body: &Body) -> Expect {
 }
 
 fn queue_app(cognito: &Cognito) -> Arc<App> {
-    app(config(&[("POLICY", DEMO_POLICY)]), cognito.client(1))
+    app(config(&[("POLICY", DEMO_POLICY)]), cognito.client())
 }
 
 fn queue_users() -> Vec<TestUser> {

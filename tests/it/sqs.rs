@@ -147,7 +147,7 @@ async fn every_record_failing_is_still_a_normal_response() {
 async fn records_are_not_started_near_the_deadline() {
     let cognito = Cognito::with_users(demo_users());
     // 1 s left, default margin 2 s: nothing may start.
-    let deadline = Deadline(Instant::now() + Duration::from_secs(1));
+    let deadline = Deadline((Instant::now() + Duration::from_secs(1)).into());
     let event = sqs_event(
         QUEUE,
         &[

@@ -1,0 +1,555 @@
+//! The Cognito port: the three calls the service makes, paced, retried and bounded by the
+//! invocation's deadline.
+//!
+//! [`CognitoApi`] is one attempt of one call ([`CognitoSdk`] over the SDK, with the SDK's own
+//! retries off); [`Directory`] is what the pipeline calls: it waits for the rate limiter's turn,
+//! gives each attempt the time left in its [`Stage`], and retries by the operation's policy:
+//!
+//! - lookups (`AdminGetUser`, `AdminListGroupsForUser`) retry throttling, outages and 5xx;
+//! - `AdminResetUserPassword` is sent again **only** after an answer that proves nothing
+//!   happened (throttling, a connection refused before sending), never after a timeout, a 5xx or
+//!   an unreadable answer (the user may have a code), and never after `LimitExceededException`
+//!   (Cognito's per-user attempt limit: a retry only burns the user's attempts).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
+use aws_sdk_cognitoidentityprovider::error::SdkError;
+use aws_sdk_cognitoidentityprovider::operation::RequestId;
+use aws_sdk_cognitoidentityprovider::operation::admin_get_user::AdminGetUserError;
+use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::AdminListGroupsForUserError;
+use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
+use aws_sdk_cognitoidentityprovider::{Client, config};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use tokio::time::Instant;
+
+use super::error::classify;
+use super::{BoxFuture, ClientSettings, Stage, ends_by, timeouts_within};
+use crate::deadline::Deadline;
+use crate::failure::{CognitoError, CognitoErrorKind, Effect};
+use crate::limiter::{Category, Limiters, Rates};
+use crate::request::{ClientMetadata, UserPoolId, Username};
+
+/// Upper bound on `AdminListGroupsForUser` pages (60 groups each), against a looping token.
+const MAX_GROUP_PAGES: usize = 100;
+/// The first retry's pause; each later one doubles it.
+const RETRY_BASE: Duration = Duration::from_millis(50);
+/// Cognito's per-user attempt limit: never retried.
+const LIMIT_EXCEEDED: &str = "LimitExceededException";
+
+/// The user as Cognito knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The canonical username (may differ from what the caller sent: alias, case, `sub`).
+    pub username: String,
+    pub email: Option<String>,
+    pub preferred_username: Option<String>,
+    pub sub: Option<String>,
+    pub enabled: bool,
+    /// Cognito's `UserStatus`, e.g. `CONFIRMED`.
+    pub status: Option<String>,
+}
+
+/// One page of a user's groups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupsPage {
+    pub groups: Vec<String>,
+    pub next_token: Option<String>,
+}
+
+/// One attempt of one Cognito call, within `timeout`.
+pub trait CognitoApi: Send + Sync + std::fmt::Debug {
+    /// `AdminGetUser`.
+    fn get_user<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<UserRecord, CognitoError>>;
+
+    /// One page of `AdminListGroupsForUser`.
+    fn list_groups<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        next_token: Option<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<GroupsPage, CognitoError>>;
+
+    /// `AdminResetUserPassword`; Cognito's request id.
+    fn reset_password<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        client_metadata: &'a ClientMetadata,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>>;
+}
+
+/// Why a directory call gave no answer from Cognito.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Cognito(#[from] CognitoError),
+    /// The call could not start, or finish, within its stage's time (including the wait for
+    /// the rate limiter's turn). `started`: it was sent and cut short.
+    #[error("not done: too little time left before the invocation's deadline")]
+    Deadline { started: bool },
+}
+
+impl DirectoryError {
+    /// Whether the call may have taken effect although it failed.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            DirectoryError::Cognito(e) => e.outcome_unknown(),
+            DirectoryError::Deadline { started } => *started,
+        }
+    }
+}
+
+impl From<DirectoryError> for crate::outcome::ResetError {
+    fn from(error: DirectoryError) -> Self {
+        match error {
+            DirectoryError::Cognito(e) => crate::outcome::ResetError::Cognito(e),
+            DirectoryError::Deadline { .. } => crate::outcome::ResetError::Deadline,
+        }
+    }
+}
+
+/// Which failures an operation sends again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryPolicy {
+    /// Lookups: anything transient.
+    Lookup,
+    /// Resets: only what proves nothing happened.
+    Reset,
+}
+
+impl RetryPolicy {
+    fn retries(self, error: &CognitoError) -> bool {
+        use CognitoErrorKind as K;
+        if error.service_code.as_deref() == Some(LIMIT_EXCEEDED) {
+            return false;
+        }
+        match self {
+            RetryPolicy::Lookup => {
+                matches!(error.kind, K::Throttled | K::Unavailable | K::Upstream)
+            }
+            RetryPolicy::Reset => {
+                error.effect == Effect::None && matches!(error.kind, K::Throttled | K::Unavailable)
+            }
+        }
+    }
+}
+
+/// The Cognito operations as the pipeline uses them: paced per (region, category), retried per
+/// operation, each bounded by its stage of the invocation's deadline.
+#[derive(Debug)]
+pub struct Directory {
+    api: Arc<dyn CognitoApi>,
+    /// `COGNITO_TIMEOUT_MS`: one attempt's bound, which the deadline only shortens.
+    attempt_timeout: Duration,
+    /// `COGNITO_MAX_ATTEMPTS`.
+    max_attempts: u32,
+    margin: Duration,
+    limiters: Limiters,
+}
+
+impl Directory {
+    /// The directory over `api`. `margin` is `DEADLINE_MARGIN_MS`.
+    pub fn new(
+        api: Arc<dyn CognitoApi>,
+        settings: ClientSettings,
+        margin: Duration,
+        rates: Rates,
+    ) -> Self {
+        Directory {
+            api,
+            attempt_timeout: settings.timeout,
+            max_attempts: settings.max_attempts.max(1),
+            margin,
+            limiters: Limiters::new(rates),
+        }
+    }
+
+    /// The directory over the SDK client (see [`configure`]): each attempt within the client's
+    /// attempt timeout, `settings.max_attempts` attempts.
+    pub fn sdk(client: Client, settings: ClientSettings, margin: Duration, rates: Rates) -> Self {
+        let timeout = client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout())
+            .unwrap_or(settings.timeout);
+        let settings = ClientSettings {
+            timeout,
+            ..settings
+        };
+        Directory::new(Arc::new(CognitoSdk::new(client)), settings, margin, rates)
+    }
+
+    /// Runs `attempt` by `policy`: a turn of `category` before each attempt, each attempt within
+    /// what is left of `stage`.
+    async fn call<'a, T, F>(
+        &'a self,
+        pool: &'a UserPoolId,
+        category: Category,
+        stage: Stage,
+        policy: RetryPolicy,
+        deadline: Deadline,
+        attempt: F,
+    ) -> Result<T, DirectoryError>
+    where
+        F: Fn(Duration) -> BoxFuture<'a, Result<T, CognitoError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            // No attempt starts inside the margin, nor after its turn would come too late.
+            let latest = deadline.less(self.margin);
+            self.limiters
+                .acquire(pool.region(), category, latest)
+                .await
+                .map_err(|_| DirectoryError::Deadline { started: false })?;
+            if deadline.too_close(self.margin) {
+                return Err(DirectoryError::Deadline { started: false });
+            }
+            let ends = ends_by(deadline, self.margin, stage);
+            let budget = ends.saturating_duration_since(Instant::now());
+            let timeout = self.attempt_timeout.min(budget);
+            let error = match attempt(timeout).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            // Cut at the stage's end: the deadline, not an outage.
+            if error.kind == CognitoErrorKind::Unavailable
+                && error.effect == Effect::Unknown
+                && timeout == budget
+                && Instant::now() + Duration::from_millis(1) >= ends
+            {
+                tracing::warn!(
+                    operation = error.operation,
+                    "Cognito call cut short by the invocation's deadline"
+                );
+                return Err(DirectoryError::Deadline { started: true });
+            }
+            if tries >= self.max_attempts || !policy.retries(&error) {
+                return Err(error.into());
+            }
+            let pause = RETRY_BASE * 2u32.saturating_pow(tries - 1);
+            if Instant::now() + pause >= latest {
+                return Err(error.into());
+            }
+            tracing::debug!(
+                operation = error.operation,
+                code = error.code(),
+                tries,
+                "retrying a Cognito call"
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// `AdminGetUser`: resolves a username, alias or `sub` to the canonical user.
+    pub async fn get_user(
+        &self,
+        pool: &UserPoolId,
+        username: &Username,
+        deadline: Deadline,
+    ) -> Result<UserRecord, DirectoryError> {
+        self.call(
+            pool,
+            Category::UserRead,
+            Stage::Lookup,
+            RetryPolicy::Lookup,
+            deadline,
+            |timeout| self.api.get_user(pool, username.as_str(), timeout),
+        )
+        .await
+    }
+
+    /// `AdminListGroupsForUser`, all pages.
+    pub async fn list_groups(
+        &self,
+        pool: &UserPoolId,
+        canonical_username: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, DirectoryError> {
+        let mut groups = Vec::new();
+        let mut next_token: Option<String> = None;
+        for _ in 0..MAX_GROUP_PAGES {
+            let token = next_token.take();
+            let page = self
+                .call(
+                    pool,
+                    Category::UserResourceRead,
+                    Stage::Lookup,
+                    RetryPolicy::Lookup,
+                    deadline,
+                    |timeout| {
+                        self.api
+                            .list_groups(pool, canonical_username, token.clone(), timeout)
+                    },
+                )
+                .await?;
+            groups.extend(page.groups);
+            match page.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => return Ok(groups),
+            }
+        }
+        Err(DirectoryError::Cognito(CognitoError::new(
+            CognitoErrorKind::Upstream,
+            "AdminListGroupsForUser",
+            Effect::None,
+            format!("more than {MAX_GROUP_PAGES} pages of groups"),
+        )))
+    }
+
+    /// `AdminResetUserPassword` on the canonical username; returns Cognito's request id.
+    pub async fn reset_password(
+        &self,
+        pool: &UserPoolId,
+        canonical_username: &str,
+        client_metadata: &ClientMetadata,
+        deadline: Deadline,
+    ) -> Result<Option<String>, DirectoryError> {
+        self.call(
+            pool,
+            Category::UserAccountRecovery,
+            Stage::Reset,
+            RetryPolicy::Reset,
+            deadline,
+            |timeout| {
+                self.api
+                    .reset_password(pool, canonical_username, client_metadata, timeout)
+            },
+        )
+        .await
+    }
+}
+
+/// The SDK implementation: one client per region (the pool id's prefix), created on first use
+/// from one configuration and sharing its HTTP connector.
+#[derive(Debug)]
+pub struct CognitoSdk {
+    base: config::Builder,
+    default: Client,
+    default_region: Option<String>,
+    clients: RwLock<HashMap<String, Client>>,
+}
+
+impl CognitoSdk {
+    /// Wraps a client configured with [`configure`].
+    pub fn new(client: Client) -> CognitoSdk {
+        CognitoSdk {
+            base: client.config().to_builder(),
+            default_region: client.config().region().map(|r| r.as_ref().to_owned()),
+            default: client,
+            clients: RwLock::default(),
+        }
+    }
+
+    /// The client for a pool's region.
+    pub fn client_for(&self, pool: &UserPoolId) -> Client {
+        let region = pool.region();
+        if self.default_region.as_deref() == Some(region) {
+            return self.default.clone();
+        }
+        if let Some(client) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(region)
+        {
+            return client.clone();
+        }
+        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                Client::from_conf(
+                    self.base
+                        .clone()
+                        .region(config::Region::new(region.to_owned()))
+                        .build(),
+                )
+            })
+            .clone()
+    }
+
+    fn attempt(timeout: Duration) -> config::Builder {
+        config::Builder::new().timeout_config(timeouts_within(timeout, timeout))
+    }
+}
+
+impl CognitoApi for CognitoSdk {
+    fn get_user<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<UserRecord, CognitoError>> {
+        Box::pin(async move {
+            let output = self
+                .client_for(pool)
+                .admin_get_user()
+                .user_pool_id(pool.as_str())
+                .username(username)
+                .customize()
+                .config_override(Self::attempt(timeout))
+                .send()
+                .await
+                .map_err(|e| failed("AdminGetUser", e))?;
+            let attribute = |name: &str| {
+                output
+                    .user_attributes()
+                    .iter()
+                    .find(|a| a.name() == name)
+                    .and_then(|a| a.value())
+                    .map(str::to_owned)
+            };
+            Ok(UserRecord {
+                username: output.username().to_owned(),
+                email: attribute("email"),
+                preferred_username: attribute("preferred_username"),
+                sub: attribute("sub"),
+                enabled: output.enabled(),
+                status: output.user_status().map(|s| s.as_str().to_owned()),
+            })
+        })
+    }
+
+    fn list_groups<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        next_token: Option<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<GroupsPage, CognitoError>> {
+        Box::pin(async move {
+            let output = self
+                .client_for(pool)
+                .admin_list_groups_for_user()
+                .user_pool_id(pool.as_str())
+                .username(username)
+                .set_next_token(next_token)
+                .customize()
+                .config_override(Self::attempt(timeout))
+                .send()
+                .await
+                .map_err(|e| failed("AdminListGroupsForUser", e))?;
+            Ok(GroupsPage {
+                groups: output
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_name().map(str::to_owned))
+                    .collect(),
+                next_token: output.next_token().map(str::to_owned),
+            })
+        })
+    }
+
+    fn reset_password<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        client_metadata: &'a ClientMetadata,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
+        Box::pin(async move {
+            let metadata = (!client_metadata.is_empty()).then(|| client_metadata.entries().clone());
+            let output = self
+                .client_for(pool)
+                .admin_reset_user_password()
+                .user_pool_id(pool.as_str())
+                .username(username)
+                .set_client_metadata(metadata.map(|m| m.into_iter().collect()))
+                .customize()
+                .config_override(Self::attempt(timeout))
+                .send()
+                .await
+                .map_err(|e| failed("AdminResetUserPassword", e))?;
+            Ok(output.request_id().map(str::to_owned))
+        })
+    }
+}
+
+/// Classifies a failed call: the operation's modeled errors first, then, on purpose, the
+/// shared table of codes.
+fn failed<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> CognitoError
+where
+    E: Modeled + aws_smithy_types::error::metadata::ProvideErrorMetadata,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let classified = classify(&error, &[]);
+    let request_id = error.request_id().map(str::to_owned);
+    let kind = match &error {
+        SdkError::ServiceError(context) => context
+            .err()
+            .modeled_kind()
+            .unwrap_or_else(|| classified.fault.into()),
+        _ => classified.fault.into(),
+    };
+    CognitoError::new(kind, operation, classified.effect, error)
+        .with_ids(request_id, classified.code)
+}
+
+/// A modeled operation error that knows its kind.
+trait Modeled {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind>;
+}
+
+/// The two lookups share one modeled error set, so they classify alike.
+macro_rules! lookup_error_kinds {
+    ($($error:ty),+) => {$(
+        impl Modeled for $error {
+            fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+                use CognitoErrorKind as K;
+                Some(match self {
+                    Self::UserNotFoundException(_) => K::UserNotFound,
+                    Self::ResourceNotFoundException(_) => K::PoolNotFound,
+                    Self::NotAuthorizedException(_) => K::NotResettable,
+                    Self::InvalidParameterException(_) => K::CannotReset,
+                    Self::TooManyRequestsException(_) => K::Throttled,
+                    Self::InternalErrorException(_) => K::Upstream,
+                    Self::OperationNotEnabledException(_) => K::Misconfigured,
+                    _ => return None,
+                })
+            }
+        }
+    )+};
+}
+
+lookup_error_kinds!(AdminGetUserError, AdminListGroupsForUserError);
+
+impl Modeled for AdminResetUserPasswordError {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+        use CognitoErrorKind as K;
+        Some(match self {
+            Self::UserNotFoundException(_) => K::UserNotFound,
+            Self::ResourceNotFoundException(_) => K::PoolNotFound,
+            Self::NotAuthorizedException(_) => K::NotResettable,
+            Self::InvalidParameterException(_) => K::CannotReset,
+            Self::TooManyRequestsException(_) | Self::LimitExceededException(_) => K::Throttled,
+            Self::InternalErrorException(_)
+            | Self::InvalidLambdaResponseException(_)
+            | Self::UnexpectedLambdaException(_)
+            | Self::UserLambdaValidationException(_) => K::Upstream,
+            Self::InvalidSmsRoleAccessPolicyException(_)
+            | Self::InvalidSmsRoleTrustRelationshipException(_)
+            | Self::InvalidEmailRoleAccessPolicyException(_)
+            | Self::OperationNotEnabledException(_) => K::Misconfigured,
+            _ => return None,
+        })
+    }
+}
+
+/// Configures a Cognito client: the attempt timeout, and no SDK retries (the [`Directory`]
+/// retries by operation).
+pub fn configure(builder: config::Builder, settings: ClientSettings) -> config::Builder {
+    builder
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(settings.timeout_config())
+}

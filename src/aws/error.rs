@@ -1,0 +1,165 @@
+//! One classification of every SDK error into the model's [`Fault`] and [`Effect`].
+//!
+//! Every port calls [`classify`] on a failed call and maps the result (and its own modeled
+//! errors, first) into its kind: the tables of error codes live here, once.
+
+use std::error::Error as StdError;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::{DispatchFailure, SdkError};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::failure::{Effect, Fault};
+
+/// Throttling codes of every AWS service this function calls.
+const THROTTLED: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "LimitExceededException",
+    "TooManyUpdates",
+];
+
+/// Codes that say the function's role, credentials or configuration are wrong.
+const MISCONFIGURED: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "NotAuthorizedForSourceException",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
+];
+
+/// Codes of a service that is down for a moment.
+const UNAVAILABLE: &[&str] = &["ServiceUnavailable", "ServiceUnavailableException"];
+
+/// A failed SDK call, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub fault: Fault,
+    /// Whether the call may have been performed.
+    pub effect: Effect,
+    /// The service's error code, when it answered with one.
+    pub code: Option<String>,
+    /// True when the failure is the SDK's timeout (the caller may attribute it to the deadline).
+    pub timed_out: bool,
+}
+
+/// The fault of an error code, with a service's own extra codes for misconfiguration.
+pub fn fault_of_code(code: Option<&str>, misconfigured: &[&str]) -> Fault {
+    match code {
+        Some(code) if THROTTLED.contains(&code) => Fault::Throttled,
+        Some(code) if MISCONFIGURED.contains(&code) || misconfigured.contains(&code) => {
+            Fault::Misconfigured
+        }
+        Some(code) if UNAVAILABLE.contains(&code) => Fault::Unavailable,
+        // Anything else, including codes added after this build: an upstream failure, retried,
+        // never silently dropped.
+        _ => Fault::Upstream,
+    }
+}
+
+/// Classifies a failed call; `misconfigured` names the service's own configuration errors.
+pub fn classify<E>(error: &SdkError<E, HttpResponse>, misconfigured: &[&str]) -> Classified
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let none = |fault| Classified {
+        fault,
+        effect: Effect::None,
+        code: None,
+        timed_out: false,
+    };
+    let unknown = |fault| Classified {
+        fault,
+        effect: Effect::Unknown,
+        code: None,
+        timed_out: false,
+    };
+    match error {
+        SdkError::ServiceError(context) => {
+            let code = context.err().code();
+            let status = context.raw().status().as_u16();
+            Classified {
+                fault: fault_of_code(code, misconfigured),
+                // A 5xx answer does not prove the request was not performed.
+                effect: if status >= 500 {
+                    Effect::Unknown
+                } else {
+                    Effect::None
+                },
+                code: code.map(str::to_owned),
+                timed_out: false,
+            }
+        }
+        SdkError::TimeoutError(_) => Classified {
+            timed_out: true,
+            ..unknown(Fault::Unavailable)
+        },
+        SdkError::DispatchFailure(failure) if failure.is_user() => none(Fault::Misconfigured),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => Classified {
+            timed_out: true,
+            ..unknown(Fault::Unavailable)
+        },
+        SdkError::DispatchFailure(failure) if refused(failure) => none(Fault::Unavailable),
+        SdkError::DispatchFailure(_) => unknown(Fault::Unavailable),
+        SdkError::ResponseError(_) => unknown(Fault::Upstream),
+        // Request construction failed: credentials, region or endpoint set-up. Never sent.
+        SdkError::ConstructionFailure(_) => none(Fault::Misconfigured),
+        // SdkError is non-exhaustive: an unknown failure mode is transient and ambiguous.
+        _ => unknown(Fault::Unavailable),
+    }
+}
+
+/// True when the connection was refused: the request never left.
+fn refused(failure: &DispatchFailure) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = failure
+        .as_connector_error()
+        .map(|e| e as &(dyn StdError + 'static));
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_error_codes_are_classified_on_purpose() {
+        assert_eq!(
+            fault_of_code(Some("AccessDeniedException"), &[]),
+            Fault::Misconfigured
+        );
+        assert_eq!(
+            fault_of_code(Some("ThrottlingException"), &[]),
+            Fault::Throttled
+        );
+        assert_eq!(
+            fault_of_code(
+                Some("ResourceNotFoundException"),
+                &["ResourceNotFoundException"]
+            ),
+            Fault::Misconfigured
+        );
+        assert_eq!(fault_of_code(Some("SomethingNew"), &[]), Fault::Upstream);
+        assert_eq!(fault_of_code(None, &[]), Fault::Upstream);
+    }
+}

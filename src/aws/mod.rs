@@ -1,0 +1,115 @@
+//! The AWS layer: what every AWS call shares, and one port per service.
+//!
+//! - **Client settings** ([`ClientSettings`]): the timeout of each attempt and the SDK's retries,
+//!   applied alike to every client; Cognito's retries are this layer's own, per operation
+//!   (see [`cognito`]), because the SDK cannot tell a reset that may have sent a code from one
+//!   that did not.
+//! - **Deadline arithmetic** ([`Stage`], [`ends_by`], [`timeouts_within`]): the one budget of an
+//!   invocation's time. No call starts inside the margin; the stages then end at fixed points in
+//!   it, so that a call allowed to start can always record its result.
+//! - **One error classification** ([`error::classify`]) into the model's own
+//!   [`Fault`](crate::failure::Fault) and [`Effect`](crate::failure::Effect).
+//! - **Ports**: a trait and its SDK implementation for each service: Cognito ([`cognito`]), the
+//!   guard's table ([`guard`]), the event bus ([`events`]), the parameter store
+//!   ([`parameters`]). The pipeline sees the traits, tests put fakes and fault injectors behind
+//!   them, and the model ([`crate::outcome`], [`crate::record`], ...) sees none of this.
+
+pub mod cognito;
+pub mod error;
+pub mod events;
+pub mod guard;
+pub mod parameters;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use tokio::time::Instant;
+
+use crate::deadline::Deadline;
+
+/// The future of one port call.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Client settings taken from the function's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Timeout of each attempt (connect included).
+    pub timeout: Duration,
+    /// Total attempts per call, first one included.
+    pub max_attempts: u32,
+}
+
+impl ClientSettings {
+    /// The standard retry mode with these attempts (the SDKs share the type).
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(self.max_attempts)
+    }
+
+    /// A timeout for connecting and for each attempt (the SDKs share the type).
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.timeout)
+            .operation_attempt_timeout(self.timeout)
+            .build()
+    }
+}
+
+/// Timeouts that end a whole call, retries included, within `budget`, each attempt within
+/// `attempt` or the budget.
+pub fn timeouts_within(attempt: Duration, budget: Duration) -> TimeoutConfig {
+    let attempt = attempt.min(budget);
+    TimeoutConfig::builder()
+        .connect_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(budget)
+        .build()
+}
+
+/// Where a call stands in a record's life, and so by when it must be done.
+///
+/// With `DEADLINE_MARGIN_MS` = m: no call of any stage *starts* with less than m left (a record
+/// that would is RETRY `deadline`); then
+///
+/// | stage | ends by | what |
+/// |---|---|---|
+/// | `Lookup` | deadline − m | `AdminGetUser`, `AdminListGroupsForUser`, the guard's key and claim |
+/// | `Reset` | deadline − m/2 | `AdminResetUserPassword` (cut short, it may have sent a code) |
+/// | `Record` | deadline − m/4 | the guard's completion writes: a reset that was answered is always recorded |
+/// | `Publish` | deadline − m/8 | the outcome events; the rest is the response's |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Lookup,
+    Reset,
+    Record,
+    Publish,
+}
+
+impl Stage {
+    /// How much of the margin is left when this stage must be done.
+    pub fn reserve(self, margin: Duration) -> Duration {
+        match self {
+            Stage::Lookup => margin,
+            Stage::Reset => margin / 2,
+            Stage::Record => margin / 4,
+            Stage::Publish => margin / 8,
+        }
+    }
+}
+
+/// The moment a call of `stage` must be done by.
+pub fn ends_by(deadline: Deadline, margin: Duration, stage: Stage) -> Instant {
+    deadline.less(stage.reserve(margin))
+}
+
+/// The time a call of `stage` may take from now (zero: none left).
+pub fn budget(deadline: Deadline, margin: Duration, stage: Stage) -> Duration {
+    ends_by(deadline, margin, stage).saturating_duration_since(Instant::now())
+}
+
+/// Whether a call of any stage may still start (at least the margin is left).
+pub fn may_start(deadline: Deadline, margin: Duration) -> bool {
+    !deadline.too_close(margin)
+}
