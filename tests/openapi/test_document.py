@@ -30,12 +30,12 @@ FUNCTION_CODES = {
     415: {"unsupported-media-type"},
     422: {"cannot-reset"},
     429: {"throttled"},
-    502: {"upstream-error", "misconfigured"},
+    502: {"upstream-error", "misconfigured", "reset-unconfirmed"},
     503: {"unavailable", "deadline"},
 }
 # The idempotency and cooldown guard (issue 8), documented with it.
 GUARD_CODES = {
-    409: {"recently-reset", "in-progress"},
+    409: {"recently-reset", "reset-unconfirmed", "in-progress"},
     422: {"idempotency-key-reused"},
     503: {"guard-unavailable"},
 }

@@ -403,3 +403,11 @@ def test_the_dashboard_shows_the_depth_of_the_queue_and_the_dead_letter_queue():
 def test_the_dashboard_shows_undelivered_events_and_policy_reloads_and_refusals():
     names = {m[1] for m in metrics_of(widget("Events not delivered"))}
     assert names == {"EventsNotDelivered", "PolicyReloads", "PolicyRefusals"}
+
+
+def test_a_reset_whose_answer_was_lost_raises_an_alarm():
+    # A reset-unconfirmed record is final (nothing sends a second code), so a person must look.
+    alarm = emf_alarm(Stack(TRANSLATED), "Records.REJECTED.reset-unconfirmed")
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert "reset-unconfirmed" in alarm["AlarmDescription"]

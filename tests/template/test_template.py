@@ -571,18 +571,26 @@ def test_instances_are_bounded_so_their_paced_calls_stay_inside_cognitos_quotas(
     env = props["Environment"]["Variables"]
     instances = props["ReservedConcurrentExecutions"]
     assert instances == env["MAX_INSTANCES"] == 5
-    assert (env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]) == (30, 120)
+    # Cognito's default quotas: UserAccountRecovery, UserRead, UserResourceRead
+    assert (
+        env["COGNITO_RESET_QUOTA"],
+        env["COGNITO_READ_QUOTA"],
+        env["COGNITO_RESOURCE_READ_QUOTA"],
+    ) == (30, 120, 50)
     # Then instances x per-instance rate never exceeds the quota
-    for quota in (env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]):
+    for quota in (env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"], env["COGNITO_RESOURCE_READ_QUOTA"]):
         assert instances * (quota / instances) <= quota
     # and the queue alone cannot start more instances than are reserved
     assert TRANSLATED["Parameters"]["MaximumConcurrency"]["Default"] <= instances
 
 
 def test_instance_bound_and_quotas_follow_their_parameters():
-    stack = Stack(TRANSLATED, MaxInstances=8, CognitoResetQuota=50, CognitoReadQuota=200)
+    stack = Stack(
+        TRANSLATED, MaxInstances=8, CognitoResetQuota=50, CognitoReadQuota=200, CognitoResourceReadQuota=70
+    )
     _, function = stack.one("AWS::Lambda::Function")
     props = function["Properties"]
     env = props["Environment"]["Variables"]
     assert props["ReservedConcurrentExecutions"] == 8
     assert (env["MAX_INSTANCES"], env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]) == (8, 50, 200)
+    assert env["COGNITO_RESOURCE_READ_QUOTA"] == 70
