@@ -71,6 +71,10 @@ impl Done<'_> {
         let cognito_request_id = match self.result {
             Ok(Settled::Reset(reset)) => reset.cognito_request_id.as_deref(),
             Err(ResetError::Cognito(e)) => e.request_id.as_deref(),
+            Err(ResetError::ResetUnconfirmed(cause)) => match cause.as_ref() {
+                ResetError::Cognito(e) => e.request_id.as_deref(),
+                _ => None,
+            },
             _ => None,
         }
         .unwrap_or("");
@@ -112,11 +116,21 @@ impl Done<'_> {
             duration_ms,
             "record done"
         );
-        if let Err(error) = self.result
-            && error.class() == Class::Retry
-        {
-            let chain = crate::logging::cause_chain(error);
-            tracing::warn!(id = %id, code, error.cause_chain = %chain, "record will be retried");
+        match self.result {
+            Err(error) if error.class() == Class::Retry => {
+                let chain = crate::logging::cause_chain(error);
+                tracing::warn!(id = %id, code, error.cause_chain = %chain, "record will be retried");
+            }
+            Err(error @ ResetError::ResetUnconfirmed(_)) => {
+                let chain = crate::logging::cause_chain(error);
+                tracing::warn!(
+                    id = %id,
+                    code,
+                    error.cause_chain = %chain,
+                    "the reset's answer was lost: the user may have a code; not sent again"
+                );
+            }
+            _ => {}
         }
     }
 

@@ -194,7 +194,8 @@ pub enum Completion {
     /// Cognito refused, or failed in a way that proves nothing happened: others may try.
     Release,
     /// Unknown whether the reset happened (a timeout, a 5xx, an unreadable answer): the claim
-    /// stays for its window, marked unconfirmed, so nothing sends a second code by itself.
+    /// stays, marked unconfirmed, for a cooldown window from now, so nothing sends a second code
+    /// inside it.
     Unconfirmed,
 }
 
@@ -591,18 +592,21 @@ impl DynamoGuard {
             .await
             .map(drop)
             .map_err(|e| from_sdk("UpdateItem", e)),
-            // The claim keeps its window (the longer of the cooldown and the lease).
-            Completion::Unconfirmed => {
-                update("SET #state = :state, leaseUntil = :now", "unconfirmed")
-                    .customize()
-                    .config_override(self.timeouts(budget))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| from_sdk("UpdateItem", e))
-            }
-            // A release, or a reset with the cooldown off: nothing to remember.
-            Completion::Reset | Completion::Release => self
+            // A possible reset: the window starts now, as for a reset.
+            Completion::Unconfirmed if !cooldown.is_zero() => update(
+                "SET #state = :state, leaseUntil = :now, expiresAt = :expires",
+                "unconfirmed",
+            )
+            .expression_attribute_values(":expires", n(secs_ceil(now + cooldown)))
+            .customize()
+            .config_override(self.timeouts(budget))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| from_sdk("UpdateItem", e)),
+            // A release, or a (possible) reset with the cooldown off: nothing to remember (the
+            // record is final either way, so nothing sends the reset again by itself).
+            Completion::Reset | Completion::Unconfirmed | Completion::Release => self
                 .client
                 .delete_item()
                 .table_name(&self.settings.table)

@@ -342,7 +342,8 @@ def test_every_alarm_notifies_the_topic_when_set_with_everything_on():
 
     every = alarms(stack)
 
-    assert len(every) == 7  # DLQ, errors, throttles, misconfigured, failure rate, events, refusals
+    # DLQ, errors, throttles, misconfigured, failure rate, reset-unconfirmed, events, refusals
+    assert len(every) == 8
     for name, alarm in every.items():
         assert alarm["AlarmActions"] == [TOPIC], name
         assert alarm["OKActions"] == [TOPIC], name
