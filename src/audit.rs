@@ -20,6 +20,8 @@ pub struct Findings {
     pub rule: Option<String>,
     /// The version of the policy that decided.
     pub policy_version: Option<String>,
+    /// The content hash of the policy that decided (`sha256:…`).
+    pub policy_content: Option<String>,
 }
 
 /// A finished record, as the audit line and the outcome event report it.
@@ -67,6 +69,7 @@ impl Done<'_> {
         let canonical = self.canonical().unwrap_or("");
         let rule = self.findings.rule.as_deref().unwrap_or("");
         let policy_version = self.findings.policy_version.as_deref().unwrap_or("");
+        let policy_content = self.findings.policy_content.as_deref().unwrap_or("");
         // Cognito's request id of the reset, or of the call that failed.
         let cognito_request_id = match self.result {
             Ok(Settled::Reset(reset)) => reset.cognito_request_id.as_deref(),
@@ -105,6 +108,7 @@ impl Done<'_> {
             canonical_username = canonical,
             rule,
             policy_version,
+            policy_content,
             outcome = outcome.as_str(),
             code,
             told,

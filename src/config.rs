@@ -33,6 +33,17 @@ pub const DEFAULT_COGNITO_RESET_QUOTA: f64 = 30.0;
 /// (`AdminGetUser`, `AdminListGroupsForUser`).
 pub const DEFAULT_COGNITO_READ_QUOTA: f64 = 120.0;
 /// Default for `MAX_INSTANCES`: the template's reserved concurrency.
+/// The smallest `DEADLINE_MARGIN_MS`. The margin m holds the end of a reset (until m/2 before the
+/// deadline), the guard's completion writes (from m/2 to m/4: 125 ms at this floor, several
+/// DynamoDB round trips), the outcome events (m/4 to m/8: 62 ms) and the response; below it a
+/// reset that was answered might not be recorded in time.
+pub const MIN_DEADLINE_MARGIN_MS: u64 = 500;
+/// The smallest per-instance rate: a limiter's spacing stays under 20 minutes.
+pub const MIN_RATE: f64 = 0.001;
+/// The largest rate or quota.
+pub const MAX_RATE: f64 = 10_000.0;
+/// The smallest quota.
+pub const MIN_QUOTA: f64 = 0.1;
 /// Default for `COGNITO_RESOURCE_READ_QUOTA`: the default quota of the user-resource-read
 /// category (`AdminListGroupsForUser`), requests per second.
 pub const DEFAULT_COGNITO_RESOURCE_READ_QUOTA: f64 = 50.0;
@@ -111,6 +122,9 @@ pub struct Config {
     /// `MAX_RECEIVE_COUNT`: the queue's redrive `maxReceiveCount` (a RETRY on that receive is
     /// the record's last: outcome `GAVE_UP`).
     pub max_receive_count: Option<u32>,
+    /// `POLICY_MAX_AGE_SECONDS` (with `POLICY_PARAMETER` only): when no read of the parameter
+    /// has succeeded for this long, records are refused (RETRY `policy-stale`). `None`: off.
+    pub policy_max_age: Option<Duration>,
 }
 
 impl Config {
@@ -135,6 +149,18 @@ impl Config {
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        // No reset without an audit trail: Lambda's log filter drops every line below the
+        // level it is given, and the audit line is INFO (the EMF document, without a level,
+        // counts as INFO too).
+        if let Some(level) = get("AWS_LAMBDA_LOG_LEVEL")
+            && crate::logging::drops_info(&level)
+        {
+            return Err(ConfigError::Invalid {
+                variable: "AWS_LAMBDA_LOG_LEVEL",
+                value: level,
+                message: "is above INFO: Lambda's log filter would drop the audit line and the metrics; set the function's log level (the template's LogLevel) to INFO, DEBUG or TRACE".into(),
+            });
+        }
         let (policy, policy_source) =
             match (get("POLICY"), get("POLICY_FILE"), get("POLICY_PARAMETER")) {
                 (Some(inline), None, None) => (
@@ -173,6 +199,30 @@ impl Config {
                 _ => return Err(ConfigError::PolicySource("more than one is set")),
             };
 
+        let policy_max_age = match (&policy, get("POLICY_MAX_AGE_SECONDS")) {
+            (_, None) => None,
+            (PolicySetting::Parameter { refresh, .. }, Some(_)) => {
+                // Longer than the refresh interval, or every record between two reads would be
+                // refused.
+                let min = refresh.as_secs() + 1;
+                Some(Duration::from_secs(number(
+                    &get,
+                    "POLICY_MAX_AGE_SECONDS",
+                    0,
+                    min,
+                    604_800,
+                )?))
+            }
+            (PolicySetting::Fixed { .. }, Some(value)) => {
+                return Err(ConfigError::Invalid {
+                    variable: "POLICY_MAX_AGE_SECONDS",
+                    value,
+                    message: "applies only with POLICY_PARAMETER (a fixed policy never goes stale)"
+                        .into(),
+                });
+            }
+        };
+
         let default_user_pool_id = get("DEFAULT_USER_POOL_ID")
             .map(|v| {
                 UserPoolId::parse(&v).map_err(|message| ConfigError::Invalid {
@@ -194,7 +244,7 @@ impl Config {
             &get,
             "DEADLINE_MARGIN_MS",
             DEFAULT_DEADLINE_MARGIN_MS,
-            0,
+            MIN_DEADLINE_MARGIN_MS,
             600_000,
         )?;
         let cognito_timeout_ms = number(
@@ -228,13 +278,13 @@ impl Config {
         };
 
         // Per instance: the quota shared by at most MAX_INSTANCES instances, unless a rate is set
-        // outright (`0`: no limit).
+        // outright (`unlimited`: no limit).
         let instances = number(&get, "MAX_INSTANCES", DEFAULT_MAX_INSTANCES, 1, 1000)? as f64;
-        let per_instance = |rps: &'static str, quota: &'static str, default: f64| {
+        let per_instance = |rps: &'static str, quota_variable: &'static str, default: f64| {
             if get(rps).is_some() {
-                rate(&get, rps, 0.0)
+                rate(&get, rps)
             } else {
-                Ok(rate(&get, quota, default)?.map(|q| q / instances))
+                Ok(Some(quota(&get, quota_variable, default)? / instances))
             }
         };
         let rates = Rates {
@@ -297,11 +347,27 @@ impl Config {
             })
             .transpose()?;
 
-        let events = get("EVENT_BUS").map(|bus| EventSettings {
-            bus,
-            source: get("EVENT_SOURCE")
-                .unwrap_or_else(|| crate::aws::events::DEFAULT_SOURCE.to_owned()),
-        });
+        let source = match get("EVENT_SOURCE") {
+            None => crate::aws::events::DEFAULT_SOURCE.to_owned(),
+            Some(source) if valid_event_source(&source) => source,
+            Some(source) => {
+                return Err(ConfigError::Invalid {
+                    variable: "EVENT_SOURCE",
+                    value: source,
+                    message: "must be 1-256 letters, digits and . _ / -, not starting with `aws.` (the template's EventSource, which the role's events:PutEvents grant names)".into(),
+                });
+            }
+        };
+        if get("EVENT_BUS").is_none()
+            && let Some(source) = get("EVENT_SOURCE")
+        {
+            return Err(ConfigError::Invalid {
+                variable: "EVENT_SOURCE",
+                value: source,
+                message: "is set but EVENT_BUS is not: set both, or neither".into(),
+            });
+        }
+        let events = get("EVENT_BUS").map(|bus| EventSettings { bus, source });
         let metrics_namespace = get("METRICS_NAMESPACE")
             .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_owned());
         crate::metrics::check_namespace(&metrics_namespace).map_err(|e| ConfigError::Invalid {
@@ -330,6 +396,7 @@ impl Config {
             events,
             metrics_namespace,
             max_receive_count,
+            policy_max_age,
         })
     }
 }
@@ -348,21 +415,54 @@ fn fixed_policy(variable: &'static str, text: &str) -> Result<PolicySetting, Con
 fn rate(
     get: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
-    default: f64,
 ) -> Result<Option<f64>, ConfigError> {
-    let value = match get(variable) {
-        None => return Ok(Some(default)),
-        Some(value) => value,
+    let Some(value) = get(variable) else {
+        return Ok(None);
     };
+    if value.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
     match value.trim().parse::<f64>() {
-        Ok(0.0) => Ok(None),
-        Ok(n) if n.is_finite() && n > 0.0 && n <= 10_000.0 => Ok(Some(n)),
+        Ok(n) if n.is_finite() && (MIN_RATE..=MAX_RATE).contains(&n) => Ok(Some(n)),
         _ => Err(ConfigError::Invalid {
             variable,
             value,
-            message: "must be a number of calls per second from 0 (no limit) to 10000".into(),
+            message: format!(
+                "must be a number of calls per second from {MIN_RATE} to {MAX_RATE}, or `unlimited` for no limit"
+            ),
         }),
     }
+}
+
+/// A Cognito quota: a number of calls per second, never 0 (a quota of 0 would allow nothing,
+/// and meaning "unlimited" by it would surprise; set the `_RPS` variable to `unlimited`).
+fn quota(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    let Some(value) = get(variable) else {
+        return Ok(default);
+    };
+    match value.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && (MIN_QUOTA..=MAX_RATE).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            variable,
+            value,
+            message: format!(
+                "must be the account's quota in calls per second, from {MIN_QUOTA} to {MAX_RATE} (for no pacing at all, set the matching _RPS variable to `unlimited`)"
+            ),
+        }),
+    }
+}
+
+/// An EventBridge source this function may use: what the template's `EventSource` admits.
+fn valid_event_source(source: &str) -> bool {
+    (1..=256).contains(&source.len())
+        && !source.starts_with("aws.")
+        && source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
 }
 
 /// A DynamoDB table name, or an ARN `arn:<partition>:dynamodb:<region>:<account>:table/<name>`.
@@ -462,10 +562,10 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_rate_turns_the_limit_off() {
+    fn an_unlimited_rate_turns_the_limit_off() {
         let config = load(&[
             ("POLICY", POLICY),
-            ("COGNITO_RESET_RPS", "0"),
+            ("COGNITO_RESET_RPS", "unlimited"),
             ("COGNITO_READ_RPS", "7.5"),
         ])
         .unwrap();
@@ -539,6 +639,8 @@ mod tests {
             ("MAX_CONCURRENCY", "0"),
             ("MAX_CONCURRENCY", "ten"),
             ("DEADLINE_MARGIN_MS", "-1"),
+            ("DEADLINE_MARGIN_MS", "0"),
+            ("DEADLINE_MARGIN_MS", "499"),
             ("COGNITO_TIMEOUT_MS", "5s"),
             ("COGNITO_MAX_ATTEMPTS", "0"),
             ("DRY_RUN", "maybe"),
@@ -549,17 +651,81 @@ mod tests {
             ("GUARD_TABLE", "a b"),
             ("GUARD_TABLE", "arn:aws:s3:::bucket"),
             ("COGNITO_RESET_RPS", "-1"),
+            ("COGNITO_RESET_RPS", "0"),
+            ("COGNITO_RESET_RPS", "1e-20"),
+            ("COGNITO_RESET_RPS", "NaN"),
+            ("COGNITO_RESET_RPS", "inf"),
             ("COGNITO_READ_RPS", "fast"),
             ("COGNITO_RESET_QUOTA", "x"),
+            ("COGNITO_RESET_QUOTA", "0"),
+            ("COGNITO_READ_QUOTA", "0"),
+            ("COGNITO_RESOURCE_READ_QUOTA", "0"),
+            ("COGNITO_READ_QUOTA", "1e300"),
             ("MAX_INSTANCES", "0"),
             ("METRICS_NAMESPACE", "bad namespace!"),
             ("MAX_RECEIVE_COUNT", "0"),
+            ("EVENT_SOURCE", "aws.cognito"),
+            ("EVENT_SOURCE", "has space"),
         ] {
             let err = load(&[("POLICY", POLICY), (var, value)])
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with(var), "{var}={value}: {err}");
+            // and says what is accepted
+            assert!(
+                ["from ", "must ", "is "].iter().any(|w| err.contains(w)),
+                "{var}={value}: {err}"
+            );
         }
+    }
+
+    #[test]
+    fn a_lambda_log_level_above_info_is_refused_because_it_drops_the_audit_trail() {
+        for level in ["WARN", "error", "FATAL"] {
+            let err = load(&[("POLICY", POLICY), ("AWS_LAMBDA_LOG_LEVEL", level)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("AWS_LAMBDA_LOG_LEVEL"), "{err}");
+            assert!(err.contains("audit"), "{err}");
+        }
+        for level in ["TRACE", "debug", "INFO"] {
+            assert!(load(&[("POLICY", POLICY), ("AWS_LAMBDA_LOG_LEVEL", level)]).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_policy_max_age_needs_the_parameter_and_must_outlast_the_refresh_interval() {
+        let parameter = [
+            ("POLICY_PARAMETER", "/cognito-reset/policy"),
+            ("POLICY_REFRESH_SECONDS", "60"),
+        ];
+        let with = |age: &'static str| {
+            let mut vars = parameter.to_vec();
+            vars.push(("POLICY_MAX_AGE_SECONDS", age));
+            load(&vars)
+        };
+        assert_eq!(load(&parameter).unwrap().policy_max_age, None);
+        assert_eq!(
+            with("600").unwrap().policy_max_age,
+            Some(Duration::from_secs(600))
+        );
+        for age in ["60", "0", "soon"] {
+            let err = with(age).unwrap_err().to_string();
+            assert!(err.starts_with("POLICY_MAX_AGE_SECONDS"), "{err}");
+            assert!(err.contains("from 61"), "{err}");
+        }
+        let err = load(&[("POLICY", POLICY), ("POLICY_MAX_AGE_SECONDS", "600")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only with POLICY_PARAMETER"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_quota_is_refused_and_says_how_to_turn_pacing_off() {
+        let err = load(&[("POLICY", POLICY), ("COGNITO_RESET_QUOTA", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unlimited"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct TooLate;
 /// The spacing of `rate` calls: a second plus the slack for timing variation.
 const SPACING: Duration = Duration::from_millis(1050);
 
+/// The longest spacing: one call a day.
+const SLOWEST: Duration = Duration::from_secs(86_400);
+
 /// Start times spaced `interval` apart.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -42,10 +45,15 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter of `per_second` calls a second (must be positive).
+    /// A limiter of `per_second` calls a second. The configuration admits rates from 0.001;
+    /// anything slower (or not a positive number) is one call a day, never a panic.
     pub fn new(per_second: f64) -> RateLimiter {
+        let interval = Duration::try_from_secs_f64(SPACING.as_secs_f64() / per_second)
+            .ok()
+            .filter(|_| per_second > 0.0)
+            .map_or(SLOWEST, |interval| interval.min(SLOWEST));
         RateLimiter {
-            interval: SPACING.div_f64(per_second),
+            interval,
             next: Mutex::new(None),
         }
     }
@@ -153,6 +161,20 @@ mod tests {
         // ...and the refusal took no turn.
         limiter.acquire(far).await.unwrap();
         assert_eq!(Instant::now() - t0, Duration::from_millis(315));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vanishing_or_invalid_rate_is_one_call_a_day_not_a_panic() {
+        for rate in [1e-20, 0.0, -1.0, f64::NAN, f64::MIN_POSITIVE] {
+            let limiter = RateLimiter::new(rate);
+            let t0 = Instant::now();
+            limiter.acquire(t0).await.unwrap();
+            assert_eq!(
+                limiter.acquire(t0 + Duration::from_secs(3600)).await,
+                Err(TooLate),
+                "{rate}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,11 +16,14 @@
 //! `lambda_runtime_api_client`, `aws_smithy_http` also `aws_smithy_http_client`. The cap is a
 //! second filter that every line must also pass ([`FilterExt::and`]), so no directive of the
 //! requested level can lift it: not `trace`, not `aws_smithy_runtime::client::orchestrator=trace`,
-//! not a span directive such as `[invoke]=trace`. Everything else (the function's own targets,
-//! `audit`) logs at the level asked for.
+//! not a span directive such as `[invoke]=trace`. Everything else (the function's own targets)
+//! logs at the level asked for, and the `audit` target always logs at INFO, whatever is asked:
+//! no filter of this process can silence the audit trail. Lambda's own filter
+//! (`AWS_LAMBDA_LOG_LEVEL`, the template's `LogLevel`) would drop it above INFO, so the function
+//! refuses to start with such a level ([`drops_info`], checked by [`crate::config`]).
 
 use tracing::Subscriber;
-use tracing_subscriber::filter::combinator::And;
+use tracing_subscriber::filter::combinator::{And, Or};
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -66,7 +69,7 @@ impl Format {
 /// `requested` is a level (`TRACE` … `ERROR`, any letter case; `FATAL` means ERROR) or
 /// `RUST_LOG` directives (`info,cognito_reset=trace`); `None` or an empty value means INFO.
 /// Unreadable directives are skipped, as `lambda_runtime`'s default subscriber does.
-pub fn log_filter<S>(requested: Option<&str>) -> And<EnvFilter, Targets, S>
+pub fn log_filter<S>(requested: Option<&str>) -> And<Or<EnvFilter, Targets, S>, Targets, S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -79,7 +82,19 @@ where
     let asked = EnvFilter::builder()
         .with_default_directive(DEFAULT_LEVEL.into())
         .parse_lossy(requested);
-    asked.and(payload_cap())
+    asked.or(audit_floor()).and(payload_cap())
+}
+
+/// The audit line's target, at INFO whatever else is asked.
+fn audit_floor() -> Targets {
+    Targets::new().with_target("audit", LevelFilter::INFO)
+}
+
+/// Whether Lambda's log filter at `level` (an `AWS_LAMBDA_LOG_LEVEL` value) drops INFO lines:
+/// WARN, ERROR and FATAL do. An unreadable level is treated as INFO, as [`lambda_log_level`]
+/// does.
+pub fn drops_info(level: &str) -> bool {
+    matches!(lambda_log_level(level), "warn" | "error")
 }
 
 /// Lets everything through except [`PAYLOAD_TARGETS`] below [`PAYLOAD_CAP`].

@@ -108,6 +108,7 @@ pub struct Metrics {
     events_not_delivered: u64,
     policy_reloads: u64,
     policy_refusals: u64,
+    gave_up: u64,
     timestamp: Option<SystemTime>,
 }
 
@@ -124,6 +125,7 @@ impl Metrics {
             events_not_delivered: 0,
             policy_reloads: 0,
             policy_refusals: 0,
+            gave_up: 0,
             timestamp: None,
         }
     }
@@ -178,6 +180,11 @@ impl Metrics {
         self.policy_refusals += 1;
     }
 
+    /// A RETRY on an SQS record's last receive: its next stop is the dead-letter queue.
+    pub fn gave_up(&mut self) {
+        self.gave_up += 1;
+    }
+
     /// The EMF document, or `None` when nothing happened in this invocation.
     pub fn to_json_line(&self) -> Option<String> {
         self.document().map(|doc| doc.to_string())
@@ -206,6 +213,7 @@ impl Metrics {
             && self.events_not_delivered == 0
             && self.policy_reloads == 0
             && self.policy_refusals == 0
+            && self.gave_up == 0
     }
 
     fn document(&self) -> Option<Value> {
@@ -233,6 +241,9 @@ impl Metrics {
         count("EventsNotDelivered".to_owned(), self.events_not_delivered);
         count("PolicyReloads".to_owned(), self.policy_reloads);
         count("PolicyRefusals".to_owned(), self.policy_refusals);
+        if self.gave_up > 0 {
+            count("GaveUp".to_owned(), self.gave_up);
+        }
         let latencies = self
             .cognito
             .iter()
@@ -269,6 +280,47 @@ impl Metrics {
             root.insert(name, value);
         }
         Some(Value::Object(root))
+    }
+}
+
+/// The Cognito operations whose latency is a metric.
+pub const COGNITO_OPERATIONS: [&str; 3] = [
+    "AdminGetUser",
+    "AdminListGroupsForUser",
+    "AdminResetUserPassword",
+];
+
+/// Whether an invocation can write the metric `name`: the names are built from the outcome
+/// type, the failures' own codes ([`crate::outcome::ResetError::samples`]) and the fixed
+/// counters, so a dashboard or an alarm can be checked against what the function emits.
+pub fn can_emit(name: &str) -> bool {
+    use crate::outcome::{Outcome, ResetError, failure_outcome};
+    let fixed = [
+        "Records",
+        "EventsNotDelivered",
+        "PolicyReloads",
+        "PolicyRefusals",
+        "GaveUp",
+        "GuardLatency",
+    ];
+    if fixed.contains(&name) {
+        return true;
+    }
+    if let Some(op) = name.strip_prefix("CognitoLatency.") {
+        return COGNITO_OPERATIONS.contains(&op);
+    }
+    let Some(rest) = name.strip_prefix("Records.") else {
+        return false;
+    };
+    let (outcome, code) = match rest.split_once('.') {
+        Some((outcome, code)) => (outcome, Some(code)),
+        None => (rest, None),
+    };
+    match code {
+        None => Outcome::ALL.iter().any(|o| o.as_str() == outcome),
+        Some(code) => ResetError::samples()
+            .iter()
+            .any(|e| failure_outcome(e).as_str() == outcome && e.code() == code),
     }
 }
 

@@ -64,6 +64,8 @@ pub enum ResetError {
     IdempotencyKeyReused,
     #[error(transparent)]
     GuardUnavailable(GuardError),
+    #[error("the policy in force was last read {age_secs} s ago, more than POLICY_MAX_AGE_SECONDS")]
+    PolicyStale { age_secs: u64 },
     #[error("only POST is allowed")]
     MethodNotAllowed,
     #[error("the body must be JSON (content-type application/json)")]
@@ -102,6 +104,7 @@ impl ResetError {
             ResetError::InProgress => "in-progress",
             ResetError::IdempotencyKeyReused => "idempotency-key-reused",
             ResetError::GuardUnavailable(_) => "guard-unavailable",
+            ResetError::PolicyStale { .. } => "policy-stale",
             ResetError::MethodNotAllowed => "method-not-allowed",
             ResetError::UnsupportedMediaType => "unsupported-media-type",
             ResetError::PayloadTooLarge { .. } => "payload-too-large",
@@ -125,7 +128,8 @@ impl ResetError {
             ResetError::Deadline
             | ResetError::FifoGroupHalted
             | ResetError::InProgress
-            | ResetError::GuardUnavailable(_) => Class::Retry,
+            | ResetError::GuardUnavailable(_)
+            | ResetError::PolicyStale { .. } => Class::Retry,
         }
     }
 
@@ -148,7 +152,7 @@ impl ResetError {
             ResetError::RecentlyReset { .. } | ResetError::InProgress => 409,
             ResetError::ResetUnconfirmed(_) => 502,
             ResetError::IdempotencyKeyReused => 422,
-            ResetError::GuardUnavailable(_) => 503,
+            ResetError::GuardUnavailable(_) | ResetError::PolicyStale { .. } => 503,
             ResetError::MethodNotAllowed => 405,
             ResetError::PayloadTooLarge { .. } => 413,
             ResetError::UnsupportedMediaType => 415,
@@ -216,6 +220,9 @@ impl ResetError {
             ResetError::GuardUnavailable(_) => {
                 "the duplicate-reset guard could not be reached; try again later".into()
             }
+            ResetError::PolicyStale { .. } => {
+                "the service cannot confirm its policy is current; try again later".into()
+            }
             ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
             | ResetError::PayloadTooLarge { .. } => self.to_string(),
@@ -233,6 +240,90 @@ impl ResetError {
             } => Some(*retry_after_secs),
             _ => None,
         }
+    }
+}
+
+impl ResetError {
+    /// One failure of every kind and code a record can end with (every Cognito kind, every deny
+    /// reason): what the metrics, the documentation and the alarms are checked against.
+    pub fn samples() -> Vec<ResetError> {
+        use crate::failure::Effect;
+        use CognitoErrorKind as K;
+        let cognito = |kind| CognitoError::new(kind, "AdminResetUserPassword", Effect::None, "x");
+        let mut all: Vec<ResetError> = [
+            K::UserNotFound,
+            K::PoolNotFound,
+            K::NotResettable,
+            K::CannotReset,
+            K::Throttled,
+            K::Upstream,
+            K::Misconfigured,
+            K::Unavailable,
+        ]
+        .into_iter()
+        .map(|kind| ResetError::Cognito(cognito(kind)))
+        .collect();
+        all.extend(
+            [
+                DenyReason::DeniedUser,
+                DenyReason::DeniedGroup,
+                DenyReason::NoRuleForCaller,
+                DenyReason::PoolNotAllowed,
+                DenyReason::UserNotAllowed,
+            ]
+            .map(ResetError::Denied),
+        );
+        let at = UNIX_EPOCH;
+        all.extend([
+            ResetError::InvalidRequest(InvalidRequest {
+                field: None,
+                message: "x".into(),
+            }),
+            ResetError::Concealed(Box::new(ResetError::UserDisabled)),
+            ResetError::UserDisabled,
+            ResetError::Deadline,
+            ResetError::FifoGroupHalted,
+            ResetError::RecentlyReset {
+                reset_at: at,
+                retry_after_secs: 1,
+                confirmed: true,
+            },
+            ResetError::RecentlyReset {
+                reset_at: at,
+                retry_after_secs: 1,
+                confirmed: false,
+            },
+            ResetError::ResetUnconfirmed(Box::new(ResetError::Deadline)),
+            ResetError::InProgress,
+            ResetError::IdempotencyKeyReused,
+            ResetError::GuardUnavailable(GuardError::new(GuardErrorKind::Upstream, "x", "x")),
+            ResetError::PolicyStale { age_secs: 1 },
+            ResetError::MethodNotAllowed,
+            ResetError::UnsupportedMediaType,
+            ResetError::PayloadTooLarge { limit: 1 },
+        ]);
+        // A new variant must be added above: this match has no wildcard.
+        for error in &all {
+            match error {
+                ResetError::InvalidRequest(_)
+                | ResetError::Denied(_)
+                | ResetError::Concealed(_)
+                | ResetError::UserDisabled
+                | ResetError::Cognito(_)
+                | ResetError::Deadline
+                | ResetError::FifoGroupHalted
+                | ResetError::RecentlyReset { .. }
+                | ResetError::ResetUnconfirmed(_)
+                | ResetError::InProgress
+                | ResetError::IdempotencyKeyReused
+                | ResetError::GuardUnavailable(_)
+                | ResetError::PolicyStale { .. }
+                | ResetError::MethodNotAllowed
+                | ResetError::UnsupportedMediaType
+                | ResetError::PayloadTooLarge { .. } => {}
+            }
+        }
+        all
     }
 }
 
@@ -261,6 +352,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Reset,
+        Outcome::WouldReset,
+        Outcome::Rejected,
+        Outcome::Retry,
+    ];
+
     /// `RESET`, `WOULD_RESET`, `REJECTED` or `RETRY`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -66,6 +66,9 @@ fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     let (outcome, code) = done.outcome();
     invocation.metrics().record_outcome(outcome.as_str(), code);
     if let Some(event) = done.event(last_receive) {
+        if event.outcome == crate::event::EventOutcome::GaveUp {
+            invocation.metrics().gave_up();
+        }
         invocation.event(event);
     }
 }
@@ -163,8 +166,21 @@ impl App {
         let snapshot = self.policy.current();
         let early_findings = || Findings {
             policy_version: Some(snapshot.version.clone()),
+            policy_content: Some(snapshot.content.clone()),
             ..Findings::default()
         };
+        // No decision on a policy older than POLICY_MAX_AGE_SECONDS.
+        if let Some(max_age) = self.config.policy_max_age {
+            let age = self.policy.age(std::time::Instant::now());
+            if age > max_age {
+                return (
+                    Err(ResetError::PolicyStale {
+                        age_secs: age.as_secs(),
+                    }),
+                    early_findings(),
+                );
+            }
+        }
         // A caller no rule lists for this pool is refused before anything is written.
         if let Err(reason) = snapshot
             .policy
@@ -199,6 +215,7 @@ impl App {
         };
         let (result, mut findings) = self.reset_pipeline(record, &snapshot.policy).await;
         findings.policy_version = Some(snapshot.version.clone());
+        findings.policy_content = Some(snapshot.content.clone());
         if let Some((guard, key)) = held {
             let answer = kept_answer(&result).then(|| {
                 Answer::new(

@@ -149,6 +149,10 @@ pub struct PolicySnapshot {
     pub policy: Arc<Policy>,
     /// The parameter's version number, or `sha256:<16 hex digits>` of a fixed document.
     pub version: String,
+    /// `sha256:<16 hex digits>` of the document's text ([`content_version`]): what decides
+    /// whether a read changed anything (a parameter deleted and created again is back at
+    /// version 1 with other content).
+    pub content: String,
 }
 
 /// What [`PolicyStore::refresh_if_due`] did.
@@ -157,7 +161,7 @@ pub enum Refresh {
     /// Nothing read: the interval has not passed, another refresh is running, or the policy
     /// is fixed (`POLICY`, `POLICY_FILE`).
     NotDue,
-    /// Read: the version in force is still current.
+    /// Read: the content in force is still current (its version may have changed).
     Unchanged { version: String },
     /// A new valid version is now in force (count it as a policy reload).
     Swapped { previous: String, version: String },
@@ -177,6 +181,8 @@ pub struct PolicyStore {
     settings: RefreshSettings,
     /// When the source was last read; held while a refresh runs.
     last_read: tokio::sync::Mutex<Instant>,
+    /// When the source was last read successfully (the policy in force is at least that fresh).
+    last_success: std::sync::Mutex<Instant>,
 }
 
 impl PolicyStore {
@@ -192,11 +198,13 @@ impl PolicyStore {
         Ok(PolicyStore {
             current: RwLock::new(Arc::new(PolicySnapshot {
                 policy: Arc::new(policy),
+                content: content_version(&fetched.text),
                 version: fetched.version,
             })),
             source: Some(source),
             settings,
             last_read: tokio::sync::Mutex::new(now),
+            last_success: std::sync::Mutex::new(now),
         })
     }
 
@@ -204,10 +212,15 @@ impl PolicyStore {
     /// [`content_version`] of its text.
     pub fn fixed(policy: Arc<Policy>, version: String) -> PolicyStore {
         PolicyStore {
-            current: RwLock::new(Arc::new(PolicySnapshot { policy, version })),
+            current: RwLock::new(Arc::new(PolicySnapshot {
+                policy,
+                content: version.clone(),
+                version,
+            })),
             source: None,
             settings: RefreshSettings::default(),
             last_read: tokio::sync::Mutex::new(Instant::now()),
+            last_success: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -217,12 +230,32 @@ impl PolicyStore {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// How old the policy in force may be: the time since the source was last read
+    /// successfully (zero for a fixed policy, which cannot go stale).
+    pub fn age(&self, now: Instant) -> Duration {
+        if self.source.is_none() {
+            return Duration::ZERO;
+        }
+        let last = *self.last_success.lock().unwrap_or_else(|e| e.into_inner());
+        now.saturating_duration_since(last)
+    }
+
     /// Re-reads the policy if the interval has passed since the last read, within the read
     /// timeout, and swaps in a valid new version. Never blocks behind another refresh.
     pub async fn refresh_if_due(&self, now: Instant) -> Refresh {
+        self.refresh_within(now, self.settings.timeout).await
+    }
+
+    /// Like [`PolicyStore::refresh_if_due`], with the read bounded by `limit` too (the time the
+    /// invocation can spare before its records): with no time to spare, nothing is read.
+    pub async fn refresh_within(&self, now: Instant, limit: Duration) -> Refresh {
         let Some(source) = self.source.as_deref() else {
             return Refresh::NotDue;
         };
+        let timeout = self.settings.timeout.min(limit);
+        if timeout.is_zero() {
+            return Refresh::NotDue;
+        }
         let Ok(mut last_read) = self.last_read.try_lock() else {
             return Refresh::NotDue;
         };
@@ -231,16 +264,36 @@ impl PolicyStore {
         }
         // A failed read waits a full interval too: a broken parameter is not hammered.
         *last_read = now;
-        let kept = self.current().version.clone();
-        let loaded = match read(source, self.settings.timeout).await {
-            Ok(fetched) if fetched.version == kept => return Refresh::Unchanged { version: kept },
+        let current = self.current();
+        let kept = current.version.clone();
+        let loaded = match read(source, timeout).await {
             Ok(fetched) => {
-                validate(source, &fetched).map(|policy| (Arc::new(policy), fetched.version))
+                let content = content_version(&fetched.text);
+                if content == current.content {
+                    // Read and unchanged: as fresh as a new version.
+                    *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                    if fetched.version != kept {
+                        // The same document under another version number: keep the policy,
+                        // report the number the parameter has now.
+                        let snapshot = Arc::new(PolicySnapshot {
+                            policy: Arc::clone(&current.policy),
+                            version: fetched.version.clone(),
+                            content,
+                        });
+                        *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+                    }
+                    return Refresh::Unchanged {
+                        version: fetched.version,
+                    };
+                }
+                validate(source, &fetched)
+                    .map(|policy| (Arc::new(policy), fetched.version, content))
             }
             Err(error) => Err(error),
         };
         match loaded {
-            Ok((policy, version)) => {
+            Ok((policy, version, content)) => {
+                *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = now;
                 tracing::info!(
                     policy = %source.describe(),
                     previous_version = %kept,
@@ -251,6 +304,7 @@ impl PolicyStore {
                 let snapshot = Arc::new(PolicySnapshot {
                     policy,
                     version: version.clone(),
+                    content,
                 });
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
                 Refresh::Swapped {

@@ -93,7 +93,11 @@ pub async fn invoke(
     deadline: Deadline,
 ) -> (Result<Value, EventError>, Metrics) {
     let invocation = Arc::new(Invocation::new(&app.config.metrics_namespace));
-    match app.policy.refresh_if_due(Instant::now()).await {
+    // Bounded by the deadline: a slow read never leaves the records less than the margin.
+    let spare = deadline
+        .remaining()
+        .saturating_sub(app.config.deadline_margin * 2);
+    match app.policy.refresh_within(Instant::now(), spare).await {
         Refresh::Swapped { .. } => invocation.metrics().policy_reload(),
         Refresh::Refused { .. } => invocation.metrics().policy_refused(),
         Refresh::NotDue | Refresh::Unchanged { .. } => {}

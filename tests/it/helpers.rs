@@ -258,9 +258,9 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
         .collect();
     // No pacing, and one attempt per Cognito call, unless a test asks for more.
     for (name, value) in [
-        ("COGNITO_RESET_RPS", "0"),
-        ("COGNITO_READ_RPS", "0"),
-        ("COGNITO_RESOURCE_READ_RPS", "0"),
+        ("COGNITO_RESET_RPS", "unlimited"),
+        ("COGNITO_READ_RPS", "unlimited"),
+        ("COGNITO_RESOURCE_READ_RPS", "unlimited"),
         ("COGNITO_MAX_ATTEMPTS", "1"),
     ] {
         if !vars.iter().any(|(k, _)| k == name) {

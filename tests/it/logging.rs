@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use cognito_reset::deadline::Deadline;
-use cognito_reset::sources::dispatch;
+use cognito_reset::sources::invoke;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -73,9 +73,12 @@ async fn child_runs_the_canary_events_under_the_subscriber_from_the_environment(
         // cargo-lambda's emulator deadline: the function logs "implausible invocation deadline"
         // at DEBUG, one of its own lines below INFO.
         let deadline = Deadline::from_epoch_ms(600_000, SystemTime::now());
-        dispatch(&app, event, "req-log", deadline)
-            .await
-            .expect("handled");
+        // What `sources::handle` does: the invocation, then its EMF document on stdout.
+        let (response, mut metrics) = invoke(&app, event, "req-log", deadline).await;
+        response.expect("handled");
+        metrics
+            .flush(&mut std::io::stdout().lock())
+            .expect("metrics written");
     }
     assert_eq!(
         cognito.reset_users(),
@@ -188,4 +191,82 @@ fn lambda_runtimes_default_subscriber_leaks_client_metadata_at_trace() {
         leaked.iter().any(|l| l.contains("signing request")),
         "aws_sigv4 logs the request body at TRACE (LOG_SIGNABLE_BODY=true): {leaked:#?}"
     );
+}
+
+/// The levels of Lambda's log filter, lowest first.
+const LAMBDA_LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+
+/// What Lambda's log-level filter keeps of JSON log lines at `level` (AWS docs, "Log-level
+/// filtering"): a line whose `level` is below it is dropped; a line that is not JSON, or has no
+/// valid `level`, counts as INFO.
+fn lambda_filter(lines: &[String], level: &str) -> Vec<String> {
+    let rank = |l: &str| LAMBDA_LEVELS.iter().position(|x| x.eq_ignore_ascii_case(l));
+    let floor = rank(level).expect("a Lambda level");
+    let info = rank("INFO").expect("INFO");
+    lines
+        .iter()
+        .filter(|line| {
+            let level = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v["level"].as_str().and_then(rank))
+                .unwrap_or(info);
+            level >= floor
+        })
+        .cloned()
+        .collect()
+}
+
+/// The log levels the template offers (`LogLevel`'s `AllowedValues`).
+fn template_log_levels() -> Vec<String> {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml"))
+        .expect("template.yaml");
+    let after = template
+        .split("\n  LogLevel:\n")
+        .nth(1)
+        .expect("a LogLevel parameter");
+    let allowed = after
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("AllowedValues:"))
+        .expect("LogLevel's AllowedValues");
+    allowed
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_audit_line_and_the_metrics_survive_lambdas_filter_at_every_level_the_template_offers() {
+    let levels = template_log_levels();
+    assert!(levels.contains(&"INFO".to_owned()), "{levels:?}");
+    for level in &levels {
+        let lines = run_child(
+            "function",
+            &[
+                ("AWS_LAMBDA_LOG_LEVEL", level.as_str()),
+                ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+            ],
+        );
+        let kept = lambda_filter(&lines, level);
+        let audit = kept.iter().filter(|l| l.contains("record done")).count();
+        assert_eq!(
+            audit, 4,
+            "{level}: one audit line per record after the filter"
+        );
+        let emf = kept.iter().filter(|l| l.contains("\"_aws\"")).count();
+        assert_eq!(
+            emf, 3,
+            "{level}: one EMF document per invocation after the filter"
+        );
+    }
+    // And the levels the template does not offer would drop both: the function refuses them
+    // (config::a_lambda_log_level_above_info_is_refused_because_it_drops_the_audit_trail).
+    for level in LAMBDA_LEVELS
+        .iter()
+        .filter(|l| !levels.iter().any(|x| x == *l))
+    {
+        assert!(cognito_reset::logging::drops_info(level), "{level}");
+    }
 }

@@ -335,3 +335,70 @@ async fn a_mixed_batch_gives_one_document_with_the_right_counts_and_latencies() 
         }
     }
 }
+
+/// The metric names of the function's namespace that template.yaml's alarms and dashboard use.
+fn template_metric_names() -> Vec<String> {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml"))
+        .expect("template.yaml");
+    let mut names = Vec::new();
+    let lines: Vec<&str> = template.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        // Alarms: `Namespace: !Ref MetricsNamespace` with a `MetricName:` on a nearby line, or the
+        // metric math's `Metric: { Namespace: !Ref MetricsNamespace, MetricName: X }`.
+        if let Some(rest) =
+            line.strip_prefix("Metric: { Namespace: !Ref MetricsNamespace, MetricName: ")
+        {
+            names.push(rest.trim_end_matches(" }").trim().to_owned());
+        }
+        if line == "Namespace: !Ref MetricsNamespace"
+            && let Some(name) = lines[i + 1..]
+                .iter()
+                .take(3)
+                .find_map(|l| l.trim().strip_prefix("MetricName: "))
+        {
+            names.push(name.trim().to_owned());
+        }
+        // The dashboard: `["${MetricsNamespace}", "X"`.
+        for part in line.split(r#"["${MetricsNamespace}", ""#).skip(1) {
+            names.push(part.split('"').next().unwrap_or_default().to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_alarms_and_the_dashboard_use_is_one_the_function_emits() {
+    let names = template_metric_names();
+    assert!(names.len() >= 10, "found {names:?}");
+    assert!(names.iter().any(|n| n == "Records.RETRY.guard-unavailable"));
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| !cognito_reset::metrics::can_emit(n))
+        .collect();
+    assert!(unknown.is_empty(), "never emitted: {unknown:?}");
+}
+
+#[test]
+fn what_can_be_emitted_is_derived_from_the_outcomes_and_codes() {
+    use cognito_reset::metrics::can_emit;
+    for name in [
+        "Records",
+        "Records.RESET",
+        "Records.REJECTED.reset-unconfirmed",
+        "Records.RETRY.guard-unavailable",
+        "Records.RETRY.policy-stale",
+        "CognitoLatency.AdminGetUser",
+        "GaveUp",
+    ] {
+        assert!(can_emit(name), "{name}");
+    }
+    for name in [
+        "Records.GAVE_UP",
+        "Records.RETRY.recently-reset",
+        "Records.REJECTED.throttled",
+        "CognitoLatency.AdminDeleteUser",
+    ] {
+        assert!(!can_emit(name), "{name}");
+    }
+}

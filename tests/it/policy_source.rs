@@ -577,3 +577,224 @@ async fn the_function_picks_up_a_new_version_between_invocations_and_refuses_an_
     );
     assert_eq!(script.reads(), 3);
 }
+
+// --- issue 15: freshness by content, a bound on a stale policy, a refresh within the deadline ---
+
+#[tokio::test]
+async fn a_parameter_recreated_at_the_same_version_number_with_new_content_is_swapped_in() {
+    // Given version 1 in force, then the parameter deleted and created again: version 1 again,
+    // with erin denied (an emergency deny)
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("1", erin_denied()),
+        ],
+        t0,
+    )
+    .await;
+    let before = store.current().content.clone();
+
+    // When it is read after the interval
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+
+    // Then the new content is in force, as on a cold start
+    assert!(matches!(refresh, Refresh::Swapped { .. }), "{refresh:?}");
+    assert_ne!(store.current().content, before);
+    assert_eq!(store.current().version, "1");
+    assert_eq!(
+        erin_decision(&store),
+        Decision::Deny(DenyReason::DeniedUser)
+    );
+}
+
+#[tokio::test]
+async fn the_same_content_under_a_new_version_number_is_kept_and_the_number_reported() {
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Version("2", DEMO_POLICY.to_owned()),
+        ],
+        t0,
+    )
+    .await;
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+    assert!(
+        matches!(&refresh, Refresh::Unchanged { version } if version == "2"),
+        "{refresh:?}"
+    );
+    assert_eq!(store.current().version, "2");
+    assert_eq!(
+        store.current().content,
+        policy_source::content_version(DEMO_POLICY)
+    );
+}
+
+#[tokio::test]
+async fn the_policys_age_is_the_time_since_the_last_successful_read() {
+    // Given a policy read at t0, then reads that fail
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![
+            Step::Version("1", DEMO_POLICY.to_owned()),
+            Step::Fails(FetchErrorKind::Misconfigured),
+            Step::Version("2", INVALID.to_owned()),
+            Step::Version("2", DEMO_POLICY.to_owned()),
+        ],
+        t0,
+    )
+    .await;
+    assert_eq!(store.age(t0), Duration::ZERO);
+    // An unreadable and an invalid version do not refresh it
+    store.refresh_if_due(t0 + Duration::from_secs(60)).await;
+    store.refresh_if_due(t0 + Duration::from_secs(120)).await;
+    assert_eq!(
+        store.age(t0 + Duration::from_secs(150)),
+        Duration::from_secs(150)
+    );
+    // A good read (here the same content under a new number) does
+    store.refresh_if_due(t0 + Duration::from_secs(180)).await;
+    assert_eq!(
+        store.age(t0 + Duration::from_secs(190)),
+        Duration::from_secs(10)
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_with_no_time_to_spare_reads_nothing() {
+    let t0 = Instant::now();
+    let (store, script) = store_over(vec![Step::Version("1", DEMO_POLICY.to_owned())], t0).await;
+    let refresh = store
+        .refresh_within(t0 + Duration::from_secs(60), Duration::ZERO)
+        .await;
+    assert!(matches!(refresh, Refresh::NotDue), "{refresh:?}");
+    assert_eq!(script.reads(), 1, "only the start-up read");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_read_is_cut_at_the_time_the_invocation_can_spare() {
+    let t0 = Instant::now();
+    let (store, _) = store_over(
+        vec![Step::Version("1", DEMO_POLICY.to_owned()), Step::Hangs],
+        t0,
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let refresh = store
+        .refresh_within(t0 + Duration::from_secs(60), Duration::from_millis(50))
+        .await;
+    assert!(matches!(refresh, Refresh::Refused { .. }), "{refresh:?}");
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn records_are_refused_rather_than_decided_on_a_policy_older_than_the_max_age() {
+    use crate::helpers::{
+        Cognito, config, demo_users, failed_ids, far_deadline, reset_body, sqs_event,
+    };
+    use cognito_reset::aws::cognito::Directory;
+    use cognito_reset::pipeline::App;
+
+    // Given a policy last read 300 s ago, POLICY_MAX_AGE_SECONDS=120, and the parameter now
+    // unreadable (KMS or IAM broken)
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(300))
+        .expect("the clock is past 300 s");
+    let script = Scripted::new(vec![
+        Step::Version("1", DEMO_POLICY.to_owned()),
+        Step::Fails(FetchErrorKind::Misconfigured),
+        Step::Version("1", DEMO_POLICY.to_owned()),
+    ]);
+    let store = PolicyStore::load(
+        Box::new(Handle(Arc::clone(&script))),
+        settings(60),
+        long_ago,
+    )
+    .await
+    .expect("version 1 loads");
+    let cognito = Cognito::with_users(demo_users());
+    let config = config(&[
+        ("POLICY_PARAMETER", PARAMETER),
+        ("POLICY_REFRESH_SECONDS", "60"),
+        ("POLICY_MAX_AGE_SECONDS", "120"),
+    ]);
+    let directory = Directory::sdk(
+        cognito.client(),
+        config.cognito,
+        config.deadline_margin,
+        config.rates,
+    );
+    let app = Arc::new(App::new(config, directory, None, store, None));
+    let erin = || sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
+
+    // When a record comes: the refresh fails, the policy is 300 s old
+    let (response, metrics) =
+        cognito_reset::sources::invoke(&app, erin(), "r1", far_deadline()).await;
+
+    // Then it is handed back (RETRY policy-stale), and Cognito is not asked
+    assert_eq!(failed_ids(&response.expect("response")), ["m0"]);
+    assert_eq!(cognito.calls(), 0);
+    let doc: serde_json::Value =
+        serde_json::from_str(&metrics.to_json_line().expect("a document")).expect("JSON");
+    assert_eq!(doc["Records.RETRY.policy-stale"].as_u64(), Some(1), "{doc}");
+    assert_eq!(script.reads(), 2);
+}
+
+#[tokio::test]
+async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() {
+    use crate::helpers::{Cognito, config, demo_users, failed_ids, reset_body, sqs_event};
+    use cognito_reset::aws::cognito::Directory;
+    use cognito_reset::deadline::Deadline;
+    use cognito_reset::pipeline::App;
+
+    // Given a parameter due for a read that hangs (2 s read timeout), and an invocation with 3 s
+    // left and the default 2 s margin
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(300))
+        .expect("the clock is past 300 s");
+    let script = Scripted::new(vec![
+        Step::Version("1", DEMO_POLICY.to_owned()),
+        Step::Hangs,
+    ]);
+    let store = PolicyStore::load(
+        Box::new(Handle(Arc::clone(&script))),
+        RefreshSettings {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+        },
+        long_ago,
+    )
+    .await
+    .expect("version 1 loads");
+    let cognito = Cognito::with_users(demo_users());
+    let config = config(&[
+        ("POLICY_PARAMETER", PARAMETER),
+        ("POLICY_REFRESH_SECONDS", "60"),
+    ]);
+    let directory = Directory::sdk(
+        cognito.client(),
+        config.cognito,
+        config.deadline_margin,
+        config.rates,
+    );
+    let app = Arc::new(App::new(config, directory, None, store, None));
+    let deadline = Deadline((tokio::time::Instant::now() + Duration::from_secs(3)).into());
+
+    // When a record comes
+    let (response, _) = cognito_reset::sources::invoke(
+        &app,
+        sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]),
+        "r1",
+        deadline,
+    )
+    .await;
+
+    // Then the read is left for a later invocation and erin is reset in this one
+    assert_eq!(
+        failed_ids(&response.expect("response")),
+        Vec::<String>::new()
+    );
+    assert_eq!(cognito.reset_users(), ["erin-0000-uuid"]);
+    assert_eq!(script.reads(), 1, "only the start-up read");
+}

@@ -31,7 +31,7 @@ FUNCTION_CODES = {
     422: {"cannot-reset"},
     429: {"throttled"},
     502: {"upstream-error", "misconfigured", "reset-unconfirmed"},
-    503: {"unavailable", "deadline"},
+    503: {"unavailable", "deadline", "policy-stale"},
 }
 # The idempotency and cooldown guard (issue 8), documented with it.
 GUARD_CODES = {

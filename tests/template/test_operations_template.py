@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 
+from pathlib import Path
+
 from test_template import TRANSLATED, Stack, as_list, policy_statements
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PARTITION, REGION, ACCOUNT = "aws", "us-west-2", "123456789012"
 PARAMETER = "/cognito-reset/policy"
@@ -207,11 +211,29 @@ def test_the_role_may_put_only_this_functions_events_on_exactly_the_one_bus():
     assert statement["Effect"] == "Allow"
     assert as_list(statement["Action"]) == ["events:PutEvents"]
     assert sub(stack, statement["Resource"]) == BUS_ARN
-    # the function's Source and DetailType (EVENT_SOURCE is left at its default)
+    # the function's Source and DetailType: the one source the template passes as EVENT_SOURCE
     assert statement["Condition"] == {
         "StringEquals": {"events:source": "cognito-reset", "events:detail-type": "Password Reset Outcome"}
     }
-    assert "EVENT_SOURCE" not in env_of(stack)
+    assert env_of(stack)["EVENT_SOURCE"] == "cognito-reset"
+
+
+def test_the_event_source_is_passed_and_is_the_one_the_grant_names():
+    stack = Stack(TRANSLATED, Policy=POLICY, EventBusName=BUS, EventSource="acme.helpdesk")
+    (statement,) = statements_for(stack, "events")
+    assert env_of(stack)["EVENT_SOURCE"] == "acme.helpdesk"
+    assert statement["Condition"]["StringEquals"]["events:source"] == "acme.helpdesk"
+    # and none without a bus
+    assert "EVENT_SOURCE" not in env_of(Stack(TRANSLATED, Policy=POLICY))
+
+
+@pytest.mark.parametrize(
+    "source, admitted",
+    [("cognito-reset", True), ("acme.helpdesk", True), ("aws.cognito", False), ("a b", False), ("", False)],
+)
+def test_the_event_source_parameter_admits_what_eventbridge_and_the_function_admit(source, admitted):
+    pattern = TRANSLATED["Parameters"]["EventSource"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, source)) is admitted
 
 
 @pytest.mark.parametrize(
@@ -342,8 +364,9 @@ def test_every_alarm_notifies_the_topic_when_set_with_everything_on():
 
     every = alarms(stack)
 
-    # DLQ, errors, throttles, misconfigured, failure rate, reset-unconfirmed, events, refusals
-    assert len(every) == 8
+    # DLQ, errors, throttles, misconfigured, failure rate, guard-unavailable, reset-unconfirmed,
+    # events, refusals (PolicyMaxAgeSeconds is off: no policy-stale alarm)
+    assert len(every) == 9
     for name, alarm in every.items():
         assert alarm["AlarmActions"] == [TOPIC], name
         assert alarm["OKActions"] == [TOPIC], name
@@ -376,11 +399,11 @@ def widget(title_word: str, namespace: str = "CognitoReset") -> dict[str, Any]:
 def test_the_dashboard_shows_every_outcome_in_the_namespace():
     outcomes = widget("by outcome", "Ops/Resets")
     names = {m[1] for m in metrics_of(outcomes) if m[0] == "Ops/Resets"}
-    assert names == {f"Records.{o}" for o in ("RESET", "WOULD_RESET", "REJECTED", "RETRY", "GAVE_UP")}
+    assert names == {f"Records.{o}" for o in ("RESET", "WOULD_RESET", "REJECTED", "RETRY")}
     assert outcomes["properties"]["region"] == REGION
 
 
-@pytest.mark.parametrize("title, word", [("REJECTED by code", "REJECTED"), ("RETRY and GAVE_UP by code", "RETRY")])
+@pytest.mark.parametrize("title, word", [("REJECTED by code", "REJECTED"), ("RETRY by code", "RETRY")])
 def test_the_dashboard_shows_the_codes_of_refusals_and_retries(title, word):
     (query,) = metrics_of(widget(title, "Ops/Resets"))
     expression = query[0]["expression"]
@@ -403,7 +426,7 @@ def test_the_dashboard_shows_the_depth_of_the_queue_and_the_dead_letter_queue():
 
 def test_the_dashboard_shows_undelivered_events_and_policy_reloads_and_refusals():
     names = {m[1] for m in metrics_of(widget("Events not delivered"))}
-    assert names == {"EventsNotDelivered", "PolicyReloads", "PolicyRefusals"}
+    assert names == {"GaveUp", "EventsNotDelivered", "PolicyReloads", "PolicyRefusals"}
 
 
 def test_a_reset_whose_answer_was_lost_raises_an_alarm():
@@ -412,3 +435,37 @@ def test_a_reset_whose_answer_was_lost_raises_an_alarm():
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     assert alarm["TreatMissingData"] == "notBreaching"
     assert "reset-unconfirmed" in alarm["AlarmDescription"]
+
+
+def test_a_broken_guard_table_pages_after_three_minutes_in_a_row():
+    alarm = emf_alarm(Stack(TRANSLATED), "Records.RETRY.guard-unavailable")
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (60, 3, 3)
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["AlarmDescription"].startswith("PAGE")
+
+
+def test_a_stale_policy_has_its_variable_and_its_alarm_only_when_asked_for():
+    off = Stack(TRANSLATED, **FROM_PARAMETER)
+    assert "POLICY_MAX_AGE_SECONDS" not in env_of(off)
+    assert not [a for a in alarms(off).values() if a.get("MetricName") == "Records.RETRY.policy-stale"]
+    on = Stack(TRANSLATED, **FROM_PARAMETER, PolicyMaxAgeSeconds=900)
+    assert env_of(on)["POLICY_MAX_AGE_SECONDS"] == 900
+    alarm = emf_alarm(on, "Records.RETRY.policy-stale")
+    assert alarm["TreatMissingData"] == "notBreaching"
+    # an inline policy never goes stale: no variable even if the parameter is set
+    assert "POLICY_MAX_AGE_SECONDS" not in env_of(Stack(TRANSLATED, Policy=POLICY, PolicyMaxAgeSeconds=900))
+
+
+def test_the_template_offers_only_log_levels_that_keep_the_audit_trail():
+    assert TRANSLATED["Parameters"]["LogLevel"]["AllowedValues"] == ["TRACE", "DEBUG", "INFO"]
+
+
+def test_every_alarm_has_a_runbook_row_with_its_missing_data_choice():
+    # README's runbook table: | `AlarmName` | ... | missing data: notBreaching | ...
+    readme = (ROOT / "README.md").read_text()
+    stack = Stack(TRANSLATED, **FROM_PARAMETER, EventBusName=BUS, PolicyMaxAgeSeconds=900)
+    for name, alarm in stack.of_type("AWS::CloudWatch::Alarm").items():
+        rows = [line for line in readme.splitlines() if line.startswith(f"| `{name}`")]
+        assert len(rows) == 1, f"{name}: no runbook row in README"
+        treat = alarm["Properties"]["TreatMissingData"]
+        assert treat in rows[0], f"{name}: the row does not state TreatMissingData {treat}"

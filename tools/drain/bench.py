@@ -189,7 +189,7 @@ class Bench:
         if mode == "configured":
             reset_rps, read_rps = per_instance_rate(a.reset_quota, m), per_instance_rate(a.read_quota, m)
         else:
-            reset_rps = read_rps = "0"
+            reset_rps = read_rps = "unlimited"
         overrides = dict(kv.partition("=")[::2] for kv in a.env)  # --env wins, and is shown
         reset_rps = overrides.get("COGNITO_RESET_RPS", reset_rps)
         read_rps = overrides.get("COGNITO_READ_RPS", read_rps)
@@ -420,7 +420,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-receive-count", type=int, default=5)
     p.add_argument("--binary", default=str(ROOT / "target" / "release" / "cognito-reset"))
     p.add_argument("--run-dir", default=str(ROOT / ".run" / "drain"), help="instance logs and results.json")
-    p.add_argument("--log-level", default="warn", help="RUST_LOG and AWS_LAMBDA_LOG_LEVEL of the function")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        help="RUST_LOG and AWS_LAMBDA_LOG_LEVEL of the function (INFO at most: above it the function does not start)",
+    )
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the function (repeatable)")
     p.add_argument("--start-timeout", type=float, default=30.0,
