@@ -779,7 +779,7 @@ async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() 
         config.rates,
     );
     let app = Arc::new(App::new(config, directory, None, store, None));
-    let deadline = Deadline((tokio::time::Instant::now() + Duration::from_secs(3)).into());
+    let deadline = Deadline(tokio::time::Instant::now() + Duration::from_secs(3));
 
     // When a record comes
     let (response, _) = cognito_reset::sources::invoke(
