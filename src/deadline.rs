@@ -33,11 +33,6 @@ const EPOCH_MS_2000: u64 = 946_684_800_000;
 pub struct Deadline(pub Instant);
 
 impl Deadline {
-    /// The invocation's deadline, from the Lambda context.
-    pub fn from_context(context: &lambda_runtime::Context) -> Deadline {
-        Deadline::from_epoch_ms(context.deadline, SystemTime::now())
-    }
-
     /// The deadline given as epoch milliseconds, seen at `now`.
     ///
     /// Lambda always sends a wall-clock deadline. A value before the year 2000 cannot be one
