@@ -338,8 +338,7 @@ impl App {
                         // (the item's expiry is itself rounded up to a whole second, so this is
                         // at most the cooldown plus one). At least 1.
                         let left = until.duration_since(wall_now()).unwrap_or_default();
-                        let retry_after_secs =
-                            (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1);
+                        let retry_after_secs = crate::deadline::secs_ceil(left).max(1);
                         return Err(ResetError::RecentlyReset {
                             reset_at,
                             retry_after_secs,

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cognito_reset::aws::BoxFuture;
 use cognito_reset::aws::guard::{Claim, Completion, GuardStore, KeyRef, KeyState, UserState};
-use cognito_reset::deadline::wall_now;
+use cognito_reset::deadline::{
+    epoch_ms as ms, epoch_secs_ceil as secs_ceil, epoch_secs_floor as secs_floor, wall_now,
+};
 use cognito_reset::failure::{GuardError, GuardErrorKind};
 use tokio::time::Instant;
 
@@ -62,23 +64,6 @@ impl Item {
 }
 
 type Table = BTreeMap<String, Item>;
-
-fn since_epoch(t: SystemTime) -> Duration {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
-}
-
-fn ms(t: SystemTime) -> u64 {
-    since_epoch(t).as_millis() as u64
-}
-
-fn secs_floor(t: SystemTime) -> u64 {
-    since_epoch(t).as_secs()
-}
-
-fn secs_ceil(t: SystemTime) -> u64 {
-    let d = since_epoch(t);
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
 
 fn at_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
