@@ -50,9 +50,6 @@ INVOCATION_MS = MARGIN_MS + 2000
 IN_WINDOW_MS = 3 * MARGIN_MS // 4
 # Follow-up requests to the deadline function get a deadline that never matters.
 RELAXED_MS = 60_000
-# The longest a Lambda invocation runs, and the time left the function assumes under
-# `cargo lambda watch`, whose deadline header is not a deadline.
-COOLDOWN_GRACE_S = 10.0
 QUIET_S = 1.0
 POLL_INTERVAL_S = 0.1
 
@@ -311,26 +308,12 @@ def test_item3_a_key_refused_as_recently_reset_resets_after_the_cooldown(short_c
     refused_at = time.monotonic()
     assert status_and_error(refused) == (409, "recently-reset"), refused
     wait = retry_after(refused)
-    assert 1 <= wait <= 2, refused
+    # whole seconds rounded up, against an expiry itself rounded up: at most the cooldown plus one
+    assert 1 <= wait <= 3, refused
 
-    # Wait out Retry-After (whole seconds, rounded down: up to one more) and the guard's own view:
-    # no live claim on diego left in the table (bounded).
-    canonical = users()[DIEGO].username
-    limit = refused_at + wait + COOLDOWN_GRACE_S
-
-    def cooldown_over() -> bool:
-        if time.monotonic() < refused_at + wait + 1:
-            return False
-        now = time.time()
-        return not any(
-            str(item.get("pk", "")).startswith("user#") and str(item["pk"]).endswith(f"#{canonical}")
-            and float(item.get("expiresAt", 0)) > now
-            for item in stack.guard_items()
-        )
-
-    while not cooldown_over():
-        assert time.monotonic() < limit, f"diego's cooldown did not end: {stack.guard_items()}"
-        time.sleep(POLL_INTERVAL_S)
+    # Honour Retry-After exactly: a client that waits that long must get through (it is rounded up,
+    # so no extra grace is needed).
+    time.sleep(max(0.0, refused_at + wait - time.monotonic()))
 
     # When the same request with k2 is sent again
     again = short_cooldown_function.invoke(request_for(DIEGO, key="cooldown-k2"))
