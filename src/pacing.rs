@@ -288,7 +288,7 @@ impl Lease {
 /// A rate that is not a positive number is one turn a day.
 pub fn slot_us(rate: f64) -> u64 {
     const DAY_US: u64 = 86_400_000_000;
-    if !(rate > 0.0) || !rate.is_finite() {
+    if rate.is_nan() || rate <= 0.0 || rate.is_infinite() {
         return DAY_US;
     }
     ((SPACING * SECOND_US / rate).ceil() as u64).clamp(1, DAY_US)

@@ -29,7 +29,7 @@ use super::error::classify;
 use super::{BoxFuture, ClientSettings, Stage, ends_by, timeouts_within};
 use crate::deadline::Deadline;
 use crate::failure::{CognitoError, CognitoErrorKind, Effect};
-use crate::limiter::{Category, Limiters, Rates};
+use crate::limiter::{Category, Intent, Limiters, Priority, Rates};
 use crate::request::{ClientMetadata, UserPoolId, Username};
 
 /// Upper bound on `AdminListGroupsForUser` pages (60 groups each), against a looping token.
@@ -144,8 +144,9 @@ impl RetryPolicy {
     }
 }
 
-/// The Cognito operations as the pipeline uses them: paced per (region, category), retried per
-/// operation, each bounded by its stage of the invocation's deadline.
+/// The Cognito operations as the pipeline uses them: paced per (region, category) with the
+/// caller's [`Priority`], retried per operation, each bounded by its stage of the invocation's
+/// deadline. A throttled answer (`TooManyRequestsException`) cuts the pacing rate.
 #[derive(Debug)]
 pub struct Directory {
     api: Arc<dyn CognitoApi>,
@@ -174,6 +175,33 @@ impl Directory {
         }
     }
 
+    /// The same directory, paced by `limiters` (e.g. the fleet's shared buckets).
+    pub fn with_limiters(self, limiters: Limiters) -> Self {
+        Directory { limiters, ..self }
+    }
+
+    /// The pacing in force.
+    pub fn limiters(&self) -> &Limiters {
+        &self.limiters
+    }
+
+    /// Promises a record its reset's turn in `pool`'s region before the record spends anything:
+    /// `Deadline` (not started) when the turn could not come before `deadline − margin` even
+    /// at the whole rate. Keep the intent until the reset asks for its turn.
+    pub fn reset_intent(
+        &self,
+        pool: &UserPoolId,
+        deadline: Deadline,
+    ) -> Result<Intent, DirectoryError> {
+        self.limiters
+            .intend(
+                pool.region(),
+                Category::UserAccountRecovery,
+                deadline.less(self.margin),
+            )
+            .map_err(|_| DirectoryError::Deadline { started: false })
+    }
+
     /// The directory over the SDK client (see [`configure`]): each attempt within the client's
     /// attempt timeout, `settings.max_attempts` attempts.
     pub fn sdk(client: Client, settings: ClientSettings, margin: Duration, rates: Rates) -> Self {
@@ -191,10 +219,12 @@ impl Directory {
 
     /// Runs `attempt` by `policy`: a turn of `category` before each attempt, each attempt within
     /// what is left of `stage`.
+    #[allow(clippy::too_many_arguments)]
     async fn call<'a, T, F>(
         &'a self,
         pool: &'a UserPoolId,
         category: Category,
+        priority: Priority,
         stage: Stage,
         policy: RetryPolicy,
         deadline: Deadline,
@@ -209,7 +239,7 @@ impl Directory {
             // No attempt starts inside the margin, nor after its turn would come too late.
             let latest = deadline.less(self.margin);
             self.limiters
-                .acquire(pool.region(), category, latest)
+                .acquire(pool.region(), category, priority, latest)
                 .await
                 .map_err(|_| DirectoryError::Deadline { started: false })?;
             if deadline.too_close(self.margin) {
@@ -234,6 +264,12 @@ impl Directory {
                 );
                 return Err(DirectoryError::Deadline { started: true });
             }
+            // Someone else uses the same quota: slow down (the whole fleet, with the table).
+            if error.kind == CognitoErrorKind::Throttled
+                && error.service_code.as_deref() != Some(LIMIT_EXCEEDED)
+            {
+                self.limiters.throttled(pool.region(), category);
+            }
             if tries >= self.max_attempts || !policy.retries(&error) {
                 return Err(error.into());
             }
@@ -256,11 +292,13 @@ impl Directory {
         &self,
         pool: &UserPoolId,
         username: &Username,
+        priority: Priority,
         deadline: Deadline,
     ) -> Result<UserRecord, DirectoryError> {
         self.call(
             pool,
             Category::UserRead,
+            priority,
             Stage::Lookup,
             RetryPolicy::Lookup,
             deadline,
@@ -274,6 +312,7 @@ impl Directory {
         &self,
         pool: &UserPoolId,
         canonical_username: &str,
+        priority: Priority,
         deadline: Deadline,
     ) -> Result<Vec<String>, DirectoryError> {
         let mut groups = Vec::new();
@@ -284,6 +323,7 @@ impl Directory {
                 .call(
                     pool,
                     Category::UserResourceRead,
+                    priority,
                     Stage::Lookup,
                     RetryPolicy::Lookup,
                     deadline,
@@ -313,11 +353,13 @@ impl Directory {
         pool: &UserPoolId,
         canonical_username: &str,
         client_metadata: &ClientMetadata,
+        priority: Priority,
         deadline: Deadline,
     ) -> Result<Option<String>, DirectoryError> {
         self.call(
             pool,
             Category::UserAccountRecovery,
+            priority,
             Stage::Reset,
             RetryPolicy::Reset,
             deadline,

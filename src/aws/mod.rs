@@ -14,6 +14,7 @@
 //!   ([`parameters`]). The pipeline sees the traits, tests put fakes and fault injectors behind
 //!   them, and the model ([`crate::outcome`], [`crate::record`], ...) sees none of this.
 
+pub mod bucket;
 pub mod cognito;
 pub mod error;
 pub mod events;
