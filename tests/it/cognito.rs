@@ -275,7 +275,7 @@ async fn lookup_errors_are_classified_too() {
 
 /// An `AdminResetUserPassword` rule that first answers with Cognito's wire error `code` (so the
 /// SDK's own deserializer and retry classifiers see exactly what Cognito would send), then OK.
-fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule {
+pub(crate) fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule {
     let body = serde_json::json!({"__type": code, "message": "slow down"}).to_string();
     mock!(Client::admin_reset_user_password)
         .sequence()
@@ -326,11 +326,11 @@ async fn too_many_requests_is_retried_within_the_attempt_bound() {
 
 /// A Cognito endpoint that answers every call after `delay`, counting calls in flight.
 #[derive(Debug)]
-struct SlowCognito {
-    delay: Duration,
-    in_flight: Arc<InFlight>,
+pub(crate) struct SlowCognito {
+    pub(crate) delay: Duration,
+    pub(crate) in_flight: Arc<InFlight>,
     /// Only this operation is slow (the others answer at once); `None`: every one.
-    only: Option<&'static str>,
+    pub(crate) only: Option<&'static str>,
 }
 
 impl HttpConnector for SlowCognito {
@@ -381,7 +381,7 @@ impl HttpConnector for SlowCognito {
 }
 
 /// A real SDK client (no mocks) over a connector, configured like the function's.
-fn client_over(
+pub(crate) fn client_over(
     connector: impl HttpConnector + Clone + 'static,
     settings: ClientSettings,
 ) -> Client {
@@ -404,7 +404,7 @@ impl Clone for SlowCognito {
     }
 }
 
-const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]}]}"#;
+pub(crate) const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]}]}"#;
 
 /// An app over a slow Cognito that lets any queue reset anyone, and the in-flight counter.
 fn slow_app(
@@ -435,7 +435,7 @@ fn slow_app_with(
 }
 
 /// SQS bodies resetting `user0@example.com`, `user1@example.com`, ...
-fn bodies(count: usize) -> Vec<(String, Option<&'static str>)> {
+pub(crate) fn bodies(count: usize) -> Vec<(String, Option<&'static str>)> {
     (0..count)
         .map(|i| (reset_body(&format!("user{i}@example.com")), None))
         .collect()
@@ -597,7 +597,7 @@ async fn a_pool_id_naming_no_aws_region_is_rejected_without_a_call() {
 }
 
 /// The most calls of `operation` that started in any one-second window.
-fn most_in_one_second(calls: &[Call], operation: &str) -> usize {
+pub(crate) fn most_in_one_second(calls: &[Call], operation: &str) -> usize {
     let times: Vec<Instant> = calls
         .iter()
         .filter(|c| c.operation == operation)
