@@ -38,8 +38,12 @@ async fn main() -> Result<(), Error> {
              retried request can reset a user twice"
         );
     }
-    // One configuration load and one HTTP connector for every client.
-    let sdk_config = aws_config::load_from_env().await;
+    // One configuration load and one HTTP client for every client; its connectors (and the
+    // system's TLS roots) are built at their first request, not here.
+    let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(cognito_reset::aws::https_client())
+        .load()
+        .await;
     let policy = match &config.policy {
         PolicySetting::Parameter { name, refresh } => {
             let client = aws_sdk_ssm::Client::from_conf(

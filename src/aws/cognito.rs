@@ -23,10 +23,11 @@ use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::Admi
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
 use aws_sdk_cognitoidentityprovider::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
 
 use super::error::classify;
-use super::{BoxFuture, ClientSettings, Stage, ends_by, timeouts_within};
+use super::{BoxFuture, ClientSettings, Stage, ends_by};
 use crate::deadline::Deadline;
 use crate::failure::{CognitoError, CognitoErrorKind, Effect};
 use crate::limiter::{Category, Intent, Limiters, Priority, Rates};
@@ -377,6 +378,8 @@ impl Directory {
 #[derive(Debug)]
 pub struct CognitoSdk {
     base: config::Builder,
+    /// The client's connect timeout, kept on every attempt (see [`super::timeouts_within`]).
+    connect: Duration,
     default: Client,
     default_region: Option<String>,
     clients: RwLock<HashMap<String, Client>>,
@@ -387,6 +390,13 @@ impl CognitoSdk {
     pub fn new(client: Client) -> CognitoSdk {
         CognitoSdk {
             base: client.config().to_builder(),
+            connect: client
+                .config()
+                .timeout_config()
+                .and_then(|t| t.connect_timeout())
+                .unwrap_or(Duration::from_millis(
+                    crate::config::DEFAULT_COGNITO_TIMEOUT_MS,
+                )),
             default_region: client.config().region().map(|r| r.as_ref().to_owned()),
             default: client,
             clients: RwLock::default(),
@@ -421,8 +431,17 @@ impl CognitoSdk {
             .clone()
     }
 
-    fn attempt(timeout: Duration) -> config::Builder {
-        config::Builder::new().timeout_config(timeouts_within(timeout, timeout))
+    /// One attempt within `timeout`, over the client's connector.
+    fn attempt(&self, timeout: Duration) -> config::Builder {
+        // The connect timeout stays the client's: one connector per client (see
+        // `timeouts_within`).
+        config::Builder::new().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.connect)
+                .operation_attempt_timeout(timeout)
+                .operation_timeout(timeout)
+                .build(),
+        )
     }
 }
 
@@ -440,7 +459,7 @@ impl CognitoApi for CognitoSdk {
                 .user_pool_id(pool.as_str())
                 .username(username)
                 .customize()
-                .config_override(Self::attempt(timeout))
+                .config_override(self.attempt(timeout))
                 .send()
                 .await
                 .map_err(|e| failed("AdminGetUser", e))?;
@@ -478,7 +497,7 @@ impl CognitoApi for CognitoSdk {
                 .username(username)
                 .set_next_token(next_token)
                 .customize()
-                .config_override(Self::attempt(timeout))
+                .config_override(self.attempt(timeout))
                 .send()
                 .await
                 .map_err(|e| failed("AdminListGroupsForUser", e))?;
@@ -509,7 +528,7 @@ impl CognitoApi for CognitoSdk {
                 .username(username)
                 .set_client_metadata(metadata.map(|m| m.into_iter().collect()))
                 .customize()
-                .config_override(Self::attempt(timeout))
+                .config_override(self.attempt(timeout))
                 .send()
                 .await
                 .map_err(|e| failed("AdminResetUserPassword", e))?;

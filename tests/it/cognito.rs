@@ -964,3 +964,50 @@ async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
     // handed back (a retry would send a second code)
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn every_cognito_call_uses_the_clients_one_connector_whatever_time_is_left() {
+    // Given a client that records the connector settings of every call, and a deadline close
+    // enough that each call's budget is shorter than the 5 s attempt timeout (and different)
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let in_flight = Arc::new(InFlight::default());
+    let slow = SlowCognito {
+        delay: Duration::from_millis(5),
+        in_flight: Arc::clone(&in_flight),
+        only: None,
+    };
+    let record = Arc::clone(&seen);
+    let http = http_client_fn(move |settings, _| {
+        record.lock().expect("log").push(settings.connect_timeout());
+        SharedHttpConnector::new(slow.clone())
+    });
+    let settings = ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let builder = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::for_tests())
+        .http_client(http);
+    let client = Client::from_conf(directory::configure(builder, settings).build());
+    let app = app(
+        config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "1")]),
+        client,
+    );
+    let deadline = Deadline((Instant::now() + Duration::from_millis(4_000)).into());
+    // When records run one after the other
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(5)), "r", deadline)
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    // Then every call asked for the connector of the client's own connect timeout: the SDK
+    // keeps one connector (TLS set-up, open connections) per connect timeout, so none was
+    // built for a single call
+    let seen = seen.lock().expect("log").clone();
+    assert_eq!(seen.len(), 10, "two calls a record");
+    assert!(
+        seen.iter().all(|t| *t == Some(Duration::from_secs(5))),
+        "{seen:?}"
+    );
+}
