@@ -281,9 +281,6 @@ struct State {
     tickets: u64,
     /// A lease write is under way.
     leasing: bool,
-    /// The bucket is booked beyond this priority's horizon until then (µs): no write before.
-    retry_interactive_at: u64,
-    retry_batch_at: u64,
     /// The fleet's bucket as last seen.
     seen: Option<BucketItem>,
     /// The static share's own timeline.
@@ -360,7 +357,6 @@ enum Step {
 /// One lease to ask the fleet's bucket for.
 struct LeaseJob {
     want: Want,
-    priority: Priority,
     /// No waiting call can use a slot after this (µs).
     latest_us: u64,
     seen: Option<BucketItem>,
@@ -601,14 +597,26 @@ impl Pacer {
         } else {
             Priority::Interactive
         };
-        let retry_at = match top {
-            Priority::Interactive => state.retry_interactive_at,
-            Priority::Batch => state.retry_batch_at,
-        };
-        if now < retry_at {
-            return Step::Wait(Some(retry_at));
-        }
         let slot_us = self.slot_us(&state, now);
+        // Queue records book half a lease ahead, further as they run out of time to spare
+        // (least laxity first between instances); HTTP calls up to 5 s ahead.
+        let spare = spare_us(&state, now, slot_us);
+        let horizon_us = match top {
+            Priority::Interactive => INTERACTIVE_HORIZON_US,
+            Priority::Batch => pacing::batch_horizon_us(spare, shared.lease_us),
+        };
+        let repair_after_us =
+            pacing::repair_after_us(shared.lease_us, pacing::slot_us(shared.quota));
+        // Booked beyond the horizon (as last seen): wait until it is within it.
+        if let Some(next) = state.seen.and_then(|s| s.next_us)
+            && next > now + horizon_us
+            && next <= now + repair_after_us
+        {
+            return Step::Wait(Some(match top {
+                Priority::Interactive => next - horizon_us,
+                Priority::Batch => pacing::batch_retry_at(next, now, spare, shared.lease_us),
+            }));
+        }
         // An interactive lease is for the interactive calls only: queue records never book
         // further ahead than their own horizon.
         let wanting = match top {
@@ -619,21 +627,14 @@ impl Pacer {
         let want = Want {
             slots: missing.min(pacing::slots_per_lease(shared.lease_us, slot_us)),
             slot_us,
-            horizon_us: match top {
-                Priority::Interactive => INTERACTIVE_HORIZON_US,
-                Priority::Batch => shared.lease_us / 2,
-            },
+            horizon_us,
             lead_us: state.round_trip_us.min(MAX_LEAD_US),
-            repair_after_us: pacing::repair_after_us(
-                shared.lease_us,
-                pacing::slot_us(shared.quota),
-            ),
+            repair_after_us,
             expires_at: expires_at(now),
         };
         state.leasing = true;
         Step::Lease(LeaseJob {
             want,
-            priority: top,
             latest_us: state.latest(top),
             seen: state.seen,
             cut: state.cut_to_write.take(),
@@ -645,7 +646,6 @@ impl Pacer {
         let Some(shared) = &self.shared else { return };
         let LeaseJob {
             mut want,
-            priority,
             latest_us,
             mut seen,
             cut,
@@ -672,15 +672,8 @@ impl Pacer {
                     break;
                 }
                 Plan::Write(op) => op,
-                Plan::WaitUntil(at) => {
-                    let mut state = self.lock();
-                    state.seen = seen;
-                    match priority {
-                        Priority::Interactive => state.retry_interactive_at = at,
-                        Priority::Batch => state.retry_batch_at = at,
-                    }
-                    return;
-                }
+                // Booked beyond the horizon: the waiting calls wait for it (see `step`).
+                Plan::WaitUntil(_) => break,
             };
             let sent = Instant::now();
             let written = shared.store.write(&self.pk, &op, shared.timeout).await;
@@ -753,6 +746,24 @@ impl Drop for Leasing<'_> {
         self.pacer.lock().leasing = false;
         self.pacer.changed.notify_waiters();
     }
+}
+
+/// The least time to spare among the waiting queue records: each one's latest start, less the
+/// moment its turn would come if this instance had every turn from now on (the leased slots in
+/// hand serve the first ones).
+fn spare_us(state: &State, now: u64, slot_us: u64) -> i64 {
+    let in_hand = state.slots.len();
+    state
+        .batch
+        .iter()
+        .enumerate()
+        .skip(in_hand)
+        .map(|(i, (_, latest))| {
+            let turns = (i - in_hand + 1) as i64;
+            *latest as i64 - now as i64 - turns * slot_us as i64
+        })
+        .min()
+        .unwrap_or(i64::MAX)
 }
 
 /// Counts a turn given out.

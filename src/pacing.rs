@@ -48,6 +48,10 @@ pub const SPACING: f64 = 1.05;
 /// How far ahead an interactive (HTTP) caller may book the timeline.
 pub const INTERACTIVE_HORIZON_US: u64 = 5_000_000;
 
+/// Queue records whose turns are at risk (less than this to spare) book further ahead, up to
+/// this far, the least time to spare the furthest: see [`batch_horizon_us`].
+pub const URGENCY_WINDOW_US: u64 = 1_000_000;
+
 /// The largest clock difference between two instances that pacing treats as legitimate.
 pub const MAX_SKEW_US: u64 = 1_000_000;
 
@@ -223,6 +227,36 @@ pub fn plan(item: Option<&BucketItem>, now_us: u64, want: &Want) -> Plan {
         }),
         Some(next) => Plan::WaitUntil(next - want.horizon_us),
     }
+}
+
+/// How far ahead a queue caller may book: half a lease while its waiting records have time to
+/// spare, more as they run out of it (least laxity first), up to [`URGENCY_WINDOW_US`].
+///
+/// `spare_us` is the least time to spare among the caller's waiting records: each one's latest
+/// start, less the moment its turn would come if the caller had every turn from now on. The
+/// horizon is `URGENCY_WINDOW − spare`, within `[lease / 2, URGENCY_WINDOW]`: between
+/// instances competing for the next lease, the one whose records are closest to their deadline
+/// can book first (it may write while the others' conditions still fail), so no instance's
+/// batch starves while another's has time to spare.
+pub fn batch_horizon_us(spare_us: i64, lease_us: u64) -> u64 {
+    let window = URGENCY_WINDOW_US as i64;
+    let relaxed = (lease_us / 2) as i64;
+    (window - spare_us).clamp(relaxed, window.max(relaxed)) as u64
+}
+
+/// When a queue caller that found the timeline booked until `next_us` may write again, its
+/// horizon growing as its records' time to spare shrinks (see [`batch_horizon_us`]): the
+/// first moment `t` at which `next − t ≤ horizon(t)`.
+pub fn batch_retry_at(next_us: u64, now_us: u64, spare_us: i64, lease_us: u64) -> u64 {
+    let relaxed = lease_us / 2;
+    let window = URGENCY_WINDOW_US.max(relaxed);
+    // with the relaxed horizon (time to spare left), and never before the widest horizon
+    let relaxed_at = next_us.saturating_sub(relaxed);
+    let widest_at = next_us.saturating_sub(window);
+    // the urgent horizon grows as fast as time passes: next − t = window − spare + (t − now)
+    let urgent_at = (next_us as i128 + now_us as i128 + spare_us as i128 - window as i128) / 2;
+    let urgent_at = urgent_at.clamp(0, u64::MAX as i128) as u64;
+    urgent_at.min(relaxed_at).max(widest_at).max(now_us)
 }
 
 /// The moment beyond which `next` cannot be a legitimate booking by any correct clock: the
@@ -677,6 +711,65 @@ mod tests {
             panic!()
         };
         assert_eq!(apply(&op, Some(&after)).unwrap().cut, Some(cut));
+    }
+
+    #[test]
+    fn queue_records_at_risk_book_further_ahead_the_least_time_to_spare_the_furthest() {
+        let lease = 200 * MS;
+        // plenty to spare: half a lease
+        assert_eq!(batch_horizon_us(3 * S as i64, lease), 100 * MS);
+        assert_eq!(
+            batch_horizon_us(URGENCY_WINDOW_US as i64 - 50_000, lease),
+            100 * MS
+        );
+        // less than the window to spare: the window less what is left
+        assert_eq!(batch_horizon_us(400 * MS as i64, lease), 600 * MS);
+        // none left (or behind already): the whole window, never more
+        assert_eq!(batch_horizon_us(0, lease), URGENCY_WINDOW_US);
+        assert_eq!(batch_horizon_us(-(5 * S as i64), lease), URGENCY_WINDOW_US);
+    }
+
+    #[test]
+    fn a_waiting_queue_caller_writes_again_when_its_growing_horizon_reaches_the_booking() {
+        let lease = 200 * MS;
+        let next = T0 + 2 * S;
+        // plenty to spare: when the booking is within half a lease
+        assert_eq!(
+            batch_retry_at(next, T0, 10 * S as i64, lease),
+            next - 100 * MS
+        );
+        // 1.2 s to spare at T0: at t, spare = 1.2 s - (t - T0) and the horizon 1 s - spare; the
+        // booking 2 s - (t - T0) away is within it when t - T0 = 1.1 s
+        let at = batch_retry_at(next, T0, 1_200 * MS as i64, lease);
+        assert_eq!(at, T0 + 1_100 * MS);
+        let spare_then = 1_200 * MS as i64 - (at - T0) as i64;
+        assert_eq!(next - at, batch_horizon_us(spare_then, lease));
+        // already urgent: at once if within the window, else when the booking is 1 s ahead
+        assert_eq!(batch_retry_at(T0 + 500 * MS, T0, 0, lease), T0);
+        assert_eq!(
+            batch_retry_at(T0 + 3 * S, T0, -(S as i64), lease),
+            T0 + 2 * S
+        );
+    }
+
+    #[test]
+    fn under_contention_the_instance_closest_to_its_deadline_gets_the_next_lease() {
+        // Given the timeline booked 400 ms ahead, and two instances waiting: A with 2 s to
+        // spare, B with 500 ms
+        let item = Some(BucketItem {
+            next_us: Some(T0 + 400 * MS),
+            cut: None,
+        });
+        let w = |spare: i64| want(3, batch_horizon_us(spare, 200 * MS));
+        // Then A waits, and B (the least time to spare) books now
+        assert!(matches!(
+            plan(item.as_ref(), T0, &w(2 * S as i64)),
+            Plan::WaitUntil(_)
+        ));
+        assert!(matches!(
+            plan(item.as_ref(), T0, &w(500 * MS as i64)),
+            Plan::Write(BucketOp::Append { .. })
+        ));
     }
 
     #[test]

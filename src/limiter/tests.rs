@@ -504,3 +504,30 @@ async fn a_caller_that_goes_away_while_leasing_leaves_the_queue_and_the_lease_to
         .unwrap();
     assert!(Instant::now() - t <= ms(201), "{:?}", Instant::now() - t);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_whose_records_run_out_of_time_gets_the_next_leases_before_one_with_time_to_spare()
+ {
+    // Given instance B draining with time to spare (20 callers, an hour to go)
+    let table = Arc::new(MemoryBuckets::new());
+    table.set_latency(ms(5));
+    let relaxed = tokio::spawn(busy(instance(&table, 20.0, 4.0), 20, 3, Priority::Batch));
+    tokio::time::sleep(ms(300)).await;
+    // When instance A gets 10 records that must all start within 1 s (10 turns take 525 ms)
+    let urgent = instance(&table, 20.0, 4.0);
+    let latest = Instant::now() + ms(1_000);
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let urgent = Arc::clone(&urgent);
+            tokio::spawn(
+                async move { urgent.acquire(REGION, RESET, Priority::Batch, latest).await },
+            )
+        })
+        .collect();
+    // Then every one of A's records gets its turn in time (the least time to spare books
+    // first), although B has twice as many callers waiting
+    for handle in handles {
+        assert_eq!(handle.await.unwrap(), Ok(()));
+    }
+    relaxed.await.unwrap();
+}
