@@ -132,6 +132,9 @@ const LATE_US: u64 = 20_000;
 const MAX_LEAD_US: u64 = 1_000_000;
 /// A window for this instance's achieved rate (the projection of its future turns).
 const ACHIEVED_WINDOW_US: u64 = 2_000_000;
+/// The shortest wait for the booking to come within the horizon (tokio's timers tick in
+/// milliseconds).
+const MIN_WAIT_US: u64 = 1_000;
 /// Writes per lease before the pacer lets its waiters plan again.
 const TRIES: usize = 4;
 /// The lease length of a pacer without the fleet's bucket (it sets the queue's horizon).
@@ -612,10 +615,12 @@ impl Pacer {
             && next > now + horizon_us
             && next <= now + repair_after_us
         {
-            return Step::Wait(Some(match top {
+            let at = match top {
                 Priority::Interactive => next - horizon_us,
                 Priority::Batch => pacing::batch_retry_at(next, now, spare, shared.lease_us),
-            }));
+            };
+            // At least a timer tick ahead: never a busy loop on a rounding.
+            return Step::Wait(Some(at.max(now + MIN_WAIT_US)));
         }
         // An interactive lease is for the interactive calls only: queue records never book
         // further ahead than their own horizon.

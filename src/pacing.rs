@@ -254,7 +254,8 @@ pub fn batch_retry_at(next_us: u64, now_us: u64, spare_us: i64, lease_us: u64) -
     let relaxed_at = next_us.saturating_sub(relaxed);
     let widest_at = next_us.saturating_sub(window);
     // the urgent horizon grows as fast as time passes: next − t = window − spare + (t − now)
-    let urgent_at = (next_us as i128 + now_us as i128 + spare_us as i128 - window as i128) / 2;
+    let urgent_at =
+        (next_us as i128 + now_us as i128 + spare_us as i128 - window as i128 + 1).div_euclid(2);
     let urgent_at = urgent_at.clamp(0, u64::MAX as i128) as u64;
     urgent_at.min(relaxed_at).max(widest_at).max(now_us)
 }
