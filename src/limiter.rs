@@ -12,8 +12,10 @@
 //! Turns are spaced `1.05 / rate` apart (no bursts; the 5% absorb timing jitter). **Interactive
 //! first:** waiting HTTP calls ([`Priority::Interactive`]) take the next turn before any queue
 //! record, and may book the shared timeline further ahead than queue traffic, which books at most
-//! half a lease ahead: behind queue traffic, an HTTP call's turn comes within 1.5 leases (plus the
-//! lease's round trip and the turns of the HTTP calls before it). **Throttling as feedback:** a
+//! half a lease ahead (up to 1 s while its records run out of time: least laxity first between
+//! instances): behind queue traffic, an HTTP call's turn comes within 1.5 leases, or 1 s and a
+//! lease, plus the lease's round trip and the turns of the HTTP calls before it. **Throttling as
+//! feedback:** a
 //! `TooManyRequestsException` cuts the rate ([`crate::pacing::Aimd`]); with the table, the cut is
 //! written to the bucket and the whole fleet slows down, then grows back.
 //!

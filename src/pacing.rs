@@ -21,12 +21,15 @@
 //! | `Repair` | `next = seen` (far in the future: a writer's clock is wrong) | `next = soon + len` | `[soon, soon + len)` |
 //!
 //! with `soon = now + lead` (the lease's round trip, so that its first slot is not already past)
-//! and `len = n × slot`. An instance books at most `horizon` ahead: a batch (queue) caller's horizon is
-//! half a lease, an interactive (HTTP) caller's is [`INTERACTIVE_HORIZON_US`], so the timeline
-//! is never booked by queue traffic further than `1.5 × lease` ahead of now, and an interactive
-//! call appended behind it waits at most that long for its first slot. A refused write
-//! returns the item as it stands and the caller plans again; a bucket booked beyond the horizon
-//! means waiting until `next − horizon` ([`Plan::WaitUntil`]).
+//! and `len = n × slot`. An instance books at most `horizon` ahead: a batch (queue) caller's
+//! horizon is half a lease while its records have time to spare, growing up to
+//! [`URGENCY_WINDOW_US`] as they run out of it ([`batch_horizon_us`]: least laxity first between
+//! instances); an interactive (HTTP) caller's is [`INTERACTIVE_HORIZON_US`]. So the timeline is
+//! booked by queue traffic at most `1.5 × lease` ahead of now (`1 s + lease` while queued records
+//! are at risk), and an interactive call appended behind it waits at most that long for its first
+//! slot. A refused write returns the item as it stands and the caller plans again; a bucket
+//! booked beyond the horizon means waiting until it is within it ([`Plan::WaitUntil`],
+//! [`batch_retry_at`]).
 //!
 //! **Clocks.** Times are microseconds of each instance's wall clock (Lambda's is kept in sync
 //! by the Amazon Time Sync Service, typically well under a millisecond apart). Two instances
