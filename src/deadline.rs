@@ -28,16 +28,35 @@ const MAX_INVOCATION: Duration = Duration::from_secs(15 * 60);
 /// 2000-01-01T00:00:00Z in epoch milliseconds: no real deadline is earlier.
 const EPOCH_MS_2000: u64 = 946_684_800_000;
 
+/// Milliseconds since the epoch (0 before it).
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    since_epoch(t).as_millis() as u64
+}
+
+/// Whole seconds since the epoch, rounded down.
+pub fn epoch_secs_floor(t: SystemTime) -> u64 {
+    since_epoch(t).as_secs()
+}
+
+/// Whole seconds since the epoch, rounded up.
+pub fn epoch_secs_ceil(t: SystemTime) -> u64 {
+    secs_ceil(since_epoch(t))
+}
+
+/// A duration in whole seconds, rounded up.
+pub fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
+}
+
 /// The moment the invocation must have answered by.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub Instant);
 
 impl Deadline {
-    /// The invocation's deadline, from the Lambda context.
-    pub fn from_context(context: &lambda_runtime::Context) -> Deadline {
-        Deadline::from_epoch_ms(context.deadline, SystemTime::now())
-    }
-
     /// The deadline given as epoch milliseconds, seen at `now`.
     ///
     /// Lambda always sends a wall-clock deadline. A value before the year 2000 cannot be one

@@ -347,10 +347,11 @@ impl App {
                         until,
                         confirmed,
                     } => {
-                        // Whole seconds, never more than the cooldown (the item's expiry is
-                        // rounded up to a whole second), at least 1.
+                        // Whole seconds, rounded up: a request sent after Retry-After passes
+                        // (the item's expiry is itself rounded up to a whole second, so this is
+                        // at most the cooldown plus one). At least 1.
                         let left = until.duration_since(wall_now()).unwrap_or_default();
-                        let retry_after_secs = left.as_secs().max(1);
+                        let retry_after_secs = crate::deadline::secs_ceil(left).max(1);
                         return Err(ResetError::RecentlyReset {
                             reset_at,
                             retry_after_secs,

@@ -1157,7 +1157,8 @@ def _event_order(events: list[dict]) -> list[dict]:
 
 
 def event_rows(events: list[dict]) -> list[list[str]]:
-    """Table rows (outcome, code, source, user, id) for EventBridge events from the results queue."""
+    """Table rows (outcome, code, source, user, id, replayed) for EventBridge events from the results
+    queue. A replay's event (a repeated idempotency key or SQS message) says so: count it once."""
     rows = []
     for event in _event_order(events):
         detail = event.get("detail") or {}
@@ -1167,6 +1168,7 @@ def event_rows(events: list[dict]) -> list[list[str]]:
             str(detail.get("source", "")),
             str(detail.get("requestedUsername") or "(none)"),
             str(detail.get("id", "")),
+            "replayed" if detail.get("replayed") else "",
         ])
     return rows
 
@@ -1343,7 +1345,7 @@ def demo() -> int:
             f"\nOutcome events on the results queue {RESULTS_QUEUE} (bus {EVENT_BUS}, rule {RESULTS_RULE}: "
             f"source [\"{EVENT_SOURCE}\"]), in arrival order (an HTTP batch's items by index):\n"
         )
-        print(table(["outcome", "code", "source", "user", "id"], event_rows(events)) if events else "(none arrived)")
+        print(table(["outcome", "code", "source", "user", "id", ""], event_rows(events)) if events else "(none arrived)")
         print(
             "\nOne event per record with a final outcome (RESET, WOULD_RESET, REJECTED; GAVE_UP for an SQS\n"
             "record's last receive); HTTP RETRY answers and SQS RETRY records that will be redelivered emit none.",
@@ -1456,7 +1458,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.command == "events":
                 events = take_events(_local_settings()["AWS_ENDPOINT_URL"])
-                print(table(["outcome", "code", "source", "user", "id"], event_rows(events)) if events else "(no events)")
+                print(table(["outcome", "code", "source", "user", "id", ""], event_rows(events)) if events else "(no events)")
                 return 0
             if args.command == "put-policy":
                 version = put_policy(_local_settings()["AWS_ENDPOINT_URL"], Path(args.file).read_text())

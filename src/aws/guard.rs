@@ -42,7 +42,10 @@ use sha2::{Digest, Sha256};
 
 use super::error::classify;
 use super::{BoxFuture, ClientSettings, Stage, budget, timeouts_within};
-use crate::deadline::{Deadline, wall_now};
+use crate::deadline::{
+    Deadline, epoch_ms as ms, epoch_secs_ceil as secs_ceil, epoch_secs_floor as secs_floor,
+    wall_now,
+};
 use crate::failure::{GuardError, GuardErrorKind};
 use crate::request::ResetRequest;
 
@@ -777,23 +780,6 @@ fn s(value: &str) -> AttributeValue {
 
 fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
-}
-
-fn since_epoch(t: SystemTime) -> Duration {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
-}
-
-fn ms(t: SystemTime) -> u64 {
-    since_epoch(t).as_millis() as u64
-}
-
-fn secs_floor(t: SystemTime) -> u64 {
-    since_epoch(t).as_secs()
-}
-
-fn secs_ceil(t: SystemTime) -> u64 {
-    let d = since_epoch(t);
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 fn until_or_zero(t: SystemTime, now: SystemTime) -> Duration {

@@ -64,7 +64,8 @@ impl From<EventError> for Diagnostic {
 /// The Lambda handler.
 #[tracing::instrument(skip_all, fields(request_id = %event.context.request_id))]
 pub async fn handle(app: &Arc<App>, event: LambdaEvent<Value>) -> Result<Value, EventError> {
-    let deadline = Deadline::from_context(&event.context);
+    // Lambda's deadline, in epoch milliseconds.
+    let deadline = Deadline::from_epoch_ms(event.context.deadline, std::time::SystemTime::now());
     let (response, mut metrics) =
         invoke(app, event.payload, &event.context.request_id, deadline).await;
     // One EMF document per invocation, straight to stdout (not through the log formatter).

@@ -1011,3 +1011,103 @@ async fn every_cognito_call_uses_the_clients_one_connector_whatever_time_is_left
         "{seen:?}"
     );
 }
+
+/// A Cognito that answers every call at once, for pacing tests.
+#[derive(Debug)]
+struct Instant0;
+
+impl cognito_reset::aws::cognito::CognitoApi for Instant0 {
+    fn get_user<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        username: &'a str,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<cognito_reset::aws::cognito::UserRecord, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async move {
+            Ok(cognito_reset::aws::cognito::UserRecord {
+                username: username.to_owned(),
+                email: None,
+                preferred_username: None,
+                sub: None,
+                enabled: true,
+                status: None,
+            })
+        })
+    }
+
+    fn list_groups<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        _username: &'a str,
+        _next_token: Option<String>,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<cognito_reset::aws::cognito::GroupsPage, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async { Ok(cognito_reset::aws::cognito::GroupsPage::default()) })
+    }
+
+    fn reset_password<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        _username: &'a str,
+        _client_metadata: &'a cognito_reset::request::ClientMetadata,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<Option<String>, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_lookups_are_paced_in_their_own_quota_category() {
+    use cognito_reset::aws::cognito::Directory;
+    use cognito_reset::limiter::{Priority, Rates};
+    use cognito_reset::request::{UserPoolId, Username};
+    // Given UserRead at 100/s and UserResourceRead (AdminListGroupsForUser) at 2/s
+    let directory = Directory::new(
+        Arc::new(Instant0),
+        ClientSettings {
+            timeout: Duration::from_secs(5),
+            max_attempts: 1,
+        },
+        Duration::from_secs(2),
+        Rates {
+            read: Some(100.0),
+            resource_read: Some(2.0),
+            account_recovery: Some(100.0),
+        },
+    );
+    let pool = UserPoolId::parse(POOL).expect("pool");
+    let user = Username::parse("diego@example.com").expect("username");
+    let deadline = Deadline(tokio::time::Instant::now() + Duration::from_secs(60));
+
+    // When three group lookups run, then three user lookups
+    let t0 = tokio::time::Instant::now();
+    for _ in 0..3 {
+        directory
+            .list_groups(&pool, "diego", Priority::Batch, deadline)
+            .await
+            .expect("groups");
+    }
+    let groups = t0.elapsed();
+    let t1 = tokio::time::Instant::now();
+    for _ in 0..3 {
+        directory
+            .get_user(&pool, &user, Priority::Batch, deadline)
+            .await
+            .expect("user");
+    }
+    let users = t1.elapsed();
+
+    // Then the group lookups are spaced at 2/s (1.05 s / 2 apart) and the user lookups are not
+    // held back by them
+    assert_eq!(groups, Duration::from_millis(1050));
+    assert_eq!(users, Duration::from_micros(21_000));
+}

@@ -1,0 +1,458 @@
+//! Schedules: what is sent, by whom, what is delivered again, how time passes, and which port
+//! call fails how. Every step has a name and prints on one line, so that a shrunk counterexample
+//! reads as a story.
+
+use std::fmt;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::faults::{Fault, Injected, Op, When};
+use crate::world::{COOLDOWN, Pool, Req, Sender, Spelling, User};
+
+/// How a batch arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// One request over the HTTP API.
+    HttpSingle,
+    /// A JSON array of requests over the HTTP API (answered 207).
+    HttpBatch,
+    /// A standard SQS batch.
+    Sqs,
+    /// A FIFO SQS batch.
+    SqsFifo,
+}
+
+impl Source {
+    pub fn is_http(self) -> bool {
+        matches!(self, Source::HttpSingle | Source::HttpBatch)
+    }
+}
+
+/// An HTTP `Idempotency-Key`; `K0` is the key a batch item 0 of `K` would show as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    K,
+    K0,
+    K1,
+}
+
+impl Key {
+    pub fn header(self) -> &'static str {
+        match self {
+            Key::K => "k",
+            Key::K0 => "k#0",
+            Key::K1 => "k#1",
+        }
+    }
+}
+
+/// One record of a batch: the request it carries (index into the schedule's requests; for SQS
+/// also its message id `m<index>`, so one message id always carries one body) and its FIFO group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rec {
+    pub request: usize,
+    pub group: u8,
+}
+
+/// One event's worth of records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub source: Source,
+    pub sender: Sender,
+    /// HTTP only.
+    pub key: Option<Key>,
+    pub records: Vec<Rec>,
+}
+
+/// How one invocation runs: its deadline, the fakes' normal latency, and its faults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub deadline: Duration,
+    pub latency: Duration,
+    pub faults: Vec<Injected>,
+}
+
+/// What a redelivery sends again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Again {
+    /// What was handed back: SQS `batchItemFailures`; over HTTP, the request if it (or any item)
+    /// was answered RETRY.
+    HandedBack,
+    /// Everything, acknowledged or not (an SQS duplicate, a client that retries anyway).
+    Everything,
+    /// An HTTP client that waits the `Retry-After` it was given, then sends the same request
+    /// (same key) again; without one, as `HandedBack`.
+    AfterRetryAfter,
+}
+
+/// One step of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A first delivery.
+    Send { batch: Batch, run: Run },
+    /// A redelivery of an earlier send: `of` counts back from the latest (0), modulo the sends
+    /// so far.
+    Again { of: usize, what: Again, run: Run },
+    /// Wall time passes.
+    Wait(Duration),
+}
+
+/// A whole schedule.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The wall clock's millisecond within its second when the schedule starts.
+    pub phase_ms: u64,
+    /// `MAX_CONCURRENCY`.
+    pub concurrency: usize,
+    /// The requests records refer to; request *i* carries ticket `T<i>`.
+    pub requests: Vec<Req>,
+    pub steps: Vec<Step>,
+}
+
+/// The send an `Again { of, .. }` step repeats, when `sends` sends came before it.
+pub fn again_of(of: usize, sends: usize) -> usize {
+    let sends = sends.max(1);
+    sends - 1 - of % sends
+}
+
+impl Schedule {
+    pub fn request(&self, index: usize) -> (usize, &Req) {
+        let index = index % self.requests.len();
+        (index, &self.requests[index])
+    }
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "deadline {} ms, latency {} ms",
+            self.deadline.as_millis(),
+            self.latency.as_millis()
+        )?;
+        for fault in &self.faults {
+            write!(f, "; {fault}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Schedule {
+    fn batch_line(&self, batch: &Batch) -> String {
+        let source = match batch.source {
+            Source::HttpSingle => "HTTP",
+            Source::HttpBatch => "HTTP batch",
+            Source::Sqs => "SQS",
+            Source::SqsFifo => "SQS FIFO",
+        };
+        let key = match batch.key {
+            Some(key) => format!(" key {}", key.header()),
+            None if batch.source.is_http() => " no key".to_owned(),
+            None => String::new(),
+        };
+        let records: Vec<String> = batch
+            .records
+            .iter()
+            .map(|rec| {
+                let (index, req) = self.request(rec.request);
+                match batch.source {
+                    Source::Sqs => format!("m{index}={req} T{index}"),
+                    Source::SqsFifo => format!("m{index}={req} T{index} g{}", rec.group),
+                    _ => format!("{req} T{index}"),
+                }
+            })
+            .collect();
+        format!(
+            "{source} from {}{key}: [{}]",
+            batch.sender.name(),
+            records.join(", ")
+        )
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "schedule (wall clock at .{:03} s, MAX_CONCURRENCY {}):",
+            self.phase_ms, self.concurrency
+        )?;
+        let mut sends = 0;
+        for (n, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Send { batch, run } => {
+                    writeln!(
+                        f,
+                        "  {n:>2}. send #{sends}: {} | {run}",
+                        self.batch_line(batch)
+                    )?;
+                    sends += 1;
+                }
+                Step::Again { of, what, run } => {
+                    let what = match what {
+                        Again::HandedBack => "what was handed back",
+                        Again::Everything => "everything",
+                        Again::AfterRetryAfter => "after waiting its Retry-After",
+                    };
+                    writeln!(
+                        f,
+                        "  {n:>2}. again #{}: {what} | {run}",
+                        again_of(*of, sends)
+                    )?;
+                }
+                Step::Wait(d) => writeln!(f, "  {n:>2}. wait {} ms", d.as_millis())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+// ---- strategies ----------------------------------------------------------------------------
+
+fn req() -> impl Strategy<Value = Req> {
+    (
+        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 1 => Just(User::Ghost)],
+        prop_oneof![4 => Just(Spelling::Email), 1 => Just(Spelling::Canonical), 1 => Just(Spelling::Shouted)],
+        prop_oneof![15 => Just(Pool::Listed), 1 => Just(Pool::Unlisted)],
+        proptest::bool::weighted(0.04),
+    )
+        .prop_map(|(user, spelling, pool, invalid)| Req {
+            user,
+            spelling,
+            pool,
+            invalid,
+        })
+}
+
+fn when() -> impl Strategy<Value = When> {
+    prop_oneof![
+        4 => Just(When::InMargin),
+        2 => Just(When::BeforeMargin),
+        1 => Just(When::LastQuarter),
+        1 => Just(When::AfterDeadline),
+    ]
+}
+
+/// Faults a Cognito call can meet.
+fn cognito_fault(op: Op) -> BoxedStrategy<Fault> {
+    // LimitExceeded is a reset's answer; a lookup meets a plain throttle instead.
+    let limit = if op == Op::Reset {
+        Fault::LimitExceeded
+    } else {
+        Fault::Throttle
+    };
+    prop_oneof![
+        3 => Just(Fault::Throttle),
+        1 => Just(limit),
+        1 => Just(Fault::Refuse),
+        2 => any::<bool>().prop_map(|landed| Fault::ServerError { landed }),
+        2 => any::<bool>().prop_map(|landed| Fault::Timeout { landed }),
+        1 => Just(Fault::ConnectionReset),
+        1 => Just(Fault::ConnectionRefused),
+        2 => Just(Fault::Lost),
+    ]
+    .boxed()
+}
+
+/// Faults a guard call can meet.
+fn guard_fault() -> BoxedStrategy<Fault> {
+    prop_oneof![
+        2 => Just(Fault::Throttle),
+        1 => Just(Fault::Refuse),
+        2 => any::<bool>().prop_map(|landed| Fault::ServerError { landed }),
+        2 => any::<bool>().prop_map(|landed| Fault::Timeout { landed }),
+        1 => Just(Fault::ConnectionRefused),
+        2 => Just(Fault::Lost),
+        2 => Just(Fault::Echo),
+    ]
+    .boxed()
+}
+
+fn bus_fault() -> BoxedStrategy<Fault> {
+    prop_oneof![
+        Just(Fault::ServerError { landed: false }),
+        Just(Fault::Timeout { landed: false }),
+    ]
+    .boxed()
+}
+
+/// A fault, a late answer, or a late failure, for the `nth` call of an operation.
+fn injected() -> impl Strategy<Value = Injected> {
+    let op = prop_oneof![
+        7 => Just(Op::Reset),
+        3 => Just(Op::Complete),
+        3 => Just(Op::Finish),
+        2 => Just(Op::Claim),
+        2 => Just(Op::Begin),
+        2 => Just(Op::GetUser),
+        1 => Just(Op::ListGroups),
+        1 => Just(Op::Publish),
+    ];
+    let nth = prop_oneof![4 => Just(0u8), 2 => 1u8..3, 1 => 3u8..10];
+    (op, nth).prop_flat_map(|(op, nth)| {
+        let fault = match op {
+            Op::GetUser | Op::ListGroups | Op::Reset => cognito_fault(op),
+            Op::Publish => bus_fault(),
+            _ => guard_fault(),
+        };
+        prop_oneof![
+            // Late: the normal answer at a chosen moment.
+            3 => when().prop_map(move |at| Injected { op, nth, fault: None, at: Some(at) }),
+            4 => fault.clone().prop_map(move |fault| Injected { op, nth, fault: Some(fault), at: None }),
+            // A late failure (a throttle inside the margin, a 5xx after the deadline).
+            2 => (fault, when()).prop_map(move |(fault, at)| Injected { op, nth, fault: Some(fault), at: Some(at) }),
+        ]
+    })
+}
+
+fn run() -> impl Strategy<Value = Run> {
+    (
+        prop_oneof![
+            3 => Just(5_000u64),
+            3 => Just(3_500),
+            3 => Just(2_500),
+            2 => Just(1_300),
+            1 => Just(600),
+        ],
+        prop_oneof![Just(20u64), Just(3), Just(0)],
+        // One vector from none up: a counterexample shrinks to the faults that matter.
+        proptest::collection::vec(injected(), 0..=5),
+    )
+        .prop_map(|(deadline, latency, faults)| Run {
+            deadline: Duration::from_millis(deadline),
+            latency: Duration::from_millis(latency),
+            faults,
+        })
+}
+
+fn recs(max: usize) -> impl Strategy<Value = Vec<Rec>> {
+    let rec = (0usize..4, prop_oneof![3 => Just(0u8), 1 => Just(1u8)])
+        .prop_map(|(request, group)| Rec { request, group });
+    prop_oneof![
+        6 => proptest::collection::vec(rec.clone(), 1..=3.min(max)),
+        2 => proptest::collection::vec(rec, 1..=max),
+    ]
+}
+
+/// Which sources a test draws from.
+#[derive(Clone, Copy, Debug)]
+pub enum Mix {
+    All,
+    Sqs,
+    Http,
+    /// Every source, few requests, waits around the cooldown and its `Retry-After`, and
+    /// redeliveries of everything: the windows' edges.
+    Windows,
+}
+
+fn batch(mix: Mix) -> BoxedStrategy<Batch> {
+    let key = || prop_oneof![3 => Just(Some(Key::K)), 2 => Just(Some(Key::K0)), 1 => Just(Some(Key::K1)), 1 => Just(None)];
+    let http_sender = || prop_oneof![8 => Just(Sender::Portal), 1 => Just(Sender::Intruder)];
+    let single = (http_sender(), key(), recs(1)).prop_map(|(sender, key, records)| Batch {
+        source: Source::HttpSingle,
+        sender,
+        key,
+        records,
+    });
+    let http_batch = (http_sender(), key(), recs(10)).prop_map(|(sender, key, records)| Batch {
+        source: Source::HttpBatch,
+        sender,
+        key,
+        records,
+    });
+    let sqs = (
+        prop_oneof![8 => Just(Sender::Queue), 1 => Just(Sender::StrangerQueue)],
+        recs(10),
+    )
+        .prop_map(|(sender, records)| Batch {
+            source: Source::Sqs,
+            sender,
+            key: None,
+            records,
+        });
+    let fifo = recs(10).prop_map(|records| Batch {
+        source: Source::SqsFifo,
+        sender: Sender::FifoQueue,
+        key: None,
+        records,
+    });
+    match mix {
+        Mix::All => prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed(),
+        // Single requests carry Retry-After.
+        Mix::Windows => prop_oneof![2 => sqs, 5 => single, 1 => http_batch, 1 => fifo].boxed(),
+        Mix::Sqs => prop_oneof![sqs, fifo].boxed(),
+        Mix::Http => prop_oneof![single, http_batch].boxed(),
+    }
+}
+
+fn wait(mix: Mix) -> BoxedStrategy<Duration> {
+    let cooldown = COOLDOWN.as_millis() as u64;
+    let near = (cooldown - 2_000)..(cooldown + 2_500);
+    match mix {
+        Mix::Windows => prop_oneof![
+            1 => 0u64..3_000,
+            4 => near,
+        ]
+        .prop_map(Duration::from_millis)
+        .boxed(),
+        _ => prop_oneof![
+            3 => 0u64..3_000,
+            2 => near,
+            1 => (cooldown + 2_500)..(3 * cooldown),
+        ]
+        .prop_map(Duration::from_millis)
+        .boxed(),
+    }
+}
+
+fn step(mix: Mix) -> impl Strategy<Value = Step> {
+    let everything = match mix {
+        Mix::Windows => 3,
+        _ => 1,
+    };
+    prop_oneof![
+        3 => (batch(mix), run()).prop_map(|(batch, run)| Step::Send { batch, run }),
+        4 => (
+            prop_oneof![3 => Just(0usize), 1 => 1usize..4],
+            prop_oneof![
+                2 => Just(Again::HandedBack),
+                everything => Just(Again::Everything),
+                everything => Just(Again::AfterRetryAfter),
+            ],
+            run(),
+        )
+            .prop_map(|(of, what, run)| Step::Again { of, what, run }),
+        3 => wait(mix).prop_map(Step::Wait),
+    ]
+}
+
+/// Schedules of one to eight steps, the first a send.
+pub fn schedule(mix: Mix) -> impl Strategy<Value = Schedule> {
+    (
+        0u64..1000,
+        prop_oneof![4 => Just(10usize), 1 => Just(3), 1 => Just(1)],
+        match mix {
+            Mix::Windows => proptest::collection::vec(req(), 1..=2).boxed(),
+            _ => proptest::collection::vec(req(), 1..=4).boxed(),
+        },
+        (batch(mix), run()),
+        proptest::collection::vec(step(mix), 0..=7),
+    )
+        .prop_map(|(phase_ms, concurrency, requests, (batch, run), rest)| {
+            let mut steps = vec![Step::Send { batch, run }];
+            steps.extend(rest);
+            Schedule {
+                phase_ms,
+                concurrency,
+                requests,
+                steps,
+            }
+        })
+}
