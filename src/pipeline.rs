@@ -1,7 +1,9 @@
 //! One reset request, step by step. Each step returns what the next one and the audit line need.
 //!
 //! 1. **caller**: the caller-and-pool check: a caller no rule lists for the pool is refused
-//!    before anything is written or asked (no guard item, no Cognito call);
+//!    before anything is written or asked (no guard item, no Cognito call); then a record whose
+//!    reset could not get its turn at the rate limiter before `deadline − margin` is RETRY
+//!    `deadline`, before anything is spent on it (the turn is promised until the reset asks);
 //! 2. **key**: with the guard on and an idempotency key, a repeat gets the earlier final answer
 //!    (no Cognito call), a key in use is RETRY `in-progress`, a key reused for another request is
 //!    REJECTED `idempotency-key-reused`;

@@ -38,9 +38,7 @@ impl Source {
             Source::SqsFifo => "sqs-fifo",
         }
     }
-}
 
-impl Source {
     /// Whose turn comes first at the rate limiter: a person waits on an HTTP request, nobody on
     /// a queue record.
     pub fn priority(self) -> Priority {
