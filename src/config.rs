@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::ClientSettings;
+use crate::aws::bucket::BucketStore;
 use crate::aws::guard::GuardSettings;
-use crate::limiter::Rates;
+use crate::limiter::{Limiters, Quotas, Rates, SharedPacing};
 use crate::policy::Policy;
 use crate::request::UserPoolId;
 
@@ -50,6 +51,10 @@ pub const DEFAULT_COGNITO_RESOURCE_READ_QUOTA: f64 = 50.0;
 pub const DEFAULT_MAX_INSTANCES: u64 = 5;
 /// Attempts per guard call (DynamoDB answers in milliseconds; the SDK's standard mode).
 pub const GUARD_MAX_ATTEMPTS: u32 = 3;
+/// Default for `PACING_LEASE_MS`: one lease of the fleet's bucket is this much of the quota.
+pub const DEFAULT_PACING_LEASE_MS: u64 = 200;
+/// The most a lease write may take before the instance falls back to its static share.
+pub const MAX_LEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A start-up failure, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +105,17 @@ pub struct EventSettings {
     pub source: String,
 }
 
+/// How Cognito calls are paced (`PACING`, `PACING_LEASE_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Every instance at its static share, `rates` (no table, `PACING=instance`, or `DRY_RUN`,
+    /// which writes nothing).
+    Instance,
+    /// The fleet's buckets in the guard table, leased `lease` of the quota at a time; the
+    /// static share while the table is unavailable.
+    Shared { lease: Duration },
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,8 +126,13 @@ pub struct Config {
     pub max_concurrency: usize,
     pub deadline_margin: Duration,
     pub cognito: ClientSettings,
-    /// Per-instance pacing of Cognito calls (`COGNITO_RESET_RPS`, `COGNITO_READ_RPS`).
+    /// Per-instance pacing of Cognito calls (`COGNITO_RESET_RPS`, `COGNITO_READ_RPS`): the
+    /// static share, and the fallback of shared pacing.
     pub rates: Rates,
+    /// The account's quotas (`COGNITO_*_QUOTA`), which the fleet's buckets share out.
+    pub quotas: Quotas,
+    /// Shared (fleet-wide) or per-instance pacing.
+    pub pacing: Pacing,
     pub dry_run: bool,
     /// The duplicate-reset guard; `None` without `GUARD_TABLE`.
     pub guard: Option<GuardSettings>,
@@ -141,6 +162,23 @@ impl Config {
 }
 
 impl Config {
+    /// The pacing of Cognito calls this configuration asks for: over the fleet's buckets in
+    /// `table` (the guard table's, when `PACING` is shared), or each instance on its own.
+    pub fn limiters(&self, table: Option<Arc<dyn BucketStore>>) -> Limiters {
+        match (self.pacing, table, &self.guard) {
+            (Pacing::Shared { lease }, Some(store), Some(guard)) => Limiters::shared(
+                self.rates,
+                SharedPacing {
+                    store,
+                    quotas: self.quotas,
+                    lease,
+                    timeout: guard.client.timeout.min(MAX_LEASE_TIMEOUT),
+                },
+            ),
+            _ => Limiters::new(self.rates),
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
@@ -280,6 +318,15 @@ impl Config {
         // Per instance: the quota shared by at most MAX_INSTANCES instances, unless a rate is set
         // outright (`unlimited`: no limit).
         let instances = number(&get, "MAX_INSTANCES", DEFAULT_MAX_INSTANCES, 1, 1000)? as f64;
+        let quotas = Quotas {
+            read: quota(&get, "COGNITO_READ_QUOTA", DEFAULT_COGNITO_READ_QUOTA)?,
+            resource_read: quota(
+                &get,
+                "COGNITO_RESOURCE_READ_QUOTA",
+                DEFAULT_COGNITO_RESOURCE_READ_QUOTA,
+            )?,
+            account_recovery: quota(&get, "COGNITO_RESET_QUOTA", DEFAULT_COGNITO_RESET_QUOTA)?,
+        };
         let per_instance = |rps: &'static str, quota_variable: &'static str, default: f64| {
             if get(rps).is_some() {
                 rate(&get, rps)
@@ -368,6 +415,24 @@ impl Config {
             });
         }
         let events = get("EVENT_BUS").map(|bus| EventSettings { bus, source });
+        let lease_ms = number(&get, "PACING_LEASE_MS", DEFAULT_PACING_LEASE_MS, 100, 250)?;
+        let pacing = match get("PACING")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("shared") if guard.is_some() && !dry_run => Pacing::Shared {
+                lease: Duration::from_millis(lease_ms),
+            },
+            None | Some("shared") | Some("instance") => Pacing::Instance,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    variable: "PACING",
+                    value: lookup("PACING").unwrap_or_default(),
+                    message: "must be `shared` (the fleet shares one bucket per region and quota in the guard table; needs GUARD_TABLE) or `instance` (each instance keeps to quota / MAX_INSTANCES)".into(),
+                });
+            }
+        };
         let metrics_namespace = get("METRICS_NAMESPACE")
             .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_owned());
         crate::metrics::check_namespace(&metrics_namespace).map_err(|e| ConfigError::Invalid {
@@ -391,6 +456,8 @@ impl Config {
                 max_attempts: cognito_max_attempts as u32,
             },
             rates,
+            quotas,
+            pacing,
             dry_run,
             guard,
             events,
@@ -562,6 +629,44 @@ mod tests {
     }
 
     #[test]
+    fn pacing_is_shared_with_the_guard_table_and_per_instance_without_it() {
+        let config = load(&[("POLICY", POLICY)]).unwrap();
+        assert_eq!(config.pacing, Pacing::Instance);
+        assert_eq!(
+            config.quotas,
+            Quotas {
+                read: 120.0,
+                resource_read: 50.0,
+                account_recovery: 30.0
+            }
+        );
+        let table = ("GUARD_TABLE", "cognito-reset-guard");
+        let config = load(&[("POLICY", POLICY), table]).unwrap();
+        assert_eq!(
+            config.pacing,
+            Pacing::Shared {
+                lease: Duration::from_millis(200)
+            }
+        );
+        // the static share stays: it is the fallback while the table is unavailable
+        assert_eq!(config.rates.account_recovery, Some(6.0));
+        let config = load(&[("POLICY", POLICY), table, ("PACING_LEASE_MS", "100")]).unwrap();
+        assert_eq!(
+            config.pacing,
+            Pacing::Shared {
+                lease: Duration::from_millis(100)
+            }
+        );
+        for opt_out in [("PACING", "instance"), ("DRY_RUN", "true")] {
+            let config = load(&[("POLICY", POLICY), table, opt_out]).unwrap();
+            assert_eq!(config.pacing, Pacing::Instance, "{opt_out:?}");
+        }
+        // `shared` without a table has nowhere to keep the bucket: each instance on its own
+        let config = load(&[("POLICY", POLICY), ("PACING", "shared")]).unwrap();
+        assert_eq!(config.pacing, Pacing::Instance);
+    }
+
+    #[test]
     fn an_unlimited_rate_turns_the_limit_off() {
         let config = load(&[
             ("POLICY", POLICY),
@@ -662,6 +767,9 @@ mod tests {
             ("COGNITO_RESOURCE_READ_QUOTA", "0"),
             ("COGNITO_READ_QUOTA", "1e300"),
             ("MAX_INSTANCES", "0"),
+            ("PACING", "fleet"),
+            ("PACING_LEASE_MS", "50"),
+            ("PACING_LEASE_MS", "251"),
             ("METRICS_NAMESPACE", "bad namespace!"),
             ("MAX_RECEIVE_COUNT", "0"),
             ("EVENT_SOURCE", "aws.cognito"),

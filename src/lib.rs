@@ -23,6 +23,7 @@ pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;
+pub mod pacing;
 pub mod pipeline;
 pub mod policy;
 pub mod policy_source;

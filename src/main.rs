@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::bucket::{BucketStore, DynamoBucket};
 use cognito_reset::aws::cognito::{self, Directory};
 use cognito_reset::aws::events::{self, Bus, EventPublisher};
 use cognito_reset::aws::guard::{self, Guard};
 use cognito_reset::aws::parameters::{self, SsmParameter};
-use cognito_reset::config::{Config, PolicySetting};
+use cognito_reset::config::{Config, Pacing, PolicySetting};
 use cognito_reset::pipeline::App;
 use cognito_reset::policy_source::{PolicyStore, RefreshSettings};
 use cognito_reset::sources;
@@ -37,8 +38,12 @@ async fn main() -> Result<(), Error> {
              retried request can reset a user twice"
         );
     }
-    // One configuration load and one HTTP connector for every client.
-    let sdk_config = aws_config::load_from_env().await;
+    // One configuration load and one HTTP client for every client; its connectors (and the
+    // system's TLS roots) are built at their first request, not here.
+    let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(cognito_reset::aws::https_client())
+        .load()
+        .await;
     let policy = match &config.policy {
         PolicySetting::Parameter { name, refresh } => {
             let client = aws_sdk_ssm::Client::from_conf(
@@ -72,16 +77,31 @@ async fn main() -> Result<(), Error> {
         cognito_reset_rps = ?config.rates.account_recovery,
         cognito_read_rps = ?config.rates.read,
         cognito_resource_read_rps = ?config.rates.resource_read,
+        pacing = match config.pacing {
+            Pacing::Shared { .. } => "shared (the fleet's buckets in the guard table)",
+            Pacing::Instance => "instance (quota / MAX_INSTANCES each)",
+        },
         event_bus = config.events.as_ref().map(|e| e.bus.as_str()).unwrap_or(""),
         "configuration loaded"
     );
     let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
         cognito::configure((&sdk_config).into(), config.cognito).build(),
     );
-    let guard = config.guard.clone().map(|settings| {
+    let table = config.guard.clone().map(|settings| {
         let client = aws_sdk_dynamodb::Client::from_conf(
             guard::configure((&sdk_config).into(), settings.client).build(),
         );
+        (client, settings)
+    });
+    // The fleet's pacing buckets live in the guard's table, through the same client.
+    let limiters = config.limiters(table.as_ref().map(|(client, settings)| {
+        Arc::new(DynamoBucket::new(
+            client.clone(),
+            &settings.table,
+            settings.client.timeout,
+        )) as Arc<dyn BucketStore>
+    }));
+    let guard = table.map(|(client, settings)| {
         Guard::dynamodb(client, settings, config.dry_run, config.deadline_margin)
     });
     let events = config.events.as_ref().map(|events| {
@@ -95,7 +115,8 @@ async fn main() -> Result<(), Error> {
         config.cognito,
         config.deadline_margin,
         config.rates,
-    );
+    )
+    .with_limiters(limiters);
     let app = Arc::new(App::new(config, directory, guard, policy, events));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);

@@ -1,7 +1,9 @@
 //! One reset request, step by step. Each step returns what the next one and the audit line need.
 //!
 //! 1. **caller**: the caller-and-pool check: a caller no rule lists for the pool is refused
-//!    before anything is written or asked (no guard item, no Cognito call);
+//!    before anything is written or asked (no guard item, no Cognito call); then a record whose
+//!    reset could not get its turn at the rate limiter before `deadline − margin` is RETRY
+//!    `deadline`, before anything is spent on it (the turn is promised until the reset asks);
 //! 2. **key**: with the guard on and an idempotency key, a repeat gets the earlier final answer
 //!    (no Cognito call), a key in use is RETRY `in-progress`, a key reused for another request is
 //!    REJECTED `idempotency-key-reused`;
@@ -32,6 +34,7 @@ use crate::config::Config;
 use crate::deadline::{Deadline, wall_now};
 use crate::failure::{GuardError, GuardErrorKind};
 use crate::invocation::Invocation;
+use crate::limiter::Intent;
 use crate::outcome::{Answer, Class, RecordResult, Reset, ResetError, Settled};
 use crate::policy::{Caller, Decision, DenyReason, Policy, Subject};
 use crate::policy_source::PolicyStore;
@@ -188,6 +191,16 @@ impl App {
         {
             return (Err(ResetError::Denied(reason)), early_findings());
         }
+        // A record whose reset could not get its turn before deadline − margin is not started:
+        // no lookup is spent on it, nothing is written.
+        let intent = if self.config.dry_run {
+            None
+        } else {
+            match self.directory.reset_intent(&request.user_pool_id, deadline) {
+                Ok(intent) => Some(intent),
+                Err(error) => return (Err(error.into()), early_findings()),
+            }
+        };
         let held = match (&self.guard, key) {
             (Some(guard), Some(key)) => {
                 let key = KeyRef::new(
@@ -213,7 +226,7 @@ impl App {
             }
             _ => None,
         };
-        let (result, mut findings) = self.reset_pipeline(record, &snapshot.policy).await;
+        let (result, mut findings) = self.reset_pipeline(record, &snapshot.policy, intent).await;
         findings.policy_version = Some(snapshot.version.clone());
         findings.policy_content = Some(snapshot.content.clone());
         if let Some((guard, key)) = held {
@@ -231,11 +244,12 @@ impl App {
         (result.map(Settled::Reset), findings)
     }
 
-    /// Resolve, decide, reset.
+    /// Resolve, decide, reset (`intent`: the reset's promised turn, kept until it asks for it).
     async fn reset_pipeline(
         &self,
         record: Record<'_>,
         policy: &Policy,
+        intent: Option<Intent>,
     ) -> (Result<Reset, ResetError>, Findings) {
         let mut findings = Findings::default();
         let user = match self.resolve(record, policy).await {
@@ -248,7 +262,7 @@ impl App {
             Err(error) => return (Err(error), findings),
         };
         findings.rule = Some(rule.clone());
-        let result = self.reset(record, &user.record, rule).await;
+        let result = self.reset(record, &user.record, rule, intent).await;
         (result, findings)
     }
 
@@ -266,7 +280,7 @@ impl App {
         let started = Instant::now();
         let found = self
             .directory
-            .get_user(pool, &request.username, deadline)
+            .get_user(pool, &request.username, origin.source.priority(), deadline)
             .await;
         invocation.cognito_latency("AdminGetUser", started.elapsed());
         let user = match found {
@@ -290,7 +304,7 @@ impl App {
             let started = Instant::now();
             let groups = self
                 .directory
-                .list_groups(pool, &user.username, deadline)
+                .list_groups(pool, &user.username, origin.source.priority(), deadline)
                 .await;
             invocation.cognito_latency("AdminListGroupsForUser", started.elapsed());
             groups?
@@ -309,6 +323,7 @@ impl App {
         record: Record<'_>,
         user: &UserRecord,
         rule: String,
+        intent: Option<Intent>,
     ) -> Result<Reset, ResetError> {
         let Record {
             origin,
@@ -356,10 +371,18 @@ impl App {
                 cognito_request_id: None,
             });
         }
+        // The promised turn becomes a real one.
+        drop(intent);
         let started = Instant::now();
         let result = self
             .directory
-            .reset_password(pool, &user.username, &request.client_metadata, deadline)
+            .reset_password(
+                pool,
+                &user.username,
+                &request.client_metadata,
+                origin.source.priority(),
+                deadline,
+            )
             .await;
         invocation.cognito_latency("AdminResetUserPassword", started.elapsed());
         let ambiguous = matches!(&result, Err(error) if error.outcome_unknown());

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::outcome::ResetError;
+use crate::pacing::Priority;
 use crate::policy::Caller;
 use crate::request::ResetRequest;
 
@@ -35,6 +36,17 @@ impl Source {
             Source::Alb => "alb",
             Source::Sqs => "sqs",
             Source::SqsFifo => "sqs-fifo",
+        }
+    }
+
+    /// Whose turn comes first at the rate limiter: a person waits on an HTTP request, nobody on
+    /// a queue record.
+    pub fn priority(self) -> Priority {
+        match self {
+            Source::RestApi | Source::HttpApi | Source::FunctionUrl | Source::Alb => {
+                Priority::Interactive
+            }
+            Source::Sqs | Source::SqsFifo => Priority::Batch,
         }
     }
 }

@@ -23,13 +23,14 @@ use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::Admi
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
 use aws_sdk_cognitoidentityprovider::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
 
 use super::error::classify;
-use super::{BoxFuture, ClientSettings, Stage, ends_by, timeouts_within};
+use super::{BoxFuture, ClientSettings, Stage, ends_by};
 use crate::deadline::Deadline;
 use crate::failure::{CognitoError, CognitoErrorKind, Effect};
-use crate::limiter::{Category, Limiters, Rates};
+use crate::limiter::{Category, Intent, Limiters, Priority, Rates};
 use crate::request::{ClientMetadata, UserPoolId, Username};
 
 /// Upper bound on `AdminListGroupsForUser` pages (60 groups each), against a looping token.
@@ -144,8 +145,9 @@ impl RetryPolicy {
     }
 }
 
-/// The Cognito operations as the pipeline uses them: paced per (region, category), retried per
-/// operation, each bounded by its stage of the invocation's deadline.
+/// The Cognito operations as the pipeline uses them: paced per (region, category) with the
+/// caller's [`Priority`], retried per operation, each bounded by its stage of the invocation's
+/// deadline. A throttled answer (`TooManyRequestsException`) cuts the pacing rate.
 #[derive(Debug)]
 pub struct Directory {
     api: Arc<dyn CognitoApi>,
@@ -174,6 +176,33 @@ impl Directory {
         }
     }
 
+    /// The same directory, paced by `limiters` (e.g. the fleet's shared buckets).
+    pub fn with_limiters(self, limiters: Limiters) -> Self {
+        Directory { limiters, ..self }
+    }
+
+    /// The pacing in force.
+    pub fn limiters(&self) -> &Limiters {
+        &self.limiters
+    }
+
+    /// Promises a record its reset's turn in `pool`'s region before the record spends anything:
+    /// `Deadline` (not started) when the turn could not come before `deadline − margin` even
+    /// at the whole rate. Keep the intent until the reset asks for its turn.
+    pub fn reset_intent(
+        &self,
+        pool: &UserPoolId,
+        deadline: Deadline,
+    ) -> Result<Intent, DirectoryError> {
+        self.limiters
+            .intend(
+                pool.region(),
+                Category::UserAccountRecovery,
+                deadline.less(self.margin),
+            )
+            .map_err(|_| DirectoryError::Deadline { started: false })
+    }
+
     /// The directory over the SDK client (see [`configure`]): each attempt within the client's
     /// attempt timeout, `settings.max_attempts` attempts.
     pub fn sdk(client: Client, settings: ClientSettings, margin: Duration, rates: Rates) -> Self {
@@ -191,10 +220,12 @@ impl Directory {
 
     /// Runs `attempt` by `policy`: a turn of `category` before each attempt, each attempt within
     /// what is left of `stage`.
+    #[allow(clippy::too_many_arguments)]
     async fn call<'a, T, F>(
         &'a self,
         pool: &'a UserPoolId,
         category: Category,
+        priority: Priority,
         stage: Stage,
         policy: RetryPolicy,
         deadline: Deadline,
@@ -209,7 +240,7 @@ impl Directory {
             // No attempt starts inside the margin, nor after its turn would come too late.
             let latest = deadline.less(self.margin);
             self.limiters
-                .acquire(pool.region(), category, latest)
+                .acquire(pool.region(), category, priority, latest)
                 .await
                 .map_err(|_| DirectoryError::Deadline { started: false })?;
             if deadline.too_close(self.margin) {
@@ -234,6 +265,12 @@ impl Directory {
                 );
                 return Err(DirectoryError::Deadline { started: true });
             }
+            // Someone else uses the same quota: slow down (the whole fleet, with the table).
+            if error.kind == CognitoErrorKind::Throttled
+                && error.service_code.as_deref() != Some(LIMIT_EXCEEDED)
+            {
+                self.limiters.throttled(pool.region(), category);
+            }
             if tries >= self.max_attempts || !policy.retries(&error) {
                 return Err(error.into());
             }
@@ -256,11 +293,13 @@ impl Directory {
         &self,
         pool: &UserPoolId,
         username: &Username,
+        priority: Priority,
         deadline: Deadline,
     ) -> Result<UserRecord, DirectoryError> {
         self.call(
             pool,
             Category::UserRead,
+            priority,
             Stage::Lookup,
             RetryPolicy::Lookup,
             deadline,
@@ -274,6 +313,7 @@ impl Directory {
         &self,
         pool: &UserPoolId,
         canonical_username: &str,
+        priority: Priority,
         deadline: Deadline,
     ) -> Result<Vec<String>, DirectoryError> {
         let mut groups = Vec::new();
@@ -284,6 +324,7 @@ impl Directory {
                 .call(
                     pool,
                     Category::UserResourceRead,
+                    priority,
                     Stage::Lookup,
                     RetryPolicy::Lookup,
                     deadline,
@@ -313,11 +354,13 @@ impl Directory {
         pool: &UserPoolId,
         canonical_username: &str,
         client_metadata: &ClientMetadata,
+        priority: Priority,
         deadline: Deadline,
     ) -> Result<Option<String>, DirectoryError> {
         self.call(
             pool,
             Category::UserAccountRecovery,
+            priority,
             Stage::Reset,
             RetryPolicy::Reset,
             deadline,
@@ -335,6 +378,8 @@ impl Directory {
 #[derive(Debug)]
 pub struct CognitoSdk {
     base: config::Builder,
+    /// The client's connect timeout, kept on every attempt (see [`super::timeouts_within`]).
+    connect: Duration,
     default: Client,
     default_region: Option<String>,
     clients: RwLock<HashMap<String, Client>>,
@@ -345,6 +390,13 @@ impl CognitoSdk {
     pub fn new(client: Client) -> CognitoSdk {
         CognitoSdk {
             base: client.config().to_builder(),
+            connect: client
+                .config()
+                .timeout_config()
+                .and_then(|t| t.connect_timeout())
+                .unwrap_or(Duration::from_millis(
+                    crate::config::DEFAULT_COGNITO_TIMEOUT_MS,
+                )),
             default_region: client.config().region().map(|r| r.as_ref().to_owned()),
             default: client,
             clients: RwLock::default(),
@@ -379,8 +431,17 @@ impl CognitoSdk {
             .clone()
     }
 
-    fn attempt(timeout: Duration) -> config::Builder {
-        config::Builder::new().timeout_config(timeouts_within(timeout, timeout))
+    /// One attempt within `timeout`, over the client's connector.
+    fn attempt(&self, timeout: Duration) -> config::Builder {
+        // The connect timeout stays the client's: one connector per client (see
+        // `timeouts_within`).
+        config::Builder::new().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.connect)
+                .operation_attempt_timeout(timeout)
+                .operation_timeout(timeout)
+                .build(),
+        )
     }
 }
 
@@ -398,7 +459,7 @@ impl CognitoApi for CognitoSdk {
                 .user_pool_id(pool.as_str())
                 .username(username)
                 .customize()
-                .config_override(Self::attempt(timeout))
+                .config_override(self.attempt(timeout))
                 .send()
                 .await
                 .map_err(|e| failed("AdminGetUser", e))?;
@@ -436,7 +497,7 @@ impl CognitoApi for CognitoSdk {
                 .username(username)
                 .set_next_token(next_token)
                 .customize()
-                .config_override(Self::attempt(timeout))
+                .config_override(self.attempt(timeout))
                 .send()
                 .await
                 .map_err(|e| failed("AdminListGroupsForUser", e))?;
@@ -467,7 +528,7 @@ impl CognitoApi for CognitoSdk {
                 .username(username)
                 .set_client_metadata(metadata.map(|m| m.into_iter().collect()))
                 .customize()
-                .config_override(Self::attempt(timeout))
+                .config_override(self.attempt(timeout))
                 .send()
                 .await
                 .map_err(|e| failed("AdminResetUserPassword", e))?;

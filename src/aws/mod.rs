@@ -14,6 +14,7 @@
 //!   ([`parameters`]). The pipeline sees the traits, tests put fakes and fault injectors behind
 //!   them, and the model ([`crate::outcome`], [`crate::record`], ...) sees none of this.
 
+pub mod bucket;
 pub mod cognito;
 pub mod error;
 pub mod events;
@@ -24,6 +25,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::{ConnectorBuilder, tls};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
@@ -59,13 +67,58 @@ impl ClientSettings {
 
 /// Timeouts that end a whole call, retries included, within `budget`, each attempt within
 /// `attempt` or the budget.
+///
+/// The connect timeout stays the client's own (`attempt`), whatever the budget: the SDK keeps
+/// one connector (its TLS set-up and its pool of open connections) per connect timeout, so one
+/// that followed each call's budget would cost a new connector, and a new connection, per call
+/// (and grow the SDK's cache of connectors). The whole call still ends within the budget.
 pub fn timeouts_within(attempt: Duration, budget: Duration) -> TimeoutConfig {
-    let attempt = attempt.min(budget);
     TimeoutConfig::builder()
         .connect_timeout(attempt)
-        .operation_attempt_timeout(attempt)
+        .operation_attempt_timeout(attempt.min(budget))
         .operation_timeout(budget)
         .build()
+}
+
+/// The SDK's HTTP client, whose connectors (and the TLS trust roots they load from the system)
+/// are built when a client first sends a request, not when it is constructed: the SDK builds
+/// one for every client it constructs (to load the roots early), which put the loading of the
+/// system's root certificates, and a TLS set-up per client, into the function's start-up.
+#[derive(Debug, Clone)]
+pub struct DeferredHttpClient(SharedHttpClient);
+
+impl HttpClient for DeferredHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+/// One HTTPS client for every AWS client: the SDK's default (hyper 1, rustls with aws-lc, a
+/// proxy from the environment), sharing one connector per connect timeout, each built at its
+/// first request ([`DeferredHttpClient`]). Give it to `aws_config` so that every client (and
+/// the configuration's own providers) use it.
+pub fn https_client() -> SharedHttpClient {
+    let client =
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+            let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ));
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        });
+    SharedHttpClient::new(DeferredHttpClient(client))
 }
 
 /// Where a call stands in a record's life, and so by when it must be done.
@@ -112,4 +165,27 @@ pub fn budget(deadline: Deadline, margin: Duration, stage: Stage) -> Duration {
 /// Whether a call of any stage may still start (at least the margin is left).
 pub fn may_start(deadline: Deadline, margin: Duration) -> bool {
     !deadline.too_close(margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_budget_shortens_the_call_but_keeps_the_clients_connect_timeout() {
+        let attempt = Duration::from_secs(1);
+        for budget in [
+            Duration::from_millis(3),
+            Duration::from_millis(700),
+            Duration::from_secs(9),
+        ] {
+            let timeouts = timeouts_within(attempt, budget);
+            assert_eq!(timeouts.connect_timeout(), Some(attempt), "{budget:?}");
+            assert_eq!(
+                timeouts.operation_attempt_timeout(),
+                Some(attempt.min(budget))
+            );
+            assert_eq!(timeouts.operation_timeout(), Some(budget));
+        }
+    }
 }

@@ -47,6 +47,27 @@ while True:
                         json.dumps({"errorType": "Stub", "errorMessage": "stub error"}))
         runtime.getresponse().read()
         continue
+    if "Records" not in event:
+        # An HTTP API request (the bench's probe): one request or a batch, each looked up and reset.
+        body = json.loads(event["body"])
+        items = body if isinstance(body, list) else [body]
+        statuses = []
+        for req in items:
+            status = 200
+            for op in ("AdminGetUser", "AdminResetUserPassword"):
+                code, _ = call(op, {"UserPoolId": req["UserPoolId"], "Username": req["Username"]})
+                if code != 200:
+                    status = 429
+                    break
+            statuses.append(status)
+        if isinstance(body, list):
+            answer = {"statusCode": 207, "body": json.dumps(
+                {"results": [{"index": i, "status": s} for i, s in enumerate(statuses)]})}
+        else:
+            answer = {"statusCode": statuses[0], "body": "{}"}
+        runtime.request("POST", "/2018-06-01/runtime/invocation/%s/response" % rid, json.dumps(answer))
+        runtime.getresponse().read()
+        continue
     failures = []
     for record in event["Records"]:
         assert record["eventSource"] == "aws:sqs"

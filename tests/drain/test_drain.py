@@ -239,6 +239,40 @@ class HarnessTest(unittest.TestCase):
         self.assertGreaterEqual(r["cold_starts"], 2)
         self.assertEqual(r["dead_lettered"], 10)
 
+    def test_the_probe_times_a_lone_http_batch_and_requests_during_the_drain(self):
+        p, runs = run_bench("-n", "60", "-m", "2", "--modes", "configured", "--reset-quota", "1000",
+                            "--read-quota", "1000", "--probe", "--probe-interval", "0.05", *self.FAST)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        (r,) = runs
+        self.assertEqual(r["lone_batch_statuses"], [200] * 10)
+        self.assertGreater(r["lone_batch_s"], 0)
+        self.assertGreater(r["probe_idle_ms"], 0)
+        self.assertGreater(len(r["probe_ms"]), 0)
+        self.assertEqual(r["probe_not_ok"], 0)
+        self.assertLessEqual(r["probe_p50_ms"], r["probe_p99_ms"])
+        # the probe's users are not the drain's: nobody reset twice, everyone once
+        self.assertEqual((r["reset_twice"], r["not_reset"]), (0, 0))
+        self.assertEqual(len(r["init_ms"]), 2)
+        self.assertIn("HTTP beside the drain", p.stdout)
+
+    def test_the_shared_mode_puts_the_guard_table_in_moto(self):
+        p, runs = run_bench("-n", "30", "-m", "2", "--modes", "shared,instance", "--reset-quota", "1000",
+                            "--read-quota", "1000", *self.FAST)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        shared, instance = runs
+        self.assertTrue(shared["table"] and instance["table"])
+        self.assertEqual((shared["max_instances"], shared["reset_rps"]), (5, "shared"))
+        self.assertEqual(instance["reset_rps"], "200")
+        self.assertEqual((shared["dead_lettered"], shared["reset_twice"], shared["not_reset"]), (0, 0, 0))
+        self.assertIn("shared (table, MAX_INSTANCES=5)", p.stdout)
+
+    def test_without_moto_a_table_mode_stops_the_bench(self):
+        p, runs = run_bench("-n", "10", "-m", "1", "--modes", "shared", "--moto-server", "/nonexistent/moto",
+                            *self.FAST)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("make tools", p.stdout)
+        self.assertEqual(runs, [])
+
     def test_a_function_that_cannot_start_stops_the_bench_with_its_log(self):
         p, runs = run_bench("-n", "10", "-m", "2", "--modes", "off", *self.FAST, env={"STUB_MODE": "exit"})
         self.assertEqual(p.returncode, 2, p.stdout + p.stderr)

@@ -450,3 +450,26 @@ def test_guard_items_expire_by_ttl_and_hold_no_client_metadata(function, users, 
         assert isinstance(item["pk"], str)
         assert now < float(item["expiresAt"]) <= now + 86400 + 60, item
         assert secret not in json.dumps(item, default=str), item
+
+
+def test_the_fleets_pacing_buckets_are_items_of_the_guard_table(function, users, stack):
+    """Shared pacing (the default with GUARD_TABLE): the real binary leases its Cognito turns from
+    one item per region and quota category in the guard table, written by moto's DynamoDB from the
+    function's conditional UpdateItems."""
+    before = time.time() * 1_000_000
+    answer = function.invoke(request_for(DIEGO))
+    assert answer["statusCode"] == 200, answer
+
+    buckets = {item["pk"]: item for item in stack.guard_items() if item["pk"].startswith("bucket#")}
+
+    # the demo policy names groups: AdminGetUser, AdminListGroupsForUser, AdminResetUserPassword
+    assert set(buckets) == {
+        "bucket#us-west-2#UserRead",
+        "bucket#us-west-2#UserResourceRead",
+        "bucket#us-west-2#UserAccountRecovery",
+    }, buckets
+    for pk, item in buckets.items():
+        # the end of the last lease: after the request began, within a lease (and its round trip)
+        assert before < float(item["nextUs"]) < time.time() * 1_000_000 + 2_000_000, item
+        assert time.time() < float(item["expiresAt"]) <= time.time() + 86400 + 60, item
+        assert "cutFactor" not in item, item  # nobody was throttled

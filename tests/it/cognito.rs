@@ -275,7 +275,7 @@ async fn lookup_errors_are_classified_too() {
 
 /// An `AdminResetUserPassword` rule that first answers with Cognito's wire error `code` (so the
 /// SDK's own deserializer and retry classifiers see exactly what Cognito would send), then OK.
-fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule {
+pub(crate) fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule {
     let body = serde_json::json!({"__type": code, "message": "slow down"}).to_string();
     mock!(Client::admin_reset_user_password)
         .sequence()
@@ -326,11 +326,11 @@ async fn too_many_requests_is_retried_within_the_attempt_bound() {
 
 /// A Cognito endpoint that answers every call after `delay`, counting calls in flight.
 #[derive(Debug)]
-struct SlowCognito {
-    delay: Duration,
-    in_flight: Arc<InFlight>,
+pub(crate) struct SlowCognito {
+    pub(crate) delay: Duration,
+    pub(crate) in_flight: Arc<InFlight>,
     /// Only this operation is slow (the others answer at once); `None`: every one.
-    only: Option<&'static str>,
+    pub(crate) only: Option<&'static str>,
 }
 
 impl HttpConnector for SlowCognito {
@@ -381,7 +381,7 @@ impl HttpConnector for SlowCognito {
 }
 
 /// A real SDK client (no mocks) over a connector, configured like the function's.
-fn client_over(
+pub(crate) fn client_over(
     connector: impl HttpConnector + Clone + 'static,
     settings: ClientSettings,
 ) -> Client {
@@ -404,7 +404,7 @@ impl Clone for SlowCognito {
     }
 }
 
-const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]}]}"#;
+pub(crate) const ANYONE: &str = r#"{"version":1,"rules":[{"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]}]}"#;
 
 /// An app over a slow Cognito that lets any queue reset anyone, and the in-flight counter.
 fn slow_app(
@@ -435,7 +435,7 @@ fn slow_app_with(
 }
 
 /// SQS bodies resetting `user0@example.com`, `user1@example.com`, ...
-fn bodies(count: usize) -> Vec<(String, Option<&'static str>)> {
+pub(crate) fn bodies(count: usize) -> Vec<(String, Option<&'static str>)> {
     (0..count)
         .map(|i| (reset_body(&format!("user{i}@example.com")), None))
         .collect()
@@ -597,7 +597,7 @@ async fn a_pool_id_naming_no_aws_region_is_rejected_without_a_call() {
 }
 
 /// The most calls of `operation` that started in any one-second window.
-fn most_in_one_second(calls: &[Call], operation: &str) -> usize {
+pub(crate) fn most_in_one_second(calls: &[Call], operation: &str) -> usize {
     let times: Vec<Instant> = calls
         .iter()
         .filter(|c| c.operation == operation)
@@ -965,6 +965,53 @@ async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 }
 
+#[tokio::test]
+async fn every_cognito_call_uses_the_clients_one_connector_whatever_time_is_left() {
+    // Given a client that records the connector settings of every call, and a deadline close
+    // enough that each call's budget is shorter than the 5 s attempt timeout (and different)
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let in_flight = Arc::new(InFlight::default());
+    let slow = SlowCognito {
+        delay: Duration::from_millis(5),
+        in_flight: Arc::clone(&in_flight),
+        only: None,
+    };
+    let record = Arc::clone(&seen);
+    let http = http_client_fn(move |settings, _| {
+        record.lock().expect("log").push(settings.connect_timeout());
+        SharedHttpConnector::new(slow.clone())
+    });
+    let settings = ClientSettings {
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let builder = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::for_tests())
+        .http_client(http);
+    let client = Client::from_conf(directory::configure(builder, settings).build());
+    let app = app(
+        config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "1")]),
+        client,
+    );
+    let deadline = Deadline((Instant::now() + Duration::from_millis(4_000)).into());
+    // When records run one after the other
+    let response = dispatch(&app, sqs_event(QUEUE, &bodies(5)), "r", deadline)
+        .await
+        .expect("response");
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    // Then every call asked for the connector of the client's own connect timeout: the SDK
+    // keeps one connector (TLS set-up, open connections) per connect timeout, so none was
+    // built for a single call
+    let seen = seen.lock().expect("log").clone();
+    assert_eq!(seen.len(), 10, "two calls a record");
+    assert!(
+        seen.iter().all(|t| *t == Some(Duration::from_secs(5))),
+        "{seen:?}"
+    );
+}
+
 /// A Cognito that answers every call at once, for pacing tests.
 #[derive(Debug)]
 struct Instant0;
@@ -1021,7 +1068,7 @@ impl cognito_reset::aws::cognito::CognitoApi for Instant0 {
 #[tokio::test(start_paused = true)]
 async fn group_lookups_are_paced_in_their_own_quota_category() {
     use cognito_reset::aws::cognito::Directory;
-    use cognito_reset::limiter::Rates;
+    use cognito_reset::limiter::{Priority, Rates};
     use cognito_reset::request::{UserPoolId, Username};
     // Given UserRead at 100/s and UserResourceRead (AdminListGroupsForUser) at 2/s
     let directory = Directory::new(
@@ -1045,7 +1092,7 @@ async fn group_lookups_are_paced_in_their_own_quota_category() {
     let t0 = tokio::time::Instant::now();
     for _ in 0..3 {
         directory
-            .list_groups(&pool, "diego", deadline)
+            .list_groups(&pool, "diego", Priority::Batch, deadline)
             .await
             .expect("groups");
     }
@@ -1053,7 +1100,7 @@ async fn group_lookups_are_paced_in_their_own_quota_category() {
     let t1 = tokio::time::Instant::now();
     for _ in 0..3 {
         directory
-            .get_user(&pool, &user, deadline)
+            .get_user(&pool, &user, Priority::Batch, deadline)
             .await
             .expect("user");
     }

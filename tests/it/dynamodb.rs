@@ -1,6 +1,9 @@
 //! An in-process DynamoDB table for the guard, behind aws-smithy-mocks: the four item calls the
 //! guard makes, with its condition expressions evaluated against the stored items under one
-//! lock (so a conditional write decides exactly one winner, as in DynamoDB).
+//! lock (so a conditional write decides exactly one winner, as in DynamoDB), and the pacing
+//! buckets' `UpdateItem`s (conditions on `nextUs` and `cutAtUs`, `SET nextUs = nextUs + :len`,
+//! `ReturnValues` `ALL_NEW`), written independently of `pacing::apply`, so the two check each
+//! other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,11 +16,15 @@ use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::ReturnValue;
 use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, ProvisionedThroughputExceededException,
 };
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::bucket::{
+    APPEND_CONDITION, CUT_CONDITION, REPAIR_CONDITION, RESTART_CONDITION,
+};
 use cognito_reset::aws::guard::{
     self, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION, PENDING_CONDITION,
 };
@@ -79,6 +86,27 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
         }
         Some(c) if c == PENDING_CONDITION => {
             old.is_some_and(|old| text(old, "state").map(str::to_owned) == value_s(":pending"))
+        }
+        Some(c) if c == RESTART_CONDITION => {
+            let start = value_n(":start").expect(":start");
+            old.and_then(|old| num(old, "nextUs"))
+                .is_none_or(|next| next < start)
+        }
+        Some(c) if c == APPEND_CONDITION => {
+            let (earliest, latest) = (
+                value_n(":earliest").expect(":earliest"),
+                value_n(":latest").expect(":latest"),
+            );
+            old.and_then(|old| num(old, "nextUs"))
+                .is_some_and(|next| earliest <= next && next <= latest)
+        }
+        Some(c) if c == REPAIR_CONDITION => {
+            old.and_then(|old| num(old, "nextUs")) == Some(value_n(":seen").expect(":seen"))
+        }
+        Some(c) if c == CUT_CONDITION => {
+            let gap_ago = value_n(":gapAgo").expect(":gapAgo");
+            old.and_then(|old| num(old, "cutAtUs"))
+                .is_none_or(|at| at <= gap_ago)
         }
         Some(other) => panic!("the fake table does not know the condition {other:?}"),
     }
@@ -178,11 +206,24 @@ impl Table {
                 let (name, value) = assignment.split_once('=').expect("name = :value");
                 let name = name.trim();
                 let name = names.get(name).map(String::as_str).unwrap_or(name);
-                let value = values.get(value.trim()).expect("a bound value").clone();
+                // `a = a + :n` (the buckets' append), or `a = :value`
+                let value = match value.split_once('+') {
+                    Some((base, addend)) => {
+                        let base = num(&item, base.trim()).expect("a number to add to");
+                        let addend = num(&values, addend.trim()).expect("a bound number");
+                        AttributeValue::N((base + addend).to_string())
+                    }
+                    None => values.get(value.trim()).expect("a bound value").clone(),
+                };
                 item.insert(name.to_owned(), value);
             }
-            store.insert(pk, item);
-            MockResponse::Output(UpdateItemOutput::builder().build())
+            store.insert(pk, item.clone());
+            let attributes = (input.return_values() == Some(&ReturnValue::AllNew)).then_some(item);
+            MockResponse::Output(
+                UpdateItemOutput::builder()
+                    .set_attributes(attributes)
+                    .build(),
+            )
         });
         let s = Arc::clone(&store);
         let delete = mock!(Client::delete_item).then_compute_response(move |input| {

@@ -14,6 +14,7 @@ mod logging;
 mod logs;
 mod metrics;
 mod openapi;
+mod pacing;
 mod policy_source;
 mod properties;
 mod sqs;

@@ -519,7 +519,7 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
                         "COGNITO_MAX_ATTEMPTS", "DRY_RUN", "GUARD_TABLE", "RESET_COOLDOWN_SECONDS",
                         "IDEMPOTENCY_TTL_SECONDS", "MAX_INSTANCES", "COGNITO_RESET_QUOTA",
                         "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "METRICS_NAMESPACE",
-                        "MAX_RECEIVE_COUNT"}
+                        "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS"}
 
 
 def test_sam_builds_the_cognito_reset_binary_with_cargo_lambda():
@@ -583,6 +583,38 @@ def test_instances_are_bounded_so_their_paced_calls_stay_inside_cognitos_quotas(
         assert instances * (quota / instances) <= quota
     # and the queue alone cannot start more instances than are reserved
     assert TRANSLATED["Parameters"]["MaximumConcurrency"]["Default"] <= instances
+
+
+def test_pacing_is_shared_in_the_guard_table_by_default_and_its_items_are_in_the_grant():
+    # Given the defaults: the fleet's buckets in the guard table, leased 200 ms at a time
+    stack = Stack(TRANSLATED)
+    _, function = stack.one("AWS::Lambda::Function")
+    env = function["Properties"]["Environment"]["Variables"]
+    assert (env["PACING"], env["PACING_LEASE_MS"]) == ("shared", 200)
+    name, _ = guard_table(stack)
+    assert env["GUARD_TABLE"] == {"Ref": name}
+    # Then the role may update any item of the guard table (the bucket items included: no
+    # dynamodb:LeadingKeys condition keeps them out), and nothing else of DynamoDB
+    _, role = stack.one("AWS::IAM::Role")
+    statements = [
+        st
+        for policy in role["Properties"]["Policies"]
+        for st in policy["PolicyDocument"]["Statement"]
+        if isinstance(st, dict) and any(str(a).startswith("dynamodb:") for a in st.get("Action", []))
+    ]
+    assert len(statements) == 1
+    (grant,) = statements
+    assert "dynamodb:UpdateItem" in grant["Action"]
+    assert grant["Resource"] == {"Fn::GetAtt": [name, "Arn"]}
+    assert "Condition" not in grant
+    # And the settings follow their parameters
+    stack = Stack(TRANSLATED, Pacing="instance", PacingLeaseMs=100)
+    _, function = stack.one("AWS::Lambda::Function")
+    env = function["Properties"]["Environment"]["Variables"]
+    assert (env["PACING"], env["PACING_LEASE_MS"]) == ("instance", 100)
+    assert TRANSLATED["Parameters"]["Pacing"]["AllowedValues"] == ["shared", "instance"]
+    lease = TRANSLATED["Parameters"]["PacingLeaseMs"]
+    assert (lease["MinValue"], lease["MaxValue"]) == (100, 250)
 
 
 def test_instance_bound_and_quotas_follow_their_parameters():

@@ -5,10 +5,16 @@ On loopback only: a fake Cognito with per-category token buckets, a simulated SQ
 redrive policy, and a simulated event source mapping that runs up to M instances of the real
 release binary, each its own process behind its own Lambda Runtime API. Every instance count is
 run "configured" (COGNITO_RESET_RPS / COGNITO_READ_RPS = quota / M, as the README prescribes)
-and, unless --modes says otherwise, "limiter off" (both 0). Standard library only.
+and, unless --modes says otherwise, "limiter off" (both 0). With the guard table in the loop (moto
+server, from the local stack's venv): "shared" (the fleet's pacing buckets in the guard table,
+MAX_INSTANCES = --max-instances whatever M) and "instance" (the same table, PACING=instance: each
+instance at quota / MAX_INSTANCES). --probe adds an instance that takes HTTP requests: one lone
+batch of 10 before the drain, then one request every --probe-interval during it. Standard library
+only (moto excepted).
 
     python3 tools/drain/bench.py --requests 2000 --instances 2,4,8
     python3 tools/drain/bench.py --requests 300 --instances 4 --modes configured --check
+    python3 tools/drain/bench.py --requests 600 --instances 2,4,8 --modes shared --probe
 
 The last line is for the last configured run:
     drain: <ratio>x ideal, <n> dead-lettered, <n> reset twice
@@ -33,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fake_cognito import READS, RECOVERY, FakeCognito  # noqa: E402
+from moto import Moto, MotoError  # noqa: E402
 from queue_sim import Message, SimQueue  # noqa: E402
 from runtime_api import Instance, StartError  # noqa: E402
 
@@ -43,9 +50,17 @@ ACCOUNT = "123456789012"
 QUEUE_ARN = "arn:aws:sqs:%s:%s:drain-queue" % (REGION, ACCOUNT)
 FUNCTION_NAME = "cognito-reset-drain"
 FUNCTION_ARN = "arn:aws:lambda:%s:%s:function:%s" % (REGION, ACCOUNT, FUNCTION_NAME)
+PROBE_ARN = "arn:aws:sts::%s:assumed-role/drain-probe/bench" % ACCOUNT
 POLICY = {"version": 1, "rules": [{"name": "drain", "callers": [QUEUE_ARN], "userPools": [POOL_ID],
-                                   "users": ["*"]}]}
-MODES = ("configured", "off")
+                                   "users": ["*"]},
+                                  {"name": "probe", "callers": [PROBE_ARN], "userPools": [POOL_ID],
+                                   "users": ["probe-*"]}]}
+MODES = ("configured", "off", "shared", "instance")
+# Modes with the guard table in the loop.
+TABLE_MODES = ("shared", "instance")
+# Modes held to the goal (the others are the comparison).
+GOAL_MODES = ("configured", "shared")
+LABELS = {"configured": "configured", "off": "limiter off", "shared": "shared", "instance": "per instance"}
 
 
 @dataclass
@@ -79,6 +94,19 @@ class RunResult:
     bad_responses: int = 0  # responses that were not a valid partial batch response
     retries_by_code: dict = field(default_factory=dict)  # from the function's "will be retried" log lines
     run_dir: str = ""
+    max_instances: int = 0  # MAX_INSTANCES given to the function
+    table: bool = False  # the guard table (moto) in the loop
+    bucket_items: int = 0  # pacing bucket items left in the guard table
+    init_ms: list = field(default_factory=list)  # each instance's start to its first /next
+    # --probe: an HTTP instance beside the drain
+    lone_batch_s: float = 0.0  # one HTTP batch of 10 against the idle fleet
+    lone_batch_statuses: list = field(default_factory=list)
+    probe_idle_ms: float = 0.0  # median latency of single requests against the idle fleet
+    probe_ms: list = field(default_factory=list)  # latencies of single requests during the drain
+    probe_p50_ms: float = 0.0
+    probe_p99_ms: float = 0.0
+    probe_max_ms: float = 0.0
+    probe_not_ok: int = 0  # probe answers other than 200
 
 
 def per_instance_rate(quota: float, instances: int) -> str:
@@ -134,6 +162,35 @@ def failed_ids(body: bytes, batch: list[Message]) -> set[str] | None:
     return out
 
 
+def http_event(body: object, request_id: str) -> bytes:
+    """An API Gateway HTTP API (payload 2.0) request from the probe's IAM role."""
+    return json.dumps({
+        "version": "2.0", "routeKey": "POST /reset", "rawPath": "/reset", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "drainbench.execute-api.%s.amazonaws.com" % REGION},
+        "requestContext": {
+            "accountId": ACCOUNT, "apiId": "drainbench", "domainName": "drainbench.execute-api.%s.amazonaws.com" % REGION,
+            "domainPrefix": "drainbench", "requestId": request_id, "routeKey": "POST /reset", "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()), "timeEpoch": int(time.time() * 1000),
+            "http": {"method": "POST", "path": "/reset", "protocol": "HTTP/1.1", "sourceIp": "10.0.0.1",
+                     "userAgent": "drain-probe"},
+            "authorizer": {"iam": {"accessKey": "ASIADRAINPROBE", "accountId": ACCOUNT, "callerId": "AROADRAIN:bench",
+                                   "cognitoIdentity": None, "principalOrgId": None, "userArn": PROBE_ARN,
+                                   "userId": "AROADRAIN:bench"}},
+        },
+        "isBase64Encoded": False,
+        "body": json.dumps(body),
+    }).encode()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
 def max_in_window(stamps: list[float], window_s: float = 1.0) -> int:
     stamps = sorted(stamps)
     best, lo = 0, 0
@@ -148,9 +205,10 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.instances: list[Instance] = []
+        self.moto: Moto | None = None
 
     def function_env(self, cognito_endpoint: str, instances: int, reset_rps: str, read_rps: str,
-                     run_dir: Path) -> dict:
+                     run_dir: Path, mode: str = "configured", table: str | None = None) -> dict:
         a = self.args
         env = {
             "PATH": "/usr/bin:/bin",
@@ -179,6 +237,14 @@ class Bench:
             "COGNITO_READ_RPS": read_rps,
             "MAX_RECEIVE_COUNT": str(a.max_receive_count),
         }
+        if mode in TABLE_MODES:
+            # The guard (and the fleet's buckets) in moto; the static share is quota / MAX_INSTANCES.
+            assert self.moto is not None and table is not None
+            env["GUARD_TABLE"] = table
+            env["AWS_ENDPOINT_URL_DYNAMODB"] = self.moto.endpoint
+            env["MAX_INSTANCES"] = str(a.max_instances)
+            env["PACING"] = "shared" if mode == "shared" else "instance"
+            del env["COGNITO_RESET_RPS"], env["COGNITO_READ_RPS"]
         for kv in a.env:
             k, _, v = kv.partition("=")
             env[k] = v
@@ -188,6 +254,11 @@ class Bench:
         a = self.args
         if mode == "configured":
             reset_rps, read_rps = per_instance_rate(a.reset_quota, m), per_instance_rate(a.read_quota, m)
+        elif mode == "shared":
+            reset_rps, read_rps = "shared", "shared"
+        elif mode == "instance":
+            reset_rps = per_instance_rate(a.reset_quota, a.max_instances)
+            read_rps = per_instance_rate(a.read_quota, a.max_instances)
         else:
             reset_rps = read_rps = "unlimited"
         overrides = dict(kv.partition("=")[::2] for kv in a.env)  # --env wins, and is shown
@@ -199,21 +270,33 @@ class Bench:
             old.unlink()
         for empty in ("aws-config", "aws-credentials"):
             (run_dir / empty).write_text("")
+        table = "drain-guard-m%d-%s-%d" % (m, mode, int(time.time() * 1000)) if mode in TABLE_MODES else None
         res = RunResult(instances=m, mode=mode, reset_rps=reset_rps, read_rps=read_rps,
-                        requests=a.requests, ideal_s=a.requests / a.reset_quota, run_dir=str(run_dir))
-        log("run: %d instances, %s (COGNITO_RESET_RPS=%s COGNITO_READ_RPS=%s), %d requests, ideal %.1f s"
-            % (m, "limiter off" if mode == "off" else "as configured", reset_rps, read_rps, a.requests,
-               res.ideal_s))
+                        requests=a.requests, ideal_s=a.requests / a.reset_quota, run_dir=str(run_dir),
+                        max_instances=a.max_instances if mode in TABLE_MODES else m,
+                        table=table is not None)
+        log("run: %d instances, %s (reset/read rps %s/%s, MAX_INSTANCES=%d%s), %d requests, ideal %.1f s"
+            % (m, LABELS[mode], reset_rps, read_rps, res.max_instances,
+               ", guard table %s in moto" % table if table else "", a.requests, res.ideal_s))
+        if table:
+            assert self.moto is not None
+            await asyncio.to_thread(self.moto.create_guard_table, table)
 
         cognito = FakeCognito(reset_rps=a.reset_quota, read_rps=a.read_quota, latency_s=a.latency_ms / 1000,
                               burst_s=a.burst_s, pool_id=POOL_ID)
         await cognito.start()
         try:
-            env = self.function_env(cognito.endpoint, m, reset_rps, read_rps, run_dir)
+            env = self.function_env(cognito.endpoint, m, reset_rps, read_rps, run_dir, mode, table)
             argv = [sys.executable, str(a.binary)] if str(a.binary).endswith(".py") else [str(a.binary)]
             self.instances = [Instance("instance-%d" % i, argv, env,
                                        run_dir / ("instance-%d.log" % i), FUNCTION_ARN) for i in range(m)]
+            probe = Instance("probe", argv, env, run_dir / "probe.log", FUNCTION_ARN) if a.probe else None
             await asyncio.gather(*(inst.start(a.start_timeout) for inst in self.instances))
+            res.init_ms = [round(inst.init_s * 1000, 2) for inst in self.instances if inst.init_s is not None]
+            if probe is not None:
+                self.instances.append(probe)
+                await probe.start(a.start_timeout)
+                await self.idle_probes(probe, res)
             cognito.reset_counters()  # start-up makes no Cognito call, but count from here anyway
             queue = SimQueue(visibility_s=a.visibility_timeout, max_receive_count=a.max_receive_count)
             for i in range(a.requests):
@@ -256,7 +339,8 @@ class Bench:
                     changed = asyncio.Event()
 
             t0 = time.monotonic()
-            pollers = [asyncio.create_task(poller(inst)) for inst in self.instances]
+            pollers = [asyncio.create_task(poller(inst)) for inst in self.instances if inst is not probe]
+            probing = asyncio.create_task(self.probe_during(probe, res, queue)) if probe is not None else None
             try:
                 done, pending = await asyncio.wait(pollers, timeout=a.run_timeout,
                                                    return_when=asyncio.FIRST_EXCEPTION)
@@ -270,6 +354,12 @@ class Bench:
             if pending:
                 raise StartError("the run did not drain within --run-timeout %.0f s" % a.run_timeout)
             res.drain_s = time.monotonic() - t0
+            if probing is not None:
+                await probing
+            if table:
+                assert self.moto is not None
+                items = await asyncio.to_thread(self.moto.items, table)
+                res.bucket_items = sum(1 for i in items if i["pk"]["S"].startswith("bucket#"))
         finally:
             for inst in self.instances:
                 res.crashes += inst.crashes
@@ -299,6 +389,52 @@ class Bench:
         res.retries_by_code = retry_codes(run_dir)
         report(res)
         return res
+
+    async def idle_probes(self, probe: Instance, res: RunResult) -> None:
+        """Against the idle fleet: one HTTP batch of 10, then single requests (the baseline)."""
+        a = self.args
+        batch = [{"UserPoolId": POOL_ID, "Username": "probe-batch-%d@example.com" % i} for i in range(10)]
+        result = await probe.invoke(http_event(batch, "lone-batch"), a.function_timeout)
+        res.lone_batch_s = result.duration_s
+        try:
+            res.lone_batch_statuses = [r.get("status") for r in json.loads(json.loads(result.body)["body"])["results"]]
+        except (ValueError, KeyError, TypeError):
+            res.lone_batch_statuses = ["invalid: %s" % result.kind]
+        idle = []
+        for i in range(5):
+            await asyncio.sleep(0.2)
+            await probe.ensure_ready(a.start_timeout)
+            body = {"UserPoolId": POOL_ID, "Username": "probe-idle-%d@example.com" % i}
+            idle.append((await probe.invoke(http_event(body, "idle-%d" % i), a.function_timeout)).duration_s)
+        res.probe_idle_ms = 1000 * percentile(idle, 50)
+        log("  idle fleet: a lone HTTP batch of 10 took %.3f s (10 / quota = %.3f s), statuses %s; "
+            "a single request %.1f ms (median of 5)"
+            % (res.lone_batch_s, 10 / a.reset_quota, res.lone_batch_statuses, res.probe_idle_ms))
+
+    async def probe_during(self, probe: Instance, res: RunResult, queue: SimQueue) -> None:
+        """One HTTP request every --probe-interval until the queue is drained."""
+        a = self.args
+        n = 0
+        while not queue.done:
+            await asyncio.sleep(a.probe_interval)
+            if queue.done:
+                break
+            await probe.ensure_ready(a.start_timeout)
+            body = {"UserPoolId": POOL_ID, "Username": "probe-%d@example.com" % n}
+            result = await probe.invoke(http_event(body, "probe-%d" % n), a.function_timeout)
+            n += 1
+            res.probe_ms.append(round(result.duration_s * 1000, 2))
+            status = None
+            if result.kind == "ok":
+                try:
+                    status = json.loads(result.body).get("statusCode")
+                except ValueError:
+                    pass
+            if status != 200:
+                res.probe_not_ok += 1
+        res.probe_p50_ms = percentile(res.probe_ms, 50)
+        res.probe_p99_ms = percentile(res.probe_ms, 99)
+        res.probe_max_ms = max(res.probe_ms, default=0.0)
 
     async def stop_instances(self) -> None:
         if self.instances:
@@ -341,6 +477,16 @@ def report(r: RunResult) -> None:
             % ", ".join("%s %d" % kv for kv in sorted(r.retries_by_code.items())))
     if r.reset_twice_users:
         log("  reset twice: %s%s" % (", ".join(r.reset_twice_users), " ..." if r.reset_twice > 20 else ""))
+    if r.init_ms:
+        log("  init (process start to first /next): median %.1f ms, max %.1f ms over %d instances"
+            % (percentile(r.init_ms, 50), max(r.init_ms), len(r.init_ms)))
+    if r.table:
+        log("  pacing bucket items in the guard table: %d" % r.bucket_items)
+    if r.probe_ms:
+        log("  HTTP probe during the drain: %d requests, p50 %.1f ms, p99 %.1f ms, max %.1f ms "
+            "(idle %.1f ms: p99 added wait %.1f ms), %d not 200"
+            % (len(r.probe_ms), r.probe_p50_ms, r.probe_p99_ms, r.probe_max_ms, r.probe_idle_ms,
+               r.probe_p99_ms - r.probe_idle_ms, r.probe_not_ok))
 
 
 def goal_misses(r: RunResult, goal: argparse.Namespace) -> list[str]:
@@ -365,26 +511,44 @@ def summary(results: list[RunResult], goal: argparse.Namespace) -> None:
             "recv/msg", "DLQ", "twice", "never", "errors", "timeouts", "goal")
     rows = [head]
     for r in results:
-        rows.append((str(r.instances), "configured" if r.mode == "configured" else "limiter off",
+        mode = LABELS[r.mode] + (" (table, MAX_INSTANCES=%d)" % r.max_instances if r.table else "")
+        rows.append((str(r.instances), mode,
                      "%s/%s" % (r.reset_rps, r.read_rps), "%.1f" % r.drain_s, "%.1f" % r.ideal_s,
                      "%.2fx" % r.ratio, str(r.calls), str(r.throttled), "%.1f" % r.throttled_pct,
                      "%.2f" % r.receives_per_message, str(r.dead_lettered), str(r.reset_twice),
                      str(r.not_reset), str(r.invocation_errors), str(r.timeouts),
-                     ("met" if not goal_misses(r, goal) else "missed") if r.mode == "configured" else "-"))
+                     ("met" if not goal_misses(r, goal) else "missed") if r.mode in GOAL_MODES else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     log("")
     for n, row in enumerate(rows):
         log("  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip())
         if n == 0:
             log("  ".join("-" * w for w in widths))
+    probed = [r for r in results if r.probe_ms or r.lone_batch_statuses]
+    if probed:
+        log("")
+        log("HTTP beside the drain (--probe): a lone batch of 10 against the idle fleet, then one request every "
+            "%.1f s during the drain" % goal.probe_interval)
+        head = ("M", "mode", "lone batch s", "10/quota s", "idle ms", "p50 ms", "p99 ms", "max ms", "added p99 ms",
+                "not 200")
+        rows = [head]
+        for r in probed:
+            rows.append((str(r.instances), LABELS[r.mode], "%.3f" % r.lone_batch_s, "%.3f" % (10 / goal.reset_quota),
+                         "%.1f" % r.probe_idle_ms, "%.1f" % r.probe_p50_ms, "%.1f" % r.probe_p99_ms,
+                         "%.1f" % r.probe_max_ms, "%.1f" % (r.probe_p99_ms - r.probe_idle_ms), str(r.probe_not_ok)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        for n, row in enumerate(rows):
+            log("  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip())
+            if n == 0:
+                log("  ".join("-" * w for w in widths))
 
 
 def check(results: list[RunResult], max_ratio: float, max_throttled_pct: float | None) -> list[str]:
     problems = []
     for r in results:
-        if r.mode != "configured":
+        if r.mode not in GOAL_MODES:
             continue
-        tag = "%d instances, configured" % r.instances
+        tag = "%d instances, %s" % (r.instances, LABELS[r.mode])
         if r.dead_lettered:
             problems.append("%s: %d dead-lettered" % (tag, r.dead_lettered))
         if r.reset_twice:
@@ -407,7 +571,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated instance counts (the event source mapping's MaximumConcurrency)")
     p.add_argument("--modes", default="off,configured",
                    help="comma-separated, run in this order for each instance count: configured "
-                        "(per-instance rates = quota / M) and/or off (both rates 0)")
+                        "(per-instance rates = quota / M), off (both rates unlimited), shared (the guard "
+                        "table in moto and the fleet's pacing buckets in it, MAX_INSTANCES = --max-instances) "
+                        "and/or instance (the same table, PACING=instance: quota / --max-instances each)")
+    p.add_argument("--max-instances", type=int, default=5,
+                   help="MAX_INSTANCES of the shared and instance modes (the template's default)")
+    p.add_argument("--moto-server", default=str(ROOT / ".tools" / "stack" / "bin" / "moto_server"),
+                   help="moto server for the guard table (make tools installs it)")
+    p.add_argument("--probe", action="store_true",
+                   help="an extra instance for HTTP requests: a lone batch of 10 before the drain, then one "
+                        "request every --probe-interval during it; reports the latencies")
+    p.add_argument("--probe-interval", type=float, default=0.5, help="seconds between probe requests")
     p.add_argument("--reset-quota", type=float, default=20.0, help="Cognito account-recovery quota, requests/s")
     p.add_argument("--read-quota", type=float, default=60.0, help="Cognito user-read quota, requests/s")
     p.add_argument("--burst-s", type=float, default=1.0,
@@ -447,6 +621,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError:
         p.error("--instances: comma-separated integers")
     a.mode_list = [x.strip() for x in a.modes.split(",") if x.strip()]
+    if a.max_instances < 1 or a.probe_interval <= 0:
+        p.error("--max-instances >= 1, --probe-interval > 0")
     if not a.instance_counts or any(m < 1 for m in a.instance_counts):
         p.error("--instances: at least one, each >= 1")
     if not a.mode_list or any(x not in MODES for x in a.mode_list):
@@ -466,6 +642,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def main_async(a: argparse.Namespace) -> int:
     bench = Bench(a)
     results: list[RunResult] = []
+    if any(mode in TABLE_MODES for mode in a.mode_list):
+        Path(a.run_dir).mkdir(parents=True, exist_ok=True)
+        bench.moto = Moto(Path(a.moto_server), Path(a.run_dir) / "moto.log")
+        try:
+            await bench.moto.start()
+        except MotoError as e:
+            log("drain-bench: %s" % e)
+            return 2
     log("drain bench: %d requests, reset quota %g/s, read quota %g/s, latency %g ms, batch %d, "
         "function timeout %g s, visibility %g s, maxReceiveCount %d; %s, %d CPUs"
         % (a.requests, a.reset_quota, a.read_quota, a.latency_ms, a.batch_size, a.function_timeout,
@@ -474,18 +658,20 @@ async def main_async(a: argparse.Namespace) -> int:
         for m in a.instance_counts:
             for mode in a.mode_list:
                 results.append(await bench.run_one(m, mode))
-    except StartError as e:
+    except (StartError, MotoError) as e:
         log("drain-bench: %s" % e)
         return 2
     finally:
         await bench.stop_instances()
+        if bench.moto is not None:
+            await bench.moto.close()
     out = Path(a.run_dir) / "results.json"
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                                "args": {k: v for k, v in vars(a).items()},
                                "runs": [asdict(r) for r in results]}, indent=2, default=str))
     summary(results, a)
-    configured = [r for r in results if r.mode == "configured"]
-    log("goal (configured runs): <= %.2fx ideal, 0 dead-lettered, 0 reset twice, < %g%% of calls throttled"
+    configured = [r for r in results if r.mode in GOAL_MODES]
+    log("goal (configured and shared runs): <= %.2fx ideal, 0 dead-lettered, 0 reset twice, < %g%% of calls throttled"
         % (a.goal_ratio, a.goal_throttled_pct))
     for r in configured:
         misses = goal_misses(r, a)
@@ -496,7 +682,7 @@ async def main_async(a: argparse.Namespace) -> int:
         log("CHECK FAILED: " + p)
     last = configured[-1] if configured else results[-1]
     if not configured:
-        log("(no configured run; the last line is for the last limiter-off run)")
+        log("(no configured or shared run; the last line is for the last run)")
     log("drain: %.2fx ideal, %d dead-lettered, %d reset twice" % (last.ratio, last.dead_lettered, last.reset_twice))
     return 1 if problems else 0
 

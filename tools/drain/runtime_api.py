@@ -62,12 +62,23 @@ class Instance:
         self.starts = 0
         self.crashes = 0
         self.init_errors: list[bytes] = []
+        # Init time: from spawning the process to its first `invocation/next` (the first start's,
+        # and every start's).
+        self.init_s: float | None = None
+        self.inits_s: list[float] = []
+        self._spawned_at: float | None = None
 
     # ---- the Runtime API --------------------------------------------------------------------
 
     async def _handle(self, req: Request) -> Response:
         path = req.path.split("?", 1)[0]
         if req.method == "GET" and path == PREFIX + "/invocation/next":
+            if self._spawned_at is not None:
+                init = time.monotonic() - self._spawned_at
+                self._spawned_at = None
+                self.inits_s.append(init)
+                if self.init_s is None:
+                    self.init_s = init
             fut = asyncio.get_running_loop().create_future()
             self._next = fut
             self._idle.set()
@@ -119,6 +130,7 @@ class Instance:
             log.write(b"---- start %d of %s at %s\n" % (self.starts, self.name.encode(),
                                                         time.strftime("%H:%M:%S").encode()))
             log.flush()
+            self._spawned_at = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
                 stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Init time of the release binary: from spawning the process to its first Runtime API
+`invocation/next`, the part of a cold start that is the function's own.
+
+Each configuration starts the binary --starts times, one at a time, behind its own Runtime API
+(tools/drain/runtime_api.py), and prints the median, the 90th percentile and the fastest start.
+The configurations add AWS clients one by one: Cognito alone (an inline policy, no table); with
+the guard table (DynamoDB); with the outcome events (EventBridge); and with the policy in Parameter
+Store (SSM, read at start-up from moto server, so that configuration includes one local
+GetParameter round trip). No call reaches AWS. Standard library only (moto from .tools/stack/).
+
+    python3 tools/drain/init_time.py                       # make bench-init
+    python3 tools/drain/init_time.py --starts 50 --binary target/release/cognito-reset
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from moto import Moto, MotoError  # noqa: E402
+from runtime_api import Instance, StartError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = json.dumps({"version": 1, "rules": [{"name": "init", "callers": ["*"], "userPools": ["*"],
+                                             "users": ["*"]}]}, separators=(",", ":"))
+PARAMETER = "/cognito-reset/init-bench"
+FUNCTION_ARN = "arn:aws:lambda:us-west-2:123456789012:function:cognito-reset-init"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))]
+
+
+def base_env(endpoint: str, run_dir: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(run_dir),
+        "AWS_LAMBDA_FUNCTION_NAME": "cognito-reset-init",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/cognito-reset-init",
+        "AWS_REGION": "us-west-2",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "AWS_ACCESS_KEY_ID": "AKIDINITBENCHDUMMY",
+        "AWS_SECRET_ACCESS_KEY": "init-bench-dummy-secret",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(run_dir / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(run_dir / "aws-credentials"),
+        "NO_COLOR": "1",
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+    }
+
+
+def put_parameter(moto: Moto) -> None:
+    request = urllib.request.Request(moto.endpoint + "/", method="POST", data=json.dumps({
+        "Name": PARAMETER, "Value": POLICY, "Type": "String", "Overwrite": True}).encode(), headers={
+        "X-Amz-Target": "AmazonSSM.PutParameter", "Content-Type": "application/x-amz-json-1.1",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDINITBENCHDUMMY/20240101/us-west-2/ssm/aws4_request, "
+                         "SignedHeaders=host, Signature=00"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        r.read()
+
+
+async def measure(name: str, argv: list[str], env: dict, starts: int, run_dir: Path) -> list[float]:
+    times = []
+    log_path = run_dir / ("init-%s.log" % name.replace(" ", "-").replace("+", "and"))
+    log_path.unlink(missing_ok=True)
+    for i in range(starts):
+        instance = Instance("init-%d" % i, argv, env, log_path, FUNCTION_ARN)
+        try:
+            await instance.start(30)
+            times.append(instance.init_s * 1000)
+        finally:
+            await instance.close()
+    return times
+
+
+async def main_async(a: argparse.Namespace) -> int:
+    run_dir = Path(a.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for empty in ("aws-config", "aws-credentials"):
+        (run_dir / empty).write_text("")
+    moto = Moto(Path(a.moto_server), run_dir / "moto.log")
+    try:
+        await moto.start()
+        put_parameter(moto)
+        env = base_env(moto.endpoint, run_dir)
+        configs = [
+            ("Cognito", {"POLICY": POLICY}),
+            ("Cognito + DynamoDB", {"POLICY": POLICY, "GUARD_TABLE": "init-guard"}),
+            ("Cognito + DynamoDB + EventBridge",
+             {"POLICY": POLICY, "GUARD_TABLE": "init-guard", "EVENT_BUS": "init-bus"}),
+            ("Cognito + DynamoDB + EventBridge + SSM (reads the policy)",
+             {"POLICY_PARAMETER": PARAMETER, "GUARD_TABLE": "init-guard", "EVENT_BUS": "init-bus"}),
+        ]
+        argv = [sys.executable, a.binary] if a.binary.endswith(".py") else [a.binary]
+        print("init time of %s: spawn to first /next, %d starts each, one at a time, %d CPUs"
+              % (a.binary, a.starts, os.cpu_count() or 0), flush=True)
+        print("%-58s  %9s  %9s  %9s" % ("clients", "median ms", "p90 ms", "min ms"))
+        results = {}
+        for name, extra in configs:
+            times = await measure(name, argv, {**env, **extra}, a.starts, run_dir)
+            results[name] = times
+            print("%-58s  %9.2f  %9.2f  %9.2f" % (name, percentile(times, 50), percentile(times, 90), min(times)),
+                  flush=True)
+        (run_dir / "init-results.json").write_text(json.dumps(results, indent=2))
+        worst = max(percentile(t, 50) for t in results.values())
+        print("init: median %.2f ms at most (the slowest configuration)" % worst)
+        return 1 if a.max_ms is not None and worst > a.max_ms else 0
+    except (MotoError, StartError) as e:
+        print("init-time: %s" % e)
+        return 2
+    finally:
+        await moto.close()
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--binary", default=str(ROOT / "target" / "release" / "cognito-reset"))
+    p.add_argument("--starts", type=int, default=30)
+    p.add_argument("--moto-server", default=str(ROOT / ".tools" / "stack" / "bin" / "moto_server"))
+    p.add_argument("--run-dir", default=str(ROOT / ".run" / "init"))
+    p.add_argument("--max-ms", type=float, default=None, help="exit 1 if a configuration's median is above this")
+    a = p.parse_args(argv)
+    if not Path(a.binary).is_file():
+        print("init-time: %s not found; build it with: cargo build --release --locked --bin cognito-reset" % a.binary)
+        return 2
+    return asyncio.run(main_async(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
