@@ -26,14 +26,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use aws_sdk_dynamodb::{Client, config};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use super::error::classify;
-use super::{BoxFuture, timeouts_within};
+use super::BoxFuture;
+use super::guard::{consistent_get, from_sdk, n, s, within};
 use crate::failure::{GuardError, GuardErrorKind};
 use crate::limiter::Category;
 use crate::pacing::{self, Aimd, BucketItem, BucketOp, Cut, Refused};
@@ -145,9 +144,7 @@ impl DynamoBucket {
         };
         let result = update
             .customize()
-            .config_override(
-                config::Builder::new().timeout_config(timeouts_within(self.attempt, budget)),
-            )
+            .config_override(within(self.attempt, budget))
             .send()
             .await;
         match result {
@@ -159,7 +156,10 @@ impl DynamoBucket {
                     UpdateItemError::ConditionalCheckFailedException(e) if e.item.is_some() => {
                         e.item
                     }
-                    _ => self.get(pk, budget).await?,
+                    _ => {
+                        consistent_get(&self.client, &self.table, pk, within(self.attempt, budget))
+                            .await?
+                    }
                 };
                 Ok(Err(Refused {
                     item: old.as_ref().map(item),
@@ -167,27 +167,6 @@ impl DynamoBucket {
             }
             Err(e) => Err(from_sdk("UpdateItem", e)),
         }
-    }
-
-    async fn get(
-        &self,
-        pk: &str,
-        budget: Duration,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .consistent_read(true)
-            .customize()
-            .config_override(
-                config::Builder::new().timeout_config(timeouts_within(self.attempt, budget)),
-            )
-            .send()
-            .await
-            .map_err(|e| from_sdk("GetItem", e))?;
-        Ok(output.item)
     }
 }
 
@@ -220,26 +199,6 @@ pub fn item(attributes: &HashMap<String, AttributeValue>) -> BucketItem {
         next_us: number("nextUs").and_then(|v| v.parse().ok()),
         cut,
     }
-}
-
-fn from_sdk<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> GuardError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let classified = classify(
-        &error,
-        &["ResourceNotFoundException", "ValidationException"],
-    );
-    GuardError::new(classified.fault.into(), operation, error)
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 /// Buckets in memory, written exactly as [`pacing::apply`] says: the table of the tests.

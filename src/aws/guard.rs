@@ -72,7 +72,8 @@ pub struct GuardSettings {
     pub client: ClientSettings,
 }
 
-fn from_sdk<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> GuardError
+/// A failed call to the guard's table (the pacing buckets' too), classified.
+pub(super) fn from_sdk<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> GuardError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
     E: std::error::Error + Send + Sync + 'static,
@@ -405,7 +406,7 @@ impl DynamoGuard {
 
     /// Timeouts that end a call (the SDK's retries included) within `budget`.
     fn timeouts(&self, budget: Duration) -> config::Builder {
-        config::Builder::new().timeout_config(timeouts_within(self.settings.client.timeout, budget))
+        within(self.settings.client.timeout, budget)
     }
 
     async fn begin_key(
@@ -644,19 +645,41 @@ impl DynamoGuard {
         pk: &str,
         budget: Duration,
     ) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.settings.table)
-            .key("pk", s(pk))
-            .consistent_read(true)
-            .customize()
-            .config_override(self.timeouts(budget))
-            .send()
-            .await
-            .map_err(|e| from_sdk("GetItem", e))?;
-        Ok(output.item)
+        consistent_get(
+            &self.client,
+            &self.settings.table,
+            pk,
+            self.timeouts(budget),
+        )
+        .await
     }
+}
+
+/// Timeouts that end a call to the table (the SDK's retries included) within `budget`, each
+/// attempt within `attempt`.
+pub(super) fn within(attempt: Duration, budget: Duration) -> config::Builder {
+    config::Builder::new().timeout_config(timeouts_within(attempt, budget))
+}
+
+/// The item `pk` of `table`, read with a consistent `GetItem` (the item that won a race, where
+/// the failed condition did not return it).
+pub(super) async fn consistent_get(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    timeouts: config::Builder,
+) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .consistent_read(true)
+        .customize()
+        .config_override(timeouts)
+        .send()
+        .await
+        .map_err(|e| from_sdk("GetItem", e))?;
+    Ok(output.item)
 }
 
 impl GuardStore for DynamoGuard {
@@ -774,11 +797,11 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn s(value: &str) -> AttributeValue {
+pub(super) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
-fn n(value: u64) -> AttributeValue {
+pub(super) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
