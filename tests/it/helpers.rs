@@ -272,9 +272,18 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 }
 
 pub fn app(config: Config, client: Client) -> Arc<App> {
-    let directory = Directory::sdk(client, config.cognito, config.deadline_margin, config.rates);
     let policy = config.fixed_policy().expect("a fixed test policy");
-    Arc::new(App::new(config, directory, None, policy, None))
+    app_with_policy(config, client, policy)
+}
+
+/// The app over `client` with the policy `store` (e.g. a live one over a scripted parameter).
+pub fn app_with_policy(
+    config: Config,
+    client: Client,
+    store: cognito_reset::policy_source::PolicyStore,
+) -> Arc<App> {
+    let directory = Directory::sdk(client, config.cognito, config.deadline_margin, config.rates);
+    Arc::new(App::new(config, directory, None, store, None))
 }
 
 /// The demo policy over the demo users, with the guard on over `table`.

@@ -510,10 +510,9 @@ async fn a_missing_ssm_parameter_stops_start_up_and_a_string_list_is_refused() {
 #[tokio::test]
 async fn the_function_picks_up_a_new_version_between_invocations_and_refuses_an_invalid_one() {
     use crate::helpers::{
-        Cognito, config, demo_users, failed_ids, far_deadline, reset_body, sqs_event,
+        Cognito, app_with_policy, config, demo_users, failed_ids, far_deadline, reset_body,
+        sqs_event,
     };
-    use cognito_reset::aws::cognito::Directory;
-    use cognito_reset::pipeline::App;
 
     // Given the demo policy live from a parameter, re-read at every invocation
     let script = Scripted::new(vec![
@@ -529,14 +528,7 @@ async fn the_function_picks_up_a_new_version_between_invocations_and_refuses_an_
     .await
     .expect("version 1 loads");
     let cognito = Cognito::with_users(demo_users());
-    let config = config(&[("POLICY", DEMO_POLICY)]);
-    let directory = Directory::sdk(
-        cognito.client(),
-        config.cognito,
-        config.deadline_margin,
-        config.rates,
-    );
-    let app = Arc::new(App::new(config, directory, None, store, None));
+    let app = app_with_policy(config(&[("POLICY", DEMO_POLICY)]), cognito.client(), store);
     let erin = || sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
 
     // When version 2 (erin denied) is put: the next invocation reads it and refuses erin
@@ -691,10 +683,9 @@ async fn a_hanging_read_is_cut_at_the_time_the_invocation_can_spare() {
 #[tokio::test]
 async fn records_are_refused_rather_than_decided_on_a_policy_older_than_the_max_age() {
     use crate::helpers::{
-        Cognito, config, demo_users, failed_ids, far_deadline, reset_body, sqs_event,
+        Cognito, app_with_policy, config, demo_users, failed_ids, far_deadline, reset_body,
+        sqs_event,
     };
-    use cognito_reset::aws::cognito::Directory;
-    use cognito_reset::pipeline::App;
 
     // Given a policy last read 300 s ago, POLICY_MAX_AGE_SECONDS=120, and the parameter now
     // unreadable (KMS or IAM broken)
@@ -714,18 +705,15 @@ async fn records_are_refused_rather_than_decided_on_a_policy_older_than_the_max_
     .await
     .expect("version 1 loads");
     let cognito = Cognito::with_users(demo_users());
-    let config = config(&[
-        ("POLICY_PARAMETER", PARAMETER),
-        ("POLICY_REFRESH_SECONDS", "60"),
-        ("POLICY_MAX_AGE_SECONDS", "120"),
-    ]);
-    let directory = Directory::sdk(
+    let app = app_with_policy(
+        config(&[
+            ("POLICY_PARAMETER", PARAMETER),
+            ("POLICY_REFRESH_SECONDS", "60"),
+            ("POLICY_MAX_AGE_SECONDS", "120"),
+        ]),
         cognito.client(),
-        config.cognito,
-        config.deadline_margin,
-        config.rates,
+        store,
     );
-    let app = Arc::new(App::new(config, directory, None, store, None));
     let erin = || sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
 
     // When a record comes: the refresh fails, the policy is 300 s old
@@ -743,10 +731,10 @@ async fn records_are_refused_rather_than_decided_on_a_policy_older_than_the_max_
 
 #[tokio::test]
 async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() {
-    use crate::helpers::{Cognito, config, demo_users, failed_ids, reset_body, sqs_event};
-    use cognito_reset::aws::cognito::Directory;
+    use crate::helpers::{
+        Cognito, app_with_policy, config, demo_users, failed_ids, reset_body, sqs_event,
+    };
     use cognito_reset::deadline::Deadline;
-    use cognito_reset::pipeline::App;
 
     // Given a parameter due for a read that hangs (2 s read timeout), and an invocation with 3 s
     // left and the default 2 s margin
@@ -768,17 +756,14 @@ async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() 
     .await
     .expect("version 1 loads");
     let cognito = Cognito::with_users(demo_users());
-    let config = config(&[
-        ("POLICY_PARAMETER", PARAMETER),
-        ("POLICY_REFRESH_SECONDS", "60"),
-    ]);
-    let directory = Directory::sdk(
+    let app = app_with_policy(
+        config(&[
+            ("POLICY_PARAMETER", PARAMETER),
+            ("POLICY_REFRESH_SECONDS", "60"),
+        ]),
         cognito.client(),
-        config.cognito,
-        config.deadline_margin,
-        config.rates,
+        store,
     );
-    let app = Arc::new(App::new(config, directory, None, store, None));
     let deadline = Deadline(tokio::time::Instant::now() + Duration::from_secs(3));
 
     // When a record comes
