@@ -30,7 +30,9 @@ pub struct Entry {
 }
 
 /// A user: the pool and the username as requested. Unique within one input.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Key {
     pub pool: String,
     pub username: String,
@@ -125,7 +127,10 @@ pub fn parse(bytes: &[u8], defaults: &Defaults) -> Result<Input, Vec<Problem>> {
     let newlines: Vec<u64> = memchr_newlines(text);
     let line_at = |byte: u64| {
         let start = (byte..)
-            .zip(text.iter().skip(usize::try_from(byte).unwrap_or(usize::MAX)))
+            .zip(
+                text.iter()
+                    .skip(usize::try_from(byte).unwrap_or(usize::MAX)),
+            )
             .find(|&(_, &b)| b != b'\r' && b != b'\n')
             .map_or(byte, |(i, _)| i);
         newlines.partition_point(|&n| n < start) as u64 + 1

@@ -107,7 +107,9 @@ pub enum StateError {
          choose another file with --state"
     )]
     Locked { path: PathBuf },
-    #[error("{path}: line {line} is not a state record ({why}); the file is not a reset-enqueue state file, or it was edited")]
+    #[error(
+        "{path}: line {line} is not a state record ({why}); the file is not a reset-enqueue state file, or it was edited"
+    )]
     Corrupt {
         path: PathBuf,
         line: usize,
@@ -178,7 +180,10 @@ impl State {
                 identity: identity.clone(),
             })?,
             Some((_, first)) => match serde_json::from_str::<Line>(first) {
-                Ok(Line::Header { version, identity: found }) if version == VERSION => {
+                Ok(Line::Header {
+                    version,
+                    identity: found,
+                }) if version == VERSION => {
                     let differences = differences(&found, identity);
                     if !differences.is_empty() {
                         return Err(StateError::Mismatch {
@@ -299,11 +304,6 @@ impl State {
     pub fn outcome_of(&self, key: &Key) -> Option<&Outcome> {
         self.outcomes.get(key)
     }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 fn differences(found: &Identity, wanted: &Identity) -> String {
@@ -317,7 +317,10 @@ fn differences(found: &Identity, wanted: &Identity) -> String {
             found.queue, wanted.queue
         ));
     }
-    let shown = |v: &Option<String>| v.as_deref().map_or("(none)".to_owned(), |v| format!("{v:?}"));
+    let shown = |v: &Option<String>| {
+        v.as_deref()
+            .map_or("(none)".to_owned(), |v| format!("{v:?}"))
+    };
     if found.pool != wanted.pool {
         out.push(format!(
             "--user-pool-id was {}, now {}",
@@ -397,10 +400,8 @@ mod tests {
     struct Dir(PathBuf);
     impl Dir {
         fn new(name: &str) -> Dir {
-            let dir = std::env::temp_dir().join(format!(
-                "reset-enqueue-state-{name}-{}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("reset-enqueue-state-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             Dir(dir)
@@ -426,7 +427,9 @@ mod tests {
             state.intent(&keys(&users[..3]), 100).unwrap();
             state.sent(&users[0].key, "m-alice").unwrap();
             state.sent(&users[1].key, "m-bob").unwrap();
-            state.refused(&users[2].key, "InvalidParameterValue").unwrap();
+            state
+                .refused(&users[2].key, "InvalidParameterValue")
+                .unwrap();
             let outcome = Outcome {
                 outcome: "RESET".into(),
                 code: None,
@@ -437,7 +440,10 @@ mod tests {
         assert!(state.resumed);
         let plan = plan(&users, &state, false, 200);
         // carol was refused (nothing enqueued) and dave never tried: both go now.
-        assert_eq!(keys(&plan.send), keys(&[users[2].clone(), users[3].clone()]));
+        assert_eq!(
+            keys(&plan.send),
+            keys(&[users[2].clone(), users[3].clone()])
+        );
         assert_eq!(plan.already_sent, keys(&users[..2]));
         assert!(plan.in_doubt.is_empty());
         assert_eq!(
@@ -501,7 +507,10 @@ mod tests {
         };
         let error = State::open(&dir.file(), &other).unwrap_err().to_string();
         assert!(error.contains("the input's content differs"), "{error}");
-        assert!(error.contains("--reason was (none), now \"INC-2\""), "{error}");
+        assert!(
+            error.contains("--reason was (none), now \"INC-2\""),
+            "{error}"
+        );
         assert!(!error.contains("it was for the queue"), "{error}");
     }
 
@@ -522,6 +531,9 @@ mod tests {
             .unwrap();
         drop(file);
         let error = State::open(&dir.file(), &identity()).unwrap_err();
-        assert!(matches!(error, StateError::Corrupt { line: 2, .. }), "{error}");
+        assert!(
+            matches!(error, StateError::Corrupt { line: 2, .. }),
+            "{error}"
+        );
     }
 }
