@@ -1352,8 +1352,153 @@ def demo() -> int:
             flush=True,
         )
         live_policy_demo(stack, function)
+        mass_reset_demo(stack, function)
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
+
+
+# ---- mass resets: reset-enqueue (issue 19) ---------------------------------------------------
+# The operator CLI puts a CSV's users on the function's request queue; here a small poller stands
+# in for Lambda's event source mapping (receive up to 10, invoke the function with an SQS event,
+# delete what succeeded, leave batchItemFailures for redelivery), and the outcome events reach the
+# results queue through the bus's rule, where `reset-enqueue --wait` reads them.
+
+# The demo policy's ticket-queue rule admits this queue's ARN (moto's account, REGION).
+REQUEST_QUEUE = "password-resets"
+ENQUEUE_TIMEOUT_S = 300.0
+
+
+def enqueue_binary() -> Path:
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "reset-enqueue"
+
+
+def enqueue_env(endpoint: str) -> dict[str, str]:
+    """reset-enqueue's environment: moto's endpoint and dummy credentials, no profile, no IMDS."""
+    return base_env() | {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": DUMMY_KEY,
+        "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def run_enqueue(endpoint: str, args: list[str], stdin: str | None = None,
+                timeout: float = ENQUEUE_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run reset-enqueue (built by `make e2e`/`make demo`) against moto; its output captured."""
+    binary = enqueue_binary()
+    if not binary.exists():
+        raise StackError(f"{binary} is missing: cargo build --features enqueue --bin reset-enqueue")
+    return subprocess.run([str(binary), *args], input=stdin, capture_output=True, text=True,
+                          env=enqueue_env(endpoint), timeout=timeout, check=False)
+
+
+def create_request_queue(endpoint: str, name: str = REQUEST_QUEUE) -> str:
+    """A request queue (FIFO when `name` ends in .fifo, deduplicating by id only); its URL."""
+    attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if name.endswith(".fifo") else {}
+    return aws_client("sqs", endpoint).create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+
+
+def seed_mass_users(endpoint: str, count: int, prefix: str = "mass") -> list[str]:
+    """`count` CONFIRMED users with verified emails in the demo pool (no groups); their emails."""
+    client = cognito_client(endpoint)
+    emails = [f"{prefix}{i:04d}@example.com" for i in range(count)]
+    for email in emails:
+        client.admin_create_user(
+            UserPoolId=DEMO_POOL, Username=email, MessageAction="SUPPRESS",
+            UserAttributes=[{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}],
+        )
+        client.admin_set_user_password(UserPoolId=DEMO_POOL, Username=email, Password=SEED_PASSWORD, Permanent=True)
+    return emails
+
+
+class Drainer(threading.Thread):
+    """Lambda's event source mapping, in small: receive up to 10 messages, invoke the function with
+    them as one SQS event, delete those not in batchItemFailures; until stopped."""
+
+    def __init__(self, endpoint: str, function: Function, queue_url: str):
+        super().__init__(name="drainer", daemon=True)
+        self.sqs = aws_client("sqs", endpoint)
+        self.function, self.url = function, queue_url
+        self.arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.stopping = threading.Event()
+        self.invocations = self.deleted = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.drain_once()
+        except BaseException as e:  # reported by stop()
+            self.error = e
+
+    def drain_once(self) -> int:
+        got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       VisibilityTimeout=30, AttributeNames=["All"])
+        messages = got.get("Messages", [])
+        if not messages:
+            return 0
+        records = [{
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs", "eventSourceARN": self.arn, "awsRegion": REGION,
+        } for m in messages]
+        answer = self.function.invoke({"Records": records})
+        self.invocations += 1
+        if "batchItemFailures" not in answer:
+            return 0  # a function error: every message comes back after its visibility timeout
+        failed = {f.get("itemIdentifier") for f in answer["batchItemFailures"]}
+        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages) if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(QueueUrl=self.url, Entries=done)
+            self.deleted += len(done)
+        return len(messages)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=INVOKE_TIMEOUT_S)
+        if self.error is not None:
+            raise StackError(f"the drainer failed: {self.error!r}") from self.error
+
+
+MASS_DEMO_USERS = 50
+
+
+def mass_reset_demo(stack: Stack, function: Function) -> None:
+    """reset-enqueue: 50 users from a CSV onto the request queue, drained by the function; the
+    --wait table of their outcomes."""
+    print(f"\nMass reset: reset-enqueue puts {MASS_DEMO_USERS} users from a CSV on the queue "
+          f"{REQUEST_QUEUE}; a poller standing in for the event source mapping feeds them to the "
+          f"function, and --wait reads the outcome events from {RESULTS_QUEUE}.\n", flush=True)
+    started = time.monotonic()
+    emails = seed_mass_users(stack.endpoint, MASS_DEMO_USERS - 2)
+    url = create_request_queue(stack.endpoint)
+    stack.take_events()
+    with tempfile.TemporaryDirectory(prefix="mass-reset-") as tmp:
+        csv_path = Path(tmp) / "users.csv"
+        # Two users the function will not reset: one the policy denies, one that does not exist.
+        rows = ["username,reason"] + [f"{e}," for e in emails] + ["admin@example.com,", "ghost@example.com,"]
+        csv_path.write_text("\n".join(rows) + "\n")
+        drainer = Drainer(stack.endpoint, function, url)
+        drainer.start()
+        try:
+            result = run_enqueue(stack.endpoint, [
+                "--queue-url", url, "--user-pool-id", DEMO_POOL, "--reason", "INC-9000 credential leak",
+                "--wait", "--results-queue", results_queue_url(stack.endpoint), "--timeout", "120",
+                "--report", str(Path(tmp) / "report.csv"), str(csv_path),
+            ])
+        finally:
+            drainer.stop()
+    print(f"$ reset-enqueue --queue-url .../{REQUEST_QUEUE} --user-pool-id {DEMO_POOL} --reason ... "
+          f"--wait --results-queue .../{RESULTS_QUEUE} users.csv")
+    print(result.stdout.rstrip())
+    if result.returncode not in (0, 1):
+        print(result.stderr.rstrip())
+    print(f"(exit {result.returncode}: 0 only when every user ended RESET; {drainer.invocations} "
+          f"invocations of the function; scene took {time.monotonic() - started:.1f}s)", flush=True)
 
 
 # ---- make local / make invoke ---------------------------------------------------------------
