@@ -67,7 +67,7 @@ test: lint unit e2e fuzz-http drain-test drain-smoke template-checks ## every te
 # ports, driven by tools/stack.py; everything it starts is stopped on exit, failure and Ctrl-C.
 # The function is built first so that watch starts it warm.
 
-.PHONY: demo local invoke e2e
+.PHONY: demo local invoke e2e bench-enqueue
 
 STACK_PY := $(STACK_VENV)/bin/python
 EVENT ?=
@@ -89,6 +89,12 @@ e2e: $(STACK_VENV)/.installed ## end-to-end tests: the real binary under cargo l
 	cargo build $(CARGO_LOCKED) --bin cognito-reset
 	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin reset-enqueue
 	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/e2e
+
+# reset-enqueue's debug build (the one the tests and the demo use): the client is network-bound,
+# and moto's SQS is the other side. Costs about a minute.
+bench-enqueue: $(STACK_VENV)/.installed ## messages per second reset-enqueue puts on the local stack's SQS (2000 users; standard and FIFO)
+	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin reset-enqueue
+	$(STACK_PY) tools/stack.py bench-enqueue --users 2000 --runs 3
 
 ## ---- SAM template: build, lint, test, deploy (issue 5) --------------------------------------
 # Offline: no telemetry, no update checks, no downloads. `sam` keeps its settings in SAM_HOME

@@ -1501,6 +1501,34 @@ def mass_reset_demo(stack: Stack, function: Function) -> None:
           f"invocations of the function; scene took {time.monotonic() - started:.1f}s)", flush=True)
 
 
+def bench_enqueue(users: int, runs: int) -> int:
+    """Messages enqueued per second by reset-enqueue into moto's SQS (standard and FIFO queues):
+    `users` users per run, the best and the median of `runs` runs (a fresh queue and state each)."""
+    import statistics
+
+    with Stack(name="bench-enqueue") as stack:
+        stack.seed()
+        with tempfile.TemporaryDirectory(prefix="bench-enqueue-") as tmp:
+            csv_path = Path(tmp) / "users.csv"
+            csv_path.write_text("username\n" + "\n".join(f"user{i:06d}@example.com" for i in range(users)) + "\n")
+            for kind in ("standard", "fifo"):
+                rates = []
+                for run in range(runs):
+                    name = f"bench-{kind}-{run}" + (".fifo" if kind == "fifo" else "")
+                    url = create_request_queue(stack.endpoint, name)
+                    started = time.monotonic()
+                    result = run_enqueue(stack.endpoint, ["--queue-url", url, "--user-pool-id", DEMO_POOL,
+                                                          "--state", str(Path(tmp) / f"{name}.state"), str(csv_path)])
+                    elapsed = time.monotonic() - started
+                    if result.returncode != 0:
+                        raise StackError(f"reset-enqueue failed ({result.returncode}): {result.stderr[-2000:]}")
+                    rates.append(users / elapsed)
+                print(f"{kind:8} queue: {users} messages per run, {runs} runs: median {statistics.median(rates):.0f} "
+                      f"messages/s, best {max(rates):.0f} (whole process: start, validation, queue check, sending)",
+                      flush=True)
+    return 0
+
+
 # ---- make local / make invoke ---------------------------------------------------------------
 
 
@@ -1589,6 +1617,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("put-policy", help="put a file as a new version of the running local stack's policy parameter")
     p.add_argument("file", help="a policy document, e.g. policy/demo.json (not checked here: the function decides)")
     sub.add_parser("reseed", help="reset the running local stack's users to their seeded state, empty the guard table")
+    p = sub.add_parser("bench-enqueue", help="messages per second reset-enqueue puts on moto's SQS")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     try:
         with stop_on_signals():
@@ -1609,6 +1640,8 @@ def main(argv: list[str] | None = None) -> int:
                 version = put_policy(_local_settings()["AWS_ENDPOINT_URL"], Path(args.file).read_text())
                 print(f"{POLICY_PARAMETER} version {version}; the function takes it up within {LOCAL_POLICY_REFRESH_SECONDS} s if valid")
                 return 0
+            if args.command == "bench-enqueue":
+                return bench_enqueue(args.users, args.runs)
             if args.command == "reseed":
                 seed(_local_settings()["AWS_ENDPOINT_URL"])
                 print("reseeded")
