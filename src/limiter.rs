@@ -166,8 +166,11 @@ const DEFAULT_LEASE: Duration = Duration::from_millis(200);
 pub struct Limiters {
     rates: Rates,
     shared: Option<SharedPacing>,
-    pacers: Mutex<HashMap<(Option<String>, String, Category), Arc<Pacer>>>,
+    pacers: Mutex<HashMap<PacerKey, Arc<Pacer>>>,
 }
+
+/// (account, region, category) of one pacer.
+type PacerKey = (Option<String>, String, Category);
 
 impl Limiters {
     /// Each instance at its static share, `rates`.
