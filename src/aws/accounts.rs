@@ -5,8 +5,9 @@
 //! network until a mapped pool is asked for. The providers share the function's configuration
 //! (its own credentials, region and HTTP client: one connector pool for every client) and one
 //! identity cache ([`RoleSessions::identity_cache`]), so each role is assumed once per credential
-//! lifetime per instance, and again [`REFRESH_BEFORE_EXPIRY`] before its credentials expire:
-//! by the record that first finds them near expiry, never by every record.
+//! lifetime per instance, and again before its credentials expire (from [`REFRESH_BEFORE_EXPIRY`]
+//! to half of it before, the SDK's jitter): by the record that first finds them near expiry,
+//! never by every record.
 //!
 //! A failed `AssumeRole` fails the Cognito call that needed it before anything was sent:
 //! [`super::error::classify`] finds the credentials error and classifies STS's answer
@@ -31,7 +32,8 @@ use crate::pool_roles::PoolRole;
 
 /// The role session's name, as the target account's CloudTrail shows it.
 pub const SESSION_NAME: &str = "cognito-reset";
-/// Assumed credentials are renewed this long before they expire (they last an hour).
+/// Assumed credentials are renewed up to this long before they expire (at least half of it;
+/// they last an hour).
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 
 /// The assumed-role credentials of every mapped role, created on first use.
