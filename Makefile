@@ -39,13 +39,10 @@ clippy:
 
 lint: fmt-check clippy ## rustfmt check and clippy -D warnings
 
-# One test at a time: the pacing tests measure, in real time, that no second at the fake Cognito
-# sees more than the quota, and the 5% spacing slack absorbs 50 ms of scheduling jitter; two test
-# threads on two cores delayed one call by 64 ms (pacing::instances_sharing_the_table_... failed
-# 1 run in 6). RUST_TEST_THREADS, not --test-threads: the criterion benches reject that flag.
-# Costs about 6 s.
+# The timing tests (pacing against a quota, calls cut at the deadline's stages) run on tokio's
+# paused clock: exact, and not disturbed by other tests' CPU time.
 unit: ## unit, property and CLI tests (cargo test)
-	RUST_TEST_THREADS=1 cargo test $(CARGO_LOCKED) --all-targets
+	cargo test $(CARGO_LOCKED) --all-targets
 
 bench: ## criterion benchmarks, then the release binary's init time (bench-init)
 	cargo bench $(CARGO_LOCKED)
