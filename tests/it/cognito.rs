@@ -469,7 +469,7 @@ async fn no_record_runs_past_the_deadline_and_every_record_is_accounted_for() {
     // third is not started.
     let (app, in_flight) = slow_app(Duration::from_millis(300), "1");
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2800)).into());
+    let deadline = Deadline(started + Duration::from_millis(2800));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -654,7 +654,7 @@ async fn a_turn_that_would_come_after_the_deadline_is_retry_deadline_at_once() {
         &[("MAX_CONCURRENCY", "3"), ("COGNITO_READ_RPS", "1")],
     );
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2600)).into());
+    let deadline = Deadline(started + Duration::from_millis(2600));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -863,7 +863,7 @@ async fn a_cognito_call_slower_than_the_time_left_is_cut_at_the_deadline_margin(
     // Given one Cognito call taking 1.5 s, 2.8 s left and the default 2 s margin: 0.8 s of budget
     let (app, in_flight) = slow_app(Duration::from_millis(1500), "1");
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2800)).into());
+    let deadline = Deadline(started + Duration::from_millis(2800));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
         .await
         .expect("response");
@@ -957,7 +957,7 @@ async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
         config(&[("POLICY", ANYONE)]),
         client_over(slow, client_settings),
     );
-    let deadline = Deadline((Instant::now() + Duration::from_millis(2100)).into());
+    let deadline = Deadline(Instant::now() + Duration::from_millis(2100));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
         .await
         .expect("response");
@@ -996,7 +996,7 @@ async fn every_cognito_call_uses_the_clients_one_connector_whatever_time_is_left
         config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "1")]),
         client,
     );
-    let deadline = Deadline((Instant::now() + Duration::from_millis(4_000)).into());
+    let deadline = Deadline(Instant::now() + Duration::from_millis(4_000));
     // When records run one after the other
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(5)), "r", deadline)
         .await

@@ -318,7 +318,7 @@ pub fn demo_app(cognito: &Cognito) -> Arc<App> {
 }
 
 pub fn far_deadline() -> Deadline {
-    Deadline((Instant::now() + Duration::from_secs(60)).into())
+    Deadline(Instant::now() + Duration::from_secs(60))
 }
 
 pub fn event(path: &str) -> Value {

@@ -160,7 +160,7 @@ async fn a_record_whose_reset_cannot_get_its_turn_in_time_is_handed_back_without
         client_over(cognito, client_settings),
     );
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2600)).into());
+    let deadline = Deadline(started + Duration::from_millis(2600));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
