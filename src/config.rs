@@ -93,6 +93,8 @@ pub const VARIABLES: &[&str] = &[
     "PACING",
     "METRICS_NAMESPACE",
     "MAX_RECEIVE_COUNT",
+    "FUNCTION_ACCOUNT_ID",
+    "POOL_ROLES",
 ];
 
 /// A start-up failure, naming the variable at fault.
