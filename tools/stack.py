@@ -1081,7 +1081,7 @@ DEMO_STEPS = (
     DemoStep("sns-in-sqs", "events/sns-in-sqs.json"),
     DemoStep("alb", "events/alb.json"),
     # A pool in a second account (POOL_ROLES): reset through the role the function assumes there.
-    DemoStep("http-api-v2 (account 2222...)", "events/http-api-v2.json", body=(PARTNER_POOL, PARTNER_USERS[0])),
+    DemoStep("http-api-v2 (2nd account)", "events/http-api-v2.json", body=(PARTNER_POOL, PARTNER_USERS[0])),
 )
 
 
@@ -1158,6 +1158,8 @@ def _who(item) -> str:
         return "?"
     user = item.get("Username", "?")
     pool = item.get("UserPoolId")
+    if pool == PARTNER_POOL:
+        return f"{user} (account {PARTNER_ACCOUNT})"
     return user if pool in (None, DEMO_POOL) else f"{user} (other pool)"
 
 
