@@ -1,7 +1,8 @@
 //! The function's configuration, read from the environment and validated once at start-up.
 //!
 //! A bad value stops start-up with a message naming the variable; nothing ever falls back to a
-//! wider policy. See the README's configuration table for every setting.
+//! wider policy. Every setting has a row in the configuration table of docs/deploying.md (the
+//! docs check holds [`VARIABLES`] to it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::aws::bucket::BucketStore;
 use crate::aws::guard::GuardSettings;
 use crate::limiter::{Limiters, Quotas, Rates, SharedPacing};
 use crate::policy::Policy;
+use crate::pool_roles::{Accounts, PoolRoles, valid_account_id};
 use crate::request::UserPoolId;
 
 /// Default for `MAX_CONCURRENCY`.
@@ -56,6 +58,45 @@ pub const DEFAULT_PACING_LEASE_MS: u64 = 200;
 /// The most a lease write may take before the instance falls back to its static share.
 pub const MAX_LEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Every environment variable [`Config::from_lookup`] reads: it reads no other (checked in debug
+/// builds, so every test that loads a configuration checks it; `every_variable_listed_is_read`
+/// checks the reverse). The docs check (`tools/docs_check.py`, `make docs-check`) requires a row
+/// for each in the configuration table of docs/deploying.md. A new setting goes here, in that
+/// table, and in `from_lookup`.
+pub const VARIABLES: &[&str] = &[
+    "AWS_LAMBDA_LOG_LEVEL",
+    "POLICY",
+    "POLICY_FILE",
+    "POLICY_PARAMETER",
+    "POLICY_REFRESH_SECONDS",
+    "POLICY_MAX_AGE_SECONDS",
+    "DEFAULT_USER_POOL_ID",
+    "MAX_CONCURRENCY",
+    "DEADLINE_MARGIN_MS",
+    "COGNITO_TIMEOUT_MS",
+    "COGNITO_MAX_ATTEMPTS",
+    "DRY_RUN",
+    "MAX_INSTANCES",
+    "COGNITO_READ_QUOTA",
+    "COGNITO_RESOURCE_READ_QUOTA",
+    "COGNITO_RESET_QUOTA",
+    "COGNITO_READ_RPS",
+    "COGNITO_RESOURCE_READ_RPS",
+    "COGNITO_RESET_RPS",
+    "RESET_COOLDOWN_SECONDS",
+    "IDEMPOTENCY_TTL_SECONDS",
+    "GUARD_TIMEOUT_MS",
+    "GUARD_TABLE",
+    "EVENT_SOURCE",
+    "EVENT_BUS",
+    "PACING_LEASE_MS",
+    "PACING",
+    "METRICS_NAMESPACE",
+    "MAX_RECEIVE_COUNT",
+    "FUNCTION_ACCOUNT_ID",
+    "POOL_ROLES",
+];
+
 /// A start-up failure, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +114,12 @@ pub enum ConfigError {
     Policy {
         variable: &'static str,
         errors: crate::policy::PolicyErrors,
+    },
+    /// `POOL_ROLES` is not valid; the value is not echoed (it may hold external ids).
+    #[error("{variable}: {error}")]
+    PoolRoles {
+        variable: &'static str,
+        error: crate::pool_roles::PoolRolesError,
     },
     #[error("{variable}: {message} (got {value:?})")]
     Invalid {
@@ -146,6 +193,9 @@ pub struct Config {
     /// `POLICY_MAX_AGE_SECONDS` (with `POLICY_PARAMETER` only): when no read of the parameter
     /// has succeeded for this long, records are refused (RETRY `policy-stale`). `None`: off.
     pub policy_max_age: Option<Duration>,
+    /// `FUNCTION_ACCOUNT_ID` (the function's own account) and `POOL_ROLES` (the pools reached
+    /// through a role in another account).
+    pub accounts: Accounts,
 }
 
 impl Config {
@@ -186,6 +236,13 @@ impl Config {
 
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let lookup = |name: &str| {
+            debug_assert!(
+                VARIABLES.contains(&name),
+                "{name} is read but not listed in config::VARIABLES (nor documented)"
+            );
+            lookup(name)
+        };
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
         // No reset without an audit trail: Lambda's log filter drops every line below the
         // level it is given, and the audit line is INFO (the EMF document, without a level,
@@ -444,6 +501,27 @@ impl Config {
             .map(|_| number(&get, "MAX_RECEIVE_COUNT", 1, 1, 1000).map(|n| n as u32))
             .transpose()?;
 
+        let own_account = get("FUNCTION_ACCOUNT_ID")
+            .map(|value| {
+                if valid_account_id(value.trim()) {
+                    Ok(value.trim().to_owned())
+                } else {
+                    Err(ConfigError::Invalid {
+                        variable: "FUNCTION_ACCOUNT_ID",
+                        value,
+                        message: "must be the function's own AWS account id, 12 digits (the template sets it to AWS::AccountId)".into(),
+                    })
+                }
+            })
+            .transpose()?;
+        let roles = match get("POOL_ROLES") {
+            Some(text) => PoolRoles::parse(&text).map_err(|e| ConfigError::PoolRoles {
+                variable: "POOL_ROLES",
+                error: e,
+            })?,
+            None => PoolRoles::default(),
+        };
+
         Ok(Config {
             policy,
             policy_source,
@@ -464,6 +542,10 @@ impl Config {
             metrics_namespace,
             max_receive_count,
             policy_max_age,
+            accounts: Accounts {
+                own: own_account,
+                roles,
+            },
         })
     }
 }
@@ -837,6 +919,58 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_listed_is_read() {
+        // Given every setting set to a valid value, once with an inline policy and once with the
+        // parameter (whose refresh and maximum age are read only then)
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let full = |policy: &[(&'static str, &'static str)]| {
+            let mut vars: HashMap<&str, &str> = HashMap::from([
+                ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+                ("DEFAULT_USER_POOL_ID", "us-west-2_aaaaaaaaa"),
+                ("MAX_CONCURRENCY", "4"),
+                ("DEADLINE_MARGIN_MS", "1000"),
+                ("COGNITO_TIMEOUT_MS", "1500"),
+                ("COGNITO_MAX_ATTEMPTS", "2"),
+                ("DRY_RUN", "false"),
+                ("MAX_INSTANCES", "4"),
+                ("COGNITO_READ_QUOTA", "100"),
+                ("COGNITO_RESOURCE_READ_QUOTA", "40"),
+                ("COGNITO_RESET_QUOTA", "20"),
+                ("COGNITO_READ_RPS", "10"),
+                ("COGNITO_RESOURCE_READ_RPS", "10"),
+                ("COGNITO_RESET_RPS", "5"),
+                ("RESET_COOLDOWN_SECONDS", "60"),
+                ("IDEMPOTENCY_TTL_SECONDS", "3600"),
+                ("GUARD_TIMEOUT_MS", "500"),
+                ("GUARD_TABLE", "cognito-reset-guard"),
+                ("EVENT_SOURCE", "cognito-reset"),
+                ("EVENT_BUS", "cognito-reset-events"),
+                ("PACING_LEASE_MS", "150"),
+                ("PACING", "shared"),
+                ("METRICS_NAMESPACE", "CognitoReset"),
+                ("MAX_RECEIVE_COUNT", "5"),
+            ]);
+            vars.extend(policy.iter().copied());
+            // When the configuration is loaded, recording every name it asks for
+            Config::from_lookup(|name| {
+                read.borrow_mut().insert(name.to_owned());
+                vars.get(name).map(|v| v.to_string())
+            })
+            .unwrap();
+        };
+        full(&[("POLICY", POLICY)]);
+        full(&[
+            ("POLICY_PARAMETER", "/cognito-reset/policy"),
+            ("POLICY_REFRESH_SECONDS", "30"),
+            ("POLICY_MAX_AGE_SECONDS", "600"),
+        ]);
+        // Then every listed variable was read (and from_lookup's debug check saw no other)
+        let listed: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.to_string()).collect();
+        assert_eq!(read.into_inner(), listed);
+    }
+
+    #[test]
     fn settings_are_read() {
         let config = load(&[
             ("POLICY", POLICY),
@@ -857,5 +991,56 @@ mod tests {
         assert_eq!(config.cognito.timeout, Duration::from_millis(1500));
         assert_eq!(config.cognito.max_attempts, 1);
         assert!(config.dry_run);
+    }
+
+    #[test]
+    fn pool_roles_and_the_functions_account_are_read_and_a_bad_entry_stops_start_up() {
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("FUNCTION_ACCOUNT_ID", "111122223333"),
+            (
+                "POOL_ROLES",
+                r#"{"eu-west-1_abc": {"roleArn": "arn:aws:iam::222233334444:role/r", "externalId": "ext-id-1"}}"#,
+            ),
+        ])
+        .unwrap();
+        let pool = |id| UserPoolId::parse(id).unwrap();
+        assert_eq!(
+            config.accounts.account_of(&pool("eu-west-1_abc")),
+            Some("222233334444")
+        );
+        assert_eq!(
+            config.accounts.account_of(&pool("eu-west-1_zzz")),
+            Some("111122223333")
+        );
+        let unset = load(&[("POLICY", POLICY)]).unwrap();
+        assert!(unset.accounts.roles.is_empty());
+        assert_eq!(unset.accounts.own, None);
+
+        let error = load(&[
+            ("POLICY", POLICY),
+            (
+                "POOL_ROLES",
+                r#"{"eu-west-1_abc": "arn:aws:iam::222233334444:role/r", "eu-west-1_def": "arn:aws:iam::2222:role/r"}"#,
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("POOL_ROLES: "), "{error}");
+        assert!(error.contains("\"eu-west-1_def\""), "{error}");
+        let error = load(&[
+            ("POLICY", POLICY),
+            ("POOL_ROLES", "arn:aws:iam::222233334444:role/r"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("POOL_ROLES: must be a JSON object"),
+            "{error}"
+        );
+        let error = load(&[("POLICY", POLICY), ("FUNCTION_ACCOUNT_ID", "12345")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("FUNCTION_ACCOUNT_ID: "), "{error}");
     }
 }

@@ -11,12 +11,13 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::*;
 
-/// Every field an audit line carries (README: "How a request is handled").
+/// Every field an audit line carries (docs/operations.md: "The audit line").
 const FIELDS: &[&str] = &[
     "source",
     "id",
     "caller",
     "user_pool_id",
+    "pool_account",
     "requested_username",
     "canonical_username",
     "rule",

@@ -109,6 +109,12 @@ class Stack:
                 return self.params[arg]
             if fn == "Fn::If":
                 return self.resolve(arg[1] if self.conditions[arg[0]] else arg[2])
+            if fn == "Fn::Join":
+                values = self.resolve(arg[1])
+                if isinstance(values, str):  # a CommaDelimitedList parameter given as its text
+                    values = values.split(",")
+                if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                    return arg[0].join(values)
             if fn == "Fn::FindInMap":
                 top, second, third = (str(self.resolve(a)) for a in arg)
                 return self.mappings[top][second][third]
@@ -336,12 +342,19 @@ def test_the_environment_fits_lambdas_4_kb_with_the_largest_values(source):
         for name, spec in TRANSLATED["Parameters"].items()
         if spec["Type"] == "Number" and "MaxValue" in spec
     }
+    # POOL_ROLES shares the 4 KB with the inline Policy (the PoolRoles parameter says so: past it,
+    # the deployment fails); with the policy in Parameter Store both fit at their largest.
     longest = {
         "Policy": "x" * TRANSLATED["Parameters"]["Policy"]["MaxLength"],
         "PolicyParameterName": "",
+        "PoolRoles": "",
     }
     if source == "Parameter":
-        longest = {"Policy": "", "PolicyParameterName": "/" + "p" * (TRANSLATED["Parameters"]["PolicyParameterName"]["MaxLength"] - 1)}
+        longest = {
+            "Policy": "",
+            "PolicyParameterName": "/" + "p" * (TRANSLATED["Parameters"]["PolicyParameterName"]["MaxLength"] - 1),
+            "PoolRoles": "r" * TRANSLATED["Parameters"]["PoolRoles"]["MaxLength"],
+        }
     stack = Stack(
         TRANSLATED,
         **numbers,
@@ -357,9 +370,11 @@ def test_the_environment_fits_lambdas_4_kb_with_the_largest_values(source):
     env = function["Properties"]["Environment"]["Variables"]
     # The generated table name is at most 255 characters, DynamoDB's limit.
     values = {k: ("t" * 255 if v == {"Ref": name} else v) for k, v in env.items()}
+    values["FUNCTION_ACCOUNT_ID"] = "1" * 12  # AWS::AccountId
     assert all(isinstance(v, (str, int)) for v in values.values()), values
     assert ("POLICY" in values) is (source == "Inline")
     assert "EVENT_BUS" in values and "METRICS_NAMESPACE" in values and "MAX_RECEIVE_COUNT" in values
+    assert ("POOL_ROLES" in values) is (source == "Parameter")
 
     size = sum(len(k) + len(str(v)) for k, v in values.items())
 
@@ -519,7 +534,7 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
                         "COGNITO_MAX_ATTEMPTS", "DRY_RUN", "GUARD_TABLE", "RESET_COOLDOWN_SECONDS",
                         "IDEMPOTENCY_TTL_SECONDS", "MAX_INSTANCES", "COGNITO_RESET_QUOTA",
                         "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "METRICS_NAMESPACE",
-                        "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS"}
+                        "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS", "FUNCTION_ACCOUNT_ID"}
 
 
 def test_sam_builds_the_cognito_reset_binary_with_cargo_lambda():
