@@ -12,6 +12,9 @@ STACK_BIN := $(abspath $(STACK_VENV)/bin)
 CARGO_LOCKED := --locked
 # The operator CLI reset-enqueue and its dependencies (SQS, CSV, progress bar) sit behind this
 # feature, so the function's own build never compiles them; lint and tests cover it.
+# Every debug build and test run here passes it, even for the function alone: a build with a
+# different feature set (tokio's `signal` for the CLI) recompiles tokio and every crate above it
+# (the whole AWS SDK), minutes of CI. The release and arm64 builds go without it.
 ENQUEUE := --features enqueue
 
 .PHONY: help test lint fmt fmt-check clippy unit bench bench-init tools template-tools sam-build template-lint template-test template-checks deploy
@@ -83,12 +86,12 @@ STACK_PY := $(STACK_VENV)/bin/python
 EVENT ?=
 
 demo: $(STACK_VENV)/.installed ## run the function against a local Cognito, send the sample events, print a table
-	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
 	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin reset-enqueue
 	$(STACK_PY) tools/stack.py demo
 
 local: $(STACK_VENV)/.installed ## keep the local stack running for hand testing (Ctrl-C stops it)
-	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
 	$(STACK_PY) tools/stack.py local
 
 invoke: ## send one event to the running `make local` stack: make invoke EVENT=events/http-api-v2.json
@@ -96,7 +99,7 @@ invoke: ## send one event to the running `make local` stack: make invoke EVENT=e
 	$(STACK_PY) tools/stack.py invoke $(EVENT)
 
 e2e: $(STACK_VENV)/.installed ## end-to-end tests: the real binary under cargo lambda watch, against moto
-	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
 	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin reset-enqueue
 	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/e2e
 
@@ -191,11 +194,11 @@ OPENAPI_ANSWERS := $(or $(CARGO_TARGET_DIR),target)/tmp/openapi-answers.json
 openapi-check: $(SCHEMATHESIS_VENV)/.installed ## openapi.yaml: valid OpenAPI 3.1; the handler's answers of every status conform
 	$(SCHEMATHESIS_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/openapi
 	rm -f $(OPENAPI_ANSWERS)
-	cargo test $(CARGO_LOCKED) --test it openapi::
+	cargo test $(CARGO_LOCKED) $(ENQUEUE) --test it openapi::
 	$(SCHEMATHESIS_VENV)/bin/python tests/openapi/openapi_check.py $(OPENAPI_ANSWERS)
 
 fuzz-http: openapi-check $(STACK_VENV)/.installed ## sample answers and schemathesis against the real binary (function URL, moto)
-	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
 	$(STACK_PY) -m pytest -p no:cacheprovider -ra tests/schemathesis
 
 ## ---- drain benchmark (issue 11) --------------------------------------------------------------
@@ -228,7 +231,7 @@ bench-drain: $(STACK_VENV)/.installed ## drain benchmark: 2000 queued resets at 
 # Part of `make test`: the debug binary the end-to-end tests built (pacing, not CPU, sets the
 # drain time), so CI does not pay for a second release build.
 drain-smoke: $(STACK_VENV)/.installed ## small drain runs (300 resets, 4 instances: as configured, and shared in the guard table); fail on DLQ, double resets, > 1.5x ideal
-	cargo build $(CARGO_LOCKED) --bin cognito-reset
+	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
 	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 300 --instances 4 --modes configured,shared --check --max-ratio 1.5
 
 drain-test: $(STACK_VENV)/.installed ## tests of the drain benchmark's harness itself (no Rust build needed; moto for the table modes)

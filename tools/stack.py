@@ -876,6 +876,9 @@ def start_function(
         "--bin",
         FUNCTION,
         "--locked",
+        # the features the Makefile builds with: another feature set would recompile the SDK
+        "--features",
+        "enqueue",
         "--invoke-address",
         LOOPBACK,
         "--invoke-port",
