@@ -1063,6 +1063,31 @@ impl cognito_reset::aws::cognito::CognitoApi for Instant0 {
     > {
         Box::pin(async { Ok(None) })
     }
+
+    fn resend_invitation<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        _username: &'a str,
+        _client_metadata: &'a cognito_reset::request::ClientMetadata,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<Option<String>, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn global_sign_out<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        _username: &'a str,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<Option<String>, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1082,6 +1107,8 @@ async fn group_lookups_are_paced_in_their_own_quota_category() {
             read: Some(100.0),
             resource_read: Some(2.0),
             account_recovery: Some(100.0),
+            user_creation: Some(100.0),
+            user_update: Some(100.0),
         },
     );
     let pool = UserPoolId::parse(POOL).expect("pool");

@@ -261,6 +261,8 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
         ("COGNITO_RESET_RPS", "unlimited"),
         ("COGNITO_READ_RPS", "unlimited"),
         ("COGNITO_RESOURCE_READ_RPS", "unlimited"),
+        ("COGNITO_CREATION_RPS", "unlimited"),
+        ("COGNITO_UPDATE_RPS", "unlimited"),
         ("COGNITO_MAX_ATTEMPTS", "1"),
     ] {
         if !vars.iter().any(|(k, _)| k == name) {
