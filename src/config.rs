@@ -466,6 +466,17 @@ impl Config {
             .map(|_| number(&get, "MAX_RECEIVE_COUNT", 1, 1, 1000).map(|n| n as u32))
             .transpose()?;
 
+        // A budget is counted in the guard's table: without one, the function does not start.
+        if let PolicySetting::Fixed { policy: fixed, .. } = &policy {
+            let variable = if policy_source.starts_with("POLICY_FILE") {
+                "POLICY_FILE"
+            } else {
+                "POLICY"
+            };
+            fixed
+                .check_budgets_have_a_table(guard.is_some())
+                .map_err(|errors| ConfigError::Policy { variable, errors })?;
+        }
         Ok(Config {
             policy,
             policy_source,

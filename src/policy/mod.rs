@@ -378,6 +378,29 @@ impl Policy {
         self.rules.iter().any(|r| r.options.budget.is_some())
     }
 
+    /// Refuses a policy with budgets where there is no guard table to count them in: one
+    /// error per `budget`, located.
+    pub fn check_budgets_have_a_table(&self, guard_table: bool) -> Result<(), PolicyErrors> {
+        if guard_table {
+            return Ok(());
+        }
+        let errors: Vec<PolicyError> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.options.budget.is_some())
+            .map(|(index, _)| PolicyError {
+                location: format!("rules[{index}].budget"),
+                message: "a budget is counted in the guard's table, and GUARD_TABLE is not set: set it, or remove the budget".to_owned(),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyErrors::from(errors))
+        }
+    }
+
     /// The number of rules.
     pub fn rule_count(&self) -> usize {
         self.rules.len()

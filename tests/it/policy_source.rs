@@ -105,6 +105,7 @@ fn settings(interval_secs: u64) -> RefreshSettings {
     RefreshSettings {
         interval: Duration::from_secs(interval_secs),
         timeout: Duration::from_millis(200),
+        guard_table: false,
     }
 }
 
@@ -750,6 +751,7 @@ async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() 
         RefreshSettings {
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(2),
+            guard_table: false,
         },
         long_ago,
     )
