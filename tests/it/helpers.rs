@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::operation::admin_create_user::AdminCreateUserOutput;
 use aws_sdk_cognitoidentityprovider::operation::admin_get_user::{
     AdminGetUserError, AdminGetUserOutput,
 };
@@ -15,10 +16,15 @@ use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::{
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::{
     AdminResetUserPasswordError, AdminResetUserPasswordOutput,
 };
+use aws_sdk_cognitoidentityprovider::operation::admin_user_global_sign_out::{
+    AdminUserGlobalSignOutError, AdminUserGlobalSignOutOutput,
+};
 use aws_sdk_cognitoidentityprovider::types::error::{
     InvalidParameterException, UserNotFoundException,
 };
-use aws_sdk_cognitoidentityprovider::types::{AttributeType, GroupType, UserStatusType};
+use aws_sdk_cognitoidentityprovider::types::{
+    AttributeType, GroupType, MessageActionType, UserStatusType,
+};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use cognito_reset::aws::ClientSettings;
 use cognito_reset::aws::cognito::{self as directory, Directory};
@@ -44,6 +50,8 @@ pub struct TestUser {
     pub groups: Vec<String>,
     /// What `AdminResetUserPassword` answers for this user, when not success.
     pub reset_error: Option<fn() -> AdminResetUserPasswordError>,
+    /// Cognito's `UserStatus` (`CONFIRMED` unless a test says otherwise).
+    pub status: UserStatusType,
 }
 
 pub fn user(local: &str, groups: &[&str]) -> TestUser {
@@ -54,6 +62,15 @@ pub fn user(local: &str, groups: &[&str]) -> TestUser {
         enabled: true,
         groups: groups.iter().map(|g| g.to_string()).collect(),
         reset_error: None,
+        status: UserStatusType::Confirmed,
+    }
+}
+
+/// A user invited by `AdminCreateUser` who never signed in (`FORCE_CHANGE_PASSWORD`).
+pub fn invited(local: &str) -> TestUser {
+    TestUser {
+        status: UserStatusType::ForceChangePassword,
+        ..user(local, &["staff"])
     }
 }
 
@@ -101,6 +118,10 @@ pub struct Cognito {
     pub get_user: Rule,
     pub list_groups: Rule,
     pub reset: Rule,
+    /// `AdminCreateUser` (RESEND only: anything else fails the test).
+    pub resend: Rule,
+    /// `AdminUserGlobalSignOut`.
+    pub sign_out: Rule,
     /// Canonical usernames reset so far, with the ClientMetadata passed, in call order.
     resets: Arc<Mutex<Vec<ResetCall>>>,
 }
@@ -120,7 +141,7 @@ impl Cognito {
                             .user_attributes(attr("email_verified", "true"))
                             .user_attributes(attr("sub", &u.sub))
                             .enabled(u.enabled)
-                            .user_status(UserStatusType::Confirmed)
+                            .user_status(u.status.clone())
                             .build()
                             .expect("valid output"),
                     ),
@@ -171,12 +192,31 @@ impl Cognito {
                 )),
             }
         });
+        let resend = mock!(Client::admin_create_user).then_compute_response(|input| {
+            assert_eq!(
+                input.message_action(),
+                Some(&MessageActionType::Resend),
+                "AdminCreateUser is only ever called to RESEND"
+            );
+            MockResponse::Output(AdminCreateUserOutput::builder().build())
+        });
+        let sign_out = mock!(Client::admin_user_global_sign_out)
+            .then_output(|| AdminUserGlobalSignOutOutput::builder().build());
         Cognito {
             get_user,
             list_groups,
             reset,
+            resend,
+            sign_out,
             resets,
         }
+    }
+
+    /// Every `AdminUserGlobalSignOut` fails with `error`.
+    pub fn sign_out_fails(mut self, error: fn() -> AdminUserGlobalSignOutError) -> Cognito {
+        self.sign_out = mock!(Client::admin_user_global_sign_out)
+            .then_compute_response(move |_| MockResponse::Error(error()));
+        self
     }
 
     /// Canonical usernames reset so far, in call order.
@@ -222,7 +262,11 @@ impl Cognito {
 
     /// Total calls made to Cognito.
     pub fn calls(&self) -> usize {
-        self.get_user.num_calls() + self.list_groups.num_calls() + self.reset.num_calls()
+        self.get_user.num_calls()
+            + self.list_groups.num_calls()
+            + self.reset.num_calls()
+            + self.resend.num_calls()
+            + self.sign_out.num_calls()
     }
 
     /// A client over these rules, configured like the real one (no SDK retries: the directory
@@ -235,7 +279,13 @@ impl Cognito {
         mock_client!(
             aws_sdk_cognitoidentityprovider,
             RuleMode::MatchAny,
-            [&self.get_user, &self.list_groups, &self.reset],
+            [
+                &self.get_user,
+                &self.list_groups,
+                &self.reset,
+                &self.resend,
+                &self.sign_out
+            ],
             |builder| directory::configure(builder, settings)
         )
     }
@@ -295,8 +345,23 @@ pub fn guarded_app(
     cooldown_secs: u64,
     dry_run: bool,
 ) -> Arc<App> {
+    guarded_app_with_policy(cognito, table, DEMO_POLICY, cooldown_secs, dry_run)
+}
+
+/// `policy` over the demo users, with the guard on over `table`.
+pub fn guarded_app_with_policy(
+    cognito: &Cognito,
+    table: &crate::dynamodb::Table,
+    policy: &str,
+    cooldown_secs: u64,
+    dry_run: bool,
+) -> Arc<App> {
     let dry = if dry_run { "true" } else { "false" };
-    let config = config(&[("POLICY", DEMO_POLICY), ("DRY_RUN", dry)]);
+    let config = config(&[
+        ("POLICY", policy),
+        ("DRY_RUN", dry),
+        ("GUARD_TABLE", crate::dynamodb::TABLE),
+    ]);
     let guard = Guard::dynamodb(
         table.client(),
         crate::dynamodb::settings(cooldown_secs),
