@@ -26,6 +26,19 @@ $(STACK_VENV)/.installed: tools/requirements-stack.txt
 
 tools: $(STACK_VENV)/.installed ## install the pinned local-stack tools into .tools/
 
+## ---- the docs check (issue 20) -----------------------------------------------------------
+# tools/docs_check.py (standard library, no build): every relative link and #anchor resolves, every
+# `make` target the pages name exists, every environment variable the function reads has a row in
+# docs/deploying.md's configuration table and the reverse, the outcome table of docs/api.md lists
+# exactly the codes the function can end a record with. Then the checker's own tests (fixture
+# pages in a temporary directory). Under a second.
+
+.PHONY: docs-check
+
+docs-check: ## the docs against the code: links, make targets, environment variables, outcome codes
+	$(PYTHON) tools/docs_check.py
+	$(PYTHON) -m unittest discover -s tests/docs
+
 ## ---- build, lint, unit tests -----------------------------------------------------------------
 
 fmt: ## format the code
@@ -39,13 +52,10 @@ clippy:
 
 lint: fmt-check clippy ## rustfmt check and clippy -D warnings
 
-# One test at a time: the pacing tests measure, in real time, that no second at the fake Cognito
-# sees more than the quota, and the 5% spacing slack absorbs 50 ms of scheduling jitter; two test
-# threads on two cores delayed one call by 64 ms (pacing::instances_sharing_the_table_... failed
-# 1 run in 6). RUST_TEST_THREADS, not --test-threads: the criterion benches reject that flag.
-# Costs about 6 s.
+# The timing tests (pacing against a quota, calls cut at the deadline's stages) run on tokio's
+# paused clock: exact, and not disturbed by other tests' CPU time.
 unit: ## unit, property and CLI tests (cargo test)
-	RUST_TEST_THREADS=1 cargo test $(CARGO_LOCKED) --all-targets
+	cargo test $(CARGO_LOCKED) --all-targets
 
 bench: ## criterion benchmarks, then the release binary's init time (bench-init)
 	cargo bench $(CARGO_LOCKED)
@@ -57,7 +67,7 @@ bench-init: $(STACK_VENV)/.installed ## init time of the release binary: start t
 	nice -n 10 cargo build --release $(CARGO_LOCKED) --bin cognito-reset
 	$(PYTHON) tools/drain/init_time.py --starts 30 --binary $(or $(CARGO_TARGET_DIR),target)/release/cognito-reset
 
-test: lint unit e2e fuzz-http drain-test drain-smoke template-checks ## every test: lint, unit, end-to-end, HTTP fuzzing, template checks
+test: docs-check lint unit e2e fuzz-http drain-test drain-smoke template-checks ## every test: docs check, lint, unit, end-to-end, HTTP fuzzing, template checks
 
 ## ---- local stack: demo, hand testing, end-to-end tests (issue 4) ---------------------------
 # moto server (local Cognito) and the real function under `cargo lambda watch`, on free loopback
@@ -184,7 +194,7 @@ fuzz-http: openapi-check $(STACK_VENV)/.installed ## sample answers and schemath
 DRAIN_BENCH := $(PYTHON) tools/drain/bench.py
 DRAIN_BUILD := nice -n 10 cargo build --release $(CARGO_LOCKED) --bin cognito-reset
 
-# Each instance count runs as the README prescribes: FunctionTimeout >= DEADLINE_MARGIN_MS +
+# Each instance count runs as docs/mass-reset.md prescribes: FunctionTimeout >= DEADLINE_MARGIN_MS +
 # 1.05 x BatchSize x instances / reset quota, so that a batch's resets get their turns in time
 # (2 and 4 instances: 5 s; 8 instances at 20 resets/s: 6.2 s, so 8 s). Then the guard table in
 # the loop (moto server) with the template's MAX_INSTANCES (5) whatever the number of consumers:

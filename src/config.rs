@@ -1,7 +1,8 @@
 //! The function's configuration, read from the environment and validated once at start-up.
 //!
 //! A bad value stops start-up with a message naming the variable; nothing ever falls back to a
-//! wider policy. See the README's configuration table for every setting.
+//! wider policy. Every setting has a row in the configuration table of docs/deploying.md (the
+//! docs check holds [`VARIABLES`] to it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,43 @@ pub const GUARD_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_PACING_LEASE_MS: u64 = 200;
 /// The most a lease write may take before the instance falls back to its static share.
 pub const MAX_LEASE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Every environment variable [`Config::from_lookup`] reads: it reads no other (checked in debug
+/// builds, so every test that loads a configuration checks it; `every_variable_listed_is_read`
+/// checks the reverse). The docs check (`tools/docs_check.py`, `make docs-check`) requires a row
+/// for each in the configuration table of docs/deploying.md. A new setting goes here, in that
+/// table, and in `from_lookup`.
+pub const VARIABLES: &[&str] = &[
+    "AWS_LAMBDA_LOG_LEVEL",
+    "POLICY",
+    "POLICY_FILE",
+    "POLICY_PARAMETER",
+    "POLICY_REFRESH_SECONDS",
+    "POLICY_MAX_AGE_SECONDS",
+    "DEFAULT_USER_POOL_ID",
+    "MAX_CONCURRENCY",
+    "DEADLINE_MARGIN_MS",
+    "COGNITO_TIMEOUT_MS",
+    "COGNITO_MAX_ATTEMPTS",
+    "DRY_RUN",
+    "MAX_INSTANCES",
+    "COGNITO_READ_QUOTA",
+    "COGNITO_RESOURCE_READ_QUOTA",
+    "COGNITO_RESET_QUOTA",
+    "COGNITO_READ_RPS",
+    "COGNITO_RESOURCE_READ_RPS",
+    "COGNITO_RESET_RPS",
+    "RESET_COOLDOWN_SECONDS",
+    "IDEMPOTENCY_TTL_SECONDS",
+    "GUARD_TIMEOUT_MS",
+    "GUARD_TABLE",
+    "EVENT_SOURCE",
+    "EVENT_BUS",
+    "PACING_LEASE_MS",
+    "PACING",
+    "METRICS_NAMESPACE",
+    "MAX_RECEIVE_COUNT",
+];
 
 /// A start-up failure, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +230,13 @@ impl Config {
 
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let lookup = |name: &str| {
+            debug_assert!(
+                VARIABLES.contains(&name),
+                "{name} is read but not listed in config::VARIABLES (nor documented)"
+            );
+            lookup(name)
+        };
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
         // No reset without an audit trail: Lambda's log filter drops every line below the
         // level it is given, and the audit line is INFO (the EMF document, without a level,
@@ -873,6 +918,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unlimited"), "{err}");
+    }
+
+    #[test]
+    fn every_variable_listed_is_read() {
+        // Given every setting set to a valid value, once with an inline policy and once with the
+        // parameter (whose refresh and maximum age are read only then)
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let full = |policy: &[(&'static str, &'static str)]| {
+            let mut vars: HashMap<&str, &str> = HashMap::from([
+                ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+                ("DEFAULT_USER_POOL_ID", "us-west-2_aaaaaaaaa"),
+                ("MAX_CONCURRENCY", "4"),
+                ("DEADLINE_MARGIN_MS", "1000"),
+                ("COGNITO_TIMEOUT_MS", "1500"),
+                ("COGNITO_MAX_ATTEMPTS", "2"),
+                ("DRY_RUN", "false"),
+                ("MAX_INSTANCES", "4"),
+                ("COGNITO_READ_QUOTA", "100"),
+                ("COGNITO_RESOURCE_READ_QUOTA", "40"),
+                ("COGNITO_RESET_QUOTA", "20"),
+                ("COGNITO_READ_RPS", "10"),
+                ("COGNITO_RESOURCE_READ_RPS", "10"),
+                ("COGNITO_RESET_RPS", "5"),
+                ("RESET_COOLDOWN_SECONDS", "60"),
+                ("IDEMPOTENCY_TTL_SECONDS", "3600"),
+                ("GUARD_TIMEOUT_MS", "500"),
+                ("GUARD_TABLE", "cognito-reset-guard"),
+                ("EVENT_SOURCE", "cognito-reset"),
+                ("EVENT_BUS", "cognito-reset-events"),
+                ("PACING_LEASE_MS", "150"),
+                ("PACING", "shared"),
+                ("METRICS_NAMESPACE", "CognitoReset"),
+                ("MAX_RECEIVE_COUNT", "5"),
+            ]);
+            vars.extend(policy.iter().copied());
+            // When the configuration is loaded, recording every name it asks for
+            Config::from_lookup(|name| {
+                read.borrow_mut().insert(name.to_owned());
+                vars.get(name).map(|v| v.to_string())
+            })
+            .unwrap();
+        };
+        full(&[("POLICY", POLICY)]);
+        full(&[
+            ("POLICY_PARAMETER", "/cognito-reset/policy"),
+            ("POLICY_REFRESH_SECONDS", "30"),
+            ("POLICY_MAX_AGE_SECONDS", "600"),
+        ]);
+        // Then every listed variable was read (and from_lookup's debug check saw no other)
+        let listed: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.to_string()).collect();
+        assert_eq!(read.into_inner(), listed);
     }
 
     #[test]

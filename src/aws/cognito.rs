@@ -268,11 +268,13 @@ impl Directory {
                 .acquire(pool.region(), category, priority, latest)
                 .await
                 .map_err(|_| DirectoryError::Deadline { started: false })?;
-            if deadline.too_close(self.margin) {
-                return Err(DirectoryError::Deadline { started: false });
-            }
             let ends = ends_by(deadline, self.margin, stage);
             let budget = ends.saturating_duration_since(Instant::now());
+            // Nothing is sent without time for an answer: at exactly the margin, a lookup's
+            // stage has already ended.
+            if deadline.too_close(self.margin) || budget.is_zero() {
+                return Err(DirectoryError::Deadline { started: false });
+            }
             let timeout = self.attempt_timeout.min(budget);
             let error = match attempt(timeout).await {
                 Ok(value) => return Ok(value),

@@ -32,7 +32,7 @@ DORA = "dora@example.com"
 PORTAL_ROLE = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/alice"
 QUEUE_ARN = "arn:aws:sqs:us-west-2:123456789012:password-resets"
 CANARY = "canary-ops-e2e-Zq81-never-in-an-event"
-# The mixed batch as the demo policy and the seeded users decide it (README, Outcomes).
+# The mixed batch as the demo policy and the seeded users decide it (docs/api.md, Outcomes).
 SQS_MIXED_OUTCOMES = {
     "erin@example.com": ("RESET", None),
     "diego@example.com": ("RESET", None),

@@ -1,4 +1,4 @@
-//! The invariants (README, "Guarantees"), each a plain function over what a schedule produced:
+//! The invariants (docs/guarantees.md, "Guarantees"), each a plain function over what a schedule produced:
 //! the answers given, the Cognito calls (resets sent, performed, ambiguous), the guard calls and
 //! the events handed to the bus.
 //!

@@ -1,7 +1,7 @@
 //! Fault injection (issue 14, part B): the real pipeline and scheduler, every port (Cognito, the
 //! guard's table, the event bus) behind a fake with a fault injector, driven by `proptest`
 //! schedules of records, redeliveries, waits and faults on a paused tokio clock; after every
-//! schedule, the invariants of README's "Guarantees" are checked over what the fakes recorded.
+//! schedule, the invariants of docs/guarantees.md's "Guarantees" are checked over what the fakes recorded.
 //!
 //! - `world`: the pool, users, callers, policy and configuration;
 //! - `faults`: the faults, when answers arrive, the injector and the journal of calls;

@@ -11,7 +11,7 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::*;
 
-/// Every field an audit line carries (README: "How a request is handled").
+/// Every field an audit line carries (docs/operations.md: "The audit line").
 const FIELDS: &[&str] = &[
     "source",
     "id",

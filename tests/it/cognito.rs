@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cognitoidentityprovider::error::ErrorMetadata;
@@ -180,7 +181,7 @@ fn table() -> Vec<Row> {
     ]
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_cognito_error_maps_to_its_row_over_http_and_sqs() {
     for (name, error, status, code, retry) in table() {
         // HTTP: the status, the code, and no internal error text in the body.
@@ -221,7 +222,7 @@ async fn every_cognito_error_maps_to_its_row_over_http_and_sqs() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn lookup_errors_are_classified_too() {
     use aws_sdk_cognitoidentityprovider::operation::admin_get_user::AdminGetUserError as G;
     type Case = (fn() -> G, u64, &'static str);
@@ -284,7 +285,7 @@ pub(crate) fn reset_fails_once_on_the_wire(code: &str) -> aws_smithy_mocks::Rule
         .build()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn limit_exceeded_is_never_retried() {
     let mut cognito = Cognito::with_users(demo_users());
     cognito.reset = reset_fails_once_on_the_wire("LimitExceededException");
@@ -304,7 +305,7 @@ async fn limit_exceeded_is_never_retried() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn too_many_requests_is_retried_within_the_attempt_bound() {
     let mut cognito = Cognito::with_users(demo_users());
     cognito.reset = reset_fails_once_on_the_wire("TooManyRequestsException");
@@ -441,7 +442,7 @@ pub(crate) fn bodies(count: usize) -> Vec<(String, Option<&'static str>)> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrency_never_exceeds_max_concurrency() {
     let (app, in_flight) = slow_app(Duration::from_millis(25), "3");
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(12)), "r", far_deadline())
@@ -461,14 +462,14 @@ async fn concurrency_never_exceeds_max_concurrency() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_record_runs_past_the_deadline_and_every_record_is_accounted_for() {
     // One record at a time, each two 300 ms calls; 2.8 s left with a 2 s margin, so 800 ms of
     // work fit: the first record finishes, the second is cut short inside its first call, the
     // third is not started.
     let (app, in_flight) = slow_app(Duration::from_millis(300), "1");
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2800)).into());
+    let deadline = Deadline(started + Duration::from_millis(2800));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -486,7 +487,7 @@ async fn no_record_runs_past_the_deadline_and_every_record_is_accounted_for() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cognito_call_slower_than_the_timeout_is_unavailable() {
     let in_flight = Arc::new(InFlight::default());
     let settings = ClientSettings {
@@ -518,7 +519,7 @@ impl HttpConnector for Refused {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_unreachable_cognito_hands_every_record_back() {
     let settings = ClientSettings {
         timeout: Duration::from_secs(1),
@@ -545,7 +546,7 @@ async fn an_unreachable_cognito_hands_every_record_back() {
 
 // ---- scale: regions and pacing ----------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_pool_in_another_region_is_called_through_that_regions_client() {
     // Given a function in us-west-2 and requests for pools in eu-west-1 and us-west-2
     let (app, in_flight) = slow_app(Duration::from_millis(1), "2");
@@ -573,7 +574,7 @@ async fn a_pool_in_another_region_is_called_through_that_regions_client() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_pool_id_naming_no_aws_region_is_rejected_without_a_call() {
     let (app, in_flight) = slow_app(Duration::from_millis(1), "2");
     let body =
@@ -615,7 +616,7 @@ pub(crate) fn most_in_one_second(calls: &[Call], operation: &str) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_limiter_never_lets_more_than_the_rate_through_in_any_second() {
     // Given 30 queued resets, 10 at a time, paced at 20 reads and 10 resets a second
     let (app, in_flight) = slow_app_with(
@@ -645,7 +646,7 @@ async fn the_limiter_never_lets_more_than_the_rate_through_in_any_second() {
     assert!(span >= Duration::from_millis(2_850), "{span:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_turn_that_would_come_after_the_deadline_is_retry_deadline_at_once() {
     // Given one read a second and 2.6 s left with a 2 s margin: only the first record's turn fits
     let (app, in_flight) = slow_app_with(
@@ -653,7 +654,7 @@ async fn a_turn_that_would_come_after_the_deadline_is_retry_deadline_at_once() {
         &[("MAX_CONCURRENCY", "3"), ("COGNITO_READ_RPS", "1")],
     );
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2600)).into());
+    let deadline = Deadline(started + Duration::from_millis(2600));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -680,7 +681,7 @@ fn reset_answers_on_the_wire(status: u16, body: &str) -> aws_smithy_mocks::Rule 
         .build()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unmodeled_throttling_and_unavailability_codes_and_unreadable_answers_have_their_rows() {
     // (wire status, wire body, HTTP status, code, handed back from SQS)
     let cases = [
@@ -735,7 +736,7 @@ async fn unmodeled_throttling_and_unavailability_codes_and_unreadable_answers_ha
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_group_lookup_failure_has_its_row_and_nobody_is_reset() {
     use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::AdminListGroupsForUserError as L;
     type Case = (fn() -> L, u64, &'static str);
@@ -807,7 +808,7 @@ async fn every_group_lookup_failure_has_its_row_and_nobody_is_reset() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fifo_groups_reach_cognito_in_message_order() {
     // Given two message groups, interleaved in the batch, on a Cognito slow enough to overlap
     let (app, in_flight) = slow_app(Duration::from_millis(20), "10");
@@ -857,12 +858,12 @@ async fn fifo_groups_reach_cognito_in_message_order() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cognito_call_slower_than_the_time_left_is_cut_at_the_deadline_margin() {
     // Given one Cognito call taking 1.5 s, 2.8 s left and the default 2 s margin: 0.8 s of budget
     let (app, in_flight) = slow_app(Duration::from_millis(1500), "1");
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2800)).into());
+    let deadline = Deadline(started + Duration::from_millis(2800));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
         .await
         .expect("response");
@@ -876,7 +877,7 @@ async fn a_cognito_call_slower_than_the_time_left_is_cut_at_the_deadline_margin(
     assert_eq!(in_flight.total.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_code() {
     use crate::dynamodb::{Mode, Table, s, settings};
     // Given a guard, and a reset call that times out (Cognito may have sent the code)
@@ -939,7 +940,7 @@ async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_c
     assert_eq!(resets, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
     // Given a reset taking 300 ms, started with 2.1 s left and the default 2 s margin
     let in_flight = Arc::new(InFlight::default());
@@ -956,7 +957,7 @@ async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
         config(&[("POLICY", ANYONE)]),
         client_over(slow, client_settings),
     );
-    let deadline = Deadline((Instant::now() + Duration::from_millis(2100)).into());
+    let deadline = Deadline(Instant::now() + Duration::from_millis(2100));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(1)), "r", deadline)
         .await
         .expect("response");
@@ -965,7 +966,7 @@ async fn a_reset_started_just_before_the_margin_may_finish_inside_it() {
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_cognito_call_uses_the_clients_one_connector_whatever_time_is_left() {
     // Given a client that records the connector settings of every call, and a deadline close
     // enough that each call's budget is shorter than the 5 s attempt timeout (and different)
@@ -995,7 +996,7 @@ async fn every_cognito_call_uses_the_clients_one_connector_whatever_time_is_left
         config(&[("POLICY", ANYONE), ("MAX_CONCURRENCY", "1")]),
         client,
     );
-    let deadline = Deadline((Instant::now() + Duration::from_millis(4_000)).into());
+    let deadline = Deadline(Instant::now() + Duration::from_millis(4_000));
     // When records run one after the other
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(5)), "r", deadline)
         .await

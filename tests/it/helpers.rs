@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::operation::admin_create_user::AdminCreateUserOutput;
@@ -384,7 +385,7 @@ pub fn demo_app(cognito: &Cognito) -> Arc<App> {
 }
 
 pub fn far_deadline() -> Deadline {
-    Deadline((Instant::now() + Duration::from_secs(60)).into())
+    Deadline(Instant::now() + Duration::from_secs(60))
 }
 
 pub fn event(path: &str) -> Value {

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use cognito_reset::aws::ClientSettings;
 use cognito_reset::aws::bucket::{BucketStore, DynamoBucket};
@@ -67,7 +68,7 @@ fn resets(in_flight: &InFlight) -> Vec<Instant> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn with_the_guard_table_a_lone_instance_resets_at_the_whole_quota() {
     // Given the guard table and a quota of 10 resets a second for at most 5 instances
     let table = Table::new(Mode::Normal);
@@ -102,7 +103,7 @@ async fn with_the_guard_table_a_lone_instance_resets_at_the_whole_quota() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn instances_sharing_the_table_stay_within_the_quota_together() {
     // Given three instances on one guard table, each with a batch of 10
     let table = Table::new(Mode::Normal);
@@ -137,7 +138,7 @@ async fn instances_sharing_the_table_stay_within_the_quota_together() {
     assert!(took < Duration::from_millis(3_600), "{took:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_record_whose_reset_cannot_get_its_turn_in_time_is_handed_back_without_a_lookup() {
     // Given one reset a second, 2.6 s left and the default 2 s margin: one reset turn fits
     let in_flight = Arc::new(InFlight::default());
@@ -159,7 +160,7 @@ async fn a_record_whose_reset_cannot_get_its_turn_in_time_is_handed_back_without
         client_over(cognito, client_settings),
     );
     let started = Instant::now();
-    let deadline = Deadline((started + Duration::from_millis(2600)).into());
+    let deadline = Deadline(started + Duration::from_millis(2600));
     let response = dispatch(&app, sqs_event(QUEUE, &bodies(3)), "r", deadline)
         .await
         .expect("response");
@@ -174,7 +175,7 @@ async fn a_record_whose_reset_cannot_get_its_turn_in_time_is_handed_back_without
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_throttled_reset_cuts_the_fleets_rate_in_the_table() {
     // Given the guard table, and Cognito throttling the first reset (another user of the quota)
     let table = Table::new(Mode::Normal);

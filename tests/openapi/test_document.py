@@ -19,7 +19,7 @@ import openapi_check as check  # noqa: E402
 
 ROOT = check.ROOT
 
-# Error codes an HTTP caller can get, by status (README "Outcomes" and src/outcome.rs).
+# Error codes an HTTP caller can get, by status (docs/api.md "Outcomes" and src/outcome.rs).
 FUNCTION_CODES = {
     400: {"invalid-request"},
     403: {"denied-user", "denied-group", "no-rule-for-caller", "pool-not-allowed", "user-not-allowed"},

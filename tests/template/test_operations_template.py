@@ -461,11 +461,11 @@ def test_the_template_offers_only_log_levels_that_keep_the_audit_trail():
 
 
 def test_every_alarm_has_a_runbook_row_with_its_missing_data_choice():
-    # README's runbook table: | `AlarmName` | ... | missing data: notBreaching | ...
-    readme = (ROOT / "README.md").read_text()
+    # The runbook table of docs/operations.md: | `AlarmName` | ... | missing data: notBreaching | ...
+    runbook = (ROOT / "docs" / "operations.md").read_text()
     stack = Stack(TRANSLATED, **FROM_PARAMETER, EventBusName=BUS, PolicyMaxAgeSeconds=900)
     for name, alarm in stack.of_type("AWS::CloudWatch::Alarm").items():
-        rows = [line for line in readme.splitlines() if line.startswith(f"| `{name}`")]
-        assert len(rows) == 1, f"{name}: no runbook row in README"
+        rows = [line for line in runbook.splitlines() if line.startswith(f"| `{name}`")]
+        assert len(rows) == 1, f"{name}: no runbook row in docs/operations.md"
         treat = alarm["Properties"]["TreatMissingData"]
         assert treat in rows[0], f"{name}: the row does not state TreatMissingData {treat}"

@@ -4,7 +4,7 @@
 On loopback only: a fake Cognito with per-category token buckets, a simulated SQS queue with a
 redrive policy, and a simulated event source mapping that runs up to M instances of the real
 release binary, each its own process behind its own Lambda Runtime API. Every instance count is
-run "configured" (COGNITO_RESET_RPS / COGNITO_READ_RPS = quota / M, as the README prescribes)
+run "configured" (COGNITO_RESET_RPS / COGNITO_READ_RPS = quota / M, as docs/mass-reset.md prescribes)
 and, unless --modes says otherwise, "limiter off" (both 0). With the guard table in the loop (moto
 server, from the local stack's venv): "shared" (the fleet's pacing buckets in the guard table,
 MAX_INSTANCES = --max-instances whatever M) and "instance" (the same table, PACING=instance: each
@@ -229,7 +229,7 @@ class Bench:
             "POLICY": json.dumps(POLICY, separators=(",", ":")),
             "RUST_LOG": a.log_level,
             "AWS_LAMBDA_LOG_LEVEL": a.log_level,
-            # the README's settings for this instance count, and the per-instance rates outright
+            # docs/mass-reset.md's settings for this instance count, and the per-instance rates outright
             "MAX_INSTANCES": str(instances),
             "COGNITO_RESET_QUOTA": "%g" % a.reset_quota,
             "COGNITO_READ_QUOTA": "%g" % a.read_quota,
