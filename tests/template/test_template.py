@@ -538,7 +538,8 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
     assert set(env) == {"POLICY", "MAX_CONCURRENCY", "DEADLINE_MARGIN_MS", "COGNITO_TIMEOUT_MS",
                         "COGNITO_MAX_ATTEMPTS", "DRY_RUN", "GUARD_TABLE", "RESET_COOLDOWN_SECONDS",
                         "IDEMPOTENCY_TTL_SECONDS", "MAX_INSTANCES", "COGNITO_RESET_QUOTA",
-                        "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "METRICS_NAMESPACE",
+                        "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "COGNITO_CREATION_QUOTA",
+                        "COGNITO_UPDATE_QUOTA", "METRICS_NAMESPACE",
                         "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS"}
 
 
