@@ -504,7 +504,7 @@ impl App {
         };
         let scope = BudgetScope::new(
             rule,
-            &caller::describe(&record.origin.caller),
+            &caller::budget_identity(&record.origin.caller),
             budget.resets,
             budget.per_seconds,
         );

@@ -345,9 +345,16 @@ async fn a_budget_is_per_caller_identity() {
     // The queue is another caller: its own budget.
     assert!(sqs(&app, reset_body("u2@example.com")).await.is_empty());
     assert_eq!(cognito.reset.num_calls(), 2);
-    // The portal's second reset is over its budget.
-    let (status, ..) = send(&app, request("u3@example.com", json!({}))).await;
-    assert_eq!(status, 429);
+    // The portal's second reset is over its budget, from another session of the same role too.
+    let mut bob = request("u3@example.com", json!({}));
+    bob["requestContext"]["authorizer"]["iam"]["userArn"] =
+        json!("arn:aws:sts::123456789012:assumed-role/helpdesk-portal/bob");
+    let (status, body, _) = send(&app, bob).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (429, &json!("caller-budget-exhausted"))
+    );
+    assert_eq!(cognito.reset.num_calls(), 2);
 }
 
 #[tokio::test]
