@@ -20,7 +20,7 @@ use crate::helpers::*;
 const PORTAL: &str = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*";
 
 /// One rule for the portal and the queue, over every user, with `options` added.
-fn policy(options: &str) -> String {
+pub fn policy(options: &str) -> String {
     format!(
         r#"{{"version":1,"rules":[{{"name":"helpdesk","callers":["{PORTAL}","{QUEUE}"],"userPools":["{POOL}"],"users":["*"]{options}}}]}}"#
     )
@@ -35,7 +35,7 @@ fn guarded(cognito: &Cognito, table: &Table, options: &str, dry_run: bool) -> Ar
 }
 
 /// The portal's HTTP request for `username`, with `extra` fields.
-fn request(username: &str, extra: Value) -> Value {
+pub fn request(username: &str, extra: Value) -> Value {
     let mut body = json!({"UserPoolId": POOL, "Username": username});
     if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
         body.extend(extra.clone());
@@ -43,7 +43,7 @@ fn request(username: &str, extra: Value) -> Value {
     http_event_with_body(&body)
 }
 
-fn users() -> Vec<TestUser> {
+pub fn users() -> Vec<TestUser> {
     let mut ursula = user("ursula", &["staff"]);
     ursula.status = UserStatusType::Unconfirmed;
     let mut users = demo_users();
@@ -52,7 +52,7 @@ fn users() -> Vec<TestUser> {
     users
 }
 
-fn throttled_sign_out() -> AdminUserGlobalSignOutError {
+pub fn throttled_sign_out() -> AdminUserGlobalSignOutError {
     AdminUserGlobalSignOutError::TooManyRequestsException(
         TooManyRequestsException::builder().build(),
     )
