@@ -59,6 +59,14 @@ DEMO_POOL_NAME = "cognito-reset-demo"
 OTHER_POOL_NAME = "cognito-reset-other"
 DEMO_POOL = "us-west-2_1f950f4f389b723d0775ea6ef7e4b3c47b3100fa6981c"
 OTHER_POOL = "us-west-2_2f998a3be4a521a9ccaf1f58b65d71c475bcf4bd57df8"
+# A pool whose usernames are plain names (no UsernameAttributes), for the invited user (issue 17):
+# moto's AdminCreateUser RESEND validates the Username against the pool's UsernameAttributes even
+# when resending, so in an email-username pool it refuses the canonical (GUID) username that
+# Cognito accepts; here the canonical username is the name itself.
+PLAIN_POOL_NAME = "cognito-reset-plain"
+PLAIN_POOL = "us-west-2_3cb16e0c4e06d6da7481c048fd3580f0c31baeba31c42"
+# The caller whose rule has a budget in policy/demo.json (2 resets an hour).
+TICKET_BOT = "arn:aws:sts::123456789012:assumed-role/ticket-bot/run-1"
 SEED_PASSWORD = "Demo-Passw0rd!"
 
 DEMO_POLICY = ROOT / "policy" / "demo.json"
@@ -111,6 +119,8 @@ class DemoUser:
     pool: str = DEMO_POOL
     enabled: bool = True
     email_verified: bool = True
+    # Invited by AdminCreateUser and never signed in: FORCE_CHANGE_PASSWORD.
+    invited: bool = False
     note: str = ""
 
 
@@ -123,6 +133,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("dora@example.com", enabled=False, note="disabled"),
     DemoUser("nemo@example.com", email_verified=False, note="no verified email"),
     DemoUser("olga@example.com", pool=OTHER_POOL, note="other pool"),
+    DemoUser("ivy", pool=PLAIN_POOL, invited=True, note="invited, never signed in"),
 )
 
 
@@ -303,8 +314,13 @@ def seed(endpoint: str) -> None:
     """
     _moto_api(endpoint, "reset")
     client = cognito_client(endpoint)
-    for name, expected in ((DEMO_POOL_NAME, DEMO_POOL), (OTHER_POOL_NAME, OTHER_POOL)):
-        got = client.create_user_pool(PoolName=name, UsernameAttributes=["email"])["UserPool"]["Id"]
+    pools = (
+        (DEMO_POOL_NAME, DEMO_POOL, {"UsernameAttributes": ["email"]}),
+        (OTHER_POOL_NAME, OTHER_POOL, {"UsernameAttributes": ["email"]}),
+        (PLAIN_POOL_NAME, PLAIN_POOL, {}),
+    )
+    for name, expected, settings in pools:
+        got = client.create_user_pool(PoolName=name, **settings)["UserPool"]["Id"]
         if got != expected:
             raise StackError(
                 f"pool {name} was created as {got}, expected {expected}: is moto running with "
@@ -324,9 +340,10 @@ def seed(endpoint: str) -> None:
             UserAttributes=attributes,
             MessageAction="SUPPRESS",
         )
-        client.admin_set_user_password(
-            UserPoolId=user.pool, Username=user.email, Password=SEED_PASSWORD, Permanent=True
-        )
+        if not user.invited:
+            client.admin_set_user_password(
+                UserPoolId=user.pool, Username=user.email, Password=SEED_PASSWORD, Permanent=True
+            )
         for group in user.groups:
             client.admin_add_user_to_group(UserPoolId=user.pool, Username=user.email, GroupName=group)
         if not user.enabled:

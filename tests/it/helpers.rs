@@ -320,6 +320,15 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
             vars.push((name.to_owned(), value.to_owned()));
         }
     }
+    // A budget is counted in the guard's table, and the function does not start without one
+    // (the demo policy has a budget): name the table, as every deployment with a budget does.
+    // The app's guard is still the test's choice (`app` has none, `guarded_app` the fake table).
+    let has_budget = vars.iter().any(|(k, v)| {
+        k == "POLICY" && cognito_reset::policy::Policy::from_json(v).is_ok_and(|p| p.has_budget())
+    });
+    if has_budget && !vars.iter().any(|(k, _)| k == "GUARD_TABLE") {
+        vars.push(("GUARD_TABLE".to_owned(), crate::dynamodb::TABLE.to_owned()));
+    }
     Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .expect("valid test configuration")
 }
