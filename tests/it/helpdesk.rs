@@ -450,3 +450,88 @@ async fn a_cognito_throttle_gives_the_budget_spend_back() {
     let (status, body, _) = send(&app, request("u1@example.com", json!({}))).await;
     assert_eq!(status, 200, "{body}");
 }
+
+// ---- retry policy of the new operations ------------------------------------------------------
+
+/// A rule for `AdminCreateUser` that answers `status` with `body` first, then succeeds.
+fn resend_answers_first(status: u16, body: &str) -> aws_smithy_mocks::Rule {
+    aws_smithy_mocks::mock!(aws_sdk_cognitoidentityprovider::Client::admin_create_user)
+        .sequence()
+        .http_status(status, Some(body.to_owned()))
+        .output(|| {
+            aws_sdk_cognitoidentityprovider::operation::admin_create_user::AdminCreateUserOutput::builder()
+                .build()
+        })
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resent_invitation_is_retried_like_a_reset() {
+    // (wire status, body, HTTP status, code, AdminCreateUser calls)
+    let cases = [
+        // Throttling proves nothing was sent: sent again, and it passes.
+        (
+            400,
+            r#"{"__type":"TooManyRequestsException","message":"slow down"}"#,
+            200,
+            None,
+            2,
+        ),
+        // A 5xx may follow an invitation that went out: final, never sent again by itself.
+        (
+            500,
+            r#"{"__type":"InternalErrorException","message":"oops"}"#,
+            502,
+            Some("reset-unconfirmed"),
+            1,
+        ),
+        (200, "this is not JSON {", 502, Some("reset-unconfirmed"), 1),
+    ];
+    for (wire, body, status, code, calls) in cases {
+        let mut cognito = Cognito::with_users(users());
+        cognito.resend = resend_answers_first(wire, body);
+        let app = app(
+            config(&[
+                ("POLICY", &policy(r#","invited":"resend""#)),
+                ("COGNITO_MAX_ATTEMPTS", "3"),
+            ]),
+            cognito.client(),
+        );
+        let (got, answer, _) = send(&app, request("ivy@example.com", json!({}))).await;
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, code),
+            "{body}: {answer}"
+        );
+        assert_eq!(cognito.resend.num_calls(), calls, "{body}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sign_out_is_retried_like_a_lookup() {
+    // AdminUserGlobalSignOut is idempotent: a 5xx is sent again, and the reset is not.
+    let mut cognito = Cognito::with_users(users());
+    cognito.sign_out =
+        aws_smithy_mocks::mock!(aws_sdk_cognitoidentityprovider::Client::admin_user_global_sign_out)
+            .sequence()
+            .http_status(
+                500,
+                Some(r#"{"__type":"InternalErrorException","message":"oops"}"#.to_owned()),
+            )
+            .output(|| {
+                aws_sdk_cognitoidentityprovider::operation::admin_user_global_sign_out::AdminUserGlobalSignOutOutput::builder()
+                    .build()
+            })
+            .build();
+    let app = app(
+        config(&[
+            ("POLICY", &policy(r#","signOut":"always""#)),
+            ("COGNITO_MAX_ATTEMPTS", "3"),
+        ]),
+        cognito.client(),
+    );
+    let (status, body, _) = send(&app, request("diego@example.com", json!({}))).await;
+    assert_eq!((status, &body["signedOut"]), (200, &json!(true)), "{body}");
+    assert_eq!(cognito.sign_out.num_calls(), 2);
+    assert_eq!(cognito.reset.num_calls(), 1);
+}

@@ -805,7 +805,7 @@ async fn without_a_guard_table_a_budget_is_refused_at_start_up_and_on_refresh() 
     };
     // At start-up: the function does not start, naming the rule's budget.
     let script = Scripted::new(vec![Step::Version("1", DEMO_POLICY.to_owned())]);
-    let error = PolicyStore::load(Box::new(Handle(script)), unguarded.clone(), t0)
+    let error = PolicyStore::load(Box::new(Handle(script)), unguarded, t0)
         .await
         .expect_err("a budget without a table");
     let message = error.to_string();
