@@ -103,6 +103,8 @@ SAM_VENV := $(TOOLS)/sam
 CHECKOV_VENV := $(TOOLS)/checkov
 SAM_HOME := $(abspath $(TOOLS)/sam-home)
 SAM_TEMPLATE := template.yaml
+# The role the function assumes in other accounts (plain CloudFormation, deployed as a StackSet).
+TARGET_TEMPLATE := deploy/target-account-role.yaml
 SAM_FUNCTION := Function
 SAM_BOOTSTRAP := .aws-sam/build/$(SAM_FUNCTION)/bootstrap
 MAX_BOOTSTRAP_BYTES := 8388608
@@ -142,8 +144,9 @@ sam-build: $(SAM_VENV)/.installed $(STACK_VENV)/.installed ## sam build: the arm
 template-lint: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## sam validate --lint, cfn-lint and checkov (offline)
 	$(SAM_NO_UPDATE_CHECK)
 	$(SAM) validate --lint --template-file $(SAM_TEMPLATE)
-	$(CFN_LINT) $(SAM_TEMPLATE)
+	$(CFN_LINT) $(SAM_TEMPLATE) $(TARGET_TEMPLATE)
 	$(CHECKOV) --file $(SAM_TEMPLATE) --framework cloudformation --skip-download --quiet --compact
+	$(CHECKOV) --file $(TARGET_TEMPLATE) --framework cloudformation --skip-download --quiet --compact
 
 template-test: $(SAM_VENV)/.installed ## tests of the SAM-translated template (tests/template/)
 	$(SAM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/template

@@ -39,6 +39,8 @@ struct SignOutReport<'a> {
 pub struct Done<'a> {
     pub origin: &'a Origin,
     pub request: Option<&'a ResetRequest>,
+    /// The account of the request's pool (its `POOL_ROLES` role's, or the function's own).
+    pub pool_account: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub findings: &'a Findings,
     pub result: &'a RecordResult,
@@ -143,6 +145,7 @@ impl Done<'_> {
             index = origin.index,
             caller = %callers,
             user_pool_id = pool,
+            pool_account = self.pool_account.unwrap_or(""),
             requested_username = requested,
             canonical_username = canonical,
             rule,
@@ -198,6 +201,7 @@ impl Done<'_> {
         if let Some(request) = self.request {
             event = event.with_request(request);
         }
+        event.pool_account = self.pool_account.map(str::to_owned);
         event.code = (!code.is_empty()).then(|| code.to_owned());
         if !self.concealed() {
             event.canonical_username = self.canonical().map(str::to_owned);

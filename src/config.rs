@@ -12,6 +12,7 @@ use crate::aws::bucket::BucketStore;
 use crate::aws::guard::GuardSettings;
 use crate::limiter::{Limiters, Quotas, Rates, SharedPacing};
 use crate::policy::Policy;
+use crate::pool_roles::{Accounts, PoolRoles, valid_account_id};
 use crate::request::UserPoolId;
 
 /// Default for `MAX_CONCURRENCY`.
@@ -102,6 +103,8 @@ pub const VARIABLES: &[&str] = &[
     "PACING",
     "METRICS_NAMESPACE",
     "MAX_RECEIVE_COUNT",
+    "FUNCTION_ACCOUNT_ID",
+    "POOL_ROLES",
 ];
 
 /// A start-up failure, naming the variable at fault.
@@ -121,6 +124,12 @@ pub enum ConfigError {
     Policy {
         variable: &'static str,
         errors: crate::policy::PolicyErrors,
+    },
+    /// `POOL_ROLES` is not valid; the value is not echoed (it may hold external ids).
+    #[error("{variable}: {error}")]
+    PoolRoles {
+        variable: &'static str,
+        error: crate::pool_roles::PoolRolesError,
     },
     #[error("{variable}: {message} (got {value:?})")]
     Invalid {
@@ -194,6 +203,9 @@ pub struct Config {
     /// `POLICY_MAX_AGE_SECONDS` (with `POLICY_PARAMETER` only): when no read of the parameter
     /// has succeeded for this long, records are refused (RETRY `policy-stale`). `None`: off.
     pub policy_max_age: Option<Duration>,
+    /// `FUNCTION_ACCOUNT_ID` (the function's own account) and `POOL_ROLES` (the pools reached
+    /// through a role in another account).
+    pub accounts: Accounts,
 }
 
 impl Config {
@@ -526,6 +538,27 @@ impl Config {
                 .check_budgets_have_a_table(guard.is_some())
                 .map_err(|errors| ConfigError::Policy { variable, errors })?;
         }
+        let own_account = get("FUNCTION_ACCOUNT_ID")
+            .map(|value| {
+                if valid_account_id(value.trim()) {
+                    Ok(value.trim().to_owned())
+                } else {
+                    Err(ConfigError::Invalid {
+                        variable: "FUNCTION_ACCOUNT_ID",
+                        value,
+                        message: "must be the function's own AWS account id, 12 digits (the template sets it to AWS::AccountId)".into(),
+                    })
+                }
+            })
+            .transpose()?;
+        let roles = match get("POOL_ROLES") {
+            Some(text) => PoolRoles::parse(&text).map_err(|e| ConfigError::PoolRoles {
+                variable: "POOL_ROLES",
+                error: e,
+            })?,
+            None => PoolRoles::default(),
+        };
+
         Ok(Config {
             policy,
             policy_source,
@@ -546,6 +579,10 @@ impl Config {
             metrics_namespace,
             max_receive_count,
             policy_max_age,
+            accounts: Accounts {
+                own: own_account,
+                roles,
+            },
         })
     }
 }
@@ -1000,5 +1037,56 @@ mod tests {
         assert_eq!(config.cognito.timeout, Duration::from_millis(1500));
         assert_eq!(config.cognito.max_attempts, 1);
         assert!(config.dry_run);
+    }
+
+    #[test]
+    fn pool_roles_and_the_functions_account_are_read_and_a_bad_entry_stops_start_up() {
+        let config = load(&[
+            ("POLICY", POLICY),
+            ("FUNCTION_ACCOUNT_ID", "111122223333"),
+            (
+                "POOL_ROLES",
+                r#"{"eu-west-1_abc": {"roleArn": "arn:aws:iam::222233334444:role/r", "externalId": "ext-id-1"}}"#,
+            ),
+        ])
+        .unwrap();
+        let pool = |id| UserPoolId::parse(id).unwrap();
+        assert_eq!(
+            config.accounts.account_of(&pool("eu-west-1_abc")),
+            Some("222233334444")
+        );
+        assert_eq!(
+            config.accounts.account_of(&pool("eu-west-1_zzz")),
+            Some("111122223333")
+        );
+        let unset = load(&[("POLICY", POLICY)]).unwrap();
+        assert!(unset.accounts.roles.is_empty());
+        assert_eq!(unset.accounts.own, None);
+
+        let error = load(&[
+            ("POLICY", POLICY),
+            (
+                "POOL_ROLES",
+                r#"{"eu-west-1_abc": "arn:aws:iam::222233334444:role/r", "eu-west-1_def": "arn:aws:iam::2222:role/r"}"#,
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("POOL_ROLES: "), "{error}");
+        assert!(error.contains("\"eu-west-1_def\""), "{error}");
+        let error = load(&[
+            ("POLICY", POLICY),
+            ("POOL_ROLES", "arn:aws:iam::222233334444:role/r"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("POOL_ROLES: must be a JSON object"),
+            "{error}"
+        );
+        let error = load(&[("POLICY", POLICY), ("FUNCTION_ACCOUNT_ID", "12345")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("FUNCTION_ACCOUNT_ID: "), "{error}");
     }
 }

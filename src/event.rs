@@ -75,6 +75,10 @@ pub struct OutcomeEvent {
     pub code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_pool_id: Option<String>,
+    /// The account the pool is in: its `POOL_ROLES` role's, or the function's own
+    /// (`FUNCTION_ACCOUNT_ID`; absent when that is not set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_account: Option<String>,
     /// The username as the request gave it (username, alias or `sub`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_username: Option<String>,
@@ -138,6 +142,7 @@ impl OutcomeEvent {
             outcome,
             code: None,
             user_pool_id: None,
+            pool_account: None,
             requested_username: None,
             canonical_username: None,
             caller: caller.to_owned(),

@@ -27,6 +27,7 @@ pub mod pacing;
 pub mod pipeline;
 pub mod policy;
 pub mod policy_source;
+pub mod pool_roles;
 pub mod record;
 pub mod request;
 pub mod scheduler;

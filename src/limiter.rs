@@ -1,5 +1,7 @@
-//! Pacing of Cognito calls: one pacer per region and quota category in each instance, giving out
-//! turns (start times) so that the whole fleet stays inside the account's quota.
+//! Pacing of Cognito calls: one pacer per account, region and quota category ([`Scope`] and
+//! [`Category`]) in each instance, giving out turns (start times) so that the whole fleet stays
+//! inside each account's quota (Cognito's quotas are per account and region; a pool reached
+//! through `POOL_ROLES` is paced in its role's account).
 //!
 //! - **Shared** (with `GUARD_TABLE`): the pacer leases slots of the fleet's bucket in the guard
 //!   table ([`crate::pacing`] has the arithmetic, [`crate::aws::bucket`] the port), a few at a
@@ -62,6 +64,23 @@ impl Category {
             Category::UserAccountRecovery => "UserAccountRecovery",
             Category::UserCreation => "UserCreation",
             Category::UserUpdate => "UserUpdate",
+        }
+    }
+}
+
+/// Where a quota applies: an account (`None`: the function's own, when `FUNCTION_ACCOUNT_ID` is
+/// not set) and a region. A bare region is the function's own account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scope<'a> {
+    pub account: Option<&'a str>,
+    pub region: &'a str,
+}
+
+impl<'a> From<&'a str> for Scope<'a> {
+    fn from(region: &'a str) -> Self {
+        Scope {
+            account: None,
+            region,
         }
     }
 }
@@ -160,13 +179,16 @@ const TRIES: usize = 4;
 /// The lease length of a pacer without the fleet's bucket (it sets the queue's horizon).
 const DEFAULT_LEASE: Duration = Duration::from_millis(200);
 
-/// One pacer per (region, category), created on first use.
+/// One pacer per (account, region, category), created on first use.
 #[derive(Debug)]
 pub struct Limiters {
     rates: Rates,
     shared: Option<SharedPacing>,
-    pacers: Mutex<HashMap<(String, Category), Arc<Pacer>>>,
+    pacers: Mutex<HashMap<PacerKey, Arc<Pacer>>>,
 }
+
+/// (account, region, category) of one pacer.
+type PacerKey = (Option<String>, String, Category);
 
 impl Limiters {
     /// Each instance at its static share, `rates`.
@@ -192,15 +214,20 @@ impl Limiters {
         self.shared.is_some()
     }
 
-    fn pacer(&self, region: &str, category: Category) -> Option<Arc<Pacer>> {
+    fn pacer<'s>(&self, scope: impl Into<Scope<'s>>, category: Category) -> Option<Arc<Pacer>> {
+        let scope = scope.into();
         let rate = self.rates.of(category)?;
         let mut pacers = lock(&self.pacers);
         Some(Arc::clone(
             pacers
-                .entry((region.to_owned(), category))
+                .entry((
+                    scope.account.map(str::to_owned),
+                    scope.region.to_owned(),
+                    category,
+                ))
                 .or_insert_with(|| {
                     Arc::new(Pacer::new(
-                        bucket_pk(region, category),
+                        bucket_pk(scope, category),
                         rate,
                         self.shared.as_ref(),
                         category,
@@ -209,15 +236,16 @@ impl Limiters {
         ))
     }
 
-    /// Waits for a turn for a call of `category` in `region`, starting no later than `latest`.
-    pub async fn acquire(
+    /// Waits for a turn for a call of `category` in `scope` (an account's region), starting no
+    /// later than `latest`.
+    pub async fn acquire<'s>(
         &self,
-        region: &str,
+        scope: impl Into<Scope<'s>>,
         category: Category,
         priority: Priority,
         latest: Instant,
     ) -> Result<(), TooLate> {
-        match self.pacer(region, category) {
+        match self.pacer(scope, category) {
             None => Ok(()),
             Some(pacer) => pacer.acquire(priority, latest).await,
         }
@@ -227,13 +255,13 @@ impl Limiters {
     /// lookups): `TooLate` when, counting every turn already promised, it could not come by
     /// `latest` even if this instance had the fleet's whole rate. Until it is dropped, the
     /// intent counts as a turn ahead of later intents.
-    pub fn intend(
+    pub fn intend<'s>(
         &self,
-        region: &str,
+        scope: impl Into<Scope<'s>>,
         category: Category,
         latest: Instant,
     ) -> Result<Intent, TooLate> {
-        match self.pacer(region, category) {
+        match self.pacer(scope, category) {
             None => Ok(Intent { pacer: None }),
             Some(pacer) => pacer.intend(latest).map(|()| Intent { pacer: Some(pacer) }),
         }
@@ -241,16 +269,16 @@ impl Limiters {
 
     /// A call of `category` in `region` was throttled by Cognito (another user of the quota):
     /// the rate is cut, for the whole fleet when the bucket is shared.
-    pub fn throttled(&self, region: &str, category: Category) {
-        if let Some(pacer) = self.pacer(region, category) {
+    pub fn throttled<'s>(&self, scope: impl Into<Scope<'s>>, category: Category) {
+        if let Some(pacer) = self.pacer(scope, category) {
             pacer.throttled();
         }
     }
 
     /// The share of the quota (or of the static rate) in force for `category` in `region`: 1
     /// until a throttle cuts it.
-    pub fn factor(&self, region: &str, category: Category) -> f64 {
-        self.pacer(region, category)
+    pub fn factor<'s>(&self, scope: impl Into<Scope<'s>>, category: Category) -> f64 {
+        self.pacer(scope, category)
             .map_or(1.0, |pacer| pacer.factor())
     }
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cognito_reset::aws::ClientSettings;
+use cognito_reset::aws::accounts::RoleSessions;
 use cognito_reset::aws::bucket::{BucketStore, DynamoBucket};
-use cognito_reset::aws::cognito::{self, Directory};
+use cognito_reset::aws::cognito::{self, CognitoSdk, Directory};
 use cognito_reset::aws::events::{self, Bus, EventPublisher};
 use cognito_reset::aws::guard::{self, Guard};
 use cognito_reset::aws::parameters::{self, SsmParameter};
@@ -83,6 +84,8 @@ async fn main() -> Result<(), Error> {
             Pacing::Instance => "instance (quota / MAX_INSTANCES each)",
         },
         event_bus = config.events.as_ref().map(|e| e.bus.as_str()).unwrap_or(""),
+        function_account = config.accounts.own.as_deref().unwrap_or(""),
+        pool_roles = config.accounts.roles.iter().count(),
         "configuration loaded"
     );
     let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
@@ -111,13 +114,16 @@ async fn main() -> Result<(), Error> {
         );
         Arc::new(Bus::new(client, &events.bus, &events.source)) as Arc<dyn EventPublisher>
     });
-    let directory = Directory::sdk(
-        cognito,
+    // The pools of POOL_ROLES: their roles are assumed at their first call, not here.
+    let sessions = Arc::new(RoleSessions::new(&sdk_config, SIDE_CALLS));
+    let directory = Directory::over(
+        CognitoSdk::new(cognito).with_roles(config.accounts.roles.clone(), sessions),
         config.cognito,
         config.deadline_margin,
         config.rates,
     )
-    .with_limiters(limiters);
+    .with_limiters(limiters)
+    .with_accounts(config.accounts.clone());
     let app = Arc::new(App::new(config, directory, guard, policy, events));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);

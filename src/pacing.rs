@@ -1,5 +1,5 @@
-//! The arithmetic of fleet-wide pacing: a token bucket shared by every instance, one per (region,
-//! quota category), as plain functions over plain numbers. No clock, no I/O, no SDK: the caller
+//! The arithmetic of fleet-wide pacing: a token bucket shared by every instance, one per (account,
+//! region, quota category), as plain functions over plain numbers. No clock, no I/O, no SDK: the caller
 //! passes the time, and the port ([`crate::aws::bucket`]) stores the item.
 //!
 //! **The bucket is a timeline.** Its item holds one moment, `next`: the end of the last lease

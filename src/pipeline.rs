@@ -147,6 +147,9 @@ impl App {
         let done = Done {
             origin: &origin,
             request: request.as_ref(),
+            pool_account: request
+                .as_ref()
+                .and_then(|r| self.directory.account_of(&r.user_pool_id)),
             idempotency_key: key_label.as_deref(),
             findings: &findings,
             result: &result,
@@ -163,6 +166,11 @@ impl App {
         let done = Done {
             origin: &job.origin,
             request: job.request.as_ref().ok(),
+            pool_account: job
+                .request
+                .as_ref()
+                .ok()
+                .and_then(|r| self.directory.account_of(&r.user_pool_id)),
             idempotency_key: key_label.as_deref(),
             findings: &Findings::default(),
             result: &result,

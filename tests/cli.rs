@@ -366,3 +366,82 @@ fn an_output_that_cannot_be_written_is_an_error() {
     assert!(err.contains("cannot write the output"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+const ROLE: &str = "arn:aws:iam::222233334444:role/cognito-reset-target";
+
+#[test]
+fn lint_with_pool_roles_mapping_every_pool_the_rules_name_says_nothing_more() {
+    let roles = format!(
+        r#"{{"{POOL_A}": "{ROLE}", "{POOL_B}": {{"roleArn": "{ROLE}", "externalId": "ext-1"}}}}"#
+    );
+    let out = run(&["lint", &policy_file("example.json"), "--pool-roles", &roles]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+}
+
+#[test]
+fn lint_with_pool_roles_warns_on_a_case_variant_and_an_unused_role_and_lists_unmapped_pools() {
+    // Given POOL_ROLES (in a file) mapping POOL_A in another letter case, and a pool no rule names
+    let file = std::env::temp_dir().join(format!("pool-roles-{}.json", std::process::id()));
+    let upper = POOL_A.to_uppercase().replace("US-WEST-2", "us-west-2");
+    std::fs::write(
+        &file,
+        format!(r#"{{"{upper}": "{ROLE}", "eu-west-1_unused1": "{ROLE}"}}"#),
+    )
+    .expect("a temp file");
+    let out = run(&[
+        "lint",
+        &policy_file("example.json"),
+        "--pool-roles",
+        &file.display().to_string(),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    // Then the policy is still valid, with four warnings: the two rules naming POOL_A (which
+    // would be asked in the function's own account), and the two roles no rule reaches
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("4 warnings"), "{}", stdout(&out));
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 4, "{err}");
+    assert!(
+        warnings[1].starts_with("warning: rules[1].userPools[0]: "),
+        "{err}"
+    );
+    assert!(
+        warnings[3].contains(&format!("POOL_ROLES[\"{upper}\"]")),
+        "{err}"
+    );
+    assert!(
+        warnings[0].starts_with("warning: rules[0].userPools[0]: "),
+        "{err}"
+    );
+    assert!(
+        warnings[0].contains(&upper) && warnings[0].contains("case-sensitive"),
+        "{err}"
+    );
+    assert!(
+        warnings[2].contains("POOL_ROLES[\"eu-west-1_unused1\"]: no rule allows this pool"),
+        "{err}"
+    );
+    // And POOL_B, which it does not map, is listed as the function's own account's, not judged
+    let note: Vec<&str> = err.lines().filter(|l| l.starts_with("note: ")).collect();
+    assert_eq!(note.len(), 1, "{err}");
+    assert!(
+        note[0].contains(POOL_B) && note[0].contains("does not say its account"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lint_with_invalid_pool_roles_names_the_entry_and_exits_one() {
+    let roles = format!(r#"{{"{POOL_A}": "arn:aws:iam::222233334444:user/alice"}}"#);
+    let out = run(&["lint", &policy_file("example.json"), "--pool-roles", &roles]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("POOL_ROLES") && err.contains(POOL_A) && err.contains("IAM role ARN"),
+        "{err}"
+    );
+    assert_eq!(stdout(&out), "");
+}

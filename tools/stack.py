@@ -69,6 +69,23 @@ PLAIN_POOL = "us-west-2_3cb16e0c4e06d6da7481c048fd3580f0c31baeba31c42"
 TICKET_BOT = "arn:aws:sts::123456789012:assumed-role/ticket-bot/run-1"
 SEED_PASSWORD = "Demo-Passw0rd!"
 
+# A second AWS account (issue 18): its pool is reached through a role there, as POOL_ROLES maps it.
+# moto keeps accounts apart (a pool created with that account's credentials is not found with the
+# function's own), implements AssumeRole (the role need not exist; the assumed credentials' access
+# key belongs to the role's account) and does not check the external id, so the tests check that
+# it was sent. The function's own account is moto's default, 123456789012.
+FUNCTION_ACCOUNT = "123456789012"
+PARTNER_ACCOUNT = "222233334444"
+PARTNER_ROLE = f"arn:aws:iam::{PARTNER_ACCOUNT}:role/cognito-reset-target"
+PARTNER_EXTERNAL_ID = "cognito-reset-demo-7f3a"
+PARTNER_POOL_NAME = "cognito-reset-partner"
+# moto's HASH id of the pool (the same id in any account: the hash covers only its parameters).
+PARTNER_POOL = "us-west-2_63881b4524b8e36d68db3284e8f9648d7bca78666badc"
+PARTNER_USERS = ("paula@example.com", "pedro@example.com", "petra@example.com", "pia@example.com")
+POOL_ROLES = json.dumps(
+    {PARTNER_POOL: {"roleArn": PARTNER_ROLE, "externalId": PARTNER_EXTERNAL_ID}}, separators=(",", ":")
+)
+
 DEMO_POLICY = ROOT / "policy" / "demo.json"
 
 # The guard's table (issue 8), created in moto after every reset with the schema the function
@@ -178,6 +195,77 @@ def aws_client(service: str, endpoint: str):
         aws_access_key_id=DUMMY_KEY,
         aws_secret_access_key=DUMMY_KEY,
     )
+
+
+# The session name of this driver's own AssumeRole calls (seeding, reading the partner users),
+# which assume_role_calls leaves out: it reports the function's.
+DRIVER_SESSION = "stack-driver"
+
+
+def partner_client(service: str, endpoint: str):
+    """A boto3 client of `service` in the partner account: credentials from moto's AssumeRole of
+    PARTNER_ROLE (moto files them under that account)."""
+    import boto3
+
+    credentials = aws_client("sts", endpoint).assume_role(
+        RoleArn=PARTNER_ROLE, RoleSessionName=DRIVER_SESSION, ExternalId=PARTNER_EXTERNAL_ID
+    )["Credentials"]
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def seed_partner_pool(endpoint: str) -> None:
+    """The partner account's pool: PARTNER_USERS, CONFIRMED with verified emails, in group staff."""
+    client = partner_client("cognito-idp", endpoint)
+    got = client.create_user_pool(PoolName=PARTNER_POOL_NAME, UsernameAttributes=["email"])["UserPool"]["Id"]
+    if got != PARTNER_POOL:
+        raise StackError(f"the partner pool was created as {got}, expected {PARTNER_POOL}")
+    client.create_group(UserPoolId=PARTNER_POOL, GroupName="staff")
+    for email in PARTNER_USERS:
+        client.admin_create_user(
+            UserPoolId=PARTNER_POOL,
+            Username=email,
+            UserAttributes=[{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}],
+            MessageAction="SUPPRESS",
+        )
+        client.admin_set_user_password(UserPoolId=PARTNER_POOL, Username=email, Password=SEED_PASSWORD, Permanent=True)
+        client.admin_add_user_to_group(UserPoolId=PARTNER_POOL, Username=email, GroupName="staff")
+
+
+def partner_user_states(endpoint: str) -> dict[str, UserState]:
+    """The partner users' state, read in the partner account."""
+    client = partner_client("cognito-idp", endpoint)
+    states = {}
+    for email in PARTNER_USERS:
+        got = client.admin_get_user(UserPoolId=PARTNER_POOL, Username=email)
+        states[email] = UserState(got["Username"], got["UserStatus"], got["Enabled"])
+    return states
+
+
+def assume_role_calls(endpoint: str) -> list[dict[str, str]]:
+    """The form parameters of every AssumeRole request moto received since the last seed, but this
+    driver's own (session DRIVER_SESSION)."""
+    from urllib.parse import parse_qs
+
+    calls = []
+    for line in _moto_api(endpoint, "recorder/download-recording", "GET").decode().splitlines():
+        entry = json.loads(line)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            import base64
+
+            body = base64.b64decode(body).decode()
+        if isinstance(body, str) and "Action=AssumeRole" in body:
+            params = {k: v[0] for k, v in parse_qs(body).items()}
+            if params.get("RoleSessionName") != DRIVER_SESSION:
+                calls.append(params)
+    return calls
 
 
 def _moto_api(endpoint: str, path: str, method: str = "POST") -> bytes:
@@ -309,7 +397,8 @@ def reset_calls(endpoint: str) -> dict[tuple[str, str], int]:
 
 
 def seed(endpoint: str) -> None:
-    """Reset moto; create the two pools, the demo users, an empty guard table, the event bus with
+    """Reset moto; create the two pools, the demo users, the partner account's pool and users, an
+    empty guard table, the event bus with
     its rule to an empty results queue, and the policy parameter holding policy/demo.json (version 1).
 
     Pool ids come out fixed. moto's reset also drops the table, the bus, the queue and the
@@ -352,6 +441,7 @@ def seed(endpoint: str) -> None:
             client.admin_add_user_to_group(UserPoolId=user.pool, Username=user.email, GroupName=group)
         if not user.enabled:
             client.admin_disable_user(UserPoolId=user.pool, Username=user.email)
+    seed_partner_pool(endpoint)
     create_guard_table(endpoint)
     create_event_routing(endpoint)
     put_policy(endpoint, DEMO_POLICY.read_text())
@@ -631,6 +721,10 @@ def function_env(endpoint: str, policy: str = "file", **overrides: str) -> dict[
         "RESET_COOLDOWN_SECONDS": str(LOCAL_COOLDOWN_SECONDS),
         "EVENT_BUS": EVENT_BUS,
         "MAX_RECEIVE_COUNT": str(LOCAL_MAX_RECEIVE_COUNT),
+        # As the template sets them: the function's own account, and the partner account's pool
+        # reached through its role.
+        "FUNCTION_ACCOUNT_ID": FUNCTION_ACCOUNT,
+        "POOL_ROLES": POOL_ROLES,
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -774,6 +868,15 @@ WARM_UP_EVENT = {"cognito-reset-stack": "warm-up"}
 FUNCTION_EXITED = "command exited"
 
 
+def _env_value(value: str) -> str:
+    """A value for cargo-lambda's --env-file (dotenv): single-quoted (literal) unless plain."""
+    if all(c.isalnum() or c in "_-./:,@=+" for c in value):
+        return value
+    if "'" in value or "\n" in value:
+        raise StackError(f"cannot pass {value!r} through an env file")
+    return f"'{value}'"
+
+
 def start_function(
     env: dict[str, str],
     log: Path | None,
@@ -792,7 +895,7 @@ def start_function(
     port = free_port()
     run_dir = log.parent if log is not None else Path(tempfile.mkdtemp(dir=_run_dir(), prefix="fn-"))
     env_file = run_dir / f"function-{port}.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    env_file.write_text("".join(f"{k}={_env_value(v)}\n" for k, v in env.items()))
     argv = [
         tool("cargo-lambda"),
         "lambda",
@@ -1007,6 +1110,8 @@ DEMO_STEPS = (
     DemoStep("sqs-fifo", "events/sqs-fifo.json"),
     DemoStep("sns-in-sqs", "events/sns-in-sqs.json"),
     DemoStep("alb", "events/alb.json"),
+    # A pool in a second account (POOL_ROLES): reset through the role the function assumes there.
+    DemoStep("http-api-v2 (2nd account)", "events/http-api-v2.json", body={"UserPoolId": PARTNER_POOL, "Username": PARTNER_USERS[0]}),
     # Issue 17: an invited user's invitation resent, a reset with sign-out, a caller's budget.
     DemoStep("invited (resend)", "events/http-api-v2.json", body={"UserPoolId": PLAIN_POOL, "Username": "ivy"}),
     DemoStep("SignOut: true", "events/http-api-v2.json",
@@ -1092,6 +1197,8 @@ def _who(item) -> str:
     pool = item.get("UserPoolId")
     if pool == PLAIN_POOL:
         return f"{user} (plain pool)"
+    if pool == PARTNER_POOL:
+        return f"{user} (account {PARTNER_ACCOUNT})"
     return user if pool in (None, DEMO_POOL) else f"{user} (other pool)"
 
 
@@ -1402,6 +1509,15 @@ def demo() -> int:
             for u in DEMO_USERS
         ]
         print(table(["user", "pool", "groups", "seeded as", "before", "after", "reset calls"], user_rows))
+        partner = partner_user_states(stack.endpoint)
+        assumed = assume_role_calls(stack.endpoint)
+        print(
+            f"\nA second account ({PARTNER_ACCOUNT}): its pool {PARTNER_POOL_NAME} is mapped in POOL_ROLES to "
+            f"{PARTNER_ROLE}\n(external id set). {PARTNER_USERS[0]} there is now {partner[PARTNER_USERS[0]].label()}; "
+            f"AssumeRole calls moto received: {len(assumed)} "
+            f"(RoleSessionName {', '.join(sorted({c.get('RoleSessionName', '?') for c in assumed})) or '-'}, "
+            f"ExternalId {'sent' if assumed and all(c.get('ExternalId') == PARTNER_EXTERNAL_ID for c in assumed) else 'MISSING'})."
+        )
         events = stack.take_events()
         print(
             f"\nOutcome events on the results queue {RESULTS_QUEUE} (bus {EVENT_BUS}, rule {RESULTS_RULE}: "

@@ -1,4 +1,5 @@
-//! The pacing bucket's port: one item per (region, quota category) in the guard's table, changed
+//! The pacing bucket's port: one item per (account, region, quota category) in the guard's table
+//! (the function's own account's table, whichever account the pool is in), changed
 //! only by the conditional writes of [`crate::pacing`].
 //!
 //! [`BucketStore`] is the port (one conditional write, within a time budget); [`DynamoBucket`]
@@ -7,7 +8,7 @@
 //!
 //! | item | `pk` | attributes |
 //! |---|---|---|
-//! | pacing bucket | `bucket#<region>#<category>` (`UserRead`, `UserResourceRead`, `UserAccountRecovery`) | `nextUs` (µs since the epoch: the end of the last lease), `cutFactor` and `cutAtUs` (the fleet's last rate cut), `expiresAt` (a day after the last write) |
+//! | pacing bucket | `bucket#<account>#<region>#<category>` (`bucket#<region>#<category>` for the function's own account without `FUNCTION_ACCOUNT_ID`; category `UserRead`, `UserResourceRead`, `UserAccountRecovery`) | `nextUs` (µs since the epoch: the end of the last lease), `cutFactor` and `cutAtUs` (the fleet's last rate cut), `expiresAt` (a day after the last write) |
 //!
 //! The conditions, in DynamoDB's words (the table in [`crate::pacing`] says why):
 //!
@@ -34,7 +35,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use super::BoxFuture;
 use super::guard::{consistent_get, from_sdk, n, s, within};
 use crate::failure::{GuardError, GuardErrorKind};
-use crate::limiter::Category;
+use crate::limiter::{Category, Scope};
 use crate::pacing::{self, Aimd, BucketItem, BucketOp, Cut, Refused};
 
 /// Restart: nothing booked, or only what is before the new lease's start.
@@ -49,9 +50,16 @@ pub const CUT_CONDITION: &str = "attribute_not_exists(cutAtUs) OR cutAtUs <= :ga
 /// The result of one write: the item after it, or the refusal with the item as it stands.
 pub type Written = Result<BucketItem, Refused>;
 
-/// The partition key of a bucket.
-pub fn bucket_pk(region: &str, category: Category) -> String {
-    format!("bucket#{region}#{}", category.as_str())
+/// The partition key of a bucket: `bucket#<account>#<region>#<category>`, or
+/// `bucket#<region>#<category>` for the function's own account when `FUNCTION_ACCOUNT_ID` is
+/// not set (Cognito's quotas are per account and region: two accounts' pools in one region
+/// never share a bucket).
+pub fn bucket_pk<'s>(scope: impl Into<Scope<'s>>, category: Category) -> String {
+    let scope = scope.into();
+    match scope.account {
+        Some(account) => format!("bucket#{account}#{}#{}", scope.region, category.as_str()),
+        None => format!("bucket#{}#{}", scope.region, category.as_str()),
+    }
 }
 
 /// One conditional write on a bucket item, within `budget`.
@@ -310,7 +318,15 @@ mod tests {
     }
 
     #[test]
-    fn bucket_keys_name_the_region_and_cognitos_category() {
+    fn bucket_keys_name_the_account_the_region_and_cognitos_category() {
+        let other = Scope {
+            account: Some("222233334444"),
+            region: "eu-west-1",
+        };
+        assert_eq!(
+            bucket_pk(other, Category::UserAccountRecovery),
+            "bucket#222233334444#eu-west-1#UserAccountRecovery"
+        );
         assert_eq!(
             bucket_pk("eu-west-1", Category::UserAccountRecovery),
             "bucket#eu-west-1#UserAccountRecovery"

@@ -33,11 +33,13 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
 
+use super::accounts::RoleSessions;
 use super::error::classify;
 use super::{BoxFuture, ClientSettings, Stage, ends_by};
 use crate::deadline::Deadline;
 use crate::failure::{CognitoError, CognitoErrorKind, Effect};
-use crate::limiter::{Category, Intent, Limiters, Priority, Rates};
+use crate::limiter::{Category, Intent, Limiters, Priority, Rates, Scope};
+use crate::pool_roles::{Accounts, PoolRole, PoolRoles};
 use crate::request::{ClientMetadata, UserPoolId, Username};
 
 /// Upper bound on `AdminListGroupsForUser` pages (60 groups each), against a looping token.
@@ -170,7 +172,7 @@ impl RetryPolicy {
     }
 }
 
-/// The Cognito operations as the pipeline uses them: paced per (region, category) with the
+/// The Cognito operations as the pipeline uses them: paced per (account, region, category) with the
 /// caller's [`Priority`], retried per operation, each bounded by its stage of the invocation's
 /// deadline. A throttled answer (`TooManyRequestsException`) cuts the pacing rate.
 #[derive(Debug)]
@@ -182,6 +184,8 @@ pub struct Directory {
     max_attempts: u32,
     margin: Duration,
     limiters: Limiters,
+    /// The account of each pool (`FUNCTION_ACCOUNT_ID`, `POOL_ROLES`): pacing is per account.
+    accounts: Accounts,
 }
 
 impl Directory {
@@ -198,6 +202,25 @@ impl Directory {
             max_attempts: settings.max_attempts.max(1),
             margin,
             limiters: Limiters::new(rates),
+            accounts: Accounts::default(),
+        }
+    }
+
+    /// The same directory, pacing each pool in its account (see [`Accounts::account_of`]).
+    pub fn with_accounts(self, accounts: Accounts) -> Self {
+        Directory { accounts, ..self }
+    }
+
+    /// The account `pool` is reached in (`None`: the function's own, not configured).
+    pub fn account_of(&self, pool: &UserPoolId) -> Option<&str> {
+        self.accounts.account_of(pool)
+    }
+
+    /// Where `pool`'s quotas apply: its account and region.
+    fn scope<'p>(&'p self, pool: &'p UserPoolId) -> Scope<'p> {
+        Scope {
+            account: self.accounts.account_of(pool),
+            region: pool.region(),
         }
     }
 
@@ -221,7 +244,7 @@ impl Directory {
     ) -> Result<Intent, DirectoryError> {
         self.limiters
             .intend(
-                pool.region(),
+                self.scope(pool),
                 Category::UserAccountRecovery,
                 deadline.less(self.margin),
             )
@@ -231,16 +254,16 @@ impl Directory {
     /// The directory over the SDK client (see [`configure`]): each attempt within the client's
     /// attempt timeout, `settings.max_attempts` attempts.
     pub fn sdk(client: Client, settings: ClientSettings, margin: Duration, rates: Rates) -> Self {
-        let timeout = client
-            .config()
-            .timeout_config()
-            .and_then(|t| t.operation_attempt_timeout())
-            .unwrap_or(settings.timeout);
+        Directory::over(CognitoSdk::new(client), settings, margin, rates)
+    }
+
+    /// The directory over an SDK port (e.g. [`CognitoSdk::with_roles`]), as [`Directory::sdk`].
+    pub fn over(sdk: CognitoSdk, settings: ClientSettings, margin: Duration, rates: Rates) -> Self {
         let settings = ClientSettings {
-            timeout,
+            timeout: sdk.attempt_timeout().unwrap_or(settings.timeout),
             ..settings
         };
-        Directory::new(Arc::new(CognitoSdk::new(client)), settings, margin, rates)
+        Directory::new(Arc::new(sdk), settings, margin, rates)
     }
 
     /// Runs `attempt` by `policy`: a turn of `category` before each attempt, each attempt within
@@ -265,7 +288,7 @@ impl Directory {
             // No attempt starts inside the margin, nor after its turn would come too late.
             let latest = deadline.less(self.margin);
             self.limiters
-                .acquire(pool.region(), category, priority, latest)
+                .acquire(self.scope(pool), category, priority, latest)
                 .await
                 .map_err(|_| DirectoryError::Deadline { started: false })?;
             let ends = ends_by(deadline, self.margin, stage);
@@ -292,11 +315,16 @@ impl Directory {
                 );
                 return Err(DirectoryError::Deadline { started: true });
             }
-            // Someone else uses the same quota: slow down (the whole fleet, with the table).
+            // Someone else uses the same quota: slow down (the whole fleet, with the table). Not
+            // for STS's throttling of the pool's role (`sts:` codes): another quota.
             if error.kind == CognitoErrorKind::Throttled
                 && error.service_code.as_deref() != Some(LIMIT_EXCEEDED)
+                && !error
+                    .service_code
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with(super::error::STS_PREFIX))
             {
-                self.limiters.throttled(pool.region(), category);
+                self.limiters.throttled(self.scope(pool), category);
             }
             if tries >= self.max_attempts || !policy.retries(&error) {
                 return Err(error.into());
@@ -449,8 +477,9 @@ impl Directory {
     }
 }
 
-/// The SDK implementation: one client per region (the pool id's prefix), created on first use
-/// from one configuration and sharing its HTTP connector.
+/// The SDK implementation: one client per region (the pool id's prefix), and per (role, region)
+/// for the pools of `POOL_ROLES`, created on first use from one configuration and sharing its
+/// HTTP connector.
 #[derive(Debug)]
 pub struct CognitoSdk {
     base: config::Builder,
@@ -459,6 +488,9 @@ pub struct CognitoSdk {
     default: Client,
     default_region: Option<String>,
     clients: RwLock<HashMap<String, Client>>,
+    /// `POOL_ROLES` and the sessions of its roles.
+    roles: Option<(PoolRoles, Arc<RoleSessions>)>,
+    role_clients: RwLock<HashMap<(PoolRole, String), Client>>,
 }
 
 impl CognitoSdk {
@@ -476,12 +508,63 @@ impl CognitoSdk {
             default_region: client.config().region().map(|r| r.as_ref().to_owned()),
             default: client,
             clients: RwLock::default(),
+            roles: None,
+            role_clients: RwLock::default(),
         }
+    }
+
+    /// The same port, reaching the pools of `roles` through their role's credentials.
+    pub fn with_roles(self, roles: PoolRoles, sessions: Arc<RoleSessions>) -> CognitoSdk {
+        CognitoSdk {
+            roles: (!roles.is_empty()).then_some((roles, sessions)),
+            ..self
+        }
+    }
+
+    /// The client's attempt timeout, when it has one.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.default
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout())
+    }
+
+    /// The client of a pool `POOL_ROLES` maps: one per (role, region), with the role's
+    /// credentials (assumed at the first call, see [`RoleSessions`]).
+    fn role_client(&self, role: &PoolRole, sessions: &RoleSessions, region: &str) -> Client {
+        let key = (role.clone(), region.to_owned());
+        if let Some(client) = self
+            .role_clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return client.clone();
+        }
+        let mut clients = self.role_clients.write().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(key)
+            .or_insert_with(|| {
+                Client::from_conf(
+                    self.base
+                        .clone()
+                        .region(config::Region::new(region.to_owned()))
+                        .credentials_provider(sessions.credentials(role))
+                        .identity_cache(sessions.identity_cache())
+                        .build(),
+                )
+            })
+            .clone()
     }
 
     /// The client for a pool's region.
     pub fn client_for(&self, pool: &UserPoolId) -> Client {
         let region = pool.region();
+        if let Some((roles, sessions)) = &self.roles
+            && let Some(role) = roles.role_of(pool.as_str())
+        {
+            return self.role_client(role, sessions, region);
+        }
         if self.default_region.as_deref() == Some(region) {
             return self.default.clone();
         }

@@ -5,6 +5,8 @@
 
 use std::error::Error as StdError;
 
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::{DispatchFailure, SdkError};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -43,6 +45,19 @@ const MISCONFIGURED: &[&str] = &[
 
 /// Codes of a service that is down for a moment.
 const UNAVAILABLE: &[&str] = &["ServiceUnavailable", "ServiceUnavailableException"];
+
+/// STS's codes for a role it will not let this function assume as configured (beyond the shared
+/// `AccessDenied`, `InvalidClientTokenId`, `ExpiredToken`).
+const STS_MISCONFIGURED: &[&str] = &[
+    "ValidationError",
+    "RegionDisabledException",
+    "MalformedPolicyDocument",
+    "PackedPolicyTooLarge",
+];
+
+/// The prefix of a failed `AssumeRole`'s code in a Cognito call's error (`sts:AccessDenied`): the
+/// audit line then says which call failed, and STS's throttling is not Cognito's.
+pub const STS_PREFIX: &str = "sts:";
 
 /// A failed SDK call, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +102,9 @@ where
         code: None,
         timed_out: false,
     };
+    if let Some(classified) = credentials_failure(error) {
+        return classified;
+    }
     match error {
         SdkError::ServiceError(context) => {
             let code = context.err().code();
@@ -120,6 +138,58 @@ where
         // SdkError is non-exhaustive: an unknown failure mode is transient and ambiguous.
         _ => unknown(Fault::Unavailable),
     }
+}
+
+/// A call that failed for its credentials (the SDK resolves them before it sends anything):
+/// never sent. A failed `AssumeRole` (a pool of `POOL_ROLES`) is classified by STS's answer:
+/// access denied or an invalid role or external id is `Misconfigured`, throttling `Throttled`,
+/// anything else (5xx, timeouts, connection failures) `Unavailable`.
+fn credentials_failure<E>(error: &SdkError<E, HttpResponse>) -> Option<Classified>
+where
+    E: StdError + 'static,
+{
+    if matches!(error, SdkError::ServiceError(_)) {
+        return None;
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    let credentials = loop {
+        let error = source?;
+        if let Some(credentials) = error.downcast_ref::<CredentialsError>() {
+            break credentials;
+        }
+        source = error.source();
+    };
+    let mut source: Option<&(dyn StdError + 'static)> = credentials.source();
+    while let Some(error) = source {
+        if let Some(sts) = error.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>() {
+            let inner = classify(sts, STS_MISCONFIGURED);
+            return Some(Classified {
+                fault: match inner.fault {
+                    Fault::Upstream => Fault::Unavailable,
+                    fault => fault,
+                },
+                effect: Effect::None,
+                code: Some(format!(
+                    "{STS_PREFIX}{}",
+                    inner.code.as_deref().unwrap_or("AssumeRole")
+                )),
+                timed_out: false,
+            });
+        }
+        source = error.source();
+    }
+    let fault = match credentials {
+        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
+            Fault::Misconfigured
+        }
+        _ => Fault::Unavailable,
+    };
+    Some(Classified {
+        fault,
+        effect: Effect::None,
+        code: None,
+        timed_out: false,
+    })
 }
 
 /// True when the connection was refused: the request never left.

@@ -9,11 +9,13 @@
 //!   it, so that a call allowed to start can always record its result.
 //! - **One error classification** ([`error::classify`]) into the model's own
 //!   [`Fault`](crate::failure::Fault) and [`Effect`](crate::failure::Effect).
-//! - **Ports**: a trait and its SDK implementation for each service: Cognito ([`cognito`]), the
+//! - **Ports**: a trait and its SDK implementation for each service: Cognito ([`cognito`]; the
+//!   pools in other accounts through [`accounts`]' assumed roles), the
 //!   guard's table ([`guard`]), the event bus ([`events`]), the parameter store
 //!   ([`parameters`]). The pipeline sees the traits, tests put fakes and fault injectors behind
 //!   them, and the model ([`crate::outcome`], [`crate::record`], ...) sees none of this.
 
+pub mod accounts;
 pub mod bucket;
 pub mod cognito;
 pub mod error;

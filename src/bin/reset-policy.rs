@@ -1,7 +1,9 @@
 //! `reset-policy`: the operator CLI for allowlist policies.
 //!
 //! - `reset-policy lint FILE` checks a policy: a one-line summary and exit 0 when valid (with
-//!   warnings about rules that can never match), every located error and exit 1 when not.
+//!   warnings about rules that can never match), every located error and exit 1 when not. With
+//!   `--pool-roles FILE|JSON` (the function's `POOL_ROLES`) it also checks the rules' pools
+//!   against the pools mapped to other accounts' roles, as far as pool ids can tell.
 //! - `reset-policy explain FILE --pool ID --user NAME ... (--caller ID... | --anonymous)` prints
 //!   `ALLOW <rule>` or `DENY <reason-code>` and, indented, why. Exit 0 for either decision.
 //!
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, Subcommand};
 use cognito_reset::policy::{Caller, Policy, Subject};
+use cognito_reset::pool_roles::PoolRoles;
 
 /// Check and explain cognito-reset allowlist policies.
 ///
@@ -40,6 +43,12 @@ enum Command {
     Lint {
         /// The policy document (JSON).
         file: PathBuf,
+        /// The function's POOL_ROLES (a file, or the JSON itself): warns on a rule's pool that
+        /// is a case variant of a mapped pool and on a mapped pool no rule allows, and lists the
+        /// pools the rules name that it does not map (reached in the function's own account; a
+        /// pool id does not say its account, so those are not judged).
+        #[arg(long, value_name = "FILE|JSON")]
+        pool_roles: Option<String>,
     },
     /// Decide one request against a policy and say why: prints `ALLOW <rule>` or
     /// `DENY <reason-code>`, then the reasons, indented.
@@ -78,7 +87,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Lint { file } => lint(&file),
+        Command::Lint { file, pool_roles } => lint(&file, pool_roles.as_deref()),
         Command::Explain {
             file,
             pool,
@@ -149,12 +158,43 @@ fn load(file: &Path) -> Result<Policy, ExitCode> {
     })
 }
 
-fn lint(file: &Path) -> ExitCode {
+/// Reads `--pool-roles`: the JSON itself when it starts with `{`, a file otherwise.
+fn load_pool_roles(value: &str) -> Result<PoolRoles, ExitCode> {
+    let text = if value.trim_start().starts_with('{') {
+        value.to_owned()
+    } else {
+        std::fs::read_to_string(value).map_err(|e| {
+            warn(&format!("error: --pool-roles: cannot read {value}: {e}"));
+            ExitCode::FAILURE
+        })?
+    };
+    PoolRoles::parse(&text).map_err(|e| {
+        warn(&format!("error: --pool-roles: POOL_ROLES: {e}"));
+        ExitCode::FAILURE
+    })
+}
+
+fn lint(file: &Path, pool_roles: Option<&str>) -> ExitCode {
+    let roles = match pool_roles.map(load_pool_roles).transpose() {
+        Ok(roles) => roles,
+        Err(code) => return code,
+    };
     let policy = match load(file) {
         Ok(policy) => policy,
         Err(code) => return code,
     };
-    let warnings = policy.lint_warnings();
+    let mut warnings = policy.lint_warnings();
+    if let Some(roles) = &roles {
+        let mapped: Vec<&str> = roles.iter().map(|(pool, _)| pool).collect();
+        let checked = policy.lint_pool_roles(&mapped);
+        warnings.extend(checked.warnings);
+        if !checked.unmapped.is_empty() {
+            warn(&format!(
+                "note: POOL_ROLES does not map {}: reached in the function's own account (a pool id does not say its account: check that these are)",
+                checked.unmapped.join(", ")
+            ));
+        }
+    }
     for warning in &warnings {
         warn(&format!("warning: {warning}"));
     }

@@ -108,3 +108,66 @@ impl Policy {
         warnings
     }
 }
+
+/// Whether a pattern is one literal value (no `*` or `?`).
+fn literal(pattern: &Pattern) -> Option<&str> {
+    let source = pattern.as_str();
+    (!source.contains(['*', '?'])).then_some(source)
+}
+
+/// What `lint --pool-roles` can tell about the pools of `POOL_ROLES`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolRolesLint {
+    /// Real problems: a rule's pool that is a case variant of a mapped pool (so it looks like
+    /// the other account's, but would be asked in the function's own), a mapped pool no rule
+    /// allows.
+    pub warnings: Vec<LintWarning>,
+    /// The literal pools the rules name that `POOL_ROLES` does not map: reached in the function's
+    /// own account. A pool id says its region, never its account, so these cannot be checked.
+    pub unmapped: Vec<String>,
+}
+
+impl Policy {
+    /// Checks the rules' pools against the pool ids `POOL_ROLES` maps (`mapped`). Warns only on
+    /// what the ids prove; a pool id does not carry its account, so an unmapped pool is listed,
+    /// not judged.
+    pub fn lint_pool_roles(&self, mapped: &[&str]) -> PoolRolesLint {
+        let mut lint = PoolRolesLint::default();
+        for (j, rule) in self.rules.iter().enumerate() {
+            for (k, pattern) in rule.pools.iter().enumerate() {
+                let Some(pool) = literal(pattern) else {
+                    continue;
+                };
+                if mapped.contains(&pool) {
+                    continue;
+                }
+                match mapped.iter().find(|m| m.eq_ignore_ascii_case(pool)) {
+                    Some(near) => lint.warnings.push(LintWarning {
+                        location: format!("rules[{j}].userPools[{k}]"),
+                        message: format!(
+                            "pool {pool:?} is not in POOL_ROLES, which maps {near:?} (pool ids are case-sensitive): rule {:?} would ask for it in the function's own account",
+                            rule.name
+                        ),
+                    }),
+                    None if !lint.unmapped.iter().any(|u| u == pool) => {
+                        lint.unmapped.push(pool.to_owned())
+                    }
+                    None => {}
+                }
+            }
+        }
+        for pool in mapped {
+            let allowed = self
+                .rules
+                .iter()
+                .any(|rule| rule.pools.iter().any(|p| p.matches(pool)));
+            if !allowed {
+                lint.warnings.push(LintWarning {
+                    location: format!("POOL_ROLES[{pool:?}]"),
+                    message: "no rule allows this pool: its role is never assumed".into(),
+                });
+            }
+        }
+        lint
+    }
+}

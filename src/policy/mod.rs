@@ -29,8 +29,7 @@ use std::fmt;
 
 pub use document::ANONYMOUS_KEYWORD;
 pub use engine::{CallerMatch, Explanation, GroupMatch, IdentityKind, IdentityMatch, Reason, Skip};
-pub use lint::LintWarning;
-
+pub use lint::{LintWarning, PoolRolesLint};
 use pattern::Pattern;
 
 /// Who is asking: the caller identities derived from the event, or nobody.

@@ -17,6 +17,7 @@ const FIELDS: &[&str] = &[
     "id",
     "caller",
     "user_pool_id",
+    "pool_account",
     "requested_username",
     "canonical_username",
     "rule",

@@ -344,6 +344,8 @@ fn example_events() -> Vec<(&'static str, OutcomeEvent)> {
         at(t0),
     );
     reset.user_pool_id = Some(POOL.to_owned());
+    // A pool of POOL_ROLES: in its role's account, not the function's.
+    reset.pool_account = Some("222233334444".to_owned());
     reset.requested_username = Some("diego@example.com".to_owned());
     reset.canonical_username = Some("7c1e4a52-9b1d-4f0e-8a57-2f6d3c9e0a11".to_owned());
     reset.rule = Some("helpdesk-portal".to_owned());
@@ -356,6 +358,7 @@ fn example_events() -> Vec<(&'static str, OutcomeEvent)> {
     let sqs = |outcome, id: &str, secs, user: &str, canonical: &str| {
         let mut e = OutcomeEvent::new(outcome, "sqs", id, QUEUE, at(secs));
         e.user_pool_id = Some(POOL.to_owned());
+        e.pool_account = Some("123456789012".to_owned());
         e.requested_username = Some(user.to_owned());
         e.canonical_username = Some(canonical.to_owned());
         e.idempotency_key = Some(id.to_owned());

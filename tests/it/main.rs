@@ -1,6 +1,7 @@
 //! One integration-test binary for the Lambda function: events from `events/` in, responses and
 //! Cognito calls (aws-smithy-mocks, or a slow counting HTTP client) out.
 
+mod accounts;
 mod audit;
 mod bus;
 mod callers;

@@ -112,6 +112,12 @@ class Stack:
                 return self.params[arg]
             if fn == "Fn::If":
                 return self.resolve(arg[1] if self.conditions[arg[0]] else arg[2])
+            if fn == "Fn::Join":
+                values = self.resolve(arg[1])
+                if isinstance(values, str):  # a CommaDelimitedList parameter given as its text
+                    values = values.split(",")
+                if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                    return arg[0].join(values)
             if fn == "Fn::FindInMap":
                 top, second, third = (str(self.resolve(a)) for a in arg)
                 return self.mappings[top][second][third]
@@ -349,19 +355,26 @@ def test_dynamodb_access_is_the_four_item_actions_on_the_guard_table_only(varian
 def test_the_environment_fits_lambdas_4_kb_with_the_largest_values(source):
     # Lambda refuses a function whose environment variables (names and values together) exceed
     # 4 KB. With the outcome events (EVENT_BUS, a 256-character bus name), METRICS_NAMESPACE and
-    # MAX_RECEIVE_COUNT, the inline Policy's bound is 3,000 characters; a bigger policy goes to
+    # MAX_RECEIVE_COUNT and the five quotas, the inline Policy's bound is 2,900 characters; a bigger policy goes to
     # Parameter Store (PolicySource=Parameter), whose name is at most 1,011 characters.
     numbers = {
         name: spec["MaxValue"]
         for name, spec in TRANSLATED["Parameters"].items()
         if spec["Type"] == "Number" and "MaxValue" in spec
     }
+    # POOL_ROLES shares the 4 KB with the inline Policy (the PoolRoles parameter says so: past it,
+    # the deployment fails); with the policy in Parameter Store both fit at their largest.
     longest = {
         "Policy": "x" * TRANSLATED["Parameters"]["Policy"]["MaxLength"],
         "PolicyParameterName": "",
+        "PoolRoles": "",
     }
     if source == "Parameter":
-        longest = {"Policy": "", "PolicyParameterName": "/" + "p" * (TRANSLATED["Parameters"]["PolicyParameterName"]["MaxLength"] - 1)}
+        longest = {
+            "Policy": "",
+            "PolicyParameterName": "/" + "p" * (TRANSLATED["Parameters"]["PolicyParameterName"]["MaxLength"] - 1),
+            "PoolRoles": "r" * TRANSLATED["Parameters"]["PoolRoles"]["MaxLength"],
+        }
     stack = Stack(
         TRANSLATED,
         **numbers,
@@ -377,9 +390,11 @@ def test_the_environment_fits_lambdas_4_kb_with_the_largest_values(source):
     env = function["Properties"]["Environment"]["Variables"]
     # The generated table name is at most 255 characters, DynamoDB's limit.
     values = {k: ("t" * 255 if v == {"Ref": name} else v) for k, v in env.items()}
+    values["FUNCTION_ACCOUNT_ID"] = "1" * 12  # AWS::AccountId
     assert all(isinstance(v, (str, int)) for v in values.values()), values
     assert ("POLICY" in values) is (source == "Inline")
     assert "EVENT_BUS" in values and "METRICS_NAMESPACE" in values and "MAX_RECEIVE_COUNT" in values
+    assert ("POOL_ROLES" in values) is (source == "Parameter")
 
     size = sum(len(k) + len(str(v)) for k, v in values.items())
 
@@ -540,7 +555,7 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
                         "IDEMPOTENCY_TTL_SECONDS", "MAX_INSTANCES", "COGNITO_RESET_QUOTA",
                         "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "COGNITO_CREATION_QUOTA",
                         "COGNITO_UPDATE_QUOTA", "METRICS_NAMESPACE",
-                        "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS"}
+                        "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS", "FUNCTION_ACCOUNT_ID"}
 
 
 def test_sam_builds_the_cognito_reset_binary_with_cargo_lambda():
