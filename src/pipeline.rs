@@ -25,7 +25,7 @@
 //!    spend back; after a reset, `AdminUserGlobalSignOut` when the rule and request ask for it
 //!    (a failure leaves the reset standing: RESET with `signedOut: false`);
 //! 6. the key records the final answer (RESET, WOULD_RESET, REJECTED) or is released (RETRY,
-//!    and `recently-reset`, which passes once the cooldown ends).
+//!    `recently-reset` and `caller-budget-exhausted`, which pass once their window ends).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -654,12 +654,13 @@ impl App {
 }
 
 /// Whether a result is kept under its idempotency key and replayed: a final answer, but not a
-/// RETRY nor `recently-reset` (both pass later: a replay would say no when the truth is yes).
+/// RETRY, `recently-reset` nor `caller-budget-exhausted` (they pass later: a replay would say no
+/// when the truth is yes).
 fn kept_answer(result: &Result<Reset, ResetError>) -> bool {
     match result {
         // A reset whose sign-out is retried on redelivery: the redelivery must run.
         Ok(reset) => !reset.retry_sign_out(),
-        Err(ResetError::RecentlyReset { .. }) => false,
+        Err(ResetError::RecentlyReset { .. } | ResetError::CallerBudgetExhausted { .. }) => false,
         Err(error) => error.class() == Class::Rejected,
     }
 }

@@ -32,7 +32,8 @@
 //! [`GuardError`]s, which the pipeline reports as RETRY `guard-unavailable`.
 //!
 //! Only final answers are kept under a key: RESET, WOULD_RESET and REJECTED, but not
-//! `recently-reset` (it passes once the cooldown ends) nor any RETRY.
+//! `recently-reset` (it passes once the cooldown ends), `caller-budget-exhausted` (once the budget
+//! admits one more), a RESET whose sign-out is retried on redelivery, nor any RETRY.
 //!
 //! Items never hold `ClientMetadata`: a request is compared through `requestHash`, a SHA-256 of
 //! its pool, username, metadata and (when asked) `SignOut`.

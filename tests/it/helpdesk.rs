@@ -335,6 +335,33 @@ async fn refusals_and_replays_do_not_spend_the_budget() {
 }
 
 #[tokio::test]
+async fn a_refusal_for_the_budget_is_not_replayed_under_its_idempotency_key() {
+    // The budget passes later, like a cooldown: a retry with the same key must run again.
+    let one = r#","budget":{"resets":1,"perSeconds":3600}"#;
+    let table = Table::new(Mode::Normal);
+    let cognito = Cognito::with_users(users());
+    let app = guarded(&cognito, &table, one, false);
+    let (status, ..) = send(&app, request("u1@example.com", json!({}))).await;
+    assert_eq!(status, 200);
+    let mut keyed = request("u2@example.com", json!({}));
+    keyed["headers"]["idempotency-key"] = json!("k-budget");
+    let (status, body, _) = send(&app, keyed.clone()).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (429, &json!("caller-budget-exhausted"))
+    );
+    // The budget's item gone (its window over), the same key is a fresh request, not a replay.
+    table
+        .store
+        .lock()
+        .expect("store")
+        .retain(|pk, _| !pk.starts_with("budget#"));
+    let (status, body, _) = send(&app, keyed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.get("replayed"), None, "{body}");
+}
+
+#[tokio::test]
 async fn a_budget_is_per_caller_identity() {
     let one = r#","budget":{"resets":1,"perSeconds":3600}"#;
     let table = Table::new(Mode::Normal);
