@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::caller;
 use crate::deadline::wall_now;
 use crate::event::{EventOutcome, OutcomeEvent};
-use crate::outcome::{Class, Outcome, RecordResult, ResetError, Settled, failure_outcome};
+use crate::outcome::{
+    Class, Outcome, RecordResult, ResetError, Settled, SignedOut, failure_outcome,
+};
 use crate::record::Origin;
 use crate::request::ResetRequest;
 
@@ -22,6 +24,14 @@ pub struct Findings {
     pub policy_version: Option<String>,
     /// The content hash of the policy that decided (`sha256:…`).
     pub policy_content: Option<String>,
+}
+
+/// The sign-out after a reset, as the audit line and the event report it.
+#[derive(Debug, Default)]
+struct SignOutReport<'a> {
+    signed_out: Option<bool>,
+    error: Option<&'a str>,
+    only: bool,
 }
 
 /// A finished record, as the audit line and the outcome event report it.
@@ -52,6 +62,34 @@ impl Done<'_> {
         match self.result {
             Ok(Settled::Replayed(answer)) => answer.username.as_deref(),
             _ => self.findings.canonical_username.as_deref(),
+        }
+    }
+
+    /// The action of a RESET or WOULD_RESET (fresh or replayed).
+    pub fn action(&self) -> Option<&'static str> {
+        match self.result {
+            Ok(Settled::Reset(reset)) => Some(reset.action.as_str()),
+            Ok(Settled::Replayed(answer)) if answer.code.is_none() => {
+                Some(answer.action.unwrap_or_default().as_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// The sign-out after a reset, when one was asked for.
+    fn sign_out(&self) -> SignOutReport<'_> {
+        match self.result {
+            Ok(Settled::Reset(reset)) => SignOutReport {
+                signed_out: reset.signed_out.as_ref().map(|s| *s == SignedOut::Done),
+                error: reset.sign_out_code(),
+                only: reset.sign_out_only,
+            },
+            Ok(Settled::Replayed(answer)) => SignOutReport {
+                signed_out: answer.signed_out,
+                error: answer.sign_out_error.as_deref(),
+                only: false,
+            },
+            Err(_) => SignOutReport::default(),
         }
     }
 
@@ -92,6 +130,7 @@ impl Done<'_> {
             _ => (told_code, ""),
         };
         let replayed = matches!(self.result, Ok(Settled::Replayed(_)));
+        let sign = self.sign_out();
         let reset_at = match self.result {
             Ok(Settled::Replayed(answer)) => answer.reset_at.clone(),
             Err(ResetError::RecentlyReset { reset_at, .. }) => {
@@ -117,6 +156,10 @@ impl Done<'_> {
             told,
             idempotency_key = self.idempotency_key.unwrap_or(""),
             replayed,
+            action = self.action().unwrap_or(""),
+            signed_out = sign.signed_out.map(|b| if b { "true" } else { "false" }).unwrap_or(""),
+            sign_out_error = sign.error.unwrap_or(""),
+            sign_out_only = sign.only,
             reset_at = reset_at.as_deref().unwrap_or(""),
             cognito_request_id,
             reason,
@@ -167,6 +210,11 @@ impl Done<'_> {
         event.idempotency_key = self.idempotency_key.map(str::to_owned);
         event.policy_version = self.findings.policy_version.clone();
         event.replayed = matches!(self.result, Ok(Settled::Replayed(_)));
+        event.action = self.action().map(str::to_owned);
+        let sign = self.sign_out();
+        event.signed_out = sign.signed_out;
+        event.sign_out_error = sign.error.map(str::to_owned);
+        event.sign_out_only = sign.only;
         Some(event)
     }
 }

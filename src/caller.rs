@@ -136,6 +136,31 @@ pub fn describe(caller: &Caller) -> String {
     }
 }
 
+/// The identities a rule's budget is counted for: as [`describe`], with the session name of an
+/// assumed-role ARN left out (`arn:aws:sts::123456789012:assumed-role/portal/alice` counts as
+/// `…:assumed-role/portal`), so that a role cannot escape its budget by naming new sessions.
+pub fn budget_identity(caller: &Caller) -> String {
+    match caller {
+        Caller::Anonymous => "anonymous".to_owned(),
+        Caller::Identified(ids) => {
+            let mut folded: Vec<&str> = ids.iter().map(|id| without_session(id)).collect();
+            folded.dedup();
+            folded.join(",")
+        }
+    }
+}
+
+/// An assumed-role ARN without its session name; any other identity as it is.
+fn without_session(id: &str) -> &str {
+    match id.split_once(":assumed-role/") {
+        Some((_, rest)) if rest.contains('/') => match id.rfind('/') {
+            Some(cut) => &id[..cut],
+            None => id,
+        },
+        _ => id,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -330,5 +355,26 @@ mod tests {
         );
         assert_eq!(from_queue(None), Caller::Anonymous);
         assert_eq!(from_queue(Some("")), Caller::Anonymous);
+    }
+
+    #[test]
+    fn a_budget_is_per_role_whatever_the_session_name() {
+        let session = |name: &str| {
+            Caller::Identified(vec![format!(
+                "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/{name}"
+            )])
+        };
+        assert_eq!(
+            budget_identity(&session("alice")),
+            budget_identity(&session("bob"))
+        );
+        assert_eq!(
+            budget_identity(&session("alice")),
+            "arn:aws:sts::123456789012:assumed-role/helpdesk-portal"
+        );
+        let queue = Caller::Identified(vec!["arn:aws:sqs:us-west-2:1:q".into()]);
+        assert_eq!(budget_identity(&queue), "arn:aws:sqs:us-west-2:1:q");
+        let jwt = Caller::Identified(vec!["jwt:sub:abc".into(), "jwt:client:portal".into()]);
+        assert_eq!(budget_identity(&jwt), "jwt:sub:abc,jwt:client:portal");
     }
 }

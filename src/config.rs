@@ -35,6 +35,12 @@ pub const DEFAULT_COGNITO_RESET_QUOTA: f64 = 30.0;
 /// Default for `COGNITO_READ_QUOTA`: the default quota of the user-read category
 /// (`AdminGetUser`, `AdminListGroupsForUser`).
 pub const DEFAULT_COGNITO_READ_QUOTA: f64 = 120.0;
+/// Default for `COGNITO_CREATION_QUOTA`: the default quota of the user-creation category
+/// (`AdminCreateUser`, which resends an invitation), requests a second.
+pub const DEFAULT_COGNITO_CREATION_QUOTA: f64 = 50.0;
+/// Default for `COGNITO_UPDATE_QUOTA`: the default quota of the user-update category
+/// (`AdminUserGlobalSignOut`), requests a second.
+pub const DEFAULT_COGNITO_UPDATE_QUOTA: f64 = 25.0;
 /// Default for `MAX_INSTANCES`: the template's reserved concurrency.
 /// The smallest `DEADLINE_MARGIN_MS`. The margin m holds the end of a reset (until m/2 before the
 /// deadline), the guard's completion writes (from m/2 to m/4: 125 ms at this floor, several
@@ -80,9 +86,13 @@ pub const VARIABLES: &[&str] = &[
     "COGNITO_READ_QUOTA",
     "COGNITO_RESOURCE_READ_QUOTA",
     "COGNITO_RESET_QUOTA",
+    "COGNITO_CREATION_QUOTA",
+    "COGNITO_UPDATE_QUOTA",
     "COGNITO_READ_RPS",
     "COGNITO_RESOURCE_READ_RPS",
     "COGNITO_RESET_RPS",
+    "COGNITO_CREATION_RPS",
+    "COGNITO_UPDATE_RPS",
     "RESET_COOLDOWN_SECONDS",
     "IDEMPOTENCY_TTL_SECONDS",
     "GUARD_TIMEOUT_MS",
@@ -383,6 +393,12 @@ impl Config {
                 DEFAULT_COGNITO_RESOURCE_READ_QUOTA,
             )?,
             account_recovery: quota(&get, "COGNITO_RESET_QUOTA", DEFAULT_COGNITO_RESET_QUOTA)?,
+            user_creation: quota(
+                &get,
+                "COGNITO_CREATION_QUOTA",
+                DEFAULT_COGNITO_CREATION_QUOTA,
+            )?,
+            user_update: quota(&get, "COGNITO_UPDATE_QUOTA", DEFAULT_COGNITO_UPDATE_QUOTA)?,
         };
         let per_instance = |rps: &'static str, quota_variable: &'static str, default: f64| {
             if get(rps).is_some() {
@@ -406,6 +422,16 @@ impl Config {
                 "COGNITO_RESET_RPS",
                 "COGNITO_RESET_QUOTA",
                 DEFAULT_COGNITO_RESET_QUOTA,
+            )?,
+            user_creation: per_instance(
+                "COGNITO_CREATION_RPS",
+                "COGNITO_CREATION_QUOTA",
+                DEFAULT_COGNITO_CREATION_QUOTA,
+            )?,
+            user_update: per_instance(
+                "COGNITO_UPDATE_RPS",
+                "COGNITO_UPDATE_QUOTA",
+                DEFAULT_COGNITO_UPDATE_QUOTA,
             )?,
         };
         let reset_cooldown = number(
@@ -501,6 +527,17 @@ impl Config {
             .map(|_| number(&get, "MAX_RECEIVE_COUNT", 1, 1, 1000).map(|n| n as u32))
             .transpose()?;
 
+        // A budget is counted in the guard's table: without one, the function does not start.
+        if let PolicySetting::Fixed { policy: fixed, .. } = &policy {
+            let variable = if policy_source.starts_with("POLICY_FILE") {
+                "POLICY_FILE"
+            } else {
+                "POLICY"
+            };
+            fixed
+                .check_budgets_have_a_table(guard.is_some())
+                .map_err(|errors| ConfigError::Policy { variable, errors })?;
+        }
         let own_account = get("FUNCTION_ACCOUNT_ID")
             .map(|value| {
                 if valid_account_id(value.trim()) {
@@ -705,7 +742,9 @@ mod tests {
             Rates {
                 read: Some(50.0),
                 resource_read: Some(10.0),
-                account_recovery: Some(12.5)
+                account_recovery: Some(12.5),
+                user_creation: Some(12.5),
+                user_update: Some(6.25),
             }
         );
     }
@@ -719,7 +758,9 @@ mod tests {
             Quotas {
                 read: 120.0,
                 resource_read: 50.0,
-                account_recovery: 30.0
+                account_recovery: 30.0,
+                user_creation: 50.0,
+                user_update: 25.0,
             }
         );
         let table = ("GUARD_TABLE", "cognito-reset-guard");
@@ -761,7 +802,9 @@ mod tests {
             Rates {
                 read: Some(7.5),
                 resource_read: Some(10.0),
-                account_recovery: None
+                account_recovery: None,
+                user_creation: Some(10.0),
+                user_update: Some(5.0),
             }
         );
     }
@@ -843,6 +886,9 @@ mod tests {
             ("COGNITO_RESET_RPS", "NaN"),
             ("COGNITO_RESET_RPS", "inf"),
             ("COGNITO_READ_RPS", "fast"),
+            ("COGNITO_CREATION_RPS", "0"),
+            ("COGNITO_UPDATE_QUOTA", "0"),
+            ("COGNITO_UPDATE_RPS", "fast"),
             ("COGNITO_RESET_QUOTA", "x"),
             ("COGNITO_RESET_QUOTA", "0"),
             ("COGNITO_READ_QUOTA", "0"),

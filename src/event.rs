@@ -106,6 +106,19 @@ pub struct OutcomeEvent {
     /// key: the outcome was counted then.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// For RESET and WOULD_RESET: `reset-password` or `resend-invitation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// When a sign-out followed the reset: whether it happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_out: Option<bool>,
+    /// The sign-out's failure code, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_out_error: Option<String>,
+    /// True when this delivery only retried the sign-out of an earlier delivery's reset (that
+    /// reset's event was sent then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sign_out_only: bool,
     /// When the record finished (RFC 3339, UTC).
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
@@ -140,6 +153,10 @@ impl OutcomeEvent {
             reason: None,
             policy_version: None,
             replayed: false,
+            action: None,
+            signed_out: None,
+            sign_out_error: None,
+            sign_out_only: false,
             time,
         }
     }

@@ -49,6 +49,10 @@ pub enum Category {
     UserResourceRead,
     /// `UserAccountRecovery` (30/s by default): `AdminResetUserPassword`.
     UserAccountRecovery,
+    /// `UserCreation` (50/s by default): `AdminCreateUser` (an invitation resent).
+    UserCreation,
+    /// `UserUpdate` (25/s by default): `AdminUserGlobalSignOut`.
+    UserUpdate,
 }
 
 impl Category {
@@ -58,6 +62,8 @@ impl Category {
             Category::UserRead => "UserRead",
             Category::UserResourceRead => "UserResourceRead",
             Category::UserAccountRecovery => "UserAccountRecovery",
+            Category::UserCreation => "UserCreation",
+            Category::UserUpdate => "UserUpdate",
         }
     }
 }
@@ -93,6 +99,10 @@ pub struct Rates {
     pub resource_read: Option<f64>,
     /// `COGNITO_RESET_RPS`.
     pub account_recovery: Option<f64>,
+    /// `COGNITO_CREATION_RPS`.
+    pub user_creation: Option<f64>,
+    /// `COGNITO_UPDATE_RPS`.
+    pub user_update: Option<f64>,
 }
 
 impl Rates {
@@ -101,6 +111,8 @@ impl Rates {
         read: None,
         resource_read: None,
         account_recovery: None,
+        user_creation: None,
+        user_update: None,
     };
 
     fn of(&self, category: Category) -> Option<f64> {
@@ -108,6 +120,8 @@ impl Rates {
             Category::UserRead => self.read,
             Category::UserResourceRead => self.resource_read,
             Category::UserAccountRecovery => self.account_recovery,
+            Category::UserCreation => self.user_creation,
+            Category::UserUpdate => self.user_update,
         }
     }
 }
@@ -118,6 +132,8 @@ pub struct Quotas {
     pub read: f64,
     pub resource_read: f64,
     pub account_recovery: f64,
+    pub user_creation: f64,
+    pub user_update: f64,
 }
 
 impl Quotas {
@@ -126,6 +142,8 @@ impl Quotas {
             Category::UserRead => self.read,
             Category::UserResourceRead => self.resource_read,
             Category::UserAccountRecovery => self.account_recovery,
+            Category::UserCreation => self.user_creation,
+            Category::UserUpdate => self.user_update,
         }
     }
 }

@@ -52,6 +52,7 @@ async fn main() -> Result<(), Error> {
             );
             let settings = RefreshSettings {
                 interval: *refresh,
+                guard_table: config.guard.is_some(),
                 ..RefreshSettings::default()
             };
             let source = Box::new(SsmParameter::new(client, name));

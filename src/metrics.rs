@@ -109,6 +109,10 @@ pub struct Metrics {
     policy_reloads: u64,
     policy_refusals: u64,
     gave_up: u64,
+    budget_refusals: u64,
+    sign_outs: u64,
+    sign_out_failures: u64,
+    actions: BTreeMap<&'static str, u64>,
     timestamp: Option<SystemTime>,
 }
 
@@ -126,6 +130,10 @@ impl Metrics {
             policy_reloads: 0,
             policy_refusals: 0,
             gave_up: 0,
+            budget_refusals: 0,
+            sign_outs: 0,
+            sign_out_failures: 0,
+            actions: BTreeMap::new(),
             timestamp: None,
         }
     }
@@ -180,6 +188,25 @@ impl Metrics {
         self.policy_refusals += 1;
     }
 
+    /// A reset refused because its caller used its rule's budget.
+    pub fn budget_refused(&mut self) {
+        self.budget_refusals += 1;
+    }
+
+    /// A sign-out after a reset: done, or failed.
+    pub fn sign_out(&mut self, done: bool) {
+        if done {
+            self.sign_outs += 1;
+        } else {
+            self.sign_out_failures += 1;
+        }
+    }
+
+    /// A RESET (or WOULD_RESET) by its action (`reset-password`, `resend-invitation`).
+    pub fn action(&mut self, action: &'static str) {
+        *self.actions.entry(action).or_default() += 1;
+    }
+
     /// A RETRY on an SQS record's last receive: its next stop is the dead-letter queue.
     pub fn gave_up(&mut self) {
         self.gave_up += 1;
@@ -214,6 +241,10 @@ impl Metrics {
             && self.policy_reloads == 0
             && self.policy_refusals == 0
             && self.gave_up == 0
+            && self.budget_refusals == 0
+            && self.sign_outs == 0
+            && self.sign_out_failures == 0
+            && self.actions.is_empty()
     }
 
     fn document(&self) -> Option<Value> {
@@ -243,6 +274,17 @@ impl Metrics {
         count("PolicyRefusals".to_owned(), self.policy_refusals);
         if self.gave_up > 0 {
             count("GaveUp".to_owned(), self.gave_up);
+        }
+        // Zero when nothing was refused, so the alarm on it sees data, not silence.
+        count("BudgetRefusals".to_owned(), self.budget_refusals);
+        if self.sign_outs > 0 {
+            count("SignOuts".to_owned(), self.sign_outs);
+        }
+        if self.sign_out_failures > 0 {
+            count("SignOutFailures".to_owned(), self.sign_out_failures);
+        }
+        for (action, n) in &self.actions {
+            count(format!("Actions.{action}"), *n);
         }
         let latencies = self
             .cognito
@@ -284,10 +326,12 @@ impl Metrics {
 }
 
 /// The Cognito operations whose latency is a metric.
-pub const COGNITO_OPERATIONS: [&str; 3] = [
+pub const COGNITO_OPERATIONS: [&str; 5] = [
     "AdminGetUser",
     "AdminListGroupsForUser",
     "AdminResetUserPassword",
+    "AdminCreateUser",
+    "AdminUserGlobalSignOut",
 ];
 
 /// Whether an invocation can write the metric `name`: the names are built from the outcome
@@ -302,9 +346,17 @@ pub fn can_emit(name: &str) -> bool {
         "PolicyRefusals",
         "GaveUp",
         "GuardLatency",
+        "BudgetRefusals",
+        "SignOuts",
+        "SignOutFailures",
     ];
     if fixed.contains(&name) {
         return true;
+    }
+    if let Some(action) = name.strip_prefix("Actions.") {
+        return crate::outcome::Action::ALL
+            .iter()
+            .any(|a| a.as_str() == action);
     }
     if let Some(op) = name.strip_prefix("CognitoLatency.") {
         return COGNITO_OPERATIONS.contains(&op);

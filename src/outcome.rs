@@ -72,6 +72,26 @@ pub enum ResetError {
     UnsupportedMediaType,
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The user was invited and never signed in (`FORCE_CHANGE_PASSWORD`), and the rule's
+    /// `invited` is `refuse`.
+    #[error(
+        "the user never signed in (an invitation is pending) and the rule does not resend invitations"
+    )]
+    InvitationPending,
+    /// The user signed up and never confirmed (`UNCONFIRMED`): no reset, whatever the rule.
+    #[error("the user signed up and never confirmed the account")]
+    UserUnconfirmed,
+    /// The request asked for `SignOut` and the rule's `signOut` is `never`.
+    #[error("the request asks for a sign-out and the rule does not allow it")]
+    SignOutNotAllowed,
+    /// The caller performed its rule's `budget` of resets in the window.
+    #[error(
+        "the caller used its rule's budget of resets; the next one is admitted in {retry_after_secs} s"
+    )]
+    CallerBudgetExhausted {
+        /// Whole seconds until the budget admits one more (at least 1).
+        retry_after_secs: u64,
+    },
 }
 
 impl ResetError {
@@ -108,6 +128,10 @@ impl ResetError {
             ResetError::MethodNotAllowed => "method-not-allowed",
             ResetError::UnsupportedMediaType => "unsupported-media-type",
             ResetError::PayloadTooLarge { .. } => "payload-too-large",
+            ResetError::InvitationPending => "invitation-pending",
+            ResetError::UserUnconfirmed => "user-unconfirmed",
+            ResetError::SignOutNotAllowed => "sign-out-not-allowed",
+            ResetError::CallerBudgetExhausted { .. } => "caller-budget-exhausted",
         }
     }
 
@@ -123,7 +147,11 @@ impl ResetError {
             | ResetError::IdempotencyKeyReused
             | ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
-            | ResetError::PayloadTooLarge { .. } => Class::Rejected,
+            | ResetError::PayloadTooLarge { .. }
+            | ResetError::InvitationPending
+            | ResetError::UserUnconfirmed
+            | ResetError::SignOutNotAllowed
+            | ResetError::CallerBudgetExhausted { .. } => Class::Rejected,
             ResetError::Cognito(e) => cognito_class(e.kind),
             ResetError::Deadline
             | ResetError::FifoGroupHalted
@@ -156,6 +184,9 @@ impl ResetError {
             ResetError::MethodNotAllowed => 405,
             ResetError::PayloadTooLarge { .. } => 413,
             ResetError::UnsupportedMediaType => 415,
+            ResetError::InvitationPending | ResetError::UserUnconfirmed => 409,
+            ResetError::SignOutNotAllowed => 403,
+            ResetError::CallerBudgetExhausted { .. } => 429,
         }
     }
 
@@ -226,6 +257,23 @@ impl ResetError {
             ResetError::MethodNotAllowed
             | ResetError::UnsupportedMediaType
             | ResetError::PayloadTooLarge { .. } => self.to_string(),
+            ResetError::InvitationPending => {
+                "the user never signed in (an invitation is pending), so there is no password to \
+                 reset; the invitation can be resent where the policy allows it"
+                    .into()
+            }
+            ResetError::UserUnconfirmed => {
+                "the user signed up and never confirmed the account; it must be confirmed first"
+                    .into()
+            }
+            ResetError::SignOutNotAllowed => {
+                "this caller may not sign users out (SignOut); nothing was done".into()
+            }
+            ResetError::CallerBudgetExhausted { .. } => {
+                "this caller has used its budget of resets for now; try again after Retry-After \
+                 seconds"
+                    .into()
+            }
         }
     }
 
@@ -237,7 +285,8 @@ impl ResetError {
             ResetError::InProgress => Some(1),
             ResetError::RecentlyReset {
                 retry_after_secs, ..
-            } => Some(*retry_after_secs),
+            }
+            | ResetError::CallerBudgetExhausted { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -301,6 +350,12 @@ impl ResetError {
             ResetError::MethodNotAllowed,
             ResetError::UnsupportedMediaType,
             ResetError::PayloadTooLarge { limit: 1 },
+            ResetError::InvitationPending,
+            ResetError::UserUnconfirmed,
+            ResetError::SignOutNotAllowed,
+            ResetError::CallerBudgetExhausted {
+                retry_after_secs: 1,
+            },
         ]);
         // A new variant must be added above: this match has no wildcard.
         for error in &all {
@@ -320,7 +375,11 @@ impl ResetError {
                 | ResetError::PolicyStale { .. }
                 | ResetError::MethodNotAllowed
                 | ResetError::UnsupportedMediaType
-                | ResetError::PayloadTooLarge { .. } => {}
+                | ResetError::PayloadTooLarge { .. }
+                | ResetError::InvitationPending
+                | ResetError::UserUnconfirmed
+                | ResetError::SignOutNotAllowed
+                | ResetError::CallerBudgetExhausted { .. } => {}
             }
         }
         all
@@ -377,6 +436,40 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// What a RESET did: a password reset, or an invited user's invitation sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// `AdminResetUserPassword`.
+    #[default]
+    ResetPassword,
+    /// `AdminCreateUser` with `MessageAction=RESEND` (a user who never signed in).
+    ResendInvitation,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 2] = [Action::ResetPassword, Action::ResendInvitation];
+
+    /// `reset-password` or `resend-invitation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ResetPassword => "reset-password",
+            Action::ResendInvitation => "resend-invitation",
+        }
+    }
+}
+
+/// How the sign-out after a reset went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedOut {
+    /// `AdminUserGlobalSignOut` succeeded.
+    Done,
+    /// It failed with this Cognito failure code (`throttled`, ...). `retry`: the record is handed
+    /// back (an SQS record with the guard on) and its redelivery only signs out again.
+    Failed { code: &'static str, retry: bool },
+}
+
 /// What happened to one record that was not a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reset {
@@ -388,9 +481,42 @@ pub struct Reset {
     pub dry_run: bool,
     /// Cognito's request id of the reset call.
     pub cognito_request_id: Option<String>,
+    /// A password reset or a resent invitation.
+    pub action: Action,
+    /// The sign-out after the reset, when the rule or the request asked for one (never for a
+    /// user who never signed in).
+    pub signed_out: Option<SignedOut>,
+    /// True when this delivery only retried the sign-out of a reset done by an earlier one.
+    pub sign_out_only: bool,
 }
 
 impl Reset {
+    /// A reset of `username` under `rule`, before any sign-out.
+    pub fn new(username: String, rule: String, action: Action, dry_run: bool) -> Reset {
+        Reset {
+            username,
+            rule,
+            dry_run,
+            cognito_request_id: None,
+            action,
+            signed_out: None,
+            sign_out_only: false,
+        }
+    }
+
+    /// Whether the record must be handed back so that its redelivery signs out again.
+    pub fn retry_sign_out(&self) -> bool {
+        matches!(self.signed_out, Some(SignedOut::Failed { retry: true, .. }))
+    }
+
+    /// The failure code of the sign-out, if it failed.
+    pub fn sign_out_code(&self) -> Option<&'static str> {
+        match self.signed_out {
+            Some(SignedOut::Failed { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+
     /// `RESET` or `WOULD_RESET`.
     pub fn outcome(&self) -> Outcome {
         if self.dry_run {
@@ -423,6 +549,16 @@ pub enum Settled {
 /// The result of one record.
 pub type RecordResult = Result<Settled, ResetError>;
 
+/// Whether a queue hands the record back for another delivery: a RETRY, or a RESET whose
+/// sign-out failed in a way that may pass (the redelivery only signs out).
+pub fn hand_back(result: &RecordResult) -> bool {
+    match result {
+        Err(error) => error.class() == Class::Retry,
+        Ok(Settled::Reset(reset)) => reset.retry_sign_out(),
+        Ok(Settled::Replayed(_)) => false,
+    }
+}
+
 /// What the caller is told about one record, independent of the transport: the guard keeps it
 /// to replay it, and the HTTP source renders it (fresh or replayed) in one way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -445,6 +581,15 @@ pub struct Answer {
     /// For `recently-reset`: when the earlier reset happened (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<String>,
+    /// On success: `reset-password` or `resend-invitation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// On success, when a sign-out was asked for: whether it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_out: Option<bool>,
+    /// The sign-out's failure code, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_out_error: Option<String>,
 }
 
 impl Answer {
@@ -464,6 +609,9 @@ impl Answer {
                 username: Some(reset.username.clone()),
                 request_id: request_id.to_owned(),
                 reset_at: None,
+                action: Some(reset.action),
+                signed_out: reset.signed_out.as_ref().map(|s| *s == SignedOut::Done),
+                sign_out_error: reset.sign_out_code().map(str::to_owned),
             },
             Err(error) => Answer {
                 outcome: failure_outcome(error),
@@ -477,11 +625,15 @@ impl Answer {
                     ResetError::RecentlyReset { reset_at, .. } => Some(rfc3339(*reset_at)),
                     _ => None,
                 },
+                action: None,
+                signed_out: None,
+                sign_out_error: None,
             },
         }
     }
 
-    /// The JSON body callers see: `{outcome, userPoolId, username, requestId}` on success,
+    /// The JSON body callers see: `{outcome, userPoolId, username, action, requestId}` (and
+    /// `signedOut`, `signOutError`) on success,
     /// `{error, message, requestId}` (and `resetAt`) on failure.
     pub fn body(&self) -> Map<String, Value> {
         let mut body = Map::new();
@@ -490,6 +642,15 @@ impl Answer {
                 body.insert("outcome".into(), Value::from(self.outcome.as_str()));
                 body.insert("userPoolId".into(), self.user_pool_id.clone().into());
                 body.insert("username".into(), self.username.clone().into());
+                // An answer kept before actions existed was a password reset.
+                let action = self.action.unwrap_or_default();
+                body.insert("action".into(), Value::from(action.as_str()));
+                if let Some(signed_out) = self.signed_out {
+                    body.insert("signedOut".into(), Value::Bool(signed_out));
+                }
+                if let Some(code) = &self.sign_out_error {
+                    body.insert("signOutError".into(), Value::from(code.as_str()));
+                }
             }
             Some(code) => {
                 body.insert("error".into(), Value::from(code.as_str()));

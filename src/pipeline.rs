@@ -9,15 +9,23 @@
 //!    REJECTED `idempotency-key-reused`;
 //! 3. **resolve**: `AdminGetUser` for the canonical user (alias, case variant and `sub` alike)
 //!    and `AdminListGroupsForUser` when the policy references groups;
-//! 4. **decide**: the full policy decision, then disabled users are refused;
+//! 4. **decide**: the full policy decision, then disabled users are refused; then the rule's
+//!    options: a `SignOut` the rule does not allow is REJECTED `sign-out-not-allowed`, an
+//!    `UNCONFIRMED` user `user-unconfirmed`, an invited user (`FORCE_CHANGE_PASSWORD`)
+//!    `invitation-pending` unless the rule's `invited` is `resend`;
 //! 5. **reset**: the guard's per-user claim (REJECTED `recently-reset` inside the cooldown, or
 //!    `reset-unconfirmed` when the earlier reset's answer was lost; RETRY `in-progress` while
-//!    another request holds the user), `DRY_RUN` stops here, then `AdminResetUserPassword` on
+//!    another request holds the user; only the sign-out when this record's earlier delivery
+//!    reset the user and its sign-out failed), then the caller's budget (REJECTED
+//!    `caller-budget-exhausted`, the claim released), `DRY_RUN` stops here (the budget read,
+//!    not spent), then `AdminResetUserPassword` (or `AdminCreateUser` RESEND) on
 //!    the canonical username and the claim completed, released, or kept as unconfirmed. An
 //!    ambiguous answer (timeout, 5xx, unreadable) is final REJECTED `reset-unconfirmed`: the
-//!    user may have a code, so nothing sends it again by itself;
+//!    user may have a code, so nothing sends it again by itself; a refusal gives the budget's
+//!    spend back; after a reset, `AdminUserGlobalSignOut` when the rule and request ask for it
+//!    (a failure leaves the reset standing: RESET with `signedOut: false`);
 //! 6. the key records the final answer (RESET, WOULD_RESET, REJECTED) or is released (RETRY,
-//!    and `recently-reset`, which passes once the cooldown ends).
+//!    `recently-reset` and `caller-budget-exhausted`, which pass once their window ends).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,15 +36,17 @@ use tracing::Instrument;
 use crate::audit::{Done, Findings};
 use crate::aws::cognito::{Directory, UserRecord};
 use crate::aws::events::EventPublisher;
-use crate::aws::guard::{Completion, Guard, KeyRef, KeyState, UserState};
+use crate::aws::guard::{BudgetScope, BudgetTurn, Completion, Guard, KeyRef, KeyState, UserState};
 use crate::caller;
 use crate::config::Config;
 use crate::deadline::{Deadline, wall_now};
 use crate::failure::{GuardError, GuardErrorKind};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
-use crate::outcome::{Answer, Class, RecordResult, Reset, ResetError, Settled};
-use crate::policy::{Caller, Decision, DenyReason, Policy, Subject};
+use crate::outcome::{Action, Answer, Class, RecordResult, Reset, ResetError, Settled, SignedOut};
+use crate::policy::{
+    Budget, Caller, Decision, DenyReason, Invited, Policy, RuleOptions, SignOut, Subject,
+};
 use crate::policy_source::PolicyStore;
 use crate::record::{Job, Origin};
 use crate::request::ResetRequest;
@@ -68,6 +78,11 @@ fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     done.log();
     let (outcome, code) = done.outcome();
     invocation.metrics().record_outcome(outcome.as_str(), code);
+    if let Some(action) = done.action()
+        && !matches!(done.result, Ok(Settled::Replayed(_)))
+    {
+        invocation.metrics().action(action);
+    }
     if let Some(event) = done.event(last_receive) {
         if event.outcome == crate::event::EventOutcome::GaveUp {
             invocation.metrics().gave_up();
@@ -270,7 +285,11 @@ impl App {
             Err(error) => return (Err(error), findings),
         };
         findings.rule = Some(rule.clone());
-        let result = self.reset(record, &user.record, rule, intent).await;
+        let plan = match plan(policy.options(&rule), record.request, &user.record) {
+            Ok(plan) => plan,
+            Err(error) => return (Err(error), findings),
+        };
+        let result = self.reset(record, &user.record, rule, plan, intent).await;
         (result, findings)
     }
 
@@ -325,12 +344,14 @@ impl App {
         })
     }
 
-    /// The guard's claim on the user, then the reset (unless `DRY_RUN`), then the claim's end.
+    /// The guard's claim on the user, the caller's budget, then the reset or the resent
+    /// invitation (unless `DRY_RUN`), the sign-out, and the claim's end.
     async fn reset(
         &self,
         record: Record<'_>,
         user: &UserRecord,
         rule: String,
+        plan: Plan,
         intent: Option<Intent>,
     ) -> Result<Reset, ResetError> {
         let Record {
@@ -368,34 +389,89 @@ impl App {
                             confirmed,
                         });
                     }
+                    UserState::SignOutPending { .. } => {
+                        // This record's earlier delivery reset the user and its sign-out failed:
+                        // only the sign-out is tried again, never the reset.
+                        let mut reset = Reset::new(
+                            user.username.clone(),
+                            rule,
+                            Action::ResetPassword,
+                            self.config.dry_run,
+                        );
+                        reset.sign_out_only = true;
+                        if !self.config.dry_run {
+                            reset.signed_out = Some(self.sign_out(record, user, true).await);
+                        }
+                        return Ok(reset);
+                    }
                 }
             }
         };
+        // The caller's budget: spent only by a reset that is about to be sent.
+        let spent = match self.spend_budget(record, &rule, plan.budget).await {
+            Ok(spent) => spent,
+            Err(error) => {
+                if let Some((guard, claim)) = &claim {
+                    guard.complete(claim, Completion::Release, deadline).await;
+                }
+                return Err(error);
+            }
+        };
+        let mut reset = Reset::new(
+            user.username.clone(),
+            rule,
+            plan.action,
+            self.config.dry_run,
+        );
         if self.config.dry_run {
-            return Ok(Reset {
-                username: user.username.clone(),
-                rule,
-                dry_run: true,
-                cognito_request_id: None,
-            });
+            return Ok(reset);
         }
         // The promised turn becomes a real one.
         drop(intent);
         let started = Instant::now();
-        let result = self
-            .directory
-            .reset_password(
-                pool,
-                &user.username,
-                &request.client_metadata,
-                origin.source.priority(),
-                deadline,
-            )
-            .await;
-        invocation.cognito_latency("AdminResetUserPassword", started.elapsed());
+        let (operation, result) = match plan.action {
+            Action::ResetPassword => (
+                "AdminResetUserPassword",
+                self.directory
+                    .reset_password(
+                        pool,
+                        &user.username,
+                        &request.client_metadata,
+                        origin.source.priority(),
+                        deadline,
+                    )
+                    .await,
+            ),
+            Action::ResendInvitation => (
+                "AdminCreateUser",
+                self.directory
+                    .resend_invitation(
+                        pool,
+                        &user.username,
+                        &request.client_metadata,
+                        origin.source.priority(),
+                        deadline,
+                    )
+                    .await,
+            ),
+        };
+        invocation.cognito_latency(operation, started.elapsed());
         let ambiguous = matches!(&result, Err(error) if error.outcome_unknown());
+        if result.is_err()
+            && !ambiguous
+            && let (Some(guard), Some((scope, window))) = (&self.guard, &spent)
+        {
+            // Nothing was sent: the spend is given back.
+            guard.refund(scope, *window, deadline).await;
+        }
+        // The sign-out, only after a reset that happened (an invited user has no session).
+        if result.is_ok() && plan.sign_out {
+            let retryable = claim.is_some() && origin.source.is_queue();
+            reset.signed_out = Some(self.sign_out(record, user, retryable).await);
+        }
         if let Some((guard, claim)) = claim {
             let completion = match &result {
+                Ok(_) if reset.retry_sign_out() => Completion::ResetSignOutPending,
                 Ok(_) => Completion::Reset,
                 Err(_) if ambiguous => Completion::Unconfirmed,
                 Err(_) => Completion::Release,
@@ -404,7 +480,7 @@ impl App {
             guard.complete(&claim, completion, deadline).await;
             invocation.guard_latency(started.elapsed());
         }
-        let cognito_request_id = result.map_err(|error| {
+        reset.cognito_request_id = result.map_err(|error| {
             let error = ResetError::from(error);
             if ambiguous {
                 ResetError::ResetUnconfirmed(Box::new(error))
@@ -412,13 +488,125 @@ impl App {
                 error
             }
         })?;
-        Ok(Reset {
-            username: user.username.clone(),
-            rule,
-            dry_run: false,
-            cognito_request_id,
-        })
+        Ok(reset)
     }
+
+    /// Spends one reset of the caller's budget under `rule`, if it has one: the scope and the
+    /// window to give it back to, or REJECTED `caller-budget-exhausted`.
+    async fn spend_budget(
+        &self,
+        record: Record<'_>,
+        rule: &str,
+        budget: Option<Budget>,
+    ) -> Result<Option<(BudgetScope, u64)>, ResetError> {
+        let Some(budget) = budget else {
+            return Ok(None);
+        };
+        let Some(guard) = &self.guard else {
+            // The loader refuses such a policy; never reset past a budget nobody counts.
+            return Err(ResetError::GuardUnavailable(GuardError::new(
+                GuardErrorKind::Misconfigured,
+                "spend",
+                "a policy rule has a budget and GUARD_TABLE is not set",
+            )));
+        };
+        let scope = BudgetScope::new(
+            rule,
+            &caller::budget_identity(&record.origin.caller),
+            budget.resets,
+            budget.per_seconds,
+        );
+        let started = Instant::now();
+        let turn = guard.spend(&scope, record.deadline).await;
+        record.invocation.guard_latency(started.elapsed());
+        match turn.map_err(|error| self.guard_failure(error, record.deadline))? {
+            BudgetTurn::Spent { window } => Ok(Some((scope, window))),
+            BudgetTurn::Exhausted { until } => {
+                let left = until.duration_since(wall_now()).unwrap_or_default();
+                record.invocation.metrics().budget_refused();
+                Err(ResetError::CallerBudgetExhausted {
+                    retry_after_secs: crate::deadline::secs_ceil(left).max(1),
+                })
+            }
+        }
+    }
+
+    /// `AdminUserGlobalSignOut` after a reset. `retryable`: a failure that may pass hands the
+    /// record back (an SQS record whose reset the guard remembers).
+    async fn sign_out(&self, record: Record<'_>, user: &UserRecord, retryable: bool) -> SignedOut {
+        let started = Instant::now();
+        let result = self
+            .directory
+            .global_sign_out(
+                &record.request.user_pool_id,
+                &user.username,
+                record.origin.source.priority(),
+                record.deadline,
+            )
+            .await;
+        record
+            .invocation
+            .cognito_latency("AdminUserGlobalSignOut", started.elapsed());
+        let signed_out = match result {
+            Ok(_) => SignedOut::Done,
+            Err(error) => {
+                let error = ResetError::from(error);
+                tracing::warn!(
+                    code = error.code(),
+                    error.cause_chain = %crate::logging::cause_chain(&error),
+                    "the sign-out after the reset failed; the reset stands and is not sent again"
+                );
+                SignedOut::Failed {
+                    code: error.code(),
+                    retry: retryable && error.class() == Class::Retry,
+                }
+            }
+        };
+        record
+            .invocation
+            .metrics()
+            .sign_out(signed_out == SignedOut::Done);
+        signed_out
+    }
+}
+
+/// What a reset under a rule does: its action, whether a sign-out follows, the budget.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    action: Action,
+    sign_out: bool,
+    budget: Option<Budget>,
+}
+
+/// The rule's options applied to the request and the user's status: `sign-out-not-allowed`,
+/// `user-unconfirmed`, `invitation-pending`, or the plan.
+fn plan(
+    options: RuleOptions,
+    request: &ResetRequest,
+    user: &UserRecord,
+) -> Result<Plan, ResetError> {
+    if request.sign_out && options.sign_out == SignOut::Never {
+        return Err(ResetError::SignOutNotAllowed);
+    }
+    let action = match user.status.as_deref() {
+        Some("UNCONFIRMED") => return Err(ResetError::UserUnconfirmed),
+        Some("FORCE_CHANGE_PASSWORD") => match options.invited {
+            Invited::Refuse => return Err(ResetError::InvitationPending),
+            Invited::Resend => Action::ResendInvitation,
+        },
+        _ => Action::ResetPassword,
+    };
+    let sign_out = action == Action::ResetPassword
+        && match options.sign_out {
+            SignOut::Never => false,
+            SignOut::Allowed => request.sign_out,
+            SignOut::Always => true,
+        };
+    Ok(Plan {
+        action,
+        sign_out,
+        budget: options.budget,
+    })
 }
 
 /// The policy decision (the rule that allows the reset), and the disabled-user check.
@@ -466,11 +654,13 @@ impl App {
 }
 
 /// Whether a result is kept under its idempotency key and replayed: a final answer, but not a
-/// RETRY nor `recently-reset` (both pass later: a replay would say no when the truth is yes).
+/// RETRY, `recently-reset` nor `caller-budget-exhausted` (they pass later: a replay would say no
+/// when the truth is yes).
 fn kept_answer(result: &Result<Reset, ResetError>) -> bool {
     match result {
-        Ok(_) => true,
-        Err(ResetError::RecentlyReset { .. }) => false,
+        // A reset whose sign-out is retried on redelivery: the redelivery must run.
+        Ok(reset) => !reset.retry_sign_out(),
+        Err(ResetError::RecentlyReset { .. } | ResetError::CallerBudgetExhausted { .. }) => false,
         Err(error) => error.class() == Class::Rejected,
     }
 }

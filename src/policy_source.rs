@@ -132,6 +132,9 @@ pub struct RefreshSettings {
     pub interval: Duration,
     /// Bound on one read; a slower read is abandoned and refused as unreadable.
     pub timeout: Duration,
+    /// Whether `GUARD_TABLE` is set: without it, a policy with a `budget` is refused (at
+    /// start-up and on every refresh).
+    pub guard_table: bool,
 }
 
 impl Default for RefreshSettings {
@@ -139,6 +142,7 @@ impl Default for RefreshSettings {
         RefreshSettings {
             interval: Duration::from_secs(DEFAULT_REFRESH_SECONDS),
             timeout: DEFAULT_READ_TIMEOUT,
+            guard_table: false,
         }
     }
 }
@@ -194,7 +198,7 @@ impl PolicyStore {
         now: Instant,
     ) -> Result<PolicyStore, PolicySourceError> {
         let fetched = read(source.as_ref(), settings.timeout).await?;
-        let policy = validate(source.as_ref(), &fetched)?;
+        let policy = validate(source.as_ref(), &fetched, settings.guard_table)?;
         Ok(PolicyStore {
             current: RwLock::new(Arc::new(PolicySnapshot {
                 policy: Arc::new(policy),
@@ -286,7 +290,7 @@ impl PolicyStore {
                         version: fetched.version,
                     };
                 }
-                validate(source, &fetched)
+                validate(source, &fetched, self.settings.guard_table)
                     .map(|policy| (Arc::new(policy), fetched.version, content))
             }
             Err(error) => Err(error),
@@ -353,12 +357,18 @@ async fn read(
 fn validate(
     source: &dyn ParameterSource,
     fetched: &PolicyText,
+    guard_table: bool,
 ) -> Result<Policy, PolicySourceError> {
-    Policy::from_json(&fetched.text).map_err(|errors| PolicySourceError::Invalid {
-        what: source.describe(),
-        version: fetched.version.clone(),
-        errors,
-    })
+    Policy::from_json(&fetched.text)
+        .and_then(|policy| {
+            policy.check_budgets_have_a_table(guard_table)?;
+            Ok(policy)
+        })
+        .map_err(|errors| PolicySourceError::Invalid {
+            what: source.describe(),
+            version: fetched.version.clone(),
+            errors,
+        })
 }
 
 /// The version of a fixed policy document: `sha256:` and the first 16 hex digits of its

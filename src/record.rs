@@ -26,6 +26,11 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether records come from a queue (and a RETRY is redelivered).
+    pub fn is_queue(self) -> bool {
+        matches!(self, Source::Sqs | Source::SqsFifo)
+    }
+
     /// The name used in audit lines: `rest-api`, `http-api`, `function-url`, `alb`, `sqs`,
     /// `sqs-fifo`.
     pub fn as_str(self) -> &'static str {

@@ -247,6 +247,8 @@ pub struct ResetRequest {
     pub client_metadata: ClientMetadata,
     /// Free text for the audit log only.
     pub reason: Option<String>,
+    /// `SignOut`: sign the user out everywhere after the reset (the rule must allow it).
+    pub sign_out: bool,
 }
 
 impl ResetRequest {
@@ -286,6 +288,7 @@ struct RawRequest {
     username: Option<(String, String)>,
     client_metadata: Option<(String, BTreeMap<String, String>)>,
     reason: Option<(String, Option<String>)>,
+    sign_out: Option<(String, bool)>,
 }
 
 impl RawRequest {
@@ -330,6 +333,7 @@ impl RawRequest {
             username,
             client_metadata,
             reason,
+            sign_out: self.sign_out.is_some_and(|(_, value)| value),
         })
     }
 }
@@ -340,6 +344,7 @@ enum Field {
     Username,
     ClientMetadata,
     Reason,
+    SignOut,
 }
 
 impl Field {
@@ -349,6 +354,7 @@ impl Field {
             "Username" | "username" => Some(Field::Username),
             "ClientMetadata" | "clientMetadata" => Some(Field::ClientMetadata),
             "Reason" | "reason" => Some(Field::Reason),
+            "SignOut" | "signOut" => Some(Field::SignOut),
             _ => None,
         }
     }
@@ -389,7 +395,7 @@ impl<'de> serde::Deserialize<'de> for RawRequest {
                         let _: IgnoredAny = map.next_value()?;
                         return Err(field_error(
                             &key,
-                            "is not a known field (expected UserPoolId, Username, ClientMetadata, Reason)",
+                            "is not a known field (expected UserPoolId, Username, ClientMetadata, Reason, SignOut)",
                         ));
                     };
                     match field {
@@ -418,6 +424,13 @@ impl<'de> serde::Deserialize<'de> for RawRequest {
                                 _ => return Err(field_error(&key, "must be a string")),
                             };
                             set_once(&mut raw.reason, key, text)?;
+                        }
+                        Field::SignOut => {
+                            let value = map.next_value::<serde_json::Value>()?;
+                            let serde_json::Value::Bool(value) = value else {
+                                return Err(field_error(&key, "must be true or false"));
+                            };
+                            set_once(&mut raw.sign_out, key, value)?;
                         }
                     }
                 }
@@ -462,6 +475,35 @@ mod tests {
         assert_eq!(req.username.as_str(), "diego@example.com");
         assert_eq!(req.client_metadata.entries()["ticket"], "INC-1");
         assert_eq!(req.reason.as_deref(), Some("locked out"));
+        assert!(!req.sign_out);
+    }
+
+    #[test]
+    fn sign_out_is_a_boolean_in_either_spelling() {
+        for (field, value, expected) in [
+            ("SignOut", "true", true),
+            ("signOut", "true", true),
+            ("SignOut", "false", false),
+        ] {
+            let req = parse(&format!(
+                r#"{{"UserPoolId":"{POOL}","Username":"a","{field}":{value}}}"#
+            ))
+            .unwrap();
+            assert_eq!(req.sign_out, expected, "{field}: {value}");
+        }
+        for value in [r#""true""#, "1", "null"] {
+            let err = parse(&format!(
+                r#"{{"UserPoolId":"{POOL}","Username":"a","SignOut":{value}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("SignOut"), "{value}");
+            assert_eq!(err.message, "SignOut: must be true or false");
+        }
+        let err = parse(&format!(
+            r#"{{"UserPoolId":"{POOL}","Username":"a","SignOut":true,"signOut":true}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("signOut"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::deadline::Deadline;
 use crate::invocation::Invocation;
-use crate::outcome::{Class, RecordResult, ResetError};
+use crate::outcome::{RecordResult, ResetError};
 use crate::pipeline::App;
 use crate::record::Job;
 
@@ -92,7 +92,7 @@ async fn run_chains(
                     // The semaphore is never closed; should it be, do not start the job.
                     Err(_) => app.skip(job, ResetError::Deadline, &invocation),
                 };
-                if halt_after_retry && matches!(&result, Err(e) if e.class() == Class::Retry) {
+                if halt_after_retry && crate::outcome::hand_back(&result) {
                     halted = true;
                 }
                 results.push(result);

@@ -59,6 +59,14 @@ DEMO_POOL_NAME = "cognito-reset-demo"
 OTHER_POOL_NAME = "cognito-reset-other"
 DEMO_POOL = "us-west-2_1f950f4f389b723d0775ea6ef7e4b3c47b3100fa6981c"
 OTHER_POOL = "us-west-2_2f998a3be4a521a9ccaf1f58b65d71c475bcf4bd57df8"
+# A pool whose usernames are plain names (no UsernameAttributes), for the invited user (issue 17):
+# moto's AdminCreateUser RESEND validates the Username against the pool's UsernameAttributes even
+# when resending, so in an email-username pool it refuses the canonical (GUID) username that
+# Cognito accepts; here the canonical username is the name itself.
+PLAIN_POOL_NAME = "cognito-reset-plain"
+PLAIN_POOL = "us-west-2_3cb16e0c4e06d6da7481c048fd3580f0c31baeba31c42"
+# The caller whose rule has a budget in policy/demo.json (2 resets an hour).
+TICKET_BOT = "arn:aws:sts::123456789012:assumed-role/ticket-bot/run-1"
 SEED_PASSWORD = "Demo-Passw0rd!"
 
 # A second AWS account (issue 18): its pool is reached through a role there, as POOL_ROLES maps it.
@@ -128,6 +136,8 @@ class DemoUser:
     pool: str = DEMO_POOL
     enabled: bool = True
     email_verified: bool = True
+    # Invited by AdminCreateUser and never signed in: FORCE_CHANGE_PASSWORD.
+    invited: bool = False
     note: str = ""
 
 
@@ -140,6 +150,11 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("dora@example.com", enabled=False, note="disabled"),
     DemoUser("nemo@example.com", email_verified=False, note="no verified email"),
     DemoUser("olga@example.com", pool=OTHER_POOL, note="other pool"),
+    DemoUser("paul@example.com", note="reset with sign-out"),
+    DemoUser("bob@example.com", note="ticket-bot's"),
+    DemoUser("carol@example.com", note="ticket-bot's"),
+    DemoUser("gina@example.com", note="ticket-bot's"),
+    DemoUser("ivy", pool=PLAIN_POOL, invited=True, note="invited, never signed in"),
 )
 
 
@@ -392,8 +407,13 @@ def seed(endpoint: str) -> None:
     """
     _moto_api(endpoint, "reset")
     client = cognito_client(endpoint)
-    for name, expected in ((DEMO_POOL_NAME, DEMO_POOL), (OTHER_POOL_NAME, OTHER_POOL)):
-        got = client.create_user_pool(PoolName=name, UsernameAttributes=["email"])["UserPool"]["Id"]
+    pools = (
+        (DEMO_POOL_NAME, DEMO_POOL, {"UsernameAttributes": ["email"]}),
+        (OTHER_POOL_NAME, OTHER_POOL, {"UsernameAttributes": ["email"]}),
+        (PLAIN_POOL_NAME, PLAIN_POOL, {}),
+    )
+    for name, expected, settings in pools:
+        got = client.create_user_pool(PoolName=name, **settings)["UserPool"]["Id"]
         if got != expected:
             raise StackError(
                 f"pool {name} was created as {got}, expected {expected}: is moto running with "
@@ -413,9 +433,10 @@ def seed(endpoint: str) -> None:
             UserAttributes=attributes,
             MessageAction="SUPPRESS",
         )
-        client.admin_set_user_password(
-            UserPoolId=user.pool, Username=user.email, Password=SEED_PASSWORD, Permanent=True
-        )
+        if not user.invited:
+            client.admin_set_user_password(
+                UserPoolId=user.pool, Username=user.email, Password=SEED_PASSWORD, Permanent=True
+            )
         for group in user.groups:
             client.admin_add_user_to_group(UserPoolId=user.pool, Username=user.email, GroupName=group)
         if not user.enabled:
@@ -437,6 +458,12 @@ class UserState:
 
     def label(self) -> str:
         return self.status if self.enabled else f"{self.status} (disabled)"
+
+
+def seeded_status(email: str) -> str:
+    """A demo user's status right after the seed: FORCE_CHANGE_PASSWORD if invited, else CONFIRMED."""
+    user = next(u for u in DEMO_USERS if u.email == email)
+    return "FORCE_CHANGE_PASSWORD" if user.invited else "CONFIRMED"
 
 
 def user_states(endpoint: str) -> dict[str, UserState]:
@@ -1056,13 +1083,16 @@ class DemoStep:
     path: str
     idempotency_key: str | None = None
     record: int | None = None
-    # (pool, username): an HTTP event's body replaced, e.g. for the partner account's pool.
-    body: tuple[str, str] | None = None
+    # An HTTP sample with this body (JSON) instead of its own, and this caller's role ARN.
+    body: object = None
+    caller: str | None = None
 
     def event(self) -> dict:
         event = json.loads((ROOT / self.path).read_text())
         if self.body is not None:
-            event["body"] = json.dumps({"UserPoolId": self.body[0], "Username": self.body[1]})
+            event["body"] = json.dumps(self.body)
+        if self.caller is not None:
+            event["requestContext"]["authorizer"]["iam"]["userArn"] = self.caller
         if self.idempotency_key is not None:
             event = with_idempotency_key(event, self.idempotency_key)
         if self.record is not None:
@@ -1084,7 +1114,14 @@ DEMO_STEPS = (
     DemoStep("sns-in-sqs", "events/sns-in-sqs.json"),
     DemoStep("alb", "events/alb.json"),
     # A pool in a second account (POOL_ROLES): reset through the role the function assumes there.
-    DemoStep("http-api-v2 (2nd account)", "events/http-api-v2.json", body=(PARTNER_POOL, PARTNER_USERS[0])),
+    DemoStep("http-api-v2 (2nd account)", "events/http-api-v2.json", body={"UserPoolId": PARTNER_POOL, "Username": PARTNER_USERS[0]}),
+    # Issue 17: an invited user's invitation resent, a reset with sign-out, a caller's budget.
+    DemoStep("invited (resend)", "events/http-api-v2.json", body={"UserPoolId": PLAIN_POOL, "Username": "ivy"}),
+    DemoStep("SignOut: true", "events/http-api-v2.json",
+             body={"UserPoolId": DEMO_POOL, "Username": "paul@example.com", "SignOut": True}),
+    DemoStep("ticket-bot batch", "events/http-api-v2.json", caller=TICKET_BOT,
+             body=[{"UserPoolId": DEMO_POOL, "Username": u}
+                   for u in ("bob@example.com", "carol@example.com", "gina@example.com")]),
 )
 
 
@@ -1161,6 +1198,8 @@ def _who(item) -> str:
         return "?"
     user = item.get("Username", "?")
     pool = item.get("UserPoolId")
+    if pool == PLAIN_POOL:
+        return f"{user} (plain pool)"
     if pool == PARTNER_POOL:
         return f"{user} (account {PARTNER_ACCOUNT})"
     return user if pool in (None, DEMO_POOL) else f"{user} (other pool)"
@@ -1222,7 +1261,7 @@ def rows_for(name: str, event: dict, answer: dict, audit: list[dict]) -> list[li
     items = _request_items(event)
     if isinstance(body, dict) and "results" in body:
         for result, (_, user) in zip(body["results"], items + [("?", "?")] * len(body["results"])):
-            outcome = _replayed(result.get("outcome") or "REJECTED", result.get("replayed"))
+            outcome = _replayed(_with_action(result) or "REJECTED", result.get("replayed"))
             rows.append([
                 f"{name} [{result.get('index')}]",
                 caller,
@@ -1234,13 +1273,28 @@ def rows_for(name: str, event: dict, answer: dict, audit: list[dict]) -> list[li
     if "statusCode" not in answer:  # a function error, not an HTTP response
         return [[name, caller, items[0][1], "FUNCTION ERROR", str(answer)[:60]]]
     replayed = body.get("replayed") is True or header(answer, "Idempotent-Replayed") == "true"
-    outcome = _replayed(body.get("outcome") or "REJECTED", replayed)
+    outcome = _replayed(_with_action(body) or "REJECTED", replayed)
     code = f"{status} {body.get('error', '')}".strip()
     retry_after = header(answer, "Retry-After")
     if retry_after is not None:
         code += f" (Retry-After {retry_after})"
     rows.append([name, caller, items[0][1], outcome, code])
     return rows
+
+
+def _with_action(body: dict) -> str | None:
+    """`RESET`, with what was done when it was not a plain password reset: `RESET
+    resend-invitation`, `RESET +signed out` (or `+sign-out failed: <code>`)."""
+    outcome = body.get("outcome")
+    if not outcome:
+        return None
+    if body.get("action") not in (None, "reset-password"):
+        outcome += f" {body['action']}"
+    if body.get("signedOut") is True:
+        outcome += " +signed out"
+    elif body.get("signedOut") is False:
+        outcome += f" +sign-out failed: {body.get('signOutError', '?')}"
+    return outcome
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -1439,12 +1493,16 @@ def demo() -> int:
             "given again from the guard table (HTTP: Idempotent-Replayed: true), without a Cognito call;\n"
             "recently-reset: the user was reset less than the cooldown ago (Retry-After: seconds left).\n"
             "reset calls: AdminResetUserPassword calls moto received for the user (nemo's fail: no\n"
-            "verified email).\n"
+            "verified email). Issue 17: ivy was invited and never signed in, so her rule resends the\n"
+            "invitation (AdminCreateUser RESEND) instead; paul's reset is followed by a sign-out\n"
+            "everywhere (AdminUserGlobalSignOut); the ticket bot's rule admits 2 resets an hour, so the\n"
+            "third of its batch is refused (429 caller-budget-exhausted, Retry-After: until the budget\n"
+            "admits one more), without a Cognito call.\n"
         )
         user_rows = [
             [
                 u.email,
-                "demo" if u.pool == DEMO_POOL else "other",
+                {DEMO_POOL: "demo", PLAIN_POOL: "plain"}.get(u.pool, "other"),
                 ",".join(u.groups),
                 u.note,
                 before[u.email].label(),

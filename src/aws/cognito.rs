@@ -1,4 +1,4 @@
-//! The Cognito port: the three calls the service makes, paced, retried and bounded by the
+//! The Cognito port: the five calls the service makes, paced, retried and bounded by the
 //! invocation's deadline.
 //!
 //! [`CognitoApi`] is one attempt of one call ([`CognitoSdk`] over the SDK, with the SDK's own
@@ -9,7 +9,11 @@
 //! - `AdminResetUserPassword` is sent again **only** after an answer that proves nothing
 //!   happened (throttling, a connection refused before sending), never after a timeout, a 5xx or
 //!   an unreadable answer (the user may have a code), and never after `LimitExceededException`
-//!   (Cognito's per-user attempt limit: a retry only burns the user's attempts).
+//!   (Cognito's per-user attempt limit: a retry only burns the user's attempts);
+//! - `AdminCreateUser` with `MessageAction=RESEND` (an invited user's invitation sent again)
+//!   mails a new temporary password, so it is retried exactly like a reset;
+//! - `AdminUserGlobalSignOut` is idempotent (signing out twice ends the same sessions), so it is
+//!   retried like a lookup.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -18,9 +22,12 @@ use std::time::Duration;
 use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
 use aws_sdk_cognitoidentityprovider::error::SdkError;
 use aws_sdk_cognitoidentityprovider::operation::RequestId;
+use aws_sdk_cognitoidentityprovider::operation::admin_create_user::AdminCreateUserError;
 use aws_sdk_cognitoidentityprovider::operation::admin_get_user::AdminGetUserError;
 use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::AdminListGroupsForUserError;
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError;
+use aws_sdk_cognitoidentityprovider::operation::admin_user_global_sign_out::AdminUserGlobalSignOutError;
+use aws_sdk_cognitoidentityprovider::types::MessageActionType;
 use aws_sdk_cognitoidentityprovider::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -89,6 +96,24 @@ pub trait CognitoApi: Send + Sync + std::fmt::Debug {
         client_metadata: &'a ClientMetadata,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<String>, CognitoError>>;
+
+    /// `AdminCreateUser` with `MessageAction=RESEND`: an invited user's invitation (a new
+    /// temporary password) sent again; Cognito's request id.
+    fn resend_invitation<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        client_metadata: &'a ClientMetadata,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>>;
+
+    /// `AdminUserGlobalSignOut`: the user's refresh tokens revoked; Cognito's request id.
+    fn global_sign_out<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>>;
 }
 
 /// Why a directory call gave no answer from Cognito.
@@ -126,7 +151,7 @@ impl From<DirectoryError> for crate::outcome::ResetError {
 enum RetryPolicy {
     /// Lookups: anything transient.
     Lookup,
-    /// Resets: only what proves nothing happened.
+    /// Resets (and resent invitations): only what proves nothing happened.
     Reset,
 }
 
@@ -403,6 +428,55 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// `AdminCreateUser` with `MessageAction=RESEND` on the canonical username (an invited user
+    /// who never signed in); returns Cognito's request id. Retried like a reset: only after an
+    /// answer that proves nothing was sent.
+    pub async fn resend_invitation(
+        &self,
+        pool: &UserPoolId,
+        canonical_username: &str,
+        client_metadata: &ClientMetadata,
+        priority: Priority,
+        deadline: Deadline,
+    ) -> Result<Option<String>, DirectoryError> {
+        self.call(
+            pool,
+            Category::UserCreation,
+            priority,
+            Stage::Reset,
+            RetryPolicy::Reset,
+            deadline,
+            |timeout| {
+                self.api
+                    .resend_invitation(pool, canonical_username, client_metadata, timeout)
+            },
+        )
+        .await
+    }
+
+    /// `AdminUserGlobalSignOut` on the canonical username; returns Cognito's request id.
+    /// Idempotent, so retried like a lookup.
+    pub async fn global_sign_out(
+        &self,
+        pool: &UserPoolId,
+        canonical_username: &str,
+        priority: Priority,
+        deadline: Deadline,
+    ) -> Result<Option<String>, DirectoryError> {
+        self.call(
+            pool,
+            Category::UserUpdate,
+            priority,
+            Stage::Reset,
+            RetryPolicy::Lookup,
+            deadline,
+            |timeout| self.api.global_sign_out(pool, canonical_username, timeout),
+        )
+        .await
+    }
+}
+
 /// The SDK implementation: one client per region (the pool id's prefix), and per (role, region)
 /// for the pools of `POOL_ROLES`, created on first use from one configuration and sharing its
 /// HTTP connector.
@@ -620,6 +694,52 @@ impl CognitoApi for CognitoSdk {
             Ok(output.request_id().map(str::to_owned))
         })
     }
+
+    fn resend_invitation<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        client_metadata: &'a ClientMetadata,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
+        Box::pin(async move {
+            let metadata = (!client_metadata.is_empty()).then(|| client_metadata.entries().clone());
+            let output = self
+                .client_for(pool)
+                .admin_create_user()
+                .user_pool_id(pool.as_str())
+                .username(username)
+                .message_action(MessageActionType::Resend)
+                .set_client_metadata(metadata.map(|m| m.into_iter().collect()))
+                .customize()
+                .config_override(self.attempt(timeout))
+                .send()
+                .await
+                .map_err(|e| failed("AdminCreateUser", e))?;
+            Ok(output.request_id().map(str::to_owned))
+        })
+    }
+
+    fn global_sign_out<'a>(
+        &'a self,
+        pool: &'a UserPoolId,
+        username: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
+        Box::pin(async move {
+            let output = self
+                .client_for(pool)
+                .admin_user_global_sign_out()
+                .user_pool_id(pool.as_str())
+                .username(username)
+                .customize()
+                .config_override(self.attempt(timeout))
+                .send()
+                .await
+                .map_err(|e| failed("AdminUserGlobalSignOut", e))?;
+            Ok(output.request_id().map(str::to_owned))
+        })
+    }
 }
 
 /// Classifies a failed call: the operation's modeled errors first, then, on purpose, the
@@ -687,6 +807,47 @@ impl Modeled for AdminResetUserPasswordError {
             | Self::InvalidSmsRoleTrustRelationshipException(_)
             | Self::InvalidEmailRoleAccessPolicyException(_)
             | Self::OperationNotEnabledException(_) => K::Misconfigured,
+            _ => return None,
+        })
+    }
+}
+
+impl Modeled for AdminCreateUserError {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+        use CognitoErrorKind as K;
+        Some(match self {
+            Self::UserNotFoundException(_) => K::UserNotFound,
+            Self::ResourceNotFoundException(_) => K::PoolNotFound,
+            // e.g. the user is no longer in FORCE_CHANGE_PASSWORD: nothing to resend.
+            Self::NotAuthorizedException(_) | Self::UnsupportedUserStateException(_) => {
+                K::NotResettable
+            }
+            Self::InvalidParameterException(_) | Self::CodeDeliveryFailureException(_) => {
+                K::CannotReset
+            }
+            Self::TooManyRequestsException(_) => K::Throttled,
+            Self::InternalErrorException(_)
+            | Self::InvalidLambdaResponseException(_)
+            | Self::UnexpectedLambdaException(_)
+            | Self::UserLambdaValidationException(_) => K::Upstream,
+            Self::InvalidSmsRoleAccessPolicyException(_)
+            | Self::InvalidSmsRoleTrustRelationshipException(_)
+            | Self::PreconditionNotMetException(_) => K::Misconfigured,
+            _ => return None,
+        })
+    }
+}
+
+impl Modeled for AdminUserGlobalSignOutError {
+    fn modeled_kind(&self) -> Option<CognitoErrorKind> {
+        use CognitoErrorKind as K;
+        Some(match self {
+            Self::UserNotFoundException(_) => K::UserNotFound,
+            Self::ResourceNotFoundException(_) => K::PoolNotFound,
+            Self::NotAuthorizedException(_) => K::NotResettable,
+            Self::InvalidParameterException(_) => K::CannotReset,
+            Self::TooManyRequestsException(_) => K::Throttled,
+            Self::InternalErrorException(_) => K::Upstream,
             _ => return None,
         })
     }

@@ -12,7 +12,18 @@
 //! | item | `pk` | attributes |
 //! |---|---|---|
 //! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
-//! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`: the reset's answer was lost), `claimId`, `claimedAt` (ms), `leaseUntil` (ms), `resetAt` (ms, when reset), `expiresAt` |
+//! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`: the reset's answer was lost), `claimId`, `claimedAt` (ms), `leaseUntil` (ms), `resetAt` (ms, when reset), `signOutPending` (the record id whose sign-out failed and is retried on its redelivery), `expiresAt` |
+//! | caller budget | `budget#<sha256(rule, caller)>` | `window` (epoch seconds / `perSeconds`), `used` (resets in that window), `before` (in the window before it), `total` (`used + before`), `expiresAt` |
+//!
+//! **Budgets** (a rule's `budget`: at most N resets per caller in any S seconds) count in fixed
+//! windows `[w·S, (w+1)·S)` and admit a reset only while `before + used < N`: every S-second
+//! interval ending now lies inside windows w−1 and w, so no S seconds ever hold more than N
+//! resets. The price is a later restart after a burst: with `used < N` the budget admits again
+//! when window w+1 begins (w's count becomes `before`), with `used = N` when w+2 begins, at most
+//! 2·S after the burst (`Retry-After` is exactly that time). A spend is one conditional `UpdateItem`
+//! (`total < :n` in the current window), so exactly N of many concurrent requests win; a new
+//! window is started by one conditional `PutItem` over the item it replaces. A reset refused
+//! before sending (by Cognito or the guard) gives its spend back.
 //!
 //! Every decision is one conditional `PutItem` that succeeds only where no live item exists
 //! (absent, or past its `expiresAt`: DynamoDB's TTL deletes lazily, so the condition checks it
@@ -21,10 +32,11 @@
 //! [`GuardError`]s, which the pipeline reports as RETRY `guard-unavailable`.
 //!
 //! Only final answers are kept under a key: RESET, WOULD_RESET and REJECTED, but not
-//! `recently-reset` (it passes once the cooldown ends) nor any RETRY.
+//! `recently-reset` (it passes once the cooldown ends), `caller-budget-exhausted` (once the budget
+//! admits one more), a RESET whose sign-out is retried on redelivery, nor any RETRY.
 //!
 //! Items never hold `ClientMetadata`: a request is compared through `requestHash`, a SHA-256 of
-//! its pool, username and metadata.
+//! its pool, username, metadata and (when asked) `SignOut`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +45,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -58,6 +71,18 @@ pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= 
 pub const HOLDER_CONDITION: &str = "claimId = :claimId";
 /// Only a pending key may be finished or released.
 pub const PENDING_CONDITION: &str = "#state = :pending";
+/// A budget's spend: in the current window, below the limit.
+pub const BUDGET_SPEND_CONDITION: &str = "#window = :window AND #total < :limit";
+/// A budget's first item.
+pub const BUDGET_START_CONDITION: &str = "attribute_not_exists(pk)";
+/// A budget's new window, over exactly the item that was read.
+pub const BUDGET_ROLL_CONDITION: &str = "#window = :oldWindow AND #used = :oldUsed";
+/// A spend given back, in the window it was taken in (`#count` is `used`, or `before` once
+/// the window has moved on).
+pub const BUDGET_REFUND_CONDITION: &str = "#window = :window AND #count > :zero";
+/// Rounds of a budget's spend lost to concurrent writers before it gives up (a new window
+/// races at most once per window; each lost round means another request's spend won).
+const BUDGET_ROUNDS: usize = 8;
 
 /// Settings of the guard, from the function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +139,17 @@ impl KeyRef {
             sha256_hex(&[caller.as_bytes(), key.as_bytes(), position.as_bytes()])
         );
         // JSON of the three compared fields: unambiguous, and ClientMetadata is a sorted map.
-        let compared = serde_json::json!([
+        let mut compared = serde_json::json!([
             request.user_pool_id.as_str(),
             request.username.as_str(),
             request.client_metadata.entries(),
         ]);
+        // `SignOut` only when asked, so the keys of requests without it keep their hash.
+        if request.sign_out
+            && let Some(fields) = compared.as_array_mut()
+        {
+            fields.push(serde_json::Value::Bool(true));
+        }
         KeyRef {
             key: match index {
                 Some(index) => format!("{key}#{index}"),
@@ -174,6 +205,62 @@ pub enum UserState {
     },
     /// Another request is between its claim and its result.
     InProgress,
+    /// This record reset the user on an earlier delivery and its sign-out failed: sign out
+    /// only, never reset again.
+    SignOutPending { reset_at: SystemTime },
+}
+
+/// One caller's budget under one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetScope {
+    /// The item's partition key.
+    pub pk: String,
+    /// N: resets admitted...
+    pub resets: u32,
+    /// ...in any window of S seconds.
+    pub per_seconds: u32,
+}
+
+impl BudgetScope {
+    /// The budget of `caller` (its stable description) under `rule`.
+    pub fn new(rule: &str, caller: &str, resets: u32, per_seconds: u32) -> BudgetScope {
+        BudgetScope {
+            pk: format!(
+                "budget#{}",
+                sha256_hex(&[rule.as_bytes(), caller.as_bytes()])
+            ),
+            resets: resets.max(1),
+            per_seconds: per_seconds.max(1),
+        }
+    }
+
+    fn window_of(&self, time: SystemTime) -> u64 {
+        secs_floor(time) / u64::from(self.per_seconds)
+    }
+
+    fn window_start(&self, window: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(window.saturating_mul(u64::from(self.per_seconds)))
+    }
+
+    /// When a budget with `before` and `used` resets counted in `window` (at the limit) admits
+    /// one more: at the next window if `used` alone is below the limit, else the one after.
+    fn admits_again(&self, window: u64, used: u64) -> SystemTime {
+        if used < u64::from(self.resets) {
+            self.window_start(window + 1)
+        } else {
+            self.window_start(window + 2)
+        }
+    }
+}
+
+/// What a budget said about one more reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetTurn {
+    /// Admitted and counted in `window` (give it back with [`Guard::refund`] if nothing was
+    /// sent). In `DRY_RUN`, admitted and not counted.
+    Spent { window: u64 },
+    /// At the limit until `until`.
+    Exhausted { until: SystemTime },
 }
 
 /// A held user claim, to complete or release.
@@ -201,6 +288,10 @@ pub enum Completion {
     /// stays, marked unconfirmed, for a cooldown window from now, so nothing sends a second code
     /// inside it.
     Unconfirmed,
+    /// The reset happened and the sign-out after it failed in a way that may pass: as `Reset`,
+    /// and the item remembers the record (`signOutPending`), so that its redelivery only signs
+    /// out. Kept at least `IDEMPOTENCY_TTL_SECONDS`, even with the cooldown off.
+    ResetSignOutPending,
 }
 
 /// The guard's four operations, each one conditional write (and, on a lost race, a read),
@@ -237,6 +328,26 @@ pub trait GuardStore: Send + Sync + std::fmt::Debug {
         completion: Completion,
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>>;
+
+    /// Spends one reset of a caller's budget, or says until when it is exhausted. A store that
+    /// keeps no budgets says so (the policy loader refuses budgets without the guard's table).
+    fn spend<'a>(
+        &'a self,
+        _scope: &'a BudgetScope,
+        _budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        Box::pin(async { Err(malformed("UpdateItem", "this guard store keeps no budgets")) })
+    }
+
+    /// Gives back a spend of `window` (nothing was sent).
+    fn refund<'a>(
+        &'a self,
+        _scope: &'a BudgetScope,
+        _window: u64,
+        _budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Makes claim ids unique within the process; with the time and the record's id, unique.
@@ -385,6 +496,34 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Spends one reset of `scope`'s budget (in `DRY_RUN`, only reads it).
+    pub async fn spend(
+        &self,
+        scope: &BudgetScope,
+        deadline: Deadline,
+    ) -> Result<BudgetTurn, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "spend")?;
+        self.store.spend(scope, budget).await
+    }
+
+    /// Gives a spend back: the reset it was for was refused before anything was sent. A
+    /// failure is logged: the budget then counts one reset too many until its window ends
+    /// (on the safe side).
+    pub async fn refund(&self, scope: &BudgetScope, window: u64, deadline: Deadline) {
+        let result = match self.budget(deadline, Stage::Record, "refund") {
+            Ok(budget) => self.store.refund(scope, window, budget).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                error.cause_chain = %crate::logging::cause_chain(&error),
+                "could not give back a budget spend; the caller's budget counts one reset more until its window ends"
+            );
+        }
+    }
+}
+
 /// The guard's table in DynamoDB.
 #[derive(Debug, Clone)]
 pub struct DynamoGuard {
@@ -521,7 +660,10 @@ impl DynamoGuard {
             let item = self.get(&claim.pk, budget).await?;
             return Ok(match item.filter(|i| live(i, now)) {
                 None => UserState::Free,
-                Some(item) => user_state(&item, now)?,
+                Some(item) => match pending_sign_out(&item, claim) {
+                    Some(state) => state,
+                    None => user_state(&item, now)?,
+                },
             });
         }
         // Until completed, a claim counts as a (possible) reset for the whole window: a crash
@@ -553,7 +695,9 @@ impl DynamoGuard {
                 if context.err().is_conditional_check_failed_exception() =>
             {
                 match self.winner(context.into_err(), &claim.pk, budget).await? {
-                    Some(item) => user_state(&item, now),
+                    Some(item) => {
+                        pending_sign_out(&item, claim).map_or_else(|| user_state(&item, now), Ok)
+                    }
                     None => Ok(UserState::InProgress),
                 }
             }
@@ -608,6 +752,23 @@ impl DynamoGuard {
             .await
             .map(drop)
             .map_err(|e| from_sdk("UpdateItem", e)),
+            // A reset whose sign-out is retried on the record's redelivery: remembered even
+            // with the cooldown off, so that the redelivery never resets again.
+            Completion::ResetSignOutPending => {
+                let keep = cooldown.max(self.settings.idempotency_ttl);
+                update(
+                    "SET #state = :state, resetAt = :now, leaseUntil = :now, expiresAt = :expires, signOutPending = :record",
+                    "reset",
+                )
+                .expression_attribute_values(":expires", n(secs_ceil(now + keep)))
+                .expression_attribute_values(":record", s(claim_record(&claim.id)))
+                .customize()
+                .config_override(self.timeouts(budget))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| from_sdk("UpdateItem", e))
+            }
             // A release, or a (possible) reset with the cooldown off: nothing to remember (the
             // record is final either way, so nothing sends the reset again by itself).
             Completion::Reset | Completion::Unconfirmed | Completion::Release => self
@@ -624,6 +785,170 @@ impl DynamoGuard {
                 .map(drop)
                 .map_err(|e| from_sdk("DeleteItem", e)),
         }
+    }
+
+    async fn spend_budget(
+        &self,
+        scope: &BudgetScope,
+        budget: Duration,
+    ) -> Result<BudgetTurn, GuardError> {
+        let now = wall_now();
+        let limit = u64::from(scope.resets);
+        let mut window = scope.window_of(now);
+        let expires = |window: u64| secs_ceil(scope.window_start(window + 2));
+        if self.read_only {
+            let item = self.get(&scope.pk, budget).await?;
+            let (before, used) = budget_counts(item.as_ref(), window);
+            return Ok(if before + used < limit {
+                BudgetTurn::Spent { window }
+            } else {
+                BudgetTurn::Exhausted {
+                    until: scope.admits_again(window, used),
+                }
+            });
+        }
+        for _ in 0..BUDGET_ROUNDS {
+            let spent = self
+                .client
+                .update_item()
+                .table_name(&self.settings.table)
+                .key("pk", s(&scope.pk))
+                .update_expression("SET #used = #used + :one, #total = #total + :one")
+                .condition_expression(BUDGET_SPEND_CONDITION)
+                .expression_attribute_names("#window", "window")
+                .expression_attribute_names("#used", "used")
+                .expression_attribute_names("#total", "total")
+                .expression_attribute_values(":window", n(window))
+                .expression_attribute_values(":limit", n(limit))
+                .expression_attribute_values(":one", n(1))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .config_override(self.timeouts(budget))
+                .send()
+                .await;
+            let old = match spent {
+                Ok(_) => return Ok(BudgetTurn::Spent { window }),
+                Err(SdkError::ServiceError(context))
+                    if context.err().is_conditional_check_failed_exception() =>
+                {
+                    match context.into_err() {
+                        UpdateItemError::ConditionalCheckFailedException(e) if e.item.is_some() => {
+                            e.item
+                        }
+                        _ => self.get(&scope.pk, budget).await?,
+                    }
+                }
+                Err(e) => return Err(from_sdk("UpdateItem", e)),
+            };
+            // Not spent: no item yet, the limit, or an older window to replace.
+            let (condition, before, old_window, old_used) = match &old {
+                None => (BUDGET_START_CONDITION, 0, 0, 0),
+                Some(item) => {
+                    let old_window = number(item, "window").unwrap_or(0);
+                    let old_used = number(item, "used").unwrap_or(0);
+                    if old_window > window {
+                        // Another instance's clock is a window ahead: count in its window.
+                        window = old_window;
+                        continue;
+                    }
+                    if old_window == window {
+                        return Ok(BudgetTurn::Exhausted {
+                            until: scope.admits_again(window, old_used),
+                        });
+                    }
+                    let before = if old_window + 1 == window {
+                        old_used
+                    } else {
+                        0
+                    };
+                    if before >= limit {
+                        return Ok(BudgetTurn::Exhausted {
+                            until: scope.admits_again(window, 0),
+                        });
+                    }
+                    (BUDGET_ROLL_CONDITION, before, old_window, old_used)
+                }
+            };
+            let item = HashMap::from([
+                ("pk".to_owned(), s(&scope.pk)),
+                ("window".to_owned(), n(window)),
+                ("used".to_owned(), n(1)),
+                ("before".to_owned(), n(before)),
+                ("total".to_owned(), n(before + 1)),
+                ("expiresAt".to_owned(), n(expires(window))),
+            ]);
+            let mut put = self
+                .client
+                .put_item()
+                .table_name(&self.settings.table)
+                .set_item(Some(item))
+                .condition_expression(condition);
+            if old.is_some() {
+                put = put
+                    .expression_attribute_names("#window", "window")
+                    .expression_attribute_names("#used", "used")
+                    .expression_attribute_values(":oldWindow", n(old_window))
+                    .expression_attribute_values(":oldUsed", n(old_used));
+            }
+            match put
+                .customize()
+                .config_override(self.timeouts(budget))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(BudgetTurn::Spent { window }),
+                // Another request started the window first: spend in it.
+                Err(SdkError::ServiceError(context))
+                    if context.err().is_conditional_check_failed_exception() => {}
+                Err(e) => return Err(from_sdk("PutItem", e)),
+            }
+        }
+        Err(GuardError::new(
+            GuardErrorKind::Throttled,
+            "UpdateItem",
+            "the caller's budget item changed under every attempt to spend it",
+        ))
+    }
+
+    async fn refund_budget(
+        &self,
+        scope: &BudgetScope,
+        window: u64,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        if self.read_only {
+            return Ok(());
+        }
+        // In its window (`used`), or once the next has begun (`before`); later, it no longer
+        // counts.
+        for (count, in_window) in [("used", window), ("before", window + 1)] {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.settings.table)
+                .key("pk", s(&scope.pk))
+                .update_expression("SET #count = #count - :one, #total = #total - :one")
+                .condition_expression(BUDGET_REFUND_CONDITION)
+                .expression_attribute_names("#window", "window")
+                .expression_attribute_names("#count", count)
+                .expression_attribute_names("#total", "total")
+                .expression_attribute_values(":window", n(in_window))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .customize()
+                .config_override(self.timeouts(budget))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(SdkError::ServiceError(context))
+                    if context.err().is_conditional_check_failed_exception() => {}
+                Err(e) => return Err(from_sdk("UpdateItem", e)),
+            }
+        }
+        Ok(())
     }
 
     /// The item that made a conditional `PutItem` fail: returned with the failure, or (where
@@ -718,6 +1043,41 @@ impl GuardStore for DynamoGuard {
     ) -> BoxFuture<'a, Result<(), GuardError>> {
         Box::pin(self.complete_claim(claim, completion, budget))
     }
+
+    fn spend<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        Box::pin(self.spend_budget(scope, budget))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        window: u64,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(self.refund_budget(scope, window, budget))
+    }
+}
+
+/// `(before, used)` of a budget item as seen from `window`.
+fn budget_counts(item: Option<&HashMap<String, AttributeValue>>, window: u64) -> (u64, u64) {
+    let Some(item) = item else { return (0, 0) };
+    let old_window = number(item, "window").unwrap_or(0);
+    let used = number(item, "used").unwrap_or(0);
+    let before = number(item, "before").unwrap_or(0);
+    if old_window == window {
+        (before, used)
+    } else if old_window + 1 == window {
+        (used, 0)
+    } else if old_window > window {
+        // A clock a window ahead: as full as its window.
+        (before, used)
+    } else {
+        (0, 0)
+    }
 }
 
 /// Reads an idempotency key item that stands in the way.
@@ -742,6 +1102,23 @@ fn key_state(
         }
         _ => Ok(KeyState::InProgress),
     }
+}
+
+/// The record id a claim id was made for (`<record id>/<ms>/<counter>`).
+fn claim_record(claim_id: &str) -> &str {
+    claim_id.rsplitn(3, '/').nth(2).unwrap_or(claim_id)
+}
+
+/// `SignOutPending` when the item in the way is this record's own reset whose sign-out failed.
+fn pending_sign_out(item: &HashMap<String, AttributeValue>, claim: &Claim) -> Option<UserState> {
+    let record = claim_record(&claim.id);
+    (text(item, "state") == Some("reset") && text(item, "signOutPending") == Some(record)).then(
+        || UserState::SignOutPending {
+            reset_at: number(item, "resetAt")
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+                .unwrap_or_else(wall_now),
+        },
+    )
 }
 
 /// Reads a user claim item that stands in the way.

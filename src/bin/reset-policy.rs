@@ -223,6 +223,9 @@ fn explain(file: &Path, caller: &Caller, pool: &str, subject: &Subject) -> ExitC
     for reason in &explanation.reasons {
         let _ = writeln!(text, "  {reason}");
     }
+    if let cognito_reset::policy::Decision::Allow { rule } = &explanation.decision {
+        let _ = writeln!(text, "  rule options: {}", policy.options(rule));
+    }
     if !policy.needs_groups() && !subject.groups.is_empty() {
         text.push_str("  note: the policy does not use groups; --group made no difference\n");
     } else if policy.needs_groups() && subject.groups.is_empty() {

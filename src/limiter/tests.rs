@@ -21,6 +21,8 @@ fn static_rates(rate: f64) -> Rates {
         read: Some(rate),
         resource_read: Some(rate),
         account_recovery: Some(rate),
+        user_creation: Some(rate),
+        user_update: Some(rate),
     }
 }
 
@@ -34,6 +36,8 @@ fn instance(table: &Arc<MemoryBuckets>, quota: f64, static_rate: f64) -> Arc<Lim
                 read: quota,
                 resource_read: quota,
                 account_recovery: quota,
+                user_creation: quota,
+                user_update: quota,
             },
             lease: ms(200),
             timeout: ms(300),

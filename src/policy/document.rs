@@ -13,6 +13,9 @@
 //!       "userPools": [..],                          required, not empty; case-sensitive
 //!       "users": [..], "groups": [..],              at least one of them; not empty when present
 //!       "except": { "users": [..], "groups": [..] } optional
+//!       "invited": "refuse" | "resend",             optional, default "refuse"
+//!       "signOut": "never" | "allowed" | "always",  optional, default "never"
+//!       "budget": { "resets": N, "perSeconds": S }  optional; 1 <= N <= 100000, 1 <= S <= 86400
 //!     } ] }
 //! ```
 
@@ -21,14 +24,28 @@ use std::collections::HashMap;
 use super::json::{self, Node};
 use super::lint::LintWarning;
 use super::pattern::Pattern;
-use super::{Policy, PolicyError, PolicyErrors, Rule};
+use super::{
+    BUDGET_RESETS, BUDGET_SECONDS, Budget, Invited, Policy, PolicyError, PolicyErrors, Rule,
+    RuleOptions, SignOut,
+};
 
 /// The keyword in `callers` that admits a request without caller identity (case-insensitive).
 pub const ANONYMOUS_KEYWORD: &str = "anonymous";
 
 const TOP_FIELDS: &[&str] = &["version", "deny", "rules"];
 const DENY_FIELDS: &[&str] = &["users", "groups"];
-const RULE_FIELDS: &[&str] = &["name", "callers", "userPools", "users", "groups", "except"];
+const RULE_FIELDS: &[&str] = &[
+    "name",
+    "callers",
+    "userPools",
+    "users",
+    "groups",
+    "except",
+    "invited",
+    "signOut",
+    "budget",
+];
+const BUDGET_FIELDS: &[&str] = &["resets", "perSeconds"];
 const EXCEPT_FIELDS: &[&str] = &["users", "groups"];
 
 /// The location of the document itself, for errors about the whole document.
@@ -259,6 +276,27 @@ impl Checker {
             }
         }
 
+        let invited = match self.keyword(
+            fields.get("invited"),
+            &format!("{path}.invited"),
+            &["refuse", "resend"],
+        ) {
+            Some("resend") => Invited::Resend,
+            _ => Invited::Refuse,
+        };
+        let sign_out = match self.keyword(
+            fields.get("signOut"),
+            &format!("{path}.signOut"),
+            &["never", "allowed", "always"],
+        ) {
+            Some("allowed") => SignOut::Allowed,
+            Some("always") => SignOut::Always,
+            _ => SignOut::Never,
+        };
+        let budget = fields
+            .get("budget")
+            .and_then(|node| self.budget(node, &format!("{path}.budget")));
+
         Some(Rule {
             name,
             callers,
@@ -268,7 +306,99 @@ impl Checker {
             groups,
             except_users,
             except_groups,
+            options: RuleOptions {
+                invited,
+                sign_out,
+                budget,
+            },
         })
+    }
+
+    /// An optional string that must be one of `allowed` (case-sensitive).
+    fn keyword(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+        allowed: &[&'static str],
+    ) -> Option<&'static str> {
+        let quoted = || {
+            allowed
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match node? {
+            Node::String(value) => match allowed.iter().find(|a| **a == value.as_str()) {
+                Some(known) => Some(*known),
+                None => {
+                    self.error(
+                        path,
+                        format!("unknown value {value:?}: expected one of {}", quoted()),
+                    );
+                    None
+                }
+            },
+            other => {
+                self.error(
+                    path,
+                    format!("expected one of {}, found {}", quoted(), other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `{"resets": N, "perSeconds": S}`, both required integers in range.
+    fn budget(&mut self, node: &Node, path: &str) -> Option<Budget> {
+        let fields = self.object(node, path, BUDGET_FIELDS)?;
+        let resets = self.integer(
+            fields.get("resets"),
+            &format!("{path}.resets"),
+            BUDGET_RESETS,
+        );
+        let per_seconds = self.integer(
+            fields.get("perSeconds"),
+            &format!("{path}.perSeconds"),
+            BUDGET_SECONDS,
+        );
+        Some(Budget {
+            resets: resets?,
+            per_seconds: per_seconds?,
+        })
+    }
+
+    /// A required integer within `(min, max)`.
+    fn integer(&mut self, node: Option<&Node>, path: &str, (min, max): (u32, u32)) -> Option<u32> {
+        match node {
+            None => {
+                self.error(
+                    path,
+                    format!("missing required field (an integer from {min} to {max})"),
+                );
+                None
+            }
+            Some(Node::Int(n)) if (i128::from(min)..=i128::from(max)).contains(n) => {
+                u32::try_from(*n).ok()
+            }
+            Some(Node::Int(n)) => {
+                self.error(
+                    path,
+                    format!("{n} is out of range: must be from {min} to {max}"),
+                );
+                None
+            }
+            Some(other) => {
+                self.error(
+                    path,
+                    format!(
+                        "expected an integer from {min} to {max}, found {}",
+                        other.kind()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Checks that `node` is an object with only `allowed` keys, each at most once.

@@ -129,6 +129,94 @@ struct Rule {
     groups: Option<Vec<Pattern>>,
     except_users: Vec<Pattern>,
     except_groups: Vec<Pattern>,
+    /// `invited`, `signOut` and `budget`.
+    options: RuleOptions,
+}
+
+/// What a rule does for an invited user (status `FORCE_CHANGE_PASSWORD`, never signed in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Invited {
+    /// REJECTED `invitation-pending` (the default).
+    #[default]
+    Refuse,
+    /// `AdminCreateUser` with `MessageAction=RESEND`: the invitation is sent again.
+    Resend,
+}
+
+impl Invited {
+    /// `refuse` or `resend`, as the document spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invited::Refuse => "refuse",
+            Invited::Resend => "resend",
+        }
+    }
+}
+
+/// Whether a reset under a rule signs the user out everywhere (`AdminUserGlobalSignOut`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignOut {
+    /// Never; a request asking for it is REJECTED `sign-out-not-allowed` (the default).
+    #[default]
+    Never,
+    /// When the request asks for it (`SignOut: true`).
+    Allowed,
+    /// After every reset, whatever the request says.
+    Always,
+}
+
+impl SignOut {
+    /// `never`, `allowed` or `always`, as the document spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignOut::Never => "never",
+            SignOut::Allowed => "allowed",
+            SignOut::Always => "always",
+        }
+    }
+}
+
+/// At most `resets` performed resets by one caller identity under a rule in any window of
+/// `per_seconds` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// 1..=100000.
+    pub resets: u32,
+    /// 1..=86400.
+    pub per_seconds: u32,
+}
+
+/// Smallest and largest `budget.resets`.
+pub const BUDGET_RESETS: (u32, u32) = (1, 100_000);
+/// Smallest and largest `budget.perSeconds`.
+pub const BUDGET_SECONDS: (u32, u32) = (1, 86_400);
+
+/// A rule's options beyond who may reset whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RuleOptions {
+    pub invited: Invited,
+    pub sign_out: SignOut,
+    pub budget: Option<Budget>,
+}
+
+impl fmt::Display for RuleOptions {
+    /// `invited=refuse signOut=never budget=none` (or `budget=5/3600s`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invited={} signOut={} budget=",
+            self.invited.as_str(),
+            self.sign_out.as_str()
+        )?;
+        match self.budget {
+            None => f.write_str("none"),
+            Some(b) => write!(
+                f,
+                "{} resets per {} s (per caller identity)",
+                b.resets, b.per_seconds
+            ),
+        }
+    }
 }
 
 /// A loaded, validated policy with its patterns compiled.
@@ -273,6 +361,43 @@ impl Policy {
     /// The same decision as [`Policy::decide`], with the steps that led to it.
     pub fn explain(&self, caller: &Caller, pool: &str, subject: &Subject) -> Explanation {
         self.evaluate_explained(caller, pool, subject)
+    }
+
+    /// The options of the rule named `rule` (the defaults for a name no rule has).
+    pub fn options(&self, rule: &str) -> RuleOptions {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map(|r| r.options)
+            .unwrap_or_default()
+    }
+
+    /// Whether any rule has a `budget` (it needs the guard's table).
+    pub fn has_budget(&self) -> bool {
+        self.rules.iter().any(|r| r.options.budget.is_some())
+    }
+
+    /// Refuses a policy with budgets where there is no guard table to count them in: one
+    /// error per `budget`, located.
+    pub fn check_budgets_have_a_table(&self, guard_table: bool) -> Result<(), PolicyErrors> {
+        if guard_table {
+            return Ok(());
+        }
+        let errors: Vec<PolicyError> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.options.budget.is_some())
+            .map(|(index, _)| PolicyError {
+                location: format!("rules[{index}].budget"),
+                message: "a budget is counted in the guard's table, and GUARD_TABLE is not set: set it, or remove the budget".to_owned(),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyErrors::from(errors))
+        }
     }
 
     /// The number of rules.

@@ -1026,3 +1026,120 @@ proptest! {
         }
     }
 }
+
+// ---- rule options: invited, signOut, budget ------------------------------------------------
+
+fn with_options(options: &str) -> String {
+    format!(
+        r#"{{"version":1,"rules":[{{"name":"r","callers":["*"],"userPools":["*"],"users":["*"]{options}}}]}}"#
+    )
+}
+
+#[test]
+fn rule_options_default_to_refuse_never_and_no_budget() {
+    let p = policy(&with_options(""));
+    assert_eq!(p.options("r"), RuleOptions::default());
+    assert_eq!(p.options("r").invited, Invited::Refuse);
+    assert_eq!(p.options("r").sign_out, SignOut::Never);
+    assert!(!p.has_budget());
+}
+
+#[test]
+fn every_rule_option_value_loads() {
+    for (text, invited, sign_out) in [
+        (
+            r#","invited":"refuse","signOut":"never""#,
+            Invited::Refuse,
+            SignOut::Never,
+        ),
+        (
+            r#","invited":"resend","signOut":"allowed""#,
+            Invited::Resend,
+            SignOut::Allowed,
+        ),
+        (r#","signOut":"always""#, Invited::Refuse, SignOut::Always),
+    ] {
+        let p = policy(&with_options(text));
+        assert_eq!(p.options("r").invited, invited, "{text}");
+        assert_eq!(p.options("r").sign_out, sign_out, "{text}");
+    }
+    let p = policy(&with_options(r#","budget":{"resets":5,"perSeconds":3600}"#));
+    assert_eq!(
+        p.options("r").budget,
+        Some(Budget {
+            resets: 5,
+            per_seconds: 3600
+        })
+    );
+    assert!(p.has_budget());
+    assert_eq!(
+        p.options("r").to_string(),
+        "invited=refuse signOut=never budget=5 resets per 3600 s (per caller identity)"
+    );
+}
+
+#[test]
+fn unknown_or_mistyped_rule_option_values_are_errors_naming_the_field() {
+    for (text, expected) in [
+        (
+            r#","invited":"Resend""#,
+            r#"rules[0].invited: unknown value "Resend": expected one of "refuse", "resend""#,
+        ),
+        (
+            r#","signOut":"sometimes""#,
+            r#"rules[0].signOut: unknown value "sometimes": expected one of "never", "allowed", "always""#,
+        ),
+        (
+            r#","signOut":true"#,
+            r#"rules[0].signOut: expected one of "never", "allowed", "always", found a boolean"#,
+        ),
+        (
+            r#","signout":"always""#,
+            "rules[0].signout: unknown field (did you mean `signOut`?)",
+        ),
+        (
+            r#","budget":{"resets":0,"perSeconds":60}"#,
+            "rules[0].budget.resets: 0 is out of range: must be from 1 to 100000",
+        ),
+        (
+            r#","budget":{"resets":100001,"perSeconds":60}"#,
+            "rules[0].budget.resets: 100001 is out of range: must be from 1 to 100000",
+        ),
+        (
+            r#","budget":{"resets":1,"perSeconds":86401}"#,
+            "rules[0].budget.perSeconds: 86401 is out of range: must be from 1 to 86400",
+        ),
+        (
+            r#","budget":{"resets":1.5,"perSeconds":60}"#,
+            "rules[0].budget.resets: expected an integer from 1 to 100000, found a number",
+        ),
+        (
+            r#","budget":{"resets":1}"#,
+            "rules[0].budget.perSeconds: missing required field (an integer from 1 to 86400)",
+        ),
+        (
+            r#","budget":{"resets":1,"perSeconds":1,"per":2}"#,
+            "rules[0].budget.per: unknown field; expected one of: resets, perSeconds",
+        ),
+        (
+            r#","budget":5"#,
+            "rules[0].budget: expected an object, found a number",
+        ),
+    ] {
+        let found = errors(&with_options(text));
+        assert_eq!(found, vec![expected.to_owned()], "{text}");
+    }
+}
+
+#[test]
+fn options_belong_to_the_rule_that_allowed() {
+    let p = policy(
+        r#"{"version":1,"rules":[
+            {"name":"a","callers":["*"],"userPools":["*"],"users":["a*"],"invited":"resend"},
+            {"name":"b","callers":["*"],"userPools":["*"],"users":["*"],"signOut":"always"}]}"#,
+    );
+    assert_eq!(p.options("a").invited, Invited::Resend);
+    assert_eq!(p.options("a").sign_out, SignOut::Never);
+    assert_eq!(p.options("b").invited, Invited::Refuse);
+    assert_eq!(p.options("b").sign_out, SignOut::Always);
+}

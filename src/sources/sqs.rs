@@ -20,7 +20,7 @@ use crate::caller;
 use crate::deadline::Deadline;
 use crate::event::is_last_receive;
 use crate::invocation::Invocation;
-use crate::outcome::{Class, ResetError};
+use crate::outcome::ResetError;
 use crate::pipeline::App;
 use crate::record::{Job, Origin, Source};
 use crate::request::{InvalidRequest, ResetRequest, UserPoolId};
@@ -131,7 +131,7 @@ pub async fn handle(
     response.batch_item_failures = results
         .iter()
         .zip(ids)
-        .filter(|(result, _)| matches!(result, Err(e) if e.class() == Class::Retry))
+        .filter(|(result, _)| crate::outcome::hand_back(result))
         .map(|(_, id)| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;

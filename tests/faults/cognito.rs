@@ -208,4 +208,25 @@ impl CognitoApi for FakeCognito {
             }
         }))
     }
+
+    // The harness's users are all CONFIRMED and its policy never signs out: a call of either is
+    // a bug the run must show.
+    fn resend_invitation<'a>(
+        &'a self,
+        _pool: &'a UserPoolId,
+        username: &'a str,
+        _client_metadata: &'a ClientMetadata,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
+        panic!("AdminCreateUser called for {username}: the harness has no invited user")
+    }
+
+    fn global_sign_out<'a>(
+        &'a self,
+        _pool: &'a UserPoolId,
+        username: &'a str,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
+        panic!("AdminUserGlobalSignOut called for {username}: the harness's policy never signs out")
+    }
 }

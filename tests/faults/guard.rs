@@ -516,6 +516,8 @@ impl GuardStore for FakeGuard {
                         .to_owned(),
                         false,
                     ),
+                    // The harness never signs out, so never remembers a pending sign-out.
+                    UserState::SignOutPending { .. } => ("sign-out pending".to_owned(), false),
                 }
             },
             move |table, now| claim(table, claim_ref, lease_until, now),

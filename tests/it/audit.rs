@@ -26,6 +26,10 @@ const FIELDS: &[&str] = &[
     "told",
     "idempotency_key",
     "replayed",
+    "action",
+    "signed_out",
+    "sign_out_error",
+    "sign_out_only",
     "reset_at",
     "cognito_request_id",
     "reason",
@@ -88,6 +92,36 @@ fn assert_documented(line: &Value) {
             "audit line lacks {name}: {line}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_audit_line_says_what_a_reset_did_and_whether_the_user_was_signed_out() {
+    let cognito = Cognito::with_users(demo_users());
+    let app = demo_app(&cognito);
+    let signed_out = http_event_with_body(&json!({
+        "UserPoolId": POOL, "Username": "diego@example.com", "SignOut": true,
+        "ClientMetadata": {"ticket": "canary-9d2"}
+    }));
+    let (_, lines) = audited(&app, signed_out).await;
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_documented(line);
+    assert_eq!(
+        (
+            &line["action"],
+            &line["signed_out"],
+            &line["sign_out_error"]
+        ),
+        (&json!("reset-password"), &json!("true"), &json!(""))
+    );
+    assert!(!line.to_string().contains("canary-9d2"), "{line}");
+    // A refusal has no action.
+    let plain = http_event_with_body(&json!({"UserPoolId": POOL, "Username": "admin@example.com"}));
+    let (_, lines) = audited(&app, plain).await;
+    assert_eq!(
+        (&lines[0]["outcome"], &lines[0]["action"]),
+        (&json!("REJECTED"), &json!(""))
+    );
 }
 
 #[tokio::test]

@@ -352,6 +352,8 @@ fn example_events() -> Vec<(&'static str, OutcomeEvent)> {
     reset.idempotency_key = Some("INC-1234".to_owned());
     reset.reason = Some("locked out, ticket INC-1234".to_owned());
     reset.policy_version = Some("7".to_owned());
+    reset.action = Some("reset-password".to_owned());
+    reset.signed_out = Some(true);
 
     let sqs = |outcome, id: &str, secs, user: &str, canonical: &str| {
         let mut e = OutcomeEvent::new(outcome, "sqs", id, QUEUE, at(secs));
@@ -372,6 +374,7 @@ fn example_events() -> Vec<(&'static str, OutcomeEvent)> {
         erin,
     );
     would.rule = Some("ticket-queue".to_owned());
+    would.action = Some("reset-password".to_owned());
     let mut rejected = sqs(
         EventOutcome::Rejected,
         "059f36b4-87a3-44ab-83d2-661975830a02",
@@ -508,6 +511,57 @@ mod through_the_function {
         let mut users = demo_users();
         users.push(tina);
         users
+    }
+
+    #[tokio::test]
+    async fn a_reset_says_what_was_done_and_whether_the_user_was_signed_out() {
+        // The demo policy: the portal may ask for a sign-out, and its invitations rule resends.
+        const PLAIN_POOL: &str = "us-west-2_3cb16e0c4e06d6da7481c048fd3580f0c31baeba31c42";
+        let (rule, calls) = eventbridge(accept_all);
+        let mut users = demo_users();
+        users.push(invited("ivy"));
+        let cognito = Cognito::with_users(users);
+        let app = app_with_bus(&cognito, &rule, false);
+        let diego = http_event_with_body(&json!({
+            "UserPoolId": POOL, "Username": "diego@example.com", "SignOut": true,
+            "ClientMetadata": {"ticket": "canary-5150"}
+        }));
+        let (response, diego_metrics) = invoke(&app, diego, "req-1", far_deadline()).await;
+        assert_eq!(http_parts(&response.expect("response")).0, 200);
+        let ivy = http_event_with_body(&json!({
+            "UserPoolId": PLAIN_POOL, "Username": "ivy@example.com",
+            "ClientMetadata": {"ticket": "canary-5150"}
+        }));
+        let (response, ivy_metrics) = invoke(&app, ivy, "req-2", far_deadline()).await;
+        assert_eq!(http_parts(&response.expect("response")).0, 200);
+        // Events: the action, the sign-out, and never the metadata.
+        let details = details(&calls);
+        assert_eq!(details.len(), 2, "{details:?}");
+        assert_eq!(
+            (&details[0]["action"], &details[0]["signedOut"]),
+            (&json!("reset-password"), &json!(true))
+        );
+        assert_eq!(details[1]["action"], "resend-invitation");
+        assert_eq!(details[1].get("signedOut"), None);
+        assert!(!format!("{details:?}").contains("canary-5150"));
+        // Metrics: one of each action, one sign-out, and the new operations' latencies.
+        let diego_emf = diego_metrics.to_json_line().expect("metrics");
+        let ivy_emf = ivy_metrics.to_json_line().expect("metrics");
+        for name in [
+            "\"Actions.reset-password\":1",
+            "\"SignOuts\":1",
+            "CognitoLatency.AdminUserGlobalSignOut",
+        ] {
+            assert!(diego_emf.contains(name), "{name}: {diego_emf}");
+        }
+        for name in [
+            "\"Actions.resend-invitation\":1",
+            "CognitoLatency.AdminCreateUser",
+        ] {
+            assert!(ivy_emf.contains(name), "{name}: {ivy_emf}");
+        }
+        assert_eq!(cognito.resend.num_calls(), 1);
+        assert_eq!(cognito.sign_out.num_calls(), 1);
     }
 
     #[tokio::test]

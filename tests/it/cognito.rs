@@ -1064,6 +1064,31 @@ impl cognito_reset::aws::cognito::CognitoApi for Instant0 {
     > {
         Box::pin(async { Ok(None) })
     }
+
+    fn resend_invitation<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        _username: &'a str,
+        _client_metadata: &'a cognito_reset::request::ClientMetadata,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<Option<String>, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn global_sign_out<'a>(
+        &'a self,
+        _pool: &'a cognito_reset::request::UserPoolId,
+        _username: &'a str,
+        _timeout: Duration,
+    ) -> cognito_reset::aws::BoxFuture<
+        'a,
+        Result<Option<String>, cognito_reset::failure::CognitoError>,
+    > {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1083,6 +1108,8 @@ async fn group_lookups_are_paced_in_their_own_quota_category() {
             read: Some(100.0),
             resource_read: Some(2.0),
             account_recovery: Some(100.0),
+            user_creation: Some(100.0),
+            user_update: Some(100.0),
         },
     );
     let pool = UserPoolId::parse(POOL).expect("pool");
@@ -1111,4 +1138,63 @@ async fn group_lookups_are_paced_in_their_own_quota_category() {
     // held back by them
     assert_eq!(groups, Duration::from_millis(1050));
     assert_eq!(users, Duration::from_micros(21_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn resent_invitations_and_sign_outs_are_paced_in_their_own_quota_categories() {
+    use cognito_reset::aws::cognito::Directory;
+    use cognito_reset::limiter::{Priority, Rates};
+    use cognito_reset::request::{ClientMetadata, UserPoolId};
+    // Given UserCreation (AdminCreateUser) at 2/s, UserUpdate (AdminUserGlobalSignOut) at 4/s,
+    // and the account-recovery category (resets) at 100/s
+    let directory = Directory::new(
+        Arc::new(Instant0),
+        ClientSettings {
+            timeout: Duration::from_secs(5),
+            max_attempts: 1,
+        },
+        Duration::from_secs(2),
+        Rates {
+            read: Some(100.0),
+            resource_read: Some(100.0),
+            account_recovery: Some(100.0),
+            user_creation: Some(2.0),
+            user_update: Some(4.0),
+        },
+    );
+    let pool = UserPoolId::parse(POOL).expect("pool");
+    let metadata = ClientMetadata::default();
+    let deadline = Deadline(tokio::time::Instant::now() + Duration::from_secs(60));
+
+    // When three invitations are resent, three users signed out, then three users reset
+    let t0 = tokio::time::Instant::now();
+    for _ in 0..3 {
+        directory
+            .resend_invitation(&pool, "ivy", &metadata, Priority::Batch, deadline)
+            .await
+            .expect("resent");
+    }
+    let resends = t0.elapsed();
+    let t1 = tokio::time::Instant::now();
+    for _ in 0..3 {
+        directory
+            .global_sign_out(&pool, "diego", Priority::Batch, deadline)
+            .await
+            .expect("signed out");
+    }
+    let sign_outs = t1.elapsed();
+    let t2 = tokio::time::Instant::now();
+    for _ in 0..3 {
+        directory
+            .reset_password(&pool, "diego", &metadata, Priority::Batch, deadline)
+            .await
+            .expect("reset");
+    }
+    let resets = t2.elapsed();
+
+    // Then each is spaced at its own category's rate (the spacing is 1.05 / rate), and the
+    // resets are not held back by either
+    assert_eq!(resends, Duration::from_millis(1050));
+    assert_eq!(sign_outs, Duration::from_micros(525_000));
+    assert!(resets < Duration::from_millis(30), "{resets:?}");
 }

@@ -26,7 +26,9 @@ use cognito_reset::aws::bucket::{
     APPEND_CONDITION, CUT_CONDITION, REPAIR_CONDITION, RESTART_CONDITION,
 };
 use cognito_reset::aws::guard::{
-    self, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION, PENDING_CONDITION,
+    self, BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION,
+    BUDGET_START_CONDITION, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION,
+    PENDING_CONDITION,
 };
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -107,6 +109,18 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
             let gap_ago = value_n(":gapAgo").expect(":gapAgo");
             old.and_then(|old| num(old, "cutAtUs"))
                 .is_none_or(|at| at <= gap_ago)
+        }
+        Some(c) if c == BUDGET_SPEND_CONDITION => old.is_some_and(|old| {
+            num(old, "window") == value_n(":window")
+                && num(old, "total").expect("total") < value_n(":limit").expect(":limit")
+        }),
+        Some(c) if c == BUDGET_START_CONDITION => old.is_none(),
+        Some(c) if c == BUDGET_ROLL_CONDITION => old.is_some_and(|old| {
+            num(old, "window") == value_n(":oldWindow") && num(old, "used") == value_n(":oldUsed")
+        }),
+        // `#count` is bound by name: the fake checks both counts, which the refund keeps >= 0.
+        Some(c) if c == BUDGET_REFUND_CONDITION => {
+            old.is_some_and(|old| num(old, "window") == value_n(":window"))
         }
         Some(other) => panic!("the fake table does not know the condition {other:?}"),
     }
@@ -206,14 +220,28 @@ impl Table {
                 let (name, value) = assignment.split_once('=').expect("name = :value");
                 let name = name.trim();
                 let name = names.get(name).map(String::as_str).unwrap_or(name);
-                // `a = a + :n` (the buckets' append), or `a = :value`
-                let value = match value.split_once('+') {
-                    Some((base, addend)) => {
-                        let base = num(&item, base.trim()).expect("a number to add to");
-                        let addend = num(&values, addend.trim()).expect("a bound number");
-                        AttributeValue::N((base + addend).to_string())
-                    }
-                    None => values.get(value.trim()).expect("a bound value").clone(),
+                // `a = a + :n` (the buckets' append, a budget's spend), `a = a - :n` (a
+                // budget's refund), or `a = :value`; names may be `#placeholders`.
+                let name_of = |n: &str| -> String {
+                    names
+                        .get(n.trim())
+                        .cloned()
+                        .unwrap_or_else(|| n.trim().to_owned())
+                };
+                let value = if let Some((base, addend)) = value.split_once('+') {
+                    let base = num(&item, &name_of(base)).expect("a number to add to");
+                    let addend = num(&values, addend.trim()).expect("a bound number");
+                    AttributeValue::N((base + addend).to_string())
+                } else if let Some((base, subtrahend)) = value.split_once('-') {
+                    let base = num(&item, &name_of(base)).expect("a number to subtract from");
+                    let subtrahend = num(&values, subtrahend.trim()).expect("a bound number");
+                    AttributeValue::N(
+                        base.checked_sub(subtrahend)
+                            .expect("a count never below 0")
+                            .to_string(),
+                    )
+                } else {
+                    values.get(value.trim()).expect("a bound value").clone()
                 };
                 item.insert(name.to_owned(), value);
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::operation::admin_create_user::AdminCreateUserOutput;
 use aws_sdk_cognitoidentityprovider::operation::admin_get_user::{
     AdminGetUserError, AdminGetUserOutput,
 };
@@ -16,10 +17,15 @@ use aws_sdk_cognitoidentityprovider::operation::admin_list_groups_for_user::{
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::{
     AdminResetUserPasswordError, AdminResetUserPasswordOutput,
 };
+use aws_sdk_cognitoidentityprovider::operation::admin_user_global_sign_out::{
+    AdminUserGlobalSignOutError, AdminUserGlobalSignOutOutput,
+};
 use aws_sdk_cognitoidentityprovider::types::error::{
     InvalidParameterException, UserNotFoundException,
 };
-use aws_sdk_cognitoidentityprovider::types::{AttributeType, GroupType, UserStatusType};
+use aws_sdk_cognitoidentityprovider::types::{
+    AttributeType, GroupType, MessageActionType, UserStatusType,
+};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use cognito_reset::aws::ClientSettings;
 use cognito_reset::aws::cognito::{self as directory, Directory};
@@ -45,6 +51,8 @@ pub struct TestUser {
     pub groups: Vec<String>,
     /// What `AdminResetUserPassword` answers for this user, when not success.
     pub reset_error: Option<fn() -> AdminResetUserPasswordError>,
+    /// Cognito's `UserStatus` (`CONFIRMED` unless a test says otherwise).
+    pub status: UserStatusType,
 }
 
 pub fn user(local: &str, groups: &[&str]) -> TestUser {
@@ -55,6 +63,15 @@ pub fn user(local: &str, groups: &[&str]) -> TestUser {
         enabled: true,
         groups: groups.iter().map(|g| g.to_string()).collect(),
         reset_error: None,
+        status: UserStatusType::Confirmed,
+    }
+}
+
+/// A user invited by `AdminCreateUser` who never signed in (`FORCE_CHANGE_PASSWORD`).
+pub fn invited(local: &str) -> TestUser {
+    TestUser {
+        status: UserStatusType::ForceChangePassword,
+        ..user(local, &["staff"])
     }
 }
 
@@ -102,6 +119,10 @@ pub struct Cognito {
     pub get_user: Rule,
     pub list_groups: Rule,
     pub reset: Rule,
+    /// `AdminCreateUser` (RESEND only: anything else fails the test).
+    pub resend: Rule,
+    /// `AdminUserGlobalSignOut`.
+    pub sign_out: Rule,
     /// Canonical usernames reset so far, with the ClientMetadata passed, in call order.
     resets: Arc<Mutex<Vec<ResetCall>>>,
 }
@@ -121,7 +142,7 @@ impl Cognito {
                             .user_attributes(attr("email_verified", "true"))
                             .user_attributes(attr("sub", &u.sub))
                             .enabled(u.enabled)
-                            .user_status(UserStatusType::Confirmed)
+                            .user_status(u.status.clone())
                             .build()
                             .expect("valid output"),
                     ),
@@ -172,12 +193,31 @@ impl Cognito {
                 )),
             }
         });
+        let resend = mock!(Client::admin_create_user).then_compute_response(|input| {
+            assert_eq!(
+                input.message_action(),
+                Some(&MessageActionType::Resend),
+                "AdminCreateUser is only ever called to RESEND"
+            );
+            MockResponse::Output(AdminCreateUserOutput::builder().build())
+        });
+        let sign_out = mock!(Client::admin_user_global_sign_out)
+            .then_output(|| AdminUserGlobalSignOutOutput::builder().build());
         Cognito {
             get_user,
             list_groups,
             reset,
+            resend,
+            sign_out,
             resets,
         }
+    }
+
+    /// Every `AdminUserGlobalSignOut` fails with `error`.
+    pub fn sign_out_fails(mut self, error: fn() -> AdminUserGlobalSignOutError) -> Cognito {
+        self.sign_out = mock!(Client::admin_user_global_sign_out)
+            .then_compute_response(move |_| MockResponse::Error(error()));
+        self
     }
 
     /// Canonical usernames reset so far, in call order.
@@ -223,7 +263,11 @@ impl Cognito {
 
     /// Total calls made to Cognito.
     pub fn calls(&self) -> usize {
-        self.get_user.num_calls() + self.list_groups.num_calls() + self.reset.num_calls()
+        self.get_user.num_calls()
+            + self.list_groups.num_calls()
+            + self.reset.num_calls()
+            + self.resend.num_calls()
+            + self.sign_out.num_calls()
     }
 
     /// A client over these rules, configured like the real one (no SDK retries: the directory
@@ -236,7 +280,13 @@ impl Cognito {
         mock_client!(
             aws_sdk_cognitoidentityprovider,
             RuleMode::MatchAny,
-            [&self.get_user, &self.list_groups, &self.reset],
+            [
+                &self.get_user,
+                &self.list_groups,
+                &self.reset,
+                &self.resend,
+                &self.sign_out
+            ],
             |builder| directory::configure(builder, settings)
         )
     }
@@ -262,11 +312,22 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
         ("COGNITO_RESET_RPS", "unlimited"),
         ("COGNITO_READ_RPS", "unlimited"),
         ("COGNITO_RESOURCE_READ_RPS", "unlimited"),
+        ("COGNITO_CREATION_RPS", "unlimited"),
+        ("COGNITO_UPDATE_RPS", "unlimited"),
         ("COGNITO_MAX_ATTEMPTS", "1"),
     ] {
         if !vars.iter().any(|(k, _)| k == name) {
             vars.push((name.to_owned(), value.to_owned()));
         }
+    }
+    // A budget is counted in the guard's table, and the function does not start without one
+    // (the demo policy has a budget): name the table, as every deployment with a budget does.
+    // The app's guard is still the test's choice (`app` has none, `guarded_app` the fake table).
+    let has_budget = vars.iter().any(|(k, v)| {
+        k == "POLICY" && cognito_reset::policy::Policy::from_json(v).is_ok_and(|p| p.has_budget())
+    });
+    if has_budget && !vars.iter().any(|(k, _)| k == "GUARD_TABLE") {
+        vars.push(("GUARD_TABLE".to_owned(), crate::dynamodb::TABLE.to_owned()));
     }
     Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .expect("valid test configuration")
@@ -294,8 +355,23 @@ pub fn guarded_app(
     cooldown_secs: u64,
     dry_run: bool,
 ) -> Arc<App> {
+    guarded_app_with_policy(cognito, table, DEMO_POLICY, cooldown_secs, dry_run)
+}
+
+/// `policy` over the demo users, with the guard on over `table`.
+pub fn guarded_app_with_policy(
+    cognito: &Cognito,
+    table: &crate::dynamodb::Table,
+    policy: &str,
+    cooldown_secs: u64,
+    dry_run: bool,
+) -> Arc<App> {
     let dry = if dry_run { "true" } else { "false" };
-    let config = config(&[("POLICY", DEMO_POLICY), ("DRY_RUN", dry)]);
+    let config = config(&[
+        ("POLICY", policy),
+        ("DRY_RUN", dry),
+        ("GUARD_TABLE", crate::dynamodb::TABLE),
+    ]);
     let guard = Guard::dynamodb(
         table.client(),
         crate::dynamodb::settings(cooldown_secs),

@@ -16,7 +16,7 @@ async fn allowed_request_resets_the_canonical_user_and_answers_200() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        json!({"outcome": "RESET", "userPoolId": POOL, "username": "diego-0000-uuid", "requestId": "req-1"})
+        json!({"outcome": "RESET", "userPoolId": POOL, "username": "diego-0000-uuid", "action": "reset-password", "requestId": "req-1"})
     );
     assert_eq!(response["headers"]["content-type"], "application/json");
     assert_eq!(cognito.reset_users(), ["diego-0000-uuid"]);

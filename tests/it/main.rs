@@ -9,6 +9,7 @@ mod cognito;
 mod dynamodb;
 mod events;
 mod guard;
+mod helpdesk;
 mod helpers;
 mod http;
 mod logging;

@@ -390,6 +390,15 @@ fn what_can_be_emitted_is_derived_from_the_outcomes_and_codes() {
         "Records.RETRY.policy-stale",
         "CognitoLatency.AdminGetUser",
         "GaveUp",
+        "BudgetRefusals",
+        "SignOuts",
+        "SignOutFailures",
+        "Records.REJECTED.caller-budget-exhausted",
+        "Records.REJECTED.invitation-pending",
+        "Actions.reset-password",
+        "Actions.resend-invitation",
+        "CognitoLatency.AdminCreateUser",
+        "CognitoLatency.AdminUserGlobalSignOut",
     ] {
         assert!(can_emit(name), "{name}");
     }
@@ -398,6 +407,8 @@ fn what_can_be_emitted_is_derived_from_the_outcomes_and_codes() {
         "Records.RETRY.recently-reset",
         "Records.REJECTED.throttled",
         "CognitoLatency.AdminDeleteUser",
+        "Actions.delete-user",
+        "Records.RETRY.caller-budget-exhausted",
     ] {
         assert!(!can_emit(name), "{name}");
     }

@@ -169,6 +169,62 @@ async fn answers_of_every_documented_status_are_recorded_for_the_openapi_check()
         answers.push(recorded(&format!("{sample} (deadline)"), &got));
     }
 
+    // Issue 17: invited and unconfirmed users, sign-outs, a caller's budget.
+    {
+        use crate::helpdesk::{policy, request, throttled_sign_out, users};
+        let with = |options: &str, cognito: &Cognito| {
+            crate::helpers::app(
+                crate::helpers::config(&[("POLICY", &policy(options))]),
+                cognito.client(),
+            )
+        };
+        let options = r#","invited":"resend","signOut":"allowed""#;
+        let cognito = Cognito::with_users(users());
+        for (what, body) in [
+            ("invitation resent", request("ivy@example.com", json!({}))),
+            (
+                "signed out",
+                request("diego@example.com", json!({"SignOut": true})),
+            ),
+        ] {
+            let got = answer(&with(options, &cognito), body, far_deadline()).await;
+            answers.push(recorded(what, &got));
+        }
+        let cognito = Cognito::with_users(users()).sign_out_fails(throttled_sign_out);
+        let body = request("diego@example.com", json!({"SignOut": true}));
+        let got = answer(&with(options, &cognito), body, far_deadline()).await;
+        answers.push(recorded("sign-out failed", &got));
+        let cognito = Cognito::with_users(users());
+        for (what, body) in [
+            ("invitation-pending", request("ivy@example.com", json!({}))),
+            ("user-unconfirmed", request("ursula@example.com", json!({}))),
+            (
+                "sign-out-not-allowed",
+                request("diego@example.com", json!({"signOut": true})),
+            ),
+        ] {
+            let got = answer(&with("", &cognito), body, far_deadline()).await;
+            answers.push(recorded(what, &got));
+        }
+        // A budget of 1 and a batch of 3: one 200 and two 429.
+        let table = crate::dynamodb::Table::new(crate::dynamodb::Mode::Normal);
+        let app = crate::helpers::guarded_app_with_policy(
+            &cognito,
+            &table,
+            &policy(r#","budget":{"resets":1,"perSeconds":3600}"#),
+            300,
+            false,
+        );
+        let batch = http_event_with_body(&json!([
+            {"UserPoolId": POOL, "Username": "u1@example.com"},
+            {"UserPoolId": POOL, "Username": "u2@example.com"},
+        ]));
+        let got = answer(&app, batch, far_deadline()).await;
+        answers.push(recorded("budget exhausted (batch)", &got));
+        let got = answer(&app, request("u3@example.com", json!({})), far_deadline()).await;
+        answers.push(recorded("budget exhausted", &got));
+    }
+
     let statuses: BTreeSet<u64> = answers
         .iter()
         .filter_map(|a| a["statusCode"].as_u64())

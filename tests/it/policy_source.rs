@@ -105,6 +105,8 @@ fn settings(interval_secs: u64) -> RefreshSettings {
     RefreshSettings {
         interval: Duration::from_secs(interval_secs),
         timeout: Duration::from_millis(200),
+        // The demo policy has a budget: a guarded function.
+        guard_table: true,
     }
 }
 
@@ -750,6 +752,7 @@ async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() 
         RefreshSettings {
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(2),
+            guard_table: true,
         },
         long_ago,
     )
@@ -782,4 +785,44 @@ async fn a_hanging_parameter_read_never_makes_the_records_miss_their_deadline() 
     );
     assert_eq!(cognito.reset_users(), ["erin-0000-uuid"]);
     assert_eq!(script.reads(), 1, "only the start-up read");
+}
+
+/// A policy without budgets: what a function without `GUARD_TABLE` can run.
+fn no_budget_policy() -> String {
+    let mut policy: serde_json::Value = serde_json::from_str(DEMO_POLICY).expect("JSON");
+    for rule in policy["rules"].as_array_mut().expect("rules") {
+        rule.as_object_mut().expect("rule").remove("budget");
+    }
+    policy.to_string()
+}
+
+#[tokio::test]
+async fn without_a_guard_table_a_budget_is_refused_at_start_up_and_on_refresh() {
+    let t0 = Instant::now();
+    let unguarded = RefreshSettings {
+        guard_table: false,
+        ..settings(60)
+    };
+    // At start-up: the function does not start, naming the rule's budget.
+    let script = Scripted::new(vec![Step::Version("1", DEMO_POLICY.to_owned())]);
+    let error = PolicyStore::load(Box::new(Handle(script)), unguarded, t0)
+        .await
+        .expect_err("a budget without a table");
+    let message = error.to_string();
+    assert!(message.contains("rules[2].budget"), "{message}");
+    assert!(message.contains("GUARD_TABLE"), "{message}");
+    // On refresh: a new version with a budget is refused like an invalid one; the last good stays.
+    let script = Scripted::new(vec![
+        Step::Version("1", no_budget_policy()),
+        Step::Version("2", DEMO_POLICY.to_owned()),
+    ]);
+    let store = PolicyStore::load(Box::new(Handle(Arc::clone(&script))), unguarded, t0)
+        .await
+        .expect("no budget, no table: fine");
+    let refresh = store.refresh_if_due(t0 + Duration::from_secs(61)).await;
+    assert!(
+        matches!(&refresh, Refresh::Refused { kept, error: PolicySourceError::Invalid { .. } } if kept == "1"),
+        "{refresh:?}"
+    );
+    assert_eq!(store.current().version, "1");
 }

@@ -22,14 +22,15 @@ ROOT = check.ROOT
 # Error codes an HTTP caller can get, by status (docs/api.md "Outcomes" and src/outcome.rs).
 FUNCTION_CODES = {
     400: {"invalid-request"},
-    403: {"denied-user", "denied-group", "no-rule-for-caller", "pool-not-allowed", "user-not-allowed"},
+    403: {"denied-user", "denied-group", "no-rule-for-caller", "pool-not-allowed", "user-not-allowed",
+          "sign-out-not-allowed"},
     404: {"user-not-found", "pool-not-found"},
     405: {"method-not-allowed"},
-    409: {"user-disabled", "not-resettable"},
+    409: {"user-disabled", "not-resettable", "invitation-pending", "user-unconfirmed"},
     413: {"payload-too-large"},
     415: {"unsupported-media-type"},
     422: {"cannot-reset"},
-    429: {"throttled"},
+    429: {"throttled", "caller-budget-exhausted"},
     502: {"upstream-error", "misconfigured", "reset-unconfirmed"},
     503: {"unavailable", "deadline", "policy-stale"},
 }
@@ -108,12 +109,12 @@ def test_documented_answers_pass_the_check(document):
 
     ok = {"content-type": "application/json"}
     good = [
-        (200, ok, json.dumps({"outcome": "RESET", "userPoolId": "us-west-2_a", "username": "u", "requestId": REQUEST_ID})),
+        (200, ok, json.dumps({"outcome": "RESET", "userPoolId": "us-west-2_a", "username": "u", "action": "reset-password", "requestId": REQUEST_ID})),
         (
             200,
             ok | {"Idempotent-Replayed": "true"},
             json.dumps(
-                {"outcome": "WOULD_RESET", "userPoolId": "us-west-2_a", "username": "u", "requestId": REQUEST_ID, "replayed": True}
+                {"outcome": "WOULD_RESET", "userPoolId": "us-west-2_a", "username": "u", "action": "resend-invitation", "requestId": REQUEST_ID, "replayed": True}
             ),
         ),
         (
@@ -122,7 +123,7 @@ def test_documented_answers_pass_the_check(document):
             json.dumps(
                 {
                     "results": [
-                        {"index": 0, "status": 200, "outcome": "RESET", "userPoolId": "p_1", "username": "u", "requestId": REQUEST_ID},
+                        {"index": 0, "status": 200, "outcome": "RESET", "userPoolId": "p_1", "username": "u", "action": "reset-password", "signedOut": False, "signOutError": "throttled", "requestId": REQUEST_ID},
                         {"index": 1, "status": 403, "error": "denied-group", "message": "m", "requestId": REQUEST_ID},
                         {"index": 2, "status": 409, "error": "recently-reset", "message": "m", "requestId": REQUEST_ID, "resetAt": "2026-11-27T09:00:00Z"},
                     ]
@@ -133,6 +134,7 @@ def test_documented_answers_pass_the_check(document):
         (409, ok | {"Retry-After": "3600"}, error("recently-reset", resetAt="2026-11-27T09:00:00Z")),
         (409, ok | {"Retry-After": "1"}, error("in-progress")),
         (429, ok | {"Retry-After": "1"}, error("throttled")),
+        (429, ok | {"Retry-After": "3600"}, error("caller-budget-exhausted")),
         (503, ok, error("guard-unavailable")),
     ]
     for status, headers, body in good:

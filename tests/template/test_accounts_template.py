@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
-from test_template import COGNITO_ACTIONS, TRANSLATED, Stack, as_list, policy_statements
+from test_template import COGNITO_ACTIONS, RESEND_ACTION, TRANSLATED, Stack, as_list, policy_statements
 
 TARGET = Path(__file__).resolve().parents[2] / "deploy" / "target-account-role.yaml"
 RAW_TARGET = yaml_parse(TARGET.read_text())
@@ -131,6 +131,18 @@ def test_the_target_role_may_call_only_the_functions_cognito_actions_on_the_name
     # The same actions as the function's own grant: a new Cognito call needs both
     assert set(as_list(statement["Action"])) == COGNITO_ACTIONS
     assert statement["Resource"] == pools
+
+
+def test_the_target_role_may_resend_invitations_only_when_asked():
+    # AdminCreateUser cannot be limited to RESEND by IAM: off unless AllowInvitationResend=true,
+    # like the central stack's grant, on the same pools.
+    pools = ["arn:aws:cognito-idp:eu-west-1:222233334444:userpool/eu-west-1_abc"]
+    properties = target_role(UserPoolArns=pools, AllowInvitationResend="true")
+    statements = [s for p in properties["Policies"] for s in as_list(p["PolicyDocument"]["Statement"])]
+    assert [as_list(s["Action"]) for s in statements][1] == [RESEND_ACTION]
+    assert [s["Resource"] for s in statements] == [pools, pools]
+    assert RAW_TARGET["Parameters"]["AllowInvitationResend"]["Default"] == "false"
+    assert "cannot limit AdminCreateUser to RESEND" in RAW_TARGET["Parameters"]["AllowInvitationResend"]["Description"]
 
 
 def test_without_named_pools_the_target_role_covers_every_pool_of_its_own_account_only():

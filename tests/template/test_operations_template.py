@@ -365,8 +365,8 @@ def test_every_alarm_notifies_the_topic_when_set_with_everything_on():
     every = alarms(stack)
 
     # DLQ, errors, throttles, misconfigured, failure rate, guard-unavailable, reset-unconfirmed,
-    # events, refusals (PolicyMaxAgeSeconds is off: no policy-stale alarm)
-    assert len(every) == 9
+    # caller budget, events, refusals (PolicyMaxAgeSeconds is off: no policy-stale alarm)
+    assert len(every) == 10
     for name, alarm in every.items():
         assert alarm["AlarmActions"] == [TOPIC], name
         assert alarm["OKActions"] == [TOPIC], name
@@ -435,6 +435,14 @@ def test_a_reset_whose_answer_was_lost_raises_an_alarm():
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     assert alarm["TreatMissingData"] == "notBreaching"
     assert "reset-unconfirmed" in alarm["AlarmDescription"]
+
+
+def test_a_caller_running_into_its_budget_raises_an_alarm():
+    # A caller at its rule's budget is a security signal (issue 17): any refusal alarms.
+    alarm = emf_alarm(Stack(TRANSLATED), "BudgetRefusals")
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 300)
+    assert "caller-budget-exhausted" in alarm["AlarmDescription"]
 
 
 def test_a_broken_guard_table_pages_after_three_minutes_in_a_row():

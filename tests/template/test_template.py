@@ -27,7 +27,10 @@ COGNITO_ACTIONS = {
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminListGroupsForUser",
     "cognito-idp:AdminResetUserPassword",
+    "cognito-idp:AdminUserGlobalSignOut",
 }
+# Only with AllowInvitationResend=true (issue 17): IAM cannot limit it to MessageAction=RESEND.
+RESEND_ACTION = "cognito-idp:AdminCreateUser"
 # The guard's item actions (issue 8): conditional single-item writes, no Query, Scan or transactions.
 GUARD_ACTIONS = {
     "dynamodb:GetItem",
@@ -161,12 +164,14 @@ def policy_statements(stack: Stack) -> list[dict[str, Any]]:
     return statements
 
 
-# ---- IAM: three Cognito actions, only on the pool ARNs given --------------------------------
+# ---- IAM: the Cognito actions, only on the pool ARNs given -----------------------------------
 
 
+@pytest.mark.parametrize("resend", ["false", "true"])
 @pytest.mark.parametrize("variant", EVERY_VARIANT, ids=variant_id)
-def test_cognito_access_is_the_three_actions_on_the_pool_arn_parameter(variant):
-    stack = Stack(TRANSLATED, **variant)
+def test_cognito_access_is_the_listed_actions_on_the_pool_arn_parameter(variant, resend):
+    stack = Stack(TRANSLATED, AllowInvitationResend=resend, **variant)
+    expected = COGNITO_ACTIONS | ({RESEND_ACTION} if resend == "true" else set())
 
     cognito = [
         s
@@ -179,11 +184,20 @@ def test_cognito_access_is_the_three_actions_on_the_pool_arn_parameter(variant):
     for statement in cognito:
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
-        assert set(as_list(statement["Action"])) <= COGNITO_ACTIONS, statement["Action"]
+        assert set(as_list(statement["Action"])) <= expected, statement["Action"]
         # UserPoolArns has no value here, so its Ref stays: the resource is exactly that list.
         assert statement["Resource"] == {"Ref": "UserPoolArns"}
         granted |= set(as_list(statement["Action"]))
-    assert granted == COGNITO_ACTIONS
+    assert granted == expected
+
+
+def test_the_create_user_grant_is_off_by_default_and_its_risk_is_written_beside_it():
+    # Given the template as written, when reading the AllowInvitationResend parameter,
+    # then it defaults to false and says that AdminCreateUser cannot be limited to RESEND.
+    parameter = TRANSLATED["Parameters"]["AllowInvitationResend"]
+    assert parameter["Default"] == "false"
+    assert "cannot limit AdminCreateUser to RESEND" in parameter["Description"]
+    assert "cannot limit AdminCreateUser to MessageAction=RESEND" in TEMPLATE.read_text()
 
 
 def test_pool_arn_statement_resource_is_the_parameter_itself():
@@ -195,6 +209,12 @@ def test_pool_arn_statement_resource_is_the_parameter_itself():
         if any(str(a).startswith("cognito-idp:") for a in as_list(s["Action"]))
     ]
     assert [s["Resource"] for s in statements] == [{"Ref": "UserPoolArns"}]
+    with_resend = [
+        s
+        for s in policy_statements(Stack(TRANSLATED, AllowInvitationResend="true"))
+        if any(str(a).startswith("cognito-idp:") for a in as_list(s["Action"]))
+    ]
+    assert [s["Resource"] for s in with_resend] == [{"Ref": "UserPoolArns"}] * 2
     assert TRANSLATED["Parameters"]["UserPoolArns"]["Type"] == "CommaDelimitedList"
     assert "Default" not in TRANSLATED["Parameters"]["UserPoolArns"]
 
@@ -335,7 +355,7 @@ def test_dynamodb_access_is_the_four_item_actions_on_the_guard_table_only(varian
 def test_the_environment_fits_lambdas_4_kb_with_the_largest_values(source):
     # Lambda refuses a function whose environment variables (names and values together) exceed
     # 4 KB. With the outcome events (EVENT_BUS, a 256-character bus name), METRICS_NAMESPACE and
-    # MAX_RECEIVE_COUNT, the inline Policy's bound is 3,000 characters; a bigger policy goes to
+    # MAX_RECEIVE_COUNT and the five quotas, the inline Policy's bound is 2,900 characters; a bigger policy goes to
     # Parameter Store (PolicySource=Parameter), whose name is at most 1,011 characters.
     numbers = {
         name: spec["MaxValue"]
@@ -533,7 +553,8 @@ def test_function_is_a_small_arm64_rust_function_with_json_logs():
     assert set(env) == {"POLICY", "MAX_CONCURRENCY", "DEADLINE_MARGIN_MS", "COGNITO_TIMEOUT_MS",
                         "COGNITO_MAX_ATTEMPTS", "DRY_RUN", "GUARD_TABLE", "RESET_COOLDOWN_SECONDS",
                         "IDEMPOTENCY_TTL_SECONDS", "MAX_INSTANCES", "COGNITO_RESET_QUOTA",
-                        "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "METRICS_NAMESPACE",
+                        "COGNITO_READ_QUOTA", "COGNITO_RESOURCE_READ_QUOTA", "COGNITO_CREATION_QUOTA",
+                        "COGNITO_UPDATE_QUOTA", "METRICS_NAMESPACE",
                         "MAX_RECEIVE_COUNT", "PACING", "PACING_LEASE_MS", "FUNCTION_ACCOUNT_ID"}
 
 
