@@ -454,8 +454,8 @@ def test_guard_items_expire_by_ttl_and_hold_no_client_metadata(function, users, 
 
 def test_the_fleets_pacing_buckets_are_items_of_the_guard_table(function, users, stack):
     """Shared pacing (the default with GUARD_TABLE): the real binary leases its Cognito turns from
-    one item per region and quota category in the guard table, written by moto's DynamoDB from the
-    function's conditional UpdateItems."""
+    one item per account, region and quota category in the guard table (the function's own account:
+    FUNCTION_ACCOUNT_ID), written by moto's DynamoDB from the function's conditional UpdateItems."""
     before = time.time() * 1_000_000
     answer = function.invoke(request_for(DIEGO))
     assert answer["statusCode"] == 200, answer
@@ -464,9 +464,9 @@ def test_the_fleets_pacing_buckets_are_items_of_the_guard_table(function, users,
 
     # the demo policy names groups: AdminGetUser, AdminListGroupsForUser, AdminResetUserPassword
     assert set(buckets) == {
-        "bucket#us-west-2#UserRead",
-        "bucket#us-west-2#UserResourceRead",
-        "bucket#us-west-2#UserAccountRecovery",
+        f"bucket#{driver.FUNCTION_ACCOUNT}#us-west-2#UserRead",
+        f"bucket#{driver.FUNCTION_ACCOUNT}#us-west-2#UserResourceRead",
+        f"bucket#{driver.FUNCTION_ACCOUNT}#us-west-2#UserAccountRecovery",
     }, buckets
     for pk, item in buckets.items():
         # the end of the last lease: after the request began, within a lease (and its round trip)
