@@ -1493,7 +1493,7 @@ def demo() -> int:
             "given again from the guard table (HTTP: Idempotent-Replayed: true), without a Cognito call;\n"
             "recently-reset: the user was reset less than the cooldown ago (Retry-After: seconds left).\n"
             "reset calls: AdminResetUserPassword calls moto received for the user (nemo's fail: no\n"
-            "verified email). Issue 17: ivy was invited and never signed in, so her rule resends the\n"
+            "verified email). ivy was invited and never signed in, so her rule resends the\n"
             "invitation (AdminCreateUser RESEND) instead; paul's reset is followed by a sign-out\n"
             "everywhere (AdminUserGlobalSignOut); the ticket bot's rule admits 2 resets an hour, so the\n"
             "third of its batch is refused (429 caller-budget-exhausted, Retry-After: until the budget\n"
