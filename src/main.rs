@@ -45,6 +45,8 @@ async fn main() -> Result<(), Error> {
         .http_client(cognito_reset::aws::https_client())
         .load()
         .await;
+    // How long the policy's first read took (zero for a fixed policy): start-up's one network call.
+    let policy_read = Instant::now();
     let policy = match &config.policy {
         PolicySetting::Parameter { name, refresh } => {
             let client = aws_sdk_ssm::Client::from_conf(
@@ -66,9 +68,11 @@ async fn main() -> Result<(), Error> {
             PolicyStore::fixed(Arc::clone(policy), version.clone())
         }
     };
+    let policy_read = policy_read.elapsed();
     let snapshot = policy.current();
     tracing::info!(
         policy = %config.policy_source,
+        policy_read_us = policy_read.as_micros() as u64,
         policy_version = %snapshot.version,
         rules = snapshot.policy.rule_count(),
         groups_needed = snapshot.policy.needs_groups(),

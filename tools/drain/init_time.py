@@ -71,7 +71,21 @@ def put_parameter(moto: Moto) -> None:
         r.read()
 
 
-async def measure(name: str, argv: list[str], env: dict, starts: int, run_dir: Path) -> list[float]:
+def policy_reads_ms(log_path: Path) -> list[float]:
+    """The policy's first read at each start, from the function's "configuration loaded" line."""
+    reads = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            fields = json.loads(line).get("fields", {})
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(fields, dict) and "policy_read_us" in fields:
+            reads.append(float(fields["policy_read_us"]) / 1000)
+    return reads
+
+
+async def measure(name: str, argv: list[str], env: dict, starts: int, run_dir: Path) -> tuple[list[float], list[float]]:
+    """Each start's init (ms), and each start's init less the policy's first read (ms)."""
     times = []
     log_path = run_dir / ("init-%s.log" % name.replace(" ", "-").replace("+", "and"))
     log_path.unlink(missing_ok=True)
@@ -82,7 +96,11 @@ async def measure(name: str, argv: list[str], env: dict, starts: int, run_dir: P
             times.append(instance.init_s * 1000)
         finally:
             await instance.close()
-    return times
+    reads = policy_reads_ms(log_path)
+    if len(reads) != len(times):
+        raise StartError("%s: %d starts but %d 'configuration loaded' lines with policy_read_us in %s"
+                         % (name, len(times), len(reads), log_path))
+    return times, [t - r for t, r in zip(times, reads)]
 
 
 async def main_async(a: argparse.Namespace) -> int:
@@ -106,16 +124,19 @@ async def main_async(a: argparse.Namespace) -> int:
         argv = [sys.executable, a.binary] if a.binary.endswith(".py") else [a.binary]
         print("init time of %s: spawn to first /next, %d starts each, one at a time, %d CPUs"
               % (a.binary, a.starts, os.cpu_count() or 0), flush=True)
-        print("%-58s  %9s  %9s  %9s" % ("clients", "median ms", "p90 ms", "min ms"))
+        print("%-58s  %9s  %9s  %9s  %18s" % ("clients", "median ms", "p90 ms", "min ms",
+                                              "less the read, ms"))
         results = {}
         for name, extra in configs:
-            times = await measure(name, argv, {**env, **extra}, a.starts, run_dir)
-            results[name] = times
-            print("%-58s  %9.2f  %9.2f  %9.2f" % (name, percentile(times, 50), percentile(times, 90), min(times)),
-                  flush=True)
+            times, less_read = await measure(name, argv, {**env, **extra}, a.starts, run_dir)
+            results[name] = {"init_ms": times, "init_less_policy_read_ms": less_read}
+            print("%-58s  %9.2f  %9.2f  %9.2f  %18.2f" % (name, percentile(times, 50), percentile(times, 90),
+                                                       min(times), percentile(less_read, 50)), flush=True)
         (run_dir / "init-results.json").write_text(json.dumps(results, indent=2))
-        worst = max(percentile(t, 50) for t in results.values())
-        print("init: median %.2f ms at most (the slowest configuration)" % worst)
+        worst = max(percentile(r["init_ms"], 50) for r in results.values())
+        worst_less_read = max(percentile(r["init_less_policy_read_ms"], 50) for r in results.values())
+        print("init: median %.2f ms at most (the slowest configuration); %.2f ms at most less the policy's"
+              " first read (the one network call at start-up, SSM only)" % (worst, worst_less_read))
         return 1 if a.max_ms is not None and worst > a.max_ms else 0
     except (MotoError, StartError) as e:
         print("init-time: %s" % e)
