@@ -76,6 +76,24 @@ impl From<Fault> for CognitoErrorKind {
     }
 }
 
+/// The Cognito operations the function calls, by their API names: the `operation` of a
+/// [`CognitoError`], the latency metrics' dimension and the audit's call names.
+pub mod cognito_operation {
+    pub const GET_USER: &str = "AdminGetUser";
+    pub const LIST_GROUPS: &str = "AdminListGroupsForUser";
+    pub const RESET_PASSWORD: &str = "AdminResetUserPassword";
+    pub const CREATE_USER: &str = "AdminCreateUser";
+    pub const GLOBAL_SIGN_OUT: &str = "AdminUserGlobalSignOut";
+    /// Every one of them.
+    pub const ALL: [&str; 5] = [
+        GET_USER,
+        LIST_GROUPS,
+        RESET_PASSWORD,
+        CREATE_USER,
+        GLOBAL_SIGN_OUT,
+    ];
+}
+
 /// A classified Cognito failure, keeping the original error as its source.
 #[derive(Debug, thiserror::Error)]
 #[error("cognito {operation} failed ({})", self.code())]

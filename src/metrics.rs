@@ -325,14 +325,8 @@ impl Metrics {
     }
 }
 
-/// The Cognito operations whose latency is a metric.
-pub const COGNITO_OPERATIONS: [&str; 5] = [
-    "AdminGetUser",
-    "AdminListGroupsForUser",
-    "AdminResetUserPassword",
-    "AdminCreateUser",
-    "AdminUserGlobalSignOut",
-];
+/// The Cognito operations whose latency is a metric: every one the function calls.
+pub const COGNITO_OPERATIONS: [&str; 5] = crate::failure::cognito_operation::ALL;
 
 /// Whether an invocation can write the metric `name`: the names are built from the outcome
 /// type, the failures' own codes ([`crate::outcome::ResetError::samples`]) and the fixed

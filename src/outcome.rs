@@ -298,7 +298,14 @@ impl ResetError {
     pub fn samples() -> Vec<ResetError> {
         use crate::failure::Effect;
         use CognitoErrorKind as K;
-        let cognito = |kind| CognitoError::new(kind, "AdminResetUserPassword", Effect::None, "x");
+        let cognito = |kind| {
+            CognitoError::new(
+                kind,
+                crate::failure::cognito_operation::RESET_PASSWORD,
+                Effect::None,
+                "x",
+            )
+        };
         let mut all: Vec<ResetError> = [
             K::UserNotFound,
             K::PoolNotFound,

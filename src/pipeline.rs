@@ -40,7 +40,7 @@ use crate::aws::guard::{BudgetScope, BudgetTurn, Completion, Guard, KeyRef, KeyS
 use crate::caller;
 use crate::config::Config;
 use crate::deadline::{Deadline, wall_now};
-use crate::failure::{GuardError, GuardErrorKind};
+use crate::failure::{GuardError, GuardErrorKind, cognito_operation as op};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
 use crate::outcome::{Action, Answer, Class, RecordResult, Reset, ResetError, Settled, SignedOut};
@@ -309,7 +309,7 @@ impl App {
             .directory
             .get_user(pool, &request.username, origin.source.priority(), deadline)
             .await;
-        invocation.cognito_latency("AdminGetUser", started.elapsed());
+        invocation.cognito_latency(op::GET_USER, started.elapsed());
         let user = match found {
             Ok(user) => user,
             Err(error) => {
@@ -333,7 +333,7 @@ impl App {
                 .directory
                 .list_groups(pool, &user.username, origin.source.priority(), deadline)
                 .await;
-            invocation.cognito_latency("AdminListGroupsForUser", started.elapsed());
+            invocation.cognito_latency(op::LIST_GROUPS, started.elapsed());
             groups?
         } else {
             Vec::new()
@@ -431,7 +431,7 @@ impl App {
         let started = Instant::now();
         let (operation, result) = match plan.action {
             Action::ResetPassword => (
-                "AdminResetUserPassword",
+                op::RESET_PASSWORD,
                 self.directory
                     .reset_password(
                         pool,
@@ -443,7 +443,7 @@ impl App {
                     .await,
             ),
             Action::ResendInvitation => (
-                "AdminCreateUser",
+                op::CREATE_USER,
                 self.directory
                     .resend_invitation(
                         pool,
@@ -546,7 +546,7 @@ impl App {
             .await;
         record
             .invocation
-            .cognito_latency("AdminUserGlobalSignOut", started.elapsed());
+            .cognito_latency(op::GLOBAL_SIGN_OUT, started.elapsed());
         let signed_out = match result {
             Ok(_) => SignedOut::Done,
             Err(error) => {

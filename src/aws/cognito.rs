@@ -37,7 +37,7 @@ use super::accounts::RoleSessions;
 use super::error::classify;
 use super::{BoxFuture, ClientSettings, Stage, ends_by};
 use crate::deadline::Deadline;
-use crate::failure::{CognitoError, CognitoErrorKind, Effect};
+use crate::failure::{CognitoError, CognitoErrorKind, Effect, cognito_operation as op};
 use crate::limiter::{Category, Intent, Limiters, Priority, Rates, Scope};
 use crate::pool_roles::{Accounts, PoolRole, PoolRoles};
 use crate::request::{ClientMetadata, UserPoolId, Username};
@@ -397,7 +397,7 @@ impl Directory {
         }
         Err(DirectoryError::Cognito(CognitoError::new(
             CognitoErrorKind::Upstream,
-            "AdminListGroupsForUser",
+            op::LIST_GROUPS,
             Effect::None,
             format!("more than {MAX_GROUP_PAGES} pages of groups"),
         )))
@@ -621,7 +621,7 @@ impl CognitoApi for CognitoSdk {
                 .config_override(self.attempt(timeout))
                 .send()
                 .await
-                .map_err(|e| failed("AdminGetUser", e))?;
+                .map_err(|e| failed(op::GET_USER, e))?;
             let attribute = |name: &str| {
                 output
                     .user_attributes()
@@ -659,7 +659,7 @@ impl CognitoApi for CognitoSdk {
                 .config_override(self.attempt(timeout))
                 .send()
                 .await
-                .map_err(|e| failed("AdminListGroupsForUser", e))?;
+                .map_err(|e| failed(op::LIST_GROUPS, e))?;
             Ok(GroupsPage {
                 groups: output
                     .groups()
@@ -690,7 +690,7 @@ impl CognitoApi for CognitoSdk {
                 .config_override(self.attempt(timeout))
                 .send()
                 .await
-                .map_err(|e| failed("AdminResetUserPassword", e))?;
+                .map_err(|e| failed(op::RESET_PASSWORD, e))?;
             Ok(output.request_id().map(str::to_owned))
         })
     }
@@ -715,7 +715,7 @@ impl CognitoApi for CognitoSdk {
                 .config_override(self.attempt(timeout))
                 .send()
                 .await
-                .map_err(|e| failed("AdminCreateUser", e))?;
+                .map_err(|e| failed(op::CREATE_USER, e))?;
             Ok(output.request_id().map(str::to_owned))
         })
     }
@@ -736,7 +736,7 @@ impl CognitoApi for CognitoSdk {
                 .config_override(self.attempt(timeout))
                 .send()
                 .await
-                .map_err(|e| failed("AdminUserGlobalSignOut", e))?;
+                .map_err(|e| failed(op::GLOBAL_SIGN_OUT, e))?;
             Ok(output.request_id().map(str::to_owned))
         })
     }
