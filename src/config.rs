@@ -20,7 +20,7 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 10;
 /// Default for `DEADLINE_MARGIN_MS`.
 pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 2000;
 /// Default for `COGNITO_TIMEOUT_MS`.
-pub const DEFAULT_COGNITO_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_COGNITO_TIMEOUT_MS: u64 = crate::aws::cognito::DEFAULT_TIMEOUT_MS;
 /// Default for `COGNITO_MAX_ATTEMPTS`.
 pub const DEFAULT_COGNITO_MAX_ATTEMPTS: u32 = 3;
 /// Default for `RESET_COOLDOWN_SECONDS`.

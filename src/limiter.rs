@@ -32,58 +32,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::aws::bucket::{BucketStore, bucket_pk};
 use crate::deadline::wall_now;
 use crate::pacing::{
     self, Aimd, BucketItem, BucketOp, Cut, INTERACTIVE_HORIZON_US, Lease, Plan, Want,
 };
+use crate::pacing::{BucketStore, bucket_pk};
 
-pub use crate::pacing::Priority;
-
-/// Cognito's quota categories, as its quota page names them, as far as this function calls them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Category {
-    /// `UserRead` (120/s by default): `AdminGetUser`.
-    UserRead,
-    /// `UserResourceRead` (50/s by default): `AdminListGroupsForUser`.
-    UserResourceRead,
-    /// `UserAccountRecovery` (30/s by default): `AdminResetUserPassword`.
-    UserAccountRecovery,
-    /// `UserCreation` (50/s by default): `AdminCreateUser` (an invitation resent).
-    UserCreation,
-    /// `UserUpdate` (25/s by default): `AdminUserGlobalSignOut`.
-    UserUpdate,
-}
-
-impl Category {
-    /// The category's name on Cognito's quota page.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::UserRead => "UserRead",
-            Category::UserResourceRead => "UserResourceRead",
-            Category::UserAccountRecovery => "UserAccountRecovery",
-            Category::UserCreation => "UserCreation",
-            Category::UserUpdate => "UserUpdate",
-        }
-    }
-}
-
-/// Where a quota applies: an account (`None`: the function's own, when `FUNCTION_ACCOUNT_ID` is
-/// not set) and a region. A bare region is the function's own account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Scope<'a> {
-    pub account: Option<&'a str>,
-    pub region: &'a str,
-}
-
-impl<'a> From<&'a str> for Scope<'a> {
-    fn from(region: &'a str) -> Self {
-        Scope {
-            account: None,
-            region,
-        }
-    }
-}
+pub use crate::pacing::{Category, Priority, Scope};
 
 /// The turn would come too late.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

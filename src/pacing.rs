@@ -45,6 +45,84 @@
 //! [`Aimd::MIN_FACTOR`]) and grows back by [`Aimd::INCREASE_PER_S`] of the quota per second. The cut is kept in the bucket
 //! item ([`Cut`]), so the whole fleet slows down, not just the instance that was throttled.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::failure::GuardError;
+
+/// Cognito's quota categories, as its quota page names them, as far as this function calls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// `UserRead` (120/s by default): `AdminGetUser`.
+    UserRead,
+    /// `UserResourceRead` (50/s by default): `AdminListGroupsForUser`.
+    UserResourceRead,
+    /// `UserAccountRecovery` (30/s by default): `AdminResetUserPassword`.
+    UserAccountRecovery,
+    /// `UserCreation` (50/s by default): `AdminCreateUser` (an invitation resent).
+    UserCreation,
+    /// `UserUpdate` (25/s by default): `AdminUserGlobalSignOut`.
+    UserUpdate,
+}
+
+impl Category {
+    /// The category's name on Cognito's quota page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::UserRead => "UserRead",
+            Category::UserResourceRead => "UserResourceRead",
+            Category::UserAccountRecovery => "UserAccountRecovery",
+            Category::UserCreation => "UserCreation",
+            Category::UserUpdate => "UserUpdate",
+        }
+    }
+}
+
+/// Where a quota applies: an account (`None`: the function's own, when `FUNCTION_ACCOUNT_ID` is
+/// not set) and a region. A bare region is the function's own account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scope<'a> {
+    pub account: Option<&'a str>,
+    pub region: &'a str,
+}
+
+impl<'a> From<&'a str> for Scope<'a> {
+    fn from(region: &'a str) -> Self {
+        Scope {
+            account: None,
+            region,
+        }
+    }
+}
+
+/// The result of one write: the item after it, or the refusal with the item as it stands.
+pub type Written = Result<BucketItem, Refused>;
+
+/// The partition key of a bucket: `bucket#<account>#<region>#<category>`, or
+/// `bucket#<region>#<category>` for the function's own account when `FUNCTION_ACCOUNT_ID` is
+/// not set (Cognito's quotas are per account and region: two accounts' pools in one region
+/// never share a bucket).
+pub fn bucket_pk<'s>(scope: impl Into<Scope<'s>>, category: Category) -> String {
+    let scope = scope.into();
+    match scope.account {
+        Some(account) => format!("bucket#{account}#{}#{}", scope.region, category.as_str()),
+        None => format!("bucket#{}#{}", scope.region, category.as_str()),
+    }
+}
+
+/// One conditional write on a bucket item, within `budget`: the port to the table that holds
+/// the buckets (`crate::aws::bucket::DynamoBucket`; `MemoryBuckets` in tests).
+pub trait BucketStore: Send + Sync + std::fmt::Debug {
+    /// Applies `op` to the item `pk` if its condition holds.
+    fn write<'a>(
+        &'a self,
+        pk: &'a str,
+        op: &'a BucketOp,
+        budget: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Written, GuardError>> + Send + 'a>>;
+}
+
 /// Slack over a second for timing jitter: `rate` turns are spaced `1.05 / rate` seconds apart.
 pub const SPACING: f64 = 1.05;
 

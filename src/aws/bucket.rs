@@ -35,7 +35,6 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use super::BoxFuture;
 use super::guard::{consistent_get, from_sdk, n, s, within};
 use crate::failure::{GuardError, GuardErrorKind};
-use crate::limiter::{Category, Scope};
 use crate::pacing::{self, Aimd, BucketItem, BucketOp, Cut, Refused};
 
 /// Restart: nothing booked, or only what is before the new lease's start.
@@ -47,31 +46,7 @@ pub const REPAIR_CONDITION: &str = "nextUs = :seen";
 /// Cut: no cut in the last second.
 pub const CUT_CONDITION: &str = "attribute_not_exists(cutAtUs) OR cutAtUs <= :gapAgo";
 
-/// The result of one write: the item after it, or the refusal with the item as it stands.
-pub type Written = Result<BucketItem, Refused>;
-
-/// The partition key of a bucket: `bucket#<account>#<region>#<category>`, or
-/// `bucket#<region>#<category>` for the function's own account when `FUNCTION_ACCOUNT_ID` is
-/// not set (Cognito's quotas are per account and region: two accounts' pools in one region
-/// never share a bucket).
-pub fn bucket_pk<'s>(scope: impl Into<Scope<'s>>, category: Category) -> String {
-    let scope = scope.into();
-    match scope.account {
-        Some(account) => format!("bucket#{account}#{}#{}", scope.region, category.as_str()),
-        None => format!("bucket#{}#{}", scope.region, category.as_str()),
-    }
-}
-
-/// One conditional write on a bucket item, within `budget`.
-pub trait BucketStore: Send + Sync + std::fmt::Debug {
-    /// Applies `op` to the item `pk` if its condition holds.
-    fn write<'a>(
-        &'a self,
-        pk: &'a str,
-        op: &'a BucketOp,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<Written, GuardError>>;
-}
+pub use crate::pacing::{BucketStore, Written, bucket_pk};
 
 /// The buckets in the guard's DynamoDB table.
 #[derive(Debug, Clone)]
@@ -289,6 +264,7 @@ impl BucketStore for MemoryBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pacing::{Category, Scope};
 
     #[test]
     fn an_item_reads_back_what_the_table_stores() {

@@ -502,9 +502,7 @@ impl CognitoSdk {
                 .config()
                 .timeout_config()
                 .and_then(|t| t.connect_timeout())
-                .unwrap_or(Duration::from_millis(
-                    crate::config::DEFAULT_COGNITO_TIMEOUT_MS,
-                )),
+                .unwrap_or(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
             default_region: client.config().region().map(|r| r.as_ref().to_owned()),
             default: client,
             clients: RwLock::default(),
@@ -852,6 +850,9 @@ impl Modeled for AdminUserGlobalSignOutError {
         })
     }
 }
+
+/// Each Cognito attempt's timeout unless `COGNITO_TIMEOUT_MS` says otherwise.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 
 /// Configures a Cognito client: the attempt timeout, and no SDK retries (the [`Directory`]
 /// retries by operation).
