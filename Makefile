@@ -24,11 +24,17 @@ help: ## list the targets
 
 ## ---- tools -------------------------------------------------------------------------------
 
+# A venv from its pinned requirements. The stamp keeps a copy of the requirements it was built
+# from: a checkout that only touches the file (another branch and back, a new worktree) keeps the
+# venv; a changed pin rebuilds it. A failed install leaves no stamp, so the next run starts over.
+define install_venv
+	if cmp -s $< $@; then touch $@; else \
+		rm -rf $(1) && $(PYTHON) -m venv $(1) && \
+		$(1)/bin/pip install --quiet --disable-pip-version-check -r $< && cp $< $@; fi
+endef
+
 $(STACK_VENV)/.installed: tools/requirements-stack.txt
-	rm -rf $(STACK_VENV)
-	$(PYTHON) -m venv $(STACK_VENV)
-	$(STACK_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
+	$(call install_venv,$(STACK_VENV))
 
 tools: $(STACK_VENV)/.installed ## install the pinned local-stack tools into .tools/
 
@@ -129,16 +135,10 @@ SAM_NO_UPDATE_CHECK = mkdir -p $(SAM_HOME) && \
 	printf '{"telemetryEnabled": false, "lastVersionCheck": %s.0}\n' "$$(date +%s)" > $(SAM_HOME)/metadata.json
 
 $(SAM_VENV)/.installed: tools/requirements-sam.txt
-	rm -rf $(SAM_VENV)
-	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
+	$(call install_venv,$(SAM_VENV))
 
 $(CHECKOV_VENV)/.installed: tools/requirements-checkov.txt
-	rm -rf $(CHECKOV_VENV)
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
+	$(call install_venv,$(CHECKOV_VENV))
 
 template-tools: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed ## install the pinned SAM CLI, cfn-lint and checkov
 
@@ -184,10 +184,7 @@ deploy: sam-build ## sam deploy --guided (interactive; never run in CI)
 SCHEMATHESIS_VENV := $(TOOLS)/schemathesis
 
 $(SCHEMATHESIS_VENV)/.installed: tools/requirements-schemathesis.txt
-	rm -rf $(SCHEMATHESIS_VENV)
-	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
-	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
+	$(call install_venv,$(SCHEMATHESIS_VENV))
 
 OPENAPI_ANSWERS := $(or $(CARGO_TARGET_DIR),target)/tmp/openapi-answers.json
 
