@@ -7,9 +7,7 @@ use std::time::Duration;
 use crate::caller;
 use crate::deadline::wall_now;
 use crate::event::{EventOutcome, OutcomeEvent};
-use crate::outcome::{
-    Class, Outcome, RecordResult, ResetError, Settled, SignedOut, failure_outcome,
-};
+use crate::outcome::{Class, Outcome, RecordResult, ResetError, Settled, failure_outcome};
 use crate::record::Origin;
 use crate::request::ResetRequest;
 
@@ -80,7 +78,7 @@ impl Done<'_> {
     fn sign_out(&self) -> SignOutReport<'_> {
         match self.result {
             Ok(Settled::Reset(reset)) => SignOutReport {
-                signed_out: reset.signed_out.as_ref().map(|s| *s == SignedOut::Done),
+                signed_out: reset.sign_out_done(),
                 error: reset.sign_out_code(),
                 only: reset.sign_out_only,
             },

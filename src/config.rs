@@ -266,11 +266,12 @@ impl Config {
                 message: "is above INFO: Lambda's log filter would drop the audit line and the metrics; set the function's log level (the template's LogLevel) to INFO, DEBUG or TRACE".into(),
             });
         }
-        let (policy, policy_source) =
+        let (policy, policy_source, policy_variable) =
             match (get("POLICY"), get("POLICY_FILE"), get("POLICY_PARAMETER")) {
                 (Some(inline), None, None) => (
                     fixed_policy("POLICY", &inline)?,
                     "POLICY (inline)".to_owned(),
+                    "POLICY",
                 ),
                 (None, Some(path), None) => {
                     let text = std::fs::read_to_string(&path).map_err(|source| {
@@ -282,6 +283,7 @@ impl Config {
                     (
                         fixed_policy("POLICY_FILE", &text)?,
                         format!("POLICY_FILE={path}"),
+                        "POLICY_FILE",
                     )
                 }
                 (None, None, Some(name)) => {
@@ -298,6 +300,7 @@ impl Config {
                             refresh: Duration::from_secs(refresh),
                         },
                         format!("POLICY_PARAMETER={name}"),
+                        "POLICY_PARAMETER",
                     )
                 }
                 (None, None, None) => return Err(ConfigError::PolicySource("none is set")),
@@ -529,14 +532,12 @@ impl Config {
 
         // A budget is counted in the guard's table: without one, the function does not start.
         if let PolicySetting::Fixed { policy: fixed, .. } = &policy {
-            let variable = if policy_source.starts_with("POLICY_FILE") {
-                "POLICY_FILE"
-            } else {
-                "POLICY"
-            };
             fixed
                 .check_budgets_have_a_table(guard.is_some())
-                .map_err(|errors| ConfigError::Policy { variable, errors })?;
+                .map_err(|errors| ConfigError::Policy {
+                    variable: policy_variable,
+                    errors,
+                })?;
         }
         let own_account = get("FUNCTION_ACCOUNT_ID")
             .map(|value| {

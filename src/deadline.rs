@@ -48,6 +48,12 @@ pub fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// A `Retry-After` until `until` on the wall clock: whole seconds, rounded up, so that a request
+/// sent after it passes; at least 1.
+pub fn retry_after_secs(until: SystemTime) -> u64 {
+    secs_ceil(until.duration_since(wall_now()).unwrap_or_default()).max(1)
+}
+
 fn since_epoch(t: SystemTime) -> Duration {
     t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
 }

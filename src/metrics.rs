@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
@@ -297,12 +297,7 @@ impl Metrics {
             members.push((name, "Milliseconds", Value::from(samples.values.clone())));
         }
 
-        let timestamp = self
-            .timestamp
-            .unwrap_or_else(SystemTime::now)
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let timestamp = crate::deadline::epoch_ms(self.timestamp.unwrap_or_else(SystemTime::now));
         let directives: Vec<Value> = members
             .chunks(MAX_METRICS_PER_DIRECTIVE)
             .map(|chunk| {

@@ -516,6 +516,11 @@ impl Reset {
         matches!(self.signed_out, Some(SignedOut::Failed { retry: true, .. }))
     }
 
+    /// Whether the sign-out after the reset happened (`None`: none was asked for).
+    pub fn sign_out_done(&self) -> Option<bool> {
+        self.signed_out.as_ref().map(|s| *s == SignedOut::Done)
+    }
+
     /// The failure code of the sign-out, if it failed.
     pub fn sign_out_code(&self) -> Option<&'static str> {
         match self.signed_out {
@@ -617,7 +622,7 @@ impl Answer {
                 request_id: request_id.to_owned(),
                 reset_at: None,
                 action: Some(reset.action),
-                signed_out: reset.signed_out.as_ref().map(|s| *s == SignedOut::Done),
+                signed_out: reset.sign_out_done(),
                 sign_out_error: reset.sign_out_code().map(str::to_owned),
             },
             Err(error) => Answer {
@@ -674,10 +679,7 @@ impl Answer {
 
 /// A time as RFC 3339 in UTC, to the second (`2026-11-27T17:30:00Z`).
 pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::deadline::epoch_secs_floor(time);
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
     format!(

@@ -39,7 +39,7 @@ use crate::aws::events::EventPublisher;
 use crate::aws::guard::{BudgetScope, BudgetTurn, Completion, Guard, KeyRef, KeyState, UserState};
 use crate::caller;
 use crate::config::Config;
-use crate::deadline::{Deadline, wall_now};
+use crate::deadline::{Deadline, retry_after_secs};
 use crate::failure::{GuardError, GuardErrorKind, cognito_operation as op};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
@@ -147,9 +147,7 @@ impl App {
         let done = Done {
             origin: &origin,
             request: request.as_ref(),
-            pool_account: request
-                .as_ref()
-                .and_then(|r| self.directory.account_of(&r.user_pool_id)),
+            pool_account: self.pool_account(request.as_ref()),
             idempotency_key: key_label.as_deref(),
             findings: &findings,
             result: &result,
@@ -159,6 +157,11 @@ impl App {
         result
     }
 
+    /// The account of the request's pool, for the audit line and the event.
+    fn pool_account(&self, request: Option<&ResetRequest>) -> Option<&str> {
+        request.and_then(|r| self.directory.account_of(&r.user_pool_id))
+    }
+
     /// Accounts for a record that is not started (e.g. a halted FIFO group).
     pub fn skip(&self, job: Job, error: ResetError, invocation: &Invocation) -> RecordResult {
         let result = Err(error);
@@ -166,11 +169,7 @@ impl App {
         let done = Done {
             origin: &job.origin,
             request: job.request.as_ref().ok(),
-            pool_account: job
-                .request
-                .as_ref()
-                .ok()
-                .and_then(|r| self.directory.account_of(&r.user_pool_id)),
+            pool_account: self.pool_account(job.request.as_ref().ok()),
             idempotency_key: key_label.as_deref(),
             findings: &Findings::default(),
             result: &result,
@@ -378,14 +377,11 @@ impl App {
                         until,
                         confirmed,
                     } => {
-                        // Whole seconds, rounded up: a request sent after Retry-After passes
-                        // (the item's expiry is itself rounded up to a whole second, so this is
-                        // at most the cooldown plus one). At least 1.
-                        let left = until.duration_since(wall_now()).unwrap_or_default();
-                        let retry_after_secs = crate::deadline::secs_ceil(left).max(1);
+                        // The item's expiry is itself rounded up to a whole second, so this is at
+                        // most the cooldown plus one.
                         return Err(ResetError::RecentlyReset {
                             reset_at,
-                            retry_after_secs,
+                            retry_after_secs: retry_after_secs(until),
                             confirmed,
                         });
                     }
@@ -522,10 +518,9 @@ impl App {
         match turn.map_err(|error| self.guard_failure(error, record.deadline))? {
             BudgetTurn::Spent { window } => Ok(Some((scope, window))),
             BudgetTurn::Exhausted { until } => {
-                let left = until.duration_since(wall_now()).unwrap_or_default();
                 record.invocation.metrics().budget_refused();
                 Err(ResetError::CallerBudgetExhausted {
-                    retry_after_secs: crate::deadline::secs_ceil(left).max(1),
+                    retry_after_secs: retry_after_secs(until),
                 })
             }
         }

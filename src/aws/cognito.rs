@@ -15,7 +15,9 @@
 //! - `AdminUserGlobalSignOut` is idempotent (signing out twice ends the same sessions), so it is
 //!   retried like a lookup.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -530,19 +532,10 @@ impl CognitoSdk {
     /// The client of a pool `POOL_ROLES` maps: one per (role, region), with the role's
     /// credentials (assumed at the first call, see [`RoleSessions`]).
     fn role_client(&self, role: &PoolRole, sessions: &RoleSessions, region: &str) -> Client {
-        let key = (role.clone(), region.to_owned());
-        if let Some(client) = self
-            .role_clients
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return client.clone();
-        }
-        let mut clients = self.role_clients.write().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(key)
-            .or_insert_with(|| {
+        cached(
+            &self.role_clients,
+            &(role.clone(), region.to_owned()),
+            || {
                 Client::from_conf(
                     self.base
                         .clone()
@@ -551,8 +544,8 @@ impl CognitoSdk {
                         .identity_cache(sessions.identity_cache())
                         .build(),
                 )
-            })
-            .clone()
+            },
+        )
     }
 
     /// The client for a pool's region.
@@ -566,26 +559,14 @@ impl CognitoSdk {
         if self.default_region.as_deref() == Some(region) {
             return self.default.clone();
         }
-        if let Some(client) = self
-            .clients
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(region)
-        {
-            return client.clone();
-        }
-        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(region.to_owned())
-            .or_insert_with(|| {
-                Client::from_conf(
-                    self.base
-                        .clone()
-                        .region(config::Region::new(region.to_owned()))
-                        .build(),
-                )
-            })
-            .clone()
+        cached(&self.clients, region, || {
+            Client::from_conf(
+                self.base
+                    .clone()
+                    .region(config::Region::new(region.to_owned()))
+                    .build(),
+            )
+        })
     }
 
     /// One attempt within `timeout`, over the client's connector.
@@ -600,6 +581,24 @@ impl CognitoSdk {
                 .build(),
         )
     }
+}
+
+/// The client under `key` in `clients`, built by `build` at its first use (a read lock for
+/// every later call).
+fn cached<K, Q>(
+    clients: &RwLock<HashMap<K, Client>>,
+    key: &Q,
+    build: impl FnOnce() -> Client,
+) -> Client
+where
+    K: Borrow<Q> + Eq + Hash,
+    Q: ToOwned<Owned = K> + Eq + Hash + ?Sized,
+{
+    if let Some(client) = clients.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return client.clone();
+    }
+    let mut clients = clients.write().unwrap_or_else(|e| e.into_inner());
+    clients.entry(key.to_owned()).or_insert_with(build).clone()
 }
 
 impl CognitoApi for CognitoSdk {

@@ -151,32 +151,23 @@ where
     if matches!(error, SdkError::ServiceError(_)) {
         return None;
     }
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
-    let credentials = loop {
-        let error = source?;
-        if let Some(credentials) = error.downcast_ref::<CredentialsError>() {
-            break credentials;
-        }
-        source = error.source();
-    };
-    let mut source: Option<&(dyn StdError + 'static)> = credentials.source();
-    while let Some(error) = source {
-        if let Some(sts) = error.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>() {
-            let inner = classify(sts, STS_MISCONFIGURED);
-            return Some(Classified {
-                fault: match inner.fault {
-                    Fault::Upstream => Fault::Unavailable,
-                    fault => fault,
-                },
-                effect: Effect::None,
-                code: Some(format!(
-                    "{STS_PREFIX}{}",
-                    inner.code.as_deref().unwrap_or("AssumeRole")
-                )),
-                timed_out: false,
-            });
-        }
-        source = error.source();
+    let credentials = chain(error.source()).find_map(|e| e.downcast_ref::<CredentialsError>())?;
+    if let Some(sts) = chain(credentials.source())
+        .find_map(|e| e.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>())
+    {
+        let inner = classify(sts, STS_MISCONFIGURED);
+        return Some(Classified {
+            fault: match inner.fault {
+                Fault::Upstream => Fault::Unavailable,
+                fault => fault,
+            },
+            effect: Effect::None,
+            code: Some(format!(
+                "{STS_PREFIX}{}",
+                inner.code.as_deref().unwrap_or("AssumeRole")
+            )),
+            timed_out: false,
+        });
     }
     let fault = match credentials {
         CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
@@ -194,18 +185,20 @@ where
 
 /// True when the connection was refused: the request never left.
 fn refused(failure: &DispatchFailure) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = failure
+    let connector = failure
         .as_connector_error()
         .map(|e| e as &(dyn StdError + 'static));
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    chain(connector).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// `first` and every error below it (its source, the source's source, ...).
+fn chain<'e>(
+    first: Option<&'e (dyn StdError + 'static)>,
+) -> impl Iterator<Item = &'e (dyn StdError + 'static)> {
+    std::iter::successors(first, |&e| e.source())
 }
 
 #[cfg(test)]

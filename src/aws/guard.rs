@@ -660,10 +660,7 @@ impl DynamoGuard {
             let item = self.get(&claim.pk, budget).await?;
             return Ok(match item.filter(|i| live(i, now)) {
                 None => UserState::Free,
-                Some(item) => match pending_sign_out(&item, claim) {
-                    Some(state) => state,
-                    None => user_state(&item, now)?,
-                },
+                Some(item) => claimed_state(&item, claim, now)?,
             });
         }
         // Until completed, a claim counts as a (possible) reset for the whole window: a crash
@@ -695,9 +692,7 @@ impl DynamoGuard {
                 if context.err().is_conditional_check_failed_exception() =>
             {
                 match self.winner(context.into_err(), &claim.pk, budget).await? {
-                    Some(item) => {
-                        pending_sign_out(&item, claim).map_or_else(|| user_state(&item, now), Ok)
-                    }
+                    Some(item) => claimed_state(&item, claim, now),
                     None => Ok(UserState::InProgress),
                 }
             }
@@ -1119,6 +1114,16 @@ fn pending_sign_out(item: &HashMap<String, AttributeValue>, claim: &Claim) -> Op
                 .unwrap_or_else(wall_now),
         },
     )
+}
+
+/// The user item that stands in the way of `claim`: this record's own reset whose sign-out
+/// failed ([`pending_sign_out`]), or what [`user_state`] reads.
+fn claimed_state(
+    item: &HashMap<String, AttributeValue>,
+    claim: &Claim,
+    now: SystemTime,
+) -> Result<UserState, GuardError> {
+    pending_sign_out(item, claim).map_or_else(|| user_state(item, now), Ok)
 }
 
 /// Reads a user claim item that stands in the way.

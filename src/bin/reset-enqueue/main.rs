@@ -29,7 +29,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use cognito_reset::policy::{Caller, Decision, DenyReason, Policy, Subject};
@@ -195,9 +195,7 @@ fn beside(file: &Path, suffix: &str) -> PathBuf {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    cognito_reset::deadline::epoch_secs_floor(SystemTime::now())
 }
 
 async fn enqueue(
