@@ -182,6 +182,16 @@ impl Done<'_> {
         }
     }
 
+    /// Whether this record reported an outcome given before: a replayed answer, or a
+    /// redelivery that only retried the sign-out of its own earlier reset.
+    pub fn replayed(&self) -> bool {
+        match self.result {
+            Ok(Settled::Replayed(_)) => true,
+            Ok(Settled::Reset(reset)) => reset.sign_out_only,
+            Err(_) => false,
+        }
+    }
+
     /// The outcome event of a final outcome: RESET, WOULD_RESET, REJECTED, or a RETRY on an SQS
     /// record's last receive (`GAVE_UP`). A concealed failure's event says no more than the
     /// caller was told.
@@ -207,7 +217,9 @@ impl Done<'_> {
         }
         event.idempotency_key = self.idempotency_key.map(str::to_owned);
         event.policy_version = self.findings.policy_version.clone();
-        event.replayed = matches!(self.result, Ok(Settled::Replayed(_)));
+        // A redelivery that only retried the sign-out reports the same reset again: marked
+        // `replayed`, so that consumers count one RESET per reset.
+        event.replayed = self.replayed();
         event.action = self.action().map(str::to_owned);
         let sign = self.sign_out();
         event.signed_out = sign.signed_out;

@@ -18,6 +18,7 @@ pub mod config;
 pub mod deadline;
 pub mod event;
 pub mod failure;
+pub mod guard_logic;
 pub mod invocation;
 pub mod limiter;
 pub mod logging;

@@ -36,7 +36,9 @@ use tracing::Instrument;
 use crate::audit::{Done, Findings};
 use crate::aws::cognito::{Directory, UserRecord};
 use crate::aws::events::EventPublisher;
-use crate::aws::guard::{BudgetScope, BudgetTurn, Completion, Guard, KeyRef, KeyState, UserState};
+use crate::aws::guard::{
+    BudgetScope, BudgetTurn, Claim, Completion, Guard, KeyRef, KeyState, UserState,
+};
 use crate::caller;
 use crate::config::Config;
 use crate::deadline::{Deadline, retry_after_secs};
@@ -71,6 +73,15 @@ struct Record<'a> {
     request: &'a ResetRequest,
     deadline: Deadline,
     invocation: &'a Invocation,
+    /// The queue will not deliver this record again.
+    last_receive: bool,
+}
+
+/// How a held claim is to end: recorded with the key's answer, in one write, once the answer
+/// is known.
+struct Ending {
+    claim: Claim,
+    completion: Completion,
 }
 
 /// Audit line, metrics and outcome event of a finished record.
@@ -79,7 +90,7 @@ fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     let (outcome, code) = done.outcome();
     invocation.metrics().record_outcome(outcome.as_str(), code);
     if let Some(action) = done.action()
-        && !matches!(done.result, Ok(Settled::Replayed(_)))
+        && !done.replayed()
     {
         invocation.metrics().action(action);
     }
@@ -136,6 +147,7 @@ impl App {
                         request: &request,
                         deadline,
                         invocation,
+                        last_receive,
                     };
                     self.process(record, idempotency_key.as_deref())
                         .instrument(span)
@@ -186,6 +198,7 @@ impl App {
             request,
             deadline,
             invocation,
+            ..
         } = record;
         // One policy version decides the whole record, whatever a refresh does meanwhile.
         let snapshot = self.policy.current();
@@ -248,19 +261,43 @@ impl App {
             }
             _ => None,
         };
-        let (result, mut findings) = self.reset_pipeline(record, &snapshot.policy, intent).await;
+        let (result, mut findings, ending) =
+            self.reset_pipeline(record, &snapshot.policy, intent).await;
         findings.policy_version = Some(snapshot.version.clone());
         findings.policy_content = Some(snapshot.content.clone());
-        if let Some((guard, key)) = held {
-            let answer = kept_answer(&result).then(|| {
+        let answer = || {
+            kept_answer(&result).then(|| {
                 Answer::new(
                     result.as_ref(),
                     Some(request.user_pool_id.as_str()),
                     &origin.id,
                 )
-            });
-            let started = Instant::now();
-            guard.finish(&key, answer.as_ref(), deadline).await;
+            })
+        };
+        let started = Instant::now();
+        match (held, ending, &self.guard) {
+            // The claim's end and the key's answer land together, or neither does.
+            (Some((guard, key)), Some(ending), _) => {
+                let answer = answer();
+                guard
+                    .settle(
+                        &ending.claim,
+                        ending.completion,
+                        &key,
+                        answer.as_ref(),
+                        deadline,
+                    )
+                    .await;
+            }
+            (Some((guard, key)), None, _) => guard.finish(&key, answer().as_ref(), deadline).await,
+            (None, Some(ending), Some(guard)) => {
+                guard
+                    .complete(&ending.claim, ending.completion, deadline)
+                    .await;
+            }
+            (None, _, _) => {}
+        }
+        if self.guard.is_some() {
             invocation.guard_latency(started.elapsed());
         }
         (result.map(Settled::Reset), findings)
@@ -272,24 +309,24 @@ impl App {
         record: Record<'_>,
         policy: &Policy,
         intent: Option<Intent>,
-    ) -> (Result<Reset, ResetError>, Findings) {
+    ) -> (Result<Reset, ResetError>, Findings, Option<Ending>) {
         let mut findings = Findings::default();
         let user = match self.resolve(record, policy).await {
             Ok(user) => user,
-            Err(error) => return (Err(error), findings),
+            Err(error) => return (Err(error), findings, None),
         };
         findings.canonical_username = Some(user.record.username.clone());
         let rule = match decide(policy, &record.origin.caller, record.request, &user) {
             Ok(rule) => rule,
-            Err(error) => return (Err(error), findings),
+            Err(error) => return (Err(error), findings, None),
         };
         findings.rule = Some(rule.clone());
         let plan = match plan(policy.options(&rule), record.request, &user.record) {
             Ok(plan) => plan,
-            Err(error) => return (Err(error), findings),
+            Err(error) => return (Err(error), findings, None),
         };
-        let result = self.reset(record, &user.record, rule, plan, intent).await;
-        (result, findings)
+        let (result, ending) = self.reset(record, &user.record, rule, plan, intent).await;
+        (result, findings, ending)
     }
 
     /// The caller-and-pool check, then the canonical user and (if the policy needs them) its
@@ -300,6 +337,7 @@ impl App {
             request,
             deadline,
             invocation,
+            ..
         } = record;
         let caller = &origin.caller;
         let pool = &request.user_pool_id;
@@ -344,7 +382,8 @@ impl App {
     }
 
     /// The guard's claim on the user, the caller's budget, then the reset or the resent
-    /// invitation (unless `DRY_RUN`), the sign-out, and the claim's end.
+    /// invitation (unless `DRY_RUN`) and the sign-out; and how the claim is to end (recorded by
+    /// the caller together with the key's answer).
     async fn reset(
         &self,
         record: Record<'_>,
@@ -352,12 +391,13 @@ impl App {
         rule: String,
         plan: Plan,
         intent: Option<Intent>,
-    ) -> Result<Reset, ResetError> {
+    ) -> (Result<Reset, ResetError>, Option<Ending>) {
         let Record {
             origin,
             request,
             deadline,
             invocation,
+            last_receive,
         } = record;
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
@@ -368,10 +408,14 @@ impl App {
                     .claim(pool.as_str(), &user.username, &origin.audit_id(), deadline)
                     .await;
                 invocation.guard_latency(started.elapsed());
-                match state.map_err(|error| self.guard_failure(error, deadline))? {
-                    UserState::Claimed(claim) => Some((guard, claim)),
+                let state = match state {
+                    Ok(state) => state,
+                    Err(error) => return (Err(self.guard_failure(error, deadline)), None),
+                };
+                match state {
+                    UserState::Claimed(claim) => Some(claim),
                     UserState::Free => None,
-                    UserState::InProgress => return Err(ResetError::InProgress),
+                    UserState::InProgress => return (Err(ResetError::InProgress), None),
                     UserState::RecentlyReset {
                         reset_at,
                         until,
@@ -379,13 +423,14 @@ impl App {
                     } => {
                         // The item's expiry is itself rounded up to a whole second, so this is at
                         // most the cooldown plus one.
-                        return Err(ResetError::RecentlyReset {
+                        let error = ResetError::RecentlyReset {
                             reset_at,
                             retry_after_secs: retry_after_secs(until),
                             confirmed,
-                        });
+                        };
+                        return (Err(error), None);
                     }
-                    UserState::SignOutPending { .. } => {
+                    UserState::SignOutPending { reset_at, claim } => {
                         // This record's earlier delivery reset the user and its sign-out failed:
                         // only the sign-out is tried again, never the reset.
                         let mut reset = Reset::new(
@@ -395,23 +440,31 @@ impl App {
                             self.config.dry_run,
                         );
                         reset.sign_out_only = true;
-                        if !self.config.dry_run {
-                            reset.signed_out = Some(self.sign_out(record, user, true).await);
+                        if self.config.dry_run {
+                            return (Ok(reset), None);
                         }
-                        return Ok(reset);
+                        reset.signed_out = Some(self.sign_out(record, user, !last_receive).await);
+                        // Signed out, or failed for good: the user item keeps only the reset's
+                        // cooldown from now on. A failure that may pass keeps it pending.
+                        let ending = (!reset.retry_sign_out()).then_some(Ending {
+                            claim,
+                            completion: Completion::SignedOut { reset_at },
+                        });
+                        return (Ok(reset), ending);
                     }
                 }
             }
         };
+        let release = |claim: Option<Claim>| {
+            claim.map(|claim| Ending {
+                claim,
+                completion: Completion::Release,
+            })
+        };
         // The caller's budget: spent only by a reset that is about to be sent.
         let spent = match self.spend_budget(record, &rule, plan.budget).await {
             Ok(spent) => spent,
-            Err(error) => {
-                if let Some((guard, claim)) = &claim {
-                    guard.complete(claim, Completion::Release, deadline).await;
-                }
-                return Err(error);
-            }
+            Err(error) => return (Err(error), release(claim)),
         };
         let mut reset = Reset::new(
             user.username.clone(),
@@ -420,7 +473,7 @@ impl App {
             self.config.dry_run,
         );
         if self.config.dry_run {
-            return Ok(reset);
+            return (Ok(reset), release(claim));
         }
         // The promised turn becomes a real one.
         drop(intent);
@@ -460,31 +513,37 @@ impl App {
             // Nothing was sent: the spend is given back.
             guard.refund(scope, *window, deadline).await;
         }
-        // The sign-out, only after a reset that happened (an invited user has no session).
+        // The sign-out, only after a reset that happened (an invited user has no session). A
+        // failure that may pass hands an SQS record back for the sign-out alone, unless this
+        // is its last receive.
         if result.is_ok() && plan.sign_out {
-            let retryable = claim.is_some() && origin.source.is_queue();
+            let retryable = claim.is_some() && origin.source.is_queue() && !last_receive;
             reset.signed_out = Some(self.sign_out(record, user, retryable).await);
         }
-        if let Some((guard, claim)) = claim {
-            let completion = match &result {
+        let ending = claim.map(|claim| Ending {
+            claim,
+            completion: match &result {
                 Ok(_) if reset.retry_sign_out() => Completion::ResetSignOutPending,
                 Ok(_) => Completion::Reset,
                 Err(_) if ambiguous => Completion::Unconfirmed,
                 Err(_) => Completion::Release,
-            };
-            let started = Instant::now();
-            guard.complete(&claim, completion, deadline).await;
-            invocation.guard_latency(started.elapsed());
-        }
-        reset.cognito_request_id = result.map_err(|error| {
+            },
+        });
+        let result = result.map_err(|error| {
             let error = ResetError::from(error);
             if ambiguous {
                 ResetError::ResetUnconfirmed(Box::new(error))
             } else {
                 error
             }
-        })?;
-        Ok(reset)
+        });
+        match result {
+            Ok(request_id) => {
+                reset.cognito_request_id = request_id;
+                (Ok(reset), ending)
+            }
+            Err(error) => (Err(error), ending),
+        }
     }
 
     /// Spends one reset of the caller's budget under `rule`, if it has one: the scope and the

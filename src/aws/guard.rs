@@ -1,19 +1,21 @@
-//! The guard's port: idempotency keys and per-user reset claims, in one DynamoDB table.
+//! The guard's port: idempotency keys, per-user reset claims and caller budgets, in one DynamoDB
+//! table.
 //!
-//! [`GuardStore`] is the port (four conditional operations, each within a time budget);
-//! [`DynamoGuard`] implements it over DynamoDB; [`Guard`] is what the pipeline calls: it gives
-//! each operation its stage's time (a key or a claim is taken by `deadline − margin`, a result
-//! is recorded by `deadline − margin/4`, so a reset that was answered is always recorded) and
-//! logs what it could not record.
+//! What an item *means* and which conditional write each decision makes is decided in
+//! [`crate::guard_logic`], pure. This module is the rest:
+//!
+//! - [`Table`]: the storage under the guard (a conditional write, an all-or-nothing pair of
+//!   writes, a consistent read), implemented over DynamoDB by [`DynamoTable`], which renders the
+//!   logic's [`Write`]s into `PutItem`/`UpdateItem`/`DeleteItem`/`TransactWriteItems` requests;
+//!   the fault-injection suite implements it in memory with [`crate::guard_logic::apply`];
+//! - [`TableGuard`]: the guard's operations over any [`Table`] (the same code in production and
+//!   under the suite's faults);
+//! - [`Guard`]: what the pipeline calls: it gives each operation its stage's time (a key or a
+//!   claim is taken by `deadline − margin`, a result is recorded by `deadline − margin/4`, so a
+//!   reset that was answered is always recorded) and logs what it could not record.
 //!
 //! One table, one string partition key `pk`, TTL on the number attribute `expiresAt` (epoch
-//! seconds). Two kinds of item live in it:
-//!
-//! | item | `pk` | attributes |
-//! |---|---|---|
-//! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
-//! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`: the reset's answer was lost), `claimId`, `claimedAt` (ms), `leaseUntil` (ms), `resetAt` (ms, when reset), `signOutPending` (the record id whose sign-out failed and is retried on its redelivery), `expiresAt` |
-//! | caller budget | `budget#<sha256(rule, caller)>` | `window` (epoch seconds / `perSeconds`), `used` (resets in that window), `before` (in the window before it), `total` (`used + before`), `expiresAt` |
+//! seconds); the items are listed in [`crate::guard_logic`].
 //!
 //! **Budgets** (a rule's `budget`: at most N resets per caller in any S seconds) count in fixed
 //! windows `[w·S, (w+1)·S)` and admit a reset only while `before + used < N`: every S-second
@@ -25,11 +27,17 @@
 //! window is started by one conditional `PutItem` over the item it replaces. A reset refused
 //! before sending (by Cognito or the guard) gives its spend back.
 //!
-//! Every decision is one conditional `PutItem` that succeeds only where no live item exists
-//! (absent, or past its `expiresAt`: DynamoDB's TTL deletes lazily, so the condition checks it
-//! too). A failed condition is never an error: the item that won is read back (from the
+//! Every decision is one conditional write that succeeds only where no live item stands in the
+//! way (absent, or past its `expiresAt`: DynamoDB's TTL deletes lazily, so the condition checks
+//! it too), or where the item is this very request's (a claim met by the SDK's retry of its own
+//! landed write). A failed condition is never an error: the item that won is read back (from the
 //! failure itself, or with a consistent `GetItem`) and says why. DynamoDB's own failures are
 //! [`GuardError`]s, which the pipeline reports as RETRY `guard-unavailable`.
+//!
+//! A reset's end is recorded in one `TransactWriteItems`: the user item's completion and the
+//! idempotency key's answer land together or not at all, so a performed reset's key is never
+//! left without its answer while the user item says "reset" (a retry with the key would be told
+//! `recently-reset`, then reset the user again after the cooldown).
 //!
 //! Only final answers are kept under a key: RESET, WOULD_RESET and REJECTED, but not
 //! `recently-reset` (it passes once the cooldown ends), `caller-budget-exhausted` (once the budget
@@ -41,45 +49,33 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 use super::error::classify;
 use super::{BoxFuture, ClientSettings, Stage, budget, timeouts_within};
-use crate::deadline::{
-    Deadline, epoch_ms as ms, epoch_secs_ceil as secs_ceil, epoch_secs_floor as secs_floor,
-    wall_now,
-};
+use crate::deadline::{Deadline, epoch_ms as ms, wall_now};
 use crate::failure::{GuardError, GuardErrorKind};
-use crate::request::ResetRequest;
+use crate::guard_logic::{self as logic, AfterSpend, Item, Rendered, Value, Write, render_changes};
+pub use crate::guard_logic::{
+    BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION, BUDGET_START_CONDITION,
+    BudgetScope, BudgetTurn, CLAIM_CONDITION, Claim, Completion, HOLDER_CONDITION,
+    KEY_CLAIM_CONDITION, KeyRef, KeyState, PENDING_CONDITION, SIGN_OUT_PENDING_CONDITION,
+    UserState, user_pk,
+};
 
-/// A live item's condition for a new claim: nothing there, or what is there has expired.
-pub const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs";
-/// An idempotency key may also be taken over when its holder's lease ran out before it
-/// finished (the invocation died): RETRY is not kept, so the key runs again.
-pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR (#state = :pending AND leaseUntil <= :nowMs)";
-/// Only the holder of a claim may complete or release it.
-pub const HOLDER_CONDITION: &str = "claimId = :claimId";
-/// Only a pending key may be finished or released.
-pub const PENDING_CONDITION: &str = "#state = :pending";
-/// A budget's spend: in the current window, below the limit.
-pub const BUDGET_SPEND_CONDITION: &str = "#window = :window AND #total < :limit";
-/// A budget's first item.
-pub const BUDGET_START_CONDITION: &str = "attribute_not_exists(pk)";
-/// A budget's new window, over exactly the item that was read.
-pub const BUDGET_ROLL_CONDITION: &str = "#window = :oldWindow AND #used = :oldUsed";
-/// A spend given back, in the window it was taken in (`#count` is `used`, or `before` once
-/// the window has moved on).
-pub const BUDGET_REFUND_CONDITION: &str = "#window = :window AND #count > :zero";
 /// Rounds of a budget's spend lost to concurrent writers before it gives up (a new window
 /// races at most once per window; each lost round means another request's spend won).
 const BUDGET_ROUNDS: usize = 8;
@@ -114,188 +110,118 @@ fn malformed(operation: &'static str, what: &str) -> GuardError {
     GuardError::new(GuardErrorKind::Misconfigured, operation, what.to_owned())
 }
 
-/// An idempotency key as the guard stores it: scoped by caller and by batch position, bound to
-/// one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRef {
-    /// The key as the caller gave it, with `#<index>` for a batch item (for the audit line).
-    pub key: String,
-    /// The item's partition key.
-    pub pk: String,
-    /// The SHA-256 of the compared fields of the request.
-    pub request_hash: String,
+/// A conditional write whose condition failed, where that is an error (a completion or a key's
+/// answer that is no longer this invocation's to write).
+pub fn condition_failed(operation: &'static str) -> GuardError {
+    GuardError::new(
+        GuardErrorKind::Upstream,
+        operation,
+        "ConditionalCheckFailedException",
+    )
 }
 
-impl KeyRef {
-    /// The key `key` of `caller` (its stable description) for `request`, item `index` of a
-    /// batch or (`None`) a single request: the two can never share an item.
-    pub fn new(caller: &str, key: &str, index: Option<usize>, request: &ResetRequest) -> KeyRef {
-        let position = match index {
-            Some(index) => format!("item {index}"),
-            None => "single".to_owned(),
-        };
-        let pk = format!(
-            "key#{}",
-            sha256_hex(&[caller.as_bytes(), key.as_bytes(), position.as_bytes()])
-        );
-        // JSON of the three compared fields: unambiguous, and ClientMetadata is a sorted map.
-        let mut compared = serde_json::json!([
-            request.user_pool_id.as_str(),
-            request.username.as_str(),
-            request.client_metadata.entries(),
-        ]);
-        // `SignOut` only when asked, so the keys of requests without it keep their hash.
-        if request.sign_out
-            && let Some(fields) = compared.as_array_mut()
-        {
-            fields.push(serde_json::Value::Bool(true));
-        }
-        KeyRef {
-            key: match index {
-                Some(index) => format!("{key}#{index}"),
-                None => key.to_owned(),
-            },
-            pk,
-            request_hash: sha256_hex(&[compared.to_string().as_bytes()]),
+/// Which guard operation a table call serves (for the fault suite's schedule and for traces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// Taking an idempotency key.
+    Begin,
+    /// Recording a key's answer, or releasing it.
+    Finish,
+    /// Claiming a user.
+    Claim,
+    /// Ending a claim.
+    Complete,
+    /// A reset's end: the claim's completion and the key's answer together.
+    Settle,
+    /// Spending a caller's budget.
+    Spend,
+    /// Giving a spend back.
+    Refund,
+}
+
+impl Step {
+    /// The step's name in logs and traces (`guard.claim`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Begin => "guard.begin",
+            Step::Finish => "guard.finish",
+            Step::Claim => "guard.claim",
+            Step::Complete => "guard.complete",
+            Step::Settle => "guard.settle",
+            Step::Spend => "guard.spend",
+            Step::Refund => "guard.refund",
         }
     }
 }
 
-fn sha256_hex(parts: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        // Length-prefixed, so that ("ab", "c") and ("a", "bc") differ.
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// What an idempotency key says about a request; `A` is the answer kept for replay (the store
-/// keeps it as JSON and knows nothing of it).
-#[derive(Debug, Clone, PartialEq)]
-pub enum KeyState<A> {
-    /// First use (or a retry after a RETRY): the request runs, and this invocation holds the key.
-    Fresh,
-    /// A final answer was given before: give it again.
-    Replay(A),
-    /// The same key is being processed right now.
-    InProgress,
-    /// The key was used with a different request.
-    Reused,
-}
-
-/// What the per-user claim says about a reset.
+/// What a conditional write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserState {
-    /// This invocation holds the user: it may reset.
-    Claimed(Claim),
-    /// Dry run: nothing stands in the way, and nothing was written.
-    Free,
-    /// Reset at `reset_at` (`confirmed`), or a reset sent then whose answer was lost or whose
-    /// sender died (not `confirmed`: the user may have a code); the window ends at `until`.
-    RecentlyReset {
-        reset_at: SystemTime,
-        until: SystemTime,
-        confirmed: bool,
-    },
-    /// Another request is between its claim and its result.
-    InProgress,
-    /// This record reset the user on an earlier delivery and its sign-out failed: sign out
-    /// only, never reset again.
-    SignOutPending { reset_at: SystemTime },
+pub enum Written {
+    /// Applied.
+    Done,
+    /// Its condition failed; the item it met, when the store returned it (`None`: read it).
+    Refused(Option<Item>),
 }
 
-/// One caller's budget under one rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BudgetScope {
-    /// The item's partition key.
-    pub pk: String,
-    /// N: resets admitted...
-    pub resets: u32,
-    /// ...in any window of S seconds.
-    pub per_seconds: u32,
+/// The storage under the guard: DynamoDB, or the fault suite's in-memory table. Each call ends
+/// within `budget`, retries included.
+pub trait Table: Send + Sync + std::fmt::Debug {
+    /// One conditional write.
+    fn write<'a>(
+        &'a self,
+        step: Step,
+        write: &'a Write,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Written, GuardError>>;
+
+    /// Conditional writes applied all or none (`TransactWriteItems`); `Refused(None)` when a
+    /// condition failed.
+    fn write_all<'a>(
+        &'a self,
+        step: Step,
+        writes: &'a [Write],
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Written, GuardError>>;
+
+    /// A consistent read of the item `pk`.
+    fn get<'a>(
+        &'a self,
+        step: Step,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<Item>, GuardError>>;
 }
 
-impl BudgetScope {
-    /// The budget of `caller` (its stable description) under `rule`.
-    pub fn new(rule: &str, caller: &str, resets: u32, per_seconds: u32) -> BudgetScope {
-        BudgetScope {
-            pk: format!(
-                "budget#{}",
-                sha256_hex(&[rule.as_bytes(), caller.as_bytes()])
-            ),
-            resets: resets.max(1),
-            per_seconds: per_seconds.max(1),
-        }
+impl<T: Table + ?Sized> Table for Arc<T> {
+    fn write<'a>(
+        &'a self,
+        step: Step,
+        write: &'a Write,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Written, GuardError>> {
+        self.as_ref().write(step, write, budget)
     }
 
-    fn window_of(&self, time: SystemTime) -> u64 {
-        secs_floor(time) / u64::from(self.per_seconds)
+    fn write_all<'a>(
+        &'a self,
+        step: Step,
+        writes: &'a [Write],
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Written, GuardError>> {
+        self.as_ref().write_all(step, writes, budget)
     }
 
-    fn window_start(&self, window: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(window.saturating_mul(u64::from(self.per_seconds)))
-    }
-
-    /// When a budget with `before` and `used` resets counted in `window` (at the limit) admits
-    /// one more: at the next window if `used` alone is below the limit, else the one after.
-    fn admits_again(&self, window: u64, used: u64) -> SystemTime {
-        if used < u64::from(self.resets) {
-            self.window_start(window + 1)
-        } else {
-            self.window_start(window + 2)
-        }
+    fn get<'a>(
+        &'a self,
+        step: Step,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+        self.as_ref().get(step, pk, budget)
     }
 }
 
-/// What a budget said about one more reset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BudgetTurn {
-    /// Admitted and counted in `window` (give it back with [`Guard::refund`] if nothing was
-    /// sent). In `DRY_RUN`, admitted and not counted.
-    Spent { window: u64 },
-    /// At the limit until `until`.
-    Exhausted { until: SystemTime },
-}
-
-/// A held user claim, to complete or release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// The user item's partition key.
-    pub pk: String,
-    /// This claim's id.
-    pub id: String,
-}
-
-/// The partition key of a user's claim.
-pub fn user_pk(pool: &str, username: &str) -> String {
-    format!("user#{pool}#{username}")
-}
-
-/// How a claimed reset ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion {
-    /// The reset happened: the cooldown window starts now.
-    Reset,
-    /// Cognito refused, or failed in a way that proves nothing happened: others may try.
-    Release,
-    /// Unknown whether the reset happened (a timeout, a 5xx, an unreadable answer): the claim
-    /// stays, marked unconfirmed, for a cooldown window from now, so nothing sends a second code
-    /// inside it.
-    Unconfirmed,
-    /// The reset happened and the sign-out after it failed in a way that may pass: as `Reset`,
-    /// and the item remembers the record (`signOutPending`), so that its redelivery only signs
-    /// out. Kept at least `IDEMPOTENCY_TTL_SECONDS`, even with the cooldown off.
-    ResetSignOutPending,
-}
-
-/// The guard's four operations, each one conditional write (and, on a lost race, a read),
-/// within `budget`.
+/// The guard's operations, each within `budget`.
 pub trait GuardStore: Send + Sync + std::fmt::Debug {
     /// Takes an idempotency key until `lease_until`, or says why not (a replay's answer as JSON).
     fn begin<'a>(
@@ -329,24 +255,377 @@ pub trait GuardStore: Send + Sync + std::fmt::Debug {
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>>;
 
-    /// Spends one reset of a caller's budget, or says until when it is exhausted. A store that
-    /// keeps no budgets says so (the policy loader refuses budgets without the guard's table).
+    /// Ends a claim and records (or releases) a key together: both land or neither.
+    fn settle<'a>(
+        &'a self,
+        claim: &'a Claim,
+        completion: Completion,
+        key: &'a KeyRef,
+        answer: Option<String>,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>>;
+
+    /// Spends one reset of a caller's budget, or says until when it is exhausted.
     fn spend<'a>(
         &'a self,
-        _scope: &'a BudgetScope,
-        _budget: Duration,
-    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
-        Box::pin(async { Err(malformed("UpdateItem", "this guard store keeps no budgets")) })
-    }
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>>;
 
     /// Gives back a spend of `window` (nothing was sent).
     fn refund<'a>(
         &'a self,
-        _scope: &'a BudgetScope,
-        _window: u64,
-        _budget: Duration,
+        scope: &'a BudgetScope,
+        window: u64,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>>;
+}
+
+/// The end of one guard operation's time: each table call it makes gets what is left, so an
+/// operation of several calls (a write, then the read of the item that won) ends within its
+/// budget.
+#[derive(Debug, Clone, Copy)]
+struct Until(tokio::time::Instant);
+
+impl Until {
+    fn after(budget: Duration) -> Until {
+        Until(tokio::time::Instant::now() + budget)
+    }
+
+    /// The time left, or `Deadline` when none is.
+    fn left(self, operation: &'static str) -> Result<Duration, GuardError> {
+        let left = self
+            .0
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(GuardError::new(
+                GuardErrorKind::Deadline,
+                operation,
+                "no time left in the operation's stage",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+/// The guard's operations over a [`Table`]: the decisions of [`crate::guard_logic`], the reads
+/// of the items that won, the budget's rounds. `read_only` is `DRY_RUN`: read, never write.
+#[derive(Debug)]
+pub struct TableGuard<T> {
+    table: T,
+    cooldown: Duration,
+    ttl: Duration,
+    read_only: bool,
+}
+
+impl<T: Table> TableGuard<T> {
+    /// The guard's operations over `table`.
+    pub fn new(table: T, settings: &GuardSettings, read_only: bool) -> TableGuard<T> {
+        TableGuard {
+            table,
+            cooldown: settings.cooldown,
+            ttl: settings.idempotency_ttl,
+            read_only,
+        }
+    }
+
+    /// The table underneath.
+    pub fn table(&self) -> &T {
+        &self.table
+    }
+
+    /// The live item `pk` (an expired one reads as none).
+    async fn live(
+        &self,
+        step: Step,
+        pk: &str,
+        now: SystemTime,
+        until: Until,
+    ) -> Result<Option<Item>, GuardError> {
+        Ok(self
+            .table
+            .get(step, pk, until.left("GetItem")?)
+            .await?
+            .filter(|item| logic::live(item, now)))
+    }
+
+    /// The item that made `write` fail: returned with the failure, or read.
+    async fn winner(
+        &self,
+        step: Step,
+        met: Option<Item>,
+        pk: &str,
+        until: Until,
+    ) -> Result<Option<Item>, GuardError> {
+        match met {
+            Some(item) => Ok(Some(item)),
+            None => self.table.get(step, pk, until.left("GetItem")?).await,
+        }
+    }
+
+    async fn must_write(&self, step: Step, write: &Write, until: Until) -> Result<(), GuardError> {
+        let left = until.left(write.operation())?;
+        match self.table.write(step, write, left).await? {
+            Written::Done => Ok(()),
+            Written::Refused(_) => Err(condition_failed(write.operation())),
+        }
+    }
+
+    async fn begin_key(
+        &self,
+        key: &KeyRef,
+        lease_until: SystemTime,
+        budget: Duration,
+    ) -> Result<KeyState<String>, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        if self.read_only {
+            return match self.live(Step::Begin, &key.pk, now, until).await? {
+                None => Ok(KeyState::Fresh),
+                Some(item) => logic::key_state(&item, key, now),
+            };
+        }
+        let write = logic::key_take(key, lease_until, now, self.ttl);
+        match self
+            .table
+            .write(Step::Begin, &write, until.left("PutItem")?)
+            .await?
+        {
+            Written::Done => Ok(KeyState::Fresh),
+            Written::Refused(met) => match self.winner(Step::Begin, met, &key.pk, until).await? {
+                Some(item) => logic::key_state(&item, key, now),
+                // Gone between the write and the read: its holder just released it.
+                None => Ok(KeyState::InProgress),
+            },
+        }
+    }
+
+    async fn finish_key(
+        &self,
+        key: &KeyRef,
+        answer: Option<String>,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        let until = Until::after(budget);
+        if self.read_only {
+            return Ok(());
+        }
+        let write = logic::key_finish(key, answer.as_deref(), wall_now(), self.ttl);
+        self.must_write(Step::Finish, &write, until).await
+    }
+
+    async fn claim_user(
+        &self,
+        claim: &Claim,
+        lease_until: SystemTime,
+        budget: Duration,
+    ) -> Result<UserState, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        if self.read_only {
+            return match self.live(Step::Claim, &claim.pk, now, until).await? {
+                None => Ok(UserState::Free),
+                Some(item) => logic::user_state(&item, claim, now, self.cooldown),
+            };
+        }
+        let write = logic::claim_take(claim, lease_until, now, self.cooldown);
+        match self
+            .table
+            .write(Step::Claim, &write, until.left("PutItem")?)
+            .await?
+        {
+            Written::Done => Ok(UserState::Claimed(claim.clone())),
+            Written::Refused(met) => match self.winner(Step::Claim, met, &claim.pk, until).await? {
+                Some(item) => logic::user_state(&item, claim, now, self.cooldown),
+                None => Ok(UserState::InProgress),
+            },
+        }
+    }
+
+    async fn complete_claim(
+        &self,
+        claim: &Claim,
+        completion: Completion,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        let until = Until::after(budget);
+        if self.read_only {
+            return Ok(());
+        }
+        let write = logic::claim_end(claim, completion, wall_now(), self.cooldown, self.ttl);
+        self.must_write(Step::Complete, &write, until).await
+    }
+
+    async fn settle_both(
+        &self,
+        claim: &Claim,
+        completion: Completion,
+        key: &KeyRef,
+        answer: Option<String>,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        let until = Until::after(budget);
+        if self.read_only {
+            return Ok(());
+        }
+        let now = wall_now();
+        let writes = [
+            logic::claim_end(claim, completion, now, self.cooldown, self.ttl),
+            logic::key_finish(key, answer.as_deref(), now, self.ttl),
+        ];
+        match self
+            .table
+            .write_all(Step::Settle, &writes, until.left("TransactWriteItems")?)
+            .await
+        {
+            Ok(Written::Done) => Ok(()),
+            // A condition failed (the key was taken over after its lease, say), or the pair may
+            // not have landed: each write on its own, where its own condition still holds (both
+            // are safe to repeat: a landed one fails its condition or writes the same again).
+            Ok(Written::Refused(_)) | Err(_) => {
+                let claimed = self.must_write(Step::Complete, &writes[0], until).await;
+                let kept = self.must_write(Step::Finish, &writes[1], until).await;
+                claimed.and(kept)
+            }
+        }
+    }
+
+    async fn spend_budget(
+        &self,
+        scope: &BudgetScope,
+        budget: Duration,
+    ) -> Result<BudgetTurn, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        let mut window = scope.window_of(now);
+        if self.read_only {
+            let item = self
+                .table
+                .get(Step::Spend, &scope.pk, until.left("GetItem")?)
+                .await?;
+            return Ok(logic::budget_read(scope, window, item.as_ref()));
+        }
+        for _ in 0..BUDGET_ROUNDS {
+            let spend = logic::budget_spend(scope, window);
+            let met = match self
+                .table
+                .write(Step::Spend, &spend, until.left("UpdateItem")?)
+                .await?
+            {
+                Written::Done => return Ok(BudgetTurn::Spent { window }),
+                Written::Refused(met) => met,
+            };
+            let old = self.winner(Step::Spend, met, &scope.pk, until).await?;
+            match logic::after_spend(scope, window, old.as_ref()) {
+                AfterSpend::Exhausted { until } => return Ok(BudgetTurn::Exhausted { until }),
+                AfterSpend::SpendIn { window: ahead } => window = ahead,
+                AfterSpend::Start(start) => {
+                    match self
+                        .table
+                        .write(Step::Spend, &start, until.left("PutItem")?)
+                        .await?
+                    {
+                        Written::Done => return Ok(BudgetTurn::Spent { window }),
+                        // Another request started the window first: spend in it.
+                        Written::Refused(_) => {}
+                    }
+                }
+            }
+        }
+        Err(GuardError::new(
+            GuardErrorKind::Throttled,
+            "UpdateItem",
+            "the caller's budget item changed under every attempt to spend it",
+        ))
+    }
+
+    async fn refund_budget(
+        &self,
+        scope: &BudgetScope,
+        window: u64,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        let until = Until::after(budget);
+        if self.read_only {
+            return Ok(());
+        }
+        for refund in logic::budget_refunds(scope, window) {
+            if self
+                .table
+                .write(Step::Refund, &refund, until.left("UpdateItem")?)
+                .await?
+                == Written::Done
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Table> GuardStore for TableGuard<T> {
+    fn begin<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        lease_until: SystemTime,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<KeyState<String>, GuardError>> {
+        Box::pin(self.begin_key(key, lease_until, budget))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        answer: Option<String>,
+        budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(self.finish_key(key, answer, budget))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        claim: &'a Claim,
+        lease_until: SystemTime,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
+        Box::pin(self.claim_user(claim, lease_until, budget))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        claim: &'a Claim,
+        completion: Completion,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(self.complete_claim(claim, completion, budget))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        claim: &'a Claim,
+        completion: Completion,
+        key: &'a KeyRef,
+        answer: Option<String>,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(self.settle_both(claim, completion, key, answer, budget))
+    }
+
+    fn spend<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        Box::pin(self.spend_budget(scope, budget))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        window: u64,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(self.refund_budget(scope, window, budget))
     }
 }
 
@@ -380,7 +659,7 @@ impl Guard {
         read_only: bool,
         margin: Duration,
     ) -> Guard {
-        let store = DynamoGuard::new(client, settings.clone(), read_only);
+        let store = TableGuard::new(DynamoTable::new(client, &settings), &settings, read_only);
         Guard::new(Arc::new(store), &settings, margin)
     }
 
@@ -497,6 +776,39 @@ impl Guard {
 }
 
 impl Guard {
+    /// Ends a claim and records (or releases) the key together: the user item's completion
+    /// and the key's answer land in one transaction, so a performed reset's key never stays
+    /// without its answer. Never refused for the margin (the record stage); a failure is
+    /// logged.
+    pub async fn settle(
+        &self,
+        claim: &Claim,
+        completion: Completion,
+        key: &KeyRef,
+        answer: Option<&impl Serialize>,
+        deadline: Deadline,
+    ) {
+        let result = match self.budget(deadline, Stage::Record, "settle") {
+            Ok(budget) => {
+                let json = answer.and_then(|a| serde_json::to_string(a).ok());
+                self.store
+                    .settle(claim, completion, key, json, budget)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                completion = ?completion,
+                idempotency_key = %key.key,
+                error.cause_chain = %crate::logging::cause_chain(&error),
+                "could not record the reset's end; an unfinished claim counts as a possible reset until its window ends"
+            );
+        }
+    }
+}
+
+impl Guard {
     /// Spends one reset of `scope`'s budget (in `DRY_RUN`, only reads it).
     pub async fn spend(
         &self,
@@ -524,455 +836,286 @@ impl Guard {
     }
 }
 
-/// The guard's table in DynamoDB.
+/// The guard's table in DynamoDB: the logic's writes rendered into requests.
 #[derive(Debug, Clone)]
-pub struct DynamoGuard {
+pub struct DynamoTable {
     client: Client,
-    settings: GuardSettings,
-    /// `DRY_RUN`: read, never write.
-    read_only: bool,
+    table: String,
+    /// The timeout of each attempt.
+    attempt: Duration,
 }
 
-impl DynamoGuard {
-    /// Wraps a configured client (see [`configure`]).
-    pub fn new(client: Client, settings: GuardSettings, read_only: bool) -> DynamoGuard {
-        DynamoGuard {
+impl DynamoTable {
+    /// The table `settings.table` through a client configured with [`configure`].
+    pub fn new(client: Client, settings: &GuardSettings) -> DynamoTable {
+        DynamoTable {
             client,
-            settings,
-            read_only,
+            table: settings.table.clone(),
+            attempt: settings.client.timeout,
         }
     }
 
     /// Timeouts that end a call (the SDK's retries included) within `budget`.
     fn timeouts(&self, budget: Duration) -> config::Builder {
-        within(self.settings.client.timeout, budget)
+        within(self.attempt, budget)
     }
 
-    async fn begin_key(
-        &self,
-        key: &KeyRef,
-        lease_until: SystemTime,
-        budget: Duration,
-    ) -> Result<KeyState<String>, GuardError> {
-        let now = wall_now();
-        if self.read_only {
-            let item = self.get(&key.pk, budget).await?;
-            return Ok(match item.filter(|i| live(i, now)) {
-                None => KeyState::Fresh,
-                Some(item) => key_state(&item, key, now)?,
-            });
-        }
-        let item = HashMap::from([
-            ("pk".to_owned(), s(&key.pk)),
-            ("state".to_owned(), s("pending")),
-            ("requestHash".to_owned(), s(&key.request_hash)),
-            ("leaseUntil".to_owned(), n(ms(lease_until))),
-            (
-                "expiresAt".to_owned(),
-                n(secs_ceil(now + self.settings.idempotency_ttl)),
-            ),
-        ]);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.settings.table)
-            .set_item(Some(item))
-            .condition_expression(KEY_CLAIM_CONDITION)
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":nowSecs", n(secs_floor(now)))
-            .expression_attribute_values(":nowMs", n(ms(now)))
-            .expression_attribute_values(":pending", s("pending"))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .customize()
-            .config_override(self.timeouts(budget))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(KeyState::Fresh),
-            Err(SdkError::ServiceError(context))
-                if context.err().is_conditional_check_failed_exception() =>
-            {
-                match self.winner(context.into_err(), &key.pk, budget).await? {
-                    Some(item) => key_state(&item, key, now),
-                    // Gone between the write and the read: its holder just released it.
-                    None => Ok(KeyState::InProgress),
-                }
-            }
-            Err(e) => Err(from_sdk("PutItem", e)),
-        }
-    }
-
-    async fn finish_key(
-        &self,
-        key: &KeyRef,
-        answer: Option<String>,
-        budget: Duration,
-    ) -> Result<(), GuardError> {
-        if self.read_only {
-            return Ok(());
-        }
-        match answer {
-            Some(json) => {
-                let expires = secs_ceil(wall_now() + self.settings.idempotency_ttl);
-                self.client
-                    .update_item()
-                    .table_name(&self.settings.table)
-                    .key("pk", s(&key.pk))
-                    .update_expression("SET #state = :done, answer = :answer, expiresAt = :expires")
-                    .condition_expression(PENDING_CONDITION)
-                    .expression_attribute_names("#state", "state")
-                    .expression_attribute_values(":pending", s("pending"))
-                    .expression_attribute_values(":done", s("done"))
-                    .expression_attribute_values(":answer", s(&json))
-                    .expression_attribute_values(":expires", n(expires))
+    async fn write_one(&self, write: &Write, budget: Duration) -> Result<Written, GuardError> {
+        let mut rendered = write.cond().render();
+        let refused = |item: Option<HashMap<String, AttributeValue>>| {
+            Ok(Written::Refused(item.map(|i| from_attributes(&i))))
+        };
+        match write {
+            Write::Put { item, .. } => {
+                let result = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(to_attributes(item)))
+                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_expression_attribute_names(names(&rendered))
+                    .set_expression_attribute_values(values(&rendered))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
                     .customize()
                     .config_override(self.timeouts(budget))
                     .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| from_sdk("UpdateItem", e))
+                    .await;
+                match result {
+                    Ok(_) => Ok(Written::Done),
+                    Err(SdkError::ServiceError(context))
+                        if context.err().is_conditional_check_failed_exception() =>
+                    {
+                        match context.into_err() {
+                            PutItemError::ConditionalCheckFailedException(e) => refused(e.item),
+                            _ => refused(None),
+                        }
+                    }
+                    Err(e) => Err(from_sdk("PutItem", e)),
+                }
             }
-            None => self
-                .client
-                .delete_item()
-                .table_name(&self.settings.table)
-                .key("pk", s(&key.pk))
-                .condition_expression(PENDING_CONDITION)
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":pending", s("pending"))
-                .customize()
-                .config_override(self.timeouts(budget))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| from_sdk("DeleteItem", e)),
+            Write::Update { pk, changes, .. } => {
+                let condition = std::mem::take(&mut rendered.text);
+                let update = render_changes(changes, &mut rendered);
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(pk))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(names(&rendered))
+                    .set_expression_attribute_values(values(&rendered))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .customize()
+                    .config_override(self.timeouts(budget))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => Ok(Written::Done),
+                    Err(SdkError::ServiceError(context))
+                        if context.err().is_conditional_check_failed_exception() =>
+                    {
+                        match context.into_err() {
+                            UpdateItemError::ConditionalCheckFailedException(e) => refused(e.item),
+                            _ => refused(None),
+                        }
+                    }
+                    Err(e) => Err(from_sdk("UpdateItem", e)),
+                }
+            }
+            Write::Delete { pk, .. } => {
+                let result = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(pk))
+                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_expression_attribute_names(names(&rendered))
+                    .set_expression_attribute_values(values(&rendered))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .customize()
+                    .config_override(self.timeouts(budget))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => Ok(Written::Done),
+                    Err(SdkError::ServiceError(context))
+                        if context.err().is_conditional_check_failed_exception() =>
+                    {
+                        match context.into_err() {
+                            DeleteItemError::ConditionalCheckFailedException(e) => refused(e.item),
+                            _ => refused(None),
+                        }
+                    }
+                    Err(e) => Err(from_sdk("DeleteItem", e)),
+                }
+            }
         }
     }
 
-    async fn claim_user(
-        &self,
-        claim: &Claim,
-        lease_until: SystemTime,
-        budget: Duration,
-    ) -> Result<UserState, GuardError> {
-        let now = wall_now();
-        if self.read_only {
-            let item = self.get(&claim.pk, budget).await?;
-            return Ok(match item.filter(|i| live(i, now)) {
-                None => UserState::Free,
-                Some(item) => claimed_state(&item, claim, now)?,
-            });
-        }
-        // Until completed, a claim counts as a (possible) reset for the whole window: a crash
-        // between the claim and the result never allows a second code inside it.
-        let until = now + self.settings.cooldown.max(until_or_zero(lease_until, now));
-        let item = HashMap::from([
-            ("pk".to_owned(), s(&claim.pk)),
-            ("state".to_owned(), s("claimed")),
-            ("claimId".to_owned(), s(&claim.id)),
-            ("claimedAt".to_owned(), n(ms(now))),
-            ("leaseUntil".to_owned(), n(ms(lease_until))),
-            ("expiresAt".to_owned(), n(secs_ceil(until))),
-        ]);
+    /// One write as an item of a `TransactWriteItems`.
+    fn transact_item(&self, write: &Write) -> Result<TransactWriteItem, GuardError> {
+        let built = |what| malformed("TransactWriteItems", what);
+        let mut rendered = write.cond().render();
+        let item = match write {
+            Write::Put { item, .. } => TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(to_attributes(item)))
+                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_expression_attribute_names(names(&rendered))
+                    .set_expression_attribute_values(values(&rendered))
+                    .build()
+                    .map_err(|_| built("a Put without its table or item"))?,
+            ),
+            Write::Update { pk, changes, .. } => {
+                let condition = std::mem::take(&mut rendered.text);
+                let update = render_changes(changes, &mut rendered);
+                TransactWriteItem::builder().update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(pk))
+                        .update_expression(update)
+                        .condition_expression(condition)
+                        .set_expression_attribute_names(names(&rendered))
+                        .set_expression_attribute_values(values(&rendered))
+                        .build()
+                        .map_err(|_| built("an Update without its table, key or expression"))?,
+                )
+            }
+            Write::Delete { pk, .. } => TransactWriteItem::builder().delete(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(pk))
+                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_expression_attribute_names(names(&rendered))
+                    .set_expression_attribute_values(values(&rendered))
+                    .build()
+                    .map_err(|_| built("a Delete without its table or key"))?,
+            ),
+        };
+        Ok(item.build())
+    }
+
+    async fn write_many(&self, writes: &[Write], budget: Duration) -> Result<Written, GuardError> {
+        let items = writes
+            .iter()
+            .map(|w| self.transact_item(w))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The SDK fills in the ClientRequestToken, so its own retry of a landed transaction is
+        // answered as a success.
         let result = self
             .client
-            .put_item()
-            .table_name(&self.settings.table)
-            .set_item(Some(item))
-            .condition_expression(CLAIM_CONDITION)
-            .expression_attribute_values(":nowSecs", n(secs_floor(now)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .transact_write_items()
+            .set_transact_items(Some(items))
             .customize()
             .config_override(self.timeouts(budget))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(UserState::Claimed(claim.clone())),
+            Ok(_) => Ok(Written::Done),
             Err(SdkError::ServiceError(context))
-                if context.err().is_conditional_check_failed_exception() =>
+                if matches!(
+                    context.err(),
+                    TransactWriteItemsError::TransactionCanceledException(e)
+                        if e.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+                ) =>
             {
-                match self.winner(context.into_err(), &claim.pk, budget).await? {
-                    Some(item) => claimed_state(&item, claim, now),
-                    None => Ok(UserState::InProgress),
-                }
+                Ok(Written::Refused(None))
             }
-            Err(e) => Err(from_sdk("PutItem", e)),
+            Err(e) => Err(from_sdk("TransactWriteItems", e)),
         }
     }
+}
 
-    async fn complete_claim(
-        &self,
-        claim: &Claim,
-        completion: Completion,
+impl Table for DynamoTable {
+    fn write<'a>(
+        &'a self,
+        _step: Step,
+        write: &'a Write,
         budget: Duration,
-    ) -> Result<(), GuardError> {
-        if self.read_only {
-            return Ok(());
-        }
-        let cooldown = self.settings.cooldown;
-        let now = wall_now();
-        let update = |expression: &str, state: &str| {
-            self.client
-                .update_item()
-                .table_name(&self.settings.table)
-                .key("pk", s(&claim.pk))
-                .update_expression(expression)
-                .condition_expression(HOLDER_CONDITION)
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":claimId", s(&claim.id))
-                .expression_attribute_values(":state", s(state))
-                .expression_attribute_values(":now", n(ms(now)))
-        };
-        match completion {
-            Completion::Reset if !cooldown.is_zero() => update(
-                "SET #state = :state, resetAt = :now, leaseUntil = :now, expiresAt = :expires",
-                "reset",
-            )
-            .expression_attribute_values(":expires", n(secs_ceil(now + cooldown)))
-            .customize()
-            .config_override(self.timeouts(budget))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| from_sdk("UpdateItem", e)),
-            // A possible reset: the window starts now, as for a reset.
-            Completion::Unconfirmed if !cooldown.is_zero() => update(
-                "SET #state = :state, leaseUntil = :now, expiresAt = :expires",
-                "unconfirmed",
-            )
-            .expression_attribute_values(":expires", n(secs_ceil(now + cooldown)))
-            .customize()
-            .config_override(self.timeouts(budget))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| from_sdk("UpdateItem", e)),
-            // A reset whose sign-out is retried on the record's redelivery: remembered even
-            // with the cooldown off, so that the redelivery never resets again.
-            Completion::ResetSignOutPending => {
-                let keep = cooldown.max(self.settings.idempotency_ttl);
-                update(
-                    "SET #state = :state, resetAt = :now, leaseUntil = :now, expiresAt = :expires, signOutPending = :record",
-                    "reset",
-                )
-                .expression_attribute_values(":expires", n(secs_ceil(now + keep)))
-                .expression_attribute_values(":record", s(claim_record(&claim.id)))
-                .customize()
-                .config_override(self.timeouts(budget))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| from_sdk("UpdateItem", e))
-            }
-            // A release, or a (possible) reset with the cooldown off: nothing to remember (the
-            // record is final either way, so nothing sends the reset again by itself).
-            Completion::Reset | Completion::Unconfirmed | Completion::Release => self
-                .client
-                .delete_item()
-                .table_name(&self.settings.table)
-                .key("pk", s(&claim.pk))
-                .condition_expression(HOLDER_CONDITION)
-                .expression_attribute_values(":claimId", s(&claim.id))
-                .customize()
-                .config_override(self.timeouts(budget))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| from_sdk("DeleteItem", e)),
-        }
+    ) -> BoxFuture<'a, Result<Written, GuardError>> {
+        Box::pin(self.write_one(write, budget))
     }
 
-    async fn spend_budget(
-        &self,
-        scope: &BudgetScope,
+    fn write_all<'a>(
+        &'a self,
+        _step: Step,
+        writes: &'a [Write],
         budget: Duration,
-    ) -> Result<BudgetTurn, GuardError> {
-        let now = wall_now();
-        let limit = u64::from(scope.resets);
-        let mut window = scope.window_of(now);
-        let expires = |window: u64| secs_ceil(scope.window_start(window + 2));
-        if self.read_only {
-            let item = self.get(&scope.pk, budget).await?;
-            let (before, used) = budget_counts(item.as_ref(), window);
-            return Ok(if before + used < limit {
-                BudgetTurn::Spent { window }
-            } else {
-                BudgetTurn::Exhausted {
-                    until: scope.admits_again(window, used),
-                }
-            });
-        }
-        for _ in 0..BUDGET_ROUNDS {
-            let spent = self
-                .client
-                .update_item()
-                .table_name(&self.settings.table)
-                .key("pk", s(&scope.pk))
-                .update_expression("SET #used = #used + :one, #total = #total + :one")
-                .condition_expression(BUDGET_SPEND_CONDITION)
-                .expression_attribute_names("#window", "window")
-                .expression_attribute_names("#used", "used")
-                .expression_attribute_names("#total", "total")
-                .expression_attribute_values(":window", n(window))
-                .expression_attribute_values(":limit", n(limit))
-                .expression_attribute_values(":one", n(1))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .customize()
-                .config_override(self.timeouts(budget))
-                .send()
-                .await;
-            let old = match spent {
-                Ok(_) => return Ok(BudgetTurn::Spent { window }),
-                Err(SdkError::ServiceError(context))
-                    if context.err().is_conditional_check_failed_exception() =>
-                {
-                    match context.into_err() {
-                        UpdateItemError::ConditionalCheckFailedException(e) if e.item.is_some() => {
-                            e.item
-                        }
-                        _ => self.get(&scope.pk, budget).await?,
-                    }
-                }
-                Err(e) => return Err(from_sdk("UpdateItem", e)),
+    ) -> BoxFuture<'a, Result<Written, GuardError>> {
+        Box::pin(self.write_many(writes, budget))
+    }
+
+    fn get<'a>(
+        &'a self,
+        _step: Step,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+        Box::pin(async move {
+            let item = consistent_get(&self.client, &self.table, pk, self.timeouts(budget)).await?;
+            Ok(item.map(|i| from_attributes(&i)))
+        })
+    }
+}
+
+/// The guard over DynamoDB.
+pub type DynamoGuard = TableGuard<DynamoTable>;
+
+fn names(rendered: &Rendered) -> Option<HashMap<String, String>> {
+    (!rendered.names.is_empty()).then(|| {
+        rendered
+            .names
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+fn values(rendered: &Rendered) -> Option<HashMap<String, AttributeValue>> {
+    (!rendered.values.is_empty()).then(|| {
+        rendered
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), attribute(v)))
+            .collect()
+    })
+}
+
+fn attribute(value: &Value) -> AttributeValue {
+    match value {
+        Value::S(text) => AttributeValue::S(text.clone()),
+        Value::N(number) => AttributeValue::N(number.to_string()),
+    }
+}
+
+/// An item in DynamoDB's shape.
+pub fn to_attributes(item: &Item) -> HashMap<String, AttributeValue> {
+    item.iter()
+        .map(|(k, v)| (k.clone(), attribute(v)))
+        .collect()
+}
+
+/// An item read from DynamoDB, in the logic's shape: strings and numbers (attributes of any
+/// other type, which the guard never writes, are left out).
+pub fn from_attributes(item: &HashMap<String, AttributeValue>) -> Item {
+    item.iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                AttributeValue::S(text) => Value::S(text.clone()),
+                AttributeValue::N(number) => Value::N(number.parse().ok()?),
+                _ => return None,
             };
-            // Not spent: no item yet, the limit, or an older window to replace.
-            let (condition, before, old_window, old_used) = match &old {
-                None => (BUDGET_START_CONDITION, 0, 0, 0),
-                Some(item) => {
-                    let old_window = number(item, "window").unwrap_or(0);
-                    let old_used = number(item, "used").unwrap_or(0);
-                    if old_window > window {
-                        // Another instance's clock is a window ahead: count in its window.
-                        window = old_window;
-                        continue;
-                    }
-                    if old_window == window {
-                        return Ok(BudgetTurn::Exhausted {
-                            until: scope.admits_again(window, old_used),
-                        });
-                    }
-                    let before = if old_window + 1 == window {
-                        old_used
-                    } else {
-                        0
-                    };
-                    if before >= limit {
-                        return Ok(BudgetTurn::Exhausted {
-                            until: scope.admits_again(window, 0),
-                        });
-                    }
-                    (BUDGET_ROLL_CONDITION, before, old_window, old_used)
-                }
-            };
-            let item = HashMap::from([
-                ("pk".to_owned(), s(&scope.pk)),
-                ("window".to_owned(), n(window)),
-                ("used".to_owned(), n(1)),
-                ("before".to_owned(), n(before)),
-                ("total".to_owned(), n(before + 1)),
-                ("expiresAt".to_owned(), n(expires(window))),
-            ]);
-            let mut put = self
-                .client
-                .put_item()
-                .table_name(&self.settings.table)
-                .set_item(Some(item))
-                .condition_expression(condition);
-            if old.is_some() {
-                put = put
-                    .expression_attribute_names("#window", "window")
-                    .expression_attribute_names("#used", "used")
-                    .expression_attribute_values(":oldWindow", n(old_window))
-                    .expression_attribute_values(":oldUsed", n(old_used));
-            }
-            match put
-                .customize()
-                .config_override(self.timeouts(budget))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(BudgetTurn::Spent { window }),
-                // Another request started the window first: spend in it.
-                Err(SdkError::ServiceError(context))
-                    if context.err().is_conditional_check_failed_exception() => {}
-                Err(e) => return Err(from_sdk("PutItem", e)),
-            }
-        }
-        Err(GuardError::new(
-            GuardErrorKind::Throttled,
-            "UpdateItem",
-            "the caller's budget item changed under every attempt to spend it",
-        ))
-    }
-
-    async fn refund_budget(
-        &self,
-        scope: &BudgetScope,
-        window: u64,
-        budget: Duration,
-    ) -> Result<(), GuardError> {
-        if self.read_only {
-            return Ok(());
-        }
-        // In its window (`used`), or once the next has begun (`before`); later, it no longer
-        // counts.
-        for (count, in_window) in [("used", window), ("before", window + 1)] {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.settings.table)
-                .key("pk", s(&scope.pk))
-                .update_expression("SET #count = #count - :one, #total = #total - :one")
-                .condition_expression(BUDGET_REFUND_CONDITION)
-                .expression_attribute_names("#window", "window")
-                .expression_attribute_names("#count", count)
-                .expression_attribute_names("#total", "total")
-                .expression_attribute_values(":window", n(in_window))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":one", n(1))
-                .customize()
-                .config_override(self.timeouts(budget))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(()),
-                Err(SdkError::ServiceError(context))
-                    if context.err().is_conditional_check_failed_exception() => {}
-                Err(e) => return Err(from_sdk("UpdateItem", e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// The item that made a conditional `PutItem` fail: returned with the failure, or (where
-    /// the table does not return it) read with a consistent `GetItem`. `None`: gone meanwhile.
-    async fn winner(
-        &self,
-        failure: PutItemError,
-        pk: &str,
-        budget: Duration,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
-        match failure {
-            PutItemError::ConditionalCheckFailedException(e) if e.item.is_some() => Ok(e.item),
-            _ => self.get(pk, budget).await,
-        }
-    }
-
-    async fn get(
-        &self,
-        pk: &str,
-        budget: Duration,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, GuardError> {
-        consistent_get(
-            &self.client,
-            &self.settings.table,
-            pk,
-            self.timeouts(budget),
-        )
-        .await
-    }
+            Some((name.clone(), value))
+        })
+        .collect()
 }
 
 /// Timeouts that end a call to the table (the SDK's retries included) within `budget`, each
@@ -1002,193 +1145,12 @@ pub(super) async fn consistent_get(
     Ok(output.item)
 }
 
-impl GuardStore for DynamoGuard {
-    fn begin<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        lease_until: SystemTime,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<KeyState<String>, GuardError>> {
-        Box::pin(self.begin_key(key, lease_until, budget))
-    }
-
-    fn finish<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        answer: Option<String>,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<(), GuardError>> {
-        Box::pin(self.finish_key(key, answer, budget))
-    }
-
-    fn claim<'a>(
-        &'a self,
-        claim: &'a Claim,
-        lease_until: SystemTime,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
-        Box::pin(self.claim_user(claim, lease_until, budget))
-    }
-
-    fn complete<'a>(
-        &'a self,
-        claim: &'a Claim,
-        completion: Completion,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<(), GuardError>> {
-        Box::pin(self.complete_claim(claim, completion, budget))
-    }
-
-    fn spend<'a>(
-        &'a self,
-        scope: &'a BudgetScope,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
-        Box::pin(self.spend_budget(scope, budget))
-    }
-
-    fn refund<'a>(
-        &'a self,
-        scope: &'a BudgetScope,
-        window: u64,
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<(), GuardError>> {
-        Box::pin(self.refund_budget(scope, window, budget))
-    }
-}
-
-/// `(before, used)` of a budget item as seen from `window`.
-fn budget_counts(item: Option<&HashMap<String, AttributeValue>>, window: u64) -> (u64, u64) {
-    let Some(item) = item else { return (0, 0) };
-    let old_window = number(item, "window").unwrap_or(0);
-    let used = number(item, "used").unwrap_or(0);
-    let before = number(item, "before").unwrap_or(0);
-    if old_window == window {
-        (before, used)
-    } else if old_window + 1 == window {
-        (used, 0)
-    } else if old_window > window {
-        // A clock a window ahead: as full as its window.
-        (before, used)
-    } else {
-        (0, 0)
-    }
-}
-
-/// Reads an idempotency key item that stands in the way.
-fn key_state(
-    item: &HashMap<String, AttributeValue>,
-    key: &KeyRef,
-    now: SystemTime,
-) -> Result<KeyState<String>, GuardError> {
-    if text(item, "requestHash") != Some(key.request_hash.as_str()) {
-        return Ok(KeyState::Reused);
-    }
-    match text(item, "state") {
-        Some("done") => {
-            let answer = text(item, "answer")
-                .ok_or_else(|| malformed("GetItem", "a done key item has no answer"))?;
-            Ok(KeyState::Replay(answer.to_owned()))
-        }
-        // Pending: held by a live invocation (a dead one's key is taken over by the condition;
-        // in dry run, a dead holder's key is simply free).
-        _ if number(item, "leaseUntil").is_some_and(|lease| lease <= ms(now)) => {
-            Ok(KeyState::Fresh)
-        }
-        _ => Ok(KeyState::InProgress),
-    }
-}
-
-/// The record id a claim id was made for (`<record id>/<ms>/<counter>`).
-fn claim_record(claim_id: &str) -> &str {
-    claim_id.rsplitn(3, '/').nth(2).unwrap_or(claim_id)
-}
-
-/// `SignOutPending` when the item in the way is this record's own reset whose sign-out failed.
-fn pending_sign_out(item: &HashMap<String, AttributeValue>, claim: &Claim) -> Option<UserState> {
-    let record = claim_record(&claim.id);
-    (text(item, "state") == Some("reset") && text(item, "signOutPending") == Some(record)).then(
-        || UserState::SignOutPending {
-            reset_at: number(item, "resetAt")
-                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-                .unwrap_or_else(wall_now),
-        },
-    )
-}
-
-/// The user item that stands in the way of `claim`: this record's own reset whose sign-out
-/// failed ([`pending_sign_out`]), or what [`user_state`] reads.
-fn claimed_state(
-    item: &HashMap<String, AttributeValue>,
-    claim: &Claim,
-    now: SystemTime,
-) -> Result<UserState, GuardError> {
-    pending_sign_out(item, claim).map_or_else(|| user_state(item, now), Ok)
-}
-
-/// Reads a user claim item that stands in the way.
-fn user_state(
-    item: &HashMap<String, AttributeValue>,
-    now: SystemTime,
-) -> Result<UserState, GuardError> {
-    let until = number(item, "expiresAt")
-        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-        .ok_or_else(|| malformed("GetItem", "a user item has no expiresAt"))?;
-    let at = |name| number(item, name).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-    match text(item, "state") {
-        Some("reset") => Ok(UserState::RecentlyReset {
-            reset_at: at("resetAt").unwrap_or(now),
-            until,
-            confirmed: true,
-        }),
-        Some("unconfirmed") => Ok(UserState::RecentlyReset {
-            reset_at: at("claimedAt").unwrap_or(now),
-            until,
-            confirmed: false,
-        }),
-        _ => {
-            let lease_over = number(item, "leaseUntil").is_none_or(|lease| lease <= ms(now));
-            if lease_over {
-                // Abandoned by a crash or a timeout: it may have reset, so it counts as a
-                // possible reset.
-                Ok(UserState::RecentlyReset {
-                    reset_at: at("claimedAt").unwrap_or(now),
-                    until,
-                    confirmed: false,
-                })
-            } else {
-                Ok(UserState::InProgress)
-            }
-        }
-    }
-}
-
-fn live(item: &HashMap<String, AttributeValue>, now: SystemTime) -> bool {
-    number(item, "expiresAt").is_some_and(|expires| expires > secs_floor(now))
-}
-
-fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 pub(super) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
 pub(super) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
-}
-
-fn until_or_zero(t: SystemTime, now: SystemTime) -> Duration {
-    t.duration_since(now).unwrap_or(Duration::ZERO)
 }
 
 /// Applies retries and timeouts to a DynamoDB client configuration.
@@ -1203,37 +1165,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_are_length_prefixed() {
-        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
-        assert_eq!(sha256_hex(&[b"x"]).len(), 64);
+    fn items_round_trip_through_dynamodb_attributes() {
+        let item = Item::from([
+            ("pk".to_owned(), Value::S("user#p#u".into())),
+            ("expiresAt".to_owned(), Value::N(1_700_000_000)),
+        ]);
+        assert_eq!(from_attributes(&to_attributes(&item)), item);
     }
 
     #[test]
-    fn whole_seconds_round_the_right_way() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_500);
-        assert_eq!(secs_floor(t), 1);
-        assert_eq!(secs_ceil(t), 2);
-        assert_eq!(secs_ceil(UNIX_EPOCH + Duration::from_secs(3)), 3);
-    }
-
-    #[test]
-    fn an_abandoned_claim_counts_as_a_reset_and_a_live_one_is_in_progress() {
-        let now = SystemTime::now();
-        let item = |lease: SystemTime| {
-            HashMap::from([
-                ("state".to_owned(), s("claimed")),
-                ("claimedAt".to_owned(), n(ms(now) - 10_000)),
-                ("leaseUntil".to_owned(), n(ms(lease))),
-                ("expiresAt".to_owned(), n(secs_ceil(now) + 290)),
-            ])
-        };
-        assert!(matches!(
-            user_state(&item(now - Duration::from_secs(1)), now),
-            Ok(UserState::RecentlyReset { .. })
-        ));
-        assert_eq!(
-            user_state(&item(now + Duration::from_secs(5)), now).ok(),
-            Some(UserState::InProgress)
-        );
+    fn empty_names_and_values_are_left_out_of_a_request() {
+        assert_eq!(names(&Rendered::default()), None);
+        assert_eq!(values(&Rendered::default()), None);
     }
 }

@@ -64,7 +64,7 @@ impl FakeCognito {
         // Whether Cognito performs the call, and the failure it answers with instead of its own
         // answer (a timeout never answers).
         let (arrives, performs, failure) = match ctx.fault {
-            None | Some(Fault::Echo) => (arrives, true, None),
+            None | Some(Fault::Echo | Fault::Outage) => (arrives, true, None),
             Some(Fault::Throttle) => (
                 arrives,
                 false,

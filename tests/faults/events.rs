@@ -37,7 +37,7 @@ impl EventPublisher for FakeBus {
             });
             let sent = events.len();
             let (arrives, fails) = match ctx.fault {
-                None | Some(Fault::Echo) => (Some(ctx.arrival(start)), false),
+                None | Some(Fault::Echo | Fault::Outage) => (Some(ctx.arrival(start)), false),
                 Some(Fault::Timeout { .. }) => (None, true),
                 Some(_) => (Some(ctx.arrival(start)), true),
             };

@@ -24,6 +24,8 @@ pub enum Op {
     Finish,
     Claim,
     Complete,
+    Spend,
+    Refund,
     Publish,
 }
 
@@ -37,6 +39,8 @@ impl Op {
             Op::Finish => "guard key result",
             Op::Claim => "guard claim",
             Op::Complete => "guard claim result",
+            Op::Spend => "guard budget spend",
+            Op::Refund => "guard budget refund",
             Op::Publish => "PutEvents",
         }
     }
@@ -100,6 +104,8 @@ pub enum Fault {
     Lost,
     /// Guard: the write landed, its answer was lost, and the SDK's retry met the write.
     Echo,
+    /// Guard: the table fails every attempt of the call (nothing lands).
+    Outage,
 }
 
 impl fmt::Display for Fault {
@@ -115,6 +121,7 @@ impl fmt::Display for Fault {
             Fault::ConnectionRefused => write!(f, "connection refused"),
             Fault::Lost => write!(f, "performed, answer lost"),
             Fault::Echo => write!(f, "landed, answer lost, SDK retry met it"),
+            Fault::Outage => write!(f, "table unavailable on every attempt"),
         }
     }
 }
@@ -215,6 +222,11 @@ impl GuardCall {
     pub fn injected(&self) -> bool {
         self.fault.is_some() || self.at.is_some()
     }
+
+    /// The call failed after every attempt the client makes (its caller was told an error).
+    pub fn failed(&self) -> bool {
+        self.injected() && self.result.starts_with("error")
+    }
 }
 
 impl CognitoCall {
@@ -242,9 +254,8 @@ pub struct GuardCall {
     pub wrote: bool,
     /// What the caller was told.
     pub result: String,
-    /// The caller was told `Replay` (begin) or `Claimed` (claim).
+    /// The caller was told `Replay` (begin).
     pub replay: bool,
-    pub claimed: bool,
 }
 
 /// One `publish_before` call.

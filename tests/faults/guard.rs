@@ -1,323 +1,248 @@
-//! The fake guard table: [`GuardStore`] over an in-memory table with exactly the semantics of
-//! `DynamoGuard` (src/aws/guard.rs): the same conditional writes, `expiresAt` in whole seconds
-//! (a live item is one with `expiresAt > floor(now)`), leases in milliseconds, key states
-//! `pending`/`done`, user states `claimed`/`reset`/`unconfirmed`, and the same reading of the item
-//! that made a write fail. The clock is [`wall_now`], which follows tokio's paused clock.
+//! The fake guard table: the production guard ([`TableGuard`], with the decisions of
+//! `cognito_reset::guard_logic`) over an in-memory [`Table`] that applies the same conditional
+//! writes with `guard_logic::apply` / `apply_all`. It differs from DynamoDB only in storage (the
+//! differential test holds the two to each other), and in the faults it injects.
 //!
-//! Faults: a write may land or not before its failure; a late or hung call is cut at its budget
-//! (the SDK's operation timeout) with the write landed; `Echo` is a write whose answer was lost
-//! and that the SDK's retry then met (the second evaluation is what the caller is told).
+//! Faults are the schedule's, one per guard operation (its first table call), and a failed
+//! attempt is retried as the production client retries it: the SDK's standard mode, at most
+//! `GUARD_MAX_ATTEMPTS` attempts, each within the attempt timeout, all within the operation's
+//! budget. A write that landed before its failure (`5xx (performed)`, `performed, answer lost`,
+//! a landed timeout) is met by its own retry; `Outage` fails every attempt.
+//!
+//! Each operation leaves one [`GuardCall`] in the journal: what it was told, whether the table
+//! changed, and the fault it met.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cognito_reset::aws::BoxFuture;
-use cognito_reset::aws::guard::{Claim, Completion, GuardStore, KeyRef, KeyState, UserState};
-use cognito_reset::deadline::{
-    epoch_ms as ms, epoch_secs_ceil as secs_ceil, epoch_secs_floor as secs_floor, wall_now,
+use cognito_reset::aws::guard::{
+    BudgetScope, BudgetTurn, Claim, Completion, GuardSettings, GuardStore, KeyRef, KeyState, Step,
+    Table, TableGuard, UserState, Written,
 };
+use cognito_reset::config::GUARD_MAX_ATTEMPTS;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
+use cognito_reset::guard_logic::{self, Item, Items, Refused, Write};
 use tokio::time::Instant;
 
-use crate::faults::{Fault, GuardCall, Injector, Op, arrive};
-use crate::world::{COOLDOWN, IDEMPOTENCY_TTL};
+use crate::faults::{Ctx, Fault, GuardCall, Injector, Op, arrive};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyPhase {
-    Pending,
-    Done,
-}
+/// The SDK's standard retry mode waits about a second (jittered) before its first retry.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UserPhase {
-    Claimed,
-    Reset,
-    Unconfirmed,
-}
-
-#[derive(Clone, Debug)]
-enum Item {
-    Key {
-        state: KeyPhase,
-        request_hash: String,
-        lease_until: u64,
-        answer: Option<String>,
-        expires_at: u64,
-    },
-    User {
-        state: UserPhase,
-        claim_id: String,
-        claimed_at: u64,
-        lease_until: u64,
-        reset_at: Option<u64>,
-        expires_at: u64,
-    },
-}
-
-impl Item {
-    fn expires_at(&self) -> u64 {
-        match self {
-            Item::Key { expires_at, .. } | Item::User { expires_at, .. } => *expires_at,
-        }
-    }
-}
-
-type Table = BTreeMap<String, Item>;
-
-fn at_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// A conditional write whose condition failed, as `DynamoGuard` classifies it.
-fn condition_failed(operation: &'static str) -> GuardError {
-    GuardError::new(
-        GuardErrorKind::Upstream,
-        operation,
-        "ConditionalCheckFailedException",
-    )
-}
-
-/// The result of applying one operation to the table: what the caller is told, and whether the
-/// table changed.
-struct Applied<T> {
-    result: Result<T, GuardError>,
+/// What the operation in progress met at the table (task-local: operations run concurrently).
+#[derive(Debug, Default)]
+struct OpTrace {
+    ctx: Option<Ctx>,
+    /// The fault is injected into the operation's first table call only.
+    used: bool,
     wrote: bool,
 }
 
-fn begin(
-    table: &mut Table,
-    key: &KeyRef,
-    lease_until: SystemTime,
-    now: SystemTime,
-) -> Applied<KeyState<String>> {
-    // KEY_CLAIM_CONDITION: absent, expired, or pending with its lease over.
-    let takes = match table.get(&key.pk) {
-        None => true,
-        Some(item) => {
-            item.expires_at() <= secs_floor(now)
-                || matches!(item, Item::Key { state: KeyPhase::Pending, lease_until, .. } if *lease_until <= ms(now))
-        }
-    };
-    if takes {
-        table.insert(
-            key.pk.clone(),
-            Item::Key {
-                state: KeyPhase::Pending,
-                request_hash: key.request_hash.clone(),
-                lease_until: ms(lease_until),
-                answer: None,
-                expires_at: secs_ceil(now + IDEMPOTENCY_TTL),
-            },
-        );
-        return Applied {
-            result: Ok(KeyState::Fresh),
-            wrote: true,
-        };
-    }
-    // key_state(): the item that stands in the way.
-    let result = match table.get(&key.pk) {
-        Some(Item::Key {
-            request_hash,
-            state,
-            lease_until,
-            answer,
-            ..
-        }) => {
-            if *request_hash != key.request_hash {
-                Ok(KeyState::Reused)
-            } else {
-                match state {
-                    KeyPhase::Done => answer.clone().map(KeyState::Replay).ok_or_else(|| {
-                        GuardError::new(
-                            GuardErrorKind::Misconfigured,
-                            "GetItem",
-                            "a done key item has no answer",
-                        )
-                    }),
-                    KeyPhase::Pending if *lease_until <= ms(now) => Ok(KeyState::Fresh),
-                    KeyPhase::Pending => Ok(KeyState::InProgress),
-                }
-            }
-        }
-        // A user item has no requestHash.
-        _ => Ok(KeyState::Reused),
-    };
-    Applied {
-        result,
-        wrote: false,
-    }
+tokio::task_local! {
+    static CURRENT: Arc<Mutex<OpTrace>>;
 }
 
-fn finish(table: &mut Table, key: &KeyRef, answer: Option<String>, now: SystemTime) -> Applied<()> {
-    // PENDING_CONDITION.
-    let pending = matches!(
-        table.get(&key.pk),
-        Some(Item::Key {
-            state: KeyPhase::Pending,
-            ..
-        })
-    );
-    if !pending {
-        let operation = if answer.is_some() {
-            "UpdateItem"
-        } else {
-            "DeleteItem"
-        };
-        return Applied {
-            result: Err(condition_failed(operation)),
-            wrote: false,
-        };
-    }
-    match answer {
-        Some(json) => {
-            if let Some(Item::Key {
-                state,
-                answer,
-                expires_at,
-                ..
-            }) = table.get_mut(&key.pk)
-            {
-                *state = KeyPhase::Done;
-                *answer = Some(json);
-                *expires_at = secs_ceil(now + IDEMPOTENCY_TTL);
-            }
-        }
-        None => {
-            table.remove(&key.pk);
-        }
-    }
-    Applied {
-        result: Ok(()),
-        wrote: true,
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn claim(
-    table: &mut Table,
-    claim: &Claim,
-    lease_until: SystemTime,
-    now: SystemTime,
-) -> Applied<UserState> {
-    let until = now + COOLDOWN.max(lease_until.duration_since(now).unwrap_or(Duration::ZERO));
-    // CLAIM_CONDITION: absent or expired.
-    let takes = table
-        .get(&claim.pk)
-        .is_none_or(|item| item.expires_at() <= secs_floor(now));
-    if takes {
-        table.insert(
-            claim.pk.clone(),
-            Item::User {
-                state: UserPhase::Claimed,
-                claim_id: claim.id.clone(),
-                claimed_at: ms(now),
-                lease_until: ms(lease_until),
-                reset_at: None,
-                expires_at: secs_ceil(until),
-            },
-        );
-        return Applied {
-            result: Ok(UserState::Claimed(claim.clone())),
-            wrote: true,
-        };
-    }
-    // user_state(): the item that stands in the way.
-    let result = match table.get(&claim.pk) {
-        Some(Item::User {
-            state,
-            claimed_at,
-            lease_until,
-            reset_at,
-            expires_at,
-            ..
-        }) => {
-            let until = UNIX_EPOCH + Duration::from_secs(*expires_at);
-            match state {
-                UserPhase::Reset => Ok(UserState::RecentlyReset {
-                    reset_at: reset_at.map_or(now, at_ms),
-                    until,
-                    confirmed: true,
-                }),
-                UserPhase::Unconfirmed => Ok(UserState::RecentlyReset {
-                    reset_at: at_ms(*claimed_at),
-                    until,
-                    confirmed: false,
-                }),
-                UserPhase::Claimed if *lease_until <= ms(now) => Ok(UserState::RecentlyReset {
-                    reset_at: at_ms(*claimed_at),
-                    until,
-                    confirmed: false,
-                }),
-                UserPhase::Claimed => Ok(UserState::InProgress),
-            }
-        }
-        _ => Err(GuardError::new(
-            GuardErrorKind::Misconfigured,
-            "GetItem",
-            "a user item has no expiresAt",
-        )),
-    };
-    Applied {
-        result,
-        wrote: false,
-    }
+/// The in-memory table with the schedule's faults.
+#[derive(Debug)]
+pub struct FakeTable {
+    items: Mutex<Items>,
+    /// The timeout of each attempt (the guard client's).
+    attempt: Duration,
 }
 
-fn complete(
-    table: &mut Table,
-    claim: &Claim,
-    completion: Completion,
-    now: SystemTime,
-) -> Applied<()> {
-    // HOLDER_CONDITION.
-    let holds =
-        matches!(table.get(&claim.pk), Some(Item::User { claim_id, .. }) if *claim_id == claim.id);
-    let remember = !COOLDOWN.is_zero();
-    if !holds {
-        let operation = match completion {
-            Completion::Reset | Completion::Unconfirmed if remember => "UpdateItem",
-            _ => "DeleteItem",
-        };
-        return Applied {
-            result: Err(condition_failed(operation)),
-            wrote: false,
-        };
-    }
-    match completion {
-        Completion::Reset | Completion::Unconfirmed if remember => {
-            if let Some(Item::User {
-                state,
-                reset_at,
-                lease_until,
-                expires_at,
-                ..
-            }) = table.get_mut(&claim.pk)
-            {
-                if completion == Completion::Reset {
-                    *state = UserPhase::Reset;
-                    *reset_at = Some(ms(now));
+impl FakeTable {
+    /// One table call: the operation's fault on its first attempt (every attempt for an
+    /// outage), the SDK's retries, each attempt cut at its timeout and all at `budget`.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        budget: Duration,
+        apply: impl Fn(&mut Items) -> Result<T, GuardError>,
+    ) -> Result<T, GuardError> {
+        let (ctx, fault) = match CURRENT.try_with(Arc::clone) {
+            Ok(trace) => {
+                let mut trace = lock(&trace);
+                let fault = if trace.used {
+                    None
                 } else {
-                    *state = UserPhase::Unconfirmed;
-                }
-                *lease_until = ms(now);
-                *expires_at = secs_ceil(now + COOLDOWN);
+                    trace.ctx.and_then(|c| c.fault)
+                };
+                trace.used = true;
+                (trace.ctx, fault)
             }
+            Err(_) => (None, None),
+        };
+        let start = Instant::now();
+        let cut = start + budget;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let first = attempt == 1;
+            let fault = match fault {
+                Some(Fault::Outage) => fault,
+                _ if first => fault,
+                _ => None,
+            };
+            let began = Instant::now();
+            let arrives = match (first, ctx) {
+                (true, Some(ctx)) => Some(ctx.arrival(began)),
+                (_, Some(ctx)) => Some(began + ctx.latency),
+                (_, None) => Some(began),
+            };
+            let failure = |kind, what: &'static str| Some(GuardError::new(kind, operation, what));
+            // Whether the write lands, the failure answered instead (a hang answers nothing),
+            // and whether the SDK retries it.
+            let (arrives, lands, failure, retried) = match fault {
+                None => (arrives, true, None, false),
+                Some(Fault::Throttle | Fault::LimitExceeded) => (
+                    arrives,
+                    false,
+                    failure(
+                        GuardErrorKind::Throttled,
+                        "ProvisionedThroughputExceededException",
+                    ),
+                    true,
+                ),
+                Some(Fault::Refuse) => (
+                    arrives,
+                    false,
+                    failure(GuardErrorKind::Misconfigured, "AccessDeniedException"),
+                    false,
+                ),
+                Some(Fault::ServerError { landed }) => (
+                    arrives,
+                    landed,
+                    failure(GuardErrorKind::Upstream, "InternalServerError"),
+                    true,
+                ),
+                Some(Fault::Timeout { landed }) => (None, landed, None, true),
+                Some(Fault::ConnectionReset | Fault::ConnectionRefused | Fault::Outage) => (
+                    arrives,
+                    false,
+                    failure(GuardErrorKind::Unavailable, "connection failed"),
+                    true,
+                ),
+                Some(Fault::Lost | Fault::Echo) => (
+                    arrives,
+                    true,
+                    failure(
+                        GuardErrorKind::Unavailable,
+                        "connection reset after sending",
+                    ),
+                    true,
+                ),
+            };
+            let applied = lands.then(|| apply(&mut lock(&self.items)));
+            let attempt_cut = (began + self.attempt).min(cut);
+            let cut_short = arrive(arrives, attempt_cut).await;
+            let result = if cut_short {
+                Err(GuardError::new(
+                    GuardErrorKind::Unavailable,
+                    operation,
+                    "timed out",
+                ))
+            } else {
+                match (failure, applied) {
+                    (Some(failure), _) => Err(failure),
+                    (None, Some(result)) => result,
+                    (None, None) => unreachable!("every fault without a failure lands"),
+                }
+            };
+            let retry = (retried || cut_short)
+                && result.is_err()
+                && attempt < GUARD_MAX_ATTEMPTS
+                && Instant::now() + FIRST_BACKOFF * attempt < cut;
+            if !retry {
+                return result;
+            }
+            tokio::time::sleep(FIRST_BACKOFF * attempt).await;
         }
-        _ => {
-            table.remove(&claim.pk);
-        }
-    }
-    Applied {
-        result: Ok(()),
-        wrote: true,
     }
 }
 
-/// The table behind [`GuardStore`], with the schedule's faults.
+fn note_write(written: &Result<(), Refused>) -> Result<Written, GuardError> {
+    match written {
+        Ok(()) => {
+            let _ = CURRENT.try_with(|t| lock(t).wrote = true);
+            Ok(Written::Done)
+        }
+        Err(Refused::Condition(item)) => Ok(Written::Refused(item.clone())),
+        Err(Refused::Invalid(what)) => Err(GuardError::new(
+            GuardErrorKind::Misconfigured,
+            "UpdateItem",
+            *what,
+        )),
+    }
+}
+
+impl Table for FakeTable {
+    fn write<'a>(
+        &'a self,
+        _step: Step,
+        write: &'a Write,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Written, GuardError>> {
+        Box::pin(self.call(write.operation(), budget, move |items| {
+            note_write(&guard_logic::apply(items, write))
+        }))
+    }
+
+    fn write_all<'a>(
+        &'a self,
+        _step: Step,
+        writes: &'a [Write],
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Written, GuardError>> {
+        // The SDK sends every attempt with the same ClientRequestToken: DynamoDB answers a
+        // retry of a transaction that landed as a success, without applying it again.
+        let landed = AtomicBool::new(false);
+        Box::pin(self.call("TransactWriteItems", budget, move |items| {
+            let applied = if landed.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                guard_logic::apply_all(items, writes)
+            };
+            match applied {
+                Ok(()) if landed.load(Ordering::Relaxed) => Ok(Written::Done),
+                Ok(()) => {
+                    landed.store(true, Ordering::Relaxed);
+                    note_write(&Ok(()))
+                }
+                Err(reasons) => {
+                    let invalid = reasons.iter().find_map(|r| match r {
+                        Some(Refused::Invalid(what)) => Some(*what),
+                        _ => None,
+                    });
+                    match invalid {
+                        Some(what) => note_write(&Err(Refused::Invalid(what))),
+                        None => Ok(Written::Refused(None)),
+                    }
+                }
+            }
+        }))
+    }
+
+    fn get<'a>(
+        &'a self,
+        _step: Step,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+        Box::pin(self.call("GetItem", budget, move |items| Ok(items.get(pk).cloned())))
+    }
+}
+
+/// The production guard over the fake table, journaling each operation.
 #[derive(Debug)]
 pub struct FakeGuard {
     injector: Arc<Injector>,
-    table: Mutex<Table>,
+    guard: TableGuard<Arc<FakeTable>>,
 }
 
 /// What a guard call is about, for the journal.
@@ -330,89 +255,34 @@ struct Subject<'a> {
 }
 
 impl FakeGuard {
-    pub fn new(injector: Arc<Injector>) -> FakeGuard {
+    /// The production guard (`settings`, `DRY_RUN` = `read_only`) over a fresh fake table.
+    pub fn new(injector: Arc<Injector>, settings: &GuardSettings, read_only: bool) -> FakeGuard {
+        let table = Arc::new(FakeTable {
+            items: Mutex::default(),
+            attempt: settings.client.timeout,
+        });
         FakeGuard {
             injector,
-            table: Mutex::default(),
+            guard: TableGuard::new(table, settings, read_only),
         }
     }
 
-    async fn call<T: Clone>(
-        &self,
-        subject: Subject<'_>,
-        budget: Duration,
+    async fn call<'a, T>(
+        &'a self,
+        subject: Subject<'a>,
         describe: impl Fn(&T) -> (String, bool),
-        apply: impl Fn(&mut Table, SystemTime) -> Applied<T>,
+        run: BoxFuture<'a, Result<T, GuardError>>,
     ) -> Result<T, GuardError> {
         let op = subject.op;
         let ctx = self.injector.next(op);
         let start = Instant::now();
-        let now = wall_now();
-        let arrives = Some(ctx.arrival(start));
-        let failure = |kind, what: &'static str| Some(GuardError::new(kind, op.name(), what));
-        // Whether the write lands, and the failure answered instead (a timeout never answers).
-        let (arrives, lands, failure) = match ctx.fault {
-            None | Some(Fault::Echo) => (arrives, true, None),
-            Some(Fault::Throttle | Fault::LimitExceeded) => (
-                arrives,
-                false,
-                failure(
-                    GuardErrorKind::Throttled,
-                    "ProvisionedThroughputExceededException",
-                ),
-            ),
-            Some(Fault::Refuse) => (
-                arrives,
-                false,
-                failure(GuardErrorKind::Misconfigured, "AccessDeniedException"),
-            ),
-            Some(Fault::ServerError { landed }) => (
-                arrives,
-                landed,
-                failure(GuardErrorKind::Upstream, "InternalServerError"),
-            ),
-            Some(Fault::Timeout { landed }) => (None, landed, None),
-            Some(Fault::ConnectionReset | Fault::ConnectionRefused) => (
-                arrives,
-                false,
-                failure(GuardErrorKind::Unavailable, "connection failed"),
-            ),
-            Some(Fault::Lost) => (
-                arrives,
-                true,
-                failure(
-                    GuardErrorKind::Unavailable,
-                    "connection reset after sending",
-                ),
-            ),
-        };
-        let mut wrote = false;
-        let mut applied = None;
-        if lands {
-            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            let first = apply(&mut table, now);
-            wrote = first.wrote;
-            applied = Some(first.result);
-            if ctx.fault == Some(Fault::Echo) {
-                let again = apply(&mut table, now);
-                wrote |= again.wrote;
-                applied = Some(again.result);
-            }
-        }
-        let cut = arrive(arrives, start + budget).await;
-        let result = if cut {
-            Err(GuardError::new(
-                GuardErrorKind::Unavailable,
-                op.name(),
-                "timed out",
-            ))
-        } else {
-            match (failure, applied) {
-                (Some(failure), _) => Err(failure),
-                (None, Some(result)) => result,
-                (None, None) => unreachable!("every fault without a failure lands"),
-            }
-        };
+        let trace = Arc::new(Mutex::new(OpTrace {
+            ctx: Some(ctx),
+            used: false,
+            wrote: false,
+        }));
+        let result = CURRENT.scope(Arc::clone(&trace), run).await;
+        let wrote = lock(&trace).wrote;
         let (text, flag) = match &result {
             Ok(value) => describe(value),
             Err(e) => (format!("error {:?}", e.kind), false),
@@ -431,17 +301,20 @@ impl FakeGuard {
             wrote,
             result: text,
             replay: op == Op::Begin && flag,
-            claimed: op == Op::Claim && flag,
         });
         result
     }
+}
+
+fn unit(_: &()) -> (String, bool) {
+    ("done".to_owned(), false)
 }
 
 impl GuardStore for FakeGuard {
     fn begin<'a>(
         &'a self,
         key: &'a KeyRef,
-        lease_until: SystemTime,
+        lease_until: std::time::SystemTime,
         budget: Duration,
     ) -> BoxFuture<'a, Result<KeyState<String>, GuardError>> {
         let subject = Subject {
@@ -453,14 +326,13 @@ impl GuardStore for FakeGuard {
         };
         Box::pin(self.call(
             subject,
-            budget,
             |state: &KeyState<String>| match state {
                 KeyState::Fresh => ("fresh".to_owned(), false),
                 KeyState::Replay(_) => ("replay".to_owned(), true),
                 KeyState::InProgress => ("in progress".to_owned(), false),
                 KeyState::Reused => ("reused".to_owned(), false),
             },
-            move |table, now| begin(table, key, lease_until, now),
+            self.guard.begin(key, lease_until, budget),
         ))
     }
 
@@ -480,28 +352,26 @@ impl GuardStore for FakeGuard {
         let kept = answer.is_some();
         Box::pin(self.call(
             subject,
-            budget,
             move |_: &()| (if kept { "kept" } else { "released" }.to_owned(), false),
-            move |table, now| finish(table, key, answer.clone(), now),
+            self.guard.finish(key, answer, budget),
         ))
     }
 
     fn claim<'a>(
         &'a self,
-        claim_ref: &'a Claim,
-        lease_until: SystemTime,
+        claim: &'a Claim,
+        lease_until: std::time::SystemTime,
         budget: Duration,
     ) -> BoxFuture<'a, Result<UserState, GuardError>> {
         let subject = Subject {
             op: Op::Claim,
-            label: &claim_ref.pk,
-            pk: &claim_ref.pk,
-            claim_id: Some(&claim_ref.id),
+            label: &claim.pk,
+            pk: &claim.pk,
+            claim_id: Some(&claim.id),
             completion: None,
         };
         Box::pin(self.call(
             subject,
-            budget,
             |state: &UserState| {
                 match state {
                     UserState::Claimed(_) => ("claimed".to_owned(), true),
@@ -516,32 +386,91 @@ impl GuardStore for FakeGuard {
                         .to_owned(),
                         false,
                     ),
-                    // The harness never signs out, so never remembers a pending sign-out.
                     UserState::SignOutPending { .. } => ("sign-out pending".to_owned(), false),
                 }
             },
-            move |table, now| claim(table, claim_ref, lease_until, now),
+            self.guard.claim(claim, lease_until, budget),
         ))
     }
 
     fn complete<'a>(
         &'a self,
-        claim_ref: &'a Claim,
+        claim: &'a Claim,
         completion: Completion,
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>> {
         let subject = Subject {
             op: Op::Complete,
-            label: &claim_ref.pk,
-            pk: &claim_ref.pk,
-            claim_id: Some(&claim_ref.id),
+            label: &claim.pk,
+            pk: &claim.pk,
+            claim_id: Some(&claim.id),
             completion: Some(completion),
         };
         Box::pin(self.call(
             subject,
-            budget,
             move |_: &()| (format!("{completion:?}").to_lowercase(), false),
-            move |table, now| complete(table, claim_ref, completion, now),
+            self.guard.complete(claim, completion, budget),
         ))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        claim: &'a Claim,
+        completion: Completion,
+        key: &'a KeyRef,
+        answer: Option<String>,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        // Journaled as the claim's completion (the key's answer lands with it).
+        let subject = Subject {
+            op: Op::Complete,
+            label: &claim.pk,
+            pk: &claim.pk,
+            claim_id: Some(&claim.id),
+            completion: Some(completion),
+        };
+        Box::pin(self.call(
+            subject,
+            move |_: &()| (format!("{completion:?} with the key").to_lowercase(), false),
+            self.guard.settle(claim, completion, key, answer, budget),
+        ))
+    }
+
+    fn spend<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        let subject = Subject {
+            op: Op::Spend,
+            label: &scope.pk,
+            pk: &scope.pk,
+            claim_id: None,
+            completion: None,
+        };
+        Box::pin(self.call(
+            subject,
+            |turn: &BudgetTurn| match turn {
+                BudgetTurn::Spent { .. } => ("spent".to_owned(), false),
+                BudgetTurn::Exhausted { .. } => ("exhausted".to_owned(), false),
+            },
+            self.guard.spend(scope, budget),
+        ))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        window: u64,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        let subject = Subject {
+            op: Op::Refund,
+            label: &scope.pk,
+            pk: &scope.pk,
+            claim_id: None,
+            completion: None,
+        };
+        Box::pin(self.call(subject, unit, self.guard.refund(scope, window, budget)))
     }
 }

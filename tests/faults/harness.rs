@@ -170,9 +170,14 @@ async fn drive(schedule: &Schedule) -> History {
         config.deadline_margin,
         Rates::OFF,
     );
+    let settings = config.guard.as_ref().expect("GUARD_TABLE is set");
     let guard = Guard::new(
-        Arc::new(FakeGuard::new(Arc::clone(&injector))),
-        config.guard.as_ref().expect("GUARD_TABLE is set"),
+        Arc::new(FakeGuard::new(
+            Arc::clone(&injector),
+            settings,
+            config.dry_run,
+        )),
+        settings,
         config.deadline_margin,
     );
     let policy = config.fixed_policy().expect("a fixed policy");

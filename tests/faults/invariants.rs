@@ -89,9 +89,14 @@ fn user_pk(canonical: &str) -> String {
     format!("user#{POOL}#{canonical}")
 }
 
-/// Claims nobody finished: written, never completed, because the store failed under them (the
-/// claim's own answer was lost, or every completion failed). A claim whose completion was never
-/// even attempted is not abandoned: that is the bug the margin's stages exist to prevent.
+/// Claims nobody finished: written, never completed, because the store failed under them after
+/// every attempt the production client makes (the claim landed and its caller was told an
+/// error, or every completion failed). This is the one case the promise cannot cover: no write
+/// can record anything while the table answers nothing, so the user item says "claimed" until
+/// its lease ends and then counts as a possible reset. A lost answer that a retry can recover
+/// (a 5xx or a cut connection after the write) is not abandoned: the retry meets its own claim.
+/// A claim whose completion was never even attempted is not abandoned either: that is the bug
+/// the margin's stages exist to prevent.
 fn abandoned_claims<'h>(h: &'h History, canonical: &str) -> Vec<&'h GuardCall> {
     let pk = user_pk(canonical);
     h.journal
@@ -106,10 +111,10 @@ fn abandoned_claims<'h>(h: &'h History, canonical: &str) -> Vec<&'h GuardCall> {
                 .filter(|c| c.op == Op::Complete && c.claim_id == claim.claim_id)
                 .collect();
             let completed = completions.iter().any(|c| c.wrote);
-            let failed = completions.iter().any(|c| c.injected());
-            // Never completed, and either a completion failed, or the claim's own answer was
-            // lost (so its holder could not know it held it).
-            !completed && (failed || (claim.injected() && !claim.claimed))
+            let failed = completions.iter().any(|c| c.failed());
+            // Never completed, and either a completion failed after its retries, or the claim
+            // landed and its holder was told an error (so it could not know it held it).
+            !completed && (failed || claim.failed())
         })
         .collect()
 }
@@ -340,13 +345,15 @@ fn same_answer(a: &Attempt, b: &Attempt) -> bool {
         && without_replayed(a) == without_replayed(b)
 }
 
-/// Whether the guard's store failed this record: its key's calls, or its user's claim calls
-/// (a slow claim result can use up the time its key's result had).
+/// Whether the guard's store failed this record after the client's retries: its key's calls,
+/// or its user's claim calls (a slow claim result can use up the time its key's result had).
+/// Then nothing can be recorded, and a repeat of the key may run again (its user claim still
+/// stops a second reset).
 fn store_failed(h: &History, a: &Attempt) -> bool {
     let pk = user_pk(&a.req.user.canonical().unwrap_or_default());
     h.journal.guard.iter().any(|c| {
         c.inv == a.inv
-            && c.injected()
+            && c.failed()
             && match c.op {
                 Op::Begin | Op::Finish => Some(&c.label) == a.label.as_ref(),
                 _ => c.pk == pk,
@@ -452,6 +459,10 @@ pub fn replays_are_faithful(h: &History) -> Checked {
             .filter(|(j, b)| *j != i && b.inv > a.inv && same_key(a, b))
             .map(|(_, b)| b);
         for b in later {
+            // A repeat that was handed back (RETRY) did not contradict the kept answer: it never
+            // got to read its key (no time left, a halted FIFO group, its store failed after the
+            // client's retries) or the key was held by a copy of itself in the same batch
+            // (`in-progress` is checked above). Over SQS the harness cannot see a RETRY's code.
             let own_retry = !b.answer.is_final && b.answer.code.as_deref() != Some("in-progress");
             if !b.answer.replayed && !own_retry {
                 return violation(

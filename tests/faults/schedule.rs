@@ -271,6 +271,7 @@ fn guard_fault() -> BoxedStrategy<Fault> {
         1 => Just(Fault::ConnectionRefused),
         2 => Just(Fault::Lost),
         2 => Just(Fault::Echo),
+        1 => Just(Fault::Outage),
     ]
     .boxed()
 }

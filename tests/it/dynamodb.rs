@@ -14,11 +14,16 @@ use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::operation::delete_item::{DeleteItemError, DeleteItemOutput};
 use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::CancellationReason;
 use aws_sdk_dynamodb::types::ReturnValue;
 use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, ProvisionedThroughputExceededException,
+    TransactionCanceledException,
 };
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use cognito_reset::aws::ClientSettings;
@@ -28,7 +33,7 @@ use cognito_reset::aws::bucket::{
 use cognito_reset::aws::guard::{
     self, BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION,
     BUDGET_START_CONDITION, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION,
-    PENDING_CONDITION,
+    PENDING_CONDITION, SIGN_OUT_PENDING_CONDITION,
 };
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -55,6 +60,7 @@ pub struct Table {
     pub get: Rule,
     pub update: Rule,
     pub delete: Rule,
+    pub transact: Rule,
 }
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -77,7 +83,15 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
         |old: &Item| num(old, "expiresAt").unwrap_or(0) <= value_n(":nowSecs").expect(":nowSecs");
     match condition {
         None => true,
-        Some(c) if c == CLAIM_CONDITION => old.is_none_or(expired),
+        Some(c) if c == CLAIM_CONDITION => {
+            old.is_none_or(expired)
+                || old.is_some_and(|old| {
+                    text(old, "claimId").map(str::to_owned) == value_s(":claimId")
+                })
+        }
+        Some(c) if c == SIGN_OUT_PENDING_CONDITION => old.is_some_and(|old| {
+            text(old, "signOutPending").map(str::to_owned) == value_s(":record")
+        }),
         Some(c) if c == KEY_CLAIM_CONDITION => old.is_none_or(|old| {
             expired(old)
                 || (text(old, "state").map(str::to_owned) == value_s(":pending")
@@ -123,6 +137,56 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
             old.is_some_and(|old| num(old, "window") == value_n(":window"))
         }
         Some(other) => panic!("the fake table does not know the condition {other:?}"),
+    }
+}
+
+/// Applies an update expression (`SET a = :v, b = b + :n, c = c - :n REMOVE d`; names may be
+/// `#placeholders`) to `item`.
+fn apply_update(
+    item: &mut Item,
+    expression: &str,
+    names: &HashMap<String, String>,
+    values: &Values,
+) {
+    let name_of = |n: &str| -> String {
+        names
+            .get(n.trim())
+            .cloned()
+            .unwrap_or_else(|| n.trim().to_owned())
+    };
+    let (set, remove) = match expression.split_once(" REMOVE ") {
+        Some((set, remove)) => (set, Some(remove)),
+        None => match expression.strip_prefix("REMOVE ") {
+            Some(remove) => ("", Some(remove)),
+            None => (expression, None),
+        },
+    };
+    if let Some(set) = set.strip_prefix("SET ") {
+        for assignment in set.split(',') {
+            let (name, value) = assignment.split_once('=').expect("name = :value");
+            let name = name_of(name);
+            // `a = a + :n` (the buckets' append, a budget's spend), `a = a - :n` (a budget's
+            // refund), or `a = :value`.
+            let value = if let Some((base, addend)) = value.split_once('+') {
+                let base = num(item, &name_of(base)).expect("a number to add to");
+                let addend = num(values, addend.trim()).expect("a bound number");
+                AttributeValue::N((base + addend).to_string())
+            } else if let Some((base, subtrahend)) = value.split_once('-') {
+                let base = num(item, &name_of(base)).expect("a number to subtract from");
+                let subtrahend = num(values, subtrahend.trim()).expect("a bound number");
+                AttributeValue::N(
+                    base.checked_sub(subtrahend)
+                        .expect("a count never below 0")
+                        .to_string(),
+                )
+            } else {
+                values.get(value.trim()).expect("a bound value").clone()
+            };
+            item.insert(name, value);
+        }
+    }
+    for name in remove.into_iter().flat_map(|r| r.split(',')) {
+        item.remove(&name_of(name));
     }
 }
 
@@ -212,39 +276,12 @@ impl Table {
             let mut item = old.cloned().unwrap_or_else(|| {
                 HashMap::from([("pk".to_owned(), AttributeValue::S(pk.clone()))])
             });
-            let set = input
-                .update_expression()
-                .and_then(|e| e.strip_prefix("SET "))
-                .expect("a SET update expression");
-            for assignment in set.split(',') {
-                let (name, value) = assignment.split_once('=').expect("name = :value");
-                let name = name.trim();
-                let name = names.get(name).map(String::as_str).unwrap_or(name);
-                // `a = a + :n` (the buckets' append, a budget's spend), `a = a - :n` (a
-                // budget's refund), or `a = :value`; names may be `#placeholders`.
-                let name_of = |n: &str| -> String {
-                    names
-                        .get(n.trim())
-                        .cloned()
-                        .unwrap_or_else(|| n.trim().to_owned())
-                };
-                let value = if let Some((base, addend)) = value.split_once('+') {
-                    let base = num(&item, &name_of(base)).expect("a number to add to");
-                    let addend = num(&values, addend.trim()).expect("a bound number");
-                    AttributeValue::N((base + addend).to_string())
-                } else if let Some((base, subtrahend)) = value.split_once('-') {
-                    let base = num(&item, &name_of(base)).expect("a number to subtract from");
-                    let subtrahend = num(&values, subtrahend.trim()).expect("a bound number");
-                    AttributeValue::N(
-                        base.checked_sub(subtrahend)
-                            .expect("a count never below 0")
-                            .to_string(),
-                    )
-                } else {
-                    values.get(value.trim()).expect("a bound value").clone()
-                };
-                item.insert(name.to_owned(), value);
-            }
+            apply_update(
+                &mut item,
+                input.update_expression().expect("an update expression"),
+                &names,
+                &values,
+            );
             store.insert(pk, item.clone());
             let attributes = (input.return_values() == Some(&ReturnValue::AllNew)).then_some(item);
             MockResponse::Output(
@@ -275,12 +312,84 @@ impl Table {
             store.remove(&pk);
             MockResponse::Output(DeleteItemOutput::builder().build())
         });
+        let s = Arc::clone(&store);
+        // All or none: every condition is checked first, under the one lock.
+        let transact = mock!(Client::transact_write_items).then_compute_response(move |input| {
+            if mode == Mode::Throttled {
+                return MockResponse::Error(
+                    TransactWriteItemsError::ProvisionedThroughputExceededException(throttled()),
+                );
+            }
+            let mut store = s.lock().expect("store");
+            let mut staged = store.clone();
+            let mut reasons = Vec::new();
+            let mut refused = false;
+            for entry in input.transact_items() {
+                let (pk, condition, values) = if let Some(put) = entry.put() {
+                    (
+                        text(put.item(), "pk").expect("pk").to_owned(),
+                        put.condition_expression(),
+                        put.expression_attribute_values(),
+                    )
+                } else if let Some(update) = entry.update() {
+                    (
+                        key_of(Some(update.key())),
+                        update.condition_expression(),
+                        update.expression_attribute_values(),
+                    )
+                } else if let Some(delete) = entry.delete() {
+                    (
+                        key_of(Some(delete.key())),
+                        delete.condition_expression(),
+                        delete.expression_attribute_values(),
+                    )
+                } else {
+                    panic!("the guard's transactions only put, update and delete");
+                };
+                let values = values.cloned().unwrap_or_default();
+                let holds = holds(condition, store.get(&pk), &values);
+                refused |= !holds;
+                reasons.push(
+                    CancellationReason::builder()
+                        .code(if holds {
+                            "None"
+                        } else {
+                            "ConditionalCheckFailed"
+                        })
+                        .build(),
+                );
+                if let Some(put) = entry.put() {
+                    staged.insert(pk, put.item().clone());
+                } else if let Some(update) = entry.update() {
+                    let item = staged.entry(pk.clone()).or_insert_with(|| {
+                        HashMap::from([("pk".to_owned(), AttributeValue::S(pk.clone()))])
+                    });
+                    let names = update
+                        .expression_attribute_names()
+                        .cloned()
+                        .unwrap_or_default();
+                    apply_update(item, update.update_expression(), &names, &values);
+                } else {
+                    staged.remove(&pk);
+                }
+            }
+            if refused {
+                return MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
+                    TransactionCanceledException::builder()
+                        .set_cancellation_reasons(Some(reasons))
+                        .build(),
+                ));
+            }
+            *store = staged;
+            MockResponse::Output(TransactWriteItemsOutput::builder().build())
+        });
         Table {
             store,
             put,
             get,
             update,
             delete,
+            transact,
         }
     }
 
@@ -293,7 +402,13 @@ impl Table {
         mock_client!(
             aws_sdk_dynamodb,
             RuleMode::MatchAny,
-            [&self.put, &self.get, &self.update, &self.delete],
+            [
+                &self.put,
+                &self.get,
+                &self.update,
+                &self.delete,
+                &self.transact
+            ],
             |builder| guard::configure(builder, settings).retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(2)
@@ -305,7 +420,10 @@ impl Table {
 
     /// Calls that wrote (or tried to write) to the table.
     pub fn writes(&self) -> usize {
-        self.put.num_calls() + self.update.num_calls() + self.delete.num_calls()
+        self.put.num_calls()
+            + self.update.num_calls()
+            + self.delete.num_calls()
+            + self.transact.num_calls()
     }
 
     /// The items now stored, by key.

@@ -1,0 +1,1245 @@
+//! The guard's logic, pure: what an item of the guard's table *means* and which conditional
+//! write each decision makes. No SDK type and no I/O: the DynamoDB store
+//! ([`crate::aws::guard::DynamoTable`]) renders the [`Write`]s built here into requests, and the
+//! fault-injection suite's in-memory table applies the same [`Write`]s with [`apply`] (DynamoDB's
+//! conditional-write semantics for exactly these expressions). The two differ only in storage;
+//! a differential test runs the same operations against both and compares every answer and item.
+//!
+//! Conditions and updates are small values ([`Cond`], [`Change`]) that render to the expression
+//! text DynamoDB evaluates (the text is pinned by the `*_CONDITION` constants, so a change of
+//! meaning is a change of text) and evaluate against an [`Item`] here.
+//!
+//! | item | `pk` | attributes |
+//! |---|---|---|
+//! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
+//! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`), `claimId`, `claimedAt` (ms), `leaseUntil` (ms), `resetAt` (ms), `signOutPending` (the record whose sign-out is retried on its redelivery), `expiresAt` |
+//! | caller budget | `budget#<sha256(rule, caller)>` | `window`, `used`, `before`, `total`, `expiresAt` |
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::deadline::{
+    epoch_ms as ms, epoch_secs_ceil as secs_ceil, epoch_secs_floor as secs_floor,
+};
+use crate::failure::{GuardError, GuardErrorKind};
+use crate::request::ResetRequest;
+
+// ---- items, conditions, updates ----------------------------------------------------------------
+
+/// An attribute value: the guard stores only strings and non-negative numbers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    S(String),
+    N(u64),
+}
+
+/// One item, by attribute name.
+pub type Item = BTreeMap<String, Value>;
+
+/// Items by partition key (`pk`): the in-memory table of [`apply`].
+pub type Items = BTreeMap<String, Item>;
+
+/// An attribute as an expression names it (`expiresAt`, or `#state` for a reserved word) and
+/// its real name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub expr: &'static str,
+    pub name: &'static str,
+}
+
+const fn attr(name: &'static str) -> Attr {
+    Attr { expr: name, name }
+}
+
+const PK: Attr = attr("pk");
+const STATE: Attr = Attr {
+    expr: "#state",
+    name: "state",
+};
+const EXPIRES_AT: Attr = attr("expiresAt");
+const LEASE_UNTIL: Attr = attr("leaseUntil");
+const CLAIM_ID: Attr = attr("claimId");
+const RESET_AT: Attr = attr("resetAt");
+const ANSWER: Attr = attr("answer");
+const SIGN_OUT_PENDING: Attr = attr("signOutPending");
+const WINDOW: Attr = Attr {
+    expr: "#window",
+    name: "window",
+};
+const USED: Attr = Attr {
+    expr: "#used",
+    name: "used",
+};
+const TOTAL: Attr = Attr {
+    expr: "#total",
+    name: "total",
+};
+
+/// A bound value: its placeholder (`:nowSecs`) and what it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub placeholder: &'static str,
+    pub value: Value,
+}
+
+fn bound_n(placeholder: &'static str, value: u64) -> Bound {
+    Bound {
+        placeholder,
+        value: Value::N(value),
+    }
+}
+
+fn bound_s(placeholder: &'static str, value: &str) -> Bound {
+    Bound {
+        placeholder,
+        value: Value::S(value.to_owned()),
+    }
+}
+
+/// A comparison of a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Lt,
+    Le,
+    Gt,
+}
+
+/// A condition expression, as DynamoDB evaluates it against the item before the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    /// `attribute_not_exists(a)`.
+    NotExists(Attr),
+    /// `a <op> :v`; false when the attribute is missing or of another type.
+    Compare(Attr, Cmp, Bound),
+    /// `x OR y OR ...`.
+    Or(Vec<Cond>),
+    /// `x AND y AND ...`.
+    And(Vec<Cond>),
+}
+
+/// A change of an update expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `SET a = :v`.
+    Set(Attr, Bound),
+    /// `SET a = a + :v`.
+    Add(Attr, Bound),
+    /// `SET a = a - :v`.
+    Subtract(Attr, Bound),
+    /// `REMOVE a`.
+    Remove(Attr),
+}
+
+/// One conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// `PutItem`: the whole item, if the condition holds.
+    Put { item: Item, cond: Cond },
+    /// `UpdateItem` of the item `pk` (created if absent), if the condition holds.
+    Update {
+        pk: String,
+        changes: Vec<Change>,
+        cond: Cond,
+    },
+    /// `DeleteItem` of the item `pk`, if the condition holds.
+    Delete { pk: String, cond: Cond },
+}
+
+/// An expression's text with its attribute names and values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    /// `#name` → attribute name.
+    pub names: BTreeMap<String, String>,
+    /// `:placeholder` → value.
+    pub values: BTreeMap<String, Value>,
+}
+
+impl Rendered {
+    fn name(&mut self, attr: Attr) -> &'static str {
+        if attr.expr.starts_with('#') {
+            self.names
+                .insert(attr.expr.to_owned(), attr.name.to_owned());
+        }
+        attr.expr
+    }
+
+    fn value(&mut self, bound: &Bound) -> &'static str {
+        self.values
+            .insert(bound.placeholder.to_owned(), bound.value.clone());
+        bound.placeholder
+    }
+}
+
+impl Cond {
+    /// Whether the condition holds for `item` (`None`: no item).
+    pub fn holds(&self, item: Option<&Item>) -> bool {
+        match self {
+            Cond::NotExists(attr) => item.is_none_or(|i| !i.contains_key(attr.name)),
+            Cond::Compare(attr, cmp, bound) => {
+                let Some(value) = item.and_then(|i| i.get(attr.name)) else {
+                    return false;
+                };
+                let ordering = match (value, &bound.value) {
+                    (Value::N(a), Value::N(b)) => a.cmp(b),
+                    (Value::S(a), Value::S(b)) => a.as_bytes().cmp(b.as_bytes()),
+                    _ => return false,
+                };
+                match cmp {
+                    Cmp::Eq => ordering.is_eq(),
+                    Cmp::Lt => ordering.is_lt(),
+                    Cmp::Le => ordering.is_le(),
+                    Cmp::Gt => ordering.is_gt(),
+                }
+            }
+            Cond::Or(conds) => conds.iter().any(|c| c.holds(item)),
+            Cond::And(conds) => conds.iter().all(|c| c.holds(item)),
+        }
+    }
+
+    /// The condition's expression text, its names and values.
+    pub fn render(&self) -> Rendered {
+        let mut rendered = Rendered::default();
+        let text = self.render_into(&mut rendered, false);
+        rendered.text = text;
+        rendered
+    }
+
+    fn render_into(&self, r: &mut Rendered, nested: bool) -> String {
+        match self {
+            Cond::NotExists(attr) => format!("attribute_not_exists({})", r.name(*attr)),
+            Cond::Compare(attr, cmp, bound) => {
+                let op = match cmp {
+                    Cmp::Eq => "=",
+                    Cmp::Lt => "<",
+                    Cmp::Le => "<=",
+                    Cmp::Gt => ">",
+                };
+                format!("{} {op} {}", r.name(*attr), r.value(bound))
+            }
+            Cond::Or(conds) => conds
+                .iter()
+                .map(|c| c.render_into(r, true))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+            Cond::And(conds) => {
+                let text = conds
+                    .iter()
+                    .map(|c| c.render_into(r, true))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                if nested { format!("({text})") } else { text }
+            }
+        }
+    }
+}
+
+/// Renders an update's changes (`SET ... REMOVE ...`) into `rendered` (which may hold the
+/// condition's names and values already).
+pub fn render_changes(changes: &[Change], rendered: &mut Rendered) -> String {
+    let mut sets = Vec::new();
+    let mut removes = Vec::new();
+    for change in changes {
+        match change {
+            Change::Set(a, v) => {
+                let (a, v) = (rendered.name(*a), rendered.value(v));
+                sets.push(format!("{a} = {v}"));
+            }
+            Change::Add(a, v) => {
+                let (a, v) = (rendered.name(*a), rendered.value(v));
+                sets.push(format!("{a} = {a} + {v}"));
+            }
+            Change::Subtract(a, v) => {
+                let (a, v) = (rendered.name(*a), rendered.value(v));
+                sets.push(format!("{a} = {a} - {v}"));
+            }
+            Change::Remove(a) => removes.push(rendered.name(*a).to_owned()),
+        }
+    }
+    let mut text = String::new();
+    if !sets.is_empty() {
+        text = format!("SET {}", sets.join(", "));
+    }
+    if !removes.is_empty() {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!("REMOVE {}", removes.join(", ")));
+    }
+    text
+}
+
+impl Write {
+    /// The partition key the write is about.
+    pub fn pk(&self) -> &str {
+        match self {
+            Write::Put { item, .. } => match item.get(PK.name) {
+                Some(Value::S(pk)) => pk,
+                _ => "",
+            },
+            Write::Update { pk, .. } | Write::Delete { pk, .. } => pk,
+        }
+    }
+
+    /// The write's condition.
+    pub fn cond(&self) -> &Cond {
+        match self {
+            Write::Put { cond, .. } | Write::Update { cond, .. } | Write::Delete { cond, .. } => {
+                cond
+            }
+        }
+    }
+
+    /// The SDK operation's name.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Write::Put { .. } => "PutItem",
+            Write::Update { .. } => "UpdateItem",
+            Write::Delete { .. } => "DeleteItem",
+        }
+    }
+}
+
+/// Why a write did not apply: its condition failed (with the item it met, as DynamoDB returns
+/// it with `ALL_OLD`), or the update was invalid (an arithmetic on a missing attribute:
+/// DynamoDB's `ValidationException`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Condition(Option<Item>),
+    Invalid(&'static str),
+}
+
+/// Applies one conditional write to `items`, as DynamoDB does.
+pub fn apply(items: &mut Items, write: &Write) -> Result<(), Refused> {
+    let pk = write.pk().to_owned();
+    let old = items.get(&pk);
+    if !write.cond().holds(old) {
+        return Err(Refused::Condition(old.cloned()));
+    }
+    match write {
+        Write::Put { item, .. } => {
+            items.insert(pk, item.clone());
+        }
+        Write::Delete { .. } => {
+            items.remove(&pk);
+        }
+        Write::Update { changes, .. } => {
+            let mut item = old
+                .cloned()
+                .unwrap_or_else(|| Item::from([(PK.name.to_owned(), Value::S(pk.clone()))]));
+            for change in changes {
+                match change {
+                    Change::Set(a, v) => {
+                        item.insert(a.name.to_owned(), v.value.clone());
+                    }
+                    Change::Add(a, v) | Change::Subtract(a, v) => {
+                        let (Some(Value::N(base)), Value::N(by)) = (item.get(a.name), &v.value)
+                        else {
+                            return Err(Refused::Invalid(
+                                "an arithmetic on a missing or non-number attribute",
+                            ));
+                        };
+                        let result = if matches!(change, Change::Add(..)) {
+                            base.checked_add(*by)
+                        } else {
+                            base.checked_sub(*by)
+                        };
+                        let Some(result) = result else {
+                            return Err(Refused::Invalid("a number out of range"));
+                        };
+                        item.insert(a.name.to_owned(), Value::N(result));
+                    }
+                    Change::Remove(a) => {
+                        item.remove(a.name);
+                    }
+                }
+            }
+            items.insert(pk, item);
+        }
+    }
+    Ok(())
+}
+
+/// Applies writes all or none, as `TransactWriteItems` does: `Err` holds, for each write, the
+/// item its failed condition met (`None` for a write whose condition held).
+pub fn apply_all(items: &mut Items, writes: &[Write]) -> Result<(), Vec<Option<Refused>>> {
+    let reasons: Vec<Option<Refused>> = writes
+        .iter()
+        .map(|w| {
+            let old = items.get(w.pk());
+            (!w.cond().holds(old)).then(|| Refused::Condition(old.cloned()))
+        })
+        .collect();
+    if reasons.iter().any(Option::is_some) {
+        return Err(reasons);
+    }
+    let mut staged = items.clone();
+    for write in writes {
+        if let Err(refused) = apply(&mut staged, write) {
+            let mut reasons = vec![None; writes.len()];
+            if let Some(position) = writes.iter().position(|w| w == write) {
+                reasons[position] = Some(refused);
+            }
+            return Err(reasons);
+        }
+    }
+    *items = staged;
+    Ok(())
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(Value::S(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn number(item: &Item, name: &str) -> Option<u64> {
+    match item.get(name) {
+        Some(Value::N(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn s(value: &str) -> Value {
+    Value::S(value.to_owned())
+}
+
+fn n(value: u64) -> Value {
+    Value::N(value)
+}
+
+fn malformed(operation: &'static str, what: &str) -> GuardError {
+    GuardError::new(GuardErrorKind::Misconfigured, operation, what.to_owned())
+}
+
+/// Whether an item is live at `now`: TTL deletes lazily, so an item past its `expiresAt` is
+/// treated as gone by every decision.
+pub fn live(item: &Item, now: SystemTime) -> bool {
+    number(item, EXPIRES_AT.name).is_some_and(|expires| expires > secs_floor(now))
+}
+
+fn not_live(now: SystemTime) -> Cond {
+    Cond::Compare(EXPIRES_AT, Cmp::Le, bound_n(":nowSecs", secs_floor(now)))
+}
+
+// ---- idempotency keys -------------------------------------------------------------------------
+
+/// A key is taken where no live item is, or over a pending one whose holder's lease ran out.
+pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR (#state = :pending AND leaseUntil <= :nowMs)";
+/// Only a pending key may be finished or released.
+pub const PENDING_CONDITION: &str = "#state = :pending";
+
+/// An idempotency key as the guard stores it: scoped by caller and by batch position, bound to
+/// one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// The key as the caller gave it, with `#<index>` for a batch item (for the audit line).
+    pub key: String,
+    /// The item's partition key.
+    pub pk: String,
+    /// The SHA-256 of the compared fields of the request.
+    pub request_hash: String,
+}
+
+impl KeyRef {
+    /// The key `key` of `caller` (its stable description) for `request`, item `index` of a
+    /// batch or (`None`) a single request: the two can never share an item.
+    pub fn new(caller: &str, key: &str, index: Option<usize>, request: &ResetRequest) -> KeyRef {
+        let position = match index {
+            Some(index) => format!("item {index}"),
+            None => "single".to_owned(),
+        };
+        let pk = format!(
+            "key#{}",
+            sha256_hex(&[caller.as_bytes(), key.as_bytes(), position.as_bytes()])
+        );
+        // JSON of the three compared fields: unambiguous, and ClientMetadata is a sorted map.
+        let mut compared = serde_json::json!([
+            request.user_pool_id.as_str(),
+            request.username.as_str(),
+            request.client_metadata.entries(),
+        ]);
+        // `SignOut` only when asked, so the keys of requests without it keep their hash.
+        if request.sign_out
+            && let Some(fields) = compared.as_array_mut()
+        {
+            fields.push(serde_json::Value::Bool(true));
+        }
+        KeyRef {
+            key: match index {
+                Some(index) => format!("{key}#{index}"),
+                None => key.to_owned(),
+            },
+            pk,
+            request_hash: sha256_hex(&[compared.to_string().as_bytes()]),
+        }
+    }
+}
+
+/// Hex SHA-256 of length-prefixed parts, so that ("ab", "c") and ("a", "bc") differ.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// What an idempotency key says about a request; `A` is the answer kept for replay (the store
+/// keeps it as JSON and knows nothing of it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyState<A> {
+    /// First use (or a retry after a RETRY): the request runs, and this invocation holds the key.
+    Fresh,
+    /// A final answer was given before: give it again.
+    Replay(A),
+    /// The same key is being processed right now.
+    InProgress,
+    /// The key was used with a different request.
+    Reused,
+}
+
+/// The write that takes `key` until `lease_until`.
+pub fn key_take(key: &KeyRef, lease_until: SystemTime, now: SystemTime, ttl: Duration) -> Write {
+    Write::Put {
+        item: Item::from([
+            (PK.name.to_owned(), s(&key.pk)),
+            (STATE.name.to_owned(), s("pending")),
+            ("requestHash".to_owned(), s(&key.request_hash)),
+            (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
+            (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
+        ]),
+        cond: Cond::Or(vec![
+            Cond::NotExists(PK),
+            not_live(now),
+            Cond::And(vec![
+                Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
+                Cond::Compare(LEASE_UNTIL, Cmp::Le, bound_n(":nowMs", ms(now))),
+            ]),
+        ]),
+    }
+}
+
+/// What a live key item that stands in the way says.
+pub fn key_state(
+    item: &Item,
+    key: &KeyRef,
+    now: SystemTime,
+) -> Result<KeyState<String>, GuardError> {
+    if text(item, "requestHash") != Some(key.request_hash.as_str()) {
+        return Ok(KeyState::Reused);
+    }
+    match text(item, STATE.name) {
+        Some("done") => {
+            let answer = text(item, ANSWER.name)
+                .ok_or_else(|| malformed("GetItem", "a done key item has no answer"))?;
+            Ok(KeyState::Replay(answer.to_owned()))
+        }
+        // Pending: held by a live invocation (a dead one's key is taken over by the condition;
+        // in dry run, a dead holder's key is simply free).
+        _ if number(item, LEASE_UNTIL.name).is_some_and(|lease| lease <= ms(now)) => {
+            Ok(KeyState::Fresh)
+        }
+        _ => Ok(KeyState::InProgress),
+    }
+}
+
+/// The write that records a key's final answer (kept for `ttl`), or releases it (`None`).
+pub fn key_finish(key: &KeyRef, answer: Option<&str>, now: SystemTime, ttl: Duration) -> Write {
+    let cond = Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending"));
+    match answer {
+        Some(json) => Write::Update {
+            pk: key.pk.clone(),
+            changes: vec![
+                Change::Set(STATE, bound_s(":done", "done")),
+                Change::Set(ANSWER, bound_s(":answer", json)),
+                Change::Set(EXPIRES_AT, bound_n(":expires", secs_ceil(now + ttl))),
+            ],
+            cond,
+        },
+        None => Write::Delete {
+            pk: key.pk.clone(),
+            cond,
+        },
+    }
+}
+
+// ---- user claims ------------------------------------------------------------------------------
+
+/// A claim is taken where no live item is, or over the same claim (the SDK's retry of a claim
+/// whose first attempt landed but whose answer was lost).
+pub const CLAIM_CONDITION: &str =
+    "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR claimId = :claimId";
+/// Only the holder of a claim may complete or release it.
+pub const HOLDER_CONDITION: &str = "claimId = :claimId";
+/// Only the record whose sign-out is pending ends it.
+pub const SIGN_OUT_PENDING_CONDITION: &str = "signOutPending = :record";
+
+/// A held user claim, to complete or release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The user item's partition key.
+    pub pk: String,
+    /// This claim's id: `<record id>/<ms>/<counter>`.
+    pub id: String,
+}
+
+impl Claim {
+    /// The record this claim was made for.
+    pub fn record(&self) -> &str {
+        claim_record(&self.id)
+    }
+}
+
+/// The record id a claim id was made for (`<record id>/<ms>/<counter>`).
+pub fn claim_record(claim_id: &str) -> &str {
+    claim_id.rsplitn(3, '/').nth(2).unwrap_or(claim_id)
+}
+
+/// The partition key of a user's claim.
+pub fn user_pk(pool: &str, username: &str) -> String {
+    format!("user#{pool}#{username}")
+}
+
+/// What the per-user claim says about a reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserState {
+    /// This invocation holds the user: it may reset.
+    Claimed(Claim),
+    /// Dry run: nothing stands in the way, and nothing was written.
+    Free,
+    /// Reset at `reset_at` (`confirmed`), or a reset sent then whose answer was lost or whose
+    /// sender died (not `confirmed`: the user may have a code); new resets wait until `until`.
+    RecentlyReset {
+        reset_at: SystemTime,
+        until: SystemTime,
+        confirmed: bool,
+    },
+    /// Another request is between its claim and its result.
+    InProgress,
+    /// This record reset the user on an earlier delivery and its sign-out failed: sign out
+    /// only, never reset again; then end it with [`Completion::SignedOut`] on `claim`.
+    SignOutPending { reset_at: SystemTime, claim: Claim },
+}
+
+/// How a claimed reset ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The reset happened: the cooldown window starts now.
+    Reset,
+    /// Cognito refused, or failed in a way that proves nothing happened: others may try.
+    Release,
+    /// Unknown whether the reset happened (a timeout, a 5xx, an unreadable answer): the claim
+    /// stays, marked unconfirmed, for a cooldown window from now, so nothing sends a second code
+    /// inside it.
+    Unconfirmed,
+    /// The reset happened and the sign-out after it failed in a way that may pass: as `Reset`,
+    /// and the item remembers the record (`signOutPending`), so that its redelivery only signs
+    /// out. Kept at least `IDEMPOTENCY_TTL_SECONDS` (or until the redelivery ends it).
+    ResetSignOutPending,
+    /// The redelivery of a record whose sign-out was pending has ended it (signed out, or for
+    /// good): the item is kept only until the reset's own cooldown ends.
+    SignedOut { reset_at: SystemTime },
+}
+
+/// The write that claims a user as `claim` until `lease_until`. Until it is completed, a claim
+/// counts as a (possible) reset for the whole window: a crash between the claim and the result
+/// never allows a second code inside it.
+pub fn claim_take(
+    claim: &Claim,
+    lease_until: SystemTime,
+    now: SystemTime,
+    cooldown: Duration,
+) -> Write {
+    let until = now + cooldown.max(lease_until.duration_since(now).unwrap_or_default());
+    Write::Put {
+        item: Item::from([
+            (PK.name.to_owned(), s(&claim.pk)),
+            (STATE.name.to_owned(), s("claimed")),
+            (CLAIM_ID.name.to_owned(), s(&claim.id)),
+            ("claimedAt".to_owned(), n(ms(now))),
+            (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
+            (EXPIRES_AT.name.to_owned(), n(secs_ceil(until))),
+        ]),
+        cond: Cond::Or(vec![
+            Cond::NotExists(PK),
+            not_live(now),
+            Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":claimId", &claim.id)),
+        ]),
+    }
+}
+
+/// What a live user item that stands in the way of `claim` says.
+pub fn user_state(
+    item: &Item,
+    claim: &Claim,
+    now: SystemTime,
+    cooldown: Duration,
+) -> Result<UserState, GuardError> {
+    let at = |name| number(item, name).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    let state = text(item, STATE.name);
+    let pending = text(item, SIGN_OUT_PENDING.name);
+    if state == Some("reset") && pending == Some(claim.record()) {
+        return Ok(UserState::SignOutPending {
+            reset_at: at("resetAt").unwrap_or(now),
+            claim: claim.clone(),
+        });
+    }
+    if state == Some("claimed") && text(item, CLAIM_ID.name) == Some(claim.id.as_str()) {
+        // This very claim, met by a retry of its own write.
+        return Ok(UserState::Claimed(claim.clone()));
+    }
+    let until = number(item, EXPIRES_AT.name)
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .ok_or_else(|| malformed("GetItem", "a user item has no expiresAt"))?;
+    match state {
+        Some("reset") => {
+            let reset_at = at("resetAt").unwrap_or(now);
+            // Another record's pending sign-out keeps the item, not the cooldown: the answer
+            // points at the cooldown's end (or a second on, once it is over).
+            let until = if pending.is_some() {
+                until.min((reset_at + cooldown).max(now + Duration::from_secs(1)))
+            } else {
+                until
+            };
+            Ok(UserState::RecentlyReset {
+                reset_at,
+                until,
+                confirmed: true,
+            })
+        }
+        Some("unconfirmed") => Ok(UserState::RecentlyReset {
+            reset_at: at("claimedAt").unwrap_or(now),
+            until,
+            confirmed: false,
+        }),
+        _ => {
+            let lease_over = number(item, LEASE_UNTIL.name).is_none_or(|lease| lease <= ms(now));
+            if lease_over {
+                // Abandoned by a crash or a timeout: it may have reset, so it counts as a
+                // possible reset.
+                Ok(UserState::RecentlyReset {
+                    reset_at: at("claimedAt").unwrap_or(now),
+                    until,
+                    confirmed: false,
+                })
+            } else {
+                Ok(UserState::InProgress)
+            }
+        }
+    }
+}
+
+/// The write that ends `claim` with `completion`.
+pub fn claim_end(
+    claim: &Claim,
+    completion: Completion,
+    now: SystemTime,
+    cooldown: Duration,
+    ttl: Duration,
+) -> Write {
+    let holder = Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":claimId", &claim.id));
+    let update = |state: &str, until: SystemTime, extra: Vec<Change>| {
+        let mut changes = vec![
+            Change::Set(STATE, bound_s(":state", state)),
+            Change::Set(LEASE_UNTIL, bound_n(":now", ms(now))),
+            Change::Set(EXPIRES_AT, bound_n(":expires", secs_ceil(until))),
+        ];
+        changes.extend(extra);
+        Write::Update {
+            pk: claim.pk.clone(),
+            changes,
+            cond: holder.clone(),
+        }
+    };
+    let reset_at = || Change::Set(RESET_AT, bound_n(":now", ms(now)));
+    match completion {
+        Completion::Reset if !cooldown.is_zero() => {
+            update("reset", now + cooldown, vec![reset_at()])
+        }
+        // A possible reset: the window starts now, as for a reset.
+        Completion::Unconfirmed if !cooldown.is_zero() => {
+            update("unconfirmed", now + cooldown, vec![])
+        }
+        // Remembered even with the cooldown off, so that the redelivery never resets again.
+        Completion::ResetSignOutPending => update(
+            "reset",
+            now + cooldown.max(ttl),
+            vec![
+                reset_at(),
+                Change::Set(SIGN_OUT_PENDING, bound_s(":record", claim.record())),
+            ],
+        ),
+        // The pending sign-out is over: the item lives only as long as the reset's cooldown
+        // (an expiry in the past reads as no item at all).
+        Completion::SignedOut { reset_at } => Write::Update {
+            pk: claim.pk.clone(),
+            changes: vec![
+                Change::Set(
+                    EXPIRES_AT,
+                    bound_n(":expires", secs_ceil(reset_at + cooldown)),
+                ),
+                Change::Remove(SIGN_OUT_PENDING),
+            ],
+            cond: Cond::Compare(
+                SIGN_OUT_PENDING,
+                Cmp::Eq,
+                bound_s(":record", claim.record()),
+            ),
+        },
+        // A release, or a (possible) reset with the cooldown off: nothing to remember (the
+        // record is final either way, so nothing sends the reset again by itself).
+        Completion::Reset | Completion::Unconfirmed | Completion::Release => Write::Delete {
+            pk: claim.pk.clone(),
+            cond: holder,
+        },
+    }
+}
+
+// ---- caller budgets ---------------------------------------------------------------------------
+
+/// A budget's spend: in the current window, below the limit.
+pub const BUDGET_SPEND_CONDITION: &str = "#window = :window AND #total < :limit";
+/// A budget's first item.
+pub const BUDGET_START_CONDITION: &str = "attribute_not_exists(pk)";
+/// A budget's new window, over exactly the item that was read.
+pub const BUDGET_ROLL_CONDITION: &str = "#window = :oldWindow AND #used = :oldUsed";
+/// A spend given back, in the window it was taken in (`#count` is `used`, or `before` once
+/// the window has moved on).
+pub const BUDGET_REFUND_CONDITION: &str = "#window = :window AND #count > :zero";
+
+/// One caller's budget under one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetScope {
+    /// The item's partition key.
+    pub pk: String,
+    /// N: resets admitted...
+    pub resets: u32,
+    /// ...in any window of S seconds.
+    pub per_seconds: u32,
+}
+
+impl BudgetScope {
+    /// The budget of `caller` (its stable description) under `rule`.
+    pub fn new(rule: &str, caller: &str, resets: u32, per_seconds: u32) -> BudgetScope {
+        BudgetScope {
+            pk: format!(
+                "budget#{}",
+                sha256_hex(&[rule.as_bytes(), caller.as_bytes()])
+            ),
+            resets: resets.max(1),
+            per_seconds: per_seconds.max(1),
+        }
+    }
+
+    /// The window `time` falls in.
+    pub fn window_of(&self, time: SystemTime) -> u64 {
+        secs_floor(time) / u64::from(self.per_seconds)
+    }
+
+    fn window_start(&self, window: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(window.saturating_mul(u64::from(self.per_seconds)))
+    }
+
+    /// When a budget with `used` resets counted in `window` (at the limit) admits one more: at
+    /// the next window if `used` alone is below the limit, else the one after.
+    fn admits_again(&self, window: u64, used: u64) -> SystemTime {
+        if used < u64::from(self.resets) {
+            self.window_start(window + 1)
+        } else {
+            self.window_start(window + 2)
+        }
+    }
+}
+
+/// What a budget said about one more reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetTurn {
+    /// Admitted and counted in `window` (give it back with a refund if nothing was sent). In
+    /// `DRY_RUN`, admitted and not counted.
+    Spent { window: u64 },
+    /// At the limit until `until`.
+    Exhausted { until: SystemTime },
+}
+
+/// The spend of one reset in `window`.
+pub fn budget_spend(scope: &BudgetScope, window: u64) -> Write {
+    Write::Update {
+        pk: scope.pk.clone(),
+        changes: vec![
+            Change::Add(USED, bound_n(":one", 1)),
+            Change::Add(TOTAL, bound_n(":one", 1)),
+        ],
+        cond: Cond::And(vec![
+            Cond::Compare(WINDOW, Cmp::Eq, bound_n(":window", window)),
+            Cond::Compare(TOTAL, Cmp::Lt, bound_n(":limit", u64::from(scope.resets))),
+        ]),
+    }
+}
+
+/// What to do after a spend in `window` did not apply, given the item it met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterSpend {
+    /// The budget is at its limit.
+    Exhausted { until: SystemTime },
+    /// Another instance's clock is a window ahead: spend in its window.
+    SpendIn { window: u64 },
+    /// Start the window with this write (a lost race means: spend again).
+    Start(Write),
+}
+
+/// The next step of a spend in `window` that met `old` (`None`: no item).
+pub fn after_spend(scope: &BudgetScope, window: u64, old: Option<&Item>) -> AfterSpend {
+    let limit = u64::from(scope.resets);
+    let expires = secs_ceil(scope.window_start(window + 2));
+    let start = |before: u64, cond: Cond| {
+        AfterSpend::Start(Write::Put {
+            item: Item::from([
+                (PK.name.to_owned(), s(&scope.pk)),
+                (WINDOW.name.to_owned(), n(window)),
+                (USED.name.to_owned(), n(1)),
+                ("before".to_owned(), n(before)),
+                (TOTAL.name.to_owned(), n(before + 1)),
+                (EXPIRES_AT.name.to_owned(), n(expires)),
+            ]),
+            cond,
+        })
+    };
+    let Some(item) = old else {
+        return start(0, Cond::NotExists(PK));
+    };
+    let old_window = number(item, WINDOW.name).unwrap_or(0);
+    let old_used = number(item, USED.name).unwrap_or(0);
+    if old_window > window {
+        return AfterSpend::SpendIn { window: old_window };
+    }
+    if old_window == window {
+        return AfterSpend::Exhausted {
+            until: scope.admits_again(window, old_used),
+        };
+    }
+    let before = if old_window + 1 == window {
+        old_used
+    } else {
+        0
+    };
+    if before >= limit {
+        return AfterSpend::Exhausted {
+            until: scope.admits_again(window, 0),
+        };
+    }
+    start(
+        before,
+        Cond::And(vec![
+            Cond::Compare(WINDOW, Cmp::Eq, bound_n(":oldWindow", old_window)),
+            Cond::Compare(USED, Cmp::Eq, bound_n(":oldUsed", old_used)),
+        ]),
+    )
+}
+
+/// The refunds of a spend of `window`, tried in turn: in its window (`used`), or once the next
+/// has begun (`before`); later, it no longer counts.
+pub fn budget_refunds(scope: &BudgetScope, window: u64) -> [Write; 2] {
+    let refund = |count: &'static str, in_window: u64| {
+        let count = Attr {
+            expr: "#count",
+            name: count,
+        };
+        Write::Update {
+            pk: scope.pk.clone(),
+            changes: vec![
+                Change::Subtract(count, bound_n(":one", 1)),
+                Change::Subtract(TOTAL, bound_n(":one", 1)),
+            ],
+            cond: Cond::And(vec![
+                Cond::Compare(WINDOW, Cmp::Eq, bound_n(":window", in_window)),
+                Cond::Compare(count, Cmp::Gt, bound_n(":zero", 0)),
+            ]),
+        }
+    };
+    [refund("used", window), refund("before", window + 1)]
+}
+
+/// What a dry run reads of a budget in `window` (`item`: the live item, if any).
+pub fn budget_read(scope: &BudgetScope, window: u64, item: Option<&Item>) -> BudgetTurn {
+    let (before, used) = match item {
+        None => (0, 0),
+        Some(item) => {
+            let old_window = number(item, WINDOW.name).unwrap_or(0);
+            let used = number(item, USED.name).unwrap_or(0);
+            let before = number(item, "before").unwrap_or(0);
+            if old_window >= window {
+                // A clock a window ahead: as full as its window.
+                (before, used)
+            } else if old_window + 1 == window {
+                (used, 0)
+            } else {
+                (0, 0)
+            }
+        }
+    };
+    if before + used < u64::from(scope.resets) {
+        BudgetTurn::Spent { window }
+    } else {
+        BudgetTurn::Exhausted {
+            until: scope.admits_again(window, used),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::S(s) => write!(f, "{s:?}"),
+            Value::N(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)
+    }
+
+    #[test]
+    fn conditions_render_to_the_pinned_expressions() {
+        let key = KeyRef {
+            key: "k".into(),
+            pk: "key#1".into(),
+            request_hash: "h".into(),
+        };
+        let claim = Claim {
+            pk: "user#p#u".into(),
+            id: "r/1/0".into(),
+        };
+        let scope = BudgetScope::new("rule", "caller", 2, 60);
+        let text = |w: &Write| w.cond().render().text;
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            text(&key_take(&key, now(), now(), ttl)),
+            KEY_CLAIM_CONDITION
+        );
+        assert_eq!(text(&key_finish(&key, None, now(), ttl)), PENDING_CONDITION);
+        assert_eq!(
+            text(&claim_take(&claim, now(), now(), ttl)),
+            CLAIM_CONDITION
+        );
+        assert_eq!(
+            text(&claim_end(&claim, Completion::Release, now(), ttl, ttl)),
+            HOLDER_CONDITION
+        );
+        let signed_out = Completion::SignedOut { reset_at: now() };
+        assert_eq!(
+            text(&claim_end(&claim, signed_out, now(), ttl, ttl)),
+            SIGN_OUT_PENDING_CONDITION
+        );
+        assert_eq!(text(&budget_spend(&scope, 7)), BUDGET_SPEND_CONDITION);
+        assert_eq!(text(&budget_refunds(&scope, 7)[0]), BUDGET_REFUND_CONDITION);
+        let AfterSpend::Start(first) = after_spend(&scope, 7, None) else {
+            panic!("no item: start the window");
+        };
+        assert_eq!(text(&first), BUDGET_START_CONDITION);
+        let old = Item::from([("window".to_owned(), n(5)), ("used".to_owned(), n(1))]);
+        let AfterSpend::Start(roll) = after_spend(&scope, 7, Some(&old)) else {
+            panic!("an older window: roll it");
+        };
+        assert_eq!(text(&roll), BUDGET_ROLL_CONDITION);
+    }
+
+    #[test]
+    fn updates_render_set_and_remove() {
+        let claim = Claim {
+            pk: "user#p#u".into(),
+            id: "r/1/0".into(),
+        };
+        let Write::Update { changes, cond, .. } = claim_end(
+            &claim,
+            Completion::SignedOut { reset_at: now() },
+            now(),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        ) else {
+            panic!("an update");
+        };
+        let mut rendered = cond.render();
+        let text = render_changes(&changes, &mut rendered);
+        assert_eq!(text, "SET expiresAt = :expires REMOVE signOutPending");
+        assert_eq!(rendered.values.len(), 2);
+    }
+
+    #[test]
+    fn a_claims_own_retry_is_claimed_and_another_claim_is_in_progress() {
+        let mut items = Items::new();
+        let cooldown = Duration::from_secs(30);
+        let lease = now() + Duration::from_secs(5);
+        let mine = Claim {
+            pk: "user#p#u".into(),
+            id: "r/1/0".into(),
+        };
+        let write = claim_take(&mine, lease, now(), cooldown);
+        assert_eq!(apply(&mut items, &write), Ok(()));
+        // The SDK's retry of the same request meets the landed write, and passes.
+        assert_eq!(apply(&mut items, &write), Ok(()));
+        let other = Claim {
+            pk: mine.pk.clone(),
+            id: "s/1/1".into(),
+        };
+        let Err(Refused::Condition(Some(item))) =
+            apply(&mut items, &claim_take(&other, lease, now(), cooldown))
+        else {
+            panic!("the other claim is refused");
+        };
+        assert_eq!(
+            user_state(&item, &mine, now(), cooldown).ok(),
+            Some(UserState::Claimed(mine.clone()))
+        );
+        assert_eq!(
+            user_state(&item, &other, now(), cooldown).ok(),
+            Some(UserState::InProgress)
+        );
+    }
+
+    #[test]
+    fn an_abandoned_claim_counts_as_a_possible_reset() {
+        let cooldown = Duration::from_secs(30);
+        let claim = Claim {
+            pk: "user#p#u".into(),
+            id: "r/1/0".into(),
+        };
+        let mut items = Items::new();
+        let lease = now() + Duration::from_secs(1);
+        apply(&mut items, &claim_take(&claim, lease, now(), cooldown)).expect("claimed");
+        let item = items.get(&claim.pk).expect("the item").clone();
+        let other = Claim {
+            pk: claim.pk.clone(),
+            id: "s/2/1".into(),
+        };
+        let later = lease + Duration::from_millis(1);
+        assert!(matches!(
+            user_state(&item, &other, later, cooldown),
+            Ok(UserState::RecentlyReset {
+                confirmed: false,
+                ..
+            })
+        ));
+        assert_eq!(
+            user_state(&item, &other, lease - Duration::from_millis(1), cooldown).ok(),
+            Some(UserState::InProgress)
+        );
+    }
+
+    #[test]
+    fn a_healed_sign_out_keeps_the_user_item_only_for_the_cooldown() {
+        let cooldown = Duration::from_secs(3);
+        let ttl = Duration::from_secs(86_400);
+        let claim = Claim {
+            pk: "user#p#u".into(),
+            id: "m-1/1/0".into(),
+        };
+        let mut items = Items::new();
+        apply(&mut items, &claim_take(&claim, now(), now(), cooldown)).expect("claimed");
+        apply(
+            &mut items,
+            &claim_end(
+                &claim,
+                Completion::ResetSignOutPending,
+                now(),
+                cooldown,
+                ttl,
+            ),
+        )
+        .expect("completed");
+        // The redelivery (another claim id of the same record) is told to sign out only.
+        let again = Claim {
+            pk: claim.pk.clone(),
+            id: "m-1/2/5".into(),
+        };
+        let item = items.get(&claim.pk).expect("the item").clone();
+        let UserState::SignOutPending { reset_at, .. } =
+            user_state(&item, &again, now(), cooldown).expect("a state")
+        else {
+            panic!("sign-out pending");
+        };
+        // Another record meanwhile is pointed at the cooldown's end, not the day.
+        let other = Claim {
+            pk: claim.pk.clone(),
+            id: "m-2/2/6".into(),
+        };
+        let Ok(UserState::RecentlyReset { until, .. }) = user_state(&item, &other, now(), cooldown)
+        else {
+            panic!("recently reset");
+        };
+        assert!(until <= now() + cooldown + Duration::from_secs(1));
+        apply(
+            &mut items,
+            &claim_end(
+                &again,
+                Completion::SignedOut { reset_at },
+                now(),
+                cooldown,
+                ttl,
+            ),
+        )
+        .expect("ended");
+        let item = items.get(&claim.pk).expect("the item");
+        assert!(!live(item, now() + cooldown + Duration::from_secs(1)));
+        assert!(!item.contains_key("signOutPending"));
+    }
+
+    #[test]
+    fn a_transaction_applies_all_or_nothing() {
+        let mut items = Items::new();
+        let key = KeyRef {
+            key: "k".into(),
+            pk: "key#1".into(),
+            request_hash: "h".into(),
+        };
+        let ttl = Duration::from_secs(60);
+        let finish = key_finish(&key, Some("{}"), now(), ttl);
+        let claim = Claim {
+            pk: "user#p#u".into(),
+            id: "r/1/0".into(),
+        };
+        apply(&mut items, &claim_take(&claim, now(), now(), ttl)).expect("claimed");
+        let end = claim_end(&claim, Completion::Reset, now(), ttl, ttl);
+        // The key is not pending: neither write applies.
+        let Err(reasons) = apply_all(&mut items, &[end.clone(), finish.clone()]) else {
+            panic!("refused");
+        };
+        assert_eq!(reasons[0], None);
+        assert!(matches!(reasons[1], Some(Refused::Condition(None))));
+        assert_eq!(
+            items.get(&claim.pk).and_then(|i| i.get("state")),
+            Some(&s("claimed"))
+        );
+        apply(&mut items, &key_take(&key, now(), now(), ttl)).expect("taken");
+        assert_eq!(apply_all(&mut items, &[end, finish]), Ok(()));
+        assert_eq!(
+            items.get(&key.pk).and_then(|i| i.get("state")),
+            Some(&s("done"))
+        );
+        assert_eq!(
+            items.get(&claim.pk).and_then(|i| i.get("state")),
+            Some(&s("reset"))
+        );
+    }
+
+    #[test]
+    fn hashes_are_length_prefixed() {
+        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
+        assert_eq!(sha256_hex(&[b"x"]).len(), 64);
+    }
+}
