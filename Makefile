@@ -17,7 +17,7 @@ CARGO_LOCKED := --locked
 # (the whole AWS SDK), minutes of CI. The release and arm64 builds go without it.
 ENQUEUE := --features enqueue
 
-.PHONY: help test lint fmt fmt-check clippy unit bench bench-init tools template-tools sam-build template-lint template-test template-checks deploy
+.PHONY: help test lint fmt fmt-check clippy unit bench bench-init tools template-tools sam-build template-lint template-test template-checks deploy mutants mutants-tool
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -114,6 +114,40 @@ e2e: $(STACK_VENV)/.installed ## end-to-end tests: the real binary under cargo l
 bench-enqueue: $(STACK_VENV)/.installed ## messages per second reset-enqueue puts on the local stack's SQS (500 users, 2 runs; standard and FIFO)
 	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin reset-enqueue
 	$(STACK_PY) tools/stack.py bench-enqueue --users 500 --runs 2
+
+## ---- mutation testing (issue 24) ---------------------------------------------------------
+# cargo-mutants, pinned, installed with cargo into .tools/cargo (from crates.io). Its stamp holds
+# the version it was installed at: a changed pin reinstalls, anything else keeps it. Not part of
+# `make test`: every mutant is a rebuild of the crate and a run of the tests below (see
+# docs/development.md#mutation-testing for the time it takes and the last result).
+
+CARGO_TOOLS := $(TOOLS)/cargo
+CARGO_MUTANTS_VERSION := 27.1.0
+CARGO_MUTANTS_STAMP := $(CARGO_TOOLS)/.cargo-mutants-installed
+# The files that hold the guard's promises (add the guard logic module here).
+MUTANTS_FILES ?= src/aws/guard.rs src/pipeline.rs src/outcome.rs
+# The tests that must catch a mutant: the fault-injection suite and the unit tests.
+MUTANTS_TESTS ?= --test faults --lib
+# Seconds a mutant's test run may take before it counts as a timeout (the tests' own time is
+# seconds; a mutant that loops forever must not hang the run).
+MUTANTS_TIMEOUT ?= 300
+# More for cargo-mutants itself, e.g. MUTANTS_ARGS='--re "fn user_state" --list' or '--shard 1/8'.
+MUTANTS_ARGS ?=
+# The results: $(MUTANTS_OUT)/mutants.out/{outcomes.json,caught.txt,missed.txt,timeout.txt,unviable.txt}.
+MUTANTS_OUT ?= $(or $(CARGO_TARGET_DIR),target)/mutants
+
+mutants-tool: ## install the pinned cargo-mutants into .tools/cargo
+	@if [ "$$(cat $(CARGO_MUTANTS_STAMP) 2>/dev/null)" = "$(CARGO_MUTANTS_VERSION)" ]; then :; else \
+		cargo install --locked --quiet cargo-mutants --version $(CARGO_MUTANTS_VERSION) --root $(CARGO_TOOLS) && \
+		echo "$(CARGO_MUTANTS_VERSION)" > $(CARGO_MUTANTS_STAMP); fi
+
+# In place (--in-place): the mutants are applied to this checkout one at a time and built in its own
+# target/, so each is an incremental build of the crate rather than a fresh build of the whole AWS
+# SDK in a copy; the source is restored after each one (do not edit the tree meanwhile).
+mutants: mutants-tool ## mutation testing of MUTANTS_FILES against the fault suite and the unit tests (slow; not in `make test`)
+	PATH="$(abspath $(CARGO_TOOLS)/bin):$$PATH" cargo mutants --in-place --no-shuffle \
+		$(foreach f,$(MUTANTS_FILES),--file $(f)) $(ENQUEUE) --cargo-arg=$(CARGO_LOCKED) \
+		--timeout $(MUTANTS_TIMEOUT) --output $(MUTANTS_OUT) $(MUTANTS_ARGS) -- $(MUTANTS_TESTS)
 
 ## ---- SAM template: build, lint, test, deploy (issue 5) --------------------------------------
 # Offline: no telemetry, no update checks, no downloads. `sam` keeps its settings in SAM_HOME

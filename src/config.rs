@@ -47,6 +47,12 @@ pub const DEFAULT_COGNITO_UPDATE_QUOTA: f64 = 25.0;
 /// DynamoDB round trips), the outcome events (m/4 to m/8: 62 ms) and the response; below it a
 /// reset that was answered might not be recorded in time.
 pub const MIN_DEADLINE_MARGIN_MS: u64 = 500;
+/// The largest `DEADLINE_MARGIN_MS` (the template's `DeadlineMarginMs` MaxValue): a minute is
+/// far more than the end of a record needs; a margin near the function's timeout starts nothing.
+pub const MAX_DEADLINE_MARGIN_MS: u64 = 60_000;
+/// The smallest `IDEMPOTENCY_TTL_SECONDS` (the template's `IdempotencyTtlSeconds` MinValue): a
+/// shorter window misses client retries and SQS redeliveries.
+pub const MIN_IDEMPOTENCY_TTL_SECONDS: u64 = 60;
 /// The smallest per-instance rate: a limiter's spacing stays under 20 minutes.
 pub const MIN_RATE: f64 = 0.001;
 /// The largest rate or quota.
@@ -353,7 +359,7 @@ impl Config {
             "DEADLINE_MARGIN_MS",
             DEFAULT_DEADLINE_MARGIN_MS,
             MIN_DEADLINE_MARGIN_MS,
-            600_000,
+            MAX_DEADLINE_MARGIN_MS,
         )?;
         let cognito_timeout_ms = number(
             &get,
@@ -448,7 +454,7 @@ impl Config {
             &get,
             "IDEMPOTENCY_TTL_SECONDS",
             DEFAULT_IDEMPOTENCY_TTL_SECONDS,
-            1,
+            MIN_IDEMPOTENCY_TTL_SECONDS,
             604_800,
         )?;
         let guard_timeout_ms = number(
@@ -872,12 +878,15 @@ mod tests {
             ("DEADLINE_MARGIN_MS", "-1"),
             ("DEADLINE_MARGIN_MS", "0"),
             ("DEADLINE_MARGIN_MS", "499"),
+            ("DEADLINE_MARGIN_MS", "60001"),
             ("COGNITO_TIMEOUT_MS", "5s"),
             ("COGNITO_MAX_ATTEMPTS", "0"),
             ("DRY_RUN", "maybe"),
             ("DEFAULT_USER_POOL_ID", "not a pool"),
             ("RESET_COOLDOWN_SECONDS", "86401"),
             ("IDEMPOTENCY_TTL_SECONDS", "0"),
+            ("IDEMPOTENCY_TTL_SECONDS", "59"),
+            ("IDEMPOTENCY_TTL_SECONDS", "604801"),
             ("GUARD_TIMEOUT_MS", "10"),
             ("GUARD_TABLE", "a b"),
             ("GUARD_TABLE", "arn:aws:s3:::bucket"),

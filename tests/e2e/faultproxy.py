@@ -6,6 +6,11 @@
   test's rule for that operation says: forward to moto, forward and hold the answer (for N ms, or
   until a wall-clock moment), answer `TooManyRequestsException` without forwarding, or forward and
   then answer `InternalErrorException` (the reset happened, the answer says it failed).
+- The same proxy in front of moto's DynamoDB (the function's AWS_ENDPOINT_URL_DYNAMODB): its
+  operations are the `X-Amz-Target`s `DynamoDB_20120810.<Operation>` (`PutItem`, `UpdateItem`, ...).
+  `add_rule` adds rules that apply to the first N requests of an operation whose body contains a
+  given text (the guard's user items are `user#...`, its keys `key#...`), among them "forward, then
+  answer 500" (the write landed, its answer is lost) and "forward, then cut the connection".
 - `RuntimeApi` and `DirectFunction`: the real `cognito-reset` binary behind a small Lambda Runtime
   API emulator that sends a real `Lambda-Runtime-Deadline-Ms` (now + N ms), which
   `cargo lambda watch` does not (it sends its timeout, which the function reads as 15 minutes).
@@ -34,7 +39,9 @@ import stack as driver
 
 LOOPBACK = "127.0.0.1"
 COGNITO_TARGET = driver.COGNITO_TARGET  # "AWSCognitoIdentityProviderService."
+DYNAMODB_TARGET = "DynamoDB_20120810."
 JSON_11 = "application/x-amz-json-1.1"
+JSON_10 = "application/x-amz-json-1.0"  # DynamoDB's protocol
 UPSTREAM_TIMEOUT_S = 30.0
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the proxy sets itself.
 HOP_BY_HOP = {
@@ -65,6 +72,8 @@ class Rule:
     answer_at_ms: int | None = None
     status: int | None = None
     error: tuple[str, str] | None = None
+    # `cut`: give no answer at all: close the connection (after forwarding, when `forward`).
+    cut: bool = False
 
 
 FORWARD = Rule()
@@ -95,6 +104,41 @@ def internal_error_after_forwarding() -> Rule:
     return Rule(status=500, error=("InternalErrorException", "boom"))
 
 
+def server_error_after_forwarding() -> Rule:
+    """DynamoDB: forward (moto performs the write), then answer 500 InternalServerError: the write
+    landed and its answer is lost, so the SDK retries it."""
+    return Rule(status=500, error=("InternalServerError", "injected after the write"))
+
+
+def cut_after_forwarding() -> Rule:
+    """Forward (moto performs it), then close the connection without an answer."""
+    return Rule(cut=True)
+
+
+def server_error() -> Rule:
+    """DynamoDB: 500 InternalServerError without forwarding (the write did not land)."""
+    return Rule(forward=False, status=500, error=("InternalServerError", "injected, not forwarded"))
+
+
+@dataclass
+class Matching:
+    """A rule for the first `times` requests of `operation` whose body contains `body_contains`
+    (every one with `times` None); `used` counts the requests it answered."""
+
+    operation: str
+    rule: Rule
+    body_contains: bytes | None = None
+    times: int | None = None
+    used: int = 0
+
+    def takes(self, operation: str, body: bytes) -> bool:
+        return (
+            operation == self.operation
+            and (self.body_contains is None or self.body_contains in body)
+            and (self.times is None or self.used < self.times)
+        )
+
+
 @dataclass
 class Seen:
     """One request the proxy received: its operation, when it came and when it was answered."""
@@ -104,6 +148,10 @@ class Seen:
     answered_ms: int = 0
     status: int = 0
     forwarded: bool = False
+    # The body as received, and whether an `add_rule` rule answered it (and cut: no answer).
+    body: bytes = b""
+    faulted: bool = False
+    cut: bool = False
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -180,6 +228,7 @@ class FaultProxy:
         self.upstream_port = parts.port or 80
         self._lock = threading.Lock()
         self._rules: dict[str, Rule] = {}
+        self._matching: list[Matching] = []
         self._seen: list[Seen] = []
         self._stopping = threading.Event()
         self._server: _ProxyServer | None = None
@@ -229,9 +278,27 @@ class FaultProxy:
         with self._lock:
             self._rules[operation] = rule
 
+    def add_rule(
+        self, operation: str, rule: Rule, *, body_contains: str | None = None, times: int | None = None
+    ) -> Matching:
+        """`rule` for the first `times` requests of `operation` (all, with None) whose body contains
+        `body_contains`; checked in the order added, before `set_rule`'s rules. The returned
+        `Matching` counts (`used`) the requests it answered."""
+        matching = Matching(operation, rule, body_contains.encode() if body_contains else None, times)
+        with self._lock:
+            self._matching.append(matching)
+        return matching
+
+    def clear_rules(self) -> None:
+        """Drop every rule (set_rule's and add_rule's); keep what was counted."""
+        with self._lock:
+            self._rules.clear()
+            self._matching.clear()
+
     def reset(self) -> None:
         with self._lock:
             self._rules.clear()
+            self._matching.clear()
             self._seen.clear()
 
     def seen(self, operation: str | None = None) -> list[Seen]:
@@ -247,24 +314,40 @@ class FaultProxy:
     def _handle(self, handler: _ProxyHandler) -> None:
         body = handler.read_body()
         target = handler.headers.get("x-amz-target", "")
-        operation = target[len(COGNITO_TARGET):] if target.startswith(COGNITO_TARGET) else target
-        seen = Seen(operation=operation, arrived_ms=now_ms())
+        operation = target
+        for prefix in (COGNITO_TARGET, DYNAMODB_TARGET):
+            if target.startswith(prefix):
+                operation = target[len(prefix):]
+        seen = Seen(operation=operation, arrived_ms=now_ms(), body=body)
         with self._lock:
             self._seen.append(seen)
             rule = self._rules.get(operation, FORWARD)
-        status, headers, answer = 502, [("Content-Type", JSON_11)], b'{"__type":"ProxyError"}'
+            for matching in self._matching:
+                if matching.takes(operation, body):
+                    matching.used += 1
+                    rule, seen.faulted = matching.rule, True
+                    break
+        content_type = JSON_10 if target.startswith(DYNAMODB_TARGET) else JSON_11
+        status, headers, answer = 502, [("Content-Type", content_type)], b'{"__type":"ProxyError"}'
         if rule.forward:
             try:
                 status, headers, answer = self._forward(handler, body)
                 seen.forwarded = True
             except OSError as e:
                 answer = json.dumps({"__type": "ProxyError", "message": str(e)}).encode()
+        if rule.cut:
+            seen.cut = True
+            seen.answered_ms = now_ms()
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         if rule.status is not None:
             kind, message = rule.error or ("InternalErrorException", "injected")
             status = rule.status
             answer = json.dumps({"__type": kind, "message": message}).encode()
             headers = [
-                ("Content-Type", JSON_11),
+                ("Content-Type", content_type),
                 ("x-amzn-RequestId", str(uuid.uuid4())),
                 ("x-amzn-ErrorType", kind),
             ]
@@ -425,7 +508,10 @@ class RuntimeApi:
 def build_function() -> Path:
     """`cargo build --locked --bin cognito-reset` (a no-op when up to date); the binary's path, as
     cargo reports it (so CARGO_TARGET_DIR is honoured). Bounded like the stack's cold start."""
-    argv = ["cargo", "build", "--locked", "--bin", driver.FUNCTION, "--message-format=json-render-diagnostics"]
+    # --features enqueue, as every debug build here (the Makefile's ENQUEUE): another feature set
+    # recompiles tokio and the whole AWS SDK above it.
+    argv = ["cargo", "build", "--locked", "--features", "enqueue", "--bin", driver.FUNCTION,
+            "--message-format=json-render-diagnostics"]
     try:
         done = subprocess.run(
             argv, cwd=driver.ROOT, env=driver.base_env(), capture_output=True, text=True,

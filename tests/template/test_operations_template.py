@@ -445,10 +445,38 @@ def test_a_caller_running_into_its_budget_raises_an_alarm():
     assert "caller-budget-exhausted" in alarm["AlarmDescription"]
 
 
-def test_a_broken_guard_table_pages_after_three_minutes_in_a_row():
+def alarm_fires(alarm: dict[str, Any], minutes: list[float | None]) -> bool:
+    """Whether a one-metric alarm goes to ALARM over these per-minute Sums (None: no datapoint),
+    evaluated as CloudWatch does after each period: the last EvaluationPeriods periods, missing
+    ones per TreatMissingData, ALARM when at least DatapointsToAlarm of them breach."""
+    assert alarm["Period"] == 60 and alarm["Statistic"] == "Sum", "the model has one-minute Sums"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    n = alarm["EvaluationPeriods"]
+    m = alarm.get("DatapointsToAlarm", n)
+    treat = alarm.get("TreatMissingData", "missing")
+    assert treat in ("notBreaching", "breaching"), "the model covers these two"
+    for end in range(1, len(minutes) + 1):
+        window = minutes[max(0, end - n):end]
+        breaching = sum(
+            (treat == "breaching") if v is None else v > alarm["Threshold"] for v in window
+        )
+        if breaching >= m:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("minutes", [
+    [1],  # one HTTP request met the outage, then nobody asked for a while
+    [1, None, None, None, None],
+    [2, None, 1, None, 1, None],  # a request every other minute, each answered 503
+    [5, 5, 5],  # a queue retrying through the outage
+], ids=["one-request", "one-request-then-quiet", "every-other-minute", "three-minutes"])
+def test_a_broken_guard_table_pages_on_one_failing_minute(minutes):
     alarm = emf_alarm(Stack(TRANSLATED), "Records.RETRY.guard-unavailable")
-    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (60, 3, 3)
-    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+    assert alarm_fires(alarm, minutes), (alarm["EvaluationPeriods"], alarm.get("DatapointsToAlarm"))
+    assert not alarm_fires(alarm, [None, 0, None, 0]), "fires with no failure"
+    assert alarm["TreatMissingData"] == "notBreaching"
     assert alarm["AlarmDescription"].startswith("PAGE")
 
 

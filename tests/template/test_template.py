@@ -663,3 +663,14 @@ def test_instance_bound_and_quotas_follow_their_parameters():
     assert props["ReservedConcurrentExecutions"] == 8
     assert (env["MAX_INSTANCES"], env["COGNITO_RESET_QUOTA"], env["COGNITO_READ_QUOTA"]) == (8, 50, 200)
     assert env["COGNITO_RESOURCE_READ_QUOTA"] == 70
+
+
+def test_the_pacing_description_names_the_bucket_key_as_the_code_writes_it():
+    # src/pacing.rs writes `bucket#<account>#<region>#<category>` (the template always sets
+    # FUNCTION_ACCOUNT_ID, so the account is always in it).
+    pacing = (Path(__file__).resolve().parents[2] / "src" / "pacing.rs").read_text()
+    assert 'format!("bucket#{account}#{}#{}", scope.region, category.as_str())' in pacing
+    env = Stack(TRANSLATED).one("AWS::Lambda::Function")[1]["Properties"]["Environment"]["Variables"]
+    assert "FUNCTION_ACCOUNT_ID" in env
+    description = " ".join(TRANSLATED["Parameters"]["Pacing"]["Description"].split())
+    assert "bucket#<account>#<region>#<category>" in description, description
