@@ -98,7 +98,9 @@ fn table() -> Vec<Row> {
             "LimitExceeded: the attempt limit",
             || {
                 E::LimitExceededException(
-                    LimitExceededException::builder().message(ATTEMPT_LIMIT).build(),
+                    LimitExceededException::builder()
+                        .message(ATTEMPT_LIMIT)
+                        .build(),
                 )
             },
             429,
@@ -1318,20 +1320,28 @@ async fn cognitos_limits_are_told_apart_by_their_message_and_never_slow_the_paci
             .expect("response");
         // Then the status, the code and Retry-After say which limit it is
         let (got, body) = http_parts(&response);
-        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{message}");
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{message}"
+        );
         assert_eq!(
             response["headers"]["retry-after"].as_str(),
             retry_after,
             "{message}"
         );
         // and a limit is sent once only (the throttle control is retried)
-        let expected_calls = if wire_code == "TooManyRequestsException" { 3 } else { 1 };
+        let expected_calls = if wire_code == "TooManyRequestsException" {
+            3
+        } else {
+            1
+        };
         assert_eq!(cognito.reset.num_calls(), expected_calls, "{message}");
         // and only the account's quota slows the pacing
-        let factor = http_app
-            .directory
-            .limiters()
-            .factor("us-west-2", cognito_reset::limiter::Category::UserAccountRecovery);
+        let factor = http_app.directory.limiters().factor(
+            "us-west-2",
+            cognito_reset::limiter::Category::UserAccountRecovery,
+        );
         assert_eq!(factor < 1.0, cut, "{message}: factor {factor}");
 
         // Over SQS: a limit is acknowledged (its outcome event is final), throttling handed back
@@ -1352,7 +1362,11 @@ async fn a_trigger_that_could_not_run_to_its_end_is_an_ambiguous_reset() {
     // The wire form of each Lambda-trigger failure (HTTP 400, as Cognito sends them).
     let cases = [
         ("UserLambdaValidationException", 422, "trigger-refused"),
-        ("InvalidLambdaResponseException", 502, "trigger-invalid-response"),
+        (
+            "InvalidLambdaResponseException",
+            502,
+            "trigger-invalid-response",
+        ),
         ("UnexpectedLambdaException", 502, "reset-unconfirmed"),
     ];
     for (wire_code, status, code) in cases {
@@ -1366,8 +1380,16 @@ async fn a_trigger_that_could_not_run_to_its_end_is_an_ambiguous_reset() {
             .await
             .expect("response");
         let (got, body) = http_parts(&response);
-        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{wire_code}");
-        assert_eq!(cognito.reset.num_calls(), 1, "{wire_code}: never sent twice");
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{wire_code}"
+        );
+        assert_eq!(
+            cognito.reset.num_calls(),
+            1,
+            "{wire_code}: never sent twice"
+        );
     }
 }
 
@@ -1398,7 +1420,11 @@ async fn the_limits_are_not_kept_under_an_idempotency_key() {
         .expect("response");
     // Then it is reset (not a replay of the refusal), and the user was not held meanwhile
     let (status, body) = http_parts(&again);
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("RESET")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("RESET")),
+        "{body}"
+    );
     assert_eq!(body.get("replayed"), None, "{body}");
     assert_eq!(cognito.reset.num_calls(), 2);
 }
@@ -1420,7 +1446,11 @@ async fn a_user_of_an_external_provider_is_refused_before_the_guard_and_any_rese
         .expect("response");
     // Then 409 external-user, no reset call, and nothing claimed in the guard's table
     let (status, body) = http_parts(&response);
-    assert_eq!((status, body["error"].as_str()), (409, Some("external-user")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("external-user")),
+        "{body}"
+    );
     assert_eq!(cognito.reset.num_calls() + cognito.resend.num_calls(), 0);
     assert!(table.items().is_empty(), "{:?}", table.items().keys());
 }

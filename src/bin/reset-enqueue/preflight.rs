@@ -58,9 +58,13 @@ impl Finding {
             Sender::CognitoDefault => format!(
                 "email sender COGNITO_DEFAULT (Cognito's default: about {DEFAULT_SENDER_DAILY_LIMIT} emails a day)"
             ),
-            Sender::Ses { source: Some(source) } => format!("email sender Amazon SES ({source})"),
+            Sender::Ses {
+                source: Some(source),
+            } => format!("email sender Amazon SES ({source})"),
             Sender::Ses { source: None } => "email sender Amazon SES".to_owned(),
-            Sender::Unknown(why) => format!("email sender unknown (DescribeUserPool failed: {why})"),
+            Sender::Unknown(why) => {
+                format!("email sender unknown (DescribeUserPool failed: {why})")
+            }
         };
         let recovery = self.recovery.as_deref().unwrap_or("unknown");
         format!(

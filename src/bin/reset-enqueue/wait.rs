@@ -75,7 +75,10 @@ pub fn retry_keys(report: &[u8]) -> Result<BTreeMap<Key, String>, String> {
 /// `attempt-limit`, `GAVE_UP`).
 pub fn redrivable(rows: &[Row]) -> BTreeMap<&str, usize> {
     let mut counts = BTreeMap::new();
-    for row in rows.iter().filter(|r| retried(&r.outcome, r.code.as_deref())) {
+    for row in rows
+        .iter()
+        .filter(|r| retried(&r.outcome, r.code.as_deref()))
+    {
         let label = if row.outcome == GAVE_UP {
             GAVE_UP
         } else {
