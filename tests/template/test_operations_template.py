@@ -451,7 +451,7 @@ def test_a_pool_past_its_daily_delivery_limit_raises_an_alarm_with_its_runbook()
     alarm = emf_alarm(Stack(TRANSLATED), "DeliveryLimit")
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     assert alarm["TreatMissingData"] == "notBreaching"
-    assert "configure SES for the pool, then re-drive from the report" in " ".join(alarm["AlarmDescription"].split())
+    assert "configure ses for the pool, then re-drive from the report" in " ".join(alarm["AlarmDescription"].lower().split())
     limits = {m[1] for m in metrics_of(widget("Cognito limits"))}
     assert limits == {"DeliveryLimit", "Records.REJECTED.attempt-limit"}
 
