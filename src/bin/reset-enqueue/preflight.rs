@@ -176,12 +176,12 @@ pub fn check(findings: &[Finding], allow_default_email: bool) -> Result<(), Stri
         .filter(|f| f.over_default_limit())
         .map(|f| match &f.sender {
             Sender::Unknown(_) => format!(
-                "pool {}: {} users, and its email sender could not be read (DescribeUserPool \
-                 failed; the operator needs cognito-idp:DescribeUserPool)",
+                "pool {} has {} users in the file and its email sender could not be read \
+                 (DescribeUserPool failed: the operator needs cognito-idp:DescribeUserPool)",
                 f.pool, f.users
             ),
             _ => format!(
-                "pool {}: {} users, and it sends email with Cognito's default sender",
+                "pool {} has {} users in the file and sends email with Cognito's default sender",
                 f.pool, f.users
             ),
         })
@@ -190,10 +190,10 @@ pub fn check(findings: &[Finding], allow_default_email: bool) -> Result<(), Stri
         return Ok(());
     }
     Err(format!(
-        "{}: Cognito's default email sender sends about {DEFAULT_SENDER_DAILY_LIMIT} emails a day \
-         per pool, so past that every reset would end REJECTED delivery-limit. Configure the pool \
-         to send email with Amazon SES (EmailConfiguration EmailSendingAccount=DEVELOPER), or pass \
-         --allow-default-email to send anyway; nothing was sent",
+        "{}. Cognito's default sender sends about {DEFAULT_SENDER_DAILY_LIMIT} emails a day per \
+         pool: past that every reset ends REJECTED delivery-limit. Configure the pool to send \
+         email with Amazon SES (EmailConfiguration EmailSendingAccount=DEVELOPER), or pass \
+         --allow-default-email to send anyway. Nothing was sent",
         over.join("; ")
     ))
 }
