@@ -71,6 +71,10 @@ pub fn is_last_receive(receive_count: Option<&str>, max_receive_count: Option<u3
 pub struct OutcomeEvent {
     pub outcome: EventOutcome,
     /// The outcome code (`denied-user`, `throttled`, ...); none for RESET and WOULD_RESET.
+    /// REJECTED `delivery-limit` (the pool's sender used its daily quota) and `attempt-limit`
+    /// (Cognito's per-user attempt limit) say nothing was sent and the request may pass later:
+    /// they are final here (a redelivery cannot pass soon) and re-driven by the operator
+    /// (`reset-enqueue --retry-from`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

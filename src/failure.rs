@@ -55,9 +55,25 @@ pub enum CognitoErrorKind {
     NotResettable,
     /// `InvalidParameterException`: e.g. no verified email or phone to send the code to.
     CannotReset,
-    /// `TooManyRequestsException`, `LimitExceededException`, throttling.
+    /// `TooManyRequestsException`, throttling, and a `LimitExceededException` whose message names
+    /// neither limit below.
     Throttled,
-    /// Cognito's internal errors, Lambda-trigger errors, unknown modeled errors, bad responses.
+    /// `LimitExceededException` "Exceeded daily email limit ..." (or SMS): the pool's sender
+    /// used its daily quota. Nothing was sent; retrying today cannot pass until the pool sends
+    /// with its own SES configuration (or the day's quota refills).
+    DeliveryLimit,
+    /// `LimitExceededException` "Attempt limit exceeded, please try after some time.": Cognito's
+    /// per-user limit on reset attempts. Nothing was sent; a retry in minutes cannot pass.
+    AttemptLimit,
+    /// `UserLambdaValidationException` on a reset: the pool's custom-message trigger raised an
+    /// error, so Cognito built no message and sent nothing.
+    TriggerRefused,
+    /// `InvalidLambdaResponseException` on a reset: the pool's custom-message trigger answered
+    /// something Cognito cannot read, so it had no message to send and sent nothing.
+    TriggerInvalidResponse,
+    /// Cognito's internal errors, unknown modeled errors, bad responses, and
+    /// `UnexpectedLambdaException` (a trigger that could not be run to its end: with
+    /// [`Effect::Unknown`], since a custom sender may have sent the code).
     Upstream,
     /// SMS/email role errors, access denied, bad or missing credentials.
     Misconfigured,
@@ -144,6 +160,10 @@ impl CognitoError {
             CognitoErrorKind::NotResettable => "not-resettable",
             CognitoErrorKind::CannotReset => "cannot-reset",
             CognitoErrorKind::Throttled => "throttled",
+            CognitoErrorKind::DeliveryLimit => "delivery-limit",
+            CognitoErrorKind::AttemptLimit => "attempt-limit",
+            CognitoErrorKind::TriggerRefused => "trigger-refused",
+            CognitoErrorKind::TriggerInvalidResponse => "trigger-invalid-response",
             CognitoErrorKind::Upstream => "upstream-error",
             CognitoErrorKind::Misconfigured => "misconfigured",
             CognitoErrorKind::Unavailable => "unavailable",

@@ -24,9 +24,10 @@
 //! | `EventsNotDelivered` | Count | outcome events EventBridge did not take |
 //! | `PolicyReloads` | Count | new policy versions swapped in |
 //! | `PolicyRefusals` | Count | new policy versions refused (invalid or unreadable) |
+//! | `DeliveryLimit` | Count | records REJECTED `delivery-limit`: the pool's sender used its daily quota |
 //!
-//! The four counters above without a suffix (`Records`, `EventsNotDelivered`, `PolicyReloads`,
-//! `PolicyRefusals`) are always written (zero included), so alarms on
+//! The five counters above without a suffix (`Records`, `EventsNotDelivered`, `PolicyReloads`,
+//! `PolicyRefusals`, `DeliveryLimit`) are always written (zero included), so alarms on
 //! them see data every invocation. Latencies are arrays of at most 100 values, as EMF allows;
 //! past 100 calls a latency keeps an evenly spread sample. More than 100 metrics are split
 //! over several `CloudWatchMetrics` directives of the same document.
@@ -58,6 +59,8 @@ const MAX_NAMESPACE_LEN: usize = 255;
 const MAX_LABEL_LEN: usize = 64;
 /// Stands for an outcome or code that is not a plain label (never echoed into a name).
 pub const OTHER: &str = "other";
+/// The code whose REJECTED records are also counted as `DeliveryLimit`.
+const DELIVERY_LIMIT_CODE: &str = "delivery-limit";
 
 /// Why a metrics namespace was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +113,7 @@ pub struct Metrics {
     policy_refusals: u64,
     gave_up: u64,
     budget_refusals: u64,
+    delivery_limits: u64,
     sign_outs: u64,
     sign_out_failures: u64,
     actions: BTreeMap<&'static str, u64>,
@@ -131,6 +135,7 @@ impl Metrics {
             policy_refusals: 0,
             gave_up: 0,
             budget_refusals: 0,
+            delivery_limits: 0,
             sign_outs: 0,
             sign_out_failures: 0,
             actions: BTreeMap::new(),
@@ -155,6 +160,9 @@ impl Metrics {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
             })
         };
+        if outcome == "REJECTED" && code == DELIVERY_LIMIT_CODE {
+            self.delivery_limits += 1;
+        }
         let mut key = (outcome.to_owned(), code.to_owned());
         if !self.records.contains_key(&key) && self.records.len() >= MAX_CODE_PAIRS {
             key.1 = OTHER.to_owned();
@@ -242,6 +250,7 @@ impl Metrics {
             && self.policy_refusals == 0
             && self.gave_up == 0
             && self.budget_refusals == 0
+            && self.delivery_limits == 0
             && self.sign_outs == 0
             && self.sign_out_failures == 0
             && self.actions.is_empty()
@@ -277,6 +286,8 @@ impl Metrics {
         }
         // Zero when nothing was refused, so the alarm on it sees data, not silence.
         count("BudgetRefusals".to_owned(), self.budget_refusals);
+        // Zero too: its alarm (configure SES for the pool) sees data every invocation.
+        count("DeliveryLimit".to_owned(), self.delivery_limits);
         if self.sign_outs > 0 {
             count("SignOuts".to_owned(), self.sign_outs);
         }
@@ -336,6 +347,7 @@ pub fn can_emit(name: &str) -> bool {
         "GaveUp",
         "GuardLatency",
         "BudgetRefusals",
+        "DeliveryLimit",
         "SignOuts",
         "SignOutFailures",
     ];

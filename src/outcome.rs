@@ -14,6 +14,13 @@ use crate::failure::{CognitoError, CognitoErrorKind, GuardError, GuardErrorKind}
 use crate::policy::DenyReason;
 use crate::request::InvalidRequest;
 
+/// `Retry-After` of a `delivery-limit` answer: the pool's sender used its daily quota, which
+/// refills over the day; asking again within the hour is pointless (configure SES instead).
+pub const DELIVERY_LIMIT_RETRY_AFTER_SECS: u64 = 3600;
+/// `Retry-After` of an `attempt-limit` answer: Cognito's per-user attempt limit ("try after
+/// some time"; Cognito does not publish the window), so not before a quarter of an hour.
+pub const ATTEMPT_LIMIT_RETRY_AFTER_SECS: u64 = 900;
+
 /// Whether a failed record may succeed if tried again unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -81,6 +88,10 @@ pub enum ResetError {
     /// The user signed up and never confirmed (`UNCONFIRMED`): no reset, whatever the rule.
     #[error("the user signed up and never confirmed the account")]
     UserUnconfirmed,
+    /// The user signs in through an external identity provider (`EXTERNAL_PROVIDER`): there is
+    /// no Cognito password to reset, so no reset is sent.
+    #[error("the user signs in through an external identity provider and has no password here")]
+    ExternalUser,
     /// The request asked for `SignOut` and the rule's `signOut` is `never`.
     #[error("the request asks for a sign-out and the rule does not allow it")]
     SignOutNotAllowed,
@@ -130,6 +141,7 @@ impl ResetError {
             ResetError::PayloadTooLarge { .. } => "payload-too-large",
             ResetError::InvitationPending => "invitation-pending",
             ResetError::UserUnconfirmed => "user-unconfirmed",
+            ResetError::ExternalUser => "external-user",
             ResetError::SignOutNotAllowed => "sign-out-not-allowed",
             ResetError::CallerBudgetExhausted { .. } => "caller-budget-exhausted",
         }
@@ -150,6 +162,7 @@ impl ResetError {
             | ResetError::PayloadTooLarge { .. }
             | ResetError::InvitationPending
             | ResetError::UserUnconfirmed
+            | ResetError::ExternalUser
             | ResetError::SignOutNotAllowed
             | ResetError::CallerBudgetExhausted { .. } => Class::Rejected,
             ResetError::Cognito(e) => cognito_class(e.kind),
@@ -171,10 +184,10 @@ impl ResetError {
             ResetError::Cognito(e) => match e.kind {
                 K::UserNotFound | K::PoolNotFound => 404,
                 K::NotResettable => 409,
-                K::CannotReset => 422,
-                K::Throttled => 429,
-                K::Upstream | K::Misconfigured => 502,
-                K::Unavailable => 503,
+                K::CannotReset | K::TriggerRefused => 422,
+                K::Throttled | K::AttemptLimit => 429,
+                K::Upstream | K::Misconfigured | K::TriggerInvalidResponse => 502,
+                K::Unavailable | K::DeliveryLimit => 503,
             },
             ResetError::Deadline | ResetError::FifoGroupHalted => 503,
             ResetError::RecentlyReset { .. } | ResetError::InProgress => 409,
@@ -184,7 +197,9 @@ impl ResetError {
             ResetError::MethodNotAllowed => 405,
             ResetError::PayloadTooLarge { .. } => 413,
             ResetError::UnsupportedMediaType => 415,
-            ResetError::InvitationPending | ResetError::UserUnconfirmed => 409,
+            ResetError::InvitationPending
+            | ResetError::UserUnconfirmed
+            | ResetError::ExternalUser => 409,
             ResetError::SignOutNotAllowed => 403,
             ResetError::CallerBudgetExhausted { .. } => 429,
         }
@@ -218,6 +233,19 @@ impl ResetError {
                     "Cognito cannot reset this user (e.g. no verified email or phone)".into()
                 }
                 K::Throttled => "Cognito is throttling requests; try again later".into(),
+                K::DeliveryLimit => "the user pool reached its daily limit of messages (Cognito's \
+                                     default email sender); nothing was sent: the pool's \
+                                     operators must configure Amazon SES for it"
+                    .into(),
+                K::AttemptLimit => "Cognito's limit of reset attempts for this user is reached; \
+                                    nothing was sent: try again after Retry-After seconds"
+                    .into(),
+                K::TriggerRefused => "the user pool's Lambda trigger refused the reset; nothing \
+                                      was sent"
+                    .into(),
+                K::TriggerInvalidResponse => "the user pool's Lambda trigger gave Cognito an \
+                                              invalid response; nothing was sent"
+                    .into(),
                 K::Upstream => "Cognito failed; try again later".into(),
                 K::Misconfigured => {
                     "the service is misconfigured for Cognito and its operators must fix it; try again later".into()
@@ -266,6 +294,11 @@ impl ResetError {
                 "the user signed up and never confirmed the account; it must be confirmed first"
                     .into()
             }
+            ResetError::ExternalUser => {
+                "the user signs in through an external identity provider and has no password to \
+                 reset here; nothing was sent"
+                    .into()
+            }
             ResetError::SignOutNotAllowed => {
                 "this caller may not sign users out (SignOut); nothing was done".into()
             }
@@ -281,13 +314,32 @@ impl ResetError {
     /// cooldown window.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ResetError::Cognito(e) if e.kind == CognitoErrorKind::Throttled => Some(1),
+            ResetError::Cognito(e) => match e.kind {
+                CognitoErrorKind::Throttled => Some(1),
+                CognitoErrorKind::DeliveryLimit => Some(DELIVERY_LIMIT_RETRY_AFTER_SECS),
+                CognitoErrorKind::AttemptLimit => Some(ATTEMPT_LIMIT_RETRY_AFTER_SECS),
+                _ => None,
+            },
             ResetError::InProgress => Some(1),
             ResetError::RecentlyReset {
                 retry_after_secs, ..
             }
             | ResetError::CallerBudgetExhausted { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
+        }
+    }
+
+    /// Whether a REJECTED failure may pass later unchanged (a window ends, a quota refills):
+    /// such an answer is never kept under an idempotency key, or its replay would say no when
+    /// the truth is yes.
+    pub fn passes_later(&self) -> bool {
+        match self {
+            ResetError::RecentlyReset { .. } | ResetError::CallerBudgetExhausted { .. } => true,
+            ResetError::Cognito(e) => matches!(
+                e.kind,
+                CognitoErrorKind::DeliveryLimit | CognitoErrorKind::AttemptLimit
+            ),
+            _ => false,
         }
     }
 }
@@ -312,6 +364,10 @@ impl ResetError {
             K::NotResettable,
             K::CannotReset,
             K::Throttled,
+            K::DeliveryLimit,
+            K::AttemptLimit,
+            K::TriggerRefused,
+            K::TriggerInvalidResponse,
             K::Upstream,
             K::Misconfigured,
             K::Unavailable,
@@ -359,6 +415,7 @@ impl ResetError {
             ResetError::PayloadTooLarge { limit: 1 },
             ResetError::InvitationPending,
             ResetError::UserUnconfirmed,
+            ResetError::ExternalUser,
             ResetError::SignOutNotAllowed,
             ResetError::CallerBudgetExhausted {
                 retry_after_secs: 1,
@@ -385,6 +442,7 @@ impl ResetError {
                 | ResetError::PayloadTooLarge { .. }
                 | ResetError::InvitationPending
                 | ResetError::UserUnconfirmed
+                | ResetError::ExternalUser
                 | ResetError::SignOutNotAllowed
                 | ResetError::CallerBudgetExhausted { .. } => {}
             }
@@ -394,11 +452,20 @@ impl ResetError {
 }
 
 /// Retry or not, for each kind of Cognito failure: a refusal about the user is final; throttling,
-/// outages and misconfiguration may pass.
+/// outages and misconfiguration may pass. Cognito's daily delivery limit and per-user attempt
+/// limit are final too: a redelivery in minutes cannot pass (the operator re-drives them from
+/// the report once the pool can send), and the pool's trigger refusals proved nothing was sent.
 fn cognito_class(kind: CognitoErrorKind) -> Class {
     use CognitoErrorKind as K;
     match kind {
-        K::UserNotFound | K::PoolNotFound | K::NotResettable | K::CannotReset => Class::Rejected,
+        K::UserNotFound
+        | K::PoolNotFound
+        | K::NotResettable
+        | K::CannotReset
+        | K::DeliveryLimit
+        | K::AttemptLimit
+        | K::TriggerRefused
+        | K::TriggerInvalidResponse => Class::Rejected,
         K::Throttled | K::Upstream | K::Misconfigured | K::Unavailable => Class::Retry,
     }
 }

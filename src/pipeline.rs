@@ -11,8 +11,9 @@
 //!    and `AdminListGroupsForUser` when the policy references groups;
 //! 4. **decide**: the full policy decision, then disabled users are refused; then the rule's
 //!    options: a `SignOut` the rule does not allow is REJECTED `sign-out-not-allowed`, an
-//!    `UNCONFIRMED` user `user-unconfirmed`, an invited user (`FORCE_CHANGE_PASSWORD`)
-//!    `invitation-pending` unless the rule's `invited` is `resend`;
+//!    `UNCONFIRMED` user `user-unconfirmed`, a user of an external identity provider
+//!    (`EXTERNAL_PROVIDER`, no password here) `external-user`, an invited user
+//!    (`FORCE_CHANGE_PASSWORD`) `invitation-pending` unless the rule's `invited` is `resend`;
 //! 5. **reset**: the guard's per-user claim (REJECTED `recently-reset` inside the cooldown, or
 //!    `reset-unconfirmed` when the earlier reset's answer was lost; RETRY `in-progress` while
 //!    another request holds the user; only the sign-out when this record's earlier delivery
@@ -25,7 +26,8 @@
 //!    spend back; after a reset, `AdminUserGlobalSignOut` when the rule and request ask for it
 //!    (a failure leaves the reset standing: RESET with `signedOut: false`);
 //! 6. the key records the final answer (RESET, WOULD_RESET, REJECTED) or is released (RETRY,
-//!    `recently-reset` and `caller-budget-exhausted`, which pass once their window ends).
+//!    `recently-reset`, `caller-budget-exhausted`, `delivery-limit` and `attempt-limit`, which
+//!    pass once their window ends).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -633,7 +635,7 @@ struct Plan {
 }
 
 /// The rule's options applied to the request and the user's status: `sign-out-not-allowed`,
-/// `user-unconfirmed`, `invitation-pending`, or the plan.
+/// `user-unconfirmed`, `external-user`, `invitation-pending`, or the plan.
 fn plan(
     options: RuleOptions,
     request: &ResetRequest,
@@ -644,6 +646,7 @@ fn plan(
     }
     let action = match user.status.as_deref() {
         Some("UNCONFIRMED") => return Err(ResetError::UserUnconfirmed),
+        Some("EXTERNAL_PROVIDER") => return Err(ResetError::ExternalUser),
         Some("FORCE_CHANGE_PASSWORD") => match options.invited {
             Invited::Refuse => return Err(ResetError::InvitationPending),
             Invited::Resend => Action::ResendInvitation,
@@ -708,13 +711,13 @@ impl App {
 }
 
 /// Whether a result is kept under its idempotency key and replayed: a final answer, but not a
-/// RETRY, `recently-reset` nor `caller-budget-exhausted` (they pass later: a replay would say no
-/// when the truth is yes).
+/// RETRY, nor one that passes later (`recently-reset`, `caller-budget-exhausted`,
+/// `delivery-limit`, `attempt-limit`: a replay would say no when the truth is yes).
 fn kept_answer(result: &Result<Reset, ResetError>) -> bool {
     match result {
         // A reset whose sign-out is retried on redelivery: the redelivery must run.
         Ok(reset) => !reset.retry_sign_out(),
-        Err(ResetError::RecentlyReset { .. } | ResetError::CallerBudgetExhausted { .. }) => false,
+        Err(error) if error.passes_later() => false,
         Err(error) => error.class() == Class::Rejected,
     }
 }

@@ -1,4 +1,5 @@
-//! End-to-end tests of the `reset-policy` binary on the example policies kept in `policy/`.
+//! End-to-end tests of the `reset-policy` binary on the example policies kept in `policy/`, and
+//! (with the `enqueue` feature) of what `reset-enqueue --retry-from` decides before any AWS call.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -444,4 +445,84 @@ fn lint_with_invalid_pool_roles_names_the_entry_and_exits_one() {
         "{err}"
     );
     assert_eq!(stdout(&out), "");
+}
+
+/// `reset-enqueue --retry-from` (issue 25): what it refuses or skips is decided before any AWS
+/// call (the AWS endpoint below is a closed loopback port: a call would fail loudly).
+#[cfg(feature = "enqueue")]
+mod retry_from {
+    use super::*;
+
+    const POOL: &str = "us-west-2_aaaaaaaaa";
+
+    /// Runs `reset-enqueue --queue-url <closed port> --retry-from REPORT FILE` in `dir`.
+    fn enqueue(dir: &std::path::Path, report: &str, users: &str) -> Output {
+        let (report_path, users_path) = (dir.join("report.csv"), dir.join("users.csv"));
+        std::fs::write(&report_path, report).expect("write the report");
+        std::fs::write(&users_path, users).expect("write the users");
+        Command::new(env!("CARGO_BIN_EXE_reset-enqueue"))
+            .args([
+                "--queue-url",
+                "http://127.0.0.1:9/queue/q",
+                "--user-pool-id",
+                POOL,
+            ])
+            .arg("--retry-from")
+            .arg(&report_path)
+            .arg(&users_path)
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_REGION", "us-west-2")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("the reset-enqueue binary runs")
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        dir
+    }
+
+    const HEADER: &str = "line,userPoolId,username,messageId,outcome,code\n";
+
+    #[test]
+    fn a_report_with_nothing_to_retry_sends_nothing_and_exits_zero() {
+        let dir = dir("retry-nothing");
+        let report = format!(
+            "{HEADER}2,{POOL},a@example.com,m1,RESET,\n3,{POOL},b@example.com,m2,REJECTED,denied-user\n"
+        );
+        let out = enqueue(&dir, &report, "username\na@example.com\nb@example.com\n");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("nothing to send"), "{}", stdout(&out));
+        assert!(!dir.join("report.csv.enqueue-state.jsonl").exists());
+    }
+
+    #[test]
+    fn a_report_naming_users_not_in_the_file_is_refused_before_anything_is_sent() {
+        let dir = dir("retry-strangers");
+        let report = format!("{HEADER}2,{POOL},zed@example.com,m1,REJECTED,delivery-limit\n");
+        let out = enqueue(&dir, &report, "username\na@example.com\n");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("zed@example.com") && stderr(&out).contains("nothing was sent"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!dir.join("report.csv.enqueue-state.jsonl").exists());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_report_is_refused() {
+        let dir = dir("retry-not-a-report");
+        let out = enqueue(
+            &dir,
+            "username\na@example.com\n",
+            "username\na@example.com\n",
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--wait report"), "{}", stderr(&out));
+    }
 }

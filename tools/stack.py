@@ -1534,6 +1534,7 @@ def demo() -> int:
         )
         live_policy_demo(stack, function)
         mass_reset_demo(stack, function)
+        limits_demo(stack)
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
 
@@ -1682,6 +1683,63 @@ def mass_reset_demo(stack: Stack, function: Function) -> None:
           f"invocations of the function; scene took {time.monotonic() - started:.1f}s)", flush=True)
 
 
+# ---- what real Cognito does that moto does not model (issue 25) ------------------------------
+
+PREFLIGHT_DEMO_USERS = 60
+
+
+def limits_demo(stack: Stack) -> None:
+    """Two scenes: reset-enqueue's preflight refusing a mass reset on a pool with Cognito's default
+    email sender, and a reset refused as delivery-limit when the pool's daily email limit is used
+    (injected with its real message by the e2e tests' fault proxy: moto models no such limit)."""
+    print(f"\nCognito's daily email limit: reset-enqueue describes every pool of the file first. "
+          f"{PREFLIGHT_DEMO_USERS} users of the demo pool, which sends email with Cognito's default "
+          "sender (about 50 emails a day):\n", flush=True)
+    url = create_request_queue(stack.endpoint, "password-resets-preflight")
+    with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
+        csv_path = Path(tmp) / "users.csv"
+        csv_path.write_text("username\n" + "".join(f"big{i:03d}@example.com\n" for i in range(PREFLIGHT_DEMO_USERS)))
+        result = run_enqueue(stack.endpoint, ["--queue-url", url, "--user-pool-id", DEMO_POOL, str(csv_path)])
+    print(f"$ reset-enqueue --queue-url .../password-resets-preflight --user-pool-id {DEMO_POOL} users.csv")
+    print(result.stdout.rstrip())
+    print(result.stderr.rstrip())
+    print(f"(exit {result.returncode}: nothing was sent; --allow-default-email would send anyway)", flush=True)
+
+    # The fault proxy lives with the e2e tests; it imports this module as `stack`.
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    import faultproxy
+
+    print("\nA reset when the pool's daily email limit is used: Cognito answers LimitExceededException "
+          f"\"{faultproxy.DAILY_EMAIL_LIMIT}\" (injected by a proxy in front of moto):\n", flush=True)
+    # Two fresh staff users (the earlier scenes' users may be inside their cooldown).
+    erin2, paul2 = seed_mass_users(stack.endpoint, 2, prefix="quota")
+    for email in (erin2, paul2):
+        cognito_client(stack.endpoint).admin_add_user_to_group(UserPoolId=DEMO_POOL, Username=email, GroupName="staff")
+    with faultproxy.FaultProxy(stack.endpoint) as proxy:
+        function = stack.start_function(label="function-limits", AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=proxy.url)
+        proxy.set_rule("AdminResetUserPassword", faultproxy.limit_exceeded(faultproxy.DAILY_EMAIL_LIMIT))
+        rows = []
+        http = http_request_for(erin2)
+        answer = function.invoke(http)
+        rows += rows_for("limit (HTTP)", http, answer, function.log_since_invoke())
+        sqs = {"Records": [{
+            "messageId": "limits-demo-01", "receiptHandle": "r", "body": json.dumps(
+                {"UserPoolId": DEMO_POOL, "Username": paul2}),
+            "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "",
+            "eventSource": "aws:sqs", "eventSourceARN": f"arn:aws:sqs:{REGION}:{FUNCTION_ACCOUNT}:{REQUEST_QUEUE}",
+            "awsRegion": REGION,
+        }]}
+        answer = function.invoke(sqs)
+        rows += rows_for("limit-sqs", sqs, answer, function.log_since_invoke())
+        print(table(["request", "caller", "user", "outcome", "code"], rows))
+        print(f"\nAdminResetUserPassword calls the proxy answered: {proxy.count('AdminResetUserPassword')} "
+              "(a limit is never retried, and the SQS record is acknowledged: a redelivery cannot pass\n"
+              "today). The DeliveryLimit metric and DeliveryLimitAlarm say: configure SES for the pool, then "
+              "re-drive from the report\n(reset-enqueue --retry-from REPORT sends exactly the delivery-limit, "
+              "attempt-limit and GAVE_UP users again).", flush=True)
+        stack.stop_function(function)
+
+
 def bench_enqueue(users: int, runs: int) -> int:
     """Messages enqueued per second by reset-enqueue into moto's SQS (standard and FIFO queues):
     `users` users per run, the best and the median of `runs` runs (a fresh queue and state each)."""
@@ -1699,6 +1757,7 @@ def bench_enqueue(users: int, runs: int) -> int:
                     url = create_request_queue(stack.endpoint, name)
                     started = time.monotonic()
                     result = run_enqueue(stack.endpoint, ["--queue-url", url, "--user-pool-id", DEMO_POOL,
+                                                          "--allow-default-email",
                                                           "--state", str(Path(tmp) / f"{name}.state"), str(csv_path)])
                     elapsed = time.monotonic() - started
                     if result.returncode != 0:

@@ -9,11 +9,22 @@
 //! - `AdminResetUserPassword` is sent again **only** after an answer that proves nothing
 //!   happened (throttling, a connection refused before sending), never after a timeout, a 5xx or
 //!   an unreadable answer (the user may have a code), and never after `LimitExceededException`
-//!   (Cognito's per-user attempt limit: a retry only burns the user's attempts);
+//!   (a retry only burns the user's attempts, or the pool's day of messages);
 //! - `AdminCreateUser` with `MessageAction=RESEND` (an invited user's invitation sent again)
 //!   mails a new temporary password, so it is retried exactly like a reset;
 //! - `AdminUserGlobalSignOut` is idempotent (signing out twice ends the same sessions), so it is
 //!   retried like a lookup.
+//!
+//! Cognito's limits are told apart by `LimitExceededException`'s message ([`limit_kind`]):
+//! "Exceeded daily email limit ..." (or SMS) is `delivery-limit`, "Attempt limit exceeded ..."
+//! `attempt-limit`, any other message stays `throttled`. None of them cuts the pacing rate
+//! (they are not the account's request quota). The pool's Lambda triggers on a reset (or a
+//! resent invitation): `UserLambdaValidationException` (the trigger raised an error) and
+//! `InvalidLambdaResponseException` (its answer is unreadable) come from the synchronous
+//! custom-message trigger, which runs before Cognito sends anything, so they prove nothing was
+//! sent (`trigger-refused`, `trigger-invalid-response`); `UnexpectedLambdaException` (the
+//! trigger could not be run to its end: a timeout, Lambda's throttling or outage) does not prove
+//! it, since the function may have run, so it is ambiguous like a timeout (`reset-unconfirmed`).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -32,6 +43,7 @@ use aws_sdk_cognitoidentityprovider::operation::admin_user_global_sign_out::Admi
 use aws_sdk_cognitoidentityprovider::types::MessageActionType;
 use aws_sdk_cognitoidentityprovider::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
 
@@ -48,8 +60,28 @@ use crate::request::{ClientMetadata, UserPoolId, Username};
 const MAX_GROUP_PAGES: usize = 100;
 /// The first retry's pause; each later one doubles it.
 const RETRY_BASE: Duration = Duration::from_millis(50);
-/// Cognito's per-user attempt limit: never retried.
+/// Cognito's limits (attempts per user, messages per day, ...): never retried.
 const LIMIT_EXCEEDED: &str = "LimitExceededException";
+/// Errors after which Cognito may have sent the code although it answered with an error: a
+/// trigger that could not be run to its end may have been running.
+const MAY_HAVE_SENT: &[&str] = &["UnexpectedLambdaException"];
+
+/// Which of Cognito's limits a `LimitExceededException` names, by its message: the daily email
+/// (or SMS) limit of the pool's sender, the per-user attempt limit, or (any other message, or
+/// none) throttling as before.
+pub fn limit_kind(message: Option<&str>) -> CognitoErrorKind {
+    let message = message.unwrap_or_default().to_ascii_lowercase();
+    if message.contains("daily")
+        && message.contains("limit")
+        && (message.contains("email") || message.contains("sms"))
+    {
+        CognitoErrorKind::DeliveryLimit
+    } else if message.contains("attempt limit exceeded") {
+        CognitoErrorKind::AttemptLimit
+    } else {
+        CognitoErrorKind::Throttled
+    }
+}
 
 /// The user as Cognito knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,7 +350,9 @@ impl Directory {
                 return Err(DirectoryError::Deadline { started: true });
             }
             // Someone else uses the same quota: slow down (the whole fleet, with the table). Not
-            // for STS's throttling of the pool's role (`sts:` codes): another quota.
+            // for STS's throttling of the pool's role (`sts:` codes): another quota; nor for any
+            // `LimitExceededException` (a delivery or attempt limit, kinds of their own, or one
+            // with an unknown message): a limit of the pool or the user, not the request rate.
             if error.kind == CognitoErrorKind::Throttled
                 && error.service_code.as_deref() != Some(LIMIT_EXCEEDED)
                 && !error
@@ -743,25 +777,44 @@ impl CognitoApi for CognitoSdk {
 /// shared table of codes.
 fn failed<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> CognitoError
 where
-    E: Modeled + aws_smithy_types::error::metadata::ProvideErrorMetadata,
+    E: Modeled + ProvideErrorMetadata,
     E: std::error::Error + Send + Sync + 'static,
 {
     let classified = classify(&error, &[]);
     let request_id = error.request_id().map(str::to_owned);
+    let code = classified.code.as_deref();
     let kind = match &error {
-        SdkError::ServiceError(context) => context
-            .err()
-            .modeled_kind()
-            .unwrap_or_else(|| classified.fault.into()),
+        SdkError::ServiceError(context) => context.err().modeled_kind().unwrap_or_else(|| {
+            if code == Some(LIMIT_EXCEEDED) {
+                // An operation that does not model it: the message still tells the limit.
+                limit_kind(context.err().message())
+            } else {
+                classified.fault.into()
+            }
+        }),
         _ => classified.fault.into(),
     };
-    CognitoError::new(kind, operation, classified.effect, error)
-        .with_ids(request_id, classified.code)
+    let may_have_sent = match &error {
+        SdkError::ServiceError(context) => context.err().may_have_sent(),
+        _ => false,
+    };
+    let effect = if may_have_sent || code.is_some_and(|c| MAY_HAVE_SENT.contains(&c)) {
+        Effect::Unknown
+    } else {
+        classified.effect
+    };
+    CognitoError::new(kind, operation, effect, error).with_ids(request_id, classified.code)
 }
 
 /// A modeled operation error that knows its kind.
 trait Modeled {
     fn modeled_kind(&self) -> Option<CognitoErrorKind>;
+
+    /// Whether the call may have been performed although this error says it failed (whatever
+    /// the HTTP status): a trigger that could not be run to its end.
+    fn may_have_sent(&self) -> bool {
+        false
+    }
 }
 
 /// The two lookups share one modeled error set, so they classify alike.
@@ -788,6 +841,10 @@ macro_rules! lookup_error_kinds {
 lookup_error_kinds!(AdminGetUserError, AdminListGroupsForUserError);
 
 impl Modeled for AdminResetUserPasswordError {
+    fn may_have_sent(&self) -> bool {
+        matches!(self, Self::UnexpectedLambdaException(_))
+    }
+
     fn modeled_kind(&self) -> Option<CognitoErrorKind> {
         use CognitoErrorKind as K;
         Some(match self {
@@ -795,11 +852,14 @@ impl Modeled for AdminResetUserPasswordError {
             Self::ResourceNotFoundException(_) => K::PoolNotFound,
             Self::NotAuthorizedException(_) => K::NotResettable,
             Self::InvalidParameterException(_) => K::CannotReset,
-            Self::TooManyRequestsException(_) | Self::LimitExceededException(_) => K::Throttled,
-            Self::InternalErrorException(_)
-            | Self::InvalidLambdaResponseException(_)
-            | Self::UnexpectedLambdaException(_)
-            | Self::UserLambdaValidationException(_) => K::Upstream,
+            Self::TooManyRequestsException(_) => K::Throttled,
+            Self::LimitExceededException(e) => {
+                limit_kind(e.message().or_else(|| e.meta().message()))
+            }
+            Self::UserLambdaValidationException(_) => K::TriggerRefused,
+            Self::InvalidLambdaResponseException(_) => K::TriggerInvalidResponse,
+            // With Effect::Unknown (see `failed`): the trigger may have run.
+            Self::InternalErrorException(_) | Self::UnexpectedLambdaException(_) => K::Upstream,
             Self::InvalidSmsRoleAccessPolicyException(_)
             | Self::InvalidSmsRoleTrustRelationshipException(_)
             | Self::InvalidEmailRoleAccessPolicyException(_)
@@ -810,6 +870,10 @@ impl Modeled for AdminResetUserPasswordError {
 }
 
 impl Modeled for AdminCreateUserError {
+    fn may_have_sent(&self) -> bool {
+        matches!(self, Self::UnexpectedLambdaException(_))
+    }
+
     fn modeled_kind(&self) -> Option<CognitoErrorKind> {
         use CognitoErrorKind as K;
         Some(match self {
@@ -823,10 +887,10 @@ impl Modeled for AdminCreateUserError {
                 K::CannotReset
             }
             Self::TooManyRequestsException(_) => K::Throttled,
-            Self::InternalErrorException(_)
-            | Self::InvalidLambdaResponseException(_)
-            | Self::UnexpectedLambdaException(_)
-            | Self::UserLambdaValidationException(_) => K::Upstream,
+            Self::UserLambdaValidationException(_) => K::TriggerRefused,
+            Self::InvalidLambdaResponseException(_) => K::TriggerInvalidResponse,
+            // With Effect::Unknown (see `failed`): the trigger may have run.
+            Self::InternalErrorException(_) | Self::UnexpectedLambdaException(_) => K::Upstream,
             Self::InvalidSmsRoleAccessPolicyException(_)
             | Self::InvalidSmsRoleTrustRelationshipException(_)
             | Self::PreconditionNotMetException(_) => K::Misconfigured,

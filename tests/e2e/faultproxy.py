@@ -11,6 +11,10 @@
   `add_rule` adds rules that apply to the first N requests of an operation whose body contains a
   given text (the guard's user items are `user#...`, its keys `key#...`), among them "forward, then
   answer 500" (the write landed, its answer is lost) and "forward, then cut the connection".
+  then answer `InternalErrorException` (the reset happened, the answer says it failed). For what
+  moto does not model (issue 25): answer Cognito's `LimitExceededException` with its real message
+  (`limit_exceeded`), a Lambda trigger's failure (`trigger_failure`), or forward and change fields
+  of moto's JSON answer (`patched`: e.g. a user's `UserStatus` `EXTERNAL_PROVIDER`).
 - `RuntimeApi` and `DirectFunction`: the real `cognito-reset` binary behind a small Lambda Runtime
   API emulator that sends a real `Lambda-Runtime-Deadline-Ms` (now + N ms), which
   `cargo lambda watch` does not (it sends its timeout, which the function reads as 15 minutes).
@@ -65,6 +69,7 @@ class Rule:
     `answer_at_ms`: hold the answer until this wall-clock moment (epoch ms), at the earliest.
     `status` and `error`: answer with this status and AWS JSON error body (`__type`, `message`)
     instead of moto's answer (or without asking moto at all, with `forward=False`).
+    `patch`: (field, value) pairs set in moto's JSON answer (top-level fields) before it is passed on.
     """
 
     forward: bool = True
@@ -74,6 +79,7 @@ class Rule:
     error: tuple[str, str] | None = None
     # `cut`: give no answer at all: close the connection (after forwarding, when `forward`).
     cut: bool = False
+    patch: tuple[tuple[str, str], ...] = ()
 
 
 FORWARD = Rule()
@@ -137,6 +143,28 @@ class Matching:
             and (self.body_contains is None or self.body_contains in body)
             and (self.times is None or self.used < self.times)
         )
+# Cognito's messages for its limits, as real Cognito sends them (quoted in issue 25).
+DAILY_EMAIL_LIMIT = (
+    "Exceeded daily email limit for the operation or the account. If a higher limit is required, "
+    "please configure your user pool to use your own Amazon SES configuration for sending email."
+)
+ATTEMPT_LIMIT = "Attempt limit exceeded, please try after some time."
+
+
+def limit_exceeded(message: str) -> Rule:
+    """400 LimitExceededException with `message`, without forwarding (Cognito sent nothing)."""
+    return Rule(forward=False, status=400, error=("LimitExceededException", message))
+
+
+def trigger_failure(kind: str, forward: bool = False) -> Rule:
+    """400 `kind` (UserLambdaValidationException, ...), as Cognito answers a pool trigger's
+    failure; `forward=True`: moto performs the call first (the trigger ran, then failed)."""
+    return Rule(forward=forward, status=400, error=(kind, f"CustomMessage failed with error {kind}."))
+
+
+def patched(**fields: str) -> Rule:
+    """Forward, then set these top-level fields in moto's JSON answer (e.g. UserStatus)."""
+    return Rule(patch=tuple(fields.items()))
 
 
 @dataclass
@@ -342,6 +370,12 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
             return
+        if rule.patch and seen.forwarded and 200 <= status < 300:
+            with contextlib.suppress(ValueError):
+                document = json.loads(answer or b"{}")
+                document.update(dict(rule.patch))
+                answer = json.dumps(document).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "x-amz-crc32"]
         if rule.status is not None:
             kind, message = rule.error or ("InternalErrorException", "injected")
             status = rule.status

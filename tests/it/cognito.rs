@@ -27,6 +27,11 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
+/// Cognito's message for a pool past its default sender's daily email limit (as quoted in issue 25).
+pub(crate) const DAILY_EMAIL_LIMIT: &str = "Exceeded daily email limit for the operation or the account. If a higher limit is required, please configure your user pool to use your own Amazon SES configuration for sending email.";
+/// Cognito's message for a user past its limit of reset attempts.
+pub(crate) const ATTEMPT_LIMIT: &str = "Attempt limit exceeded, please try after some time.";
+
 /// Every Cognito failure of `AdminResetUserPassword`, with the HTTP status and code it must
 /// produce and whether an SQS record with it is handed back for retry.
 /// (name, error, HTTP status, code, retried over SQS)
@@ -77,32 +82,61 @@ fn table() -> Vec<Row> {
             true,
         ),
         (
+            "LimitExceeded: the daily email limit",
+            || {
+                E::LimitExceededException(
+                    LimitExceededException::builder()
+                        .message(DAILY_EMAIL_LIMIT)
+                        .build(),
+                )
+            },
+            503,
+            "delivery-limit",
+            false,
+        ),
+        (
+            "LimitExceeded: the attempt limit",
+            || {
+                E::LimitExceededException(
+                    LimitExceededException::builder()
+                        .message(ATTEMPT_LIMIT)
+                        .build(),
+                )
+            },
+            429,
+            "attempt-limit",
+            false,
+        ),
+        (
             "InternalError",
             || E::InternalErrorException(InternalErrorException::builder().build()),
             502,
             "upstream-error",
             true,
         ),
+        // The pool's custom-message trigger runs before anything is sent: its refusal and its
+        // unreadable answer prove nothing was sent, and are final.
         (
             "InvalidLambdaResponse",
             || E::InvalidLambdaResponseException(InvalidLambdaResponseException::builder().build()),
             502,
-            "upstream-error",
-            true,
+            "trigger-invalid-response",
+            false,
         ),
+        // A trigger that could not be run to its end may have sent the code: ambiguous, final.
         (
             "UnexpectedLambda",
             || E::UnexpectedLambdaException(UnexpectedLambdaException::builder().build()),
             502,
-            "upstream-error",
-            true,
+            "reset-unconfirmed",
+            false,
         ),
         (
             "UserLambdaValidation",
             || E::UserLambdaValidationException(UserLambdaValidationException::builder().build()),
-            502,
-            "upstream-error",
-            true,
+            422,
+            "trigger-refused",
+            false,
         ),
         (
             "unknown modeled code",
@@ -207,7 +241,7 @@ async fn every_cognito_error_maps_to_its_row_over_http_and_sqs() {
         );
         assert_eq!(
             response["headers"].get("retry-after").is_some(),
-            status == 429,
+            status == 429 || code == "delivery-limit",
             "{name}"
         );
 
@@ -1197,4 +1231,226 @@ async fn resent_invitations_and_sign_outs_are_paced_in_their_own_quota_categorie
     assert_eq!(resends, Duration::from_millis(1050));
     assert_eq!(sign_outs, Duration::from_micros(525_000));
     assert!(resets < Duration::from_millis(30), "{resets:?}");
+}
+
+// ---- Cognito's limits, told apart by their message (issue 25) ----------------------------------
+
+/// An `AdminResetUserPassword` rule that answers every call with this HTTP status and body.
+fn reset_always_answers(status: u16, body: &str) -> aws_smithy_mocks::Rule {
+    mock!(Client::admin_reset_user_password)
+        .sequence()
+        .http_status(status, Some(body.to_owned()))
+        .repeatedly()
+        .build()
+}
+
+/// The wire body of a Cognito error `code` with `message`.
+fn wire_error(code: &str, message: &str) -> String {
+    serde_json::json!({"__type": code, "message": message}).to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn cognitos_limits_are_told_apart_by_their_message_and_never_slow_the_pacing() {
+    // (wire code, wire message, HTTP status, code, Retry-After, handed back from SQS, pacing cut)
+    let cases = [
+        (
+            "LimitExceededException",
+            DAILY_EMAIL_LIMIT,
+            503,
+            "delivery-limit",
+            Some("3600"),
+            false,
+            false,
+        ),
+        (
+            "LimitExceededException",
+            "Exceeded daily SMS limit for the account.",
+            503,
+            "delivery-limit",
+            Some("3600"),
+            false,
+            false,
+        ),
+        (
+            "LimitExceededException",
+            ATTEMPT_LIMIT,
+            429,
+            "attempt-limit",
+            Some("900"),
+            false,
+            false,
+        ),
+        // An unknown message keeps today's handling: throttled, handed back, never retried
+        // inside the invocation (a retry would only burn the user's attempts).
+        (
+            "LimitExceededException",
+            "Some limit we have never seen.",
+            429,
+            "throttled",
+            Some("1"),
+            true,
+            false,
+        ),
+        // Control: the account's request quota does cut the pacing rate.
+        (
+            "TooManyRequestsException",
+            "Rate exceeded",
+            429,
+            "throttled",
+            Some("1"),
+            true,
+            true,
+        ),
+    ];
+    for (wire_code, message, status, code, retry_after, handed_back, cut) in cases {
+        // Given Cognito answering every reset with this error, and 3 attempts allowed
+        let mut cognito = Cognito::with_users(demo_users());
+        cognito.reset = reset_always_answers(400, &wire_error(wire_code, message));
+        let http_app = app(
+            config(&[
+                ("POLICY", DEMO_POLICY),
+                ("COGNITO_MAX_ATTEMPTS", "3"),
+                ("COGNITO_RESET_RPS", "6"),
+            ]),
+            cognito.client(),
+        );
+        // When the helpdesk asks over HTTP
+        let response = dispatch(&http_app, event("http-api-v2.json"), "r", far_deadline())
+            .await
+            .expect("response");
+        // Then the status, the code and Retry-After say which limit it is
+        let (got, body) = http_parts(&response);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{message}"
+        );
+        assert_eq!(
+            response["headers"]["retry-after"].as_str(),
+            retry_after,
+            "{message}"
+        );
+        // and a limit is sent once only (the throttle control is retried)
+        let expected_calls = if wire_code == "TooManyRequestsException" {
+            3
+        } else {
+            1
+        };
+        assert_eq!(cognito.reset.num_calls(), expected_calls, "{message}");
+        // and only the account's quota slows the pacing
+        let factor = http_app.directory.limiters().factor(
+            "us-west-2",
+            cognito_reset::limiter::Category::UserAccountRecovery,
+        );
+        assert_eq!(factor < 1.0, cut, "{message}: factor {factor}");
+
+        // Over SQS: a limit is acknowledged (its outcome event is final), throttling handed back
+        let mut cognito = Cognito::with_users(demo_users());
+        cognito.reset = reset_always_answers(400, &wire_error(wire_code, message));
+        let sqs_app = app(config(&[("POLICY", DEMO_POLICY)]), cognito.client());
+        let event = sqs_event(QUEUE, &[(reset_body("erin@example.com"), None)]);
+        let response = dispatch(&sqs_app, event, "r", far_deadline())
+            .await
+            .expect("response");
+        let expected: Vec<&str> = if handed_back { vec!["m0"] } else { vec![] };
+        assert_eq!(failed_ids(&response), expected, "{message}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_that_could_not_run_to_its_end_is_an_ambiguous_reset() {
+    // The wire form of each Lambda-trigger failure (HTTP 400, as Cognito sends them).
+    let cases = [
+        ("UserLambdaValidationException", 422, "trigger-refused"),
+        (
+            "InvalidLambdaResponseException",
+            502,
+            "trigger-invalid-response",
+        ),
+        ("UnexpectedLambdaException", 502, "reset-unconfirmed"),
+    ];
+    for (wire_code, status, code) in cases {
+        let mut cognito = Cognito::with_users(demo_users());
+        cognito.reset = reset_always_answers(400, &wire_error(wire_code, "CustomMessage failed"));
+        let http_app = app(
+            config(&[("POLICY", DEMO_POLICY), ("COGNITO_MAX_ATTEMPTS", "3")]),
+            cognito.client(),
+        );
+        let response = dispatch(&http_app, event("http-api-v2.json"), "r", far_deadline())
+            .await
+            .expect("response");
+        let (got, body) = http_parts(&response);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{wire_code}"
+        );
+        assert_eq!(
+            cognito.reset.num_calls(),
+            1,
+            "{wire_code}: never sent twice"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limits_are_not_kept_under_an_idempotency_key() {
+    // Given the guard, and the pool past its daily email limit for the first request
+    let table = crate::dynamodb::Table::new(crate::dynamodb::Mode::Normal);
+    let mut cognito = Cognito::with_users(demo_users());
+    let body = wire_error("LimitExceededException", DAILY_EMAIL_LIMIT);
+    cognito.reset = mock!(Client::admin_reset_user_password)
+        .sequence()
+        .http_status(400, Some(body))
+        .output(|| AdminResetUserPasswordOutput::builder().build())
+        .build();
+    let app = guarded_app(&cognito, &table, 300, false);
+    let keyed = || {
+        let mut e = event("http-api-v2.json");
+        e["headers"]["idempotency-key"] = Value::from("limit-1");
+        e
+    };
+    let first = dispatch(&app, keyed(), "r1", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(http_parts(&first).1["error"], "delivery-limit");
+    // When the same key asks again once the pool can send
+    let again = dispatch(&app, keyed(), "r2", far_deadline())
+        .await
+        .expect("response");
+    // Then it is reset (not a replay of the refusal), and the user was not held meanwhile
+    let (status, body) = http_parts(&again);
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("RESET")),
+        "{body}"
+    );
+    assert_eq!(body.get("replayed"), None, "{body}");
+    assert_eq!(cognito.reset.num_calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_of_an_external_provider_is_refused_before_the_guard_and_any_reset() {
+    // Given a user who signs in through an external identity provider, and the guard on
+    let mut users = demo_users();
+    let mut xavier = user("xavier", &["staff"]);
+    xavier.status = aws_sdk_cognitoidentityprovider::types::UserStatusType::ExternalProvider;
+    users.push(xavier);
+    let cognito = Cognito::with_users(users);
+    let table = crate::dynamodb::Table::new(crate::dynamodb::Mode::Normal);
+    let app = guarded_app(&cognito, &table, 300, false);
+    // When the helpdesk asks to reset them
+    let body = serde_json::json!({"UserPoolId": POOL, "Username": "xavier@example.com"});
+    let response = dispatch(&app, http_event_with_body(&body), "r", far_deadline())
+        .await
+        .expect("response");
+    // Then 409 external-user, no reset call, and nothing claimed in the guard's table
+    let (status, body) = http_parts(&response);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("external-user")),
+        "{body}"
+    );
+    assert_eq!(cognito.reset.num_calls() + cognito.resend.num_calls(), 0);
+    assert!(table.items().is_empty(), "{:?}", table.items().keys());
 }

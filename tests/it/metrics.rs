@@ -399,6 +399,12 @@ fn what_can_be_emitted_is_derived_from_the_outcomes_and_codes() {
         "Actions.resend-invitation",
         "CognitoLatency.AdminCreateUser",
         "CognitoLatency.AdminUserGlobalSignOut",
+        "DeliveryLimit",
+        "Records.REJECTED.delivery-limit",
+        "Records.REJECTED.attempt-limit",
+        "Records.REJECTED.external-user",
+        "Records.REJECTED.trigger-refused",
+        "Records.REJECTED.trigger-invalid-response",
     ] {
         assert!(can_emit(name), "{name}");
     }
@@ -409,7 +415,31 @@ fn what_can_be_emitted_is_derived_from_the_outcomes_and_codes() {
         "CognitoLatency.AdminDeleteUser",
         "Actions.delete-user",
         "Records.RETRY.caller-budget-exhausted",
+        "Records.RETRY.delivery-limit",
+        "Records.RETRY.attempt-limit",
     ] {
         assert!(!can_emit(name), "{name}");
     }
+}
+
+#[test]
+fn a_delivery_limit_is_counted_on_its_own_and_written_as_zero_otherwise() {
+    // Given an invocation without a delivery limit, and one with two
+    let at = UNIX_EPOCH + Duration::from_secs(1_795_800_000);
+    let mut quiet = Metrics::new(DEFAULT_NAMESPACE).at(at);
+    quiet.record_outcome("RESET", "");
+    let mut limited = Metrics::new(DEFAULT_NAMESPACE).at(at);
+    limited.record_outcome("REJECTED", "delivery-limit");
+    limited.record_outcome("REJECTED", "delivery-limit");
+    limited.record_outcome("REJECTED", "attempt-limit");
+    limited.record_outcome("RETRY", "throttled");
+    let doc = |m: &Metrics| -> Value {
+        serde_json::from_str(&m.to_json_line().expect("a document")).expect("JSON")
+    };
+    // Then DeliveryLimit (its alarm's metric) is 0, then 2: attempt limits are not delivery limits
+    assert_eq!(doc(&quiet)["DeliveryLimit"], 0);
+    let limited = doc(&limited);
+    assert_eq!(limited["DeliveryLimit"], 2);
+    assert_eq!(limited["Records.REJECTED.delivery-limit"], 2);
+    assert_eq!(limited["Records.REJECTED.attempt-limit"], 1);
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cognitoidentityprovider::operation::admin_reset_user_password::AdminResetUserPasswordError as E;
 use aws_sdk_cognitoidentityprovider::types::error::{
-    InternalErrorException, InvalidParameterException, InvalidSmsRoleAccessPolicyException,
-    NotAuthorizedException, ResourceNotFoundException, TooManyRequestsException,
+    InternalErrorException, InvalidLambdaResponseException, InvalidParameterException,
+    InvalidSmsRoleAccessPolicyException, LimitExceededException, NotAuthorizedException,
+    ResourceNotFoundException, TooManyRequestsException, UserLambdaValidationException,
 };
 use aws_sdk_cognitoidentityprovider::{Client, Config};
 use aws_smithy_runtime_api::client::http::{
@@ -126,7 +127,28 @@ async fn answers_of_every_documented_status_are_recorded_for_the_openapi_check()
         answers.push(recorded(&name, &got));
     }
     // Cognito failures moto does not produce, alone and in a batch.
-    let failures: [Failure; 6] = [
+    let failures: [Failure; 10] = [
+        // Issue 25: Cognito's limits, and the pool's trigger refusals.
+        ("delivery-limit", || {
+            E::LimitExceededException(
+                LimitExceededException::builder()
+                    .message(crate::cognito::DAILY_EMAIL_LIMIT)
+                    .build(),
+            )
+        }),
+        ("attempt-limit", || {
+            E::LimitExceededException(
+                LimitExceededException::builder()
+                    .message(crate::cognito::ATTEMPT_LIMIT)
+                    .build(),
+            )
+        }),
+        ("trigger-refused", || {
+            E::UserLambdaValidationException(UserLambdaValidationException::builder().build())
+        }),
+        ("trigger-invalid-response", || {
+            E::InvalidLambdaResponseException(InvalidLambdaResponseException::builder().build())
+        }),
         ("throttled", || {
             E::TooManyRequestsException(TooManyRequestsException::builder().build())
         }),
@@ -206,6 +228,15 @@ async fn answers_of_every_documented_status_are_recorded_for_the_openapi_check()
             let got = answer(&with("", &cognito), body, far_deadline()).await;
             answers.push(recorded(what, &got));
         }
+        // Issue 25: a user of an external identity provider.
+        let mut xavier = user("xavier", &["staff"]);
+        xavier.status = aws_sdk_cognitoidentityprovider::types::UserStatusType::ExternalProvider;
+        let mut with_external = users();
+        with_external.push(xavier);
+        let external = Cognito::with_users(with_external);
+        let body = request("xavier@example.com", json!({}));
+        let got = answer(&with("", &external), body, far_deadline()).await;
+        answers.push(recorded("external-user", &got));
         // A budget of 1 and a batch of 3: one 200 and two 429.
         let table = crate::dynamodb::Table::new(crate::dynamodb::Mode::Normal);
         let app = crate::helpers::guarded_app_with_policy(

@@ -26,13 +26,13 @@ FUNCTION_CODES = {
           "sign-out-not-allowed"},
     404: {"user-not-found", "pool-not-found"},
     405: {"method-not-allowed"},
-    409: {"user-disabled", "not-resettable", "invitation-pending", "user-unconfirmed"},
+    409: {"user-disabled", "not-resettable", "invitation-pending", "user-unconfirmed", "external-user"},
     413: {"payload-too-large"},
     415: {"unsupported-media-type"},
-    422: {"cannot-reset"},
-    429: {"throttled", "caller-budget-exhausted"},
-    502: {"upstream-error", "misconfigured", "reset-unconfirmed"},
-    503: {"unavailable", "deadline", "policy-stale"},
+    422: {"cannot-reset", "trigger-refused"},
+    429: {"throttled", "caller-budget-exhausted", "attempt-limit"},
+    502: {"upstream-error", "misconfigured", "reset-unconfirmed", "trigger-invalid-response"},
+    503: {"unavailable", "deadline", "policy-stale", "delivery-limit"},
 }
 # The idempotency and cooldown guard (issue 8), documented with it.
 GUARD_CODES = {

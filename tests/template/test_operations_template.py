@@ -365,8 +365,9 @@ def test_every_alarm_notifies_the_topic_when_set_with_everything_on():
     every = alarms(stack)
 
     # DLQ, errors, throttles, misconfigured, failure rate, guard-unavailable, reset-unconfirmed,
-    # caller budget, events, refusals (PolicyMaxAgeSeconds is off: no policy-stale alarm)
-    assert len(every) == 10
+    # caller budget, delivery limit, events, refusals (PolicyMaxAgeSeconds is off: no
+    # policy-stale alarm)
+    assert len(every) == 11
     for name, alarm in every.items():
         assert alarm["AlarmActions"] == [TOPIC], name
         assert alarm["OKActions"] == [TOPIC], name
@@ -443,6 +444,16 @@ def test_a_caller_running_into_its_budget_raises_an_alarm():
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 300)
     assert "caller-budget-exhausted" in alarm["AlarmDescription"]
+
+
+def test_a_pool_past_its_daily_delivery_limit_raises_an_alarm_with_its_runbook():
+    # Issue 25: every further reset of the pool is refused until it sends with SES.
+    alarm = emf_alarm(Stack(TRANSLATED), "DeliveryLimit")
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert "configure ses for the pool, then re-drive from the report" in " ".join(alarm["AlarmDescription"].lower().split())
+    limits = {m[1] for m in metrics_of(widget("Cognito limits"))}
+    assert limits == {"DeliveryLimit", "Records.REJECTED.attempt-limit"}
 
 
 def alarm_fires(alarm: dict[str, Any], minutes: list[float | None]) -> bool:

@@ -2,22 +2,30 @@
 //!
 //! ```text
 //! reset-enqueue --queue-url URL --user-pool-id POOL [--reason TEXT] [--state PATH]
-//!               [--dry-run [--policy FILE --caller ARN]]
+//!               [--dry-run [--policy FILE --caller ARN]] [--allow-default-email]
+//!               [--retry-from REPORT]
 //!               [--wait --results-queue URL [--timeout SECS] [--report PATH]] FILE|-
 //! ```
 //!
 //! Every line is validated with the function's own request parser before anything is sent
-//! ([`input`]); what was sent is recorded as it goes in a state file ([`state`]) so that the same
+//! ([`input`]); then the preflight describes every pool of the file and refuses a mass reset
+//! that Cognito's default email sender cannot deliver ([`preflight`]); what was sent is recorded as it goes in a state file ([`state`]) so that the same
 //! command, run again, sends only the rest and never a user twice; batches go ten at a time, a
 //! few calls in flight ([`send`], [`sqs`]); `--wait` reads the outcome events back ([`wait`]).
 //!
+//! `--retry-from REPORT` sends again only the users of an earlier `--wait` report whose outcome
+//! may pass now: REJECTED `delivery-limit` or `attempt-limit`, or `GAVE_UP`; it has its own
+//! state file (beside the report), so it too never sends a user twice nor one in doubt.
+//!
 //! Exit status: 0 everything sent (with `--wait`: every user ended RESET); 1 some user refused,
 //! in doubt, not sent or (with `--wait`) not RESET, or the queue cannot be used; 2 invalid input
-//! or usage (nothing sent); 130 interrupted (what was in flight is recorded).
+//! or usage, or refused by the preflight (nothing sent); 130 interrupted (what was in flight is
+//! recorded).
 //!
 //! SQS is used only here: the Lambda function's code never links it (the `enqueue` feature).
 
 mod input;
+mod preflight;
 mod progress;
 mod send;
 mod sqs;
@@ -48,8 +56,13 @@ use crate::state::{Identity, State, StateError};
 /// (then --state is required). Every line is checked first: if any is invalid, nothing is sent
 /// and every bad line is listed (exit 2).
 ///
+/// Before sending, every pool of the file is described (DescribeUserPool): a pool that sends
+/// email with Cognito's default sender (about 50 emails a day) and has more than 50 users in the
+/// file is refused (exit 2) unless --allow-default-email.
+///
 /// Exit status: 0 all sent (with --wait: every user RESET); 1 some user refused, in doubt or
-/// not RESET, or the queue unusable; 2 invalid input or usage; 130 interrupted.
+/// not RESET, or the queue unusable; 2 invalid input or usage, or refused by the preflight;
+/// 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "reset-enqueue", version)]
 struct Cli {
@@ -87,6 +100,15 @@ struct Cli {
     /// With --wait: the CSV report of every user's outcome [default: FILE.report.csv].
     #[arg(long, value_name = "PATH", requires = "wait")]
     report: Option<PathBuf>,
+    /// Send even when a pool with more than 50 users in the file sends email with Cognito's
+    /// default sender (about 50 emails a day; the rest end REJECTED delivery-limit).
+    #[arg(long)]
+    allow_default_email: bool,
+    /// Send again only the users of this --wait report whose outcome was REJECTED
+    /// delivery-limit or attempt-limit, or GAVE_UP (FILE is the run's input, as before). Its
+    /// state file is REPORT.enqueue-state.jsonl unless --state.
+    #[arg(long, value_name = "REPORT")]
+    retry_from: Option<PathBuf>,
     /// SendMessageBatch calls in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     in_flight: u16,
@@ -141,7 +163,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     } else {
         cli.file.display().to_string()
     };
-    let input = match input::parse(&bytes, &defaults) {
+    let mut input = match input::parse(&bytes, &defaults) {
         Ok(input) => input,
         Err(problems) => {
             for problem in &problems {
@@ -156,6 +178,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     for note in &input.notes {
         eprintln!("{name}: note: {note}");
     }
+    if let Some(report) = &cli.retry_from {
+        retry_only(&mut input, report, &name)?;
+        if input.entries.is_empty() {
+            println!(
+                "retry from {}: no user ended delivery-limit, attempt-limit or GAVE_UP: nothing to send",
+                report.display()
+            );
+            return Ok(0);
+        }
+    }
 
     if cli.dry_run {
         return dry_run(&cli, &input);
@@ -164,14 +196,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         .queue_url
         .clone()
         .ok_or_else(|| usage("--queue-url is required"))?;
-    let state_path = match (&cli.state, stdin) {
-        (Some(path), _) => path.clone(),
-        (None, true) => {
+    let state_path = match (&cli.state, stdin, &cli.retry_from) {
+        (Some(path), _, _) => path.clone(),
+        (None, _, Some(report)) => beside(report, ".enqueue-state.jsonl"),
+        (None, true, None) => {
             return Err(usage(
                 "reading standard input: give --state PATH (the record of what was sent)",
             ));
         }
-        (None, false) => beside(&cli.file, ".enqueue-state.jsonl"),
+        (None, false, None) => beside(&cli.file, ".enqueue-state.jsonl"),
     };
     let identity = Identity {
         input: input.digest.clone(),
@@ -185,6 +218,44 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         .build()
         .map_err(|e| (EXIT_FAILED, format!("cannot start: {e}")))?;
     runtime.block_on(enqueue(&cli, &input, &queue_url, &state_path, &identity))
+}
+
+/// `--retry-from`: keeps only the users the report says may pass when sent again, and makes the
+/// run's identity (and so its state file and FIFO deduplication ids) the retry's own.
+fn retry_only(input: &mut Input, report: &Path, name: &str) -> Result<(), Failure> {
+    let bytes = std::fs::read(report)
+        .map_err(|e| usage(format!("cannot read {}: {e}", report.display())))?;
+    let keys = wait::retry_keys(&bytes)
+        .map_err(|e| usage(format!("--retry-from {}: {e}", report.display())))?;
+    let known: std::collections::BTreeSet<_> = input.entries.iter().map(|e| &e.key).collect();
+    let strangers: Vec<String> = keys
+        .keys()
+        .filter(|k| !known.contains(k))
+        .map(|k| k.to_string())
+        .collect();
+    if !strangers.is_empty() {
+        return Err(usage(format!(
+            "--retry-from {}: {} user(s) of the report are not in {name} (is it this file's \
+             report?): {}; nothing was sent",
+            report.display(),
+            strangers.len(),
+            strangers.join(", ")
+        )));
+    }
+    input.entries.retain(|e| keys.contains_key(&e.key));
+    input.digest = format!("{}+retry:{}", input.digest, input::digest(&bytes));
+    let mut by_label: BTreeMap<&str, usize> = BTreeMap::new();
+    for label in keys.values() {
+        *by_label.entry(label.as_str()).or_default() += 1;
+    }
+    let labels: Vec<String> = by_label.iter().map(|(l, n)| format!("{l} {n}")).collect();
+    println!(
+        "retry from {}: {} user(s) to send again ({})",
+        report.display(),
+        input.entries.len(),
+        labels.join(", ")
+    );
+    Ok(())
 }
 
 /// `users.csv` -> `users.csv<suffix>` in the same directory.
@@ -205,6 +276,12 @@ async fn enqueue(
     state_path: &Path,
     identity: &Identity,
 ) -> Result<u8, Failure> {
+    // Before anything is sent, or even the state file written.
+    let findings = preflight::describe(&input.entries).await;
+    for finding in &findings {
+        println!("{}", finding.line());
+    }
+    preflight::check(&findings, cli.allow_default_email).map_err(usage)?;
     let client = sqs::client(queue_url).await;
     let info = sqs::probe(&client, queue_url).await.map_err(|e| {
         (
@@ -309,7 +386,9 @@ async fn enqueue(
         return Ok(if send_failed { EXIT_FAILED } else { 0 });
     };
     let report_path = cli.report.clone().unwrap_or_else(|| {
-        if cli.file.as_os_str() == "-" {
+        if let Some(report) = &cli.retry_from {
+            beside(report, ".report.csv")
+        } else if cli.file.as_os_str() == "-" {
             beside(state_path, ".report.csv")
         } else {
             beside(&cli.file, ".report.csv")
@@ -393,6 +472,22 @@ async fn wait_for_outcomes(
     }
     let rows = wait::rows(entries, state);
     print!("{}", wait::table(&rows));
+    let redrivable = wait::redrivable(&rows);
+    if !redrivable.is_empty() {
+        let counts: Vec<String> = redrivable.iter().map(|(l, n)| format!("{l} {n}")).collect();
+        println!(
+            "to send again later: {} user(s) ({}): {}re-run with --retry-from {}",
+            redrivable.values().sum::<usize>(),
+            counts.join(", "),
+            if redrivable.contains_key("delivery-limit") {
+                "configure Amazon SES for the pool first (delivery-limit: the default sender's \
+                 daily limit), then "
+            } else {
+                ""
+            },
+            report_path.display()
+        );
+    }
     let file = std::fs::File::create(report_path).map_err(|e| {
         (
             EXIT_FAILED,

@@ -22,6 +22,72 @@ pub const NO_OUTCOME: &str = "NO_OUTCOME";
 pub const NOT_SENT: &str = "NOT_SENT";
 /// The user's message may or may not be on the queue, and no outcome came.
 pub const IN_DOUBT: &str = "IN_DOUBT";
+/// The REJECTED codes that pass later, once the pool can send (`delivery-limit`) or Cognito's
+/// per-user window is over (`attempt-limit`): `--retry-from` sends these users again.
+pub const RETRIED_CODES: [&str; 2] = ["delivery-limit", "attempt-limit"];
+/// A RETRY on the record's last receive (dead-lettered): `--retry-from` sends it again.
+pub const GAVE_UP: &str = "GAVE_UP";
+
+/// Whether `--retry-from` sends a user with this outcome again.
+pub fn retried(outcome: &str, code: Option<&str>) -> bool {
+    outcome == GAVE_UP
+        || (outcome == "REJECTED" && code.is_some_and(|c| RETRIED_CODES.contains(&c)))
+}
+
+/// `--retry-from`: the users of a report whose outcome may pass when sent again
+/// (`delivery-limit`, `attempt-limit`, `GAVE_UP`), with the label of each one's outcome.
+pub fn retry_keys(report: &[u8]) -> Result<BTreeMap<Key, String>, String> {
+    let mut reader = csv::Reader::from_reader(report);
+    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| format!("no {name} column: is this a --wait report?"))
+    };
+    let (pool, username, outcome, code) = (
+        column("userPoolId")?,
+        column("username")?,
+        column("outcome")?,
+        column("code")?,
+    );
+    let mut keys = BTreeMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        let field = |i: usize| record.get(i).unwrap_or_default();
+        let code = Some(field(code)).filter(|c| !c.is_empty());
+        if retried(field(outcome), code) {
+            keys.insert(
+                Key {
+                    pool: field(pool).to_owned(),
+                    username: field(username).to_owned(),
+                },
+                code.filter(|_| field(outcome) != GAVE_UP)
+                    .unwrap_or(GAVE_UP)
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(keys)
+}
+
+/// The users a report can re-drive with `--retry-from`, by label (`delivery-limit`,
+/// `attempt-limit`, `GAVE_UP`).
+pub fn redrivable(rows: &[Row]) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for row in rows
+        .iter()
+        .filter(|r| retried(&r.outcome, r.code.as_deref()))
+    {
+        let label = if row.outcome == GAVE_UP {
+            GAVE_UP
+        } else {
+            row.code.as_deref().unwrap_or_default()
+        };
+        *counts.entry(label).or_default() += 1;
+    }
+    counts
+}
 
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -272,9 +338,58 @@ mod tests {
         );
         assert!(lines.contains(&vec![NO_OUTCOME, "1"]), "{table}");
         assert!(lines.contains(&vec!["total", "4"]), "{table}");
+        assert!(redrivable(&rows).is_empty());
         assert!(!all_reset(&rows));
         let mut csv = Vec::new();
         write_report(&rows, &mut csv).unwrap();
         assert_eq!(String::from_utf8(csv).unwrap().lines().count(), 5);
+    }
+
+    #[test]
+    fn retry_from_selects_the_limits_and_the_dead_letters_only() {
+        let report = "line,userPoolId,username,messageId,outcome,code\n\
+                      2,p,a,m1,RESET,\n\
+                      3,p,b,m2,REJECTED,delivery-limit\n\
+                      4,p,c,m3,REJECTED,attempt-limit\n\
+                      5,p,d,m4,GAVE_UP,throttled\n\
+                      6,p,e,m5,REJECTED,denied-user\n\
+                      7,p,f,,IN_DOUBT,\n\
+                      8,p,g,m6,REJECTED,reset-unconfirmed\n";
+        let keys = retry_keys(report.as_bytes()).expect("a report");
+        let got: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|(k, label)| (k.username.as_str(), label.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("b", "delivery-limit"),
+                ("c", "attempt-limit"),
+                ("d", GAVE_UP)
+            ]
+        );
+        assert!(retry_keys(b"username\na\n").is_err(), "not a report");
+        let row = |outcome: &str, code: Option<&str>| Row {
+            line: 2,
+            key: Key {
+                pool: "p".into(),
+                username: "u".into(),
+            },
+            message_id: None,
+            outcome: outcome.into(),
+            code: code.map(Into::into),
+        };
+        let rows = [
+            row("REJECTED", Some("delivery-limit")),
+            row("REJECTED", Some("delivery-limit")),
+            row("REJECTED", Some("attempt-limit")),
+            row(GAVE_UP, Some("throttled")),
+            row("REJECTED", Some("user-not-found")),
+        ];
+        let counts = redrivable(&rows);
+        assert_eq!(counts.get("delivery-limit"), Some(&2));
+        assert_eq!(counts.get("attempt-limit"), Some(&1));
+        assert_eq!(counts.get(GAVE_UP), Some(&1));
+        assert_eq!(counts.len(), 3);
     }
 }
