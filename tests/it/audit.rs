@@ -33,6 +33,7 @@ const FIELDS: &[&str] = &[
     "reset_at",
     "cognito_request_id",
     "reason",
+    "ticket",
     "duration_ms",
 ];
 
@@ -58,7 +59,7 @@ impl<'a> MakeWriter<'a> for Buffer {
 
 /// Runs `event` through the handler with JSON logs captured (this test's thread only; the
 /// test runtime is single-threaded, so every record's task logs here): response and audit lines.
-async fn audited(app: &Arc<cognito_reset::pipeline::App>, event: Value) -> (Value, Vec<Value>) {
+pub async fn audited(app: &Arc<cognito_reset::pipeline::App>, event: Value) -> (Value, Vec<Value>) {
     let buffer = Buffer::default();
     let subscriber = tracing_subscriber::fmt()
         .json()

@@ -1,7 +1,7 @@
 //! `reset-enqueue`: mass password resets from a CSV file, onto the function's SQS queue.
 //!
 //! ```text
-//! reset-enqueue --queue-url URL --user-pool-id POOL [--reason TEXT] [--state PATH]
+//! reset-enqueue --queue-url URL --user-pool-id POOL [--reason TEXT] [--ticket T] [--state PATH]
 //!               [--dry-run [--policy FILE --caller ARN]]
 //!               [--wait --results-queue URL [--timeout SECS] [--report PATH]] FILE|-
 //! ```
@@ -43,10 +43,10 @@ use crate::state::{Identity, State, StateError};
 /// Enqueue password resets for every user in a CSV file, resumably; optionally wait for and
 /// report every user's outcome.
 ///
-/// FILE is CSV with a header row that has a `username` column; optional `reason` and
-/// `userPoolId` columns override --reason and --user-pool-id per row. `-` reads standard input
-/// (then --state is required). Every line is checked first: if any is invalid, nothing is sent
-/// and every bad line is listed (exit 2).
+/// FILE is CSV with a header row that has a `username` column; optional `reason`, `userPoolId`
+/// and `ticket` columns override --reason, --user-pool-id and --ticket per row. `-` reads
+/// standard input (then --state is required). Every line is checked first: if any is invalid,
+/// nothing is sent and every bad line is listed (exit 2).
 ///
 /// Exit status: 0 all sent (with --wait: every user RESET); 1 some user refused, in doubt or
 /// not RESET, or the queue unusable; 2 invalid input or usage; 130 interrupted.
@@ -62,6 +62,10 @@ struct Cli {
     /// The Reason of rows without one (the function's audit log and outcome events).
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    /// The Ticket of rows without one: the helpdesk ticket the resets are done for (checked
+    /// against the policy rule's `ticket`, passed to Cognito as ClientMetadata.ticket).
+    #[arg(long, value_name = "T")]
+    ticket: Option<String>,
     /// Where to record what was sent [default: FILE.enqueue-state.jsonl, beside FILE].
     #[arg(long, value_name = "PATH")]
     state: Option<PathBuf>,
@@ -135,6 +139,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let defaults = Defaults {
         pool: pool.clone(),
         reason: cli.reason.clone(),
+        ticket: cli.ticket.clone(),
     };
     let name = if stdin {
         "<stdin>".to_owned()
@@ -178,6 +183,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         queue: queue_url.clone(),
         pool: pool.map(|p| p.as_str().to_owned()),
         reason: cli.reason.clone(),
+        ticket: cli.ticket.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -438,8 +444,13 @@ fn dry_run(cli: &Cli, input: &Input) -> Result<u8, Failure> {
                 format!("  {decision}{note}")
             })
             .unwrap_or_default();
+        let ticket = entry
+            .ticket
+            .as_deref()
+            .map(|t| format!(" ticket={t:?}"))
+            .unwrap_or_default();
         println!(
-            "line {}: would send {} {} reason={reason:?}{decision}",
+            "line {}: would send {} {} reason={reason:?}{ticket}{decision}",
             entry.line, entry.key.pool, entry.key.username
         );
     }
