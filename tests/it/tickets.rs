@@ -420,7 +420,7 @@ async fn the_ticket_is_in_the_audit_line_the_event_and_the_kept_answer() {
     let (response, lines) = crate::audit::audited(&app, event).await;
     assert_eq!(http_parts(&response).0, 200);
     // The audit line
-    assert_eq!(lines.len(), 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["ticket"], GOOD);
     assert_eq!(lines[0]["outcome"], "RESET");
     // the outcome event

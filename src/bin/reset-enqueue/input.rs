@@ -479,12 +479,12 @@ mod tests {
 
     #[test]
     fn a_ticket_column_wins_over_the_flag_per_row_and_goes_in_the_body() {
-        let defaults = Defaults {
+        let flag = Defaults {
             ticket: Some("INC0000001".to_owned()),
             ..defaults()
         };
         let text = "username,ticket\nalice,INC0000042\nbob,\n";
-        let input = parse(text.as_bytes(), &defaults).unwrap();
+        let input = parse(text.as_bytes(), &flag).unwrap();
         let tickets: Vec<Option<&str>> =
             input.entries.iter().map(|e| e.ticket.as_deref()).collect();
         assert_eq!(tickets, vec![Some("INC0000042"), Some("INC0000001")]);
@@ -495,7 +495,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&input.entries[1].body).unwrap();
         assert_eq!(body.get("Ticket"), None, "{body}");
         // A ticket the function would refuse is refused here, on its line.
-        let problems = parse(b"username,ticket\nalice,INC 42\n", &defaults).unwrap_err();
+        let problems = parse(b"username,ticket\nalice,INC 42\n", &flag).unwrap_err();
         assert_eq!(problems[0].line, 2);
         assert!(problems[0].message.starts_with("Ticket:"), "{problems:?}");
     }
