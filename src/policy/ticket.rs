@@ -10,15 +10,16 @@
 //! one step per character, with no backtracking, whatever the pattern. A pattern that does not
 //! parse, or would need a larger automaton, is an error of the policy, located.
 //!
-//! The engine is `regex-automata`'s dense DFA, which the function already links (the log filter's
-//! field matchers are built with it): naming it costs no new code in the bootstrap.
+//! The engine is `regex-automata`'s dense DFA, which the function already links: the log filter
+//! (`tracing-subscriber`'s `EnvFilter`, through `matchers`) builds its field-value patterns with
+//! it and walks them a byte at a time, as [`TicketPattern::matches`] does.
 
 use std::fmt;
 
 use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::nfa::thompson;
-use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input, MatchKind};
+use regex_automata::util::{start, syntax};
+use regex_automata::{Anchored, MatchKind};
 
 /// The longest ticket a request may carry, in characters (all printable ASCII).
 pub const MAX_TICKET_LEN: usize = 64;
@@ -101,8 +102,8 @@ impl TicketPattern {
             .configure(
                 dense::Config::new()
                     .start_kind(StartKind::Anchored)
-                    // The longest match, so that a whole-ticket match is found when there is one
-                    // (leftmost-first would stop at `a` in `a|ab` against "ab").
+                    // Every match kept alive, so that a whole-ticket match is found when there is
+                    // one (leftmost-first would drop `ab` once `a` matched, in `a|ab`).
                     .match_kind(MatchKind::All)
                     .dfa_size_limit(Some(MAX_AUTOMATON_BYTES))
                     .determinize_size_limit(Some(MAX_AUTOMATON_BYTES)),
@@ -133,13 +134,20 @@ impl TicketPattern {
         &self.source
     }
 
-    /// Whether the pattern matches all of `ticket`.
+    /// Whether the pattern matches all of `ticket`: the automaton walked from its anchored start
+    /// over every byte, then the end of input; one step per byte.
     pub fn matches(&self, ticket: &str) -> bool {
-        let input = Input::new(ticket).anchored(Anchored::Yes);
-        matches!(
-            self.dfa.try_search_fwd(&input),
-            Ok(Some(m)) if m.offset() == ticket.len()
-        )
+        let anchored = start::Config::new().anchored(Anchored::Yes);
+        let Ok(mut state) = self.dfa.start_state(&anchored) else {
+            return false;
+        };
+        for &byte in ticket.as_bytes() {
+            state = self.dfa.next_state(state, byte);
+            if self.dfa.is_dead_state(state) {
+                return false;
+            }
+        }
+        self.dfa.is_match_state(self.dfa.next_eoi_state(state))
     }
 }
 
