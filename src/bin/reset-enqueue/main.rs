@@ -467,13 +467,18 @@ fn dry_run(cli: &Cli, input: &Input) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// The decision without AWS: the caller and pool stage is final; by the requested name, a
+/// The decision without AWS: the caller and pool stage is final, and so is a ticket no rule for
+/// the caller and pool takes (`ticket-required`, `ticket-invalid`); by the requested name, a
 /// `denied-user` is final (deny wins), an ALLOW or another denial may change once the function
 /// resolves the user's other names and groups.
 fn decide_by_name(policy: &Policy, caller: &Caller, entry: &Entry) -> (String, &'static str) {
     let pool = entry.key.pool.as_str();
     if let Err(reason) = policy.check_caller_and_pool(caller, pool) {
         return (format!("DENY {reason}"), "");
+    }
+    // As final as the caller-and-pool check: the function refuses the ticket before any lookup.
+    if let Err(refusal) = policy.check_ticket_for_caller(caller, pool, entry.ticket.as_deref()) {
+        return (format!("REJECTED {refusal}"), "");
     }
     let name = entry.key.username.clone();
     let subject = Subject {
@@ -487,5 +492,40 @@ fn decide_by_name(policy: &Policy, caller: &Caller, entry: &Entry) -> (String, &
             decision.to_string(),
             " (by name: the function decides again with the user's attributes and groups)",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_tells_a_ticket_the_callers_rules_refuse_as_final() {
+        let policy = Policy::from_json(
+            r#"{"version":1,"rules":[{"name":"q","callers":["arn:aws:sqs:us-west-2:1:q"],
+            "userPools":["us-west-2_aaaaaaaaa"],"users":["*"],
+            "ticket":{"required":true,"pattern":"INC[0-9]+"}}]}"#,
+        )
+        .unwrap();
+        let caller = Caller::Identified(vec!["arn:aws:sqs:us-west-2:1:q".to_owned()]);
+        let defaults = input::Defaults {
+            pool: Some(UserPoolId::parse("us-west-2_aaaaaaaaa").unwrap()),
+            ..input::Defaults::default()
+        };
+        let text = "username,ticket\nalice,\nbob,CHG1\ncarol,INC7\n";
+        let input = input::parse(text.as_bytes(), &defaults).unwrap();
+        let decisions: Vec<String> = input
+            .entries
+            .iter()
+            .map(|e| decide_by_name(&policy, &caller, e).0)
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                "REJECTED ticket-required",
+                "REJECTED ticket-invalid",
+                "ALLOW q"
+            ]
+        );
     }
 }
