@@ -1,6 +1,7 @@
 //! What every record ends with: its audit line (target `audit`), the warning that goes with a
 //! RETRY, and its outcome event (marked `replayed` for a replayed answer). Never includes
-//! `ClientMetadata` or the body.
+//! `ClientMetadata` or the body (the request's `Ticket`, which Cognito also receives in
+//! `ClientMetadata.ticket`, is its own field).
 
 use std::time::Duration;
 
@@ -103,6 +104,7 @@ impl Done<'_> {
         let pool = request.map(|r| r.user_pool_id.as_str()).unwrap_or("");
         let requested = request.map(|r| r.username.as_str()).unwrap_or("");
         let reason = request.and_then(|r| r.reason.as_deref()).unwrap_or("");
+        let ticket = request.and_then(ResetRequest::ticket).unwrap_or("");
         let callers = caller::describe(&origin.caller);
         let canonical = self.canonical().unwrap_or("");
         let rule = self.findings.rule.as_deref().unwrap_or("");
@@ -161,6 +163,7 @@ impl Done<'_> {
             reset_at = reset_at.as_deref().unwrap_or(""),
             cognito_request_id,
             reason,
+            ticket,
             duration_ms,
             "record done"
         );

@@ -103,6 +103,9 @@ pub struct OutcomeEvent {
     /// The request's `Reason`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The request's `Ticket`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
     /// The version of the policy that decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
@@ -155,6 +158,7 @@ impl OutcomeEvent {
             id: id.to_owned(),
             idempotency_key: None,
             reason: None,
+            ticket: None,
             policy_version: None,
             replayed: false,
             action: None,
@@ -165,12 +169,13 @@ impl OutcomeEvent {
         }
     }
 
-    /// Copies the pool, the requested username and the reason of `request` (never its
-    /// `ClientMetadata`).
+    /// Copies the pool, the requested username, the reason and the ticket of `request` (never
+    /// its `ClientMetadata`).
     pub fn with_request(mut self, request: &ResetRequest) -> OutcomeEvent {
         self.user_pool_id = Some(request.user_pool_id.as_str().to_owned());
         self.requested_username = Some(request.username.as_str().to_owned());
         self.reason = request.reason.clone();
+        self.ticket = request.ticket().map(str::to_owned);
         self
     }
 

@@ -470,6 +470,12 @@ impl KeyRef {
         {
             fields.push(serde_json::Value::Bool(true));
         }
+        // `Ticket` only when given, as an object so that it never equals a metadata entry.
+        if let Some(ticket) = request.ticket()
+            && let Some(fields) = compared.as_array_mut()
+        {
+            fields.push(serde_json::json!({ "ticket": ticket }));
+        }
         KeyRef {
             key: match index {
                 Some(index) => format!("{key}#{index}"),

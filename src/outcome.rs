@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::failure::{CognitoError, CognitoErrorKind, GuardError, GuardErrorKind};
-use crate::policy::DenyReason;
+use crate::policy::{DenyReason, TicketRefusal};
 use crate::request::InvalidRequest;
 
 /// `Retry-After` of a `delivery-limit` answer: the pool's sender used its daily quota, which
@@ -103,6 +103,22 @@ pub enum ResetError {
         /// Whole seconds until the budget admits one more (at least 1).
         retry_after_secs: u64,
     },
+    /// The rule (or every rule for this caller and pool) requires a `Ticket`, and the request
+    /// names none.
+    #[error("the policy requires a ticket and the request names none")]
+    TicketRequired,
+    /// The request's `Ticket` does not match the rule's (or any caller's rule's) pattern.
+    #[error("the request's ticket does not match the policy's ticket pattern")]
+    TicketInvalid,
+}
+
+impl From<TicketRefusal> for ResetError {
+    fn from(refusal: TicketRefusal) -> ResetError {
+        match refusal {
+            TicketRefusal::Required => ResetError::TicketRequired,
+            TicketRefusal::Invalid => ResetError::TicketInvalid,
+        }
+    }
 }
 
 impl ResetError {
@@ -144,6 +160,8 @@ impl ResetError {
             ResetError::ExternalUser => "external-user",
             ResetError::SignOutNotAllowed => "sign-out-not-allowed",
             ResetError::CallerBudgetExhausted { .. } => "caller-budget-exhausted",
+            ResetError::TicketRequired => "ticket-required",
+            ResetError::TicketInvalid => "ticket-invalid",
         }
     }
 
@@ -165,6 +183,7 @@ impl ResetError {
             | ResetError::ExternalUser
             | ResetError::SignOutNotAllowed
             | ResetError::CallerBudgetExhausted { .. } => Class::Rejected,
+            ResetError::TicketRequired | ResetError::TicketInvalid => Class::Rejected,
             ResetError::Cognito(e) => cognito_class(e.kind),
             ResetError::Deadline
             | ResetError::FifoGroupHalted
@@ -202,6 +221,7 @@ impl ResetError {
             | ResetError::ExternalUser => 409,
             ResetError::SignOutNotAllowed => 403,
             ResetError::CallerBudgetExhausted { .. } => 429,
+            ResetError::TicketRequired | ResetError::TicketInvalid => 400,
         }
     }
 
@@ -306,6 +326,13 @@ impl ResetError {
                 "this caller has used its budget of resets for now; try again after Retry-After \
                  seconds"
                     .into()
+            }
+            ResetError::TicketRequired => {
+                "this reset must name the helpdesk ticket it is done for (Ticket); nothing was done"
+                    .into()
+            }
+            ResetError::TicketInvalid => {
+                "the Ticket is not in the form the policy requires; nothing was done".into()
             }
         }
     }
@@ -420,6 +447,8 @@ impl ResetError {
             ResetError::CallerBudgetExhausted {
                 retry_after_secs: 1,
             },
+            ResetError::TicketRequired,
+            ResetError::TicketInvalid,
         ]);
         // A new variant must be added above: this match has no wildcard.
         for error in &all {
@@ -444,7 +473,9 @@ impl ResetError {
                 | ResetError::UserUnconfirmed
                 | ResetError::ExternalUser
                 | ResetError::SignOutNotAllowed
-                | ResetError::CallerBudgetExhausted { .. } => {}
+                | ResetError::CallerBudgetExhausted { .. }
+                | ResetError::TicketRequired
+                | ResetError::TicketInvalid => {}
             }
         }
         all
@@ -669,6 +700,10 @@ pub struct Answer {
     /// The sign-out's failure code, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_out_error: Option<String>,
+    /// The request's `Ticket`, when it named one (see [`Answer::with_ticket`]). Kept with the
+    /// answer for the record; the body callers see does not repeat it (they sent it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
 impl Answer {
@@ -691,6 +726,7 @@ impl Answer {
                 action: Some(reset.action),
                 signed_out: reset.sign_out_done(),
                 sign_out_error: reset.sign_out_code().map(str::to_owned),
+                ticket: None,
             },
             Err(error) => Answer {
                 outcome: failure_outcome(error),
@@ -707,8 +743,15 @@ impl Answer {
                 action: None,
                 signed_out: None,
                 sign_out_error: None,
+                ticket: None,
             },
         }
+    }
+
+    /// The answer naming the request's ticket (kept, replayed and shown as `ticket`).
+    pub fn with_ticket(mut self, ticket: Option<&str>) -> Answer {
+        self.ticket = ticket.map(str::to_owned);
+        self
     }
 
     /// The JSON body callers see: `{outcome, userPoolId, username, action, requestId}` (and
@@ -783,6 +826,16 @@ pub fn failure_outcome(error: &ResetError) -> Outcome {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_ticket_refusal_keeps_its_code_as_a_400() {
+        for refusal in [TicketRefusal::Required, TicketRefusal::Invalid] {
+            let error = ResetError::from(refusal);
+            assert_eq!(error.code(), refusal.code());
+            assert_eq!(error.http_status(), 400);
+            assert_eq!(error.class(), Class::Rejected);
+        }
+    }
 
     #[test]
     fn rfc3339_spells_dates_like_the_calendar() {

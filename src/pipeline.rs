@@ -1,7 +1,10 @@
 //! One reset request, step by step. Each step returns what the next one and the audit line need.
 //!
 //! 1. **caller**: the caller-and-pool check: a caller no rule lists for the pool is refused
-//!    before anything is written or asked (no guard item, no Cognito call); then a record whose
+//!    before anything is written or asked (no guard item, no Cognito call); then the ticket check
+//!    that does not depend on the user: when no rule listing the caller and the pool would take
+//!    the request's `Ticket` (or its lack of one), REJECTED `ticket-required` or
+//!    `ticket-invalid`, also before anything is written or asked; then a record whose
 //!    reset could not get its turn at the rate limiter before `deadline − margin` is RETRY
 //!    `deadline`, before anything is spent on it (the turn is promised until the reset asks);
 //! 2. **key**: with the guard on and an idempotency key, a repeat gets the earlier final answer
@@ -9,7 +12,9 @@
 //!    REJECTED `idempotency-key-reused`;
 //! 3. **resolve**: `AdminGetUser` for the canonical user (alias, case variant and `sub` alike)
 //!    and `AdminListGroupsForUser` when the policy references groups;
-//! 4. **decide**: the full policy decision, then disabled users are refused; then the rule's
+//! 4. **decide**: the full policy decision, then the allowing rule's `ticket` (REJECTED
+//!    `ticket-required` or `ticket-invalid`, told only to a caller that rule admits for this
+//!    user), then disabled users are refused; then the rule's
 //!    options: a `SignOut` the rule does not allow is REJECTED `sign-out-not-allowed`, an
 //!    `UNCONFIRMED` user `user-unconfirmed`, a user of an external identity provider
 //!    (`EXTERNAL_PROVIDER`, no password here) `external-user`, an invited user
@@ -228,6 +233,15 @@ impl App {
         {
             return (Err(ResetError::Denied(reason)), early_findings());
         }
+        // Tickets, as far as the caller and the pool decide them: the same answer whoever the
+        // user is, before anything is written or asked.
+        if let Err(refusal) = snapshot.policy.check_ticket_for_caller(
+            &origin.caller,
+            request.user_pool_id.as_str(),
+            request.ticket(),
+        ) {
+            return (Err(refusal.into()), early_findings());
+        }
         // A record whose reset could not get its turn before deadline − margin is not started:
         // no lookup is spent on it, nothing is written.
         let intent = if self.config.dry_run {
@@ -274,6 +288,7 @@ impl App {
                     Some(request.user_pool_id.as_str()),
                     &origin.id,
                 )
+                .with_ticket(request.ticket())
             })
         };
         let started = Instant::now();
@@ -691,6 +706,9 @@ fn decide(
         }
         Decision::Deny(reason) => return Err(ResetError::Denied(reason)),
     };
+    // The allowing rule's ticket: this caller may reset this user under it, so the answer tells
+    // it nothing it may not know.
+    policy.check_ticket(&rule, request.ticket())?;
     if !user.record.enabled {
         return Err(ResetError::UserDisabled);
     }

@@ -2,9 +2,11 @@
 //!
 //! A request carries the same fields as `aws cognito-idp admin-reset-user-password
 //! --cli-input-json` (`UserPoolId`, `Username`, `ClientMetadata`) plus an optional `Reason` for
-//! the audit log. Each field is accepted in PascalCase or camelCase. The raw JSON is parsed here,
-//! at the edge, into newtypes that can only hold valid values, so nothing unvalidated reaches the
-//! service: an unknown field, a field given in both spellings, a duplicate key, a wrong type or
+//! the audit log, `SignOut`, and an optional `Ticket` (the helpdesk ticket the reset is done
+//! for: checked against the rule's `ticket`, written in the audit line, the event and the answer,
+//! and passed to Cognito as `ClientMetadata.ticket`). Each field is accepted in PascalCase or
+//! camelCase. The raw JSON is parsed here, at the edge, into newtypes that can only hold valid
+//! values, so nothing unvalidated reaches the service: an unknown field, a field given in both spellings, a duplicate key, a wrong type or
 //! trailing data is an [`InvalidRequest`] naming the field.
 
 use std::collections::BTreeMap;
@@ -22,6 +24,10 @@ pub const MAX_REASON_LEN: usize = 512;
 pub const MAX_CLIENT_METADATA_ENTRIES: usize = 50;
 /// Maximum total size of `ClientMetadata` keys and values, in bytes.
 pub const MAX_CLIENT_METADATA_BYTES: usize = 4096;
+/// Maximum length of a `Ticket`, in characters (all printable ASCII).
+pub const MAX_TICKET_LEN: usize = crate::policy::ticket::MAX_TICKET_LEN;
+/// The `ClientMetadata` key a `Ticket` is passed to Cognito under.
+pub const TICKET_METADATA_KEY: &str = "ticket";
 
 /// The AWS regions a user pool can live in. A pool id naming anything else is refused before any
 /// call (a new region is one line here).
@@ -239,12 +245,51 @@ impl fmt::Debug for ClientMetadata {
     }
 }
 
+/// A helpdesk ticket reference (`INC0012345`, `HELP-42`): 1 to [`MAX_TICKET_LEN`] printable
+/// ASCII characters, no spaces. Not a secret, but it names someone's case: it goes in the audit
+/// line, the event and the answer, never in a metric.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ticket(String);
+
+impl Ticket {
+    /// Validates a ticket reference.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.is_empty() || value.len() > MAX_TICKET_LEN {
+            return Err(format!(
+                "must be 1 to {MAX_TICKET_LEN} printable ASCII characters, like INC0012345"
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "must be printable ASCII characters only (no spaces or control characters)"
+                    .to_owned(),
+            );
+        }
+        Ok(Ticket(value.to_owned()))
+    }
+
+    /// The ticket as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A validated reset request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetRequest {
     pub user_pool_id: UserPoolId,
     pub username: Username,
+    /// The metadata as Cognito receives it: the request's own, with `ticket` set to the
+    /// request's `Ticket` when it has one (replacing a `ticket` the request's metadata had).
     pub client_metadata: ClientMetadata,
+    /// `Ticket`: the helpdesk ticket the reset is done for.
+    pub ticket: Option<Ticket>,
     /// Free text for the audit log only.
     pub reason: Option<String>,
     /// `SignOut`: sign the user out everywhere after the reset (the rule must allow it).
@@ -252,6 +297,11 @@ pub struct ResetRequest {
 }
 
 impl ResetRequest {
+    /// The ticket as a string, when the request names one.
+    pub fn ticket(&self) -> Option<&str> {
+        self.ticket.as_ref().map(Ticket::as_str)
+    }
+
     /// Parses one request from JSON text, using `default_pool` when `UserPoolId` is absent.
     pub fn from_json(
         text: &str,
@@ -289,6 +339,7 @@ struct RawRequest {
     client_metadata: Option<(String, BTreeMap<String, String>)>,
     reason: Option<(String, Option<String>)>,
     sign_out: Option<(String, bool)>,
+    ticket: Option<(String, Option<String>)>,
 }
 
 impl RawRequest {
@@ -310,11 +361,30 @@ impl RawRequest {
             }
             None => return Err(InvalidRequest::field("Username", "is required")),
         };
+        let ticket = match self.ticket {
+            Some((key, Some(text))) => {
+                Some(Ticket::parse(&text).map_err(|m| InvalidRequest::field(&key, m))?)
+            }
+            _ => None,
+        };
         let client_metadata = match self.client_metadata {
             Some((key, value)) => {
                 ClientMetadata::parse(value).map_err(|m| InvalidRequest::field(&key, m))?
             }
             None => ClientMetadata::default(),
+        };
+        let client_metadata = match &ticket {
+            None => client_metadata,
+            Some(ticket) => {
+                let mut entries = client_metadata.0;
+                entries.insert(TICKET_METADATA_KEY.to_owned(), ticket.as_str().to_owned());
+                ClientMetadata::parse(entries).map_err(|m| {
+                    InvalidRequest::field(
+                        "ClientMetadata",
+                        format!("with the Ticket added as \"ticket\", {m}"),
+                    )
+                })?
+            }
         };
         let reason = match self.reason {
             Some((key, Some(text))) => {
@@ -332,6 +402,7 @@ impl RawRequest {
             user_pool_id,
             username,
             client_metadata,
+            ticket,
             reason,
             sign_out: self.sign_out.is_some_and(|(_, value)| value),
         })
@@ -345,6 +416,7 @@ enum Field {
     ClientMetadata,
     Reason,
     SignOut,
+    Ticket,
 }
 
 impl Field {
@@ -355,6 +427,7 @@ impl Field {
             "ClientMetadata" | "clientMetadata" => Some(Field::ClientMetadata),
             "Reason" | "reason" => Some(Field::Reason),
             "SignOut" | "signOut" => Some(Field::SignOut),
+            "Ticket" | "ticket" => Some(Field::Ticket),
             _ => None,
         }
     }
@@ -395,7 +468,7 @@ impl<'de> serde::Deserialize<'de> for RawRequest {
                         let _: IgnoredAny = map.next_value()?;
                         return Err(field_error(
                             &key,
-                            "is not a known field (expected UserPoolId, Username, ClientMetadata, Reason, SignOut)",
+                            "is not a known field (expected UserPoolId, Username, ClientMetadata, Reason, SignOut, Ticket)",
                         ));
                     };
                     match field {
@@ -416,14 +489,18 @@ impl<'de> serde::Deserialize<'de> for RawRequest {
                                 string_map(value).map_err(|m| field_error::<A::Error>(&key, m))?;
                             set_once(&mut raw.client_metadata, key, entries)?;
                         }
-                        Field::Reason => {
+                        Field::Reason | Field::Ticket => {
                             let value = map.next_value::<serde_json::Value>()?;
                             let text = match value {
                                 serde_json::Value::String(text) => Some(text),
                                 serde_json::Value::Null => None,
                                 _ => return Err(field_error(&key, "must be a string")),
                             };
-                            set_once(&mut raw.reason, key, text)?;
+                            let slot = match field {
+                                Field::Reason => &mut raw.reason,
+                                _ => &mut raw.ticket,
+                            };
+                            set_once(slot, key, text)?;
                         }
                         Field::SignOut => {
                             let value = map.next_value::<serde_json::Value>()?;
@@ -668,6 +745,78 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("ClientMetadata"));
+    }
+
+    #[test]
+    fn a_ticket_is_parsed_in_either_spelling_and_replaces_the_metadata_ticket() {
+        for field in ["Ticket", "ticket"] {
+            let req = parse(&format!(
+                r#"{{"UserPoolId":"{POOL}","Username":"a","ClientMetadata":{{"ticket":"OLD-1","lang":"fr"}},"{field}":"INC0012345"}}"#
+            ))
+            .unwrap();
+            assert_eq!(req.ticket(), Some("INC0012345"), "{field}");
+            assert_eq!(req.client_metadata.entries()["ticket"], "INC0012345");
+            assert_eq!(req.client_metadata.entries()["lang"], "fr");
+        }
+        // Without a Ticket, the request's own metadata ticket goes to Cognito unchanged.
+        let req = parse(&format!(
+            r#"{{"UserPoolId":"{POOL}","Username":"a","ClientMetadata":{{"ticket":"OLD-1"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(req.ticket(), None);
+        assert_eq!(req.client_metadata.entries()["ticket"], "OLD-1");
+        // A null Ticket is no ticket.
+        let req = parse(&format!(
+            r#"{{"UserPoolId":"{POOL}","Username":"a","Ticket":null}}"#
+        ))
+        .unwrap();
+        assert_eq!(req.ticket(), None);
+        assert!(req.client_metadata.is_empty());
+    }
+
+    #[test]
+    fn a_ticket_is_short_printable_ascii() {
+        assert!(Ticket::parse(&"A".repeat(MAX_TICKET_LEN)).is_ok());
+        assert!(Ticket::parse("HD#42/b").is_ok());
+        for bad in [
+            "",
+            "INC 1",
+            "INC\n1",
+            "INC\u{0}1",
+            "INC-é",
+            &"A".repeat(MAX_TICKET_LEN + 1),
+        ] {
+            assert!(Ticket::parse(bad).is_err(), "{bad:?}");
+        }
+        for value in ["7", "true", "[\"INC1\"]", "\"INC 1\""] {
+            let err = parse(&format!(
+                r#"{{"UserPoolId":"{POOL}","Username":"a","Ticket":{value}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("Ticket"), "{value}");
+        }
+        let err = parse(&format!(
+            r#"{{"UserPoolId":"{POOL}","Username":"a","Ticket":"A","ticket":"B"}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("ticket"));
+    }
+
+    #[test]
+    fn a_ticket_that_overflows_the_metadata_bounds_is_refused() {
+        let entries: String = (0..MAX_CLIENT_METADATA_ENTRIES)
+            .map(|i| format!(r#""k{i}":"v""#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let body =
+            format!(r#"{{"UserPoolId":"{POOL}","Username":"a","ClientMetadata":{{{entries}}}}}"#);
+        assert!(parse(&body).is_ok());
+        let body = format!(
+            r#"{{"UserPoolId":"{POOL}","Username":"a","ClientMetadata":{{{entries}}},"Ticket":"INC1"}}"#
+        );
+        let err = parse(&body).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("ClientMetadata"));
+        assert!(err.message.contains("Ticket"), "{}", err.message);
     }
 
     #[test]

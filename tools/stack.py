@@ -67,6 +67,9 @@ PLAIN_POOL_NAME = "cognito-reset-plain"
 PLAIN_POOL = "us-west-2_3cb16e0c4e06d6da7481c048fd3580f0c31baeba31c42"
 # The caller whose rule has a budget in policy/demo.json (2 resets an hour).
 TICKET_BOT = "arn:aws:sts::123456789012:assumed-role/ticket-bot/run-1"
+# The caller whose rule in policy/demo.json requires a ticket (`INC` and seven digits) (issue 27).
+HELPDESK_TICKETS = "arn:aws:sts::123456789012:assumed-role/helpdesk-tickets/agent-7"
+DEMO_TICKET = "INC0012345"
 SEED_PASSWORD = "Demo-Passw0rd!"
 
 # A second AWS account (issue 18): its pool is reached through a role there, as POOL_ROLES maps it.
@@ -154,6 +157,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("bob@example.com", note="ticket-bot's"),
     DemoUser("carol@example.com", note="ticket-bot's"),
     DemoUser("gina@example.com", note="ticket-bot's"),
+    DemoUser("tina@example.com", note="reset for a ticket"),
     DemoUser("ivy", pool=PLAIN_POOL, invited=True, note="invited, never signed in"),
 )
 
@@ -1122,6 +1126,13 @@ DEMO_STEPS = (
     DemoStep("ticket-bot batch", "events/http-api-v2.json", caller=TICKET_BOT,
              body=[{"UserPoolId": DEMO_POOL, "Username": u}
                    for u in ("bob@example.com", "carol@example.com", "gina@example.com")]),
+    # Issue 27: a rule that binds resets to a helpdesk ticket (INC and seven digits).
+    DemoStep("no Ticket", "events/http-api-v2.json", caller=HELPDESK_TICKETS,
+             body={"UserPoolId": DEMO_POOL, "Username": "tina@example.com"}),
+    DemoStep("Ticket: INC-42", "events/http-api-v2.json", caller=HELPDESK_TICKETS,
+             body={"UserPoolId": DEMO_POOL, "Username": "tina@example.com", "Ticket": "INC-42"}),
+    DemoStep(f"Ticket: {DEMO_TICKET}", "events/http-api-v2.json", caller=HELPDESK_TICKETS,
+             body={"UserPoolId": DEMO_POOL, "Username": "tina@example.com", "Ticket": DEMO_TICKET}),
 )
 
 
@@ -1325,8 +1336,9 @@ def _event_order(events: list[dict]) -> list[dict]:
 
 
 def event_rows(events: list[dict]) -> list[list[str]]:
-    """Table rows (outcome, code, source, user, id, replayed) for EventBridge events from the results
-    queue. A replay's event (a repeated idempotency key or SQS message) says so: count it once."""
+    """Table rows (outcome, code, source, user, id, replayed / ticket) for EventBridge events from the
+    results queue. A replay's event (a repeated idempotency key or SQS message) says so: count it
+    once. An event of a request with a `Ticket` shows it."""
     rows = []
     for event in _event_order(events):
         detail = event.get("detail") or {}
@@ -1336,9 +1348,20 @@ def event_rows(events: list[dict]) -> list[list[str]]:
             str(detail.get("source", "")),
             str(detail.get("requestedUsername") or "(none)"),
             str(detail.get("id", "")),
-            "replayed" if detail.get("replayed") else "",
+            " ".join(filter(None, [
+                "replayed" if detail.get("replayed") else "",
+                f"ticket {detail['ticket']}" if detail.get("ticket") else "",
+            ])),
         ])
     return rows
+
+
+def _reset_ticket(endpoint: str, username: str) -> str:
+    """The `ticket` of the ClientMetadata of the last AdminResetUserPassword moto received for
+    `username` (the canonical one: the function resets by it), or `(none)`."""
+    canonical = cognito_client(endpoint).admin_get_user(UserPoolId=DEMO_POOL, Username=username)["Username"]
+    calls = [c for c in cognito_calls(endpoint, "AdminResetUserPassword") if c.get("Username") == canonical]
+    return ((calls[-1].get("ClientMetadata") or {}).get("ticket") or "(none)") if calls else "(none)"
 
 
 def http_request_for(username: str) -> dict:
@@ -1497,7 +1520,10 @@ def demo() -> int:
             "invitation (AdminCreateUser RESEND) instead; paul's reset is followed by a sign-out\n"
             "everywhere (AdminUserGlobalSignOut); the ticket bot's rule admits 2 resets an hour, so the\n"
             "third of its batch is refused (429 caller-budget-exhausted, Retry-After: until the budget\n"
-            "admits one more), without a Cognito call.\n"
+            "admits one more), without a Cognito call. The helpdesk-tickets rule requires a ticket\n"
+            f"matching INC[0-9]{{7}}: without one, 400 ticket-required; INC-42, 400 ticket-invalid (both\n"
+            f"before any write or Cognito call); {DEMO_TICKET} resets tina, and Cognito's ClientMetadata\n"
+            f"carried ticket={_reset_ticket(stack.endpoint, 'tina@example.com')} for the custom message trigger to quote.\n"
         )
         user_rows = [
             [

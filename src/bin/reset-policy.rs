@@ -5,7 +5,9 @@
 //!   `--pool-roles FILE|JSON` (the function's `POOL_ROLES`) it also checks the rules' pools
 //!   against the pools mapped to other accounts' roles, as far as pool ids can tell.
 //! - `reset-policy explain FILE --pool ID --user NAME ... (--caller ID... | --anonymous)` prints
-//!   `ALLOW <rule>` or `DENY <reason-code>` and, indented, why. Exit 0 for either decision.
+//!   `ALLOW <rule>` or `DENY <reason-code>` and, indented, why. Exit 0 for either decision. For
+//!   an allowing rule with a `ticket` option it prints the option and, with `--ticket T`, whether
+//!   the rule takes that ticket (or `ticket-required` / `ticket-invalid`).
 //!
 //! Exit codes: 0 success, 1 invalid or unreadable policy (or output that cannot be written),
 //! 2 usage error.
@@ -81,6 +83,9 @@ enum Command {
         /// The request carries no caller identity.
         #[arg(long)]
         anonymous: bool,
+        /// The request's Ticket, checked against the allowing rule's `ticket` option.
+        #[arg(long, value_name = "T")]
+        ticket: Option<String>,
     },
 }
 
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
             groups,
             caller,
             anonymous,
+            ticket,
         } => {
             let caller = if anonymous {
                 Caller::Anonymous
@@ -111,7 +117,7 @@ fn main() -> ExitCode {
                 sub,
                 groups,
             };
-            explain(&file, &caller, &pool, &subject)
+            explain(&file, &caller, &pool, &subject, ticket.as_deref())
         }
     }
 }
@@ -211,7 +217,13 @@ fn lint(file: &Path, pool_roles: Option<&str>) -> ExitCode {
     emit(&summary, ExitCode::SUCCESS)
 }
 
-fn explain(file: &Path, caller: &Caller, pool: &str, subject: &Subject) -> ExitCode {
+fn explain(
+    file: &Path,
+    caller: &Caller,
+    pool: &str,
+    subject: &Subject,
+    ticket: Option<&str>,
+) -> ExitCode {
     let policy = match load(file) {
         Ok(policy) => policy,
         Err(code) => return code,
@@ -225,6 +237,21 @@ fn explain(file: &Path, caller: &Caller, pool: &str, subject: &Subject) -> ExitC
     }
     if let cognito_reset::policy::Decision::Allow { rule } = &explanation.decision {
         let _ = writeln!(text, "  rule options: {}", policy.options(rule));
+        if let Some(ticket_rule) = policy.ticket_rule(rule) {
+            let _ = writeln!(text, "  rule ticket: {ticket_rule}");
+            let verdict = match policy.check_ticket(rule, ticket) {
+                Ok(()) => "accepted".to_owned(),
+                Err(refusal) => format!("refused: {refusal}"),
+            };
+            match ticket {
+                Some(ticket) => {
+                    let _ = writeln!(text, "  ticket {ticket:?}: {verdict}");
+                }
+                None => {
+                    let _ = writeln!(text, "  no ticket: {verdict}");
+                }
+            }
+        }
     }
     if !policy.needs_groups() && !subject.groups.is_empty() {
         text.push_str("  note: the policy does not use groups; --group made no difference\n");

@@ -16,6 +16,9 @@
 //!       "invited": "refuse" | "resend",             optional, default "refuse"
 //!       "signOut": "never" | "allowed" | "always",  optional, default "never"
 //!       "budget": { "resets": N, "perSeconds": S }  optional; 1 <= N <= 100000, 1 <= S <= 86400
+//!       "ticket": { "required": B, "pattern": ".." } optional; at least one of them; required
+//!                                                   defaults to false; pattern: a regular
+//!                                                   expression (see `ticket`), at most 256 bytes
 //!     } ] }
 //! ```
 
@@ -24,6 +27,7 @@ use std::collections::HashMap;
 use super::json::{self, Node};
 use super::lint::LintWarning;
 use super::pattern::Pattern;
+use super::ticket::{TicketPattern, TicketRule};
 use super::{
     BUDGET_RESETS, BUDGET_SECONDS, Budget, Invited, Policy, PolicyError, PolicyErrors, Rule,
     RuleOptions, SignOut,
@@ -44,7 +48,9 @@ const RULE_FIELDS: &[&str] = &[
     "invited",
     "signOut",
     "budget",
+    "ticket",
 ];
+const TICKET_FIELDS: &[&str] = &["required", "pattern"];
 const BUDGET_FIELDS: &[&str] = &["resets", "perSeconds"];
 const EXCEPT_FIELDS: &[&str] = &["users", "groups"];
 
@@ -296,6 +302,9 @@ impl Checker {
         let budget = fields
             .get("budget")
             .and_then(|node| self.budget(node, &format!("{path}.budget")));
+        let ticket = fields
+            .get("ticket")
+            .and_then(|node| self.ticket(node, &format!("{path}.ticket")));
 
         Some(Rule {
             name,
@@ -311,7 +320,52 @@ impl Checker {
                 sign_out,
                 budget,
             },
+            ticket,
         })
+    }
+
+    /// `{"required": B, "pattern": ".."}`: at least one of them, the pattern compiled.
+    fn ticket(&mut self, node: &Node, path: &str) -> Option<TicketRule> {
+        let fields = self.object(node, path, TICKET_FIELDS)?;
+        let required = match fields.get("required") {
+            None => false,
+            Some(Node::Bool(value)) => *value,
+            Some(other) => {
+                self.error(
+                    format!("{path}.required"),
+                    format!("expected true or false, found {}", other.kind()),
+                );
+                return None;
+            }
+        };
+        let pattern = match fields.get("pattern") {
+            None => None,
+            Some(Node::String(source)) => match TicketPattern::new(source) {
+                Ok(pattern) => Some(pattern),
+                Err(message) => {
+                    self.error(format!("{path}.pattern"), message);
+                    return None;
+                }
+            },
+            Some(other) => {
+                self.error(
+                    format!("{path}.pattern"),
+                    format!(
+                        "expected a regular expression (a string), found {}",
+                        other.kind()
+                    ),
+                );
+                return None;
+            }
+        };
+        if !required && pattern.is_none() {
+            self.error(
+                path,
+                "a ticket option that neither requires a ticket nor checks one does nothing: set \"required\": true, a \"pattern\", or both",
+            );
+            return None;
+        }
+        Some(TicketRule { required, pattern })
     }
 
     /// An optional string that must be one of `allowed` (case-sensitive).

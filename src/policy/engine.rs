@@ -469,6 +469,17 @@ impl Policy {
         })
     }
 
+    /// The rules that list the caller and the pool (stage one's candidates), in document order.
+    pub(super) fn rules_for_caller_and_pool(&self, caller: &Caller, pool: &str) -> Vec<&Rule> {
+        let request = Request::new(caller, pool, None);
+        self.rules
+            .iter()
+            .filter(|rule| {
+                rule.admit_caller(&request).is_ok() && rule.admit_pool(&request).is_some()
+            })
+            .collect()
+    }
+
     /// The decision without an explanation.
     pub(super) fn evaluate_silently(
         &self,

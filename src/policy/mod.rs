@@ -21,6 +21,7 @@ mod engine;
 mod json;
 mod lint;
 pub mod pattern;
+pub mod ticket;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use document::ANONYMOUS_KEYWORD;
 pub use engine::{CallerMatch, Explanation, GroupMatch, IdentityKind, IdentityMatch, Reason, Skip};
 pub use lint::{LintWarning, PoolRolesLint};
 use pattern::Pattern;
+pub use ticket::{TicketRefusal, TicketRule};
 
 /// Who is asking: the caller identities derived from the event, or nobody.
 ///
@@ -131,6 +133,8 @@ struct Rule {
     except_groups: Vec<Pattern>,
     /// `invited`, `signOut` and `budget`.
     options: RuleOptions,
+    /// `ticket`: whether a request must name a ticket, and the pattern it must match.
+    ticket: Option<TicketRule>,
 }
 
 /// What a rule does for an invited user (status `FORCE_CHANGE_PASSWORD`, never signed in).
@@ -370,6 +374,48 @@ impl Policy {
             .find(|r| r.name == rule)
             .map(|r| r.options)
             .unwrap_or_default()
+    }
+
+    /// The `ticket` option of the rule named `rule` (`None`: the rule asks nothing of tickets).
+    pub fn ticket_rule(&self, rule: &str) -> Option<&TicketRule> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.ticket.as_ref())
+    }
+
+    /// Whether a request with `ticket` may go on under the rule named `rule`.
+    pub fn check_ticket(&self, rule: &str, ticket: Option<&str>) -> Result<(), TicketRefusal> {
+        self.ticket_rule(rule).map_or(Ok(()), |t| t.check(ticket))
+    }
+
+    /// Stage one for tickets, before the user is looked up: the ticket check that does not
+    /// depend on the target. Among the rules that list the caller and `pool`, when none would let
+    /// a request with `ticket` go on, `Err(Required)` (no ticket) or `Err(Invalid)`; else `Ok`.
+    ///
+    /// The answer depends only on the caller, the pool and the ticket, never on the user, so it
+    /// tells a caller nothing about the target. `Ok` does not mean the ticket will do: the rule
+    /// that admits the user is checked with [`Policy::check_ticket`] once it is known. Call it
+    /// after [`Policy::check_caller_and_pool`] (with no such rule it answers `Ok`).
+    pub fn check_ticket_for_caller(
+        &self,
+        caller: &Caller,
+        pool: &str,
+        ticket: Option<&str>,
+    ) -> Result<(), TicketRefusal> {
+        let mut refusal = None;
+        for rule in self.rules_for_caller_and_pool(caller, pool) {
+            match rule.ticket.as_ref().map_or(Ok(()), |t| t.check(ticket)) {
+                Ok(()) => return Ok(()),
+                Err(why) => refusal = Some(why),
+            }
+        }
+        refusal.map_or(Ok(()), Err)
+    }
+
+    /// Whether any rule has a `ticket` option.
+    pub fn has_tickets(&self) -> bool {
+        self.rules.iter().any(|r| r.ticket.is_some())
     }
 
     /// Whether any rule has a `budget` (it needs the guard's table).

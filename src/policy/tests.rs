@@ -1143,3 +1143,119 @@ fn options_belong_to_the_rule_that_allowed() {
     assert_eq!(p.options("b").invited, Invited::Refuse);
     assert_eq!(p.options("b").sign_out, SignOut::Always);
 }
+
+// ---- rule option: ticket ---------------------------------------------------------------------
+
+#[test]
+fn a_ticket_option_loads_with_its_pattern_compiled() {
+    let p = policy(&with_options(
+        r#","ticket":{"required":true,"pattern":"INC[0-9]{7}"}"#,
+    ));
+    assert!(p.has_tickets());
+    let rule = p.ticket_rule("r").expect("a ticket option");
+    assert_eq!(rule.to_string(), r#"required, matching "INC[0-9]{7}""#);
+    assert_eq!(p.check_ticket("r", Some("INC0012345")), Ok(()));
+    assert_eq!(
+        p.check_ticket("r", Some("INC1")),
+        Err(TicketRefusal::Invalid)
+    );
+    assert_eq!(p.check_ticket("r", None), Err(TicketRefusal::Required));
+    // `required` alone, and `pattern` alone (an optional ticket, checked when given).
+    let p = policy(&with_options(r#","ticket":{"required":true}"#));
+    assert_eq!(p.check_ticket("r", Some("anything")), Ok(()));
+    let p = policy(&with_options(r#","ticket":{"pattern":"HD-\\d+"}"#));
+    assert_eq!(p.check_ticket("r", None), Ok(()));
+    assert_eq!(p.check_ticket("r", Some("HD-12")), Ok(()));
+    assert_eq!(
+        p.check_ticket("r", Some("HD-x")),
+        Err(TicketRefusal::Invalid)
+    );
+    // No option: any ticket or none.
+    let p = policy(&with_options(""));
+    assert!(!p.has_tickets());
+    assert_eq!(p.check_ticket("r", None), Ok(()));
+}
+
+#[test]
+fn a_bad_ticket_option_is_an_error_at_its_location() {
+    for (text, expected) in [
+        (
+            r#","ticket":{"required":true,"pattern":"INC("}"#,
+            "rules[0].ticket.pattern: pattern is not a valid regular expression: unclosed group",
+        ),
+        (
+            r#","ticket":{"required":"yes"}"#,
+            "rules[0].ticket.required: expected true or false, found a string",
+        ),
+        (
+            r#","ticket":{"pattern":7}"#,
+            "rules[0].ticket.pattern: expected a regular expression (a string), found a number",
+        ),
+        (
+            r#","ticket":{"required":false}"#,
+            r#"rules[0].ticket: a ticket option that neither requires a ticket nor checks one does nothing: set "required": true, a "pattern", or both"#,
+        ),
+        (
+            r#","ticket":true"#,
+            "rules[0].ticket: expected an object, found a boolean",
+        ),
+        (
+            r#","ticket":{"pattern":""}"#,
+            "rules[0].ticket.pattern: pattern must not be empty",
+        ),
+    ] {
+        let found = errors(&with_options(text));
+        assert_eq!(found.len(), 1, "{text}: {found:?}");
+        assert!(found[0].starts_with(expected), "{text}: {found:?}");
+    }
+    // A misspelt field is named, and the option, left with nothing, says so too.
+    let found = errors(&with_options(r#","ticket":{"requried":true}"#));
+    assert_eq!(
+        found,
+        vec![
+            "rules[0].ticket.requried: unknown field (did you mean `required`?)".to_owned(),
+            r#"rules[0].ticket: a ticket option that neither requires a ticket nor checks one does nothing: set "required": true, a "pattern", or both"#.to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn the_first_ticket_check_depends_on_the_caller_and_pool_only() {
+    let p = policy(&format!(
+        r#"{{"version":1,"rules":[
+        {{"name":"strict","callers":["{HELPDESK}"],"userPools":["{POOL_A}"],"users":["a*"],
+          "ticket":{{"required":true,"pattern":"INC[0-9]+"}}}},
+        {{"name":"other-ticket","callers":["{HELPDESK}"],"userPools":["{POOL_A}"],"users":["b*"],
+          "ticket":{{"required":true,"pattern":"CHG[0-9]+"}}}},
+        {{"name":"free","callers":["{QUEUE}"],"userPools":["{POOL_A}"],"users":["*"]}}]}}"#
+    ));
+    let helpdesk = caller(HELPDESK);
+    // Every rule for the helpdesk wants a ticket: none is refused whoever the user.
+    assert_eq!(
+        p.check_ticket_for_caller(&helpdesk, POOL_A, None),
+        Err(TicketRefusal::Required)
+    );
+    // A ticket one of them takes passes the first check (the allowing rule decides later).
+    assert_eq!(
+        p.check_ticket_for_caller(&helpdesk, POOL_A, Some("CHG1")),
+        Ok(())
+    );
+    assert_eq!(
+        p.check_ticket_for_caller(&helpdesk, POOL_A, Some("INC1")),
+        Ok(())
+    );
+    assert_eq!(
+        p.check_ticket_for_caller(&helpdesk, POOL_A, Some("HD-1")),
+        Err(TicketRefusal::Invalid)
+    );
+    assert_eq!(
+        p.check_ticket("strict", Some("CHG1")),
+        Err(TicketRefusal::Invalid)
+    );
+    // The queue's rule asks nothing; no rule for the pool: nothing to say here either.
+    assert_eq!(
+        p.check_ticket_for_caller(&caller(QUEUE), POOL_A, None),
+        Ok(())
+    );
+    assert_eq!(p.check_ticket_for_caller(&helpdesk, POOL_B, None), Ok(()));
+}

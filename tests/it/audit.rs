@@ -33,6 +33,7 @@ const FIELDS: &[&str] = &[
     "reset_at",
     "cognito_request_id",
     "reason",
+    "ticket",
     "duration_ms",
 ];
 
@@ -58,7 +59,13 @@ impl<'a> MakeWriter<'a> for Buffer {
 
 /// Runs `event` through the handler with JSON logs captured (this test's thread only; the
 /// test runtime is single-threaded, so every record's task logs here): response and audit lines.
-async fn audited(app: &Arc<cognito_reset::pipeline::App>, event: Value) -> (Value, Vec<Value>) {
+pub async fn audited(app: &Arc<cognito_reset::pipeline::App>, event: Value) -> (Value, Vec<Value>) {
+    // tracing-core decides a callsite's interest from the *calling thread's* default dispatcher
+    // while exactly one dispatcher is registered: another test's thread, hitting the audit line
+    // first, would cache "never" for it and this capture would see nothing. A second dispatcher,
+    // registered for the whole run and never anyone's default, makes every thread consult all.
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
     let buffer = Buffer::default();
     let subscriber = tracing_subscriber::fmt()
         .json()

@@ -20,3 +20,4 @@ mod pacing;
 mod policy_source;
 mod properties;
 mod sqs;
+mod tickets;

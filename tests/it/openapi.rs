@@ -256,6 +256,27 @@ async fn answers_of_every_documented_status_are_recorded_for_the_openapi_check()
         answers.push(recorded("budget exhausted", &got));
     }
 
+    // Issue 27: tickets (a rule that requires an INC ticket).
+    {
+        use crate::helpdesk::{policy, request, users};
+        let cognito = Cognito::with_users(users());
+        let app = crate::helpers::app(
+            crate::helpers::config(&[(
+                "POLICY",
+                &policy(r#","ticket":{"required":true,"pattern":"INC[0-9]{7}"}"#),
+            )]),
+            cognito.client(),
+        );
+        for (what, extra) in [
+            ("ticket-required", json!({})),
+            ("ticket-invalid", json!({"Ticket": "INC-42"})),
+            ("ticket accepted", json!({"ticket": "INC0012345"})),
+        ] {
+            let got = answer(&app, request("diego@example.com", extra), far_deadline()).await;
+            answers.push(recorded(what, &got));
+        }
+    }
+
     let statuses: BTreeSet<u64> = answers
         .iter()
         .filter_map(|a| a["statusCode"].as_u64())

@@ -21,7 +21,7 @@ ROOT = check.ROOT
 
 # Error codes an HTTP caller can get, by status (docs/api.md "Outcomes" and src/outcome.rs).
 FUNCTION_CODES = {
-    400: {"invalid-request"},
+    400: {"invalid-request", "ticket-required", "ticket-invalid"},
     403: {"denied-user", "denied-group", "no-rule-for-caller", "pool-not-allowed", "user-not-allowed",
           "sign-out-not-allowed"},
     404: {"user-not-found", "pool-not-found"},

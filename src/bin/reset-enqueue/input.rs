@@ -1,11 +1,13 @@
 //! The input file: CSV with a header row, read whole and validated before anything is sent.
 //!
-//! The header must have a `username` column; `reason` and `userPoolId` columns, when present,
-//! override `--reason` and `--user-pool-id` per row (column names are matched without regard to
-//! case; other columns are ignored and named in a warning). A UTF-8 byte-order mark, blank lines
+//! The header must have a `username` column; `reason`, `userPoolId` and `ticket` columns, when
+//! present, override `--reason`, `--user-pool-id` and `--ticket` per row (an empty cell takes the
+//! flag's value; column names are matched without regard to case; other columns are ignored and
+//! named in a warning). A UTF-8 byte-order mark, blank lines
 //! and spaces around fields are ignored; fields may be quoted (`"a, b"`, `""` for a quote).
 //!
-//! Every row becomes the message body the function reads (`UserPoolId`, `Username`, `Reason`)
+//! Every row becomes the message body the function reads (`UserPoolId`, `Username`, `Reason`,
+//! `Ticket`)
 //! and is parsed back with the function's own parser ([`ResetRequest::from_json`]): a row this
 //! accepts is a request the function accepts. The same user (pool and username) twice is sent
 //! once and reported.
@@ -25,6 +27,8 @@ pub struct Entry {
     pub key: Key,
     /// The reason sent with the request, if any.
     pub reason: Option<String>,
+    /// The ticket sent with the request (`Ticket`), if any.
+    pub ticket: Option<String>,
     /// The SQS message body, in the function's request shape.
     pub body: String,
 }
@@ -81,6 +85,8 @@ pub struct Input {
 pub struct Defaults {
     pub pool: Option<UserPoolId>,
     pub reason: Option<String>,
+    /// `--ticket`: the `Ticket` of rows whose `ticket` cell is empty (or without the column).
+    pub ticket: Option<String>,
 }
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -233,19 +239,21 @@ struct Columns {
     username: usize,
     reason: Option<usize>,
     pool: Option<usize>,
+    ticket: Option<usize>,
 }
 
 impl Columns {
     /// The known columns and the names of the others; `Err` when `username` is missing or a
     /// known column appears twice.
     fn find(headers: &csv::StringRecord) -> Result<(Columns, Vec<String>), String> {
-        let (mut username, mut reason, mut pool) = (None, None, None);
+        let (mut username, mut reason, mut pool, mut ticket) = (None, None, None, None);
         let mut ignored = Vec::new();
         for (i, name) in headers.iter().enumerate() {
             let slot = match name.to_ascii_lowercase().as_str() {
                 "username" => &mut username,
                 "reason" => &mut reason,
                 "userpoolid" => &mut pool,
+                "ticket" => &mut ticket,
                 _ => {
                     ignored.push(format!("{name:?}"));
                     continue;
@@ -257,7 +265,7 @@ impl Columns {
         }
         let username = username.ok_or_else(|| {
             format!(
-                "the header must have a username column (optional: reason, userPoolId); found: {}",
+                "the header must have a username column (optional: reason, userPoolId, ticket); found: {}",
                 headers
                     .iter()
                     .map(|h| format!("{h:?}"))
@@ -270,6 +278,7 @@ impl Columns {
                 username,
                 reason,
                 pool,
+                ticket,
             },
             ignored,
         ))
@@ -302,6 +311,12 @@ fn row(
     if let Some(reason) = &reason {
         body.insert("Reason".into(), reason.clone().into());
     }
+    let ticket = field(columns.ticket)
+        .map(str::to_owned)
+        .or_else(|| defaults.ticket.clone());
+    if let Some(ticket) = &ticket {
+        body.insert("Ticket".into(), ticket.clone().into());
+    }
     let body = serde_json::Value::Object(body).to_string();
     let request = ResetRequest::from_json(&body, None).map_err(|e| e.message)?;
     Ok(Entry {
@@ -311,6 +326,7 @@ fn row(
             username: request.username.as_str().to_owned(),
         },
         reason: request.reason,
+        ticket: request.ticket.map(|t| t.as_str().to_owned()),
         body,
     })
 }
@@ -325,6 +341,7 @@ mod tests {
         Defaults {
             pool: Some(UserPoolId::parse(POOL).unwrap()),
             reason: Some("INC-1".to_owned()),
+            ticket: None,
         }
     }
 
@@ -458,6 +475,29 @@ mod tests {
         let input = parse(b"email,username\na@example.com,alice\n", &defaults()).unwrap();
         assert_eq!(users(&input), vec![(POOL, "alice", Some("INC-1"))]);
         assert!(input.notes[0].message.contains("\"email\""));
+    }
+
+    #[test]
+    fn a_ticket_column_wins_over_the_flag_per_row_and_goes_in_the_body() {
+        let flag = Defaults {
+            ticket: Some("INC0000001".to_owned()),
+            ..defaults()
+        };
+        let text = "username,ticket\nalice,INC0000042\nbob,\n";
+        let input = parse(text.as_bytes(), &flag).unwrap();
+        let tickets: Vec<Option<&str>> =
+            input.entries.iter().map(|e| e.ticket.as_deref()).collect();
+        assert_eq!(tickets, vec![Some("INC0000042"), Some("INC0000001")]);
+        let body: serde_json::Value = serde_json::from_str(&input.entries[0].body).unwrap();
+        assert_eq!(body["Ticket"], "INC0000042");
+        // Without the flag, an empty cell sends no Ticket at all.
+        let input = parse(text.as_bytes(), &defaults()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&input.entries[1].body).unwrap();
+        assert_eq!(body.get("Ticket"), None, "{body}");
+        // A ticket the function would refuse is refused here, on its line.
+        let problems = parse(b"username,ticket\nalice,INC 42\n", &flag).unwrap_err();
+        assert_eq!(problems[0].line, 2);
+        assert!(problems[0].message.starts_with("Ticket:"), "{problems:?}");
     }
 
     #[test]

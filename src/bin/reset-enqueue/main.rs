@@ -1,7 +1,7 @@
 //! `reset-enqueue`: mass password resets from a CSV file, onto the function's SQS queue.
 //!
 //! ```text
-//! reset-enqueue --queue-url URL --user-pool-id POOL [--reason TEXT] [--state PATH]
+//! reset-enqueue --queue-url URL --user-pool-id POOL [--reason TEXT] [--ticket T] [--state PATH]
 //!               [--dry-run [--policy FILE --caller ARN]] [--allow-default-email]
 //!               [--retry-from REPORT]
 //!               [--wait --results-queue URL [--timeout SECS] [--report PATH]] FILE|-
@@ -51,10 +51,10 @@ use crate::state::{Identity, State, StateError};
 /// Enqueue password resets for every user in a CSV file, resumably; optionally wait for and
 /// report every user's outcome.
 ///
-/// FILE is CSV with a header row that has a `username` column; optional `reason` and
-/// `userPoolId` columns override --reason and --user-pool-id per row. `-` reads standard input
-/// (then --state is required). Every line is checked first: if any is invalid, nothing is sent
-/// and every bad line is listed (exit 2).
+/// FILE is CSV with a header row that has a `username` column; optional `reason`, `userPoolId`
+/// and `ticket` columns override --reason, --user-pool-id and --ticket per row. `-` reads
+/// standard input (then --state is required). Every line is checked first: if any is invalid,
+/// nothing is sent and every bad line is listed (exit 2).
 ///
 /// Before sending, every pool of the file is described (DescribeUserPool): a pool that sends
 /// email with Cognito's default sender (about 50 emails a day) and has more than 50 users in the
@@ -75,6 +75,10 @@ struct Cli {
     /// The Reason of rows without one (the function's audit log and outcome events).
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    /// The Ticket of rows without one: the helpdesk ticket the resets are done for (checked
+    /// against the policy rule's `ticket`, passed to Cognito as ClientMetadata.ticket).
+    #[arg(long, value_name = "T")]
+    ticket: Option<String>,
     /// Where to record what was sent [default: FILE.enqueue-state.jsonl, beside FILE].
     #[arg(long, value_name = "PATH")]
     state: Option<PathBuf>,
@@ -157,6 +161,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let defaults = Defaults {
         pool: pool.clone(),
         reason: cli.reason.clone(),
+        ticket: cli.ticket.clone(),
     };
     let name = if stdin {
         "<stdin>".to_owned()
@@ -211,6 +216,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         queue: queue_url.clone(),
         pool: pool.map(|p| p.as_str().to_owned()),
         reason: cli.reason.clone(),
+        ticket: cli.ticket.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -533,8 +539,13 @@ fn dry_run(cli: &Cli, input: &Input) -> Result<u8, Failure> {
                 format!("  {decision}{note}")
             })
             .unwrap_or_default();
+        let ticket = entry
+            .ticket
+            .as_deref()
+            .map(|t| format!(" ticket={t:?}"))
+            .unwrap_or_default();
         println!(
-            "line {}: would send {} {} reason={reason:?}{decision}",
+            "line {}: would send {} {} reason={reason:?}{ticket}{decision}",
             entry.line, entry.key.pool, entry.key.username
         );
     }
@@ -551,13 +562,18 @@ fn dry_run(cli: &Cli, input: &Input) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// The decision without AWS: the caller and pool stage is final; by the requested name, a
+/// The decision without AWS: the caller and pool stage is final, and so is a ticket no rule for
+/// the caller and pool takes (`ticket-required`, `ticket-invalid`); by the requested name, a
 /// `denied-user` is final (deny wins), an ALLOW or another denial may change once the function
 /// resolves the user's other names and groups.
 fn decide_by_name(policy: &Policy, caller: &Caller, entry: &Entry) -> (String, &'static str) {
     let pool = entry.key.pool.as_str();
     if let Err(reason) = policy.check_caller_and_pool(caller, pool) {
         return (format!("DENY {reason}"), "");
+    }
+    // As final as the caller-and-pool check: the function refuses the ticket before any lookup.
+    if let Err(refusal) = policy.check_ticket_for_caller(caller, pool, entry.ticket.as_deref()) {
+        return (format!("REJECTED {refusal}"), "");
     }
     let name = entry.key.username.clone();
     let subject = Subject {
@@ -571,5 +587,40 @@ fn decide_by_name(policy: &Policy, caller: &Caller, entry: &Entry) -> (String, &
             decision.to_string(),
             " (by name: the function decides again with the user's attributes and groups)",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_tells_a_ticket_the_callers_rules_refuse_as_final() {
+        let policy = Policy::from_json(
+            r#"{"version":1,"rules":[{"name":"q","callers":["arn:aws:sqs:us-west-2:1:q"],
+            "userPools":["us-west-2_aaaaaaaaa"],"users":["*"],
+            "ticket":{"required":true,"pattern":"INC[0-9]+"}}]}"#,
+        )
+        .unwrap();
+        let caller = Caller::Identified(vec!["arn:aws:sqs:us-west-2:1:q".to_owned()]);
+        let defaults = input::Defaults {
+            pool: Some(UserPoolId::parse("us-west-2_aaaaaaaaa").unwrap()),
+            ..input::Defaults::default()
+        };
+        let text = "username,ticket\nalice,\nbob,CHG1\ncarol,INC7\n";
+        let input = input::parse(text.as_bytes(), &defaults).unwrap();
+        let decisions: Vec<String> = input
+            .entries
+            .iter()
+            .map(|e| decide_by_name(&policy, &caller, e).0)
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                "REJECTED ticket-required",
+                "REJECTED ticket-invalid",
+                "ALLOW q"
+            ]
+        );
     }
 }

@@ -340,6 +340,7 @@ mod tests {
         let defaults = Defaults {
             pool: Some(UserPoolId::parse("us-west-2_aaaaaaaaa").unwrap()),
             reason: None,
+            ticket: None,
         };
         parse(text.as_bytes(), &defaults).unwrap().entries
     }
@@ -353,6 +354,7 @@ mod tests {
             queue: "q".into(),
             pool: None,
             reason: None,
+            ticket: None,
         };
         (State::open(&path, &identity).unwrap(), path)
     }
@@ -389,6 +391,7 @@ mod tests {
             queue: "q".into(),
             pool: None,
             reason: None,
+            ticket: None,
         };
         let state = State::open(&path, &identity).unwrap();
         let plan = plan(&users, &state, false, 2);

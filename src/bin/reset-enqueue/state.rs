@@ -3,8 +3,8 @@
 //!
 //! One JSON object per line, appended and synced to disk (`fsync`) before the next step:
 //!
-//! - `header`: what makes a run "the same": the input's SHA-256, the queue URL, `--user-pool-id`
-//!   and `--reason`. A state file written for anything else is refused, naming what differs.
+//! - `header`: what makes a run "the same": the input's SHA-256, the queue URL, `--user-pool-id`,
+//!   `--reason` and `--ticket`. A state file written for anything else is refused, naming what differs.
 //! - `intent`: the users of one `SendMessageBatch` call, written **before** the call.
 //! - `sent`: a user SQS accepted, with its message id, written after the call answered.
 //! - `refused`: a user SQS refused (nothing was enqueued): sent again on the next run.
@@ -45,6 +45,9 @@ pub struct Identity {
     pub queue: String,
     pub pool: Option<String>,
     pub reason: Option<String>,
+    /// `--ticket` (absent from state files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -335,6 +338,13 @@ fn differences(found: &Identity, wanted: &Identity) -> String {
             shown(&wanted.reason)
         ));
     }
+    if found.ticket != wanted.ticket {
+        out.push(format!(
+            "--ticket was {}, now {}",
+            shown(&found.ticket),
+            shown(&wanted.ticket)
+        ));
+    }
     out.join("; ")
 }
 
@@ -380,6 +390,7 @@ mod tests {
         let defaults = Defaults {
             pool: Some(UserPoolId::parse("us-west-2_aaaaaaaaa").unwrap()),
             reason: None,
+            ticket: None,
         };
         parse(text.as_bytes(), &defaults).unwrap().entries
     }
@@ -390,6 +401,7 @@ mod tests {
             queue: "https://sqs.us-west-2.amazonaws.com/123456789012/resets".into(),
             pool: Some("us-west-2_aaaaaaaaa".into()),
             reason: None,
+            ticket: None,
         }
     }
 
