@@ -95,7 +95,11 @@ struct Ending {
 fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     done.log();
     let (outcome, code) = done.outcome();
-    invocation.metrics().record_outcome(outcome.as_str(), code);
+    // A redelivery that only retried its own reset's sign-out reports that reset again: it is
+    // counted once, by the delivery that reset (its sign-out is counted on its own).
+    if !matches!(done.result, Ok(Settled::Reset(reset)) if reset.sign_out_only) {
+        invocation.metrics().record_outcome(outcome.as_str(), code);
+    }
     if let Some(action) = done.action()
         && !done.replayed()
     {

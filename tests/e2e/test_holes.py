@@ -29,6 +29,8 @@ import copy
 import json
 import time
 
+import pytest
+
 import faultproxy
 import stack as driver
 from conftest_edges import (  # noqa: F401 - fixtures, found by pytest in this module's namespace
@@ -245,6 +247,12 @@ def test_hole1_a_claim_whose_connection_was_cut_after_the_write_resets_the_user_
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: a release that fails on every attempt leaves a claim the redelivery cannot "
+    "tell from a sender that died after sending; the user's status (issue 25, part 4) is what can "
+    "tell, and it is not built yet (see docs/guarantees.md)",
+)
 def test_hole1_a_release_that_did_not_land_after_a_throttled_reset_resets_on_redelivery(
     start_direct, cognito_faults, dynamodb_faults, users, stack
 ):
@@ -255,7 +263,11 @@ def test_hole1_a_release_that_did_not_land_after_a_throttled_reset_resets_on_red
     # diego's claim during that first delivery
     function = start_direct("holes-release", RESET_COOLDOWN_SECONDS=str(LONG_COOLDOWN_S))
     throttle = cognito_faults.add_rule(RESET_OP, faultproxy.throttled(), times=1)
+    # (the release is a DeleteItem, or written with the key's release in one TransactWriteItems)
     release = dynamodb_faults.add_rule("DeleteItem", faultproxy.server_error(), body_contains=USER_ITEM)
+    release_together = dynamodb_faults.add_rule(
+        "TransactWriteItems", faultproxy.server_error(), body_contains=USER_ITEM
+    )
     message_id = "7e2e0001-0000-4000-8000-0000000000de"
     mark = log_mark(function)
 
@@ -267,7 +279,9 @@ def test_hole1_a_release_that_did_not_land_after_a_throttled_reset_resets_on_red
     # Then both faults took place, the first delivery was RETRY throttled, and diego was reset
     # exactly once in the end
     assert throttle.used == 1, "the reset was never throttled (the test's precondition)"
-    assert release.used >= 1, "the release was never attempted (the test's precondition)"
+    assert release.used + release_together.used >= 1, (
+        "the release was never attempted (the test's precondition)"
+    )
     assert audited and audited[0] == ("RETRY", "throttled"), audited
     resets = stack.resets_of(DIEGO)
     assert (audited[-1][0], resets) == ("RESET", 1), (
