@@ -32,3 +32,4 @@ pub mod record;
 pub mod request;
 pub mod scheduler;
 pub mod sources;
+pub mod xray;
