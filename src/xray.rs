@@ -22,12 +22,14 @@
 //!   failed send is logged (once per process) and otherwise ignored: a failing or absent daemon
 //!   never fails a record.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use opentelemetry::Context;
+use opentelemetry::trace::SpanId;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_aws::trace::xray_propagator::span_context_from_str;
 use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
@@ -187,8 +189,9 @@ impl Tracing {
     }
 
     /// The layer that turns the function's spans into OpenTelemetry spans: spans only (no
-    /// event becomes a span event), and only the function's own (`cognito_reset::*`), without
-    /// the handler's `handle` span, which the invocation span stands for.
+    /// event becomes a span event), and only the function's own (`cognito_reset::*`). The
+    /// handler's `handle` span is seen (the records' tasks run inside it, on other threads, and
+    /// find their parent through it) and folded into the invocation's at the flush.
     pub fn layer(&self) -> Box<dyn Layer<Registry> + Send + Sync> {
         let tracer = self.provider.tracer("cognito-reset");
         tracing_opentelemetry::layer()
@@ -199,9 +202,7 @@ impl Tracing {
             .with_tracked_inactivity(false)
             .with_context_activation(false)
             .with_filter(filter_fn(|meta| {
-                meta.is_span()
-                    && meta.target().starts_with("cognito_reset")
-                    && !(meta.name() == "handle" && meta.target() == "cognito_reset::sources")
+                meta.is_span() && meta.target().starts_with("cognito_reset")
             }))
             .boxed()
     }
@@ -211,7 +212,8 @@ impl Tracing {
     /// sampled.
     pub fn invocation(&self, request_id: &str, trace_header: Option<&str>) -> Span {
         let cold_start = COLD_START.swap(false, Ordering::Relaxed);
-        let span = tracing::info_span!(
+        // DEBUG: not in the log lines' span lists at INFO (the handler's span is there).
+        let span = tracing::debug_span!(
             "invocation",
             "ColdStart" = cold_start,
             "Service" = %self.service,
@@ -230,6 +232,7 @@ impl Tracing {
     /// Sends the ended spans to the daemon, until `ends_by`; what is left then is dropped.
     pub async fn flush(&self, ends_by: Instant) {
         let mut spans = std::mem::take(&mut *self.spans.lock());
+        fold_handler_spans(&mut spans);
         let mut dropped = self.spans.dropped.swap(0, Ordering::Relaxed);
         while !spans.is_empty() {
             if Instant::now() >= ends_by {
@@ -256,6 +259,28 @@ impl Tracing {
         self.flush(deadline.less(margin / 16)).await;
     }
 }
+
+/// The handler's span (`sources::handle`, [`HANDLER_SPAN`]) is the invocation span's twin (the
+/// same request id): its children are hung under its parent, the invocation, and it is dropped.
+fn fold_handler_spans(spans: &mut Vec<SpanData>) {
+    let twins: HashMap<SpanId, SpanId> = spans
+        .iter()
+        .filter(|span| span.name == HANDLER_SPAN)
+        .map(|span| (span.span_context.span_id(), span.parent_span_id))
+        .collect();
+    if twins.is_empty() {
+        return;
+    }
+    spans.retain(|span| !twins.contains_key(&span.span_context.span_id()));
+    for span in spans {
+        if let Some(parent) = twins.get(&span.parent_span_id) {
+            span.parent_span_id = *parent;
+        }
+    }
+}
+
+/// The name of the handler's span (`#[instrument]` on [`crate::sources::handle`]).
+const HANDLER_SPAN: &str = "handle";
 
 /// Logs the first failed send of the process (a missing daemon refuses every datagram).
 fn failed_once(error: &str) {

@@ -17,7 +17,7 @@ import pytest
 import faultproxy
 import stack as driver
 from conftest_edges import function_binary  # noqa: F401  (fixture)
-from test_edges import request_for
+from test_edges import request_for, sqs_record_for
 
 # Distinctive values that must reach Cognito and no segment.
 USERNAME = "diego@example.com"
@@ -133,11 +133,14 @@ def test_an_unsampled_invocation_sends_nothing(traced_function, daemon, users):
 
 
 def test_two_invocations_in_a_row_never_mix_their_trace_ids(traced_function, daemon, users):
-    # Given two invocations on one process, each with its own trace header
+    # Given two invocations on one process, each with its own trace header: an HTTP request, then
+    # an SQS record (whose record runs in a task of its own, on any thread)
     first, second = driver.new_trace_id(), driver.new_trace_id()
     invoke(traced_function, USERNAME, driver.trace_header(first))
     daemon.trace(first)
-    invoke(traced_function, OTHER_USERNAME, driver.trace_header(second))
+    answer = traced_function.invoke(sqs_record_for(OTHER_USERNAME, "m-tracing-1"), faultproxy.now_ms() + 20_000,
+                                    trace_id=driver.trace_header(second))
+    assert answer == {"batchItemFailures": []}, answer
     daemon.trace(second)
     documents = daemon.documents()
     # Then each trace has its own invocation, and every span hangs under its own trace's
@@ -148,5 +151,7 @@ def test_two_invocations_in_a_row_never_mix_their_trace_ids(traced_function, dae
         for document in mine:
             if document is not invocation:
                 assert ancestors(document, mine)[-1] is invocation, document
-        assert len(by_name(mine, "record")) == 1
+        [record] = by_name(mine, "record")
+        assert record["annotations"]["outcome"] == "RESET", record
+        assert not by_name(mine, "handle"), "the handler's span is folded into the invocation's"
     assert {d["trace_id"] for d in documents} == {first, second}
