@@ -110,5 +110,91 @@ fn handler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, handler);
+/// Tracing's cost per record (issue 26): the guarded batch on one thread, under a subscriber
+/// without and with the X-Ray layer, the invocation sampled and its spans flushed over UDP to a
+/// loopback socket (drained by a thread) before the answer, as in the function.
+fn traced(c: &mut Criterion) {
+    use cognito_reset::xray::Tracing;
+    use tracing::Instrument;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    daemon
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("a read timeout");
+    let address = daemon.local_addr().expect("its address");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained = std::sync::Arc::new(AtomicU64::new(0));
+    let drain = {
+        let (stop, drained) = (stop.clone(), drained.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !stop.load(Ordering::Relaxed) {
+                if daemon.recv(&mut buf).is_ok() {
+                    drained.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let xray = Tracing::new(address, "bench").expect("tracing");
+    let lines = || tracing_subscriber::fmt::layer().with_writer(std::io::sink);
+    let plain = tracing_subscriber::registry().with(lines());
+    let with_xray = tracing_subscriber::registry().with(vec![lines().boxed(), xray.layer()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (users, event) = world();
+    let counter = AtomicU64::new(0);
+    let mut group = c.benchmark_group("sqs-batch-one-thread");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    let cognito = Cognito::with_users(users);
+    let table = dynamodb::Table::new(dynamodb::Mode::Normal);
+    let app = guarded_app(&cognito, &table, 0, false);
+    tracing::subscriber::with_default(plain, || {
+        group.bench_function("guard", |b| {
+            b.iter(|| {
+                let event = fresh(&event, &counter);
+                let response = rt.block_on(dispatch(&app, event, "r", far_deadline()));
+                black_box(response.expect("a response"))
+            })
+        });
+    });
+    tracing::subscriber::with_default(with_xray, || {
+        group.bench_function("guard-traced", |b| {
+            b.iter(|| {
+                let event = fresh(&event, &counter);
+                let header = format!(
+                    "Root=1-{:08x}-{:024x};Parent={:016x};Sampled=1",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    counter.fetch_add(1, Ordering::Relaxed),
+                    7u64
+                );
+                let span = xray.invocation("r", Some(&header));
+                let response = rt.block_on(async {
+                    let response = dispatch(&app, event, "r", far_deadline())
+                        .instrument(span)
+                        .await;
+                    xray.flush(tokio::time::Instant::now() + std::time::Duration::from_secs(60))
+                        .await;
+                    response
+                });
+                black_box(response.expect("a response"))
+            })
+        });
+    });
+    group.finish();
+    stop.store(true, Ordering::Relaxed);
+    let _ = drain.join();
+    assert!(
+        drained.load(Ordering::Relaxed) > 0,
+        "no span reached the socket"
+    );
+}
+
+criterion_group!(benches, handler, traced);
 criterion_main!(benches);

@@ -33,3 +33,4 @@ pub mod record;
 pub mod request;
 pub mod scheduler;
 pub mod sources;
+pub mod xray;

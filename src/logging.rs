@@ -112,15 +112,26 @@ pub fn subscriber<W>(requested: Option<&str>, format: Format, writer: W) -> impl
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    tracing_subscriber::registry().with(lines_layer(requested, format, writer))
+}
+
+/// The log lines' layer of [`subscriber`], boxed so that other layers can sit beside it.
+fn lines_layer<W>(
+    requested: Option<&str>,
+    format: Format,
+    writer: W,
+) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let lines = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()
         .with_writer(writer);
-    let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
+    match format {
         Format::Json => Box::new(lines.json().with_filter(log_filter(requested))),
         Format::Text => Box::new(lines.with_filter(log_filter(requested))),
-    };
-    tracing_subscriber::registry().with(layer)
+    }
 }
 
 /// The directive for Lambda's `AWS_LAMBDA_LOG_LEVEL` (`TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`,
@@ -139,12 +150,20 @@ pub fn lambda_log_level(value: &str) -> &'static str {
 /// `AWS_LAMBDA_LOG_LEVEL` (a level, see [`lambda_log_level`]) or, when it is unset, `RUST_LOG`
 /// (directives), and `AWS_LAMBDA_LOG_FORMAT`.
 pub fn init() {
+    init_with(None);
+}
+
+/// [`init`], with `spans` beside the log lines: the X-Ray layer ([`crate::xray::Tracing::layer`]),
+/// which has its own filter (the log level does not decide what is traced).
+pub fn init_with(spans: Option<Box<dyn Layer<Registry> + Send + Sync>>) {
     let requested = match std::env::var("AWS_LAMBDA_LOG_LEVEL") {
         Ok(level) => Some(lambda_log_level(&level).to_owned()),
         Err(_) => std::env::var("RUST_LOG").ok(),
     };
     let format = Format::from_setting(std::env::var("AWS_LAMBDA_LOG_FORMAT").ok().as_deref());
-    subscriber(requested.as_deref(), format, std::io::stdout).init();
+    let mut layers = vec![lines_layer(requested.as_deref(), format, std::io::stdout)];
+    layers.extend(spans);
+    tracing_subscriber::registry().with(layers).init();
 }
 
 /// An error and its sources, `: `-separated, for logs (never for callers).

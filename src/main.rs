@@ -5,7 +5,7 @@
 #![recursion_limit = "256"]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cognito_reset::aws::ClientSettings;
 use cognito_reset::aws::accounts::RoleSessions;
@@ -14,12 +14,16 @@ use cognito_reset::aws::cognito::{self, CognitoSdk, Directory};
 use cognito_reset::aws::events::{self, Bus, EventPublisher};
 use cognito_reset::aws::guard::{self, Guard};
 use cognito_reset::aws::parameters::{self, SsmParameter};
+use cognito_reset::aws::trace::AwsCalls;
 use cognito_reset::config::{Config, Pacing, PolicySetting};
+use cognito_reset::deadline::Deadline;
 use cognito_reset::pipeline::App;
 use cognito_reset::policy_source::{PolicyStore, RefreshSettings};
 use cognito_reset::sources;
+use cognito_reset::xray::Tracing;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
+use tracing::Instrument;
 
 /// Timeout and attempts of the EventBridge and SSM calls (off the records' path).
 const SIDE_CALLS: ClientSettings = ClientSettings {
@@ -29,7 +33,15 @@ const SIDE_CALLS: ClientSettings = ClientSettings {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cognito_reset::logging::init();
+    // Tracing only where the X-Ray daemon is (AWS_XRAY_DAEMON_ADDRESS): nothing is built
+    // otherwise. Its layer sits beside the log lines', so it is made before the subscriber.
+    let service =
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "cognito-reset".to_owned());
+    let (xray, xray_problem) = Tracing::from_env(&service);
+    cognito_reset::logging::init_with(xray.as_ref().map(Tracing::layer));
+    if let Some(problem) = xray_problem {
+        tracing::warn!("{problem}");
+    }
     let config = Config::from_env().inspect_err(|e| {
         tracing::error!(error = %e, "invalid configuration: not starting");
     })?;
@@ -50,7 +62,9 @@ async fn main() -> Result<(), Error> {
     let policy = match &config.policy {
         PolicySetting::Parameter { name, refresh } => {
             let client = aws_sdk_ssm::Client::from_conf(
-                parameters::configure((&sdk_config).into(), SIDE_CALLS).build(),
+                parameters::configure((&sdk_config).into(), SIDE_CALLS)
+                    .interceptor(AwsCalls)
+                    .build(),
             );
             let settings = RefreshSettings {
                 interval: *refresh,
@@ -93,11 +107,15 @@ async fn main() -> Result<(), Error> {
         "configuration loaded"
     );
     let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(
-        cognito::configure((&sdk_config).into(), config.cognito).build(),
+        cognito::configure((&sdk_config).into(), config.cognito)
+            .interceptor(AwsCalls)
+            .build(),
     );
     let table = config.guard.clone().map(|settings| {
         let client = aws_sdk_dynamodb::Client::from_conf(
-            guard::configure((&sdk_config).into(), settings.client).build(),
+            guard::configure((&sdk_config).into(), settings.client)
+                .interceptor(AwsCalls)
+                .build(),
         );
         (client, settings)
     });
@@ -114,7 +132,9 @@ async fn main() -> Result<(), Error> {
     });
     let events = config.events.as_ref().map(|events| {
         let client = aws_sdk_eventbridge::Client::from_conf(
-            events::configure((&sdk_config).into(), SIDE_CALLS).build(),
+            events::configure((&sdk_config).into(), SIDE_CALLS)
+                .interceptor(AwsCalls)
+                .build(),
         );
         Arc::new(Bus::new(client, &events.bus, &events.source)) as Arc<dyn EventPublisher>
     });
@@ -129,9 +149,26 @@ async fn main() -> Result<(), Error> {
     .with_limiters(limiters)
     .with_accounts(config.accounts.clone());
     let app = Arc::new(App::new(config, directory, guard, policy, events));
+    let xray = xray.map(Arc::new);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = Arc::clone(&app);
-        async move { sources::handle(&app, event).await }
+        let xray = xray.clone();
+        async move {
+            let Some(xray) = xray else {
+                return sources::handle(&app, event).await;
+            };
+            // The invocation's own trace header, never the process-wide _X_AMZN_TRACE_ID.
+            let span = xray.invocation(
+                &event.context.request_id,
+                event.context.xray_trace_id.as_deref(),
+            );
+            let deadline = Deadline::from_epoch_ms(event.context.deadline, SystemTime::now());
+            let answer = sources::handle(&app, event).instrument(span).await;
+            // The invocation's span has ended: its spans go out before the answer does.
+            xray.flush_within(deadline, app.config.deadline_margin)
+                .await;
+            answer
+        }
     }))
     .await
 }

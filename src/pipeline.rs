@@ -142,6 +142,8 @@ impl App {
             last_receive,
         } = job;
         let key_label = key_label(idempotency_key.as_deref(), origin.index);
+        // The record's span, given its outcome once it is known (for X-Ray: `crate::xray`).
+        let mut traced = tracing::Span::none();
         let (request, result, findings) = match request {
             Err(error) => (None, Err(error), Findings::default()),
             Ok(request) => {
@@ -151,8 +153,14 @@ impl App {
                     let span = tracing::info_span!(
                         "record",
                         source = %origin.source,
-                        id = %origin.audit_id()
+                        id = %origin.audit_id(),
+                        outcome = tracing::field::Empty,
+                        code = tracing::field::Empty,
+                        pool = tracing::field::Empty,
+                        rule = tracing::field::Empty,
+                        replayed = tracing::field::Empty,
                     );
+                    traced = span.clone();
                     let record = Record {
                         origin: &origin,
                         request: &request,
@@ -177,6 +185,14 @@ impl App {
             elapsed: started.elapsed(),
         };
         end(&done, last_receive, invocation);
+        if !traced.is_disabled() {
+            let (outcome, code) = done.outcome();
+            traced.record("outcome", outcome.as_str());
+            traced.record("code", code);
+            traced.record("pool", request.as_ref().map(|r| r.user_pool_id.as_str()));
+            traced.record("rule", findings.rule.as_deref());
+            traced.record("replayed", matches!(result, Ok(Settled::Replayed(_))));
+        }
         result
     }
 

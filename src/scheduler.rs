@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::deadline::Deadline;
 use crate::invocation::Invocation;
@@ -79,7 +80,7 @@ async fn run_chains(
         let app = Arc::clone(app);
         let semaphore = Arc::clone(&semaphore);
         let invocation = Arc::clone(invocation);
-        tasks.spawn(async move {
+        let run = async move {
             let mut results = Vec::with_capacity(chain.len());
             let mut halted = false;
             for job in chain {
@@ -98,7 +99,9 @@ async fn run_chains(
                 results.push(result);
             }
             (index, results)
-        });
+        };
+        // The records' spans are children of the invocation's, on whatever thread they run.
+        tasks.spawn(run.instrument(tracing::Span::current()));
     }
     let mut done: Vec<Option<Vec<RecordResult>>> = lengths.iter().map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {

@@ -1561,8 +1561,187 @@ def demo() -> int:
         live_policy_demo(stack, function)
         mass_reset_demo(stack, function)
         limits_demo(stack)
+        tracing_demo(stack)
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
+
+
+# ---- tracing: X-Ray segments over UDP (issue 26) ----------------------------------------------
+# The function sends its spans as X-Ray segment documents to AWS_XRAY_DAEMON_ADDRESS, one UDP
+# datagram each (`{"format": "json", "version": 1}` then the document, as the Lambda daemon reads
+# them). XrayDaemon stands in for the daemon on a loopback port; trace_tree prints what it got.
+
+XRAY_WAIT_TIMEOUT_S = 10.0
+
+
+def new_trace_id() -> str:
+    """A fresh X-Ray trace id (`1-<epoch seconds, hex>-<96 random bits>`)."""
+    import uuid
+
+    return f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+
+
+def trace_header(trace_id: str, sampled: bool = True) -> str:
+    """A Lambda-Runtime-Trace-Id value: the trace, a parent segment (Lambda's own), sampled or not."""
+    import uuid
+
+    return f"Root={trace_id};Parent={uuid.uuid4().hex[:16]};Sampled={1 if sampled else 0}"
+
+
+class XrayDaemon:
+    """A UDP listener on a free loopback port collecting segment documents (and the raw bytes)."""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.settimeout(0.2)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.datagrams: list[bytes] = []
+        self._thread = threading.Thread(target=self._receive, name="xray-daemon", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        """The AWS_XRAY_DAEMON_ADDRESS value for the function."""
+        return f"{LOOPBACK}:{self._sock.getsockname()[1]}"
+
+    def _receive(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                data = self._sock.recv(65535)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.datagrams.append(data)
+
+    def documents(self) -> list[dict]:
+        """Every segment document received so far (the header line checked and dropped)."""
+        with self._lock:
+            datagrams = list(self.datagrams)
+        documents = []
+        for data in datagrams:
+            header, _, body = data.partition(b"\n")
+            if json.loads(header) != {"format": "json", "version": 1}:
+                raise StackError(f"not an X-Ray daemon datagram: {data[:200]!r}")
+            documents.append(json.loads(body))
+        return documents
+
+    def trace(self, trace_id: str, timeout: float = XRAY_WAIT_TIMEOUT_S) -> list[dict]:
+        """The documents of `trace_id`, once its invocation subsegment (the last span to end) came."""
+        limit = time.monotonic() + timeout
+        while True:
+            found = [d for d in self.documents() if d.get("trace_id") == trace_id]
+            if any(d.get("name") == "invocation" for d in found):
+                return found
+            if time.monotonic() > limit:
+                raise StackError(f"no invocation segment of trace {trace_id} within {timeout:.0f}s "
+                                 f"({len(found)} documents of it, {len(self.documents())} in all)")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._sock.close()
+        self._thread.join(timeout=5)
+
+
+def _segment_label(document: dict) -> str:
+    """`name [operation]  duration  key=value ...` for one segment document."""
+    name = document.get("name", "?")
+    operation = (document.get("aws") or {}).get("operation")
+    if operation:
+        name = f"{name} {operation}"
+    duration_ms = (document.get("end_time", 0) - document.get("start_time", 0)) * 1000
+    fields = dict(document.get("annotations") or {})
+    for key, value in (document.get("metadata") or {}).items():
+        if isinstance(value, dict):  # a namespace of metadata
+            fields.update(value)
+        else:
+            fields[key] = value
+    request_id = (document.get("aws") or {}).get("request_id")
+    if request_id:
+        fields["request_id"] = request_id
+    shown = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                     for k, v in fields.items() if v not in ("", None))
+    return f"{name}  {duration_ms:.1f} ms  {shown}".rstrip()
+
+
+def trace_tree(documents: list[dict]) -> list[str]:
+    """The documents as a tree (children under their parent_id, in start order)."""
+    ids = {d.get("id") for d in documents}
+    children: dict[str | None, list[dict]] = {}
+    for document in documents:
+        parent = document.get("parent_id")
+        children.setdefault(parent if parent in ids else None, []).append(document)
+    lines: list[str] = []
+
+    def walk(document: dict, prefix: str, last: bool, root: bool) -> None:
+        lines.append(("" if root else prefix + ("└─ " if last else "├─ ")) + _segment_label(document))
+        kids = sorted(children.get(document.get("id"), []), key=lambda d: d.get("start_time", 0))
+        for i, kid in enumerate(kids):
+            walk(kid, "" if root else prefix + ("   " if last else "│  "), i == len(kids) - 1, False)
+
+    for root in sorted(children.get(None, []), key=lambda d: d.get("start_time", 0)):
+        walk(root, "", True, True)
+    return lines
+
+
+def function_binary() -> Path:
+    """The function's debug binary, as `cargo lambda watch` built it for the stack."""
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / FUNCTION
+
+
+def tracing_demo(stack: Stack) -> None:
+    """One reset, traced: the real binary behind a Runtime API that hands it a sampled trace header,
+    AWS_XRAY_DAEMON_ADDRESS at an XrayDaemon; prints the trace tree the daemon received."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "tools" / "drain"))
+    from runtime_api import Instance  # noqa: PLC0415  (tools/drain, standard library only)
+
+    stack.seed()  # the demo's resets above put diego in his cooldown
+    daemon = XrayDaemon()
+    trace_id = new_trace_id()
+    env = base_env() | function_env(stack.endpoint) | {
+        "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
+        "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    arn = f"arn:aws:lambda:{REGION}:123456789012:function:{FUNCTION}"
+    event = json.dumps(http_request_for("diego@example.com")).encode()
+
+    async def run():
+        instance = Instance("tracing", [str(function_binary())], env, stack.log_path("function-tracing"), arn)
+        instance.trace_header = trace_header(trace_id)
+        try:
+            await instance.start(60)
+            return await instance.invoke(event, 30)
+        finally:
+            await instance.close()
+
+    try:
+        result = asyncio.run(run())
+        if result.kind != "ok":
+            raise StackError(f"the traced invocation ended {result.kind}: {result.body[:300]!r}")
+        documents = daemon.trace(trace_id)
+    finally:
+        daemon.stop()
+    print(
+        f"\nTracing (issue 26): one reset of diego@example.com with AWS_XRAY_DAEMON_ADDRESS set and a sampled\n"
+        f"trace header (Root={trace_id}). The function's spans, as the X-Ray daemon received them\n"
+        f"({len(documents)} segment documents, one UDP datagram each, sent before the answer):\n"
+    )
+    print("\n".join(trace_tree(documents)))
+    print(
+        "\nannotations (indexed: ColdStart, Service, outcome, code, pool, rule); the rest is metadata. No\n"
+        "username, email or ClientMetadata value is in any segment (tests/e2e/test_tracing.py reads them all).",
+        flush=True,
+    )
 
 
 # ---- mass resets: reset-enqueue (issue 19) ---------------------------------------------------

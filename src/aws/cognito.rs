@@ -46,6 +46,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::accounts::RoleSessions;
 use super::error::classify;
@@ -323,6 +324,7 @@ impl Directory {
             let latest = deadline.less(self.margin);
             self.limiters
                 .acquire(self.scope(pool), category, priority, latest)
+                .instrument(tracing::debug_span!("pacing.wait", category = ?category))
                 .await
                 .map_err(|_| DirectoryError::Deadline { started: false })?;
             let ends = ends_by(deadline, self.margin, stage);

@@ -14,7 +14,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use crate::failure::{Effect, Fault};
 
 /// Throttling codes of every AWS service this function calls.
-const THROTTLED: &[&str] = &[
+pub(crate) const THROTTLED: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "RequestLimitExceeded",

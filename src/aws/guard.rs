@@ -687,6 +687,7 @@ impl Guard {
     }
 
     /// Takes an idempotency key for this invocation, or says why not.
+    #[tracing::instrument(level = "debug", name = "guard.begin", skip_all)]
     pub async fn begin<A: DeserializeOwned>(
         &self,
         key: &KeyRef,
@@ -708,6 +709,7 @@ impl Guard {
     /// Records a key's final answer (replayed until the TTL ends), or releases the key
     /// (`None`). Never refused for the margin: it has its own stage. A failure is logged: the
     /// answer already stands.
+    #[tracing::instrument(level = "debug", name = "guard.finish", skip_all)]
     pub async fn finish(&self, key: &KeyRef, answer: Option<&impl Serialize>, deadline: Deadline) {
         let result = match self.budget(deadline, Stage::Record, "finish") {
             Ok(budget) => {
@@ -726,6 +728,7 @@ impl Guard {
     }
 
     /// Claims `username` of `pool` for a reset, or says why not.
+    #[tracing::instrument(level = "debug", name = "guard.claim", skip_all)]
     pub async fn claim(
         &self,
         pool: &str,
@@ -760,6 +763,7 @@ impl Guard {
     /// Ends a held claim. Never refused for the margin: it has its own stage. A failure is
     /// logged: an unfinished claim still counts as a (possible) reset until its window ends, so
     /// it errs on the side of no second code.
+    #[tracing::instrument(level = "debug", name = "guard.complete", skip_all)]
     pub async fn complete(&self, claim: &Claim, completion: Completion, deadline: Deadline) {
         let result = match self.budget(deadline, Stage::Record, "complete") {
             Ok(budget) => self.store.complete(claim, completion, budget).await,
@@ -780,6 +784,7 @@ impl Guard {
     /// and the key's answer land in one transaction, so a performed reset's key never stays
     /// without its answer. Never refused for the margin (the record stage); a failure is
     /// logged.
+    #[tracing::instrument(level = "debug", name = "guard.settle", skip_all)]
     pub async fn settle(
         &self,
         claim: &Claim,
@@ -810,6 +815,7 @@ impl Guard {
 
 impl Guard {
     /// Spends one reset of `scope`'s budget (in `DRY_RUN`, only reads it).
+    #[tracing::instrument(level = "debug", name = "guard.spend", skip_all)]
     pub async fn spend(
         &self,
         scope: &BudgetScope,
@@ -822,6 +828,7 @@ impl Guard {
     /// Gives a spend back: the reset it was for was refused before anything was sent. A
     /// failure is logged: the budget then counts one reset too many until its window ends
     /// (on the safe side).
+    #[tracing::instrument(level = "debug", name = "guard.refund", skip_all)]
     pub async fn refund(&self, scope: &BudgetScope, window: u64, deadline: Deadline) {
         let result = match self.budget(deadline, Stage::Record, "refund") {
             Ok(budget) => self.store.refund(scope, window, budget).await,

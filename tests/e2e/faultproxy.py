@@ -425,6 +425,7 @@ class Invocation:
     done: threading.Event = field(default_factory=threading.Event)
     kind: str = ""  # "response" or "error"
     body: bytes = b""
+    trace_id: str | None = None  # Lambda-Runtime-Trace-Id; None: a fresh unsampled one
 
 
 class _RuntimeServer(ThreadingHTTPServer):
@@ -477,8 +478,8 @@ class RuntimeApi:
         """Whether the function process is asking for its next invocation."""
         return self._waiting.is_set()
 
-    def submit(self, event: dict, deadline_ms: int) -> Invocation:
-        invocation = Invocation(str(uuid.uuid4()), json.dumps(event).encode(), deadline_ms)
+    def submit(self, event: dict, deadline_ms: int, trace_id: str | None = None) -> Invocation:
+        invocation = Invocation(str(uuid.uuid4()), json.dumps(event).encode(), deadline_ms, trace_id=trace_id)
         with self._lock:
             self._pending[invocation.request_id] = invocation
         self._queue.put(invocation)
@@ -516,7 +517,8 @@ class RuntimeApi:
             ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
             ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
             ("Lambda-Runtime-Invoked-Function-Arn", FUNCTION_ARN),
-            ("Lambda-Runtime-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
+            ("Lambda-Runtime-Trace-Id",
+             invocation.trace_id or f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
         ])
 
     def _post(self, handler: _RuntimeHandler) -> None:
@@ -611,14 +613,15 @@ class DirectFunction:
                 )
             time.sleep(0.05)
 
-    def invoke(self, event: dict, deadline_ms: int, timeout: float = driver.INVOKE_TIMEOUT_S) -> dict:
+    def invoke(self, event: dict, deadline_ms: int, timeout: float = driver.INVOKE_TIMEOUT_S,
+               trace_id: str | None = None) -> dict:
         """One invocation whose deadline is `deadline_ms` (epoch ms); the function's answer.
 
         Waits for the answer at most until the deadline plus a few seconds (and `timeout`), failing
         early if the process exits.
         """
         self._wait_ready()
-        invocation = self.api.submit(event, deadline_ms)
+        invocation = self.api.submit(event, deadline_ms, trace_id)
         limit = min(time.monotonic() + timeout, time.monotonic() + (deadline_ms - now_ms()) / 1000 + 5.0)
         while not invocation.done.wait(0.05):
             if self.service.proc.poll() is not None:

@@ -38,8 +38,10 @@ GUARD_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 }
-# Managed policies the execution role may carry (X-Ray writes need Resource "*" by design).
-ALLOWED_MANAGED_POLICIES = {"AWSXRayDaemonWriteAccess"}
+# Managed policies the execution role may carry: none (X-Ray's two write actions are inline).
+ALLOWED_MANAGED_POLICIES: set[str] = set()
+# Tracing (issue 26): what Lambda's X-Ray daemon needs to send the function's segments, no more.
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 NO_VALUE = object()
 
 
@@ -674,3 +676,31 @@ def test_the_pacing_description_names_the_bucket_key_as_the_code_writes_it():
     assert "FUNCTION_ACCOUNT_ID" in env
     description = " ".join(TRANSLATED["Parameters"]["Pacing"]["Description"].split())
     assert "bucket#<account>#<region>#<category>" in description, description
+
+
+# ---- tracing (issue 26): the Tracing parameter and X-Ray's two write actions --------------------
+
+
+def test_tracing_is_active_by_default_and_pass_through_is_the_other_choice():
+    parameter = TRANSLATED["Parameters"]["Tracing"]
+    assert parameter["Default"] == "Active"
+    assert parameter["AllowedValues"] == ["Active", "PassThrough"]
+    for value in parameter["AllowedValues"]:
+        _, function = Stack(TRANSLATED, Tracing=value).one("AWS::Lambda::Function")
+        assert function["Properties"]["TracingConfig"] == {"Mode": value}
+
+
+@pytest.mark.parametrize("tracing", ["Active", "PassThrough"])
+def test_the_xray_grant_is_the_two_write_actions_and_nothing_else_xray(tracing):
+    stack = Stack(TRANSLATED, Tracing=tracing)
+    xray = [s for s in policy_statements(stack)
+            if any(a.startswith("xray:") for a in as_list(s["Action"]))]
+    assert len(xray) == 1, xray
+    [statement] = xray
+    assert statement["Effect"] == "Allow"
+    assert set(as_list(statement["Action"])) == XRAY_ACTIONS
+    # X-Ray has no resource-level permissions: "*" is the only Resource it takes.
+    assert statement["Resource"] == "*"
+    assert "Condition" not in statement
+    for role in stack.of_type("AWS::IAM::Role").values():
+        assert not role["Properties"].get("ManagedPolicyArns"), role

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Init time of the release binary: from spawning the process to its first Runtime API
-`invocation/next`, the part of a cold start that is the function's own.
+`invocation/next`, the part of a cold start that is the function's own; and the first
+invocation after it (a cold start is both).
 
 Each configuration starts the binary --starts times, one at a time, behind its own Runtime API
 (tools/drain/runtime_api.py), and prints the median, the 90th percentile and the fastest start.
@@ -8,6 +9,11 @@ The configurations add AWS clients one by one: Cognito alone (an inline policy, 
 the guard table (DynamoDB); with the outcome events (EventBridge); and with the policy in Parameter
 Store (SSM, read at start-up from moto server, so that configuration includes one local
 GetParameter round trip). No call reaches AWS. Standard library only (moto from .tools/stack/).
+
+The first invocation: two more configurations (Cognito alone, without and with tracing configured:
+AWS_XRAY_DAEMON_ADDRESS at a local UDP socket, each invocation's trace header sampled) answer one
+SQS reset against an instant fake Cognito (tools/drain/fake_cognito.py, no latency) right after
+their init; the time from handing the event over to the answer is the first invocation.
 
     python3 tools/drain/init_time.py                       # make bench-init
     python3 tools/drain/init_time.py --starts 50 --binary target/release/cognito-reset
@@ -19,12 +25,16 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fake_cognito import FakeCognito  # noqa: E402
 from moto import Moto, MotoError  # noqa: E402
 from runtime_api import Instance, StartError  # noqa: E402
 
@@ -33,6 +43,8 @@ POLICY = json.dumps({"version": 1, "rules": [{"name": "init", "callers": ["*"], 
                                              "users": ["*"]}]}, separators=(",", ":"))
 PARAMETER = "/cognito-reset/init-bench"
 FUNCTION_ARN = "arn:aws:lambda:us-west-2:123456789012:function:cognito-reset-init"
+POOL_ID = "us-west-2_initpool1"
+QUEUE_ARN = "arn:aws:sqs:us-west-2:123456789012:init-queue"
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -103,6 +115,44 @@ async def measure(name: str, argv: list[str], env: dict, starts: int, run_dir: P
     return times, [t - r for t, r in zip(times, reads)]
 
 
+def reset_event() -> bytes:
+    """One SQS record asking to reset one user of the fake Cognito's pool."""
+    now_ms = int(time.time() * 1000)
+    return json.dumps({"Records": [{
+        "messageId": str(uuid.uuid4()), "receiptHandle": "init", "md5OfBody": "",
+        "body": json.dumps({"UserPoolId": POOL_ID, "Username": "cold@example.com"}),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(now_ms),
+                       "SenderId": "AROAEXAMPLEID:init", "ApproximateFirstReceiveTimestamp": str(now_ms)},
+        "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": QUEUE_ARN,
+        "awsRegion": "us-west-2"}]}).encode()
+
+
+def sampled_header() -> str:
+    return "Root=1-%08x-%s;Parent=%s;Sampled=1" % (int(time.time()), uuid.uuid4().hex[:24], uuid.uuid4().hex[:16])
+
+
+async def measure_first(name: str, argv: list[str], env: dict, starts: int, run_dir: Path,
+                        traced: bool) -> tuple[list[float], list[float]]:
+    """Each start's init and first invocation (ms): one SQS reset, answered RESET."""
+    inits, firsts = [], []
+    log_path = run_dir / ("first-%s.log" % ("traced" if traced else "plain"))
+    log_path.unlink(missing_ok=True)
+    for i in range(starts):
+        instance = Instance("first-%d" % i, argv, env, log_path, FUNCTION_ARN)
+        if traced:
+            instance.trace_header = sampled_header()
+        try:
+            await instance.start(30)
+            result = await instance.invoke(reset_event(), 30)
+            if result.kind != "ok" or b"batchItemFailures\":[]" not in result.body.replace(b" ", b""):
+                raise StartError("%s: the first invocation ended %s: %r" % (name, result.kind, result.body[:300]))
+            inits.append(instance.init_s * 1000)
+            firsts.append(result.duration_s * 1000)
+        finally:
+            await instance.close()
+    return inits, firsts
+
+
 async def main_async(a: argparse.Namespace) -> int:
     run_dir = Path(a.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,9 +182,48 @@ async def main_async(a: argparse.Namespace) -> int:
             results[name] = {"init_ms": times, "init_less_policy_read_ms": less_read}
             print("%-58s  %9.2f  %9.2f  %9.2f  %18.2f" % (name, percentile(times, 50), percentile(times, 90),
                                                        min(times), percentile(less_read, 50)), flush=True)
+        # The first invocation, against an instant fake Cognito; without and with tracing.
+        fake = FakeCognito(reset_rps=0, read_rps=0, latency_s=0, pool_id=POOL_ID)
+        await fake.start()
+        daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        daemon.bind(("127.0.0.1", 0))
+        daemon.setblocking(False)
+        first_policy = json.dumps({"version": 1, "rules": [{"name": "init", "callers": [QUEUE_ARN],
+                                                            "userPools": [POOL_ID], "users": ["*"]}]})
+        first_env = {**env, "POLICY": first_policy, "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": fake.endpoint}
+        print("\nfirst invocation: one SQS reset against an instant fake Cognito, right after init; "
+              "%d starts each" % a.starts)
+        print("%-58s  %9s  %14s  %14s  %16s" % ("configuration", "init ms", "1st invoke ms", "init + 1st ms",
+                                                 "spans received"))
+        try:
+            for name, extra, traced in [
+                ("Cognito", {}, False),
+                ("Cognito, tracing configured (sampled)",
+                 {"AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:%d" % daemon.getsockname()[1]}, True),
+            ]:
+                fake.reset_counters()
+                inits, firsts = await measure_first(name, argv, {**first_env, **extra}, a.starts, run_dir, traced)
+                resets = sum(fake.counters.resets.values())
+                if resets != a.starts:  # every first invocation a real reset, not a refusal
+                    raise StartError("%s: %d starts but %d AdminResetUserPassword calls" % (name, a.starts, resets))
+                received = 0
+                while True:
+                    try:
+                        daemon.recv(65535)
+                        received += 1
+                    except BlockingIOError:
+                        break
+                totals = [i + f for i, f in zip(inits, firsts)]
+                results[name + " / first invocation"] = {"init_ms": inits, "first_invocation_ms": firsts}
+                print("%-58s  %9.2f  %14.2f  %14.2f  %16d" % (name, percentile(inits, 50), percentile(firsts, 50),
+                                                            percentile(totals, 50), received), flush=True)
+        finally:
+            daemon.close()
+            await fake.close()
         (run_dir / "init-results.json").write_text(json.dumps(results, indent=2))
-        worst = max(percentile(r["init_ms"], 50) for r in results.values())
-        worst_less_read = max(percentile(r["init_less_policy_read_ms"], 50) for r in results.values())
+        inits = [r for r in results.values() if "init_less_policy_read_ms" in r]
+        worst = max(percentile(r["init_ms"], 50) for r in inits)
+        worst_less_read = max(percentile(r["init_less_policy_read_ms"], 50) for r in inits)
         print("init: median %.2f ms at most (the slowest configuration); %.2f ms at most less the policy's"
               " first read (the one network call at start-up, SSM only)" % (worst, worst_less_read))
         return 1 if a.max_ms is not None and worst > a.max_ms else 0

@@ -67,6 +67,8 @@ class Instance:
         self.init_s: float | None = None
         self.inits_s: list[float] = []
         self._spawned_at: float | None = None
+        # Lambda-Runtime-Trace-Id of every invocation; None: a fresh unsampled one each time.
+        self.trace_header: str | None = None
 
     # ---- the Runtime API --------------------------------------------------------------------
 
@@ -91,7 +93,7 @@ class Instance:
                 "Lambda-Runtime-Aws-Request-Id": request_id,
                 "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
                 "Lambda-Runtime-Invoked-Function-Arn": self.function_arn,
-                "Lambda-Runtime-Trace-Id": "Root=1-%08x-%s;Parent=%s;Sampled=0" % (
+                "Lambda-Runtime-Trace-Id": self.trace_header or "Root=1-%08x-%s;Parent=%s;Sampled=0" % (
                     int(time.time()), uuid.uuid4().hex[:24], uuid.uuid4().hex[:16]),
             })
         if req.method == "POST" and path.startswith(PREFIX + "/invocation/"):
