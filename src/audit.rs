@@ -114,10 +114,12 @@ impl Done<'_> {
         let cognito_request_id = match self.result {
             Ok(Settled::Reset(reset)) => reset.cognito_request_id.as_deref(),
             Err(ResetError::Cognito(e)) => e.request_id.as_deref(),
-            Err(ResetError::ResetUnconfirmed(cause)) => match cause.as_ref() {
-                ResetError::Cognito(e) => e.request_id.as_deref(),
-                _ => None,
-            },
+            Err(ResetError::ResetUnconfirmed(cause) | ResetError::ResetUnresolved(cause)) => {
+                match cause.as_ref() {
+                    ResetError::Cognito(e) => e.request_id.as_deref(),
+                    _ => None,
+                }
+            }
             _ => None,
         }
         .unwrap_or("");

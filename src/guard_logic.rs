@@ -12,7 +12,7 @@
 //! | item | `pk` | attributes |
 //! |---|---|---|
 //! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
-//! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`), `claimId`, `claimedAt` (ms), `leaseUntil` (ms), `resetAt` (ms), `signOutPending` (the record whose sign-out is retried on its redelivery), `expiresAt` |
+//! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`), `claimId`, `claimedAt` (ms), `leaseUntil` (ms: until then the reset may be in flight), `statusBefore` (the user's `UserStatus` when claimed), `keyPk` (the claiming request's idempotency key item), `resetAt` (ms), `signOutPending` (the record whose sign-out is retried on its redelivery), `expiresAt` |
 //! | caller budget | `budget#<sha256(rule, caller)>` | `window`, `used`, `before`, `total`, `expiresAt` |
 
 use std::collections::BTreeMap;
@@ -65,6 +65,15 @@ const CLAIM_ID: Attr = attr("claimId");
 const RESET_AT: Attr = attr("resetAt");
 const ANSWER: Attr = attr("answer");
 const SIGN_OUT_PENDING: Attr = attr("signOutPending");
+const STATUS_BEFORE: Attr = attr("statusBefore");
+const KEY_PK: Attr = attr("keyPk");
+
+/// The `UserStatus` of a user who can sign in with a password: a reset turns it into
+/// `RESET_REQUIRED`, so a user still `CONFIRMED` after a reset's call can no longer be in flight
+/// was never reset by it.
+pub const CONFIRMED: &str = "CONFIRMED";
+/// The `UserStatus` a reset leaves.
+pub const RESET_REQUIRED: &str = "RESET_REQUIRED";
 const WINDOW: Attr = Attr {
     expr: "#window",
     name: "window",
@@ -598,6 +607,10 @@ pub struct Claim {
     pub pk: String,
     /// This claim's id: `<record id>/<ms>/<counter>`.
     pub id: String,
+    /// The idempotency key the claiming request holds and the request it binds
+    /// (`<key's pk>#<requestHash>`), if any: a retry under the same key of the same request is
+    /// the same request, whatever its record id.
+    pub key: Option<String>,
 }
 
 impl Claim {
@@ -636,6 +649,18 @@ pub enum UserState {
     /// This record reset the user on an earlier delivery and its sign-out failed: sign out
     /// only, never reset again; then end it with [`Completion::SignedOut`] on `claim`.
     SignOutPending { reset_at: SystemTime, claim: Claim },
+    /// A reset whose answer was lost (or whose sender died) on a user who was `CONFIRMED`
+    /// before it, and that can no longer be in flight: the user's status now tells whether it
+    /// happened (`RESET_REQUIRED`) or not (`CONFIRMED`). Settle it with [`resolve_happened`] or
+    /// [`resolve_never_happened`] over the `holder`'s item. `own`: the same record's earlier
+    /// delivery sent it.
+    Unresolved {
+        holder: String,
+        reset_at: SystemTime,
+        until: SystemTime,
+        own: bool,
+        claim: Claim,
+    },
 }
 
 /// How a claimed reset ended.
@@ -666,22 +691,92 @@ pub fn claim_take(
     lease_until: SystemTime,
     now: SystemTime,
     cooldown: Duration,
+    status_before: Option<&str>,
 ) -> Write {
-    let until = now + cooldown.max(lease_until.duration_since(now).unwrap_or_default());
     Write::Put {
-        item: Item::from([
-            (PK.name.to_owned(), s(&claim.pk)),
-            (STATE.name.to_owned(), s("claimed")),
-            (CLAIM_ID.name.to_owned(), s(&claim.id)),
-            ("claimedAt".to_owned(), n(ms(now))),
-            (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
-            (EXPIRES_AT.name.to_owned(), n(secs_ceil(until))),
-        ]),
+        item: claim_item(claim, lease_until, now, cooldown, status_before),
         cond: Cond::Or(vec![
             Cond::NotExists(PK),
             not_live(now),
             Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":claimId", &claim.id)),
         ]),
+    }
+}
+
+fn claim_item(
+    claim: &Claim,
+    lease_until: SystemTime,
+    now: SystemTime,
+    cooldown: Duration,
+    status_before: Option<&str>,
+) -> Item {
+    let until = now + cooldown.max(lease_until.duration_since(now).unwrap_or_default());
+    let mut item = Item::from([
+        (PK.name.to_owned(), s(&claim.pk)),
+        (STATE.name.to_owned(), s("claimed")),
+        (CLAIM_ID.name.to_owned(), s(&claim.id)),
+        ("claimedAt".to_owned(), n(ms(now))),
+        (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
+        (EXPIRES_AT.name.to_owned(), n(secs_ceil(until))),
+    ]);
+    if let Some(status) = status_before {
+        item.insert(STATUS_BEFORE.name.to_owned(), s(status));
+    }
+    if let Some(key) = &claim.key {
+        item.insert(KEY_PK.name.to_owned(), s(key));
+    }
+    item
+}
+
+/// Takes over the item of `holder`, whose reset the user's status proved never happened: the
+/// same claim as [`claim_take`], over exactly that item.
+pub fn resolve_never_happened(
+    claim: &Claim,
+    holder: &str,
+    lease_until: SystemTime,
+    now: SystemTime,
+    cooldown: Duration,
+    status_before: Option<&str>,
+) -> Write {
+    Write::Put {
+        item: claim_item(claim, lease_until, now, cooldown, status_before),
+        cond: Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":holder", holder)),
+    }
+}
+
+/// What the user's status said about an unresolved reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// `RESET_REQUIRED`: the reset happened at (about) `reset_at`.
+    Happened { reset_at: SystemTime },
+    /// Still `CONFIRMED`: it never happened; the user is claimed again, as by [`claim_take`].
+    NeverHappened {
+        lease_until: SystemTime,
+        status_before: Option<String>,
+    },
+}
+
+/// Records that `holder`'s reset happened (the user's status says `RESET_REQUIRED`): a reset at
+/// `reset_at`, whose cooldown runs from then.
+pub fn resolve_happened(
+    pk: &str,
+    holder: &str,
+    reset_at: SystemTime,
+    now: SystemTime,
+    cooldown: Duration,
+) -> Write {
+    Write::Update {
+        pk: pk.to_owned(),
+        changes: vec![
+            Change::Set(STATE, bound_s(":state", "reset")),
+            Change::Set(RESET_AT, bound_n(":resetAt", ms(reset_at))),
+            Change::Set(LEASE_UNTIL, bound_n(":now", ms(now))),
+            Change::Set(
+                EXPIRES_AT,
+                bound_n(":expires", secs_ceil((reset_at + cooldown).max(now))),
+            ),
+        ],
+        cond: Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":holder", holder)),
     }
 }
 
@@ -708,6 +803,25 @@ pub fn user_state(
     let until = number(item, EXPIRES_AT.name)
         .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
         .ok_or_else(|| malformed("GetItem", "a user item has no expiresAt"))?;
+    let lease_over = number(item, LEASE_UNTIL.name).is_none_or(|lease| lease <= ms(now));
+    let possible = matches!(state, Some("unconfirmed")) || (state == Some("claimed") && lease_over);
+    if possible
+        && lease_over
+        && text(item, STATUS_BEFORE.name) == Some(CONFIRMED)
+        && let Some(holder) = text(item, CLAIM_ID.name)
+    {
+        return Ok(UserState::Unresolved {
+            holder: holder.to_owned(),
+            reset_at: at("claimedAt").unwrap_or(now),
+            until,
+            own: claim_record(holder) == claim.record()
+                || claim
+                    .key
+                    .as_deref()
+                    .is_some_and(|key| text(item, KEY_PK.name) == Some(key)),
+            claim: claim.clone(),
+        });
+    }
     match state {
         Some("reset") => {
             let reset_at = at("resetAt").unwrap_or(now);
@@ -756,11 +870,16 @@ pub fn claim_end(
 ) -> Write {
     let holder = Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":claimId", &claim.id));
     let update = |state: &str, until: SystemTime, extra: Vec<Change>| {
-        let mut changes = vec![
-            Change::Set(STATE, bound_s(":state", state)),
-            Change::Set(LEASE_UNTIL, bound_n(":now", ms(now))),
-            Change::Set(EXPIRES_AT, bound_n(":expires", secs_ceil(until))),
-        ];
+        let mut changes = vec![Change::Set(STATE, bound_s(":state", state))];
+        // An unconfirmed reset keeps its lease: until the invocation that sent it has ended, the
+        // call may still be in flight, and the user's status proves nothing yet.
+        if state != "unconfirmed" {
+            changes.push(Change::Set(LEASE_UNTIL, bound_n(":now", ms(now))));
+        }
+        changes.push(Change::Set(
+            EXPIRES_AT,
+            bound_n(":expires", secs_ceil(until)),
+        ));
         changes.extend(extra);
         Write::Update {
             pk: claim.pk.clone(),
@@ -1030,6 +1149,7 @@ mod tests {
         let claim = Claim {
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
+            key: None,
         };
         let scope = BudgetScope::new("rule", "caller", 2, 60);
         let text = |w: &Write| w.cond().render().text;
@@ -1040,7 +1160,7 @@ mod tests {
         );
         assert_eq!(text(&key_finish(&key, None, now(), ttl)), PENDING_CONDITION);
         assert_eq!(
-            text(&claim_take(&claim, now(), now(), ttl)),
+            text(&claim_take(&claim, now(), now(), ttl, None)),
             CLAIM_CONDITION
         );
         assert_eq!(
@@ -1070,6 +1190,7 @@ mod tests {
         let claim = Claim {
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
+            key: None,
         };
         let Write::Update { changes, cond, .. } = claim_end(
             &claim,
@@ -1094,18 +1215,21 @@ mod tests {
         let mine = Claim {
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
+            key: None,
         };
-        let write = claim_take(&mine, lease, now(), cooldown);
+        let write = claim_take(&mine, lease, now(), cooldown, None);
         assert_eq!(apply(&mut items, &write), Ok(()));
         // The SDK's retry of the same request meets the landed write, and passes.
         assert_eq!(apply(&mut items, &write), Ok(()));
         let other = Claim {
             pk: mine.pk.clone(),
             id: "s/1/1".into(),
+            key: None,
         };
-        let Err(Refused::Condition(Some(item))) =
-            apply(&mut items, &claim_take(&other, lease, now(), cooldown))
-        else {
+        let Err(Refused::Condition(Some(item))) = apply(
+            &mut items,
+            &claim_take(&other, lease, now(), cooldown, None),
+        ) else {
             panic!("the other claim is refused");
         };
         assert_eq!(
@@ -1124,14 +1248,20 @@ mod tests {
         let claim = Claim {
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
+            key: None,
         };
         let mut items = Items::new();
         let lease = now() + Duration::from_secs(1);
-        apply(&mut items, &claim_take(&claim, lease, now(), cooldown)).expect("claimed");
+        apply(
+            &mut items,
+            &claim_take(&claim, lease, now(), cooldown, None),
+        )
+        .expect("claimed");
         let item = items.get(&claim.pk).expect("the item").clone();
         let other = Claim {
             pk: claim.pk.clone(),
             id: "s/2/1".into(),
+            key: None,
         };
         let later = lease + Duration::from_millis(1);
         assert!(matches!(
@@ -1154,9 +1284,14 @@ mod tests {
         let claim = Claim {
             pk: "user#p#u".into(),
             id: "m-1/1/0".into(),
+            key: None,
         };
         let mut items = Items::new();
-        apply(&mut items, &claim_take(&claim, now(), now(), cooldown)).expect("claimed");
+        apply(
+            &mut items,
+            &claim_take(&claim, now(), now(), cooldown, None),
+        )
+        .expect("claimed");
         apply(
             &mut items,
             &claim_end(
@@ -1172,6 +1307,7 @@ mod tests {
         let again = Claim {
             pk: claim.pk.clone(),
             id: "m-1/2/5".into(),
+            key: None,
         };
         let item = items.get(&claim.pk).expect("the item").clone();
         let UserState::SignOutPending { reset_at, .. } =
@@ -1183,6 +1319,7 @@ mod tests {
         let other = Claim {
             pk: claim.pk.clone(),
             id: "m-2/2/6".into(),
+            key: None,
         };
         let Ok(UserState::RecentlyReset { until, .. }) = user_state(&item, &other, now(), cooldown)
         else {
@@ -1218,8 +1355,9 @@ mod tests {
         let claim = Claim {
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
+            key: None,
         };
-        apply(&mut items, &claim_take(&claim, now(), now(), ttl)).expect("claimed");
+        apply(&mut items, &claim_take(&claim, now(), now(), ttl, None)).expect("claimed");
         let end = claim_end(&claim, Completion::Reset, now(), ttl, ttl);
         // The key is not pending: neither write applies.
         let Err(reasons) = apply_all(&mut items, &[end.clone(), finish.clone()]) else {

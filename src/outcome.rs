@@ -65,6 +65,11 @@ pub enum ResetError {
     /// itself.
     #[error("the reset was sent but its answer was lost; the user may have received a code")]
     ResetUnconfirmed(#[source] Box<ResetError>),
+    /// The reset was sent and its answer is ambiguous, on a user who was `CONFIRMED` before it:
+    /// the SQS record is handed back, and its redelivery (once the call can no longer be in
+    /// flight) reads the user's status, which says whether the reset happened.
+    #[error("the reset was sent but its answer was lost; its redelivery reads the user's status")]
+    ResetUnresolved(#[source] Box<ResetError>),
     #[error("another request for this user is being processed")]
     InProgress,
     #[error("the idempotency key was used before with a different request")]
@@ -148,6 +153,7 @@ impl ResetError {
                 confirmed: false, ..
             }
             | ResetError::ResetUnconfirmed(_) => "reset-unconfirmed",
+            ResetError::ResetUnresolved(_) => "reset-unresolved",
             ResetError::InProgress => "in-progress",
             ResetError::IdempotencyKeyReused => "idempotency-key-reused",
             ResetError::GuardUnavailable(_) => "guard-unavailable",
@@ -188,6 +194,7 @@ impl ResetError {
             ResetError::Deadline
             | ResetError::FifoGroupHalted
             | ResetError::InProgress
+            | ResetError::ResetUnresolved(_)
             | ResetError::GuardUnavailable(_)
             | ResetError::PolicyStale { .. } => Class::Retry,
         }
@@ -210,7 +217,7 @@ impl ResetError {
             },
             ResetError::Deadline | ResetError::FifoGroupHalted => 503,
             ResetError::RecentlyReset { .. } | ResetError::InProgress => 409,
-            ResetError::ResetUnconfirmed(_) => 502,
+            ResetError::ResetUnconfirmed(_) | ResetError::ResetUnresolved(_) => 502,
             ResetError::IdempotencyKeyReused => 422,
             ResetError::GuardUnavailable(_) | ResetError::PolicyStale { .. } => 503,
             ResetError::MethodNotAllowed => 405,
@@ -288,6 +295,12 @@ impl ResetError {
             ResetError::ResetUnconfirmed(_) => {
                 "the reset was sent to Cognito but its answer was lost, so the user may have \
                  received a code; it is not sent again automatically: check with the user first"
+                    .into()
+            }
+            ResetError::ResetUnresolved(_) => {
+                "the reset was sent to Cognito but its answer was lost; it is retried later, and \
+                 then the user's status tells whether it happened (no second code is sent if it \
+                 did)"
                     .into()
             }
             ResetError::InProgress => {
@@ -433,6 +446,7 @@ impl ResetError {
                 confirmed: false,
             },
             ResetError::ResetUnconfirmed(Box::new(ResetError::Deadline)),
+            ResetError::ResetUnresolved(Box::new(ResetError::Deadline)),
             ResetError::InProgress,
             ResetError::IdempotencyKeyReused,
             ResetError::GuardUnavailable(GuardError::new(GuardErrorKind::Upstream, "x", "x")),
@@ -462,6 +476,7 @@ impl ResetError {
                 | ResetError::FifoGroupHalted
                 | ResetError::RecentlyReset { .. }
                 | ResetError::ResetUnconfirmed(_)
+                | ResetError::ResetUnresolved(_)
                 | ResetError::InProgress
                 | ResetError::IdempotencyKeyReused
                 | ResetError::GuardUnavailable(_)

@@ -44,12 +44,13 @@ use crate::audit::{Done, Findings};
 use crate::aws::cognito::{Directory, UserRecord};
 use crate::aws::events::EventPublisher;
 use crate::aws::guard::{
-    BudgetScope, BudgetTurn, Claim, Completion, Guard, KeyRef, KeyState, UserState,
+    BudgetScope, BudgetTurn, Claim, Completion, Guard, KeyRef, KeyState, Resolution, UserState,
 };
 use crate::caller;
 use crate::config::Config;
 use crate::deadline::{Deadline, retry_after_secs};
 use crate::failure::{GuardError, GuardErrorKind, cognito_operation as op};
+use crate::guard_logic::{CONFIRMED, RESET_REQUIRED};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
 use crate::outcome::{Action, Answer, Class, RecordResult, Reset, ResetError, Settled, SignedOut};
@@ -58,7 +59,7 @@ use crate::policy::{
 };
 use crate::policy_source::PolicyStore;
 use crate::record::{Job, Origin};
-use crate::request::ResetRequest;
+use crate::request::{ResetRequest, Username};
 
 /// The function's state, built once at start-up.
 #[derive(Debug)]
@@ -82,6 +83,8 @@ struct Record<'a> {
     invocation: &'a Invocation,
     /// The queue will not deliver this record again.
     last_receive: bool,
+    /// The idempotency key this invocation holds for the record, if any.
+    key: Option<&'a KeyRef>,
 }
 
 /// How a held claim is to end: recorded with the key's answer, in one write, once the answer
@@ -89,6 +92,9 @@ struct Record<'a> {
 struct Ending {
     claim: Claim,
     completion: Completion,
+    /// An ambiguous reset the user's status can settle later: its answer is not kept under the
+    /// key, so that the key's retry settles it.
+    resolvable: bool,
 }
 
 /// Audit line, metrics and outcome event of a finished record.
@@ -167,6 +173,7 @@ impl App {
                         deadline,
                         invocation,
                         last_receive,
+                        key: None,
                     };
                     self.process(record, idempotency_key.as_deref())
                         .instrument(span)
@@ -297,12 +304,17 @@ impl App {
             }
             _ => None,
         };
+        let record = Record {
+            key: held.as_ref().map(|(_, key)| key),
+            ..record
+        };
         let (result, mut findings, ending) =
             self.reset_pipeline(record, &snapshot.policy, intent).await;
         findings.policy_version = Some(snapshot.version.clone());
         findings.policy_content = Some(snapshot.content.clone());
+        let resolvable = ending.as_ref().is_some_and(|e| e.resolvable);
         let answer = || {
-            kept_answer(&result).then(|| {
+            (kept_answer(&result) && !resolvable).then(|| {
                 Answer::new(
                     result.as_ref(),
                     Some(request.user_pool_id.as_str()),
@@ -435,6 +447,7 @@ impl App {
             deadline,
             invocation,
             last_receive,
+            key,
         } = record;
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
@@ -442,7 +455,14 @@ impl App {
             Some(guard) => {
                 let started = Instant::now();
                 let state = guard
-                    .claim(pool.as_str(), &user.username, &origin.audit_id(), deadline)
+                    .claim(
+                        pool.as_str(),
+                        &user.username,
+                        &origin.audit_id(),
+                        key,
+                        user.status.as_deref(),
+                        deadline,
+                    )
                     .await;
                 invocation.guard_latency(started.elapsed());
                 let state = match state {
@@ -467,6 +487,49 @@ impl App {
                         };
                         return (Err(error), None);
                     }
+                    UserState::Unresolved {
+                        holder,
+                        reset_at,
+                        until,
+                        own,
+                        claim,
+                    } => {
+                        let settled = self
+                            .settle_unresolved(
+                                record, user, guard, &claim, &holder, reset_at, until,
+                            )
+                            .await;
+                        match settled {
+                            Ok(UserState::Claimed(claim)) => Some(claim),
+                            // This request's own earlier attempt reset the user: RESET, with no
+                            // second call.
+                            Ok(UserState::RecentlyReset {
+                                confirmed: true, ..
+                            }) if own => {
+                                let reset = Reset::new(
+                                    user.username.clone(),
+                                    rule,
+                                    plan.action,
+                                    self.config.dry_run,
+                                );
+                                return (Ok(reset), None);
+                            }
+                            Ok(UserState::RecentlyReset {
+                                reset_at,
+                                until,
+                                confirmed,
+                            }) => {
+                                let error = ResetError::RecentlyReset {
+                                    reset_at,
+                                    retry_after_secs: retry_after_secs(until),
+                                    confirmed,
+                                };
+                                return (Err(error), None);
+                            }
+                            Ok(_) => return (Err(ResetError::InProgress), None),
+                            Err(error) => return (Err(error), None),
+                        }
+                    }
                     UserState::SignOutPending { reset_at, claim } => {
                         // This record's earlier delivery reset the user and its sign-out failed:
                         // only the sign-out is tried again, never the reset.
@@ -486,6 +549,7 @@ impl App {
                         let ending = (!reset.retry_sign_out()).then_some(Ending {
                             claim,
                             completion: Completion::SignedOut { reset_at },
+                            resolvable: false,
                         });
                         return (Ok(reset), ending);
                     }
@@ -496,6 +560,7 @@ impl App {
             claim.map(|claim| Ending {
                 claim,
                 completion: Completion::Release,
+                resolvable: false,
             })
         };
         // The caller's budget: spent only by a reset that is about to be sent.
@@ -557,6 +622,11 @@ impl App {
             let retryable = claim.is_some() && origin.source.is_queue() && !last_receive;
             reset.signed_out = Some(self.sign_out(record, user, retryable).await);
         }
+        // An ambiguous reset of a user who was CONFIRMED can be settled by the user's status
+        // once the call can no longer be in flight: an SQS record is handed back and its
+        // redelivery decides; over HTTP the answer is 502 as before, and not kept, so that the
+        // same key's retry decides.
+        let resolvable = ambiguous && claim.is_some() && user.status.as_deref() == Some(CONFIRMED);
         let ending = claim.map(|claim| Ending {
             claim,
             completion: match &result {
@@ -565,10 +635,14 @@ impl App {
                 Err(_) if ambiguous => Completion::Unconfirmed,
                 Err(_) => Completion::Release,
             },
+            resolvable,
         });
+        let hand_back = resolvable && origin.source.is_queue() && !last_receive;
         let result = result.map_err(|error| {
             let error = ResetError::from(error);
-            if ambiguous {
+            if hand_back {
+                ResetError::ResetUnresolved(Box::new(error))
+            } else if ambiguous {
                 ResetError::ResetUnconfirmed(Box::new(error))
             } else {
                 error
@@ -581,6 +655,65 @@ impl App {
             }
             Err(error) => (Err(error), ending),
         }
+    }
+
+    /// Settles an earlier reset whose answer was lost (on a user who was `CONFIRMED` before it,
+    /// and which can no longer be in flight) by reading the user again: `RESET_REQUIRED` means
+    /// it happened, `CONFIRMED` that it never did (this record may then reset). When the status
+    /// tells nothing (another status, or the read failed) it stays a possible reset.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_unresolved(
+        &self,
+        record: Record<'_>,
+        user: &UserRecord,
+        guard: &Guard,
+        claim: &Claim,
+        holder: &str,
+        reset_at: std::time::SystemTime,
+        until: std::time::SystemTime,
+    ) -> Result<UserState, ResetError> {
+        let unconfirmed = UserState::RecentlyReset {
+            reset_at,
+            until,
+            confirmed: false,
+        };
+        let Ok(username) = Username::parse(&user.username) else {
+            return Ok(unconfirmed);
+        };
+        let started = Instant::now();
+        let now = self
+            .directory
+            .get_user(
+                &record.request.user_pool_id,
+                &username,
+                record.origin.source.priority(),
+                record.deadline,
+            )
+            .await;
+        record
+            .invocation
+            .cognito_latency(op::GET_USER, started.elapsed());
+        let resolution = match now.ok().and_then(|u| u.status).as_deref() {
+            Some(RESET_REQUIRED) => Resolution::Happened { reset_at },
+            Some(CONFIRMED) => Resolution::NeverHappened {
+                lease_until: record.deadline.wall_clock(),
+                status_before: Some(CONFIRMED.to_owned()),
+            },
+            _ => return Ok(unconfirmed),
+        };
+        tracing::info!(
+            resolution = match resolution {
+                Resolution::Happened { .. } => "happened",
+                Resolution::NeverHappened { .. } => "never-happened",
+            },
+            "an earlier reset whose answer was lost is settled by the user's status"
+        );
+        let started = Instant::now();
+        let settled = guard
+            .resolve(claim, holder, resolution, record.deadline)
+            .await;
+        record.invocation.guard_latency(started.elapsed());
+        settled.map_err(|error| self.guard_failure(error, record.deadline))
     }
 
     /// Spends one reset of the caller's budget under `rule`, if it has one: the scope and the

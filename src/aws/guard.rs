@@ -72,8 +72,8 @@ use crate::guard_logic::{self as logic, AfterSpend, Item, Rendered, Value, Write
 pub use crate::guard_logic::{
     BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION, BUDGET_START_CONDITION,
     BudgetScope, BudgetTurn, CLAIM_CONDITION, Claim, Completion, HOLDER_CONDITION,
-    KEY_CLAIM_CONDITION, KeyRef, KeyState, PENDING_CONDITION, SIGN_OUT_PENDING_CONDITION,
-    UserState, user_pk,
+    KEY_CLAIM_CONDITION, KeyRef, KeyState, PENDING_CONDITION, Resolution,
+    SIGN_OUT_PENDING_CONDITION, UserState, user_pk,
 };
 
 /// Rounds of a budget's spend lost to concurrent writers before it gives up (a new window
@@ -239,11 +239,24 @@ pub trait GuardStore: Send + Sync + std::fmt::Debug {
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>>;
 
-    /// Claims a user (item `claim.pk`) as `claim.id` until `lease_until`, or says why not.
+    /// Claims a user (item `claim.pk`) as `claim.id` until `lease_until`, or says why not;
+    /// `status_before` is the user's `UserStatus` now, kept with the claim.
     fn claim<'a>(
         &'a self,
         claim: &'a Claim,
         lease_until: SystemTime,
+        status_before: Option<&'a str>,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>>;
+
+    /// Settles the unresolved reset of `holder` by what the user's status said: recorded as a
+    /// reset (`RecentlyReset`, confirmed), or the user claimed as `claim` (`Claimed`).
+    /// `InProgress` when another request settled it first.
+    fn resolve<'a>(
+        &'a self,
+        claim: &'a Claim,
+        holder: &'a str,
+        resolution: &'a Resolution,
         budget: Duration,
     ) -> BoxFuture<'a, Result<UserState, GuardError>>;
 
@@ -418,6 +431,7 @@ impl<T: Table> TableGuard<T> {
         &self,
         claim: &Claim,
         lease_until: SystemTime,
+        status_before: Option<&str>,
         budget: Duration,
     ) -> Result<UserState, GuardError> {
         let until = Until::after(budget);
@@ -428,7 +442,7 @@ impl<T: Table> TableGuard<T> {
                 Some(item) => logic::user_state(&item, claim, now, self.cooldown),
             };
         }
-        let write = logic::claim_take(claim, lease_until, now, self.cooldown);
+        let write = logic::claim_take(claim, lease_until, now, self.cooldown, status_before);
         match self
             .table
             .write(Step::Claim, &write, until.left("PutItem")?)
@@ -439,6 +453,53 @@ impl<T: Table> TableGuard<T> {
                 Some(item) => logic::user_state(&item, claim, now, self.cooldown),
                 None => Ok(UserState::InProgress),
             },
+        }
+    }
+
+    async fn resolve_claim(
+        &self,
+        claim: &Claim,
+        holder: &str,
+        resolution: &Resolution,
+        budget: Duration,
+    ) -> Result<UserState, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        if self.read_only {
+            return Ok(UserState::Free);
+        }
+        let (write, settled) = match resolution {
+            Resolution::Happened { reset_at } => (
+                logic::resolve_happened(&claim.pk, holder, *reset_at, now, self.cooldown),
+                UserState::RecentlyReset {
+                    reset_at: *reset_at,
+                    // The item's own expiry (whole seconds, rounded up), as for any reset.
+                    until: std::time::UNIX_EPOCH
+                        + Duration::from_secs(crate::deadline::epoch_secs_ceil(
+                            (*reset_at + self.cooldown).max(now),
+                        )),
+                    confirmed: true,
+                },
+            ),
+            Resolution::NeverHappened {
+                lease_until,
+                status_before,
+            } => (
+                logic::resolve_never_happened(
+                    claim,
+                    holder,
+                    *lease_until,
+                    now,
+                    self.cooldown,
+                    status_before.as_deref(),
+                ),
+                UserState::Claimed(claim.clone()),
+            ),
+        };
+        let left = until.left(write.operation())?;
+        match self.table.write(Step::Claim, &write, left).await? {
+            Written::Done => Ok(settled),
+            Written::Refused(_) => Ok(UserState::InProgress),
         }
     }
 
@@ -586,9 +647,20 @@ impl<T: Table> GuardStore for TableGuard<T> {
         &'a self,
         claim: &'a Claim,
         lease_until: SystemTime,
+        status_before: Option<&'a str>,
         budget: Duration,
     ) -> BoxFuture<'a, Result<UserState, GuardError>> {
-        Box::pin(self.claim_user(claim, lease_until, budget))
+        Box::pin(self.claim_user(claim, lease_until, status_before, budget))
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        claim: &'a Claim,
+        holder: &'a str,
+        resolution: &'a Resolution,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
+        Box::pin(self.resolve_claim(claim, holder, resolution, budget))
     }
 
     fn complete<'a>(
@@ -734,10 +806,15 @@ impl Guard {
         pool: &str,
         username: &str,
         record_id: &str,
+        key: Option<&KeyRef>,
+        status_before: Option<&str>,
         deadline: Deadline,
     ) -> Result<UserState, GuardError> {
         let budget = self.budget(deadline, Stage::Lookup, "claim")?;
         let claim = Claim {
+            // The key and the request it is bound to: another request under the same key is
+            // not the same request.
+            key: key.map(|k| format!("{}#{}", k.pk, k.request_hash)),
             pk: user_pk(pool, username),
             id: format!(
                 "{record_id}/{}/{}",
@@ -747,7 +824,7 @@ impl Guard {
         };
         match self
             .store
-            .claim(&claim, deadline.wall_clock(), budget)
+            .claim(&claim, deadline.wall_clock(), status_before, budget)
             .await
         {
             Ok(state) => Ok(state),
@@ -758,6 +835,21 @@ impl Guard {
                 Err(error)
             }
         }
+    }
+
+    /// Settles an unresolved reset (see [`UserState::Unresolved`]) by the user's status read
+    /// after it can no longer be in flight: `RESET_REQUIRED` records the reset, `CONFIRMED`
+    /// claims the user for this record (`lease_until` the deadline, `status_before` the status).
+    #[tracing::instrument(level = "debug", name = "guard.resolve", skip_all)]
+    pub async fn resolve(
+        &self,
+        claim: &Claim,
+        holder: &str,
+        resolution: Resolution,
+        deadline: Deadline,
+    ) -> Result<UserState, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "resolve")?;
+        self.store.resolve(claim, holder, &resolution, budget).await
     }
 
     /// Ends a held claim. Never refused for the margin: it has its own stage. A failure is

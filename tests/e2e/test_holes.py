@@ -247,12 +247,6 @@ def test_hole1_a_claim_whose_connection_was_cut_after_the_write_resets_the_user_
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a release that fails on every attempt leaves a claim the redelivery cannot "
-    "tell from a sender that died after sending; the user's status (issue 25, part 4) is what can "
-    "tell, and it is not built yet (see docs/guarantees.md)",
-)
 def test_hole1_a_release_that_did_not_land_after_a_throttled_reset_resets_on_redelivery(
     start_direct, cognito_faults, dynamodb_faults, users, stack
 ):

@@ -20,6 +20,8 @@ use crate::world::User;
 pub struct FakeCognito {
     injector: Arc<Injector>,
     users: Vec<(String, String, Vec<String>)>,
+    /// Users a performed reset turned `RESET_REQUIRED` (Cognito's status after a reset).
+    reset: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl FakeCognito {
@@ -27,6 +29,7 @@ impl FakeCognito {
         FakeCognito {
             injector,
             users: User::directory(),
+            reset: std::sync::Mutex::default(),
         }
     }
 
@@ -117,6 +120,13 @@ impl FakeCognito {
         };
         let answer = performs.then(answer);
         let performed = op == Op::Reset && matches!(answer, Some(Ok(_)));
+        if performed && let Some((canonical, _, _)) = self.find(name) {
+            // The user's status changes when the request arrives, whatever the answer does.
+            self.reset
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(canonical.clone());
+        }
         let cut = arrive(arrives, start + timeout).await;
         let result = if cut {
             Err(error(K::Unavailable, Effect::Unknown, "attempt timed out"))
@@ -153,23 +163,31 @@ impl CognitoApi for FakeCognito {
         username: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<UserRecord, CognitoError>> {
-        Box::pin(self.call(
-            Op::GetUser,
-            username,
-            None,
-            timeout,
-            move || match self.find(username) {
+        Box::pin(self.call(Op::GetUser, username, None, timeout, move || {
+            match self.find(username) {
                 Some((canonical, email, _)) => Ok(UserRecord {
                     username: canonical.clone(),
                     email: Some(email.clone()),
                     preferred_username: None,
                     sub: Some(canonical.clone()),
                     enabled: true,
-                    status: Some("CONFIRMED".to_owned()),
+                    status: Some(
+                        if self
+                            .reset
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .contains(canonical)
+                        {
+                            "RESET_REQUIRED"
+                        } else {
+                            "CONFIRMED"
+                        }
+                        .to_owned(),
+                    ),
                 }),
                 None => Err(Self::not_found(Op::GetUser)),
-            },
-        ))
+            }
+        }))
     }
 
     fn list_groups<'a>(

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use cognito_reset::aws::BoxFuture;
 use cognito_reset::aws::guard::{
-    BudgetScope, BudgetTurn, Claim, Completion, GuardSettings, GuardStore, KeyRef, KeyState, Step,
-    Table, TableGuard, UserState, Written,
+    BudgetScope, BudgetTurn, Claim, Completion, GuardSettings, GuardStore, KeyRef, KeyState,
+    Resolution, Step, Table, TableGuard, UserState, Written,
 };
 use cognito_reset::config::GUARD_MAX_ATTEMPTS;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
@@ -306,6 +306,21 @@ impl FakeGuard {
     }
 }
 
+fn describe_user_state(state: &UserState) -> (String, bool) {
+    let text = match state {
+        UserState::Claimed(_) => "claimed",
+        UserState::Free => "free",
+        UserState::InProgress => "in progress",
+        UserState::RecentlyReset {
+            confirmed: true, ..
+        } => "recently reset",
+        UserState::RecentlyReset { .. } => "reset unconfirmed",
+        UserState::SignOutPending { .. } => "sign-out pending",
+        UserState::Unresolved { .. } => "unresolved",
+    };
+    (text.to_owned(), matches!(state, UserState::Claimed(_)))
+}
+
 fn unit(_: &()) -> (String, bool) {
     ("done".to_owned(), false)
 }
@@ -361,6 +376,7 @@ impl GuardStore for FakeGuard {
         &'a self,
         claim: &'a Claim,
         lease_until: std::time::SystemTime,
+        status_before: Option<&'a str>,
         budget: Duration,
     ) -> BoxFuture<'a, Result<UserState, GuardError>> {
         let subject = Subject {
@@ -372,24 +388,30 @@ impl GuardStore for FakeGuard {
         };
         Box::pin(self.call(
             subject,
-            |state: &UserState| {
-                match state {
-                    UserState::Claimed(_) => ("claimed".to_owned(), true),
-                    UserState::Free => ("free".to_owned(), false),
-                    UserState::InProgress => ("in progress".to_owned(), false),
-                    UserState::RecentlyReset { confirmed, .. } => (
-                        if *confirmed {
-                            "recently reset"
-                        } else {
-                            "reset unconfirmed"
-                        }
-                        .to_owned(),
-                        false,
-                    ),
-                    UserState::SignOutPending { .. } => ("sign-out pending".to_owned(), false),
-                }
-            },
-            self.guard.claim(claim, lease_until, budget),
+            describe_user_state,
+            self.guard.claim(claim, lease_until, status_before, budget),
+        ))
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        claim: &'a Claim,
+        holder: &'a str,
+        resolution: &'a Resolution,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
+        // Journaled as a claim: it is one, over the item it settles.
+        let subject = Subject {
+            op: Op::Claim,
+            label: &claim.pk,
+            pk: &claim.pk,
+            claim_id: Some(&claim.id),
+            completion: None,
+        };
+        Box::pin(self.call(
+            subject,
+            describe_user_state,
+            self.guard.resolve(claim, holder, resolution, budget),
         ))
     }
 

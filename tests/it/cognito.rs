@@ -951,15 +951,16 @@ async fn a_reset_whose_answer_is_lost_keeps_the_claim_so_nobody_sends_a_second_c
     let response = dispatch(&app, request(), "r", far_deadline())
         .await
         .expect("response");
-    // Then the record is final (acknowledged: the user may have a code, and nothing sends a
-    // second one by itself), and the claim stays, marked unconfirmed
-    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    // Then the record is handed back (RETRY reset-unresolved: the user was CONFIRMED, so its
+    // redelivery, once the call can no longer be in flight, reads the user's status), and the
+    // claim stays, marked unconfirmed
+    assert_eq!(failed_ids(&response), ["m0"]);
     let item = table
         .user_item(POOL, "user0@example.com")
         .expect("the claim is kept");
     assert_eq!(item["state"], s("unconfirmed"));
-    // and another request for the user makes no second reset call: it is acknowledged as
-    // reset-unconfirmed until the window ends
+    // and another request for the user, while the first one's invocation may still run (its
+    // lease), makes no second reset call: it is acknowledged as reset-unconfirmed
     let mut again = request();
     again["Records"][0]["messageId"] = serde_json::json!("m1");
     let response = dispatch(&app, again, "r", far_deadline())
