@@ -4,17 +4,26 @@
 //! and every item must agree. That is what lets the fault suite's verdicts count for production:
 //! the fake differs from DynamoDB only in storage, and here the storage is compared.
 //!
-//! The operations: keys begun and finished (same key with another request too), users claimed,
-//! completed and settled with every [`Completion`] (by their own claim, another record's, or a
-//! claim that never held), budgets spent and refunded (in the spend's window, the one before or
-//! after), `DRY_RUN` reads of all three; between them the clock advances across leases,
-//! cooldowns, budget windows and TTL expiries (`expiresAt` is in seconds, so each sequence starts
-//! at a random millisecond). Both guards read one virtual clock ([`TableGuard::with_clock`]):
-//! moto evaluates the conditions against the `now` the guard puts in them, and deletes nothing
-//! by TTL, so both sides see the same time. After every operation the items it wrote are read
-//! back (a consistent `GetItem`, converted here strictly: an attribute of any other type than S
-//! or N is a difference) and compared with the fake's; after each sequence, every item it could
-//! have touched.
+//! The operations: keys begun and finished (the same key with another request too), users
+//! claimed, completed and settled with every [`Completion`] (by their own claim, another
+//! record's, or a claim that never held), requests as the pipeline makes them (key, claim, then
+//! settle or complete, or the end of the record's own pending sign-out), budgets spent and
+//! refunded (in the spend's window, the one before or after), `DRY_RUN` reads of all three;
+//! between them the clock advances across leases, cooldowns, budget windows and TTL expiries
+//! (`expiresAt` is in seconds, so each sequence starts at a random millisecond). Both guards read
+//! one virtual clock ([`TableGuard::with_clock`]): moto evaluates the conditions against the
+//! `now` the guard puts in them, and deletes nothing by TTL, so both sides see the same time.
+//! After every operation the items it may have written are read back (a consistent `GetItem`,
+//! converted here strictly: an attribute of any other type than S or N is a difference) and
+//! compared with the fake's; after each sequence, every item it could have touched. The run must
+//! meet every kind of answer ([`MUST_MEET`]): it extends past its sequences, up to twice as
+//! many, only while one has not been met.
+//!
+//! Not compared: retries (moto ignores `TransactWriteItems`' `ClientRequestToken`, which the fake
+//! honours as DynamoDB documents; no fault is injected here) and concurrent writers (one operation
+//! at a time). Moto needed no special handling: it returns the item with
+//! `ReturnValuesOnConditionCheckFailure=ALL_OLD` on `PutItem`/`UpdateItem`/`DeleteItem`, and
+//! `CancellationReasons` with `ConditionalCheckFailed` on a cancelled transaction, as DynamoDB does.
 //!
 //! `#[ignore]`d: it needs moto, which `make faults-differential` installs and this test starts
 //! itself (`MOTO_SERVER`, or `.tools/stack/bin/moto_server`) on a free loopback port, and stops
