@@ -72,7 +72,7 @@ unit: ## unit, property and CLI tests (cargo test)
 # The fault suite's fake guard table held to DynamoDB (issue 24): the same generated sequences
 # of guard operations through the production guard over the fake and over moto's DynamoDB (the
 # test starts and stops moto itself, on a free loopback port); every answer and item must agree.
-# About 35 s (32 sequences of 12 to 24 operations); FAULTS_CASES scales it, FAULTS_SEED replays.
+# 35 to 45 s (32 sequences of 12 to 24 operations); FAULTS_CASES scales it, FAULTS_SEED replays.
 faults-differential: $(STACK_VENV)/.installed ## the fake guard table against DynamoDB on moto: same operations, same answers and items
 	MOTO_SERVER=$(STACK_BIN)/moto_server cargo test $(CARGO_LOCKED) $(ENQUEUE) --test faults differential -- --ignored
 

@@ -805,6 +805,8 @@ const MUST_MEET: &[&str] = &[
 struct Moto {
     shell: Child,
     url: String,
+    /// moto's output: kept after a failure, removed after a pass.
+    log: PathBuf,
 }
 
 /// `$0` is moto_server, `$1` the port, `$2` the log file.
@@ -859,6 +861,7 @@ impl Moto {
         let mut moto = Moto {
             shell,
             url: format!("http://127.0.0.1:{port}"),
+            log: log.clone(),
         };
         let until = Instant::now() + MOTO_READY;
         loop {
@@ -904,17 +907,25 @@ impl Drop for Moto {
         // Closing the pipe stops moto; the shell ends when moto has.
         drop(self.shell.stdin.take());
         let until = Instant::now() + MOTO_STOP;
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.shell.try_wait() {
-                return;
+        let mut stopped = false;
+        while !stopped && Instant::now() < until {
+            stopped = matches!(self.shell.try_wait(), Ok(Some(_)));
+            if !stopped {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        // The shell's process group: the shell, its reader of the pipe and moto.
-        eprintln!("moto did not stop within {MOTO_STOP:?}: killing its process group");
-        let group = format!("-{}", self.shell.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.shell.wait();
+        if !stopped {
+            // The shell's process group: the shell, its reader of the pipe and moto.
+            eprintln!("moto did not stop within {MOTO_STOP:?}: killing its process group");
+            let group = format!("-{}", self.shell.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = self.shell.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("moto's output: {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
