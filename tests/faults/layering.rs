@@ -487,6 +487,21 @@ fn findings(module: &[&str], text: &str) -> Result<Vec<Finding>, String> {
             reaches,
         });
     };
+    // The names the `use`s bind, in any order (a name may be used above its `use`): resolved
+    // again until nothing changes.
+    for _ in 0..=uses.len() {
+        let before = bound.clone();
+        for (module, u) in &uses {
+            if let (Some(name), Some(target)) =
+                (&u.binds, resolve(module, u.absolute, &u.segments, &bound))
+            {
+                bound.insert((module.clone(), name.clone()), target);
+            }
+        }
+        if bound == before {
+            break;
+        }
+    }
     for (module, u) in &uses {
         let Some(target) = resolve(module, u.absolute, &u.segments, &bound) else {
             continue;
@@ -498,9 +513,6 @@ fn findings(module: &[&str], text: &str) -> Result<Vec<Finding>, String> {
             if u.glob { "::*" } else { "" }
         );
         check(u.line, written, &target);
-        if let Some(name) = &u.binds {
-            bound.insert((module.clone(), name.clone()), target);
-        }
     }
     // Every path written out in code: `a::b::c` (a leading `::` too), and `extern crate`.
     let mut i = 0;
@@ -711,6 +723,15 @@ fn f() -> crate::sources::Answer {
             (4, "crate::aws::guard::call".to_owned()),
             (5, "the crate aws_smithy_types".to_owned()),
         ]
+    );
+}
+
+#[test]
+fn a_name_used_above_its_use_is_resolved() {
+    let text = "use root::pipeline::Step;\nuse crate::{self as root};\n";
+    assert_eq!(
+        reached(&["caller"], text),
+        vec![(1, "crate::pipeline::Step".to_owned())]
     );
 }
 
