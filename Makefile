@@ -17,7 +17,7 @@ CARGO_LOCKED := --locked
 # (the whole AWS SDK), minutes of CI. The release and arm64 builds go without it.
 ENQUEUE := --features enqueue
 
-.PHONY: help test lint fmt fmt-check clippy unit bench bench-init tools template-tools sam-build template-lint template-test template-checks deploy mutants mutants-tool
+.PHONY: help test lint fmt fmt-check clippy unit faults-differential bench bench-init tools template-tools sam-build template-lint template-test template-checks deploy mutants mutants-tool
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,13 @@ lint: fmt-check clippy ## rustfmt check and clippy -D warnings
 unit: ## unit, property and CLI tests (cargo test)
 	cargo test $(CARGO_LOCKED) $(ENQUEUE) --all-targets
 
+# The fault suite's fake guard table held to DynamoDB (issue 24): the same generated sequences
+# of guard operations through the production guard over the fake and over moto's DynamoDB (the
+# test starts and stops moto itself, on a free loopback port); every answer and item must agree.
+# 35 to 45 s (32 sequences of 12 to 24 operations); FAULTS_CASES scales it, FAULTS_SEED replays.
+faults-differential: $(STACK_VENV)/.installed ## the fake guard table against DynamoDB on moto: same operations, same answers and items
+	MOTO_SERVER=$(STACK_BIN)/moto_server cargo test $(CARGO_LOCKED) $(ENQUEUE) --test faults differential -- --ignored
+
 bench: ## criterion benchmarks, then the release binary's init time (bench-init)
 	cargo bench $(CARGO_LOCKED)
 	$(MAKE) bench-init
@@ -79,7 +86,7 @@ bench-init: $(STACK_VENV)/.installed ## init time of the release binary: start t
 	nice -n 10 cargo build --release $(CARGO_LOCKED) --bin cognito-reset
 	$(PYTHON) tools/drain/init_time.py --starts 30 --binary $(or $(CARGO_TARGET_DIR),target)/release/cognito-reset
 
-test: docs-check lint unit e2e fuzz-http drain-test drain-smoke template-checks ## every test: docs check, lint, unit, end-to-end, HTTP fuzzing, template checks
+test: docs-check lint unit faults-differential e2e fuzz-http drain-test drain-smoke template-checks ## every test: docs check, lint, unit, the fake guard table against moto, end-to-end, HTTP fuzzing, template checks
 
 ## ---- local stack: demo, hand testing, end-to-end tests (issue 4) ---------------------------
 # moto server (local Cognito) and the real function under `cargo lambda watch`, on free loopback

@@ -329,6 +329,8 @@ pub struct TableGuard<T> {
     cooldown: Duration,
     ttl: Duration,
     read_only: bool,
+    /// The wall clock every decision reads ([`wall_now`]; a test's own clock otherwise).
+    clock: fn() -> SystemTime,
 }
 
 impl<T: Table> TableGuard<T> {
@@ -339,7 +341,14 @@ impl<T: Table> TableGuard<T> {
             cooldown: settings.cooldown,
             ttl: settings.idempotency_ttl,
             read_only,
+            clock: wall_now,
         }
+    }
+
+    /// The same guard reading `clock` instead of the wall clock (the differential test runs the
+    /// fake and DynamoDB on one virtual clock: the conditions carry the guard's `now`).
+    pub fn with_clock(self, clock: fn() -> SystemTime) -> TableGuard<T> {
+        TableGuard { clock, ..self }
     }
 
     /// The table underneath.
@@ -391,7 +400,7 @@ impl<T: Table> TableGuard<T> {
         budget: Duration,
     ) -> Result<KeyState<String>, GuardError> {
         let until = Until::after(budget);
-        let now = wall_now();
+        let now = (self.clock)();
         if self.read_only {
             return match self.live(Step::Begin, &key.pk, now, until).await? {
                 None => Ok(KeyState::Fresh),
@@ -423,7 +432,7 @@ impl<T: Table> TableGuard<T> {
         if self.read_only {
             return Ok(());
         }
-        let write = logic::key_finish(key, answer.as_deref(), wall_now(), self.ttl);
+        let write = logic::key_finish(key, answer.as_deref(), (self.clock)(), self.ttl);
         self.must_write(Step::Finish, &write, until).await
     }
 
@@ -435,7 +444,7 @@ impl<T: Table> TableGuard<T> {
         budget: Duration,
     ) -> Result<UserState, GuardError> {
         let until = Until::after(budget);
-        let now = wall_now();
+        let now = (self.clock)();
         if self.read_only {
             return match self.live(Step::Claim, &claim.pk, now, until).await? {
                 None => Ok(UserState::Free),
@@ -513,7 +522,7 @@ impl<T: Table> TableGuard<T> {
         if self.read_only {
             return Ok(());
         }
-        let write = logic::claim_end(claim, completion, wall_now(), self.cooldown, self.ttl);
+        let write = logic::claim_end(claim, completion, (self.clock)(), self.cooldown, self.ttl);
         self.must_write(Step::Complete, &write, until).await
     }
 
@@ -529,7 +538,7 @@ impl<T: Table> TableGuard<T> {
         if self.read_only {
             return Ok(());
         }
-        let now = wall_now();
+        let now = (self.clock)();
         let writes = [
             logic::claim_end(claim, completion, now, self.cooldown, self.ttl),
             logic::key_finish(key, answer.as_deref(), now, self.ttl),
@@ -557,7 +566,7 @@ impl<T: Table> TableGuard<T> {
         budget: Duration,
     ) -> Result<BudgetTurn, GuardError> {
         let until = Until::after(budget);
-        let now = wall_now();
+        let now = (self.clock)();
         let mut window = scope.window_of(now);
         if self.read_only {
             let item = self

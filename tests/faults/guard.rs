@@ -57,6 +57,21 @@ pub struct FakeTable {
 }
 
 impl FakeTable {
+    /// An empty table whose attempts time out after `attempt`. It injects nothing by itself:
+    /// faults come only from the operation a [`FakeGuard`] runs, so outside one (the
+    /// differential test) every call is answered at once, as DynamoDB answers it.
+    pub fn new(attempt: Duration) -> FakeTable {
+        FakeTable {
+            items: Mutex::default(),
+            attempt,
+        }
+    }
+
+    /// Every item, by partition key.
+    pub fn items(&self) -> Items {
+        lock(&self.items).clone()
+    }
+
     /// One table call: the operation's fault on its first attempt (every attempt for an
     /// outage), the SDK's retries, each attempt cut at its timeout and all at `budget`.
     async fn call<T>(
@@ -257,10 +272,7 @@ struct Subject<'a> {
 impl FakeGuard {
     /// The production guard (`settings`, `DRY_RUN` = `read_only`) over a fresh fake table.
     pub fn new(injector: Arc<Injector>, settings: &GuardSettings, read_only: bool) -> FakeGuard {
-        let table = Arc::new(FakeTable {
-            items: Mutex::default(),
-            attempt: settings.client.timeout,
-        });
+        let table = Arc::new(FakeTable::new(settings.client.timeout));
         FakeGuard {
             injector,
             guard: TableGuard::new(table, settings, read_only),

@@ -9,12 +9,15 @@
 //! - `schedule`: the schedules and their strategies, printed one step a line;
 //! - `harness`: runs a schedule through `sources::dispatch` and reads every answer;
 //! - `invariants`: the promises, as plain functions over a run's history;
-//! - `layering`: the model imports no port and no SDK.
+//! - `layering`: the model imports no port and no SDK (read from its `use` trees and paths);
+//! - `differential` (`#[ignore]`d, `make faults-differential`): the fake table against DynamoDB
+//!   on moto, the same operations, every answer and item compared.
 //!
 //! A failure prints the shrunk schedule, what every fake recorded, and `FAULTS_SEED` to replay
 //! the run. `FAULTS_CASES` scales the number of schedules (default: a few thousand in all).
 
 mod cognito;
+mod differential;
 mod events;
 mod faults;
 mod guard;
