@@ -473,7 +473,7 @@ impl<T: Table> TableGuard<T> {
         budget: Duration,
     ) -> Result<UserState, GuardError> {
         let until = Until::after(budget);
-        let now = wall_now();
+        let now = (self.clock)();
         if self.read_only {
             return Ok(UserState::Free);
         }

@@ -55,7 +55,7 @@ use cognito_reset::aws::guard::{
 };
 use cognito_reset::deadline::epoch_ms;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
-use cognito_reset::guard_logic::{Item, Value};
+use cognito_reset::guard_logic::{CONFIRMED, Item, Value};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
@@ -368,6 +368,7 @@ impl Names {
                 epoch_ms(virtual_now()),
                 self.counter
             ),
+            key: None,
         }
     }
 
@@ -380,6 +381,7 @@ impl Names {
         picked.cloned().unwrap_or_else(|| Claim {
             pk: self.user(0),
             id: format!("{}-never/0/0", self.space),
+            key: None,
         })
     }
 
@@ -451,7 +453,12 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
             ),
             Op::Claim { lease_ms, .. } => Answer::User(
                 self.guard
-                    .claim(claim.expect("a new claim"), lease(lease_ms), OPERATION)
+                    .claim(
+                        claim.expect("a new claim"),
+                        lease(lease_ms),
+                        status_of(claim),
+                        OPERATION,
+                    )
                     .await
                     .map_err(error),
             ),
@@ -509,7 +516,12 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
             ),
             Op::DryClaim { .. } => Answer::User(
                 self.dry
-                    .claim(claim.expect("a new claim"), now, OPERATION)
+                    .claim(
+                        claim.expect("a new claim"),
+                        now,
+                        status_of(claim),
+                        OPERATION,
+                    )
                     .await
                     .map_err(error),
             ),
@@ -539,7 +551,7 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                 }
                 let state = self
                     .guard
-                    .claim(claim, lease(lease_ms), OPERATION)
+                    .claim(claim, lease(lease_ms), status_of(Some(claim)), OPERATION)
                     .await
                     .map_err(error);
                 steps.push(Answer::User(state.clone()));
@@ -746,6 +758,14 @@ async fn run_sequence(
     Ok(met)
 }
 
+/// The user's status a claim records: `CONFIRMED` for half the claims (by their counter), none
+/// for the rest, so both the unresolved and the plain unconfirmed readings are met.
+fn status_of(claim: Option<&Claim>) -> Option<&'static str> {
+    claim
+        .filter(|c| c.id.ends_with(['0', '2', '4', '6', '8']))
+        .map(|_| CONFIRMED)
+}
+
 /// The kinds of an answer (a request's, each step's), for the coverage the run asserts.
 fn classes(answer: &Answer) -> Vec<&'static str> {
     let one = match answer {
@@ -764,6 +784,7 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
             confirmed: false, ..
         })) => "user reset unconfirmed",
         Answer::User(Ok(UserState::SignOutPending { .. })) => "user sign-out pending",
+        Answer::User(Ok(UserState::Unresolved { .. })) => "user unresolved",
         Answer::Budget(Ok(BudgetTurn::Spent { .. })) => "budget spent",
         Answer::Budget(Ok(BudgetTurn::Exhausted { .. })) => "budget exhausted",
         Answer::Done(Ok(())) => "write done",
