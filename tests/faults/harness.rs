@@ -6,27 +6,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cognito_reset::aws::cognito::Directory;
 use cognito_reset::aws::events::{EventPublisher, OutcomeEvent};
 use cognito_reset::aws::guard::Guard;
 use cognito_reset::deadline::{Deadline, wall_now};
-use cognito_reset::limiter::Rates;
+use cognito_reset::limiter::{Category, Rates, Scope};
+use cognito_reset::pacing::BucketStore;
 use cognito_reset::pipeline::App;
+use cognito_reset::request::UserPoolId;
 use cognito_reset::sources::dispatch;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::buckets::FakeBuckets;
 use crate::cognito::FakeCognito;
 use crate::events::FakeBus;
 use crate::faults::{Answered, Injector, Journal, Op, injected_text};
 use crate::guard::FakeGuard;
 use crate::schedule::{Again, Batch, Rec, Run, Schedule, Source, Step, again_of};
-use crate::world::{self, MAX_RECEIVE_COUNT, Req, Sender};
+use crate::world::{self, FOREIGN_POOL, MAX_RECEIVE_COUNT, Options, POOL, Pacing, Req, Sender};
 
 /// RETRY codes: handed back, never final.
 pub const RETRY_CODES: &[&str] = &[
+    "policy-stale",
     "deadline",
     "fifo-group-halted",
     "in-progress",
@@ -111,6 +115,12 @@ pub struct Invocation {
 /// Everything a schedule produced.
 pub struct History {
     pub t0: Instant,
+    /// The wall clock at `t0` (budgets count whole seconds of it).
+    pub wall0: SystemTime,
+    /// The world's options.
+    pub options: Options,
+    /// Invocations after which the reset rate was cut (AIMD) in some scope.
+    pub cut_after: Vec<usize>,
     pub invocations: Vec<Invocation>,
     pub attempts: Vec<Attempt>,
     pub journal: Journal,
@@ -125,6 +135,11 @@ impl History {
     /// Milliseconds since the schedule started.
     pub fn at(&self, t: Instant) -> u128 {
         t.saturating_duration_since(self.t0).as_millis()
+    }
+
+    /// The wall clock at `t`.
+    pub fn wall(&self, t: Instant) -> SystemTime {
+        self.wall0 + t.saturating_duration_since(self.t0)
     }
 }
 
@@ -162,14 +177,25 @@ struct Sent {
 async fn drive(schedule: &Schedule) -> History {
     align(schedule.phase_ms).await;
     let t0 = Instant::now();
+    let wall0 = wall_now();
     let injector = Arc::new(Injector::default());
-    let config = world::config(schedule.concurrency);
+    let options = schedule.options;
+    let config = world::config(schedule.concurrency, &options);
+    let limiters = match options.pacing {
+        Pacing::Off => cognito_reset::limiter::Limiters::new(Rates::OFF),
+        Pacing::Instance => config.limiters(None),
+        Pacing::Shared => config.limiters(Some(
+            Arc::new(FakeBuckets::new(Arc::clone(&injector))) as Arc<dyn BucketStore>
+        )),
+    };
     let directory = Directory::new(
         Arc::new(FakeCognito::new(Arc::clone(&injector))),
         config.cognito,
         config.deadline_margin,
         Rates::OFF,
-    );
+    )
+    .with_limiters(limiters)
+    .with_accounts(config.accounts.clone());
     let settings = config.guard.as_ref().expect("GUARD_TABLE is set");
     let guard = Guard::new(
         Arc::new(FakeGuard::new(
@@ -186,6 +212,9 @@ async fn drive(schedule: &Schedule) -> History {
 
     let mut history = History {
         t0,
+        wall0,
+        options,
+        cut_after: Vec::new(),
         invocations: Vec::new(),
         attempts: Vec::new(),
         journal: Journal::default(),
@@ -261,6 +290,22 @@ async fn drive(schedule: &Schedule) -> History {
             run,
         )
         .await;
+        // Whether a throttle cut the reset rate (AIMD) in either pool's account and region.
+        let cut = [POOL, FOREIGN_POOL].iter().any(|pool| {
+            let Ok(pool) = UserPoolId::parse(pool) else {
+                return false;
+            };
+            let scope = Scope {
+                account: app.directory.account_of(&pool),
+                region: pool.region(),
+            };
+            [Category::UserAccountRecovery, Category::UserRead]
+                .into_iter()
+                .any(|category| app.directory.limiters().factor(scope, category) < 1.0)
+        });
+        if cut {
+            history.cut_after.push(history.invocations.len() - 1);
+        }
         sent[index].failed = failed;
         sent[index].any_retry = any_retry;
         sent[index].retry_after = history.attempts.last().and_then(|a| a.answer.retry_after);
@@ -696,10 +741,11 @@ impl fmt::Display for History {
                     .map(|t| format!(" {t}"))
                     .unwrap_or_default(),
                 injected_text(call.fault, call.at),
-                if call.performed {
-                    ", RESET PERFORMED"
-                } else {
-                    ""
+                match (call.performed, call.op) {
+                    (false, _) => "",
+                    (true, Op::Reset) => ", RESET PERFORMED",
+                    (true, Op::Resend) => ", INVITATION SENT",
+                    (true, _) => ", PERFORMED",
                 }
             )?;
         }

@@ -14,7 +14,10 @@ use tokio::time::Instant;
 
 use crate::faults::{Answered, CognitoCall, GuardCall, Op};
 use crate::harness::{Attempt, History, last_receive};
-use crate::world::{COOLDOWN, MARGIN, POOL, User, refusal_by_policy};
+use crate::world::{
+    COOLDOWN, FOREIGN_ACCOUNT, FOREIGN_POOL, FUNCTION_ACCOUNT, MARGIN, POOL, Pool, SignOut, User,
+    refusal_by_policy,
+};
 use cognito_reset::failure::CognitoErrorKind;
 
 /// A broken promise, in words.
@@ -39,6 +42,10 @@ pub fn check(history: &History) -> Checked {
     one_code(history)?;
     replays_are_faithful(history)?;
     refused_requests_write_nothing(history)?;
+    sign_out_follows_its_reset(history)?;
+    budgets_hold(history)?;
+    dry_run_changes_nothing(history)?;
+    other_account_is_named(history)?;
     Ok(())
 }
 
@@ -78,15 +85,20 @@ fn told(a: &Attempt) -> String {
     text
 }
 
-fn resets_of<'h>(h: &'h History, canonical: &str) -> impl Iterator<Item = &'h CognitoCall> {
+/// The calls that may send `canonical` of `pool` a code: resets and resent invitations.
+fn resets_of<'h>(
+    h: &'h History,
+    pool: &'h str,
+    canonical: &'h str,
+) -> impl Iterator<Item = &'h CognitoCall> {
     h.journal
         .cognito
         .iter()
-        .filter(move |c| c.op == Op::Reset && c.name == canonical)
+        .filter(move |c| c.op.sends_code() && c.pool == pool && c.name == canonical)
 }
 
-fn user_pk(canonical: &str) -> String {
-    format!("user#{POOL}#{canonical}")
+fn user_pk(pool: &str, canonical: &str) -> String {
+    format!("user#{pool}#{canonical}")
 }
 
 /// Claims nobody finished: written, never completed, because the store failed under them after
@@ -97,8 +109,8 @@ fn user_pk(canonical: &str) -> String {
 /// (a 5xx or a cut connection after the write) is not abandoned: the retry meets its own claim.
 /// A claim whose completion was never even attempted is not abandoned either: that is the bug
 /// the margin's stages exist to prevent.
-fn abandoned_claims<'h>(h: &'h History, canonical: &str) -> Vec<&'h GuardCall> {
-    let pk = user_pk(canonical);
+fn abandoned_claims<'h>(h: &'h History, pool: &str, canonical: &str) -> Vec<&'h GuardCall> {
+    let pk = user_pk(pool, canonical);
     h.journal
         .guard
         .iter()
@@ -126,7 +138,30 @@ pub fn nothing_lost(h: &History) -> Checked {
     // RESET: a reset was performed for this record (its ticket) in its invocation.
     let mut fresh_resets: BTreeMap<(usize, String), Vec<&Attempt>> = BTreeMap::new();
     for a in &h.attempts {
-        if a.answer.is_final && !a.answer.replayed && a.answer.code.is_none() {
+        if a.answer.outcome == "RESET" && a.answer.code.is_none() {
+            // A redelivery that only signed out reports its earlier delivery's reset.
+            if sign_out_only(a) {
+                let earlier = h.journal.cognito.iter().any(|c| {
+                    c.op == Op::Reset
+                        && c.inv < a.inv
+                        && c.ticket.as_deref() == Some(a.ticket().as_str())
+                        && c.performed
+                });
+                if !earlier {
+                    return violation(
+                        NAME,
+                        format!(
+                            "{} was told RESET for its sign-out alone, but no earlier delivery reset the user for {}",
+                            describe(h, a),
+                            a.ticket()
+                        ),
+                    );
+                }
+                continue;
+            }
+            if a.answer.replayed {
+                continue;
+            }
             fresh_resets.entry((a.inv, a.ticket())).or_default().push(a);
         }
     }
@@ -136,7 +171,7 @@ pub fn nothing_lost(h: &History) -> Checked {
             .cognito
             .iter()
             .filter(|c| {
-                c.op == Op::Reset
+                c.op.sends_code()
                     && c.inv == *inv
                     && c.ticket.as_deref() == Some(ticket.as_str())
                     && c.performed
@@ -161,6 +196,7 @@ pub fn nothing_lost(h: &History) -> Checked {
     {
         let inv = h.inv(a);
         let canonical = a.req.user.canonical().unwrap_or_default();
+        let pool = a.req.pool_id();
         let code = a.answer.code.as_deref();
         if let Some(expected) = refusal_by_policy(a.sender, &a.req) {
             if code != Some(expected) {
@@ -176,7 +212,16 @@ pub fn nothing_lost(h: &History) -> Checked {
             continue;
         }
         let Some(code) = code else {
-            if a.answer.outcome != "RESET" {
+            // WOULD_RESET only in DRY_RUN, for a user a rule would reset; RESET never there.
+            let would = h.options.dry_run
+                && (matches!(a.req.user, User::Ann | User::Bob)
+                    || (a.req.user == User::Ivy && h.options.resend));
+            let fine = match a.answer.outcome.as_str() {
+                "RESET" => !h.options.dry_run,
+                "WOULD_RESET" => would,
+                _ => false,
+            };
+            if !fine {
                 return violation(NAME, format!("{} was told {}", describe(h, a), told(a)));
             }
             continue;
@@ -186,18 +231,19 @@ pub fn nothing_lost(h: &History) -> Checked {
         let refused_by_cognito = |kinds: &[CognitoErrorKind]| {
             h.journal.cognito.iter().any(|c| {
                 c.inv == a.inv
+                    && c.pool == pool
                     && (c.name.eq_ignore_ascii_case(&a.req.name()) || c.name == canonical)
                     && matches!(c.answered, Answered::Err(kind, _) if kinds.contains(&kind))
             })
         };
         let (true_, because) = match code {
             "recently-reset" => (
-                resets_of(h, &canonical).any(|r| r.performed && inside(r.start, r.inv)),
+                resets_of(h, pool, &canonical).any(|r| r.performed && inside(r.start, r.inv)),
                 format!("no reset of {canonical} was performed inside the window"),
             ),
             "reset-unconfirmed" => (
-                resets_of(h, &canonical).any(|r| r.ambiguous() && inside(r.start, r.inv))
-                    || abandoned_claims(h, &canonical)
+                resets_of(h, pool, &canonical).any(|r| r.ambiguous() && inside(r.start, r.inv))
+                    || abandoned_claims(h, pool, &canonical)
                         .iter()
                         .any(|c| inside(c.start, c.inv)),
                 format!(
@@ -222,6 +268,24 @@ pub fn nothing_lost(h: &History) -> Checked {
                 refused_by_cognito(&[CognitoErrorKind::NotResettable]),
                 "Cognito refused no reset".to_owned(),
             ),
+            "invitation-pending" => (
+                a.req.user == User::Ivy && !h.options.resend,
+                "the user is not an invited user under a rule that refuses invited users"
+                    .to_owned(),
+            ),
+            "sign-out-not-allowed" => (
+                a.req.sign_out && h.options.sign_out == SignOut::Never,
+                "the request asked no sign-out, or the rule allows it".to_owned(),
+            ),
+            "caller-budget-exhausted" => (
+                h.options.budget.is_some()
+                    && segments(h).iter().any(|seg| {
+                        seg.inv == a.inv
+                            && seg.record == a.audit_id
+                            && seg.spend.is_some_and(|s| s.result == "exhausted")
+                    }),
+                "no spend of this record was answered exhausted by the budget".to_owned(),
+            ),
             _ => (false, "nothing in this world makes it true".to_owned()),
         };
         if !true_ {
@@ -239,12 +303,16 @@ pub fn nothing_lost(h: &History) -> Checked {
 /// redelivery, not by a client retrying its key.
 pub fn one_code(h: &History) -> Checked {
     const NAME: &str = "one code";
-    let users: Vec<String> = [User::Ann, User::Bob, User::Mal]
-        .iter()
-        .filter_map(|u| u.canonical())
+    let users: Vec<(&str, String)> = [POOL, FOREIGN_POOL]
+        .into_iter()
+        .flat_map(|pool| {
+            User::EXISTING
+                .into_iter()
+                .filter_map(move |u| u.canonical().map(|c| (pool, c)))
+        })
         .collect();
-    for user in &users {
-        let sent: Vec<&CognitoCall> = resets_of(h, user).collect();
+    for (pool, user) in &users {
+        let sent: Vec<&CognitoCall> = resets_of(h, pool, user).collect();
         let performed: Vec<&&CognitoCall> = sent.iter().filter(|c| c.performed).collect();
         for pair in performed.windows(2) {
             let (first, second) = (pair[0], pair[1]);
@@ -297,7 +365,7 @@ fn own_reset_ambiguous(h: &History, a: &Attempt) -> bool {
         return a.answer.status == Some(502);
     }
     h.journal.cognito.iter().any(|c| {
-        c.op == Op::Reset
+        c.op.sends_code()
             && c.inv == a.inv
             && c.ticket.as_deref() == Some(&a.ticket())
             && c.ambiguous()
@@ -317,8 +385,13 @@ fn passes_with_window(h: &History, a: &Attempt) -> bool {
 /// `recently-reset` nor a `reset-unconfirmed` that came from another request's window: both pass
 /// when the window ends; a reset's own ambiguous answer is kept).
 fn kept(h: &History, a: &Attempt) -> bool {
+    // DRY_RUN writes nothing: no answer is kept under its key.
+    if h.options.dry_run {
+        return false;
+    }
     match a.answer.code.as_deref() {
-        None => a.answer.outcome == "RESET",
+        // A RESET handed back for its sign-out is not kept: its redelivery must run.
+        None => a.answer.outcome == "RESET" && a.answer.acked,
         Some("reset-unconfirmed") => own_reset_ambiguous(h, a),
         Some(code) => matches!(
             code,
@@ -328,6 +401,8 @@ fn kept(h: &History, a: &Attempt) -> bool {
                 | "not-resettable"
                 | "cannot-reset"
                 | "user-disabled"
+                | "invitation-pending"
+                | "sign-out-not-allowed"
         ),
     }
 }
@@ -350,7 +425,7 @@ fn same_answer(a: &Attempt, b: &Attempt) -> bool {
 /// Then nothing can be recorded, and a repeat of the key may run again (its user claim still
 /// stops a second reset).
 fn store_failed(h: &History, a: &Attempt) -> bool {
-    let pk = user_pk(&a.req.user.canonical().unwrap_or_default());
+    let pk = user_pk(a.req.pool_id(), &a.req.user.canonical().unwrap_or_default());
     h.journal.guard.iter().any(|c| {
         c.inv == a.inv
             && c.failed()
@@ -427,7 +502,7 @@ pub fn replays_are_faithful(h: &History) -> Checked {
             let canonical = a.req.user.canonical().unwrap_or_default();
             // A reset performed since opened a new window: that one may refuse.
             let reset_since = |until: Instant| {
-                resets_of(h, &canonical)
+                resets_of(h, a.req.pool_id(), &canonical)
                     .any(|r| r.performed && r.start > h.inv(a).end && r.start <= until)
             };
             if let Some(b) = h.attempts.iter().find(|b| {
@@ -591,7 +666,14 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
                 } else if last_receive(a) {
                     events.len() == copies && gave_up >= 1
                 } else {
-                    events.len() < copies && gave_up == 0
+                    // Handed back: no final outcome, unless one copy's reset happened and only
+                    // its sign-out is to be retried (its RESET event says `signedOut: false`).
+                    let sign_out_retried = events.iter().any(|e| {
+                        e.outcome.as_str() == "RESET" && e.signed_out == Some(false)
+                    });
+                    gave_up == 0
+                        && (events.len() < copies
+                            || (sign_out_retried && events.len() == copies))
                 };
                 if !fine {
                     return violation(
@@ -623,10 +705,14 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
                 .iter()
                 .filter(|c| c.inv == index && c.op == Op::Begin && c.replay && &c.label == label)
                 .count();
+            // A sign-out-only redelivery's event repeats its earlier delivery's RESET: it is
+            // marked replayed without a replay of the key.
             let marked = inv
                 .events
                 .iter()
-                .filter(|e| e.replayed && e.idempotency_key.as_ref() == Some(label))
+                .filter(|e| {
+                    e.replayed && !e.sign_out_only && e.idempotency_key.as_ref() == Some(label)
+                })
                 .count();
             if replays != marked {
                 return violation(
@@ -836,9 +922,398 @@ pub fn coverage(h: &History) -> Vec<&'static str> {
 }
 
 fn abandoned_claims_any(h: &History) -> Vec<&GuardCall> {
-    [User::Ann, User::Bob, User::Mal]
-        .iter()
-        .filter_map(|u| u.canonical())
-        .flat_map(|u| abandoned_claims(h, &u))
+    [POOL, FOREIGN_POOL]
+        .into_iter()
+        .flat_map(|pool| {
+            User::EXISTING
+                .iter()
+                .filter_map(|u| u.canonical())
+                .flat_map(move |u| abandoned_claims(h, pool, &u))
+        })
         .collect()
+}
+
+// ---- one record's run, as the fakes saw it -----------------------------------------------------
+
+/// Whether an attempt's answer reports only the sign-out of its earlier delivery's reset.
+fn sign_out_only(a: &Attempt) -> bool {
+    a.answer.event.as_ref().is_some_and(|e| e.sign_out_only)
+}
+
+/// One record's run from its user claim on: the claim, the budget spend and refund, the calls
+/// that may send a code, the sign-outs. A record runs in one task (a FIFO group's records one
+/// after the other in the same task), so the calls of a task after a claim, up to the next
+/// claim, are that claim's record's.
+#[derive(Debug)]
+pub struct Segment<'h> {
+    pub inv: usize,
+    /// The record's audit id (the claim id's first part).
+    pub record: String,
+    pub claim: &'h GuardCall,
+    pub spend: Option<&'h GuardCall>,
+    /// Refunds (the spend given back because nothing was sent).
+    pub refunds: Vec<&'h GuardCall>,
+    /// Resets and resent invitations, every attempt.
+    pub sends: Vec<&'h CognitoCall>,
+    pub sign_outs: Vec<&'h CognitoCall>,
+}
+
+impl Segment<'_> {
+    /// A code may have reached the user (performed, or answered ambiguously).
+    pub fn may_have_sent(&self) -> bool {
+        self.sends.iter().any(|c| c.may_have_sent())
+    }
+
+    /// The spend was given back (a refund landed).
+    pub fn refunded(&self) -> bool {
+        self.refunds.iter().any(|r| r.wrote)
+    }
+}
+
+/// Every record run of a history, in the order of its claims.
+pub fn segments(h: &History) -> Vec<Segment<'_>> {
+    let meta = &h.journal.guard_meta;
+    let mut claims: Vec<(usize, Option<tokio::task::Id>, u64, &GuardCall)> = h
+        .journal
+        .guard
+        .iter()
+        .zip(meta)
+        .filter(|(c, _)| c.op == Op::Claim)
+        .map(|(c, (task, seq))| (c.inv, *task, *seq, c))
+        .collect();
+    claims.sort_by_key(|(_, _, seq, _)| *seq);
+    // A record run outside any task (a single HTTP request, on the invocation's own future)
+    // has no task id: it is alone in its invocation.
+    let owner = |inv: usize, task: Option<tokio::task::Id>, seq: u64| {
+        claims
+            .iter()
+            .enumerate()
+            .filter(|(_, (i, t, s, _))| *i == inv && *t == task && *s < seq)
+            .map(|(n, _)| n)
+            .next_back()
+    };
+    let mut segments: Vec<Segment<'_>> = claims
+        .iter()
+        .map(|(inv, _, _, claim)| Segment {
+            inv: *inv,
+            record: claim
+                .claim_id
+                .as_deref()
+                .and_then(|c| c.split('/').next())
+                .unwrap_or_default()
+                .to_owned(),
+            claim,
+            spend: None,
+            refunds: Vec::new(),
+            sends: Vec::new(),
+            sign_outs: Vec::new(),
+        })
+        .collect();
+    for (call, (task, seq)) in h.journal.guard.iter().zip(meta) {
+        if !matches!(call.op, Op::Spend | Op::Refund) {
+            continue;
+        }
+        if let Some(n) = owner(call.inv, *task, *seq) {
+            match call.op {
+                Op::Spend => segments[n].spend = segments[n].spend.or(Some(call)),
+                _ => segments[n].refunds.push(call),
+            }
+        }
+    }
+    for call in &h.journal.cognito {
+        if !(call.op.sends_code() || call.op == Op::SignOut) {
+            continue;
+        }
+        if let Some(n) = owner(call.inv, call.task, call.seq) {
+            if call.op == Op::SignOut {
+                segments[n].sign_outs.push(call);
+            } else {
+                segments[n].sends.push(call);
+            }
+        }
+    }
+    segments
+}
+
+/// The sign-out follows its own reset: `AdminUserGlobalSignOut` only under a rule that signs
+/// out, only after a reset performed in the same record run, or in an SQS redelivery whose claim
+/// found its own pending sign-out (and then nothing sends a code); only an SQS record is handed
+/// back for its sign-out, and only after a sign-out failed.
+pub fn sign_out_follows_its_reset(h: &History) -> Checked {
+    const NAME: &str = "a sign-out follows its own reset";
+    let all = segments(h);
+    let signed_out: usize = all.iter().map(|s| s.sign_outs.len()).sum();
+    let total = h
+        .journal
+        .cognito
+        .iter()
+        .filter(|c| c.op == Op::SignOut)
+        .count();
+    if total != signed_out {
+        return violation(
+            NAME,
+            format!("{} sign-out(s) were sent outside any record's run", total - signed_out),
+        );
+    }
+    if total > 0 && (h.options.sign_out == SignOut::Never || h.options.dry_run) {
+        return violation(
+            NAME,
+            format!(
+                "{total} sign-out(s) were sent, but the rules never sign out or DRY_RUN is on"
+            ),
+        );
+    }
+    for seg in &all {
+        let Some(first) = seg.sign_outs.first() else {
+            continue;
+        };
+        let pending = seg.claim.result == "sign-out pending";
+        let reset_before = seg
+            .sends
+            .iter()
+            .any(|c| c.op == Op::Reset && c.performed && c.seq < first.seq);
+        if pending {
+            if let Some(send) = seg.sends.first() {
+                return violation(
+                    NAME,
+                    format!(
+                        "record {} of invocation {} found its own pending sign-out, and sent {} again at t={} ms",
+                        seg.record,
+                        seg.inv,
+                        send.op.name(),
+                        h.at(send.start)
+                    ),
+                );
+            }
+            let sqs = h
+                .attempts
+                .iter()
+                .any(|a| a.inv == seg.inv && a.audit_id == seg.record && !a.source.is_http());
+            if !sqs {
+                return violation(
+                    NAME,
+                    format!(
+                        "record {} of invocation {} retried a pending sign-out, but it is no SQS record",
+                        seg.record, seg.inv
+                    ),
+                );
+            }
+        } else if !reset_before {
+            return violation(
+                NAME,
+                format!(
+                    "record {} of invocation {} signed the user out at t={} ms without a reset performed before it",
+                    seg.record,
+                    seg.inv,
+                    h.at(first.start)
+                ),
+            );
+        }
+    }
+    // Handed back with a RESET: only over SQS, only after a sign-out failed that may pass.
+    for a in &h.attempts {
+        if a.source.is_http() || a.answer.acked || a.answer.outcome != "RESET" {
+            continue;
+        }
+        let failed = a
+            .answer
+            .event
+            .as_ref()
+            .is_some_and(|e| e.signed_out == Some(false));
+        // A copy of the same message in the batch that was not final hands it back too.
+        let copy_retried = h.attempts.iter().any(|b| {
+            b.inv == a.inv && b.message_id == a.message_id && !b.answer.is_final
+        });
+        if copy_retried {
+            continue;
+        }
+        if !failed || last_receive(a) {
+            return violation(
+                NAME,
+                format!(
+                    "{} was told RESET and handed back, but its sign-out did not fail or this was its last receive",
+                    describe(h, a)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The budget's window of a moment.
+fn budget_window(h: &History, at: Instant, per_seconds: u32) -> u64 {
+    let secs = h
+        .wall(at)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    secs / u64::from(per_seconds.max(1))
+}
+
+/// A caller's budget holds: every record that sent a reset under a budgeted rule spent one of
+/// its budget first; no S seconds hold more than N spends of records that may have sent a code
+/// (counted at the moment of the spend, which is when the budget counts them); and
+/// `caller-budget-exhausted` is answered only when N spends of that caller lay in the two
+/// windows the budget counts (the current one and the one before it).
+pub fn budgets_hold(h: &History) -> Checked {
+    const NAME: &str = "a caller's budget holds";
+    let Some((resets, per_seconds)) = h.options.budget else {
+        return Ok(());
+    };
+    let all = segments(h);
+    for seg in &all {
+        let Some(send) = seg.sends.first() else {
+            continue;
+        };
+        let spent = seg
+            .spend
+            .is_some_and(|s| s.result == "spent" && s.start <= send.start);
+        if !spent {
+            return violation(
+                NAME,
+                format!(
+                    "record {} of invocation {} sent {} at t={} ms without spending its caller's budget",
+                    seg.record,
+                    seg.inv,
+                    send.op.name(),
+                    h.at(send.start)
+                ),
+            );
+        }
+    }
+    let mut by_caller: BTreeMap<&str, Vec<Instant>> = BTreeMap::new();
+    for seg in all.iter().filter(|s| s.may_have_sent()) {
+        if let Some(spend) = seg.spend {
+            by_caller.entry(&spend.pk).or_default().push(spend.start);
+        }
+    }
+    let span = Duration::from_secs(u64::from(per_seconds));
+    for (pk, mut moments) in by_caller {
+        moments.sort();
+        for pair in moments.windows(resets as usize + 1) {
+            let (first, last) = (pair[0], pair[resets as usize]);
+            if last < first + span {
+                return violation(
+                    NAME,
+                    format!(
+                        "{} resets of one caller ({}) were spent between t={} ms and t={} ms, less than {per_seconds} s apart, with a budget of {resets}",
+                        resets + 1,
+                        pk.get(..16).unwrap_or(pk),
+                        h.at(first),
+                        h.at(last)
+                    ),
+                );
+            }
+        }
+    }
+    // Exhausted only when full: N spends (given back or not after it) in windows w-1 and w.
+    for seg in &all {
+        let Some(spend) = seg.spend.filter(|s| s.result == "exhausted") else {
+            continue;
+        };
+        let window = budget_window(h, spend.start, per_seconds);
+        let counted = all
+            .iter()
+            .filter_map(|other| {
+                let s = other.spend?;
+                let counts = s.pk == spend.pk
+                    && (s.result == "spent" || s.wrote)
+                    && s.start <= spend.start
+                    && window.saturating_sub(budget_window(h, s.start, per_seconds)) <= 1
+                    // Given back before this spend was read: no longer counted.
+                    && !other.refunds.iter().any(|r| r.wrote && r.end < spend.start);
+                counts.then_some(())
+            })
+            .count();
+        if counted < resets as usize {
+            return violation(
+                NAME,
+                format!(
+                    "record {} of invocation {} was refused caller-budget-exhausted at t={} ms, but only {counted} spend(s) of its caller lay in that window and the one before (budget {resets} per {per_seconds} s)",
+                    seg.record,
+                    seg.inv,
+                    h.at(spend.start)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `DRY_RUN` changes nothing: no guard write, no reset, resent invitation or sign-out, no
+/// pacing bucket written, and nobody is told RESET.
+pub fn dry_run_changes_nothing(h: &History) -> Checked {
+    const NAME: &str = "DRY_RUN changes nothing";
+    if !h.options.dry_run {
+        return Ok(());
+    }
+    if let Some(call) = h.journal.guard.iter().find(|c| c.wrote) {
+        return violation(
+            NAME,
+            format!(
+                "the guard's table was written in invocation {} ({} at t={} ms)",
+                call.inv,
+                call.op.name(),
+                h.at(call.start)
+            ),
+        );
+    }
+    if let Some(call) = h
+        .journal
+        .cognito
+        .iter()
+        .find(|c| c.op.sends_code() || c.op == Op::SignOut)
+    {
+        return violation(
+            NAME,
+            format!(
+                "{} was sent for {} in invocation {}",
+                call.op.name(),
+                call.name,
+                call.inv
+            ),
+        );
+    }
+    if let Some(call) = h.journal.buckets.iter().find(|c| c.applied) {
+        return violation(
+            NAME,
+            format!("a pacing bucket was written in invocation {}", call.inv),
+        );
+    }
+    if let Some(a) = h.attempts.iter().find(|a| a.answer.outcome == "RESET") {
+        return violation(NAME, format!("{} was told {}", describe(h, a), told(a)));
+    }
+    Ok(())
+}
+
+/// A record for a pool names that pool's account in its outcome event: the other account for
+/// its pool, the function's own for the listed pool (with `FUNCTION_ACCOUNT_ID` set).
+pub fn other_account_is_named(h: &History) -> Checked {
+    const NAME: &str = "the pool's account is named";
+    if !h.options.other_account {
+        return Ok(());
+    }
+    for a in &h.attempts {
+        let Some(event) = &a.answer.event else {
+            continue;
+        };
+        if a.req.invalid {
+            continue;
+        }
+        let expected = match a.req.pool {
+            Pool::Foreign => Some(FOREIGN_ACCOUNT),
+            Pool::Listed | Pool::Unlisted => Some(FUNCTION_ACCOUNT),
+        };
+        if event.pool_account.as_deref() != expected {
+            return violation(
+                NAME,
+                format!(
+                    "{}'s event names account {:?}, not {expected:?}",
+                    describe(h, a),
+                    event.pool_account
+                ),
+            );
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! A failure prints the shrunk schedule, what every fake recorded, and `FAULTS_SEED` to replay
 //! the run. `FAULTS_CASES` scales the number of schedules (default: a few thousand in all).
 
+mod buckets;
 mod cognito;
 mod events;
 mod faults;
@@ -22,6 +23,7 @@ mod harness;
 mod invariants;
 mod layering;
 mod schedule;
+mod widened;
 mod world;
 
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};

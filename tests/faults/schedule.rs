@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::faults::{Fault, Injected, Op, When};
-use crate::world::{COOLDOWN, Pool, Req, Sender, Spelling, User};
+use crate::world::{COOLDOWN, Options, Pacing, Pool, Req, Sender, SignOut, Spelling, User};
 
 /// How a batch arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +105,8 @@ pub struct Schedule {
     pub phase_ms: u64,
     /// `MAX_CONCURRENCY`.
     pub concurrency: usize,
+    /// What the world turns on (rules' options, pacing, `DRY_RUN`, another account).
+    pub options: Options,
     /// The requests records refer to; request *i* carries ticket `T<i>`.
     pub requests: Vec<Req>,
     pub steps: Vec<Step>,
@@ -175,8 +177,8 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "schedule (wall clock at .{:03} s, MAX_CONCURRENCY {}):",
-            self.phase_ms, self.concurrency
+            "schedule (wall clock at .{:03} s, MAX_CONCURRENCY {}; {}):",
+            self.phase_ms, self.concurrency, self.options
         )?;
         let mut sends = 0;
         for (n, step) in self.steps.iter().enumerate() {
@@ -216,19 +218,35 @@ impl fmt::Debug for Schedule {
 
 // ---- strategies ----------------------------------------------------------------------------
 
-fn req() -> impl Strategy<Value = Req> {
+fn req(mix: Mix) -> BoxedStrategy<Req> {
+    let plain = !mix.has_options();
+    let user = if plain {
+        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 1 => Just(User::Ghost)].boxed()
+    } else {
+        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 2 => Just(User::Ivy), 1 => Just(User::Ghost)].boxed()
+    };
+    let pool = if plain {
+        prop_oneof![15 => Just(Pool::Listed), 1 => Just(Pool::Unlisted)].boxed()
+    } else {
+        // Foreign only counts in a world with another account (see `schedule`).
+        prop_oneof![10 => Just(Pool::Listed), 1 => Just(Pool::Unlisted), 5 => Just(Pool::Foreign)].boxed()
+    };
+    let sign_out = proptest::bool::weighted(if plain { 0.0 } else { 0.4 });
     (
-        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 1 => Just(User::Ghost)],
+        user,
         prop_oneof![4 => Just(Spelling::Email), 1 => Just(Spelling::Canonical), 1 => Just(Spelling::Shouted)],
-        prop_oneof![15 => Just(Pool::Listed), 1 => Just(Pool::Unlisted)],
+        pool,
         proptest::bool::weighted(0.04),
+        sign_out,
     )
-        .prop_map(|(user, spelling, pool, invalid)| Req {
+        .prop_map(|(user, spelling, pool, invalid, sign_out)| Req {
             user,
             spelling,
             pool,
             invalid,
+            sign_out,
         })
+        .boxed()
 }
 
 fn when() -> impl Strategy<Value = When> {
@@ -243,7 +261,7 @@ fn when() -> impl Strategy<Value = When> {
 /// Faults a Cognito call can meet.
 fn cognito_fault(op: Op) -> BoxedStrategy<Fault> {
     // LimitExceeded is a reset's answer; a lookup meets a plain throttle instead.
-    let limit = if op == Op::Reset {
+    let limit = if op.sends_code() {
         Fault::LimitExceeded
     } else {
         Fault::Throttle
@@ -284,23 +302,71 @@ fn bus_fault() -> BoxedStrategy<Fault> {
     .boxed()
 }
 
+/// Faults a pacing bucket write can meet (the pacer falls back to its static share).
+fn bucket_fault() -> BoxedStrategy<Fault> {
+    prop_oneof![
+        2 => Just(Fault::Throttle),
+        1 => any::<bool>().prop_map(|landed| Fault::ServerError { landed }),
+        1 => any::<bool>().prop_map(|landed| Fault::Timeout { landed }),
+    ]
+    .boxed()
+}
+
 /// A fault, a late answer, or a late failure, for the `nth` call of an operation.
-fn injected() -> impl Strategy<Value = Injected> {
-    let op = prop_oneof![
-        7 => Just(Op::Reset),
-        3 => Just(Op::Complete),
-        3 => Just(Op::Finish),
-        2 => Just(Op::Claim),
-        2 => Just(Op::Begin),
-        2 => Just(Op::GetUser),
-        1 => Just(Op::ListGroups),
-        1 => Just(Op::Publish),
-    ];
+fn injected(mix: Mix) -> BoxedStrategy<Injected> {
+    let op = match mix {
+        Mix::All | Mix::Sqs | Mix::Http | Mix::Windows => prop_oneof![
+            7 => Just(Op::Reset),
+            3 => Just(Op::Complete),
+            3 => Just(Op::Finish),
+            2 => Just(Op::Claim),
+            2 => Just(Op::Begin),
+            2 => Just(Op::GetUser),
+            1 => Just(Op::ListGroups),
+            1 => Just(Op::Publish),
+        ]
+        .boxed(),
+        Mix::Helpdesk | Mix::DryRun => prop_oneof![
+            5 => Just(Op::Reset),
+            3 => Just(Op::Resend),
+            5 => Just(Op::SignOut),
+            3 => Just(Op::Spend),
+            2 => Just(Op::Refund),
+            2 => Just(Op::Complete),
+            2 => Just(Op::Finish),
+            2 => Just(Op::Claim),
+            1 => Just(Op::Begin),
+            2 => Just(Op::GetUser),
+            1 => Just(Op::ListGroups),
+            1 => Just(Op::Publish),
+        ]
+        .boxed(),
+        Mix::Paced => prop_oneof![
+            8 => Just(Op::Reset),
+            2 => Just(Op::Resend),
+            2 => Just(Op::SignOut),
+            3 => Just(Op::Lease),
+            3 => Just(Op::GetUser),
+            1 => Just(Op::ListGroups),
+            1 => Just(Op::Spend),
+            1 => Just(Op::Complete),
+            1 => Just(Op::Claim),
+        ]
+        .boxed(),
+    };
     let nth = prop_oneof![4 => Just(0u8), 2 => 1u8..3, 1 => 3u8..10];
-    (op, nth).prop_flat_map(|(op, nth)| {
+    (op, nth).prop_flat_map(move |(op, nth)| {
         let fault = match op {
-            Op::GetUser | Op::ListGroups | Op::Reset => cognito_fault(op),
+            Op::GetUser | Op::ListGroups | Op::Reset | Op::Resend | Op::SignOut => {
+                // Paced schedules meet throttling most (what cuts the rate).
+                if matches!(mix, Mix::Paced) && op != Op::SignOut {
+                    prop_oneof![3 => Just(Fault::Throttle), 2 => cognito_fault(op)].boxed()
+                } else {
+                    cognito_fault(op)
+                }
+            }
             Op::Publish => bus_fault(),
+            Op::Lease => bucket_fault(),
             _ => guard_fault(),
         };
         prop_oneof![
@@ -311,9 +377,10 @@ fn injected() -> impl Strategy<Value = Injected> {
             2 => (fault, when()).prop_map(move |(fault, at)| Injected { op, nth, fault: Some(fault), at: Some(at) }),
         ]
     })
+    .boxed()
 }
 
-fn run() -> impl Strategy<Value = Run> {
+fn run(mix: Mix) -> impl Strategy<Value = Run> {
     (
         prop_oneof![
             3 => Just(5_000u64),
@@ -324,7 +391,7 @@ fn run() -> impl Strategy<Value = Run> {
         ],
         prop_oneof![Just(20u64), Just(3), Just(0)],
         // One vector from none up: a counterexample shrinks to the faults that matter.
-        proptest::collection::vec(injected(), 0..=5),
+        proptest::collection::vec(injected(mix), 0..=5),
     )
         .prop_map(|(deadline, latency, faults)| Run {
             deadline: Duration::from_millis(deadline),
@@ -342,7 +409,7 @@ fn recs(max: usize) -> impl Strategy<Value = Vec<Rec>> {
     ]
 }
 
-/// Which sources a test draws from.
+/// Which sources (and world options) a test draws from.
 #[derive(Clone, Copy, Debug)]
 pub enum Mix {
     All,
@@ -351,6 +418,51 @@ pub enum Mix {
     /// Every source, few requests, waits around the cooldown and its `Retry-After`, and
     /// redeliveries of everything: the windows' edges.
     Windows,
+    /// Every source, the rules' options: sign-out (allowed or always, requests with
+    /// `SignOut`), resent invitations, a caller budget; a pool in another account in some.
+    Helpdesk,
+    /// Every source, pacing at real rates (per instance, or the shared bucket), throttles
+    /// that cut the rate, faults at the bucket's writes; the rules' options in some.
+    Paced,
+    /// `DRY_RUN`, with the rules' options in some.
+    DryRun,
+}
+
+impl Mix {
+    /// Whether the schedules turn options on (and name the invited user, the other account's
+    /// pool, `SignOut`).
+    pub fn has_options(self) -> bool {
+        matches!(self, Mix::Helpdesk | Mix::Paced | Mix::DryRun)
+    }
+}
+
+fn options(mix: Mix) -> BoxedStrategy<Options> {
+    let sign_out = prop_oneof![1 => Just(SignOut::Never), 2 => Just(SignOut::Allowed), 2 => Just(SignOut::Always)];
+    let budget = prop_oneof![
+        1 => Just(None),
+        2 => (1u32..=3, prop_oneof![Just(5u32), Just(20), Just(60)]).prop_map(Some),
+    ];
+    let pacing = match mix {
+        Mix::Paced => prop_oneof![Just(Pacing::Instance), Just(Pacing::Shared)].boxed(),
+        _ => Just(Pacing::Off).boxed(),
+    };
+    let dry_run = matches!(mix, Mix::DryRun);
+    (
+        sign_out,
+        any::<bool>(),
+        budget,
+        pacing,
+        proptest::bool::weighted(0.4),
+    )
+        .prop_map(move |(sign_out, resend, budget, pacing, other_account)| Options {
+            sign_out,
+            resend,
+            budget,
+            pacing,
+            dry_run,
+            other_account,
+        })
+        .boxed()
 }
 
 fn batch(mix: Mix) -> BoxedStrategy<Batch> {
@@ -385,7 +497,9 @@ fn batch(mix: Mix) -> BoxedStrategy<Batch> {
         records,
     });
     match mix {
-        Mix::All => prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed(),
+        Mix::All | Mix::Helpdesk | Mix::Paced | Mix::DryRun => {
+            prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed()
+        }
         // Single requests carry Retry-After.
         Mix::Windows => prop_oneof![2 => sqs, 5 => single, 1 => http_batch, 1 => fifo].boxed(),
         Mix::Sqs => prop_oneof![sqs, fifo].boxed(),
@@ -419,7 +533,7 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
         _ => 1,
     };
     prop_oneof![
-        3 => (batch(mix), run()).prop_map(|(batch, run)| Step::Send { batch, run }),
+        3 => (batch(mix), run(mix)).prop_map(|(batch, run)| Step::Send { batch, run }),
         4 => (
             prop_oneof![3 => Just(0usize), 1 => 1usize..4],
             prop_oneof![
@@ -427,7 +541,7 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
                 everything => Just(Again::Everything),
                 everything => Just(Again::AfterRetryAfter),
             ],
-            run(),
+            run(mix),
         )
             .prop_map(|(of, what, run)| Step::Again { of, what, run }),
         3 => wait(mix).prop_map(Step::Wait),
@@ -436,24 +550,42 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
 
 /// Schedules of one to eight steps, the first a send.
 pub fn schedule(mix: Mix) -> impl Strategy<Value = Schedule> {
+    let world = if mix.has_options() {
+        options(mix)
+    } else {
+        Just(Options::default()).boxed()
+    };
     (
         0u64..1000,
         prop_oneof![4 => Just(10usize), 1 => Just(3), 1 => Just(1)],
+        world,
         match mix {
-            Mix::Windows => proptest::collection::vec(req(), 1..=2).boxed(),
-            _ => proptest::collection::vec(req(), 1..=4).boxed(),
+            Mix::Windows => proptest::collection::vec(req(mix), 1..=2).boxed(),
+            _ => proptest::collection::vec(req(mix), 1..=4).boxed(),
         },
-        (batch(mix), run()),
+        (batch(mix), run(mix)),
         proptest::collection::vec(step(mix), 0..=7),
     )
-        .prop_map(|(phase_ms, concurrency, requests, (batch, run), rest)| {
-            let mut steps = vec![Step::Send { batch, run }];
-            steps.extend(rest);
-            Schedule {
-                phase_ms,
-                concurrency,
-                requests,
-                steps,
-            }
-        })
+        .prop_map(
+            |(phase_ms, concurrency, options, mut requests, (batch, run), rest)| {
+                // The other account's pool is listed in every world, but is in another
+                // account only with the option: without it, its requests go to the listed pool.
+                if !options.other_account {
+                    for req in &mut requests {
+                        if req.pool == Pool::Foreign {
+                            req.pool = Pool::Listed;
+                        }
+                    }
+                }
+                let mut steps = vec![Step::Send { batch, run }];
+                steps.extend(rest);
+                Schedule {
+                    phase_ms,
+                    concurrency,
+                    options,
+                    requests,
+                    steps,
+                }
+            },
+        )
 }
