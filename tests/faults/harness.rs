@@ -259,7 +259,7 @@ async fn drive(schedule: &Schedule) -> History {
                             .records
                             .iter()
                             .filter(|r| {
-                                let id = message_id(schedule, r);
+                                let id = message_id(schedule, last.batch.sender, r);
                                 last.failed.contains(&id) && seen.insert(id)
                             })
                             .copied()
@@ -314,8 +314,15 @@ async fn drive(schedule: &Schedule) -> History {
     history
 }
 
-fn message_id(schedule: &Schedule, rec: &Rec) -> String {
-    format!("m{}", schedule.request(rec.request).0)
+/// A message's id: `m<request>` in the standard queue, `f<request>` in the FIFO queue and
+/// `s<request>` in the stranger's (SQS message ids are UUIDs: two queues never share one).
+pub fn message_id(schedule: &Schedule, sender: Sender, rec: &Rec) -> String {
+    let prefix = match sender {
+        Sender::FifoQueue => "f",
+        Sender::StrangerQueue => "s",
+        _ => "m",
+    };
+    format!("{prefix}{}", schedule.request(rec.request).0)
 }
 
 /// One invocation: builds the event, runs it, reads every record's answer.
@@ -351,7 +358,7 @@ async fn deliver(
             (label, audit_id, None, 0)
         } else {
             // One receive per message per delivery: its copies in a batch share the count.
-            let id = message_id(schedule, rec);
+            let id = message_id(schedule, batch.sender, rec);
             let count = *counted.entry(id.clone()).or_insert_with(|| {
                 let count = receives.entry((batch.sender, id.clone())).or_insert(0);
                 *count += 1;

@@ -159,8 +159,11 @@ impl Schedule {
             .map(|rec| {
                 let (index, req) = self.request(rec.request);
                 match batch.source {
+                    Source::Sqs if batch.sender == Sender::StrangerQueue => {
+                        format!("s{index}={req} T{index}")
+                    }
                     Source::Sqs => format!("m{index}={req} T{index}"),
-                    Source::SqsFifo => format!("m{index}={req} T{index} g{}", rec.group),
+                    Source::SqsFifo => format!("f{index}={req} T{index} g{}", rec.group),
                     _ => format!("{req} T{index}"),
                 }
             })
