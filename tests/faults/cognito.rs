@@ -52,8 +52,7 @@ impl FakeCognito {
             return None;
         }
         User::EXISTING.into_iter().find(|u| {
-            u.canonical()
-                .is_some_and(|c| c.eq_ignore_ascii_case(name))
+            u.canonical().is_some_and(|c| c.eq_ignore_ascii_case(name))
                 || format!("{}@example.com", u.local()).eq_ignore_ascii_case(name)
         })
     }
@@ -61,7 +60,10 @@ impl FakeCognito {
     fn status_of(&self, pool: &UserPoolId, user: User) -> String {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status
-            .get(&(pool.as_str().to_owned(), user.canonical().unwrap_or_default()))
+            .get(&(
+                pool.as_str().to_owned(),
+                user.canonical().unwrap_or_default(),
+            ))
             .cloned()
             .unwrap_or_else(|| user.initial_status().to_owned())
     }
@@ -69,7 +71,10 @@ impl FakeCognito {
     fn set_status(&self, pool: &UserPoolId, user: User, to: &str) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.insert(
-            (pool.as_str().to_owned(), user.canonical().unwrap_or_default()),
+            (
+                pool.as_str().to_owned(),
+                user.canonical().unwrap_or_default(),
+            ),
             to.to_owned(),
         );
     }
@@ -156,8 +161,8 @@ impl FakeCognito {
             ),
         };
         let answer = performs.then(answer);
-        let performed = matches!(op, Op::Reset | Op::Resend | Op::SignOut)
-            && matches!(answer, Some(Ok(_)));
+        let performed =
+            matches!(op, Op::Reset | Op::Resend | Op::SignOut) && matches!(answer, Some(Ok(_)));
         let cut = arrive(arrives, start + timeout).await;
         let result = if cut {
             Err(error(K::Unavailable, Effect::Unknown, "attempt timed out"))
@@ -197,27 +202,29 @@ impl CognitoApi for FakeCognito {
         username: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<UserRecord, CognitoError>> {
-        Box::pin(self.call(
-            Op::GetUser,
-            pool,
-            username,
-            None,
-            timeout,
-            move || match self.find(pool, username) {
-                Some(user) => {
-                    let canonical = user.canonical().unwrap_or_default();
-                    Ok(UserRecord {
-                        username: canonical.clone(),
-                        email: Some(format!("{}@example.com", user.local())),
-                        preferred_username: None,
-                        sub: Some(canonical),
-                        enabled: true,
-                        status: Some(self.status_of(pool, user)),
-                    })
-                }
-                None => Err(Self::not_found(Op::GetUser)),
-            },
-        ))
+        Box::pin(
+            self.call(
+                Op::GetUser,
+                pool,
+                username,
+                None,
+                timeout,
+                move || match self.find(pool, username) {
+                    Some(user) => {
+                        let canonical = user.canonical().unwrap_or_default();
+                        Ok(UserRecord {
+                            username: canonical.clone(),
+                            email: Some(format!("{}@example.com", user.local())),
+                            preferred_username: None,
+                            sub: Some(canonical),
+                            enabled: true,
+                            status: Some(self.status_of(pool, user)),
+                        })
+                    }
+                    None => Err(Self::not_found(Op::GetUser)),
+                },
+            ),
+        )
     }
 
     fn list_groups<'a>(
@@ -227,15 +234,22 @@ impl CognitoApi for FakeCognito {
         _next_token: Option<String>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<GroupsPage, CognitoError>> {
-        Box::pin(self.call(Op::ListGroups, pool, username, None, timeout, move || {
-            match self.find(pool, username) {
-                Some(user) => Ok(GroupsPage {
-                    groups: user.groups().iter().map(|g| (*g).to_owned()).collect(),
-                    next_token: None,
-                }),
-                None => Err(Self::not_found(Op::ListGroups)),
-            }
-        }))
+        Box::pin(
+            self.call(
+                Op::ListGroups,
+                pool,
+                username,
+                None,
+                timeout,
+                move || match self.find(pool, username) {
+                    Some(user) => Ok(GroupsPage {
+                        groups: user.groups().iter().map(|g| (*g).to_owned()).collect(),
+                        next_token: None,
+                    }),
+                    None => Err(Self::not_found(Op::ListGroups)),
+                },
+            ),
+        )
     }
 
     fn reset_password<'a>(
@@ -305,14 +319,19 @@ impl CognitoApi for FakeCognito {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
         Box::pin(
-            self.call(Op::SignOut, pool, username, None, timeout, move || {
-                match self.find(pool, username) {
+            self.call(
+                Op::SignOut,
+                pool,
+                username,
+                None,
+                timeout,
+                move || match self.find(pool, username) {
                     Some(user) if user.canonical().as_deref() == Some(username) => {
                         Ok(Some(format!("cognito-signout-{username}")))
                     }
                     _ => Err(Self::not_found(Op::SignOut)),
-                }
-            }),
+                },
+            ),
         )
     }
 }

@@ -122,6 +122,26 @@ pub enum Fault {
     Outage,
 }
 
+impl Fault {
+    /// The fault's kind, for the coverage table.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Fault::Throttle => "throttled",
+            Fault::LimitExceeded => "LimitExceeded",
+            Fault::Refuse => "4xx",
+            Fault::ServerError { landed: false } => "5xx",
+            Fault::ServerError { landed: true } => "5xx (performed)",
+            Fault::Timeout { landed: false } => "timeout",
+            Fault::Timeout { landed: true } => "timeout (performed)",
+            Fault::ConnectionReset => "connection reset",
+            Fault::ConnectionRefused => "connection refused",
+            Fault::Lost => "answer lost",
+            Fault::Echo => "echo",
+            Fault::Outage => "outage",
+        }
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let landed = |l: bool| if l { " (performed)" } else { "" };
@@ -288,6 +308,7 @@ pub struct GuardCall {
 #[derive(Clone, Debug)]
 pub struct Published {
     pub inv: usize,
+    pub fault: Option<Fault>,
     pub until: Instant,
     pub events: Vec<OutcomeEvent>,
 }
@@ -332,7 +353,10 @@ pub struct Injector {
     plan: Mutex<Plan>,
     journal: Mutex<Journal>,
     /// The next call's sequence number, and the guard operation each task has under way.
-    seq: Mutex<(u64, std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>)>,
+    seq: Mutex<(
+        u64,
+        std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
+    )>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -389,12 +413,6 @@ impl Injector {
 
     pub fn bucket(&self, call: BucketCall) {
         lock(&self.journal).buckets.push(call);
-    }
-
-    /// The invocation running now (`None` before the first).
-    pub fn current(&self) -> Option<(usize, Instant)> {
-        let plan = lock(&self.plan);
-        plan.deadline.map(|deadline| (plan.inv, deadline))
     }
 
     pub fn published(&self, call: Published) {

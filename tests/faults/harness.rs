@@ -784,6 +784,26 @@ impl fmt::Display for History {
                 if call.wrote { " (wrote)" } else { "" }
             )?;
         }
+        if !self.journal.buckets.is_empty() {
+            writeln!(f, "pacing bucket writes:")?;
+        }
+        for call in &self.journal.buckets {
+            writeln!(
+                f,
+                "    inv {} t={} {} {} -> {}",
+                call.inv,
+                self.at(call.at),
+                if call.cut { "rate cut" } else { "lease" },
+                call.pk,
+                if call.failed {
+                    "failed"
+                } else if call.applied {
+                    "written"
+                } else {
+                    "refused"
+                }
+            )?;
+        }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }

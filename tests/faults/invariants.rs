@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::faults::{Answered, CognitoCall, GuardCall, Op};
 use crate::harness::{Attempt, History, last_receive};
+use crate::schedule::Mix;
 use crate::world::{
     COOLDOWN, FOREIGN_ACCOUNT, FOREIGN_POOL, FUNCTION_ACCOUNT, MARGIN, POOL, Pool, SignOut, User,
     refusal_by_policy,
@@ -694,12 +695,11 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
                 } else {
                     // Handed back: no final outcome, unless one copy's reset happened and only
                     // its sign-out is to be retried (its RESET event says `signedOut: false`).
-                    let sign_out_retried = events.iter().any(|e| {
-                        e.outcome.as_str() == "RESET" && e.signed_out == Some(false)
-                    });
+                    let sign_out_retried = events
+                        .iter()
+                        .any(|e| e.outcome.as_str() == "RESET" && e.signed_out == Some(false));
                     gave_up == 0
-                        && (events.len() < copies
-                            || (sign_out_retried && events.len() == copies))
+                        && (events.len() < copies || (sign_out_retried && events.len() == copies))
                 };
                 if !fine {
                     return violation(
@@ -788,11 +788,11 @@ pub fn refused_requests_write_nothing(h: &History) -> Checked {
 
 /// What a history exercised, for `FAULTS_STATS=1`: a suite that never meets an edge proves
 /// nothing about it.
-pub fn coverage(h: &History) -> Vec<&'static str> {
-    let mut seen = Vec::new();
-    let mut note = |cond: bool, what: &'static str| {
+pub fn coverage(h: &History) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut note = |cond: bool, what: &str| {
         if cond {
-            seen.push(what);
+            seen.push(what.to_owned());
         }
     };
     let answers = || h.attempts.iter().map(|a| &a.answer);
@@ -944,7 +944,222 @@ pub fn coverage(h: &History) -> Vec<&'static str> {
         }),
         "a key repeated after its Retry-After",
     );
+    // The edge classes asserted by `assert_coverage`.
+    let mut edges: Vec<String> = Vec::new();
+    for call in &h.journal.cognito {
+        if let Some(fault) = call.fault {
+            edges.push(format!("fault: {} at {}", fault.kind(), call.op.name()));
+        }
+        if let Some(at) = call.at {
+            edges.push(format!("answer {at} at Cognito"));
+        }
+    }
+    for call in &h.journal.guard {
+        if let Some(fault) = call.fault {
+            edges.push(format!("fault: {} at {}", fault.kind(), call.op.name()));
+        }
+        if let Some(at) = call.at {
+            edges.push(format!("answer {at} at the guard"));
+        }
+    }
+    for call in &h.journal.published {
+        if let Some(fault) = call.fault {
+            edges.push(format!("fault: {} at {}", fault.kind(), Op::Publish.name()));
+        }
+    }
+    let lease_faults = h.journal.buckets.iter().filter(|b| b.failed).count();
+    if lease_faults > 0 {
+        edges.push("pacing bucket write failed (static share)".to_owned());
+    }
+    if h.attempts
+        .iter()
+        .any(|a| !a.source.is_http() && a.receive > 1)
+    {
+        edges.push("SQS redelivery".to_owned());
+    }
+    if h.attempts.iter().any(|a| {
+        a.source.is_http()
+            && a.key.is_some()
+            && h.attempts
+                .iter()
+                .any(|b| b.inv < a.inv && b.key == a.key && b.request == a.request)
+    }) {
+        edges.push("HTTP key repeated".to_owned());
+    }
+    if h.attempts.iter().any(|a| a.answer.replayed) {
+        edges.push("key replay".to_owned());
+    }
+    if h.attempts
+        .iter()
+        .any(|a| a.answer.code.as_deref() == Some("caller-budget-exhausted"))
+    {
+        edges.push("budget exhausted".to_owned());
+    }
+    if h.journal
+        .cognito
+        .iter()
+        .any(|c| c.op == Op::SignOut && c.answered != Answered::Ok)
+    {
+        edges.push("sign-out failed".to_owned());
+    }
+    if h.attempts.iter().any(|a| {
+        !a.source.is_http()
+            && !a.answer.acked
+            && a.answer.outcome == "RESET"
+            && a.answer
+                .event
+                .as_ref()
+                .is_some_and(|e| e.signed_out == Some(false))
+    }) {
+        edges.push("SQS record handed back for its sign-out".to_owned());
+    }
+    if h.attempts.iter().any(sign_out_only) {
+        edges.push("sign-out retried alone on redelivery".to_owned());
+    }
+    if h.journal
+        .cognito
+        .iter()
+        .any(|c| c.op == Op::Resend && c.performed)
+    {
+        edges.push("invitation resent".to_owned());
+    }
+    if h.attempts.iter().any(|a| a.answer.outcome == "WOULD_RESET") {
+        edges.push("DRY_RUN WOULD_RESET".to_owned());
+    }
+    if h.options.other_account
+        && h.attempts.iter().any(|a| {
+            a.req.pool == Pool::Foreign
+                && a.answer.event.as_ref().is_some_and(|e| {
+                    e.pool_account.as_deref() == Some(FOREIGN_ACCOUNT)
+                        && e.outcome.as_str() == "RESET"
+                })
+        })
+    {
+        edges.push("reset in another account".to_owned());
+    }
+    if !h.cut_after.is_empty() {
+        edges.push("throttle cut the rate (AIMD)".to_owned());
+    }
+    if h.journal.buckets.iter().any(|b| b.cut && b.applied) {
+        edges.push("rate cut written to the shared bucket".to_owned());
+    }
+    if h.journal.buckets.iter().any(|b| !b.cut && b.applied) {
+        edges.push("lease from the shared bucket".to_owned());
+    }
+    if h.attempts
+        .iter()
+        .any(|a| a.answer.code.as_deref() == Some("deadline"))
+        && h.options.pacing != crate::world::Pacing::Off
+    {
+        edges.push("RETRY deadline under pacing".to_owned());
+    }
+    if h.invocations.windows(2).any(|w| w[1].start < w[0].end) {
+        edges.push("concurrent instances".to_owned());
+    }
+    edges.sort();
+    edges.dedup();
+    seen.extend(edges);
     seen
+}
+
+/// The edge classes a test must meet, each in at least this share of its schedules (so that
+/// the thresholds scale with `FAULTS_CASES`): every fault kind its strategy injects at every
+/// port call it injects at, every deadline stage at Cognito and at the guard, and the
+/// mix's own edges.
+pub fn required(mix: Mix) -> Vec<(String, f64)> {
+    use crate::faults::When;
+    let mut required = Vec::new();
+    if matches!(mix, Mix::Faults) {
+        // About 1/109 of the schedules aim at each pair (about 14 at the default scale): each
+        // at least once.
+        for (op, fault) in crate::schedule::matrix() {
+            required.push((format!("fault: {} at {}", fault.kind(), op.name()), 0.0007));
+        }
+        required.push(("SQS record handed back for its sign-out".to_owned(), 0.005));
+        required.push(("sign-out retried alone on redelivery".to_owned(), 0.003));
+        return required;
+    }
+    for at in [
+        When::BeforeMargin,
+        When::InMargin,
+        When::LastQuarter,
+        When::AfterDeadline,
+    ] {
+        required.push((format!("answer {at} at Cognito"), 0.005));
+        if !matches!(mix, Mix::Paced) {
+            required.push((format!("answer {at} at the guard"), 0.005));
+        }
+    }
+    let mut edge = |what: &str, share: f64| required.push((what.to_owned(), share));
+    match mix {
+        Mix::All | Mix::Windows => {
+            edge("SQS redelivery", 0.05);
+            edge("HTTP key repeated", 0.05);
+            edge("key replay", 0.02);
+        }
+        Mix::Sqs => {
+            edge("SQS redelivery", 0.05);
+            edge("key replay", 0.02);
+        }
+        Mix::Http => {
+            edge("HTTP key repeated", 0.05);
+            edge("key replay", 0.02);
+        }
+        Mix::Helpdesk => {
+            edge("SQS redelivery", 0.05);
+            edge("key replay", 0.02);
+            edge("budget exhausted", 0.005);
+            edge("sign-out failed", 0.01);
+            edge("SQS record handed back for its sign-out", 0.004);
+            edge("invitation resent", 0.02);
+            edge("reset in another account", 0.02);
+        }
+        Mix::Paced => {
+            edge("throttle cut the rate (AIMD)", 0.02);
+            edge("rate cut written to the shared bucket", 0.01);
+            edge("lease from the shared bucket", 0.05);
+            edge("pacing bucket write failed (static share)", 0.005);
+            edge("RETRY deadline under pacing", 0.005);
+            edge("budget exhausted", 0.005);
+            edge("reset in another account", 0.01);
+        }
+        Mix::DryRun => {
+            edge("DRY_RUN WOULD_RESET", 0.1);
+        }
+        Mix::Faults => {}
+    }
+    required.retain(|(_, share)| *share > 0.0);
+    required
+}
+
+/// Fails the test when an edge class of `required(mix)` was met in fewer schedules than its
+/// share of `cases` (at least once), printing the whole table.
+pub fn assert_coverage(test: &str, mix: Mix, seen: &BTreeMap<String, u32>, cases: u32) {
+    let required = required(mix);
+    let mut short = Vec::new();
+    let mut lines = Vec::new();
+    for (what, share) in &required {
+        let need = ((f64::from(cases) * share) as u32).max(1);
+        let got = seen.get(what).copied().unwrap_or(0);
+        let mark = if got < need {
+            short.push(what.clone());
+            "  <-- too few"
+        } else {
+            ""
+        };
+        lines.push(format!("  {got:>5} / {need:>4}  {what}{mark}"));
+    }
+    for (what, got) in seen {
+        if !required.iter().any(|(w, _)| w == what) {
+            lines.push(format!("  {got:>5}         {what}"));
+        }
+    }
+    assert!(
+        short.is_empty(),
+        "{test}: {} edge class(es) met too rarely over {cases} schedules (met / needed):\n{}",
+        short.len(),
+        lines.join("\n")
+    );
 }
 
 fn abandoned_claims_any(h: &History) -> Vec<&GuardCall> {
@@ -988,11 +1203,6 @@ impl Segment<'_> {
     /// A code may have reached the user (performed, or answered ambiguously).
     pub fn may_have_sent(&self) -> bool {
         self.sends.iter().any(|c| c.may_have_sent())
-    }
-
-    /// The spend was given back (a refund landed).
-    pub fn refunded(&self) -> bool {
-        self.refunds.iter().any(|r| r.wrote)
     }
 }
 
@@ -1078,15 +1288,16 @@ pub fn sign_out_follows_its_reset(h: &History) -> Checked {
     if total != signed_out {
         return violation(
             NAME,
-            format!("{} sign-out(s) were sent outside any record's run", total - signed_out),
+            format!(
+                "{} sign-out(s) were sent outside any record's run",
+                total - signed_out
+            ),
         );
     }
     if total > 0 && (h.options.sign_out == SignOut::Never || h.options.dry_run) {
         return violation(
             NAME,
-            format!(
-                "{total} sign-out(s) were sent, but the rules never sign out or DRY_RUN is on"
-            ),
+            format!("{total} sign-out(s) were sent, but the rules never sign out or DRY_RUN is on"),
         );
     }
     for seg in &all {
@@ -1147,9 +1358,10 @@ pub fn sign_out_follows_its_reset(h: &History) -> Checked {
             .as_ref()
             .is_some_and(|e| e.signed_out == Some(false));
         // A copy of the same message in the batch that was not final hands it back too.
-        let copy_retried = h.attempts.iter().any(|b| {
-            b.inv == a.inv && b.message_id == a.message_id && !b.answer.is_final
-        });
+        let copy_retried = h
+            .attempts
+            .iter()
+            .any(|b| b.inv == a.inv && b.message_id == a.message_id && !b.answer.is_final);
         if copy_retried {
             continue;
         }

@@ -232,7 +232,8 @@ fn req(mix: Mix) -> BoxedStrategy<Req> {
         prop_oneof![15 => Just(Pool::Listed), 1 => Just(Pool::Unlisted)].boxed()
     } else {
         // Foreign only counts in a world with another account (see `schedule`).
-        prop_oneof![10 => Just(Pool::Listed), 1 => Just(Pool::Unlisted), 5 => Just(Pool::Foreign)].boxed()
+        prop_oneof![10 => Just(Pool::Listed), 1 => Just(Pool::Unlisted), 5 => Just(Pool::Foreign)]
+            .boxed()
     };
     let sign_out = proptest::bool::weighted(if plain { 0.0 } else { 0.4 });
     (
@@ -329,7 +330,18 @@ fn injected(mix: Mix) -> BoxedStrategy<Injected> {
             1 => Just(Op::Publish),
         ]
         .boxed(),
-        Mix::Helpdesk | Mix::DryRun => prop_oneof![
+        // DRY_RUN never sends a reset, a sign-out or a refund: its faults go where it calls.
+        Mix::DryRun => prop_oneof![
+            4 => Just(Op::GetUser),
+            2 => Just(Op::ListGroups),
+            3 => Just(Op::Claim),
+            2 => Just(Op::Begin),
+            2 => Just(Op::Finish),
+            2 => Just(Op::Spend),
+            1 => Just(Op::Publish),
+        ]
+        .boxed(),
+        Mix::Helpdesk | Mix::Faults => prop_oneof![
             5 => Just(Op::Reset),
             3 => Just(Op::Resend),
             5 => Just(Op::SignOut),
@@ -429,14 +441,196 @@ pub enum Mix {
     Paced,
     /// `DRY_RUN`, with the rules' options in some.
     DryRun,
+    /// The fault matrix: short schedules, each aimed at one (port call, fault kind) pair of
+    /// [`matrix`], in a world where every call happens (sign-out always, resent invitations,
+    /// a budget).
+    Faults,
 }
 
 impl Mix {
     /// Whether the schedules turn options on (and name the invited user, the other account's
     /// pool, `SignOut`).
     pub fn has_options(self) -> bool {
-        matches!(self, Mix::Helpdesk | Mix::Paced | Mix::DryRun)
+        matches!(self, Mix::Helpdesk | Mix::Paced | Mix::DryRun | Mix::Faults)
     }
+}
+
+/// Every (port call, fault kind) pair the suite injects, and asserts it met.
+pub fn matrix() -> Vec<(Op, Fault)> {
+    let cognito = |op: Op| {
+        let mut faults = vec![
+            Fault::Throttle,
+            Fault::Refuse,
+            Fault::ServerError { landed: false },
+            Fault::ServerError { landed: true },
+            Fault::Timeout { landed: false },
+            Fault::Timeout { landed: true },
+            Fault::ConnectionReset,
+            Fault::ConnectionRefused,
+            Fault::Lost,
+        ];
+        if op.sends_code() {
+            faults.push(Fault::LimitExceeded);
+        }
+        faults.into_iter().map(move |f| (op, f))
+    };
+    let guard = |op: Op| {
+        [
+            Fault::Throttle,
+            Fault::Refuse,
+            Fault::ServerError { landed: false },
+            Fault::ServerError { landed: true },
+            Fault::Timeout { landed: false },
+            Fault::Timeout { landed: true },
+            Fault::ConnectionRefused,
+            Fault::Lost,
+            Fault::Echo,
+            Fault::Outage,
+        ]
+        .into_iter()
+        .map(move |f| (op, f))
+    };
+    let mut pairs: Vec<(Op, Fault)> = Vec::new();
+    for op in [
+        Op::GetUser,
+        Op::ListGroups,
+        Op::Reset,
+        Op::Resend,
+        Op::SignOut,
+    ] {
+        pairs.extend(cognito(op));
+    }
+    for op in [
+        Op::Begin,
+        Op::Finish,
+        Op::Claim,
+        Op::Complete,
+        Op::Spend,
+        Op::Refund,
+    ] {
+        pairs.extend(guard(op));
+    }
+    pairs.push((Op::Publish, Fault::ServerError { landed: false }));
+    pairs.push((Op::Publish, Fault::Timeout { landed: false }));
+    pairs
+}
+
+/// A short schedule aimed at one pair of [`matrix`]: the request that reaches the call (an
+/// invited user for a resent invitation, an admin for a key's result without a claim), the
+/// fault on its first call, a refused reset before a refund, maybe another fault, maybe a
+/// redelivery.
+fn matrix_schedule() -> BoxedStrategy<Schedule> {
+    let pairs = matrix();
+    let count = pairs.len();
+    (
+        0..count,
+        0u64..1000,
+        any::<bool>(),
+        prop_oneof![2 => Just(Source::Sqs), 1 => Just(Source::HttpSingle), 1 => Just(Source::HttpBatch)],
+        proptest::collection::vec(injected(Mix::Helpdesk), 0..=1),
+        proptest::option::weighted(
+            0.5,
+            (
+                0u64..3_000,
+                prop_oneof![Just(Again::HandedBack), Just(Again::Everything)],
+            ),
+        ),
+        prop_oneof![Just(When::InMargin), Just(When::BeforeMargin)],
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(target, phase_ms, other_account, source, extra, again, when, late)| {
+                let (op, fault) = pairs[target];
+                let user = match op {
+                    Op::Resend => User::Ivy,
+                    Op::Finish => User::Mal,
+                    _ => User::Ann,
+                };
+                let requests = vec![Req {
+                    user,
+                    spelling: Spelling::Email,
+                    pool: if other_account { Pool::Foreign } else { Pool::Listed },
+                    invalid: false,
+                    sign_out: false,
+                }];
+                let mut faults = vec![Injected {
+                    op,
+                    nth: 0,
+                    fault: Some(fault),
+                    // A late failure, now and then (a throttle answered inside the margin).
+                    at: late.then_some(when),
+                }];
+                // The sign-out is retried like a lookup: the same fault on every attempt makes
+                // it fail for good (and an SQS record is handed back for it).
+                if op == Op::SignOut {
+                    for nth in 1..3 {
+                        faults.push(Injected {
+                            op,
+                            nth,
+                            fault: Some(fault),
+                            at: None,
+                        });
+                    }
+                }
+                if op == Op::Refund {
+                    faults.push(Injected {
+                        op: Op::Reset,
+                        nth: 0,
+                        fault: Some(Fault::Refuse),
+                        at: None,
+                    });
+                }
+                faults.extend(extra.into_iter().filter(|i| i.op != op));
+                let (sender, key) = match source {
+                    Source::Sqs => (Sender::Queue, None),
+                    _ => (Sender::Portal, Some(Key::K)),
+                };
+                let batch = Batch {
+                    source,
+                    sender,
+                    key,
+                    records: vec![Rec { request: 0, group: 0 }],
+                };
+                let run = Run {
+                    deadline: Duration::from_millis(5_000),
+                    latency: Duration::from_millis(20),
+                    faults,
+                };
+                let mut steps = vec![Step::Send { batch, run }];
+                // A failed sign-out is retried by the SQS redelivery: always deliver it again.
+                let again = match (again, op, source) {
+                    (None, Op::SignOut, Source::Sqs) => Some((0, Again::HandedBack)),
+                    (again, _, _) => again,
+                };
+                if let Some((wait, what)) = again {
+                    steps.push(Step::Wait(Duration::from_millis(wait)));
+                    steps.push(Step::Again {
+                        of: 0,
+                        what,
+                        run: Run {
+                            deadline: Duration::from_millis(5_000),
+                            latency: Duration::from_millis(20),
+                            faults: Vec::new(),
+                        },
+                    });
+                }
+                Schedule {
+                    phase_ms,
+                    concurrency: 10,
+                    options: Options {
+                        sign_out: SignOut::Always,
+                        resend: true,
+                        budget: Some((3, 5)),
+                        pacing: Pacing::Off,
+                        dry_run: false,
+                        other_account,
+                    },
+                    requests,
+                    steps,
+                }
+            },
+        )
+        .boxed()
 }
 
 fn options(mix: Mix) -> BoxedStrategy<Options> {
@@ -457,14 +651,16 @@ fn options(mix: Mix) -> BoxedStrategy<Options> {
         pacing,
         proptest::bool::weighted(0.4),
     )
-        .prop_map(move |(sign_out, resend, budget, pacing, other_account)| Options {
-            sign_out,
-            resend,
-            budget,
-            pacing,
-            dry_run,
-            other_account,
-        })
+        .prop_map(
+            move |(sign_out, resend, budget, pacing, other_account)| Options {
+                sign_out,
+                resend,
+                budget,
+                pacing,
+                dry_run,
+                other_account,
+            },
+        )
         .boxed()
 }
 
@@ -500,7 +696,7 @@ fn batch(mix: Mix) -> BoxedStrategy<Batch> {
         records,
     });
     match mix {
-        Mix::All | Mix::Helpdesk | Mix::Paced | Mix::DryRun => {
+        Mix::All | Mix::Helpdesk | Mix::Paced | Mix::DryRun | Mix::Faults => {
             prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed()
         }
         // Single requests carry Retry-After.
@@ -552,7 +748,10 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
 }
 
 /// Schedules of one to eight steps, the first a send.
-pub fn schedule(mix: Mix) -> impl Strategy<Value = Schedule> {
+pub fn schedule(mix: Mix) -> BoxedStrategy<Schedule> {
+    if matches!(mix, Mix::Faults) {
+        return matrix_schedule();
+    }
     let world = if mix.has_options() {
         options(mix)
     } else {
@@ -591,4 +790,5 @@ pub fn schedule(mix: Mix) -> impl Strategy<Value = Schedule> {
                 }
             },
         )
+        .boxed()
 }

@@ -3,20 +3,25 @@
 //! over the fake bucket store) with throttles that cut the rate; `DRY_RUN`; a pool in another
 //! account. The same invariants as every other schedule, and those the options add.
 
+use crate::check_schedules;
 use crate::schedule::Mix;
-use crate::{cases, check_schedules};
 
 #[test]
 fn invariants_hold_under_faults_with_sign_out_invitations_and_budgets() {
-    check_schedules("helpdesk", Mix::Helpdesk, cases(700));
+    check_schedules("helpdesk", Mix::Helpdesk, 700);
 }
 
 #[test]
 fn invariants_hold_under_faults_with_pacing_at_real_rates() {
-    check_schedules("paced", Mix::Paced, cases(500));
+    check_schedules("paced", Mix::Paced, 500);
 }
 
 #[test]
 fn invariants_hold_under_faults_in_dry_run() {
-    check_schedules("dry-run", Mix::DryRun, cases(250));
+    check_schedules("dry-run", Mix::DryRun, 300);
+}
+
+#[test]
+fn every_fault_kind_at_every_port_call_keeps_the_invariants() {
+    check_schedules("fault-matrix", Mix::Faults, 1500);
 }

@@ -115,7 +115,9 @@ impl fmt::Display for Options {
         match self.pacing {
             Pacing::Off => {}
             Pacing::Instance => parts.push(format!("paced per instance ({RESET_RPS} resets/s)")),
-            Pacing::Shared => parts.push(format!("paced by the shared bucket ({RESET_RPS} resets/s)")),
+            Pacing::Shared => {
+                parts.push(format!("paced by the shared bucket ({RESET_RPS} resets/s)"))
+            }
         }
         if self.dry_run {
             parts.push("DRY_RUN".to_owned());
@@ -279,13 +281,6 @@ impl User {
             User::Ivy => "FORCE_CHANGE_PASSWORD",
             _ => "CONFIRMED",
         }
-    }
-
-    /// The user whose canonical username is `canonical`.
-    pub fn of_canonical(canonical: &str) -> Option<User> {
-        User::EXISTING
-            .into_iter()
-            .find(|u| u.canonical().as_deref() == Some(canonical))
     }
 }
 
