@@ -19,14 +19,23 @@ use crate::faults::{BucketCall, Fault, Injector, Op, arrive};
 #[derive(Debug)]
 pub struct FakeBuckets {
     injector: Arc<Injector>,
-    items: Mutex<HashMap<String, BucketItem>>,
+    /// Shared by every instance's client.
+    items: Arc<Mutex<HashMap<String, BucketItem>>>,
 }
 
 impl FakeBuckets {
     pub fn new(injector: Arc<Injector>) -> FakeBuckets {
         FakeBuckets {
             injector,
-            items: Mutex::default(),
+            items: Arc::default(),
+        }
+    }
+
+    /// Another instance's client of the same buckets.
+    pub fn sibling(&self, injector: Arc<Injector>) -> FakeBuckets {
+        FakeBuckets {
+            injector,
+            items: Arc::clone(&self.items),
         }
     }
 }

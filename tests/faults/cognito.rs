@@ -24,8 +24,8 @@ use crate::world::{FOREIGN_POOL, POOL, User};
 #[derive(Debug)]
 pub struct FakeCognito {
     injector: Arc<Injector>,
-    /// `UserStatus` by (pool, canonical username).
-    status: Mutex<BTreeMap<(String, String), String>>,
+    /// `UserStatus` by (pool, canonical username), shared by every instance's client.
+    status: Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
 
 impl FakeCognito {
@@ -41,7 +41,15 @@ impl FakeCognito {
             .collect();
         FakeCognito {
             injector,
-            status: Mutex::new(status),
+            status: Arc::new(Mutex::new(status)),
+        }
+    }
+
+    /// Another instance's client of the same Cognito.
+    pub fn sibling(&self, injector: Arc<Injector>) -> FakeCognito {
+        FakeCognito {
+            injector,
+            status: Arc::clone(&self.status),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cognito_reset::aws::events::OutcomeEvent;
@@ -351,12 +351,15 @@ struct Plan {
 #[derive(Debug, Default)]
 pub struct Injector {
     plan: Mutex<Plan>,
-    journal: Mutex<Journal>,
+    /// Shared with the other instance's injector (see [`Injector::sibling`]).
+    journal: Arc<Mutex<Journal>>,
     /// The next call's sequence number, and the guard operation each task has under way.
-    seq: Mutex<(
-        u64,
-        std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
-    )>,
+    seq: Arc<
+        Mutex<(
+            u64,
+            std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
+        )>,
+    >,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -364,6 +367,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Injector {
+    /// The injector of another instance: its own invocations and faults, the same journal.
+    pub fn sibling(&self) -> Injector {
+        Injector {
+            plan: Mutex::default(),
+            journal: Arc::clone(&self.journal),
+            seq: Arc::clone(&self.seq),
+        }
+    }
+
     /// The next invocation: its index, deadline, the fakes' normal latency and its faults.
     pub fn start(&self, inv: usize, deadline: Instant, latency: Duration, faults: &[Injected]) {
         *lock(&self.plan) = Plan {

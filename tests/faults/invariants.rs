@@ -476,7 +476,10 @@ pub fn replays_are_faithful(h: &History) -> Checked {
             .attempts
             .iter()
             .enumerate()
-            .filter(|(i, a)| *i != j && a.inv <= b.inv && same_key(a, b))
+            // Earlier, or in another instance's invocation at the same time.
+            .filter(|(i, a)| {
+                *i != j && (a.inv <= b.inv || h.inv(a).start <= h.inv(b).start) && same_key(a, b)
+            })
             .filter(|(_, a)| a.answer.is_final && !a.answer.replayed && same_answer(a, b))
             .map(|(_, a)| a)
             .collect();
@@ -558,7 +561,11 @@ pub fn replays_are_faithful(h: &History) -> Checked {
             .attempts
             .iter()
             .enumerate()
-            .filter(|(j, b)| *j != i && b.inv > a.inv && same_key(a, b))
+            // After its invocation ended (another instance's invocation at the same time may
+            // meet the key in progress: `in-progress` is RETRY, checked below).
+            .filter(|(j, b)| {
+                *j != i && b.inv > a.inv && h.inv(b).start >= h.inv(a).end && same_key(a, b)
+            })
             .map(|(_, b)| b);
         for b in later {
             // A repeat that was handed back (RETRY) did not contradict the kept answer: it never
@@ -1106,6 +1113,7 @@ pub fn required(mix: Mix) -> Vec<(String, f64)> {
             edge("key replay", 0.02);
         }
         Mix::Helpdesk => {
+            edge("concurrent instances", 0.02);
             edge("SQS redelivery", 0.05);
             edge("key replay", 0.02);
             edge("budget exhausted", 0.005);
@@ -1115,6 +1123,7 @@ pub fn required(mix: Mix) -> Vec<(String, f64)> {
             edge("reset in another account", 0.02);
         }
         Mix::Paced => {
+            edge("concurrent instances", 0.02);
             edge("throttle cut the rate (AIMD)", 0.02);
             edge("rate cut written to the shared bucket", 0.01);
             edge("lease from the shared bucket", 0.05);
@@ -1124,6 +1133,7 @@ pub fn required(mix: Mix) -> Vec<(String, f64)> {
             edge("reset in another account", 0.01);
         }
         Mix::DryRun => {
+            edge("concurrent instances", 0.02);
             edge("DRY_RUN WOULD_RESET", 0.1);
         }
         Mix::Faults => {}

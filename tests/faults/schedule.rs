@@ -96,6 +96,9 @@ pub enum Step {
     Again { of: usize, what: Again, run: Run },
     /// Wall time passes.
     Wait(Duration),
+    /// Two first deliveries at the same moment, to two instances of the function (each with
+    /// its own faults), over the same Cognito, table and bus.
+    Together { batches: [Batch; 2], runs: [Run; 2] },
 }
 
 /// A whole schedule.
@@ -207,6 +210,22 @@ impl fmt::Display for Schedule {
                     )?;
                 }
                 Step::Wait(d) => writeln!(f, "  {n:>2}. wait {} ms", d.as_millis())?,
+                Step::Together { batches, runs } => {
+                    writeln!(
+                        f,
+                        "  {n:>2}. together, instance A send #{sends}: {} | {}",
+                        self.batch_line(&batches[0]),
+                        runs[0]
+                    )?;
+                    writeln!(
+                        f,
+                        "      and instance B send #{}: {} | {}",
+                        sends + 1,
+                        self.batch_line(&batches[1]),
+                        runs[1]
+                    )?;
+                    sends += 2;
+                }
             }
         }
         Ok(())
@@ -731,8 +750,15 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
         Mix::Windows => 3,
         _ => 1,
     };
+    // Two instances at once: the option mixes (budgets, sign-out and pacing across
+    // instances).
+    let together = if mix.has_options() { 1 } else { 0 };
     prop_oneof![
         3 => (batch(mix), run(mix)).prop_map(|(batch, run)| Step::Send { batch, run }),
+        together => (batch(mix), batch(mix), run(mix), run(mix)).prop_map(|(a, b, ra, rb)| Step::Together {
+            batches: [a, b],
+            runs: [ra, rb],
+        }),
         4 => (
             prop_oneof![3 => Just(0usize), 1 => 1usize..4],
             prop_oneof![
