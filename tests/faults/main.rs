@@ -120,20 +120,20 @@ fn check_schedules(test: &str, mix: Mix, default_cases: u32) {
 
 #[test]
 fn invariants_hold_under_faults_for_every_source() {
-    check_schedules("every-source", Mix::All, 1000);
+    check_schedules("every-source", Mix::All, 800);
 }
 
 #[test]
 fn invariants_hold_under_faults_for_sqs_redeliveries() {
-    check_schedules("sqs", Mix::Sqs, 600);
+    check_schedules("sqs", Mix::Sqs, 500);
 }
 
 #[test]
 fn invariants_hold_under_faults_for_http_keys() {
-    check_schedules("http", Mix::Http, 600);
+    check_schedules("http", Mix::Http, 500);
 }
 
 #[test]
 fn invariants_hold_under_faults_at_the_edges_of_cooldown_windows() {
-    check_schedules("windows", Mix::Windows, 800);
+    check_schedules("windows", Mix::Windows, 650);
 }

@@ -8,20 +8,20 @@ use crate::schedule::Mix;
 
 #[test]
 fn invariants_hold_under_faults_with_sign_out_invitations_and_budgets() {
-    check_schedules("helpdesk", Mix::Helpdesk, 700);
+    check_schedules("helpdesk", Mix::Helpdesk, 550);
 }
 
 #[test]
 fn invariants_hold_under_faults_with_pacing_at_real_rates() {
-    check_schedules("paced", Mix::Paced, 500);
+    check_schedules("paced", Mix::Paced, 400);
 }
 
 #[test]
 fn invariants_hold_under_faults_in_dry_run() {
-    check_schedules("dry-run", Mix::DryRun, 300);
+    check_schedules("dry-run", Mix::DryRun, 250);
 }
 
 #[test]
 fn every_fault_kind_at_every_port_call_keeps_the_invariants() {
-    check_schedules("fault-matrix", Mix::Faults, 1500);
+    check_schedules("fault-matrix", Mix::Faults, 1300);
 }
