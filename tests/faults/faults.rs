@@ -347,6 +347,12 @@ struct Plan {
     counts: BTreeMap<Op, u8>,
 }
 
+/// The next call's sequence number, and the guard operation each task has under way.
+type Sequence = (
+    u64,
+    std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
+);
+
 /// Hands each call its fault, and keeps the journal.
 #[derive(Debug, Default)]
 pub struct Injector {
@@ -354,12 +360,7 @@ pub struct Injector {
     /// Shared with the other instance's injector (see [`Injector::sibling`]).
     journal: Arc<Mutex<Journal>>,
     /// The next call's sequence number, and the guard operation each task has under way.
-    seq: Arc<
-        Mutex<(
-            u64,
-            std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
-        )>,
-    >,
+    seq: Arc<Mutex<Sequence>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
