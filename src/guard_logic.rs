@@ -1049,6 +1049,11 @@ pub fn after_spend(scope: &BudgetScope, window: u64, old: Option<&Item>) -> Afte
         return AfterSpend::SpendIn { window: old_window };
     }
     if old_window == window {
+        // The spend met no item, and another request started this window before the item was
+        // read: spend in it again, unless it is full.
+        if number(item, TOTAL.name).unwrap_or(0) < limit {
+            return AfterSpend::SpendIn { window };
+        }
         return AfterSpend::Exhausted {
             until: scope.admits_again(window, old_used),
         };

@@ -1,10 +1,15 @@
-//! The fake Cognito: a directory of three users behind [`CognitoApi`], one attempt per call,
-//! honouring the attempt's timeout as the SDK does, with the schedule's fault applied.
+//! The fake Cognito: the world's users in each pool it serves (the listed pool and the other
+//! account's) behind [`CognitoApi`], one attempt per call, honouring the attempt's timeout as
+//! the SDK does, with the schedule's fault applied.
 //!
 //! A reset that the fault lets through is *performed* when the request arrives (the user gets a
-//! code), whatever then happens to its answer.
+//! code), whatever then happens to its answer. Cognito's `UserStatus` is kept per user:
+//! `AdminGetUser` returns it, a performed `AdminResetUserPassword` sets it to `RESET_REQUIRED`
+//! (a user in `RESET_REQUIRED` can be reset again), a resent invitation leaves the invited user
+//! in `FORCE_CHANGE_PASSWORD`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cognito_reset::aws::BoxFuture;
@@ -14,30 +19,72 @@ use cognito_reset::request::{ClientMetadata, UserPoolId};
 use tokio::time::Instant;
 
 use crate::faults::{Answered, CognitoCall, Fault, Injector, Op, arrive};
-use crate::world::User;
+use crate::world::{FOREIGN_POOL, POOL, User};
 
 #[derive(Debug)]
 pub struct FakeCognito {
     injector: Arc<Injector>,
-    users: Vec<(String, String, Vec<String>)>,
-    /// Users a performed reset turned `RESET_REQUIRED` (Cognito's status after a reset).
-    reset: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// `UserStatus` by (pool, canonical username), shared by every instance's client.
+    status: Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
 
 impl FakeCognito {
     pub fn new(injector: Arc<Injector>) -> FakeCognito {
+        let status = [POOL, FOREIGN_POOL]
+            .into_iter()
+            .flat_map(|pool| {
+                User::EXISTING.into_iter().filter_map(move |u| {
+                    let canonical = u.canonical()?;
+                    Some(((pool.to_owned(), canonical), u.initial_status().to_owned()))
+                })
+            })
+            .collect();
         FakeCognito {
             injector,
-            users: User::directory(),
-            reset: std::sync::Mutex::default(),
+            status: Arc::new(Mutex::new(status)),
         }
     }
 
-    /// By canonical name or email, ignoring case (a case-insensitive pool).
-    fn find(&self, name: &str) -> Option<&(String, String, Vec<String>)> {
-        self.users.iter().find(|(username, email, _)| {
-            username.eq_ignore_ascii_case(name) || email.eq_ignore_ascii_case(name)
+    /// Another instance's client of the same Cognito.
+    pub fn sibling(&self, injector: Arc<Injector>) -> FakeCognito {
+        FakeCognito {
+            injector,
+            status: Arc::clone(&self.status),
+        }
+    }
+
+    /// By canonical name or email, ignoring case (a case-insensitive pool), in a pool this
+    /// Cognito serves.
+    fn find(&self, pool: &UserPoolId, name: &str) -> Option<User> {
+        if pool.as_str() != POOL && pool.as_str() != FOREIGN_POOL {
+            return None;
+        }
+        User::EXISTING.into_iter().find(|u| {
+            u.canonical().is_some_and(|c| c.eq_ignore_ascii_case(name))
+                || format!("{}@example.com", u.local()).eq_ignore_ascii_case(name)
         })
+    }
+
+    fn status_of(&self, pool: &UserPoolId, user: User) -> String {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status
+            .get(&(
+                pool.as_str().to_owned(),
+                user.canonical().unwrap_or_default(),
+            ))
+            .cloned()
+            .unwrap_or_else(|| user.initial_status().to_owned())
+    }
+
+    fn set_status(&self, pool: &UserPoolId, user: User, to: &str) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.insert(
+            (
+                pool.as_str().to_owned(),
+                user.canonical().unwrap_or_default(),
+            ),
+            to.to_owned(),
+        );
     }
 
     fn not_found(op: Op) -> CognitoError {
@@ -54,6 +101,7 @@ impl FakeCognito {
     async fn call<T>(
         &self,
         op: Op,
+        pool: &UserPoolId,
         name: &str,
         ticket: Option<String>,
         timeout: Duration,
@@ -83,7 +131,9 @@ impl FakeCognito {
             ),
             Some(Fault::Refuse) => {
                 let refusal = match op {
-                    Op::Reset => error(K::NotResettable, Effect::None, "not allowed now"),
+                    Op::Reset | Op::Resend => {
+                        error(K::NotResettable, Effect::None, "not allowed now")
+                    }
                     _ => Self::not_found(op),
                 };
                 (arrives, false, Some(refusal))
@@ -119,14 +169,8 @@ impl FakeCognito {
             ),
         };
         let answer = performs.then(answer);
-        let performed = op == Op::Reset && matches!(answer, Some(Ok(_)));
-        if performed && let Some((canonical, _, _)) = self.find(name) {
-            // The user's status changes when the request arrives, whatever the answer does.
-            self.reset
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(canonical.clone());
-        }
+        let performed =
+            matches!(op, Op::Reset | Op::Resend | Op::SignOut) && matches!(answer, Some(Ok(_)));
         let cut = arrive(arrives, start + timeout).await;
         let result = if cut {
             Err(error(K::Unavailable, Effect::Unknown, "attempt timed out"))
@@ -139,7 +183,10 @@ impl FakeCognito {
         };
         self.injector.cognito(CognitoCall {
             inv: ctx.inv,
+            seq: ctx.seq,
+            task: tokio::task::try_id(),
             op,
+            pool: pool.as_str().to_owned(),
             name: name.to_owned(),
             ticket,
             start,
@@ -159,92 +206,140 @@ impl FakeCognito {
 impl CognitoApi for FakeCognito {
     fn get_user<'a>(
         &'a self,
-        _pool: &'a UserPoolId,
+        pool: &'a UserPoolId,
         username: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<UserRecord, CognitoError>> {
-        Box::pin(self.call(Op::GetUser, username, None, timeout, move || {
-            match self.find(username) {
-                Some((canonical, email, _)) => Ok(UserRecord {
-                    username: canonical.clone(),
-                    email: Some(email.clone()),
-                    preferred_username: None,
-                    sub: Some(canonical.clone()),
-                    enabled: true,
-                    status: Some(
-                        if self
-                            .reset
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .contains(canonical)
-                        {
-                            "RESET_REQUIRED"
-                        } else {
-                            "CONFIRMED"
-                        }
-                        .to_owned(),
-                    ),
-                }),
-                None => Err(Self::not_found(Op::GetUser)),
-            }
-        }))
+        Box::pin(
+            self.call(
+                Op::GetUser,
+                pool,
+                username,
+                None,
+                timeout,
+                move || match self.find(pool, username) {
+                    Some(user) => {
+                        let canonical = user.canonical().unwrap_or_default();
+                        Ok(UserRecord {
+                            username: canonical.clone(),
+                            email: Some(format!("{}@example.com", user.local())),
+                            preferred_username: None,
+                            sub: Some(canonical),
+                            enabled: true,
+                            status: Some(self.status_of(pool, user)),
+                        })
+                    }
+                    None => Err(Self::not_found(Op::GetUser)),
+                },
+            ),
+        )
     }
 
     fn list_groups<'a>(
         &'a self,
-        _pool: &'a UserPoolId,
+        pool: &'a UserPoolId,
         username: &'a str,
         _next_token: Option<String>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<GroupsPage, CognitoError>> {
-        Box::pin(self.call(Op::ListGroups, username, None, timeout, move || {
-            match self.find(username) {
-                Some((_, _, groups)) => Ok(GroupsPage {
-                    groups: groups.clone(),
-                    next_token: None,
-                }),
-                None => Err(Self::not_found(Op::ListGroups)),
-            }
-        }))
+        Box::pin(
+            self.call(
+                Op::ListGroups,
+                pool,
+                username,
+                None,
+                timeout,
+                move || match self.find(pool, username) {
+                    Some(user) => Ok(GroupsPage {
+                        groups: user.groups().iter().map(|g| (*g).to_owned()).collect(),
+                        next_token: None,
+                    }),
+                    None => Err(Self::not_found(Op::ListGroups)),
+                },
+            ),
+        )
     }
 
     fn reset_password<'a>(
         &'a self,
-        _pool: &'a UserPoolId,
+        pool: &'a UserPoolId,
         username: &'a str,
         client_metadata: &'a ClientMetadata,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
         let ticket = client_metadata.entries().get("ticket").cloned();
-        Box::pin(self.call(Op::Reset, username, ticket, timeout, move || {
-            // The service resets by canonical username only.
-            match self.find(username) {
-                Some((canonical, _, _)) if canonical == username => {
-                    Ok(Some(format!("cognito-{username}")))
+        Box::pin(
+            self.call(Op::Reset, pool, username, ticket, timeout, move || {
+                // The service resets by canonical username only; an invited user has no
+                // password to reset (Cognito: NotAuthorizedException).
+                match self.find(pool, username) {
+                    Some(user) if user.canonical().as_deref() == Some(username) => {
+                        if self.status_of(pool, user) == "FORCE_CHANGE_PASSWORD" {
+                            return Err(CognitoError::new(
+                                K::NotResettable,
+                                Op::Reset.name(),
+                                Effect::None,
+                                "User password cannot be reset in the current state.",
+                            ));
+                        }
+                        self.set_status(pool, user, "RESET_REQUIRED");
+                        Ok(Some(format!("cognito-{username}")))
+                    }
+                    _ => Err(Self::not_found(Op::Reset)),
                 }
-                _ => Err(Self::not_found(Op::Reset)),
-            }
-        }))
+            }),
+        )
     }
 
-    // The harness's users are all CONFIRMED and its policy never signs out: a call of either is
-    // a bug the run must show.
     fn resend_invitation<'a>(
         &'a self,
-        _pool: &'a UserPoolId,
+        pool: &'a UserPoolId,
         username: &'a str,
-        _client_metadata: &'a ClientMetadata,
-        _timeout: Duration,
+        client_metadata: &'a ClientMetadata,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
-        panic!("AdminCreateUser called for {username}: the harness has no invited user")
+        let ticket = client_metadata.entries().get("ticket").cloned();
+        Box::pin(
+            self.call(Op::Resend, pool, username, ticket, timeout, move || {
+                // RESEND only for a user still in FORCE_CHANGE_PASSWORD (Cognito: UnsupportedUserStateException).
+                match self.find(pool, username) {
+                    Some(user) if user.canonical().as_deref() == Some(username) => {
+                        if self.status_of(pool, user) != "FORCE_CHANGE_PASSWORD" {
+                            return Err(CognitoError::new(
+                                K::NotResettable,
+                                Op::Resend.name(),
+                                Effect::None,
+                                "the user is not in FORCE_CHANGE_PASSWORD",
+                            ));
+                        }
+                        Ok(Some(format!("cognito-resend-{username}")))
+                    }
+                    _ => Err(Self::not_found(Op::Resend)),
+                }
+            }),
+        )
     }
 
     fn global_sign_out<'a>(
         &'a self,
-        _pool: &'a UserPoolId,
+        pool: &'a UserPoolId,
         username: &'a str,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<String>, CognitoError>> {
-        panic!("AdminUserGlobalSignOut called for {username}: the harness's policy never signs out")
+        Box::pin(
+            self.call(
+                Op::SignOut,
+                pool,
+                username,
+                None,
+                timeout,
+                move || match self.find(pool, username) {
+                    Some(user) if user.canonical().as_deref() == Some(username) => {
+                        Ok(Some(format!("cognito-signout-{username}")))
+                    }
+                    _ => Err(Self::not_found(Op::SignOut)),
+                },
+            ),
+        )
     }
 }

@@ -32,6 +32,7 @@ impl EventPublisher for FakeBus {
             let start = Instant::now();
             self.injector.published(Published {
                 inv: ctx.inv,
+                fault: ctx.fault,
                 until,
                 events: events.to_vec(),
             });

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cognito_reset::aws::events::OutcomeEvent;
@@ -20,6 +20,9 @@ pub enum Op {
     GetUser,
     ListGroups,
     Reset,
+    /// `AdminCreateUser` with `MessageAction=RESEND`.
+    Resend,
+    SignOut,
     Begin,
     Finish,
     Claim,
@@ -27,14 +30,24 @@ pub enum Op {
     Spend,
     Refund,
     Publish,
+    /// A write to a pacing bucket (a lease or a rate cut).
+    Lease,
 }
 
 impl Op {
+    /// A call that sends the user a code (a reset, or a resent invitation's temporary
+    /// password): what the cooldown counts.
+    pub fn sends_code(self) -> bool {
+        matches!(self, Op::Reset | Op::Resend)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Op::GetUser => "AdminGetUser",
             Op::ListGroups => "AdminListGroupsForUser",
             Op::Reset => "AdminResetUserPassword",
+            Op::Resend => "AdminCreateUser RESEND",
+            Op::SignOut => "AdminUserGlobalSignOut",
             Op::Begin => "guard key",
             Op::Finish => "guard key result",
             Op::Claim => "guard claim",
@@ -42,6 +55,7 @@ impl Op {
             Op::Spend => "guard budget spend",
             Op::Refund => "guard budget refund",
             Op::Publish => "PutEvents",
+            Op::Lease => "pacing bucket write",
         }
     }
 }
@@ -108,6 +122,26 @@ pub enum Fault {
     Outage,
 }
 
+impl Fault {
+    /// The fault's kind, for the coverage table.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Fault::Throttle => "throttled",
+            Fault::LimitExceeded => "LimitExceeded",
+            Fault::Refuse => "4xx",
+            Fault::ServerError { landed: false } => "5xx",
+            Fault::ServerError { landed: true } => "5xx (performed)",
+            Fault::Timeout { landed: false } => "timeout",
+            Fault::Timeout { landed: true } => "timeout (performed)",
+            Fault::ConnectionReset => "connection reset",
+            Fault::ConnectionRefused => "connection refused",
+            Fault::Lost => "answer lost",
+            Fault::Echo => "echo",
+            Fault::Outage => "outage",
+        }
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let landed = |l: bool| if l { " (performed)" } else { "" };
@@ -154,6 +188,9 @@ impl fmt::Display for Injected {
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx {
     pub inv: usize,
+    /// The call's place among every port call of the schedule (calls of one record, in its
+    /// task, are in this order).
+    pub seq: u64,
     pub deadline: Instant,
     pub latency: Duration,
     pub fault: Option<Fault>,
@@ -193,7 +230,11 @@ pub enum Answered {
 #[derive(Clone, Debug)]
 pub struct CognitoCall {
     pub inv: usize,
+    pub seq: u64,
+    /// The record's task (a FIFO group's records share one, one after the other).
+    pub task: Option<tokio::task::Id>,
     pub op: Op,
+    pub pool: String,
     /// The username as passed.
     pub name: String,
     /// `ClientMetadata.ticket` (resets).
@@ -202,7 +243,7 @@ pub struct CognitoCall {
     pub end: Instant,
     pub fault: Option<Fault>,
     pub at: Option<When>,
-    /// A reset that Cognito performed (the user got a code).
+    /// A reset (or resent invitation, or sign-out) that Cognito performed (the user got a code).
     pub performed: bool,
     pub answered: Answered,
 }
@@ -234,6 +275,11 @@ impl CognitoCall {
     pub fn ambiguous(&self) -> bool {
         matches!(self.answered, Answered::Err(_, Effect::Unknown))
     }
+
+    /// A reset (or resent invitation) that may have sent the user a code.
+    pub fn may_have_sent(&self) -> bool {
+        self.op.sends_code() && (self.performed || self.ambiguous())
+    }
 }
 
 /// One guard call, as the fake saw it.
@@ -262,6 +308,7 @@ pub struct GuardCall {
 #[derive(Clone, Debug)]
 pub struct Published {
     pub inv: usize,
+    pub fault: Option<Fault>,
     pub until: Instant,
     pub events: Vec<OutcomeEvent>,
 }
@@ -271,7 +318,24 @@ pub struct Published {
 pub struct Journal {
     pub cognito: Vec<CognitoCall>,
     pub guard: Vec<GuardCall>,
+    /// The task and the sequence number of each guard call (`guard[i]`'s is `guard_meta[i]`).
+    pub guard_meta: Vec<(Option<tokio::task::Id>, u64)>,
     pub published: Vec<Published>,
+    /// Writes to the pacing buckets.
+    pub buckets: Vec<BucketCall>,
+}
+
+/// One write to a pacing bucket, as the fake bucket store saw it.
+#[derive(Clone, Debug)]
+pub struct BucketCall {
+    pub inv: usize,
+    pub pk: String,
+    pub at: Instant,
+    /// A rate cut written (AIMD), rather than a lease.
+    pub cut: bool,
+    pub applied: bool,
+    /// The store failed the write (the pacer falls back to its static share).
+    pub failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -283,11 +347,20 @@ struct Plan {
     counts: BTreeMap<Op, u8>,
 }
 
+/// The next call's sequence number, and the guard operation each task has under way.
+type Sequence = (
+    u64,
+    std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
+);
+
 /// Hands each call its fault, and keeps the journal.
 #[derive(Debug, Default)]
 pub struct Injector {
     plan: Mutex<Plan>,
-    journal: Mutex<Journal>,
+    /// Shared with the other instance's injector (see [`Injector::sibling`]).
+    journal: Arc<Mutex<Journal>>,
+    /// The next call's sequence number, and the guard operation each task has under way.
+    seq: Arc<Mutex<Sequence>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -295,6 +368,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Injector {
+    /// The injector of another instance: its own invocations and faults, the same journal.
+    pub fn sibling(&self) -> Injector {
+        Injector {
+            plan: Mutex::default(),
+            journal: Arc::clone(&self.journal),
+            seq: Arc::clone(&self.seq),
+        }
+    }
+
     /// The next invocation: its index, deadline, the fakes' normal latency and its faults.
     pub fn start(&self, inv: usize, deadline: Instant, latency: Duration, faults: &[Injected]) {
         *lock(&self.plan) = Plan {
@@ -313,8 +395,16 @@ impl Injector {
         let nth = *count;
         *count = count.saturating_add(1);
         let injected = plan.faults.iter().find(|i| i.op == op && i.nth == nth);
+        let seq = {
+            let mut seq = lock(&self.seq);
+            seq.0 += 1;
+            let n = seq.0;
+            seq.1.insert((tokio::task::try_id(), op), n);
+            n
+        };
         Ctx {
             inv: plan.inv,
+            seq,
             deadline: plan.deadline.expect("a call outside an invocation"),
             latency: plan.latency,
             fault: injected.and_then(|i| i.fault),
@@ -327,7 +417,15 @@ impl Injector {
     }
 
     pub fn guard(&self, call: GuardCall) {
-        lock(&self.journal).guard.push(call);
+        let task = tokio::task::try_id();
+        let seq = lock(&self.seq).1.remove(&(task, call.op)).unwrap_or(0);
+        let mut journal = lock(&self.journal);
+        journal.guard.push(call);
+        journal.guard_meta.push((task, seq));
+    }
+
+    pub fn bucket(&self, call: BucketCall) {
+        lock(&self.journal).buckets.push(call);
     }
 
     pub fn published(&self, call: Published) {

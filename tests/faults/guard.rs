@@ -258,6 +258,8 @@ impl Table for FakeTable {
 pub struct FakeGuard {
     injector: Arc<Injector>,
     guard: TableGuard<Arc<FakeTable>>,
+    /// The table, for another instance's guard over it ([`FakeGuard::sibling`]).
+    table: Arc<FakeTable>,
 }
 
 /// What a guard call is about, for the journal.
@@ -275,7 +277,22 @@ impl FakeGuard {
         let table = Arc::new(FakeTable::new(settings.client.timeout));
         FakeGuard {
             injector,
-            guard: TableGuard::new(table, settings, read_only),
+            guard: TableGuard::new(Arc::clone(&table), settings, read_only),
+            table,
+        }
+    }
+
+    /// Another instance's production guard over the same fake table.
+    pub fn sibling(
+        &self,
+        injector: Arc<Injector>,
+        settings: &GuardSettings,
+        read_only: bool,
+    ) -> FakeGuard {
+        FakeGuard {
+            injector,
+            guard: TableGuard::new(Arc::clone(&self.table), settings, read_only),
+            table: Arc::clone(&self.table),
         }
     }
 

@@ -6,27 +6,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cognito_reset::aws::cognito::Directory;
 use cognito_reset::aws::events::{EventPublisher, OutcomeEvent};
 use cognito_reset::aws::guard::Guard;
 use cognito_reset::deadline::{Deadline, wall_now};
-use cognito_reset::limiter::Rates;
+use cognito_reset::limiter::{Category, Rates, Scope};
+use cognito_reset::pacing::BucketStore;
 use cognito_reset::pipeline::App;
+use cognito_reset::request::UserPoolId;
 use cognito_reset::sources::dispatch;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::buckets::FakeBuckets;
 use crate::cognito::FakeCognito;
 use crate::events::FakeBus;
 use crate::faults::{Answered, Injector, Journal, Op, injected_text};
 use crate::guard::FakeGuard;
 use crate::schedule::{Again, Batch, Rec, Run, Schedule, Source, Step, again_of};
-use crate::world::{self, MAX_RECEIVE_COUNT, Req, Sender};
+use crate::world::{self, FOREIGN_POOL, MAX_RECEIVE_COUNT, Options, POOL, Pacing, Req, Sender};
 
 /// RETRY codes: handed back, never final.
 pub const RETRY_CODES: &[&str] = &[
+    "policy-stale",
     "deadline",
     "fifo-group-halted",
     "in-progress",
@@ -111,6 +115,14 @@ pub struct Invocation {
 /// Everything a schedule produced.
 pub struct History {
     pub t0: Instant,
+    /// The wall clock at `t0` (budgets count whole seconds of it).
+    pub wall0: SystemTime,
+    /// The world's options.
+    pub options: Options,
+    /// Invocations after which the reset rate was cut (AIMD) in some scope.
+    pub cut_after: Vec<usize>,
+    /// The fakes' journal while the schedule runs.
+    live: Option<Arc<Injector>>,
     pub invocations: Vec<Invocation>,
     pub attempts: Vec<Attempt>,
     pub journal: Journal,
@@ -126,6 +138,22 @@ impl History {
     pub fn at(&self, t: Instant) -> u128 {
         t.saturating_duration_since(self.t0).as_millis()
     }
+
+    /// What was handed to the bus in invocation `inv`, so far.
+    fn journal_published(&self, inv: usize) -> Vec<crate::faults::Published> {
+        self.live
+            .as_ref()
+            .map(|injector| injector.journal().published)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.inv == inv)
+            .collect()
+    }
+
+    /// The wall clock at `t`.
+    pub fn wall(&self, t: Instant) -> SystemTime {
+        self.wall0 + t.saturating_duration_since(self.t0)
+    }
 }
 
 /// Runs `schedule` on its own paused runtime.
@@ -136,6 +164,37 @@ pub fn run(schedule: &Schedule) -> History {
         .build()
         .expect("a runtime");
     runtime.block_on(drive(schedule))
+}
+
+/// One instance of the function over the fakes: `main`'s wiring, with the schedule's pacing.
+fn instance(
+    config: &cognito_reset::config::Config,
+    pacing: Pacing,
+    injector: &Arc<Injector>,
+    cognito: FakeCognito,
+    buckets: FakeBuckets,
+    guard: FakeGuard,
+) -> Arc<App> {
+    let config = config.clone();
+    let limiters = match pacing {
+        Pacing::Off => cognito_reset::limiter::Limiters::new(Rates::OFF),
+        // DRY_RUN paces per instance whatever PACING says (`config.limiters` decides).
+        Pacing::Instance => config.limiters(None),
+        Pacing::Shared => config.limiters(Some(Arc::new(buckets) as Arc<dyn BucketStore>)),
+    };
+    let directory = Directory::new(
+        Arc::new(cognito),
+        config.cognito,
+        config.deadline_margin,
+        Rates::OFF,
+    )
+    .with_limiters(limiters)
+    .with_accounts(config.accounts.clone());
+    let settings = config.guard.clone().expect("GUARD_TABLE is set");
+    let guard = Guard::new(Arc::new(guard), &settings, config.deadline_margin);
+    let policy = config.fixed_policy().expect("a fixed policy");
+    let bus: Arc<dyn EventPublisher> = Arc::new(FakeBus::new(Arc::clone(injector)));
+    Arc::new(App::new(config, directory, Some(guard), policy, Some(bus)))
 }
 
 /// Moves the paused clock (by whole milliseconds) so that the wall clock reads `phase_ms`
@@ -162,30 +221,40 @@ struct Sent {
 async fn drive(schedule: &Schedule) -> History {
     align(schedule.phase_ms).await;
     let t0 = Instant::now();
+    let wall0 = wall_now();
     let injector = Arc::new(Injector::default());
-    let config = world::config(schedule.concurrency);
-    let directory = Directory::new(
-        Arc::new(FakeCognito::new(Arc::clone(&injector))),
-        config.cognito,
-        config.deadline_margin,
-        Rates::OFF,
+    let options = schedule.options;
+    let config = world::config(schedule.concurrency, &options);
+    // Two instances over the same Cognito, table, buckets and bus, each with its own
+    // pipeline, pacers, clients and faults; the second serves `Step::Together` only.
+    let cognito = FakeCognito::new(Arc::clone(&injector));
+    let buckets = FakeBuckets::new(Arc::clone(&injector));
+    let settings = config.guard.clone().expect("GUARD_TABLE is set");
+    let fake_guard = FakeGuard::new(Arc::clone(&injector), &settings, config.dry_run);
+    let injector_b = Arc::new(injector.sibling());
+    let app_b = instance(
+        &config,
+        options.pacing,
+        &injector_b,
+        cognito.sibling(Arc::clone(&injector_b)),
+        buckets.sibling(Arc::clone(&injector_b)),
+        fake_guard.sibling(Arc::clone(&injector_b), &settings, config.dry_run),
     );
-    let settings = config.guard.as_ref().expect("GUARD_TABLE is set");
-    let guard = Guard::new(
-        Arc::new(FakeGuard::new(
-            Arc::clone(&injector),
-            settings,
-            config.dry_run,
-        )),
-        settings,
-        config.deadline_margin,
+    let app = instance(
+        &config,
+        options.pacing,
+        &injector,
+        cognito,
+        buckets,
+        fake_guard,
     );
-    let policy = config.fixed_policy().expect("a fixed policy");
-    let bus: Arc<dyn EventPublisher> = Arc::new(FakeBus::new(Arc::clone(&injector)));
-    let app = Arc::new(App::new(config, directory, Some(guard), policy, Some(bus)));
 
     let mut history = History {
         t0,
+        wall0,
+        options,
+        cut_after: Vec::new(),
+        live: Some(Arc::clone(&injector)),
         invocations: Vec::new(),
         attempts: Vec::new(),
         journal: Journal::default(),
@@ -197,6 +266,45 @@ async fn drive(schedule: &Schedule) -> History {
         let (index, records, run) = match step {
             Step::Wait(d) => {
                 tokio::time::advance(*d).await;
+                continue;
+            }
+            Step::Together { batches, runs } => {
+                for batch in batches {
+                    sent.push(Sent {
+                        batch: batch.clone(),
+                        failed: BTreeSet::new(),
+                        any_retry: false,
+                        retry_after: None,
+                    });
+                }
+                let done = deliver_together(
+                    [&app, &app_b],
+                    [&injector, &injector_b],
+                    schedule,
+                    &mut history,
+                    &mut receives,
+                    n,
+                    [&batches[0], &batches[1]],
+                    [&runs[0], &runs[1]],
+                )
+                .await;
+                let count = sent.len();
+                let invs = history.invocations.len();
+                for (k, (failed, any_retry)) in done.into_iter().enumerate() {
+                    let inv = &history.invocations[invs - 2 + k];
+                    let last = inv
+                        .attempts
+                        .end
+                        .checked_sub(1)
+                        .filter(|_| !inv.attempts.is_empty());
+                    let entry = &mut sent[count - 2 + k];
+                    entry.failed = failed;
+                    entry.any_retry = any_retry;
+                    entry.retry_after = last.and_then(|i| history.attempts[i].answer.retry_after);
+                }
+                if rate_cut(&app) || rate_cut(&app_b) {
+                    history.cut_after.push(invs - 1);
+                }
                 continue;
             }
             Step::Send { batch, run } => {
@@ -230,7 +338,7 @@ async fn drive(schedule: &Schedule) -> History {
                             .records
                             .iter()
                             .filter(|r| {
-                                let id = message_id(schedule, r);
+                                let id = message_id(schedule, last.batch.sender, r);
                                 last.failed.contains(&id) && seen.insert(id)
                             })
                             .copied()
@@ -261,6 +369,9 @@ async fn drive(schedule: &Schedule) -> History {
             run,
         )
         .await;
+        if rate_cut(&app) {
+            history.cut_after.push(history.invocations.len() - 1);
+        }
         sent[index].failed = failed;
         sent[index].any_retry = any_retry;
         sent[index].retry_after = history.attempts.last().and_then(|a| a.answer.retry_after);
@@ -269,8 +380,31 @@ async fn drive(schedule: &Schedule) -> History {
     history
 }
 
-fn message_id(schedule: &Schedule, rec: &Rec) -> String {
-    format!("m{}", schedule.request(rec.request).0)
+/// Whether a throttle cut an instance's rate (AIMD) in either pool's account and region.
+fn rate_cut(app: &App) -> bool {
+    [POOL, FOREIGN_POOL].iter().any(|pool| {
+        let Ok(pool) = UserPoolId::parse(pool) else {
+            return false;
+        };
+        let scope = Scope {
+            account: app.directory.account_of(&pool),
+            region: pool.region(),
+        };
+        [Category::UserAccountRecovery, Category::UserRead]
+            .into_iter()
+            .any(|category| app.directory.limiters().factor(scope, category) < 1.0)
+    })
+}
+
+/// A message's id: `m<request>` in the standard queue, `f<request>` in the FIFO queue and
+/// `s<request>` in the stranger's (SQS message ids are UUIDs: two queues never share one).
+pub fn message_id(schedule: &Schedule, sender: Sender, rec: &Rec) -> String {
+    let prefix = match sender {
+        Sender::FifoQueue => "f",
+        Sender::StrangerQueue => "s",
+        _ => "m",
+    };
+    format!("{prefix}{}", schedule.request(rec.request).0)
 }
 
 /// One invocation: builds the event, runs it, reads every record's answer.
@@ -286,8 +420,69 @@ async fn deliver(
     run: &Run,
 ) -> (BTreeSet<String>, bool) {
     let inv = history.invocations.len();
-    let request_id = format!("r{inv}");
     let first = history.attempts.len();
+    let prepared = prepare(schedule, receives, inv, first, batch);
+    let ran = execute(app, injector, &prepared, run).await;
+    finish(history, step, batch, prepared, ran)
+}
+
+/// Two invocations at once, on two instances (their own pipelines, pacers and port clients,
+/// over the same Cognito, table, bus and buckets): each with its own faults.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_together(
+    apps: [&Arc<App>; 2],
+    injectors: [&Injector; 2],
+    schedule: &Schedule,
+    history: &mut History,
+    receives: &mut BTreeMap<(Sender, String), u32>,
+    step: usize,
+    batches: [&Batch; 2],
+    runs: [&Run; 2],
+) -> [(BTreeSet<String>, bool); 2] {
+    let inv = history.invocations.len();
+    let first = history.attempts.len();
+    let a = prepare(schedule, receives, inv, first, batches[0]);
+    let b = prepare(
+        schedule,
+        receives,
+        inv + 1,
+        first + a.attempts.len(),
+        batches[1],
+    );
+    let (ran_a, ran_b) = tokio::join!(
+        execute(apps[0], injectors[0], &a, runs[0]),
+        execute(apps[1], injectors[1], &b, runs[1])
+    );
+    let done_a = finish(history, step, batches[0], a, ran_a);
+    let done_b = finish(history, step, batches[1], b, ran_b);
+    [done_a, done_b]
+}
+
+/// An invocation's event and its records, before it runs.
+struct Prepared {
+    inv: usize,
+    first: usize,
+    request_id: String,
+    attempts: Vec<Attempt>,
+    payload: Value,
+}
+
+/// How an invocation ran.
+struct Ran {
+    start: Instant,
+    end: Instant,
+    deadline: Instant,
+    result: Result<Value, String>,
+}
+
+fn prepare(
+    schedule: &Schedule,
+    receives: &mut BTreeMap<(Sender, String), u32>,
+    inv: usize,
+    first: usize,
+    batch: &Batch,
+) -> Prepared {
+    let request_id = format!("r{inv}");
     let key = batch.key.map(|k| k.header().to_owned());
     let mut attempts = Vec::new();
     let mut counted: BTreeMap<String, u32> = BTreeMap::new();
@@ -306,7 +501,7 @@ async fn deliver(
             (label, audit_id, None, 0)
         } else {
             // One receive per message per delivery: its copies in a batch share the count.
-            let id = message_id(schedule, rec);
+            let id = message_id(schedule, batch.sender, rec);
             let count = *counted.entry(id.clone()).or_insert_with(|| {
                 let count = receives.entry((batch.sender, id.clone())).or_insert(0);
                 *count += 1;
@@ -346,17 +541,57 @@ async fn deliver(
     } else {
         sqs_event(schedule, batch, &attempts)
     };
+    Prepared {
+        inv,
+        first,
+        request_id,
+        attempts,
+        payload,
+    }
+}
 
+async fn execute(app: &Arc<App>, injector: &Injector, prepared: &Prepared, run: &Run) -> Ran {
     let start = Instant::now();
     let deadline = start + run.deadline;
-    injector.start(inv, deadline, run.latency, &run.faults);
-    let result = dispatch(app, payload, &request_id, Deadline(deadline)).await;
-    let end = Instant::now();
-    let events: Vec<OutcomeEvent> = injector
-        .journal()
-        .published
+    injector.start(prepared.inv, deadline, run.latency, &run.faults);
+    let result = dispatch(
+        app,
+        prepared.payload.clone(),
+        &prepared.request_id,
+        Deadline(deadline),
+    )
+    .await
+    .map_err(|error| error.to_string());
+    Ran {
+        start,
+        end: Instant::now(),
+        deadline,
+        result,
+    }
+}
+
+fn finish(
+    history: &mut History,
+    step: usize,
+    batch: &Batch,
+    prepared: Prepared,
+    ran: Ran,
+) -> (BTreeSet<String>, bool) {
+    let Prepared {
+        inv,
+        first,
+        mut attempts,
+        ..
+    } = prepared;
+    let Ran {
+        start,
+        end,
+        deadline,
+        result,
+    } = ran;
+    let events: Vec<OutcomeEvent> = history
+        .journal_published(inv)
         .into_iter()
-        .filter(|p| p.inv == inv)
         .flat_map(|p| p.events)
         .collect();
     let mut invocation = Invocation {
@@ -696,10 +931,11 @@ impl fmt::Display for History {
                     .map(|t| format!(" {t}"))
                     .unwrap_or_default(),
                 injected_text(call.fault, call.at),
-                if call.performed {
-                    ", RESET PERFORMED"
-                } else {
-                    ""
+                match (call.performed, call.op) {
+                    (false, _) => "",
+                    (true, Op::Reset) => ", RESET PERFORMED",
+                    (true, Op::Resend) => ", INVITATION SENT",
+                    (true, _) => ", PERFORMED",
                 }
             )?;
         }
@@ -729,6 +965,26 @@ impl fmt::Display for History {
                 injected_text(call.fault, call.at),
                 call.result,
                 if call.wrote { " (wrote)" } else { "" }
+            )?;
+        }
+        if !self.journal.buckets.is_empty() {
+            writeln!(f, "pacing bucket writes:")?;
+        }
+        for call in &self.journal.buckets {
+            writeln!(
+                f,
+                "    inv {} t={} {} {} -> {}",
+                call.inv,
+                self.at(call.at),
+                if call.cut { "rate cut" } else { "lease" },
+                call.pk,
+                if call.failed {
+                    "failed"
+                } else if call.applied {
+                    "written"
+                } else {
+                    "refused"
+                }
             )?;
         }
         for note in &self.notes {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::faults::{Fault, Injected, Op, When};
-use crate::world::{COOLDOWN, Pool, Req, Sender, Spelling, User};
+use crate::world::{COOLDOWN, Options, Pacing, Pool, Req, Sender, SignOut, Spelling, User};
 
 /// How a batch arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,9 @@ pub enum Step {
     Again { of: usize, what: Again, run: Run },
     /// Wall time passes.
     Wait(Duration),
+    /// Two first deliveries at the same moment, to two instances of the function (each with
+    /// its own faults), over the same Cognito, table and bus.
+    Together { batches: [Batch; 2], runs: [Run; 2] },
 }
 
 /// A whole schedule.
@@ -105,6 +108,8 @@ pub struct Schedule {
     pub phase_ms: u64,
     /// `MAX_CONCURRENCY`.
     pub concurrency: usize,
+    /// What the world turns on (rules' options, pacing, `DRY_RUN`, another account).
+    pub options: Options,
     /// The requests records refer to; request *i* carries ticket `T<i>`.
     pub requests: Vec<Req>,
     pub steps: Vec<Step>,
@@ -157,8 +162,11 @@ impl Schedule {
             .map(|rec| {
                 let (index, req) = self.request(rec.request);
                 match batch.source {
+                    Source::Sqs if batch.sender == Sender::StrangerQueue => {
+                        format!("s{index}={req} T{index}")
+                    }
                     Source::Sqs => format!("m{index}={req} T{index}"),
-                    Source::SqsFifo => format!("m{index}={req} T{index} g{}", rec.group),
+                    Source::SqsFifo => format!("f{index}={req} T{index} g{}", rec.group),
                     _ => format!("{req} T{index}"),
                 }
             })
@@ -175,8 +183,8 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "schedule (wall clock at .{:03} s, MAX_CONCURRENCY {}):",
-            self.phase_ms, self.concurrency
+            "schedule (wall clock at .{:03} s, MAX_CONCURRENCY {}; {}):",
+            self.phase_ms, self.concurrency, self.options
         )?;
         let mut sends = 0;
         for (n, step) in self.steps.iter().enumerate() {
@@ -202,6 +210,22 @@ impl fmt::Display for Schedule {
                     )?;
                 }
                 Step::Wait(d) => writeln!(f, "  {n:>2}. wait {} ms", d.as_millis())?,
+                Step::Together { batches, runs } => {
+                    writeln!(
+                        f,
+                        "  {n:>2}. together, instance A send #{sends}: {} | {}",
+                        self.batch_line(&batches[0]),
+                        runs[0]
+                    )?;
+                    writeln!(
+                        f,
+                        "      and instance B send #{}: {} | {}",
+                        sends + 1,
+                        self.batch_line(&batches[1]),
+                        runs[1]
+                    )?;
+                    sends += 2;
+                }
             }
         }
         Ok(())
@@ -216,19 +240,36 @@ impl fmt::Debug for Schedule {
 
 // ---- strategies ----------------------------------------------------------------------------
 
-fn req() -> impl Strategy<Value = Req> {
+fn req(mix: Mix) -> BoxedStrategy<Req> {
+    let plain = !mix.has_options();
+    let user = if plain {
+        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 1 => Just(User::Ghost)].boxed()
+    } else {
+        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 2 => Just(User::Ivy), 1 => Just(User::Ghost)].boxed()
+    };
+    let pool = if plain {
+        prop_oneof![15 => Just(Pool::Listed), 1 => Just(Pool::Unlisted)].boxed()
+    } else {
+        // Foreign only counts in a world with another account (see `schedule`).
+        prop_oneof![10 => Just(Pool::Listed), 1 => Just(Pool::Unlisted), 5 => Just(Pool::Foreign)]
+            .boxed()
+    };
+    let sign_out = proptest::bool::weighted(if plain { 0.0 } else { 0.4 });
     (
-        prop_oneof![4 => Just(User::Ann), 3 => Just(User::Bob), 1 => Just(User::Mal), 1 => Just(User::Ghost)],
+        user,
         prop_oneof![4 => Just(Spelling::Email), 1 => Just(Spelling::Canonical), 1 => Just(Spelling::Shouted)],
-        prop_oneof![15 => Just(Pool::Listed), 1 => Just(Pool::Unlisted)],
+        pool,
         proptest::bool::weighted(0.04),
+        sign_out,
     )
-        .prop_map(|(user, spelling, pool, invalid)| Req {
+        .prop_map(|(user, spelling, pool, invalid, sign_out)| Req {
             user,
             spelling,
             pool,
             invalid,
+            sign_out,
         })
+        .boxed()
 }
 
 fn when() -> impl Strategy<Value = When> {
@@ -243,7 +284,7 @@ fn when() -> impl Strategy<Value = When> {
 /// Faults a Cognito call can meet.
 fn cognito_fault(op: Op) -> BoxedStrategy<Fault> {
     // LimitExceeded is a reset's answer; a lookup meets a plain throttle instead.
-    let limit = if op == Op::Reset {
+    let limit = if op.sends_code() {
         Fault::LimitExceeded
     } else {
         Fault::Throttle
@@ -284,23 +325,82 @@ fn bus_fault() -> BoxedStrategy<Fault> {
     .boxed()
 }
 
+/// Faults a pacing bucket write can meet (the pacer falls back to its static share).
+fn bucket_fault() -> BoxedStrategy<Fault> {
+    prop_oneof![
+        2 => Just(Fault::Throttle),
+        1 => any::<bool>().prop_map(|landed| Fault::ServerError { landed }),
+        1 => any::<bool>().prop_map(|landed| Fault::Timeout { landed }),
+    ]
+    .boxed()
+}
+
 /// A fault, a late answer, or a late failure, for the `nth` call of an operation.
-fn injected() -> impl Strategy<Value = Injected> {
-    let op = prop_oneof![
-        7 => Just(Op::Reset),
-        3 => Just(Op::Complete),
-        3 => Just(Op::Finish),
-        2 => Just(Op::Claim),
-        2 => Just(Op::Begin),
-        2 => Just(Op::GetUser),
-        1 => Just(Op::ListGroups),
-        1 => Just(Op::Publish),
-    ];
+fn injected(mix: Mix) -> BoxedStrategy<Injected> {
+    let op = match mix {
+        Mix::All | Mix::Sqs | Mix::Http | Mix::Windows => prop_oneof![
+            7 => Just(Op::Reset),
+            3 => Just(Op::Complete),
+            3 => Just(Op::Finish),
+            2 => Just(Op::Claim),
+            2 => Just(Op::Begin),
+            2 => Just(Op::GetUser),
+            1 => Just(Op::ListGroups),
+            1 => Just(Op::Publish),
+        ]
+        .boxed(),
+        // DRY_RUN never sends a reset, a sign-out or a refund: its faults go where it calls.
+        Mix::DryRun => prop_oneof![
+            4 => Just(Op::GetUser),
+            2 => Just(Op::ListGroups),
+            3 => Just(Op::Claim),
+            2 => Just(Op::Begin),
+            2 => Just(Op::Finish),
+            2 => Just(Op::Spend),
+            1 => Just(Op::Publish),
+        ]
+        .boxed(),
+        Mix::Helpdesk | Mix::Faults => prop_oneof![
+            5 => Just(Op::Reset),
+            3 => Just(Op::Resend),
+            5 => Just(Op::SignOut),
+            3 => Just(Op::Spend),
+            2 => Just(Op::Refund),
+            2 => Just(Op::Complete),
+            2 => Just(Op::Finish),
+            2 => Just(Op::Claim),
+            1 => Just(Op::Begin),
+            2 => Just(Op::GetUser),
+            1 => Just(Op::ListGroups),
+            1 => Just(Op::Publish),
+        ]
+        .boxed(),
+        Mix::Paced => prop_oneof![
+            8 => Just(Op::Reset),
+            2 => Just(Op::Resend),
+            2 => Just(Op::SignOut),
+            3 => Just(Op::Lease),
+            3 => Just(Op::GetUser),
+            1 => Just(Op::ListGroups),
+            1 => Just(Op::Spend),
+            1 => Just(Op::Complete),
+            1 => Just(Op::Claim),
+        ]
+        .boxed(),
+    };
     let nth = prop_oneof![4 => Just(0u8), 2 => 1u8..3, 1 => 3u8..10];
-    (op, nth).prop_flat_map(|(op, nth)| {
+    (op, nth).prop_flat_map(move |(op, nth)| {
         let fault = match op {
-            Op::GetUser | Op::ListGroups | Op::Reset => cognito_fault(op),
+            Op::GetUser | Op::ListGroups | Op::Reset | Op::Resend | Op::SignOut => {
+                // Paced schedules meet throttling most (what cuts the rate).
+                if matches!(mix, Mix::Paced) && op != Op::SignOut {
+                    prop_oneof![3 => Just(Fault::Throttle), 2 => cognito_fault(op)].boxed()
+                } else {
+                    cognito_fault(op)
+                }
+            }
             Op::Publish => bus_fault(),
+            Op::Lease => bucket_fault(),
             _ => guard_fault(),
         };
         prop_oneof![
@@ -311,9 +411,10 @@ fn injected() -> impl Strategy<Value = Injected> {
             2 => (fault, when()).prop_map(move |(fault, at)| Injected { op, nth, fault: Some(fault), at: Some(at) }),
         ]
     })
+    .boxed()
 }
 
-fn run() -> impl Strategy<Value = Run> {
+fn run(mix: Mix) -> impl Strategy<Value = Run> {
     (
         prop_oneof![
             3 => Just(5_000u64),
@@ -324,7 +425,7 @@ fn run() -> impl Strategy<Value = Run> {
         ],
         prop_oneof![Just(20u64), Just(3), Just(0)],
         // One vector from none up: a counterexample shrinks to the faults that matter.
-        proptest::collection::vec(injected(), 0..=5),
+        proptest::collection::vec(injected(mix), 0..=5),
     )
         .prop_map(|(deadline, latency, faults)| Run {
             deadline: Duration::from_millis(deadline),
@@ -342,7 +443,7 @@ fn recs(max: usize) -> impl Strategy<Value = Vec<Rec>> {
     ]
 }
 
-/// Which sources a test draws from.
+/// Which sources (and world options) a test draws from.
 #[derive(Clone, Copy, Debug)]
 pub enum Mix {
     All,
@@ -351,6 +452,235 @@ pub enum Mix {
     /// Every source, few requests, waits around the cooldown and its `Retry-After`, and
     /// redeliveries of everything: the windows' edges.
     Windows,
+    /// Every source, the rules' options: sign-out (allowed or always, requests with
+    /// `SignOut`), resent invitations, a caller budget; a pool in another account in some.
+    Helpdesk,
+    /// Every source, pacing at real rates (per instance, or the shared bucket), throttles
+    /// that cut the rate, faults at the bucket's writes; the rules' options in some.
+    Paced,
+    /// `DRY_RUN`, with the rules' options in some.
+    DryRun,
+    /// The fault matrix: short schedules, each aimed at one (port call, fault kind) pair of
+    /// [`matrix`], in a world where every call happens (sign-out always, resent invitations,
+    /// a budget).
+    Faults,
+}
+
+impl Mix {
+    /// Whether the schedules turn options on (and name the invited user, the other account's
+    /// pool, `SignOut`).
+    pub fn has_options(self) -> bool {
+        matches!(self, Mix::Helpdesk | Mix::Paced | Mix::DryRun | Mix::Faults)
+    }
+}
+
+/// Every (port call, fault kind) pair the suite injects, and asserts it met.
+pub fn matrix() -> Vec<(Op, Fault)> {
+    let cognito = |op: Op| {
+        let mut faults = vec![
+            Fault::Throttle,
+            Fault::Refuse,
+            Fault::ServerError { landed: false },
+            Fault::ServerError { landed: true },
+            Fault::Timeout { landed: false },
+            Fault::Timeout { landed: true },
+            Fault::ConnectionReset,
+            Fault::ConnectionRefused,
+            Fault::Lost,
+        ];
+        if op.sends_code() {
+            faults.push(Fault::LimitExceeded);
+        }
+        faults.into_iter().map(move |f| (op, f))
+    };
+    let guard = |op: Op| {
+        [
+            Fault::Throttle,
+            Fault::Refuse,
+            Fault::ServerError { landed: false },
+            Fault::ServerError { landed: true },
+            Fault::Timeout { landed: false },
+            Fault::Timeout { landed: true },
+            Fault::ConnectionRefused,
+            Fault::Lost,
+            Fault::Echo,
+            Fault::Outage,
+        ]
+        .into_iter()
+        .map(move |f| (op, f))
+    };
+    let mut pairs: Vec<(Op, Fault)> = Vec::new();
+    for op in [
+        Op::GetUser,
+        Op::ListGroups,
+        Op::Reset,
+        Op::Resend,
+        Op::SignOut,
+    ] {
+        pairs.extend(cognito(op));
+    }
+    for op in [
+        Op::Begin,
+        Op::Finish,
+        Op::Claim,
+        Op::Complete,
+        Op::Spend,
+        Op::Refund,
+    ] {
+        pairs.extend(guard(op));
+    }
+    pairs.push((Op::Publish, Fault::ServerError { landed: false }));
+    pairs.push((Op::Publish, Fault::Timeout { landed: false }));
+    pairs
+}
+
+/// A short schedule aimed at one pair of [`matrix`]: the request that reaches the call (an
+/// invited user for a resent invitation, an admin for a key's result without a claim), the
+/// fault on its first call, a refused reset before a refund, maybe another fault, maybe a
+/// redelivery.
+fn matrix_schedule() -> BoxedStrategy<Schedule> {
+    let pairs = matrix();
+    let count = pairs.len();
+    (
+        0..count,
+        0u64..1000,
+        any::<bool>(),
+        prop_oneof![2 => Just(Source::Sqs), 1 => Just(Source::HttpSingle), 1 => Just(Source::HttpBatch)],
+        proptest::collection::vec(injected(Mix::Helpdesk), 0..=1),
+        proptest::option::weighted(
+            0.5,
+            (
+                0u64..3_000,
+                prop_oneof![Just(Again::HandedBack), Just(Again::Everything)],
+            ),
+        ),
+        prop_oneof![Just(When::InMargin), Just(When::BeforeMargin)],
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(target, phase_ms, other_account, source, extra, again, when, late)| {
+                let (op, fault) = pairs[target];
+                let user = match op {
+                    Op::Resend => User::Ivy,
+                    Op::Finish => User::Mal,
+                    _ => User::Ann,
+                };
+                let requests = vec![Req {
+                    user,
+                    spelling: Spelling::Email,
+                    pool: if other_account { Pool::Foreign } else { Pool::Listed },
+                    invalid: false,
+                    sign_out: false,
+                }];
+                let mut faults = vec![Injected {
+                    op,
+                    nth: 0,
+                    fault: Some(fault),
+                    // A late failure, now and then (a throttle answered inside the margin).
+                    at: late.then_some(when),
+                }];
+                // The sign-out is retried like a lookup: the same fault on every attempt makes
+                // it fail for good (and an SQS record is handed back for it).
+                if op == Op::SignOut {
+                    for nth in 1..3 {
+                        faults.push(Injected {
+                            op,
+                            nth,
+                            fault: Some(fault),
+                            at: None,
+                        });
+                    }
+                }
+                if op == Op::Refund {
+                    faults.push(Injected {
+                        op: Op::Reset,
+                        nth: 0,
+                        fault: Some(Fault::Refuse),
+                        at: None,
+                    });
+                }
+                faults.extend(extra.into_iter().filter(|i| i.op != op));
+                let (sender, key) = match source {
+                    Source::Sqs => (Sender::Queue, None),
+                    _ => (Sender::Portal, Some(Key::K)),
+                };
+                let batch = Batch {
+                    source,
+                    sender,
+                    key,
+                    records: vec![Rec { request: 0, group: 0 }],
+                };
+                let run = Run {
+                    deadline: Duration::from_millis(5_000),
+                    latency: Duration::from_millis(20),
+                    faults,
+                };
+                let mut steps = vec![Step::Send { batch, run }];
+                // A failed sign-out is retried by the SQS redelivery: always deliver it again.
+                let again = match (again, op, source) {
+                    (None, Op::SignOut, Source::Sqs) => Some((0, Again::HandedBack)),
+                    (again, _, _) => again,
+                };
+                if let Some((wait, what)) = again {
+                    steps.push(Step::Wait(Duration::from_millis(wait)));
+                    steps.push(Step::Again {
+                        of: 0,
+                        what,
+                        run: Run {
+                            deadline: Duration::from_millis(5_000),
+                            latency: Duration::from_millis(20),
+                            faults: Vec::new(),
+                        },
+                    });
+                }
+                Schedule {
+                    phase_ms,
+                    concurrency: 10,
+                    options: Options {
+                        sign_out: SignOut::Always,
+                        resend: true,
+                        budget: Some((3, 5)),
+                        pacing: Pacing::Off,
+                        dry_run: false,
+                        other_account,
+                    },
+                    requests,
+                    steps,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn options(mix: Mix) -> BoxedStrategy<Options> {
+    let sign_out = prop_oneof![1 => Just(SignOut::Never), 2 => Just(SignOut::Allowed), 2 => Just(SignOut::Always)];
+    let budget = prop_oneof![
+        1 => Just(None),
+        2 => (1u32..=3, prop_oneof![Just(5u32), Just(20), Just(60)]).prop_map(Some),
+    ];
+    let pacing = match mix {
+        Mix::Paced => prop_oneof![Just(Pacing::Instance), Just(Pacing::Shared)].boxed(),
+        _ => Just(Pacing::Off).boxed(),
+    };
+    let dry_run = matches!(mix, Mix::DryRun);
+    (
+        sign_out,
+        any::<bool>(),
+        budget,
+        pacing,
+        proptest::bool::weighted(0.4),
+    )
+        .prop_map(
+            move |(sign_out, resend, budget, pacing, other_account)| Options {
+                sign_out,
+                resend,
+                budget,
+                pacing,
+                dry_run,
+                other_account,
+            },
+        )
+        .boxed()
 }
 
 fn batch(mix: Mix) -> BoxedStrategy<Batch> {
@@ -385,7 +715,9 @@ fn batch(mix: Mix) -> BoxedStrategy<Batch> {
         records,
     });
     match mix {
-        Mix::All => prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed(),
+        Mix::All | Mix::Helpdesk | Mix::Paced | Mix::DryRun | Mix::Faults => {
+            prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed()
+        }
         // Single requests carry Retry-After.
         Mix::Windows => prop_oneof![2 => sqs, 5 => single, 1 => http_batch, 1 => fifo].boxed(),
         Mix::Sqs => prop_oneof![sqs, fifo].boxed(),
@@ -418,8 +750,15 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
         Mix::Windows => 3,
         _ => 1,
     };
+    // Two instances at once: the option mixes (budgets, sign-out and pacing across
+    // instances).
+    let together = if mix.has_options() { 1 } else { 0 };
     prop_oneof![
-        3 => (batch(mix), run()).prop_map(|(batch, run)| Step::Send { batch, run }),
+        3 => (batch(mix), run(mix)).prop_map(|(batch, run)| Step::Send { batch, run }),
+        together => (batch(mix), batch(mix), run(mix), run(mix)).prop_map(|(a, b, ra, rb)| Step::Together {
+            batches: [a, b],
+            runs: [ra, rb],
+        }),
         4 => (
             prop_oneof![3 => Just(0usize), 1 => 1usize..4],
             prop_oneof![
@@ -427,7 +766,7 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
                 everything => Just(Again::Everything),
                 everything => Just(Again::AfterRetryAfter),
             ],
-            run(),
+            run(mix),
         )
             .prop_map(|(of, what, run)| Step::Again { of, what, run }),
         3 => wait(mix).prop_map(Step::Wait),
@@ -435,25 +774,47 @@ fn step(mix: Mix) -> impl Strategy<Value = Step> {
 }
 
 /// Schedules of one to eight steps, the first a send.
-pub fn schedule(mix: Mix) -> impl Strategy<Value = Schedule> {
+pub fn schedule(mix: Mix) -> BoxedStrategy<Schedule> {
+    if matches!(mix, Mix::Faults) {
+        return matrix_schedule();
+    }
+    let world = if mix.has_options() {
+        options(mix)
+    } else {
+        Just(Options::default()).boxed()
+    };
     (
         0u64..1000,
         prop_oneof![4 => Just(10usize), 1 => Just(3), 1 => Just(1)],
+        world,
         match mix {
-            Mix::Windows => proptest::collection::vec(req(), 1..=2).boxed(),
-            _ => proptest::collection::vec(req(), 1..=4).boxed(),
+            Mix::Windows => proptest::collection::vec(req(mix), 1..=2).boxed(),
+            _ => proptest::collection::vec(req(mix), 1..=4).boxed(),
         },
-        (batch(mix), run()),
+        (batch(mix), run(mix)),
         proptest::collection::vec(step(mix), 0..=7),
     )
-        .prop_map(|(phase_ms, concurrency, requests, (batch, run), rest)| {
-            let mut steps = vec![Step::Send { batch, run }];
-            steps.extend(rest);
-            Schedule {
-                phase_ms,
-                concurrency,
-                requests,
-                steps,
-            }
-        })
+        .prop_map(
+            |(phase_ms, concurrency, options, mut requests, (batch, run), rest)| {
+                // The other account's pool is listed in every world, but is in another
+                // account only with the option: without it, its requests go to the listed pool.
+                if !options.other_account {
+                    for req in &mut requests {
+                        if req.pool == Pool::Foreign {
+                            req.pool = Pool::Listed;
+                        }
+                    }
+                }
+                let mut steps = vec![Step::Send { batch, run }];
+                steps.extend(rest);
+                Schedule {
+                    phase_ms,
+                    concurrency,
+                    options,
+                    requests,
+                    steps,
+                }
+            },
+        )
+        .boxed()
 }

@@ -1,5 +1,8 @@
-//! The small world every schedule runs in: one user pool, four users, the callers, the policy
-//! that admits some of them, and the function's configuration.
+//! The small world every schedule runs in: one user pool (and, with [`Options::other_account`],
+//! a second one in another account), five users, the callers, the policy that admits some of
+//! them, and the function's configuration, with the options a schedule may turn on (sign-out,
+//! resent invitations, a caller budget, pacing at real rates, `DRY_RUN`, a pool in another
+//! account).
 
 use std::fmt;
 use std::time::Duration;
@@ -10,6 +13,12 @@ use cognito_reset::config::Config;
 pub const POOL: &str = "us-west-2_1f950f4f389b723d0775ea6ef7e4b3c47b3100fa6981c";
 /// A well-formed pool no rule lists.
 pub const OTHER_POOL: &str = "us-west-2_aaaaaaaaa";
+/// The pool the policy also lists, in another account (`POOL_ROLES`) and region: used only by
+/// schedules with [`Options::other_account`].
+pub const FOREIGN_POOL: &str = "eu-west-1_bbbbbbbbb";
+/// `FUNCTION_ACCOUNT_ID`, and the account of [`FOREIGN_POOL`]'s role.
+pub const FUNCTION_ACCOUNT: &str = "123456789012";
+pub const FOREIGN_ACCOUNT: &str = "210987654321";
 /// The ticket queue (standard) and its FIFO twin: the policy's SQS callers.
 pub const QUEUE: &str = "arn:aws:sqs:us-west-2:123456789012:password-resets";
 pub const FIFO_QUEUE: &str = "arn:aws:sqs:us-west-2:123456789012:password-resets.fifo";
@@ -28,40 +37,156 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(86_400);
 /// `MAX_RECEIVE_COUNT`: a RETRY on the third receive is GAVE_UP.
 pub const MAX_RECEIVE_COUNT: u32 = 3;
 
-/// The portal may reset `staff` of the pool, the queues anyone `@example.com`; nobody may reset
-/// an admin.
-pub fn policy() -> String {
+/// How the rules sign out (`signOut`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SignOut {
+    Never,
+    Allowed,
+    Always,
+}
+
+impl SignOut {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignOut::Never => "never",
+            SignOut::Allowed => "allowed",
+            SignOut::Always => "always",
+        }
+    }
+}
+
+/// How Cognito calls are paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Pacing {
+    /// No pacing at all (`Rates::OFF`).
+    Off,
+    /// Each instance at its static share ([`RESET_RPS`] resets a second, [`READ_RPS`] reads).
+    Instance,
+    /// The fleet's buckets (`PACING=shared`) in an in-memory bucket store that applies
+    /// `pacing::apply`, quotas [`RESET_RPS`] and [`READ_RPS`].
+    Shared,
+}
+
+/// Resets a second (`COGNITO_RESET_RPS`, and `COGNITO_RESET_QUOTA` when shared), and reads.
+pub const RESET_RPS: u32 = 4;
+pub const READ_RPS: u32 = 10;
+
+/// What a schedule turns on; the default is the plain world (no option at all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// The rules' `signOut`.
+    pub sign_out: SignOut,
+    /// The rules' `"invited": "resend"` (otherwise an invited user is `invitation-pending`).
+    pub resend: bool,
+    /// The rules' `budget`: N resets per S seconds, per caller.
+    pub budget: Option<(u32, u32)>,
+    pub pacing: Pacing,
+    /// `DRY_RUN=true`.
+    pub dry_run: bool,
+    /// `FUNCTION_ACCOUNT_ID` and `POOL_ROLES` with [`FOREIGN_POOL`] in [`FOREIGN_ACCOUNT`].
+    pub other_account: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sign_out: SignOut::Never,
+            resend: false,
+            budget: None,
+            pacing: Pacing::Off,
+            dry_run: false,
+            other_account: false,
+        }
+    }
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.sign_out != SignOut::Never {
+            parts.push(format!("signOut {}", self.sign_out.as_str()));
+        }
+        if self.resend {
+            parts.push("invited: resend".to_owned());
+        }
+        if let Some((n, s)) = self.budget {
+            parts.push(format!("budget {n} per {s} s"));
+        }
+        match self.pacing {
+            Pacing::Off => {}
+            Pacing::Instance => parts.push(format!("paced per instance ({RESET_RPS} resets/s)")),
+            Pacing::Shared => {
+                parts.push(format!("paced by the shared bucket ({RESET_RPS} resets/s)"))
+            }
+        }
+        if self.dry_run {
+            parts.push("DRY_RUN".to_owned());
+        }
+        if self.other_account {
+            parts.push(format!("{FOREIGN_POOL} in account {FOREIGN_ACCOUNT}"));
+        }
+        if parts.is_empty() {
+            f.write_str("no options")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// The portal may reset `staff` of the pools, the queues anyone `@example.com`; nobody may reset
+/// an admin. `options` adds the rules' `signOut`, `invited` and `budget`.
+pub fn policy(options: &Options) -> String {
+    let mut rules = vec![
+        serde_json::json!({
+            "name": "portal",
+            "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
+            "userPools": [POOL, FOREIGN_POOL],
+            "groups": ["staff"]
+        }),
+        serde_json::json!({
+            "name": "queue",
+            "callers": [QUEUE, FIFO_QUEUE],
+            "userPools": [POOL, FOREIGN_POOL],
+            "users": ["*@example.com"]
+        }),
+    ];
+    for rule in &mut rules {
+        if options.sign_out != SignOut::Never {
+            rule["signOut"] = serde_json::Value::from(options.sign_out.as_str());
+        }
+        if options.resend {
+            rule["invited"] = serde_json::Value::from("resend");
+        }
+        if let Some((resets, per_seconds)) = options.budget {
+            rule["budget"] = serde_json::json!({"resets": resets, "perSeconds": per_seconds});
+        }
+    }
     serde_json::json!({
         "version": 1,
         "deny": {"groups": ["admins"]},
-        "rules": [
-            {
-                "name": "portal",
-                "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
-                "userPools": [POOL],
-                "groups": ["staff"]
-            },
-            {
-                "name": "queue",
-                "callers": [QUEUE, FIFO_QUEUE],
-                "userPools": [POOL],
-                "users": ["*@example.com"]
-            }
-        ]
+        "rules": rules
     })
     .to_string()
 }
 
-/// The function's configuration: the guard on, events on, 3 attempts a Cognito call (the
-/// harness builds the directory unpaced, `Rates::OFF`, whatever the rates say).
-pub fn config(max_concurrency: usize) -> Config {
-    let policy = policy();
+/// The function's configuration: the guard on, events on, 3 attempts a Cognito call, and the
+/// schedule's options (the harness builds the directory unpaced, `Rates::OFF`, for
+/// [`Pacing::Off`]).
+pub fn config(max_concurrency: usize, options: &Options) -> Config {
+    let policy = policy(options);
     let concurrency = max_concurrency.to_string();
     let margin = MARGIN.as_millis().to_string();
     let cooldown = COOLDOWN.as_secs().to_string();
     let ttl = IDEMPOTENCY_TTL.as_secs().to_string();
     let receives = MAX_RECEIVE_COUNT.to_string();
-    let vars: Vec<(&str, &str)> = vec![
+    let reset_rps = RESET_RPS.to_string();
+    let read_rps = READ_RPS.to_string();
+    let roles = serde_json::json!({FOREIGN_POOL: {
+        "roleArn": format!("arn:aws:iam::{FOREIGN_ACCOUNT}:role/cognito-reset-target"),
+        "externalId": "faults"
+    }})
+    .to_string();
+    let mut vars: Vec<(&str, &str)> = vec![
         ("POLICY", &policy),
         ("GUARD_TABLE", "cognito-reset-guard"),
         ("EVENT_BUS", "faults"),
@@ -74,6 +199,35 @@ pub fn config(max_concurrency: usize) -> Config {
         ("COGNITO_MAX_ATTEMPTS", "3"),
         ("GUARD_TIMEOUT_MS", "300"),
     ];
+    match options.pacing {
+        Pacing::Off => {}
+        Pacing::Instance => vars.extend([
+            ("PACING", "instance"),
+            ("COGNITO_RESET_RPS", reset_rps.as_str()),
+            ("COGNITO_CREATION_RPS", reset_rps.as_str()),
+            ("COGNITO_UPDATE_RPS", reset_rps.as_str()),
+            ("COGNITO_READ_RPS", read_rps.as_str()),
+            ("COGNITO_RESOURCE_READ_RPS", read_rps.as_str()),
+        ]),
+        Pacing::Shared => vars.extend([
+            ("PACING", "shared"),
+            ("MAX_INSTANCES", "2"),
+            ("COGNITO_RESET_QUOTA", reset_rps.as_str()),
+            ("COGNITO_CREATION_QUOTA", reset_rps.as_str()),
+            ("COGNITO_UPDATE_QUOTA", reset_rps.as_str()),
+            ("COGNITO_READ_QUOTA", read_rps.as_str()),
+            ("COGNITO_RESOURCE_READ_QUOTA", read_rps.as_str()),
+        ]),
+    }
+    if options.dry_run {
+        vars.push(("DRY_RUN", "true"));
+    }
+    if options.other_account {
+        vars.extend([
+            ("FUNCTION_ACCOUNT_ID", FUNCTION_ACCOUNT),
+            ("POOL_ROLES", roles.as_str()),
+        ]);
+    }
     Config::from_lookup(|name| {
         vars.iter()
             .find(|(k, _)| *k == name)
@@ -89,6 +243,9 @@ pub enum User {
     Bob,
     /// In `admins`: denied.
     Mal,
+    /// Invited, never signed in (`FORCE_CHANGE_PASSWORD`): `invitation-pending`, or her
+    /// invitation sent again under `"invited": "resend"`.
+    Ivy,
     Ghost,
 }
 
@@ -98,6 +255,7 @@ impl User {
             User::Ann => "ann",
             User::Bob => "bob",
             User::Mal => "mal",
+            User::Ivy => "ivy",
             User::Ghost => "ghost",
         }
     }
@@ -114,18 +272,15 @@ impl User {
         }
     }
 
-    /// The directory's users: canonical username, email, groups.
-    pub fn directory() -> Vec<(String, String, Vec<String>)> {
-        [User::Ann, User::Bob, User::Mal]
-            .into_iter()
-            .map(|u| {
-                (
-                    u.canonical().unwrap_or_default(),
-                    format!("{}@example.com", u.local()),
-                    u.groups().iter().map(|g| (*g).to_owned()).collect(),
-                )
-            })
-            .collect()
+    /// The users that exist (in each pool).
+    pub const EXISTING: [User; 4] = [User::Ann, User::Bob, User::Mal, User::Ivy];
+
+    /// Cognito's `UserStatus` before anything happens to the user.
+    pub fn initial_status(self) -> &'static str {
+        match self {
+            User::Ivy => "FORCE_CHANGE_PASSWORD",
+            _ => "CONFIRMED",
+        }
     }
 }
 
@@ -143,6 +298,18 @@ pub enum Spelling {
 pub enum Pool {
     Listed,
     Unlisted,
+    /// [`FOREIGN_POOL`], listed, in another account with [`Options::other_account`].
+    Foreign,
+}
+
+impl Pool {
+    pub fn id(self) -> &'static str {
+        match self {
+            Pool::Listed => POOL,
+            Pool::Unlisted => OTHER_POOL,
+            Pool::Foreign => FOREIGN_POOL,
+        }
+    }
 }
 
 /// One request of a schedule. Its ticket (`ClientMetadata.ticket`) is `T<index>` in the
@@ -154,6 +321,8 @@ pub struct Req {
     pub pool: Pool,
     /// No `Username`: REJECTED `invalid-request` before anything else.
     pub invalid: bool,
+    /// `"SignOut": true`.
+    pub sign_out: bool,
 }
 
 impl Req {
@@ -168,10 +337,7 @@ impl Req {
     }
 
     pub fn pool_id(&self) -> &'static str {
-        match self.pool {
-            Pool::Listed => POOL,
-            Pool::Unlisted => OTHER_POOL,
-        }
+        self.pool.id()
     }
 
     /// The request's JSON body.
@@ -183,6 +349,9 @@ impl Req {
         if !self.invalid {
             body["Username"] = serde_json::Value::from(self.name());
         }
+        if self.sign_out {
+            body["SignOut"] = serde_json::Value::Bool(true);
+        }
         body
     }
 }
@@ -193,8 +362,13 @@ impl fmt::Display for Req {
             return write!(f, "(no Username)");
         }
         write!(f, "{}", self.name())?;
-        if self.pool == Pool::Unlisted {
-            write!(f, " in an unlisted pool")?;
+        match self.pool {
+            Pool::Listed => {}
+            Pool::Unlisted => write!(f, " in an unlisted pool")?,
+            Pool::Foreign => write!(f, " in the other account's pool")?,
+        }
+        if self.sign_out {
+            write!(f, " +SignOut")?;
         }
         Ok(())
     }
