@@ -646,6 +646,9 @@ pub enum UserState {
     },
     /// Another request is between its claim and its result.
     InProgress,
+    /// Cognito refused a reset of this user for its attempt limit, until `until`: answered
+    /// `attempt-limit` with no call.
+    AttemptLimited { until: SystemTime },
     /// This record reset the user on an earlier delivery and its sign-out failed: sign out
     /// only, never reset again; then end it with [`Completion::SignedOut`] on `claim`.
     SignOutPending { reset_at: SystemTime, claim: Claim },
@@ -681,6 +684,9 @@ pub enum Completion {
     /// The redelivery of a record whose sign-out was pending has ended it (signed out, or for
     /// good): the item is kept only until the reset's own cooldown ends.
     SignedOut { reset_at: SystemTime },
+    /// Cognito refused the reset for the user's attempt limit (nothing was sent): the item
+    /// answers `attempt-limit` without a call until `until`.
+    AttemptLimited { until: SystemTime },
 }
 
 /// The write that claims a user as `claim` until `lease_until`. Until it is completed, a claim
@@ -823,6 +829,7 @@ pub fn user_state(
         });
     }
     match state {
+        Some("limited") => Ok(UserState::AttemptLimited { until }),
         Some("reset") => {
             let reset_at = at("resetAt").unwrap_or(now);
             // Another record's pending sign-out keeps the item, not the cooldown: the answer
@@ -922,6 +929,8 @@ pub fn claim_end(
                 bound_s(":record", claim.record()),
             ),
         },
+        // Remembered whatever the cooldown: it is Cognito's limit, not this function's.
+        Completion::AttemptLimited { until } => update("limited", until.max(now), vec![]),
         // A release, or a (possible) reset with the cooldown off: nothing to remember (the
         // record is final either way, so nothing sends the reset again by itself).
         Completion::Reset | Completion::Unconfirmed | Completion::Release => Write::Delete {
@@ -1384,6 +1393,49 @@ mod tests {
             items.get(&claim.pk).and_then(|i| i.get("state")),
             Some(&s("reset"))
         );
+    }
+
+    #[test]
+    fn an_attempt_limit_is_remembered_and_answered_to_the_next_claim() {
+        let cooldown = Duration::from_secs(0);
+        let claim = Claim {
+            pk: "user#p#u".into(),
+            id: "r/1/0".into(),
+            key: None,
+        };
+        let mut items = Items::new();
+        apply(
+            &mut items,
+            &claim_take(&claim, now(), now(), cooldown, None),
+        )
+        .expect("claimed");
+        let until = now() + Duration::from_secs(900);
+        let end = claim_end(
+            &claim,
+            Completion::AttemptLimited { until },
+            now(),
+            cooldown,
+            Duration::from_secs(60),
+        );
+        apply(&mut items, &end).expect("limited");
+        let other = Claim {
+            pk: claim.pk.clone(),
+            id: "s/2/1".into(),
+            key: None,
+        };
+        let refused = apply(
+            &mut items,
+            &claim_take(&other, now(), now(), cooldown, None),
+        );
+        let Err(Refused::Condition(Some(item))) = refused else {
+            panic!("the item stands in the way");
+        };
+        assert!(matches!(
+            user_state(&item, &other, now(), cooldown),
+            Ok(UserState::AttemptLimited { .. })
+        ));
+        // and is gone once the limit's window ends
+        assert!(!live(&item, until + Duration::from_secs(1)));
     }
 
     #[test]

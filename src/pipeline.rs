@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::audit::{Done, Findings};
-use crate::aws::cognito::{Directory, UserRecord};
+use crate::aws::cognito::{Directory, DirectoryError, UserRecord};
 use crate::aws::events::EventPublisher;
 use crate::aws::guard::{
     BudgetScope, BudgetTurn, Claim, Completion, Guard, KeyRef, KeyState, Resolution, UserState,
@@ -49,11 +49,16 @@ use crate::aws::guard::{
 use crate::caller;
 use crate::config::Config;
 use crate::deadline::{Deadline, retry_after_secs};
-use crate::failure::{GuardError, GuardErrorKind, cognito_operation as op};
+use crate::failure::{
+    CognitoError, CognitoErrorKind, Effect, GuardError, GuardErrorKind, cognito_operation as op,
+};
 use crate::guard_logic::{CONFIRMED, RESET_REQUIRED};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
-use crate::outcome::{Action, Answer, Class, RecordResult, Reset, ResetError, Settled, SignedOut};
+use crate::outcome::{
+    ATTEMPT_LIMIT_RETRY_AFTER_SECS, Action, Answer, Class, RecordResult, Reset, ResetError,
+    Settled, SignedOut,
+};
 use crate::policy::{
     Budget, Caller, Decision, DenyReason, Invited, Policy, RuleOptions, SignOut, Subject,
 };
@@ -473,6 +478,20 @@ impl App {
                     UserState::Claimed(claim) => Some(claim),
                     UserState::Free => None,
                     UserState::InProgress => return (Err(ResetError::InProgress), None),
+                    // Cognito's attempt limit for this user, remembered: no call until it ends.
+                    UserState::AttemptLimited { until } => {
+                        let error = ResetError::Cognito(CognitoError::new(
+                            CognitoErrorKind::AttemptLimit,
+                            op::RESET_PASSWORD,
+                            Effect::None,
+                            format!(
+                                "Cognito's attempt limit for this user, remembered by the guard \
+                                 for {} s more",
+                                retry_after_secs(until)
+                            ),
+                        ));
+                        return (Err(error), None);
+                    }
                     UserState::RecentlyReset {
                         reset_at,
                         until,
@@ -633,6 +652,14 @@ impl App {
                 Ok(_) if reset.retry_sign_out() => Completion::ResetSignOutPending,
                 Ok(_) => Completion::Reset,
                 Err(_) if ambiguous => Completion::Unconfirmed,
+                Err(DirectoryError::Cognito(error))
+                    if error.kind == CognitoErrorKind::AttemptLimit =>
+                {
+                    Completion::AttemptLimited {
+                        until: crate::deadline::wall_now()
+                            + Duration::from_secs(ATTEMPT_LIMIT_RETRY_AFTER_SECS),
+                    }
+                }
                 Err(_) => Completion::Release,
             },
             resolvable,

@@ -100,6 +100,11 @@ def test_the_attempt_limit_is_429_attempt_limit_and_acknowledged_on_the_queue(
     assert status_and_error(answer) == (429, "attempt-limit"), answer
     assert retry_after(answer) == 900
     assert cognito_faults.count(RESET_OP) == 1
+    # A repeat (another key) is answered from the guard's user item, without a call to Cognito
+    again = proxied_function.invoke(request_for(DIEGO, key="limits-attempt-2"))
+    assert status_and_error(again) == (429, "attempt-limit"), again
+    assert 0 < retry_after(again) <= 900
+    assert cognito_faults.count(RESET_OP) == 1, "the repeat called Cognito"
 
     message_id = "6b0f3f8e-4d07-4ad4-9f0c-25a1e0c2d002"
     queued = proxied_function.invoke(sqs_record_for("erin@example.com", message_id))

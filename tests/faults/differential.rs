@@ -785,6 +785,7 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
         })) => "user reset unconfirmed",
         Answer::User(Ok(UserState::SignOutPending { .. })) => "user sign-out pending",
         Answer::User(Ok(UserState::Unresolved { .. })) => "user unresolved",
+        Answer::User(Ok(UserState::AttemptLimited { .. })) => "user attempt-limited",
         Answer::Budget(Ok(BudgetTurn::Spent { .. })) => "budget spent",
         Answer::Budget(Ok(BudgetTurn::Exhausted { .. })) => "budget exhausted",
         Answer::Done(Ok(())) => "write done",

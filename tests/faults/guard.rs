@@ -346,6 +346,7 @@ fn describe_user_state(state: &UserState) -> (String, bool) {
         UserState::RecentlyReset { .. } => "reset unconfirmed",
         UserState::SignOutPending { .. } => "sign-out pending",
         UserState::Unresolved { .. } => "unresolved",
+        UserState::AttemptLimited { .. } => "attempt-limited",
     };
     (text.to_owned(), matches!(state, UserState::Claimed(_)))
 }
