@@ -40,6 +40,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::approvals::Grant;
 use crate::audit::{Done, Findings};
 use crate::aws::cognito::{Directory, UserRecord};
 use crate::aws::events::EventPublisher;
@@ -50,9 +51,12 @@ use crate::caller;
 use crate::config::Config;
 use crate::deadline::{Deadline, retry_after_secs};
 use crate::failure::{GuardError, GuardErrorKind, cognito_operation as op};
+use crate::guard_logic::answer_pk;
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
-use crate::outcome::{Action, Answer, Class, RecordResult, Reset, ResetError, Settled, SignedOut};
+use crate::outcome::{
+    Action, Answer, Class, Pending, RecordResult, Reset, ResetError, Settled, SignedOut,
+};
 use crate::policy::{
     Budget, Caller, Decision, DenyReason, Invited, Policy, RuleOptions, SignOut, Subject,
 };
@@ -82,6 +86,15 @@ struct Record<'a> {
     invocation: &'a Invocation,
     /// The queue will not deliver this record again.
     last_receive: bool,
+    /// An approved request's approval: its reset is performed (never asked for again).
+    grant: Option<&'a Grant>,
+}
+
+/// What the reset step ended with, when it did not fail: a reset (or a dry run's would-be
+/// reset), or a request kept for approval.
+enum Performed {
+    Reset(Reset),
+    Pending(Pending),
 }
 
 /// How a held claim is to end: recorded with the key's answer, in one write, once the answer
@@ -92,7 +105,7 @@ struct Ending {
 }
 
 /// Audit line, metrics and outcome event of a finished record.
-fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
+pub(crate) fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     done.log();
     let (outcome, code) = done.outcome();
     // A redelivery that only retried its own reset's sign-out reports that reset again: it is
@@ -134,6 +147,29 @@ impl App {
     /// Runs one record, unless the deadline is too close, and ends it: audit line, metrics and
     /// (for a final outcome) an outcome event, into `invocation`.
     pub async fn run(&self, job: Job, deadline: Deadline, invocation: &Invocation) -> RecordResult {
+        self.run_with(job, None, deadline, invocation).await
+    }
+
+    /// Runs an approved request (`job` rebuilt from its approval item, as its requester): the
+    /// same pipeline, under the approval's own idempotency key, and never asked for approval
+    /// again.
+    pub async fn run_approved(
+        &self,
+        job: Job,
+        grant: &Grant,
+        deadline: Deadline,
+        invocation: &Invocation,
+    ) -> RecordResult {
+        self.run_with(job, Some(grant), deadline, invocation).await
+    }
+
+    async fn run_with(
+        &self,
+        job: Job,
+        grant: Option<&Grant>,
+        deadline: Deadline,
+        invocation: &Invocation,
+    ) -> RecordResult {
         let started = Instant::now();
         let Job {
             origin,
@@ -144,7 +180,7 @@ impl App {
         let key_label = key_label(idempotency_key.as_deref(), origin.index);
         // The record's span, given its outcome once it is known (for X-Ray: `crate::xray`).
         let mut traced = tracing::Span::none();
-        let (request, result, findings) = match request {
+        let (request, result, mut findings) = match request {
             Err(error) => (None, Err(error), Findings::default()),
             Ok(request) => {
                 let (result, findings) = if deadline.too_close(self.config.deadline_margin) {
@@ -167,6 +203,7 @@ impl App {
                         deadline,
                         invocation,
                         last_receive,
+                        grant,
                     };
                     self.process(record, idempotency_key.as_deref())
                         .instrument(span)
@@ -175,6 +212,9 @@ impl App {
                 (Some(request), result, findings)
             }
         };
+        if let Some(grant) = grant {
+            findings.approval = Some(grant.note.clone());
+        }
         let done = Done {
             origin: &origin,
             request: request.as_ref(),
@@ -272,14 +312,21 @@ impl App {
                 Err(error) => return (Err(error.into()), early_findings()),
             }
         };
-        let held = match (&self.guard, key) {
-            (Some(guard), Some(key)) => {
-                let key = KeyRef::new(
+        // An approved request runs under its approval's own key, in a namespace no header or
+        // message id reaches.
+        let key = match record.grant {
+            Some(grant) => Some(grant.key.clone()),
+            None => key.map(|key| {
+                KeyRef::new(
                     &caller::describe(&origin.caller),
                     key,
                     origin.index,
                     request,
-                );
+                )
+            }),
+        };
+        let held = match (&self.guard, key) {
+            (Some(guard), Some(key)) => {
                 let started = Instant::now();
                 let state = guard.begin::<Answer>(&key, deadline).await;
                 invocation.guard_latency(started.elapsed());
@@ -303,11 +350,12 @@ impl App {
         findings.policy_content = Some(snapshot.content.clone());
         let answer = || {
             kept_answer(&result).then(|| {
-                Answer::new(
-                    result.as_ref(),
-                    Some(request.user_pool_id.as_str()),
-                    &origin.id,
-                )
+                let pool = Some(request.user_pool_id.as_str());
+                match &result {
+                    Ok(Performed::Pending(pending)) => Answer::pending(pending, pool, &origin.id),
+                    Ok(Performed::Reset(reset)) => Answer::new(Ok(reset), pool, &origin.id),
+                    Err(error) => Answer::new(Err(error), pool, &origin.id),
+                }
                 .with_ticket(request.ticket())
             })
         };
@@ -334,10 +382,22 @@ impl App {
             }
             (None, _, _) => {}
         }
+        // The answer under the request's own id, for `GET /requests/{id}` (an approved
+        // request's is its approval's key: the status route reads it there).
+        if let (Some(guard), None) = (&self.guard, record.grant)
+            && let Some(answer) = answer()
+        {
+            let pk = answer_pk(&caller::describe(&origin.caller), &origin.audit_id());
+            guard.keep(&pk, &answer, deadline).await;
+        }
         if self.guard.is_some() {
             invocation.guard_latency(started.elapsed());
         }
-        (result.map(Settled::Reset), findings)
+        let result = result.map(|performed| match performed {
+            Performed::Reset(reset) => Settled::Reset(reset),
+            Performed::Pending(pending) => Settled::Pending(pending),
+        });
+        (result, findings)
     }
 
     /// Resolve, decide, reset (`intent`: the reset's promised turn, kept until it asks for it).
@@ -346,7 +406,7 @@ impl App {
         record: Record<'_>,
         policy: &Policy,
         intent: Option<Intent>,
-    ) -> (Result<Reset, ResetError>, Findings, Option<Ending>) {
+    ) -> (Result<Performed, ResetError>, Findings, Option<Ending>) {
         let mut findings = Findings::default();
         let user = match self.resolve(record, policy).await {
             Ok(user) => user,
@@ -362,8 +422,27 @@ impl App {
             Ok(plan) => plan,
             Err(error) => return (Err(error), findings, None),
         };
+        // A rule that asks for a second person: checked, kept, not performed (in DRY_RUN, which
+        // writes nothing, the dry run goes on as if approved).
+        if record.grant.is_none()
+            && !self.config.dry_run
+            && let Some(approval) = policy.approval(&rule)
+        {
+            let ttl = Duration::from_secs(u64::from(approval.ttl_seconds));
+            let result = self
+                .ask_approval(record, &user.record, &rule, plan, ttl)
+                .await;
+            if let Ok(pending) = &result {
+                findings.approval = Some(crate::audit::ApprovalNote {
+                    approval_id: pending.approval_id.clone(),
+                    expires_at: Some(pending.expires_at),
+                    ..Default::default()
+                });
+            }
+            return (result.map(Performed::Pending), findings, None);
+        }
         let (result, ending) = self.reset(record, &user.record, rule, plan, intent).await;
-        (result, findings, ending)
+        (result.map(Performed::Reset), findings, ending)
     }
 
     /// The caller-and-pool check, then the canonical user and (if the policy needs them) its
@@ -435,6 +514,7 @@ impl App {
             deadline,
             invocation,
             last_receive,
+            ..
         } = record;
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
@@ -622,6 +702,98 @@ impl App {
         }
     }
 
+    /// A request under a rule with `approval`: the checks a reset would make without writing
+    /// (the user's cooldown, the caller's budget looked at, not spent), then the approval
+    /// item, which holds the request as made (with its ClientMetadata) for the reset to come.
+    async fn ask_approval(
+        &self,
+        record: Record<'_>,
+        user: &UserRecord,
+        rule: &str,
+        plan: Plan,
+        ttl: Duration,
+    ) -> Result<Pending, ResetError> {
+        let Record {
+            origin,
+            request,
+            deadline,
+            invocation,
+            ..
+        } = record;
+        let Some(guard) = &self.guard else {
+            // The loader refuses such a policy; never perform what nobody approved.
+            return Err(ResetError::GuardUnavailable(GuardError::new(
+                GuardErrorKind::Misconfigured,
+                "request_approval",
+                "a policy rule requires approval and GUARD_TABLE is not set",
+            )));
+        };
+        let started = Instant::now();
+        let state = guard
+            .peek_user(
+                request.user_pool_id.as_str(),
+                &user.username,
+                &origin.audit_id(),
+                deadline,
+            )
+            .await;
+        invocation.guard_latency(started.elapsed());
+        match state.map_err(|e| self.guard_failure(e, deadline))? {
+            UserState::RecentlyReset {
+                reset_at,
+                until,
+                confirmed,
+            } => {
+                return Err(ResetError::RecentlyReset {
+                    reset_at,
+                    retry_after_secs: retry_after_secs(until),
+                    confirmed,
+                });
+            }
+            UserState::InProgress => return Err(ResetError::InProgress),
+            UserState::Claimed(_) | UserState::Free | UserState::SignOutPending { .. } => {}
+        }
+        if let Some(budget) = plan.budget {
+            let scope = BudgetScope::new(
+                rule,
+                &caller::budget_identity(&origin.caller),
+                budget.resets,
+                budget.per_seconds,
+            );
+            let started = Instant::now();
+            let turn = guard.peek_budget(&scope, deadline).await;
+            invocation.guard_latency(started.elapsed());
+            if let BudgetTurn::Exhausted { until } =
+                turn.map_err(|e| self.guard_failure(e, deadline))?
+            {
+                invocation.metrics().budget_refused();
+                return Err(ResetError::CallerBudgetExhausted {
+                    retry_after_secs: retry_after_secs(until),
+                });
+            }
+        }
+        let now = crate::deadline::wall_now();
+        let pending = crate::approvals::pending_approval(
+            &origin.caller,
+            rule,
+            request,
+            &user.username,
+            now,
+            ttl,
+        );
+        let started = Instant::now();
+        let created = guard.request_approval(&pending, deadline).await;
+        invocation.guard_latency(started.elapsed());
+        created.map_err(|e| self.guard_failure(e, deadline))?;
+        invocation.metrics().approval("requested");
+        Ok(Pending {
+            approval_id: pending.approval_id,
+            expires_at: pending.decide_by,
+            username: user.username.clone(),
+            rule: rule.to_owned(),
+        })
+    }
+
     /// `AdminUserGlobalSignOut` after a reset. `retryable`: a failure that may pass hands the
     /// record back (an SQS record whose reset the guard remembers).
     async fn sign_out(&self, record: Record<'_>, user: &UserRecord, retryable: bool) -> SignedOut {
@@ -751,10 +923,12 @@ impl App {
 /// Whether a result is kept under its idempotency key and replayed: a final answer, but not a
 /// RETRY, nor one that passes later (`recently-reset`, `caller-budget-exhausted`,
 /// `delivery-limit`, `attempt-limit`: a replay would say no when the truth is yes).
-fn kept_answer(result: &Result<Reset, ResetError>) -> bool {
+fn kept_answer(result: &Result<Performed, ResetError>) -> bool {
     match result {
         // A reset whose sign-out is retried on redelivery: the redelivery must run.
-        Ok(reset) => !reset.retry_sign_out(),
+        Ok(Performed::Reset(reset)) => !reset.retry_sign_out(),
+        // Kept: a repeat learns the same approval, never asks for a second one.
+        Ok(Performed::Pending(_)) => true,
         Err(error) if error.passes_later() => false,
         Err(error) => error.class() == Class::Rejected,
     }
