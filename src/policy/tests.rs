@@ -1324,3 +1324,21 @@ fn an_approval_needs_the_guard_table() {
     assert_eq!(refused.errors()[0].location, "rules[0].approval");
     assert!(p.check_budgets_have_a_table(true).is_ok());
 }
+
+#[test]
+fn lint_reports_an_approver_pattern_that_matches_every_caller() {
+    let p = policy(&with_options(
+        r#","approval":{"approvers":["lead","*"],"ttlSeconds":60}"#,
+    ));
+    let warnings: Vec<String> = p.lint_warnings().iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("rules[0].approval.approvers[1]: rule \"r\": every caller")),
+        "{warnings:?}"
+    );
+    let named = policy(&with_options(
+        r#","approval":{"approvers":["lead"],"ttlSeconds":60}"#,
+    ));
+    assert!(named.lint_warnings().is_empty());
+}
