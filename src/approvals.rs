@@ -473,7 +473,8 @@ async fn status_inner(
         .ok()
         .map(|r| r.user_pool_id.as_str().to_owned());
     let status = record.status(now);
-    if !is_requester && !(is_approver && status == ApprovalStatus::Pending) {
+    let may_read = is_requester || (is_approver && status == ApprovalStatus::Pending);
+    if !may_read {
         return Ok(None);
     }
     let answer_of = |error: ResetError| {

@@ -124,6 +124,8 @@ pub enum Cond {
     Or(Vec<Cond>),
     /// `x AND y AND ...`.
     And(Vec<Cond>),
+    /// No condition: the write always applies (rendered as no condition expression).
+    Always,
 }
 
 /// A change of an update expression.
@@ -203,6 +205,7 @@ impl Cond {
             }
             Cond::Or(conds) => conds.iter().any(|c| c.holds(item)),
             Cond::And(conds) => conds.iter().all(|c| c.holds(item)),
+            Cond::Always => true,
         }
     }
 
@@ -239,6 +242,7 @@ impl Cond {
                     .join(" AND ");
                 if nested { format!("({text})") } else { text }
             }
+            Cond::Always => String::new(),
         }
     }
 }
@@ -1208,11 +1212,8 @@ pub fn answer_keep(pk: &str, answer: &str, now: SystemTime, ttl: Duration) -> Wr
             (ANSWER.name.to_owned(), s(answer)),
             (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
         ]),
-        // Always true: the answer of the latest delivery stands.
-        cond: Cond::Or(vec![
-            Cond::NotExists(PK),
-            Cond::Compare(PK, Cmp::Eq, bound_s(":pk", pk)),
-        ]),
+        // The answer of the latest delivery stands.
+        cond: Cond::Always,
     }
 }
 

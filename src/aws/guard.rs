@@ -1295,7 +1295,7 @@ impl DynamoTable {
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(to_attributes(item)))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .return_values_on_condition_check_failure(
@@ -1319,7 +1319,7 @@ impl DynamoTable {
                 }
             }
             Write::Update { pk, changes, .. } => {
-                let condition = std::mem::take(&mut rendered.text);
+                let condition = condition_text(&mut rendered);
                 let update = render_changes(changes, &mut rendered);
                 let result = self
                     .client
@@ -1327,7 +1327,7 @@ impl DynamoTable {
                     .table_name(&self.table)
                     .key("pk", s(pk))
                     .update_expression(update)
-                    .condition_expression(condition)
+                    .set_condition_expression(condition)
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .return_values_on_condition_check_failure(
@@ -1356,7 +1356,7 @@ impl DynamoTable {
                     .delete_item()
                     .table_name(&self.table)
                     .key("pk", s(pk))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .return_values_on_condition_check_failure(
@@ -1391,21 +1391,21 @@ impl DynamoTable {
                 Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(to_attributes(item)))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .build()
                     .map_err(|_| built("a Put without its table or item"))?,
             ),
             Write::Update { pk, changes, .. } => {
-                let condition = std::mem::take(&mut rendered.text);
+                let condition = condition_text(&mut rendered);
                 let update = render_changes(changes, &mut rendered);
                 TransactWriteItem::builder().update(
                     Update::builder()
                         .table_name(&self.table)
                         .key("pk", s(pk))
                         .update_expression(update)
-                        .condition_expression(condition)
+                        .set_condition_expression(condition)
                         .set_expression_attribute_names(names(&rendered))
                         .set_expression_attribute_values(values(&rendered))
                         .build()
@@ -1416,7 +1416,7 @@ impl DynamoTable {
                 Delete::builder()
                     .table_name(&self.table)
                     .key("pk", s(pk))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .build()
@@ -1491,6 +1491,12 @@ impl Table for DynamoTable {
 
 /// The guard over DynamoDB.
 pub type DynamoGuard = TableGuard<DynamoTable>;
+
+/// The condition's text, or none for a write without one ([`logic::Cond::Always`]).
+fn condition_text(rendered: &mut Rendered) -> Option<String> {
+    let text = std::mem::take(&mut rendered.text);
+    (!text.is_empty()).then_some(text)
+}
 
 fn names(rendered: &Rendered) -> Option<HashMap<String, String>> {
     (!rendered.names.is_empty()).then(|| {
