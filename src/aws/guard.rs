@@ -731,8 +731,13 @@ impl<T: Table> TableGuard<T> {
                 let pk = logic::approval_pk(&pending.approval_id);
                 match self.winner(Step::Request, met, &pk, until).await? {
                     Some(item)
-                        if logic::approval_record(&item, &pending.approval_id)
-                            .is_ok_and(|r| r.pending == *pending && r.decided.is_none()) =>
+                        if logic::approval_record(&item, &pending.approval_id).is_ok_and(|r| {
+                            r.decided.is_none()
+                                && r.pending.requester == pending.requester
+                                && r.pending.rule == pending.rule
+                                && r.pending.request == pending.request
+                                && r.pending.decide_by == pending.decide_by
+                        }) =>
                     {
                         Ok(())
                     }
@@ -1600,6 +1605,185 @@ mod tests {
             ("expiresAt".to_owned(), Value::N(1_700_000_000)),
         ]);
         assert_eq!(from_attributes(&to_attributes(&item)), item);
+    }
+
+    /// The guard's table in memory: the logic's own `apply`, as the fault suite's table.
+    #[derive(Debug, Default)]
+    struct MemTable(std::sync::Mutex<logic::Items>);
+
+    impl Table for MemTable {
+        fn write<'a>(
+            &'a self,
+            _step: Step,
+            write: &'a Write,
+            _budget: Duration,
+        ) -> BoxFuture<'a, Result<Written, GuardError>> {
+            let result = logic::apply(&mut self.0.lock().expect("items"), write);
+            Box::pin(async move {
+                match result {
+                    Ok(()) => Ok(Written::Done),
+                    Err(logic::Refused::Condition(met)) => Ok(Written::Refused(met)),
+                    Err(logic::Refused::Invalid(what)) => Err(malformed("UpdateItem", what)),
+                }
+            })
+        }
+
+        fn write_all<'a>(
+            &'a self,
+            _step: Step,
+            writes: &'a [Write],
+            _budget: Duration,
+        ) -> BoxFuture<'a, Result<Written, GuardError>> {
+            let result = logic::apply_all(&mut self.0.lock().expect("items"), writes);
+            Box::pin(async move {
+                Ok(match result {
+                    Ok(()) => Written::Done,
+                    Err(_) => Written::Refused(None),
+                })
+            })
+        }
+
+        fn get<'a>(
+            &'a self,
+            _step: Step,
+            pk: &'a str,
+            _budget: Duration,
+        ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+            let item = self.0.lock().expect("items").get(pk).cloned();
+            Box::pin(async move { Ok(item) })
+        }
+    }
+
+    fn guard() -> TableGuard<MemTable> {
+        let settings = GuardSettings {
+            table: "t".into(),
+            cooldown: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(600),
+            client: ClientSettings {
+                timeout: Duration::from_secs(1),
+                max_attempts: 1,
+            },
+        };
+        TableGuard::new(MemTable::default(), &settings, false)
+    }
+
+    fn pending(id: &str, ttl: Duration) -> PendingApproval {
+        let now = wall_now();
+        PendingApproval {
+            approval_id: id.into(),
+            requester: r#"["alice"]"#.into(),
+            requester_desc: "alice".into(),
+            rule: "vip".into(),
+            request: "{}".into(),
+            created_at: now,
+            decide_by: std::time::UNIX_EPOCH
+                + Duration::from_secs(crate::deadline::epoch_secs_floor(now))
+                + ttl,
+        }
+    }
+
+    fn decision(id: &str, verdict: Verdict, approver: &str) -> Decision {
+        Decision {
+            approval_id: id.into(),
+            verdict,
+            approver: approver.into(),
+            reason: None,
+        }
+    }
+
+    const BUDGET: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn the_first_decision_wins_and_the_next_one_is_told_it() {
+        let guard = guard();
+        let asked = pending("a1", Duration::from_secs(60));
+        guard.request_approval(&asked, BUDGET).await.expect("kept");
+        // The SDK's retry of a landed create is a success, another create of the id is not.
+        guard
+            .request_approval(&asked, BUDGET)
+            .await
+            .expect("retried");
+        let mut other = asked.clone();
+        other.rule = "else".into();
+        assert!(guard.request_approval(&other, BUDGET).await.is_err());
+        let won = guard
+            .decide(&decision("a1", Verdict::Approve, "lead-1"), BUDGET)
+            .await
+            .expect("decided");
+        let Decide::Won(record) = won else {
+            panic!("the first decision wins: {won:?}");
+        };
+        assert_eq!(record.status(wall_now()), ApprovalStatus::Approved);
+        let lost = guard
+            .decide(&decision("a1", Verdict::Deny, "lead-2"), BUDGET)
+            .await
+            .expect("answered");
+        let Decide::Lost(record) = lost else {
+            panic!("the second decision loses: {lost:?}");
+        };
+        assert_eq!(record.decided.expect("decided").approver, "lead-1");
+        // The retry of the winning decision (its own write met) still wins.
+        assert!(matches!(
+            guard
+                .decide(&decision("a1", Verdict::Approve, "lead-1"), BUDGET)
+                .await,
+            Ok(Decide::Won(_))
+        ));
+        assert_eq!(
+            guard
+                .decide(&decision("nope", Verdict::Approve, "lead-1"), BUDGET)
+                .await
+                .ok(),
+            Some(Decide::Unknown)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_approval_is_not_decided() {
+        let guard = guard();
+        // Its time is over at once (a ttl of zero seconds from the current second).
+        guard
+            .request_approval(&pending("a2", Duration::ZERO), BUDGET)
+            .await
+            .expect("kept");
+        let lost = guard
+            .decide(&decision("a2", Verdict::Approve, "lead"), BUDGET)
+            .await
+            .expect("answered");
+        let Decide::Lost(record) = lost else {
+            panic!("an expired approval is not decided: {lost:?}");
+        };
+        assert_eq!(record.status(wall_now()), ApprovalStatus::Expired);
+        assert!(record.decided.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_kept_and_read_back_and_a_look_ahead_writes_nothing() {
+        let guard = guard();
+        let pk = logic::answer_pk("alice", "req-1");
+        guard
+            .keep_answer(&pk, "{\"x\":1}".into(), BUDGET)
+            .await
+            .expect("kept");
+        assert_eq!(
+            guard.read_kept(&pk, BUDGET).await.expect("read"),
+            Some("{\"x\":1}".to_owned())
+        );
+        let claim = Claim {
+            pk: user_pk("p", "u"),
+            id: "r/1/peek".into(),
+        };
+        let scope = BudgetScope::new("vip", "alice", 1, 60);
+        assert_eq!(
+            guard.peek_user_state(&claim, BUDGET).await.ok(),
+            Some(UserState::Free)
+        );
+        assert!(matches!(
+            guard.peek_budget_turn(&scope, BUDGET).await,
+            Ok(BudgetTurn::Spent { .. })
+        ));
+        let items = guard.table().0.lock().expect("items").clone();
+        assert_eq!(items.keys().collect::<Vec<_>>(), vec![&pk]);
     }
 
     #[test]
