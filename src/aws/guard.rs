@@ -43,8 +43,18 @@
 //! `recently-reset` (it passes once the cooldown ends), `caller-budget-exhausted` (once the budget
 //! admits one more), a RESET whose sign-out is retried on redelivery, nor any RETRY.
 //!
-//! Items never hold `ClientMetadata`: a request is compared through `requestHash`, a SHA-256 of
-//! its pool, username, metadata and (when asked) `SignOut`.
+//! Keys, claims and budgets never hold `ClientMetadata`: a request is compared through
+//! `requestHash`, a SHA-256 of its pool, username, metadata and (when asked) `SignOut`. The one
+//! exception is an **approval** item (a rule's `approval`, [`crate::approvals`]): it holds the
+//! request as made, metadata included, because the reset is sent from it once approved; it is
+//! never logged, put in an event or a metric.
+//!
+//! **Approvals and kept answers** (issue 27) follow the same pattern: their decisions are pure
+//! ([`logic::approval_create`], [`logic::approval_decide`], [`logic::answer_keep`]), their
+//! operations are [`GuardStore::request_approval`], [`GuardStore::decide`] (one conditional
+//! write: of two racing deciders exactly one wins), [`GuardStore::approval`],
+//! [`GuardStore::keep`], [`GuardStore::kept`] and the look-aheads [`GuardStore::peek_user`] and
+//! [`GuardStore::peek_budget`] (a request waiting for approval is checked without writing).
 
 use std::collections::HashMap;
 use std::sync::Arc;
