@@ -42,6 +42,9 @@ use crate::policy::Caller;
 use crate::record::{Job, Origin, Source};
 use crate::request::{InvalidRequest, ResetRequest};
 
+/// Longest id `GET /requests/{id}` looks up, in bytes.
+pub const MAX_REQUEST_ID: usize = 256;
+
 /// Longest `Reason` of a decision, in bytes.
 pub const MAX_DECISION_REASON: usize = 256;
 
@@ -295,6 +298,9 @@ async fn decide_inner(
     let Some(guard) = &app.guard else {
         return Err(ResetError::ApprovalNotFound);
     };
+    if !is_approval_id(approval_id) {
+        return Err(ResetError::ApprovalNotFound);
+    }
     let record = guard
         .approval(approval_id, deadline)
         .await
@@ -448,6 +454,10 @@ async fn status_inner(
     let Some(guard) = &app.guard else {
         return Ok(None);
     };
+    // No id the function gives out is longer (a batch item's `<request id>#<index>` included).
+    if id.len() > MAX_REQUEST_ID {
+        return Ok(None);
+    }
     let me = caller::describe(caller);
     let kept: Option<Answer> = guard.kept(&answer_pk(&me, id), deadline).await?;
     let approval_id = match &kept {

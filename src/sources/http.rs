@@ -76,7 +76,7 @@ impl<'a> Route<'a> {
         let (Some(id), Some(parent)) = (segments.next(), segments.next()) else {
             return Route::Reset;
         };
-        if id.is_empty() || id.len() > 256 {
+        if id.is_empty() {
             return Route::Reset;
         }
         match parent {
@@ -461,4 +461,28 @@ fn respond(
         tracing::error!(error = %e, "could not serialize the response");
         json!({"statusCode": 500})
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn a_route_is_named_by_the_paths_last_two_segments() {
+        assert_eq!(Route::of(None), Route::Reset);
+        assert_eq!(Route::of(Some("/reset")), Route::Reset);
+        assert_eq!(Route::of(Some("/")), Route::Reset);
+        assert_eq!(
+            Route::of(Some("/prod/approvals/abc")),
+            Route::Approval("abc")
+        );
+        assert_eq!(
+            Route::of(Some("/lambda-url/cognito-reset/requests/r-1#2/")),
+            Route::Status("r-1#2")
+        );
+        // However long the id: the route's own answer (404), never the reset's.
+        let long = format!("/requests/{}", "0".repeat(300));
+        assert!(matches!(Route::of(Some(&long)), Route::Status(_)));
+        assert_eq!(Route::of(Some("/requests/")), Route::Reset);
+    }
 }
