@@ -31,7 +31,8 @@ def approval_policy(ttl: int) -> dict:
     policy = json.loads(driver.DEMO_POLICY.read_text())
     policy["rules"].insert(0, {
         "name": "vip-approval",
-        "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
+        "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*",
+                    "arn:aws:sqs:us-west-2:123456789012:password-resets"],
         "userPools": [driver.DEMO_POOL],
         "users": [TINA],
         "signOut": "allowed",
@@ -254,3 +255,19 @@ def test_two_approvers_deciding_at_once_make_one_decision_and_at_most_one_reset(
         assert any(o[1] == "RESET" for o in outcomes.values()), outcomes
     else:
         assert all(o[2] == "approval-denied" for o in outcomes.values()), outcomes
+
+
+def test_over_sqs_a_request_waiting_for_approval_is_acknowledged(approving_function, users, stack):
+    sample = json.loads((driver.ROOT / "events/sqs-standard.json").read_text())
+    record = {**sample["Records"][0], "messageId": "m-approval",
+              "body": json.dumps({"UserPoolId": driver.DEMO_POOL, "Username": TINA})}
+    answer = approving_function.invoke({"Records": [record]})
+    # Acknowledged: nothing handed back, nothing reset, one PENDING_APPROVAL event
+    assert answer.get("batchItemFailures") == [], answer
+    assert resets(stack) == []
+    [event] = stack.take_events(1)
+    assert (event["detail"]["outcome"], event["detail"]["id"]) == ("PENDING_APPROVAL", "m-approval"), event
+    # and a lead's approval performs it
+    code, body = decide(approving_function, event["detail"]["approvalId"], LEAD_1)
+    assert (code, body["outcome"]) == (200, "RESET"), body
+    assert len(resets(stack)) == 1
