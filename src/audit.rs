@@ -23,6 +23,22 @@ pub struct Findings {
     pub policy_version: Option<String>,
     /// The content hash of the policy that decided (`sha256:…`).
     pub policy_content: Option<String>,
+    /// The approval of a request that needed one.
+    pub approval: Option<ApprovalNote>,
+}
+
+/// An approval as the audit line and the event report it (never the request's metadata).
+#[derive(Debug, Default, Clone)]
+pub struct ApprovalNote {
+    pub approval_id: String,
+    /// Who decided (its identities), once decided.
+    pub approver: Option<String>,
+    /// When the request was made.
+    pub requested_at: Option<std::time::SystemTime>,
+    /// When it was decided.
+    pub decided_at: Option<std::time::SystemTime>,
+    /// When it expires (while pending).
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// The sign-out after a reset, as the audit line and the event report it.
@@ -52,6 +68,7 @@ impl Done<'_> {
         match self.result {
             Ok(Settled::Reset(reset)) => (reset.outcome(), ""),
             Ok(Settled::Replayed(answer)) => (answer.outcome, answer.code.as_deref().unwrap_or("")),
+            Ok(Settled::Pending(_)) => (Outcome::Pending, ""),
             Err(error) => (failure_outcome(error), error.code()),
         }
     }
@@ -88,7 +105,7 @@ impl Done<'_> {
                 error: answer.sign_out_error.as_deref(),
                 only: false,
             },
-            Err(_) => SignOutReport::default(),
+            Ok(Settled::Pending(_)) | Err(_) => SignOutReport::default(),
         }
     }
 
@@ -124,6 +141,13 @@ impl Done<'_> {
         }
         .unwrap_or("");
         let duration_ms = self.elapsed.as_millis() as u64;
+        let approval = self.findings.approval.as_ref();
+        let at = |t: Option<std::time::SystemTime>| t.map(crate::outcome::rfc3339);
+        let approval_id = approval.map(|a| a.approval_id.as_str()).unwrap_or("");
+        let approver = approval.and_then(|a| a.approver.as_deref()).unwrap_or("");
+        let requested_at = at(approval.and_then(|a| a.requested_at)).unwrap_or_default();
+        let decided_at = at(approval.and_then(|a| a.decided_at)).unwrap_or_default();
+        let expires_at = at(approval.and_then(|a| a.expires_at)).unwrap_or_default();
         let id = origin.audit_id();
         let (outcome, told_code) = self.outcome();
         // The true code, and what the caller was told where it differs.
@@ -166,6 +190,11 @@ impl Done<'_> {
             cognito_request_id,
             reason,
             ticket,
+            approval_id,
+            approver,
+            requested_at,
+            decided_at,
+            expires_at,
             duration_ms,
             "record done"
         );
@@ -193,7 +222,7 @@ impl Done<'_> {
         match self.result {
             Ok(Settled::Replayed(_)) => true,
             Ok(Settled::Reset(reset)) => reset.sign_out_only,
-            Err(_) => false,
+            Ok(Settled::Pending(_)) | Err(_) => false,
         }
     }
 
@@ -230,6 +259,14 @@ impl Done<'_> {
         event.signed_out = sign.signed_out;
         event.sign_out_error = sign.error.map(str::to_owned);
         event.sign_out_only = sign.only;
+        if let Some(approval) = &self.findings.approval {
+            let at = |t: Option<std::time::SystemTime>| t.map(crate::outcome::rfc3339);
+            event.approval_id = Some(approval.approval_id.clone());
+            event.approver = approval.approver.clone();
+            event.requested_at = at(approval.requested_at);
+            event.decided_at = at(approval.decided_at);
+            event.expires_at = at(approval.expires_at);
+        }
         Some(event)
     }
 }

@@ -24,6 +24,8 @@ pub enum EventOutcome {
     Rejected,
     /// A RETRY on an SQS record's last receive: its next stop is the dead-letter queue.
     GaveUp,
+    /// Checked and waiting for a second person (a rule's `approval`): notify the approvers.
+    PendingApproval,
 }
 
 impl EventOutcome {
@@ -34,6 +36,7 @@ impl EventOutcome {
             EventOutcome::WouldReset => "WOULD_RESET",
             EventOutcome::Rejected => "REJECTED",
             EventOutcome::GaveUp => "GAVE_UP",
+            EventOutcome::PendingApproval => "PENDING_APPROVAL",
         }
     }
 
@@ -46,6 +49,7 @@ impl EventOutcome {
             Outcome::Rejected => Some(EventOutcome::Rejected),
             Outcome::Retry if last_receive => Some(EventOutcome::GaveUp),
             Outcome::Retry => None,
+            Outcome::Pending => Some(EventOutcome::PendingApproval),
         }
     }
 }
@@ -126,6 +130,22 @@ pub struct OutcomeEvent {
     /// reset's event was sent then).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sign_out_only: bool,
+    /// The approval of a request that needed one (PENDING_APPROVAL, and the final outcome
+    /// of an approved or denied request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// PENDING_APPROVAL: when the approval expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Who decided the approval (its identities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// When the request was made (RFC 3339), for a decided approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    /// When the approval was decided (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
     /// When the record finished (RFC 3339, UTC).
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
@@ -165,6 +185,11 @@ impl OutcomeEvent {
             signed_out: None,
             sign_out_error: None,
             sign_out_only: false,
+            approval_id: None,
+            expires_at: None,
+            approver: None,
+            requested_at: None,
+            decided_at: None,
             time,
         }
     }

@@ -14,6 +14,11 @@
 //! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
 //! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`), `claimId`, `claimedAt` (ms), `leaseUntil` (ms: until then the reset may be in flight), `statusBefore` (the user's `UserStatus` when claimed), `keyPk` (the claiming request's idempotency key item), `resetAt` (ms), `signOutPending` (the record whose sign-out is retried on its redelivery), `expiresAt` |
 //! | caller budget | `budget#<sha256(rule, caller)>` | `window`, `used`, `before`, `total`, `expiresAt` |
+//! | approval | `approval#<approval id>` | `state` (`pending`, `approved` or `denied`), `requester` (JSON: the caller's identities), `requesterDesc`, `rule`, `request` (JSON: pool, canonical username, sign-out, ticket and **ClientMetadata**), `createdAt` (ms), `decideBy` (s), `approver`, `decidedAt` (ms), `reason`, `expiresAt` |
+//! | kept answer | `answer#<sha256(caller, request id)>` | `answer` (JSON), `expiresAt` |
+//!
+//! The approval item is the one item that holds a request's `ClientMetadata` (the reset is
+//! performed from it once approved); nothing of it is logged, put in an event or a metric.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -128,6 +133,8 @@ pub enum Cond {
     Or(Vec<Cond>),
     /// `x AND y AND ...`.
     And(Vec<Cond>),
+    /// No condition: the write always applies (rendered as no condition expression).
+    Always,
 }
 
 /// A change of an update expression.
@@ -207,6 +214,7 @@ impl Cond {
             }
             Cond::Or(conds) => conds.iter().any(|c| c.holds(item)),
             Cond::And(conds) => conds.iter().all(|c| c.holds(item)),
+            Cond::Always => true,
         }
     }
 
@@ -243,6 +251,7 @@ impl Cond {
                     .join(" AND ");
                 if nested { format!("({text})") } else { text }
             }
+            Cond::Always => String::new(),
         }
     }
 }
@@ -1136,6 +1145,234 @@ pub fn budget_read(scope: &BudgetScope, window: u64, item: Option<&Item>) -> Bud
     }
 }
 
+// ---- approvals and kept answers ---------------------------------------------------------------
+//
+// The approval item is the only item of the table that holds a request's ClientMetadata: the
+// reset is performed from it once approved, so it must hold what the reset sends. It is never
+// logged, put in an event or in a metric (see `crate::approvals`).
+
+/// Only a pending approval whose time is not over is decided.
+pub const DECIDE_CONDITION: &str = "#state = :pending AND decideBy > :nowSecs";
+/// An approval id is used once.
+pub const APPROVAL_CREATE_CONDITION: &str = "attribute_not_exists(pk)";
+
+const DECIDE_BY: Attr = attr("decideBy");
+const APPROVER: Attr = attr("approver");
+const DECIDED_AT: Attr = attr("decidedAt");
+const REASON: Attr = attr("reason");
+
+/// The partition key of an approval.
+pub fn approval_pk(approval_id: &str) -> String {
+    format!("approval#{approval_id}")
+}
+
+/// A request waiting for a second person, as the approval item keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    pub approval_id: String,
+    /// The requester's identities (JSON of `Option<Vec<String>>`: `null` for anonymous).
+    pub requester: String,
+    /// The requester as the audit line shows it.
+    pub requester_desc: String,
+    /// The rule that requires the approval.
+    pub rule: String,
+    /// The request as made (JSON, with its ClientMetadata).
+    pub request: String,
+    pub created_at: SystemTime,
+    /// When the approval expires.
+    pub decide_by: SystemTime,
+}
+
+/// The write that creates an approval, kept `ttl` after its time is over (as long as answers).
+pub fn approval_create(pending: &PendingApproval, ttl: Duration) -> Write {
+    Write::Put {
+        item: Item::from([
+            (PK.name.to_owned(), s(&approval_pk(&pending.approval_id))),
+            (STATE.name.to_owned(), s("pending")),
+            ("requester".to_owned(), s(&pending.requester)),
+            ("requesterDesc".to_owned(), s(&pending.requester_desc)),
+            ("rule".to_owned(), s(&pending.rule)),
+            ("request".to_owned(), s(&pending.request)),
+            ("createdAt".to_owned(), n(ms(pending.created_at))),
+            (DECIDE_BY.name.to_owned(), n(secs_floor(pending.decide_by))),
+            (
+                EXPIRES_AT.name.to_owned(),
+                n(secs_ceil(pending.decide_by + ttl)),
+            ),
+        ]),
+        cond: Cond::NotExists(PK),
+    }
+}
+
+/// A decision on an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    /// `approved` or `denied`, as the item's state.
+    pub fn state(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approved",
+            Verdict::Deny => "denied",
+        }
+    }
+}
+
+/// The one conditional write of a decision: exactly one of two racing deciders wins, and none
+/// after the approval's time is over.
+pub fn approval_decide(
+    approval_id: &str,
+    verdict: Verdict,
+    approver: &str,
+    reason: Option<&str>,
+    now: SystemTime,
+) -> Write {
+    let mut changes = vec![
+        Change::Set(STATE, bound_s(":decision", verdict.state())),
+        Change::Set(APPROVER, bound_s(":approver", approver)),
+        Change::Set(DECIDED_AT, bound_n(":nowMs", ms(now))),
+    ];
+    if let Some(reason) = reason {
+        changes.push(Change::Set(REASON, bound_s(":reason", reason)));
+    }
+    Write::Update {
+        pk: approval_pk(approval_id),
+        changes,
+        cond: Cond::And(vec![
+            Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
+            Cond::Compare(DECIDE_BY, Cmp::Gt, bound_n(":nowSecs", secs_floor(now))),
+        ]),
+    }
+}
+
+/// Who decided an approval, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub verdict: Verdict,
+    pub approver: String,
+    pub decided_at: SystemTime,
+    pub reason: Option<String>,
+}
+
+/// What an approval item says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    pub pending: PendingApproval,
+    /// `None`: not decided (pending, or expired once `decide_by` is past).
+    pub decided: Option<Decided>,
+}
+
+/// An approval's state at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    Pending,
+    Expired,
+    Approved,
+    Denied,
+}
+
+impl ApprovalRecord {
+    /// Its state at `now`: a pending approval whose time is over is expired.
+    pub fn status(&self, now: SystemTime) -> ApprovalStatus {
+        match &self.decided {
+            Some(d) if d.verdict == Verdict::Approve => ApprovalStatus::Approved,
+            Some(_) => ApprovalStatus::Denied,
+            None if secs_floor(now) >= secs_floor(self.pending.decide_by) => {
+                ApprovalStatus::Expired
+            }
+            None => ApprovalStatus::Pending,
+        }
+    }
+}
+
+/// Reads an approval item (`approval_id`: the id it is stored under).
+pub fn approval_record(item: &Item, approval_id: &str) -> Result<ApprovalRecord, GuardError> {
+    let field = |name: &str| {
+        text(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| malformed("GetItem", "an approval item lacks a field"))
+    };
+    let at_ms = |name: &str| number(item, name).map(|v| UNIX_EPOCH + Duration::from_millis(v));
+    let pending = PendingApproval {
+        approval_id: approval_id.to_owned(),
+        requester: field("requester")?,
+        requester_desc: field("requesterDesc")?,
+        rule: field("rule")?,
+        request: field("request")?,
+        created_at: at_ms("createdAt").unwrap_or(UNIX_EPOCH),
+        decide_by: number(item, DECIDE_BY.name)
+            .map(|v| UNIX_EPOCH + Duration::from_secs(v))
+            .ok_or_else(|| malformed("GetItem", "an approval item has no decideBy"))?,
+    };
+    let verdict = match text(item, STATE.name) {
+        Some("approved") => Some(Verdict::Approve),
+        Some("denied") => Some(Verdict::Deny),
+        Some("pending") => None,
+        _ => {
+            return Err(malformed(
+                "GetItem",
+                "an approval item has an unknown state",
+            ));
+        }
+    };
+    let decided = verdict.map(|verdict| Decided {
+        verdict,
+        approver: text(item, APPROVER.name).unwrap_or_default().to_owned(),
+        decided_at: at_ms(DECIDED_AT.name).unwrap_or(UNIX_EPOCH),
+        reason: text(item, REASON.name).map(str::to_owned),
+    });
+    Ok(ApprovalRecord { pending, decided })
+}
+
+/// The partition key of the answer kept for request `request_id` of `caller` (its stable
+/// description): another caller's lookup of the same id reads another item, which is none.
+pub fn answer_pk(caller: &str, request_id: &str) -> String {
+    format!(
+        "answer#{}",
+        sha256_hex(&[caller.as_bytes(), request_id.as_bytes()])
+    )
+}
+
+/// The write that keeps a request's answer (JSON) for `ttl`; a later answer for the same id
+/// (an SQS record's redelivery) replaces it.
+pub fn answer_keep(pk: &str, answer: &str, now: SystemTime, ttl: Duration) -> Write {
+    Write::Put {
+        item: Item::from([
+            (PK.name.to_owned(), s(pk)),
+            (ANSWER.name.to_owned(), s(answer)),
+            (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
+        ]),
+        // The answer of the latest delivery stands.
+        cond: Cond::Always,
+    }
+}
+
+/// The answer a kept-answer item holds.
+pub fn kept_answer(item: &Item) -> Option<&str> {
+    text(item, ANSWER.name)
+}
+
+/// The idempotency key under which an approved request's reset runs: scoped by the requester and
+/// the approval, in a namespace no `Idempotency-Key` header or message id can reach (the
+/// position part is `approval`, never `single` nor `item N`).
+pub fn approval_key(requester_desc: &str, approval_id: &str) -> KeyRef {
+    KeyRef {
+        key: format!("approval:{approval_id}"),
+        pk: format!(
+            "key#{}",
+            sha256_hex(&[
+                requester_desc.as_bytes(),
+                approval_id.as_bytes(),
+                b"approval"
+            ])
+        ),
+        request_hash: sha256_hex(&[b"approval", approval_id.as_bytes()]),
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1442,5 +1679,80 @@ mod tests {
     fn hashes_are_length_prefixed() {
         assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
         assert_eq!(sha256_hex(&[b"x"]).len(), 64);
+    }
+
+    fn pending(decide_by: SystemTime) -> PendingApproval {
+        PendingApproval {
+            approval_id: "a1".into(),
+            requester: r#"["arn:requester"]"#.into(),
+            requester_desc: "arn:requester".into(),
+            rule: "vip".into(),
+            request: r#"{"UserPoolId":"p","Username":"u"}"#.into(),
+            created_at: now(),
+            decide_by,
+        }
+    }
+
+    #[test]
+    fn of_two_racing_decisions_exactly_one_applies() {
+        let mut items = Items::new();
+        let ttl = Duration::from_secs(60);
+        let create = approval_create(&pending(now() + Duration::from_secs(30)), ttl);
+        assert_eq!(create.cond().render().text, APPROVAL_CREATE_CONDITION);
+        apply(&mut items, &create).expect("created");
+        // An approval id is used once.
+        assert!(apply(&mut items, &create).is_err());
+        let approve = approval_decide("a1", Verdict::Approve, "lead-1", None, now());
+        let deny = approval_decide("a1", Verdict::Deny, "lead-2", Some("no"), now());
+        assert_eq!(approve.cond().render().text, DECIDE_CONDITION);
+        assert_eq!(apply(&mut items, &approve), Ok(()));
+        let Err(Refused::Condition(Some(met))) = apply(&mut items, &deny) else {
+            panic!("the second decision is refused");
+        };
+        let record = approval_record(&met, "a1").expect("readable");
+        assert_eq!(record.status(now()), ApprovalStatus::Approved);
+        assert_eq!(record.decided.expect("decided").approver, "lead-1");
+    }
+
+    #[test]
+    fn a_decision_at_or_after_the_expiry_is_refused_and_reads_expired() {
+        let mut items = Items::new();
+        // Whole seconds, as requests make them.
+        let decide_by = UNIX_EPOCH + Duration::from_secs(1_700_000_030);
+        apply(
+            &mut items,
+            &approval_create(&pending(decide_by), Duration::from_secs(60)),
+        )
+        .expect("created");
+        let item = items.get("approval#a1").expect("item").clone();
+        let record = approval_record(&item, "a1").expect("readable");
+        assert_eq!(record.status(now()), ApprovalStatus::Pending);
+        // The item outlives the decision time (kept for the status and the 410).
+        assert!(live(&item, decide_by + Duration::from_secs(59)));
+        for late in [decide_by, decide_by + Duration::from_millis(999)] {
+            assert_eq!(record.status(late), ApprovalStatus::Expired);
+            let write = approval_decide("a1", Verdict::Approve, "lead", None, late);
+            assert!(apply(&mut items, &write).is_err(), "{late:?}");
+        }
+        let just_before = decide_by - Duration::from_millis(1);
+        assert_eq!(record.status(just_before), ApprovalStatus::Pending);
+        let write = approval_decide("a1", Verdict::Approve, "lead", None, just_before);
+        assert_eq!(apply(&mut items, &write), Ok(()));
+    }
+
+    #[test]
+    fn a_kept_answer_is_scoped_by_caller_and_replaced_by_a_later_one() {
+        let mut items = Items::new();
+        let ttl = Duration::from_secs(60);
+        let mine = answer_pk("alice", "req-1");
+        assert_ne!(mine, answer_pk("bob", "req-1"));
+        apply(&mut items, &answer_keep(&mine, "{\"a\":1}", now(), ttl)).expect("kept");
+        apply(&mut items, &answer_keep(&mine, "{\"a\":2}", now(), ttl)).expect("replaced");
+        let item = items.get(&mine).expect("item");
+        assert_eq!(kept_answer(item), Some("{\"a\":2}"));
+        // The approval's key lives in a namespace no header reaches.
+        let key = approval_key("alice", "a1");
+        assert_ne!(key.pk, approval_key("bob", "a1").pk);
+        assert!(key.pk.starts_with("key#"));
     }
 }

@@ -11,6 +11,7 @@
 //!   them. Two binaries: the Lambda function `cognito-reset` and the operator CLI
 //!   `reset-policy`.
 
+pub mod approvals;
 pub mod audit;
 pub mod aws;
 pub mod caller;

@@ -25,6 +25,7 @@
 //! | `PolicyReloads` | Count | new policy versions swapped in |
 //! | `PolicyRefusals` | Count | new policy versions refused (invalid or unreadable) |
 //! | `DeliveryLimit` | Count | records REJECTED `delivery-limit`: the pool's sender used its daily quota |
+//! | `Approvals.<step>` | Count | `Approvals.requested`, `.approved`, `.denied`, `.expired` (a decision that met an expired approval) |
 //!
 //! The five counters above without a suffix (`Records`, `EventsNotDelivered`, `PolicyReloads`,
 //! `PolicyRefusals`, `DeliveryLimit`) are always written (zero included), so alarms on
@@ -117,6 +118,7 @@ pub struct Metrics {
     sign_outs: u64,
     sign_out_failures: u64,
     actions: BTreeMap<&'static str, u64>,
+    approvals: BTreeMap<&'static str, u64>,
     timestamp: Option<SystemTime>,
 }
 
@@ -139,6 +141,7 @@ impl Metrics {
             sign_outs: 0,
             sign_out_failures: 0,
             actions: BTreeMap::new(),
+            approvals: BTreeMap::new(),
             timestamp: None,
         }
     }
@@ -215,6 +218,12 @@ impl Metrics {
         *self.actions.entry(action).or_default() += 1;
     }
 
+    /// An approval's step: `requested`, `approved`, `denied` or `expired` (one of
+    /// [`APPROVAL_STEPS`]).
+    pub fn approval(&mut self, step: &'static str) {
+        *self.approvals.entry(step).or_default() += 1;
+    }
+
     /// A RETRY on an SQS record's last receive: its next stop is the dead-letter queue.
     pub fn gave_up(&mut self) {
         self.gave_up += 1;
@@ -254,6 +263,7 @@ impl Metrics {
             && self.sign_outs == 0
             && self.sign_out_failures == 0
             && self.actions.is_empty()
+            && self.approvals.is_empty()
     }
 
     fn document(&self) -> Option<Value> {
@@ -297,6 +307,9 @@ impl Metrics {
         for (action, n) in &self.actions {
             count(format!("Actions.{action}"), *n);
         }
+        for (step, n) in &self.approvals {
+            count(format!("Approvals.{step}"), *n);
+        }
         let latencies = self
             .cognito
             .iter()
@@ -331,6 +344,11 @@ impl Metrics {
     }
 }
 
+/// The steps of an approval counted as `Approvals.<step>`: a request kept for approval, a
+/// decision to approve, a decision to deny, and a decision that met an expired approval (an
+/// approval nobody decides expires without a metric: its item's TTL removes it).
+pub const APPROVAL_STEPS: [&str; 4] = ["requested", "approved", "denied", "expired"];
+
 /// The Cognito operations whose latency is a metric: every one the function calls.
 pub const COGNITO_OPERATIONS: [&str; 5] = crate::failure::cognito_operation::ALL;
 
@@ -358,6 +376,9 @@ pub fn can_emit(name: &str) -> bool {
         return crate::outcome::Action::ALL
             .iter()
             .any(|a| a.as_str() == action);
+    }
+    if let Some(step) = name.strip_prefix("Approvals.") {
+        return APPROVAL_STEPS.contains(&step);
     }
     if let Some(op) = name.strip_prefix("CognitoLatency.") {
         return COGNITO_OPERATIONS.contains(&op);

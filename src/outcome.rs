@@ -115,6 +115,24 @@ pub enum ResetError {
     /// The request's `Ticket` does not match the rule's (or any caller's rule's) pattern.
     #[error("the request's ticket does not match the policy's ticket pattern")]
     TicketInvalid,
+    /// An approver denied the request (the request's final outcome).
+    #[error("an approver denied the request")]
+    ApprovalDenied,
+    /// The requester tried to decide its own request.
+    #[error("the requester may not decide its own request")]
+    SelfApproval,
+    /// The caller is not an approver of the request's rule (or of any rule).
+    #[error("the caller is not an approver")]
+    NotAnApprover,
+    /// The approval's `ttlSeconds` passed without a decision.
+    #[error("the approval expired without a decision")]
+    ApprovalExpired,
+    /// No such approval (an approver of some rule asked).
+    #[error("no such approval")]
+    ApprovalNotFound,
+    /// `GET /requests/{id}`: no answer kept for this caller under this id.
+    #[error("no request with this id is known to this caller")]
+    RequestNotFound,
 }
 
 impl From<TicketRefusal> for ResetError {
@@ -168,6 +186,12 @@ impl ResetError {
             ResetError::CallerBudgetExhausted { .. } => "caller-budget-exhausted",
             ResetError::TicketRequired => "ticket-required",
             ResetError::TicketInvalid => "ticket-invalid",
+            ResetError::ApprovalDenied => "approval-denied",
+            ResetError::SelfApproval => "self-approval",
+            ResetError::NotAnApprover => "not-an-approver",
+            ResetError::ApprovalExpired => "approval-expired",
+            ResetError::ApprovalNotFound => "approval-not-found",
+            ResetError::RequestNotFound => "request-not-found",
         }
     }
 
@@ -190,6 +214,12 @@ impl ResetError {
             | ResetError::SignOutNotAllowed
             | ResetError::CallerBudgetExhausted { .. } => Class::Rejected,
             ResetError::TicketRequired | ResetError::TicketInvalid => Class::Rejected,
+            ResetError::ApprovalDenied
+            | ResetError::SelfApproval
+            | ResetError::NotAnApprover
+            | ResetError::ApprovalExpired
+            | ResetError::ApprovalNotFound
+            | ResetError::RequestNotFound => Class::Rejected,
             ResetError::Cognito(e) => cognito_class(e.kind),
             ResetError::Deadline
             | ResetError::FifoGroupHalted
@@ -229,6 +259,11 @@ impl ResetError {
             ResetError::SignOutNotAllowed => 403,
             ResetError::CallerBudgetExhausted { .. } => 429,
             ResetError::TicketRequired | ResetError::TicketInvalid => 400,
+            ResetError::ApprovalDenied | ResetError::SelfApproval | ResetError::NotAnApprover => {
+                403
+            }
+            ResetError::ApprovalExpired => 410,
+            ResetError::ApprovalNotFound | ResetError::RequestNotFound => 404,
         }
     }
 
@@ -347,6 +382,19 @@ impl ResetError {
             ResetError::TicketInvalid => {
                 "the Ticket is not in the form the policy requires; nothing was done".into()
             }
+            ResetError::ApprovalDenied => {
+                "an approver denied this reset; nothing was done".into()
+            }
+            ResetError::SelfApproval => {
+                "the requester of a reset may not decide it; another approver must".into()
+            }
+            ResetError::NotAnApprover => "this caller may not decide approvals".into(),
+            ResetError::ApprovalExpired => {
+                "the approval's time ran out without a decision; nothing was done: ask again"
+                    .into()
+            }
+            ResetError::ApprovalNotFound => "no such approval".into(),
+            ResetError::RequestNotFound => "no such request".into(),
         }
     }
 
@@ -463,6 +511,12 @@ impl ResetError {
             },
             ResetError::TicketRequired,
             ResetError::TicketInvalid,
+            ResetError::ApprovalDenied,
+            ResetError::SelfApproval,
+            ResetError::NotAnApprover,
+            ResetError::ApprovalExpired,
+            ResetError::ApprovalNotFound,
+            ResetError::RequestNotFound,
         ]);
         // A new variant must be added above: this match has no wildcard.
         for error in &all {
@@ -490,7 +544,13 @@ impl ResetError {
                 | ResetError::SignOutNotAllowed
                 | ResetError::CallerBudgetExhausted { .. }
                 | ResetError::TicketRequired
-                | ResetError::TicketInvalid => {}
+                | ResetError::TicketInvalid
+                | ResetError::ApprovalDenied
+                | ResetError::SelfApproval
+                | ResetError::NotAnApprover
+                | ResetError::ApprovalExpired
+                | ResetError::ApprovalNotFound
+                | ResetError::RequestNotFound => {}
             }
         }
         all
@@ -528,24 +588,28 @@ pub enum Outcome {
     Rejected,
     /// Not done: hand the record back for another try.
     Retry,
+    /// Checked and waiting for a second person's approval (a rule's `approval`).
+    Pending,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Reset,
         Outcome::WouldReset,
         Outcome::Rejected,
         Outcome::Retry,
+        Outcome::Pending,
     ];
 
-    /// `RESET`, `WOULD_RESET`, `REJECTED` or `RETRY`.
+    /// `RESET`, `WOULD_RESET`, `REJECTED`, `RETRY` or `PENDING`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Reset => "RESET",
             Outcome::WouldReset => "WOULD_RESET",
             Outcome::Rejected => "REJECTED",
             Outcome::Retry => "RETRY",
+            Outcome::Pending => "PENDING",
         }
     }
 }
@@ -662,6 +726,18 @@ impl From<GuardError> for ResetError {
     }
 }
 
+/// A request checked and kept for a second person's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub approval_id: String,
+    /// When the approval expires.
+    pub expires_at: SystemTime,
+    /// The canonical username.
+    pub username: String,
+    /// The rule that requires the approval.
+    pub rule: String,
+}
+
 /// How a record ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settled {
@@ -669,6 +745,8 @@ pub enum Settled {
     Reset(Reset),
     /// The same request was answered before under this idempotency key: that answer again.
     Replayed(Answer),
+    /// Waiting for approval: nothing was performed.
+    Pending(Pending),
 }
 
 /// The result of one record.
@@ -680,7 +758,7 @@ pub fn hand_back(result: &RecordResult) -> bool {
     match result {
         Err(error) => error.class() == Class::Retry,
         Ok(Settled::Reset(reset)) => reset.retry_sign_out(),
-        Ok(Settled::Replayed(_)) => false,
+        Ok(Settled::Replayed(_) | Settled::Pending(_)) => false,
     }
 }
 
@@ -719,6 +797,12 @@ pub struct Answer {
     /// answer for the record; the body callers see does not repeat it (they sent it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// PENDING: the approval's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// PENDING: when the approval expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl Answer {
@@ -742,6 +826,8 @@ impl Answer {
                 signed_out: reset.sign_out_done(),
                 sign_out_error: reset.sign_out_code().map(str::to_owned),
                 ticket: None,
+                approval_id: None,
+                expires_at: None,
             },
             Err(error) => Answer {
                 outcome: failure_outcome(error),
@@ -759,7 +845,29 @@ impl Answer {
                 signed_out: None,
                 sign_out_error: None,
                 ticket: None,
+                approval_id: None,
+                expires_at: None,
             },
+        }
+    }
+
+    /// The answer to a request that waits for approval: HTTP 202.
+    pub fn pending(pending: &Pending, pool: Option<&str>, request_id: &str) -> Answer {
+        Answer {
+            outcome: Outcome::Pending,
+            code: None,
+            status: 202,
+            message: None,
+            user_pool_id: pool.map(str::to_owned),
+            username: None,
+            request_id: request_id.to_owned(),
+            reset_at: None,
+            action: None,
+            signed_out: None,
+            sign_out_error: None,
+            ticket: None,
+            approval_id: Some(pending.approval_id.clone()),
+            expires_at: Some(rfc3339(pending.expires_at)),
         }
     }
 
@@ -775,6 +883,12 @@ impl Answer {
     pub fn body(&self) -> Map<String, Value> {
         let mut body = Map::new();
         match &self.code {
+            None if self.outcome == Outcome::Pending => {
+                body.insert("outcome".into(), Value::from(self.outcome.as_str()));
+                body.insert("userPoolId".into(), self.user_pool_id.clone().into());
+                body.insert("approvalId".into(), self.approval_id.clone().into());
+                body.insert("expiresAt".into(), self.expires_at.clone().into());
+            }
             None => {
                 body.insert("outcome".into(), Value::from(self.outcome.as_str()));
                 body.insert("userPoolId".into(), self.user_pool_id.clone().into());

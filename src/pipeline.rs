@@ -40,6 +40,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::approvals::Grant;
 use crate::audit::{Done, Findings};
 use crate::aws::cognito::{Directory, DirectoryError, UserRecord};
 use crate::aws::events::EventPublisher;
@@ -52,12 +53,12 @@ use crate::deadline::{Deadline, retry_after_secs};
 use crate::failure::{
     CognitoError, CognitoErrorKind, Effect, GuardError, GuardErrorKind, cognito_operation as op,
 };
-use crate::guard_logic::{CONFIRMED, RESET_REQUIRED};
+use crate::guard_logic::{CONFIRMED, RESET_REQUIRED, answer_pk};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
 use crate::outcome::{
-    ATTEMPT_LIMIT_RETRY_AFTER_SECS, Action, Answer, Class, RecordResult, Reset, ResetError,
-    Settled, SignedOut,
+    ATTEMPT_LIMIT_RETRY_AFTER_SECS, Action, Answer, Class, Pending, RecordResult, Reset,
+    ResetError, Settled, SignedOut,
 };
 use crate::policy::{
     Budget, Caller, Decision, DenyReason, Invited, Policy, RuleOptions, SignOut, Subject,
@@ -90,6 +91,15 @@ struct Record<'a> {
     last_receive: bool,
     /// The idempotency key this invocation holds for the record, if any.
     key: Option<&'a KeyRef>,
+    /// An approved request's approval: its reset is performed (never asked for again).
+    grant: Option<&'a Grant>,
+}
+
+/// What the reset step ended with, when it did not fail: a reset (or a dry run's would-be
+/// reset), or a request kept for approval.
+enum Performed {
+    Reset(Reset),
+    Pending(Pending),
 }
 
 /// How a held claim is to end: recorded with the key's answer, in one write, once the answer
@@ -103,7 +113,7 @@ struct Ending {
 }
 
 /// Audit line, metrics and outcome event of a finished record.
-fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
+pub(crate) fn end(done: &Done<'_>, last_receive: bool, invocation: &Invocation) {
     done.log();
     let (outcome, code) = done.outcome();
     // A redelivery that only retried its own reset's sign-out reports that reset again: it is
@@ -145,6 +155,29 @@ impl App {
     /// Runs one record, unless the deadline is too close, and ends it: audit line, metrics and
     /// (for a final outcome) an outcome event, into `invocation`.
     pub async fn run(&self, job: Job, deadline: Deadline, invocation: &Invocation) -> RecordResult {
+        self.run_with(job, None, deadline, invocation).await
+    }
+
+    /// Runs an approved request (`job` rebuilt from its approval item, as its requester): the
+    /// same pipeline, under the approval's own idempotency key, and never asked for approval
+    /// again.
+    pub async fn run_approved(
+        &self,
+        job: Job,
+        grant: &Grant,
+        deadline: Deadline,
+        invocation: &Invocation,
+    ) -> RecordResult {
+        self.run_with(job, Some(grant), deadline, invocation).await
+    }
+
+    async fn run_with(
+        &self,
+        job: Job,
+        grant: Option<&Grant>,
+        deadline: Deadline,
+        invocation: &Invocation,
+    ) -> RecordResult {
         let started = Instant::now();
         let Job {
             origin,
@@ -155,7 +188,7 @@ impl App {
         let key_label = key_label(idempotency_key.as_deref(), origin.index);
         // The record's span, given its outcome once it is known (for X-Ray: `crate::xray`).
         let mut traced = tracing::Span::none();
-        let (request, result, findings) = match request {
+        let (request, result, mut findings) = match request {
             Err(error) => (None, Err(error), Findings::default()),
             Ok(request) => {
                 let (result, findings) = if deadline.too_close(self.config.deadline_margin) {
@@ -179,6 +212,7 @@ impl App {
                         invocation,
                         last_receive,
                         key: None,
+                        grant,
                     };
                     self.process(record, idempotency_key.as_deref())
                         .instrument(span)
@@ -187,6 +221,9 @@ impl App {
                 (Some(request), result, findings)
             }
         };
+        if let Some(grant) = grant {
+            findings.approval = Some(grant.note.clone());
+        }
         let done = Done {
             origin: &origin,
             request: request.as_ref(),
@@ -284,14 +321,21 @@ impl App {
                 Err(error) => return (Err(error.into()), early_findings()),
             }
         };
-        let held = match (&self.guard, key) {
-            (Some(guard), Some(key)) => {
-                let key = KeyRef::new(
+        // An approved request runs under its approval's own key, in a namespace no header or
+        // message id reaches.
+        let key = match record.grant {
+            Some(grant) => Some(grant.key.clone()),
+            None => key.map(|key| {
+                KeyRef::new(
                     &caller::describe(&origin.caller),
                     key,
                     origin.index,
                     request,
-                );
+                )
+            }),
+        };
+        let held = match (&self.guard, key) {
+            (Some(guard), Some(key)) => {
                 let started = Instant::now();
                 let state = guard.begin::<Answer>(&key, deadline).await;
                 invocation.guard_latency(started.elapsed());
@@ -320,16 +364,17 @@ impl App {
         let resolvable = ending.as_ref().is_some_and(|e| e.resolvable);
         let answer = || {
             (kept_answer(&result) && !resolvable).then(|| {
-                Answer::new(
-                    result.as_ref(),
-                    Some(request.user_pool_id.as_str()),
-                    &origin.id,
-                )
+                let pool = Some(request.user_pool_id.as_str());
+                match &result {
+                    Ok(Performed::Pending(pending)) => Answer::pending(pending, pool, &origin.id),
+                    Ok(Performed::Reset(reset)) => Answer::new(Ok(reset), pool, &origin.id),
+                    Err(error) => Answer::new(Err(error), pool, &origin.id),
+                }
                 .with_ticket(request.ticket())
             })
         };
         let started = Instant::now();
-        match (held, ending, &self.guard) {
+        match (held.as_ref(), ending, &self.guard) {
             // The claim's end and the key's answer land together, or neither does.
             (Some((guard, key)), Some(ending), _) => {
                 let answer = answer();
@@ -337,13 +382,13 @@ impl App {
                     .settle(
                         &ending.claim,
                         ending.completion,
-                        &key,
+                        key,
                         answer.as_ref(),
                         deadline,
                     )
                     .await;
             }
-            (Some((guard, key)), None, _) => guard.finish(&key, answer().as_ref(), deadline).await,
+            (Some((guard, key)), None, _) => guard.finish(key, answer().as_ref(), deadline).await,
             (None, Some(ending), Some(guard)) => {
                 guard
                     .complete(&ending.claim, ending.completion, deadline)
@@ -351,10 +396,22 @@ impl App {
             }
             (None, _, _) => {}
         }
+        // The answer under the request's own id, for `GET /requests/{id}` (an approved
+        // request's is its approval's key: the status route reads it there).
+        if let (Some(guard), None) = (&self.guard, record.grant)
+            && let Some(answer) = answer()
+        {
+            let pk = answer_pk(&caller::describe(&origin.caller), &origin.audit_id());
+            guard.keep(&pk, &answer, deadline).await;
+        }
         if self.guard.is_some() {
             invocation.guard_latency(started.elapsed());
         }
-        (result.map(Settled::Reset), findings)
+        let result = result.map(|performed| match performed {
+            Performed::Reset(reset) => Settled::Reset(reset),
+            Performed::Pending(pending) => Settled::Pending(pending),
+        });
+        (result, findings)
     }
 
     /// Resolve, decide, reset (`intent`: the reset's promised turn, kept until it asks for it).
@@ -363,7 +420,7 @@ impl App {
         record: Record<'_>,
         policy: &Policy,
         intent: Option<Intent>,
-    ) -> (Result<Reset, ResetError>, Findings, Option<Ending>) {
+    ) -> (Result<Performed, ResetError>, Findings, Option<Ending>) {
         let mut findings = Findings::default();
         let user = match self.resolve(record, policy).await {
             Ok(user) => user,
@@ -379,8 +436,27 @@ impl App {
             Ok(plan) => plan,
             Err(error) => return (Err(error), findings, None),
         };
+        // A rule that asks for a second person: checked, kept, not performed (in DRY_RUN, which
+        // writes nothing, the dry run goes on as if approved).
+        if record.grant.is_none()
+            && !self.config.dry_run
+            && let Some(approval) = policy.approval(&rule)
+        {
+            let ttl = Duration::from_secs(u64::from(approval.ttl_seconds));
+            let result = self
+                .ask_approval(record, &user.record, &rule, plan, ttl)
+                .await;
+            if let Ok(pending) = &result {
+                findings.approval = Some(crate::audit::ApprovalNote {
+                    approval_id: pending.approval_id.clone(),
+                    expires_at: Some(pending.expires_at),
+                    ..Default::default()
+                });
+            }
+            return (result.map(Performed::Pending), findings, None);
+        }
         let (result, ending) = self.reset(record, &user.record, rule, plan, intent).await;
-        (result, findings, ending)
+        (result.map(Performed::Reset), findings, ending)
     }
 
     /// The caller-and-pool check, then the canonical user and (if the policy needs them) its
@@ -453,6 +529,7 @@ impl App {
             invocation,
             last_receive,
             key,
+            ..
         } = record;
         let pool = &request.user_pool_id;
         let claim = match &self.guard {
@@ -480,17 +557,7 @@ impl App {
                     UserState::InProgress => return (Err(ResetError::InProgress), None),
                     // Cognito's attempt limit for this user, remembered: no call until it ends.
                     UserState::AttemptLimited { until } => {
-                        let error = ResetError::Cognito(CognitoError::new(
-                            CognitoErrorKind::AttemptLimit,
-                            op::RESET_PASSWORD,
-                            Effect::None,
-                            format!(
-                                "Cognito's attempt limit for this user, remembered by the guard \
-                                 for {} s more",
-                                retry_after_secs(until)
-                            ),
-                        ));
-                        return (Err(error), None);
+                        return (Err(attempt_limited(until)), None);
                     }
                     UserState::RecentlyReset {
                         reset_at,
@@ -782,6 +849,110 @@ impl App {
         }
     }
 
+    /// A request under a rule with `approval`: the checks a reset would make without writing
+    /// (the user's cooldown, the caller's budget looked at, not spent), then the approval
+    /// item, which holds the request as made (with its ClientMetadata) for the reset to come.
+    async fn ask_approval(
+        &self,
+        record: Record<'_>,
+        user: &UserRecord,
+        rule: &str,
+        plan: Plan,
+        ttl: Duration,
+    ) -> Result<Pending, ResetError> {
+        let Record {
+            origin,
+            request,
+            deadline,
+            invocation,
+            ..
+        } = record;
+        let Some(guard) = &self.guard else {
+            // The loader refuses such a policy; never perform what nobody approved.
+            return Err(ResetError::GuardUnavailable(GuardError::new(
+                GuardErrorKind::Misconfigured,
+                "request_approval",
+                "a policy rule requires approval and GUARD_TABLE is not set",
+            )));
+        };
+        let started = Instant::now();
+        let state = guard
+            .peek_user(
+                request.user_pool_id.as_str(),
+                &user.username,
+                &origin.audit_id(),
+                deadline,
+            )
+            .await;
+        invocation.guard_latency(started.elapsed());
+        match state.map_err(|e| self.guard_failure(e, deadline))? {
+            UserState::RecentlyReset {
+                reset_at,
+                until,
+                confirmed,
+            } => {
+                return Err(ResetError::RecentlyReset {
+                    reset_at,
+                    retry_after_secs: retry_after_secs(until),
+                    confirmed,
+                });
+            }
+            // An earlier reset whose answer was lost: settled only by a claim (the reset's own
+            // path); a request waiting for approval is told it may have a code.
+            UserState::Unresolved {
+                reset_at, until, ..
+            } => {
+                return Err(ResetError::RecentlyReset {
+                    reset_at,
+                    retry_after_secs: retry_after_secs(until),
+                    confirmed: false,
+                });
+            }
+            UserState::AttemptLimited { until } => return Err(attempt_limited(until)),
+            UserState::InProgress => return Err(ResetError::InProgress),
+            UserState::Claimed(_) | UserState::Free | UserState::SignOutPending { .. } => {}
+        }
+        if let Some(budget) = plan.budget {
+            let scope = BudgetScope::new(
+                rule,
+                &caller::budget_identity(&origin.caller),
+                budget.resets,
+                budget.per_seconds,
+            );
+            let started = Instant::now();
+            let turn = guard.peek_budget(&scope, deadline).await;
+            invocation.guard_latency(started.elapsed());
+            if let BudgetTurn::Exhausted { until } =
+                turn.map_err(|e| self.guard_failure(e, deadline))?
+            {
+                invocation.metrics().budget_refused();
+                return Err(ResetError::CallerBudgetExhausted {
+                    retry_after_secs: retry_after_secs(until),
+                });
+            }
+        }
+        let now = crate::deadline::wall_now();
+        let pending = crate::approvals::pending_approval(
+            &origin.caller,
+            rule,
+            request,
+            &user.username,
+            now,
+            ttl,
+        );
+        let started = Instant::now();
+        let created = guard.request_approval(&pending, deadline).await;
+        invocation.guard_latency(started.elapsed());
+        created.map_err(|e| self.guard_failure(e, deadline))?;
+        invocation.metrics().approval("requested");
+        Ok(Pending {
+            approval_id: pending.approval_id,
+            expires_at: pending.decide_by,
+            username: user.username.clone(),
+            rule: rule.to_owned(),
+        })
+    }
+
     /// `AdminUserGlobalSignOut` after a reset. `retryable`: a failure that may pass hands the
     /// record back (an SQS record whose reset the guard remembers).
     async fn sign_out(&self, record: Record<'_>, user: &UserRecord, retryable: bool) -> SignedOut {
@@ -911,13 +1082,29 @@ impl App {
 /// Whether a result is kept under its idempotency key and replayed: a final answer, but not a
 /// RETRY, nor one that passes later (`recently-reset`, `caller-budget-exhausted`,
 /// `delivery-limit`, `attempt-limit`: a replay would say no when the truth is yes).
-fn kept_answer(result: &Result<Reset, ResetError>) -> bool {
+fn kept_answer(result: &Result<Performed, ResetError>) -> bool {
     match result {
         // A reset whose sign-out is retried on redelivery: the redelivery must run.
-        Ok(reset) => !reset.retry_sign_out(),
+        Ok(Performed::Reset(reset)) => !reset.retry_sign_out(),
+        // Kept: a repeat learns the same approval, never asks for a second one.
+        Ok(Performed::Pending(_)) => true,
         Err(error) if error.passes_later() => false,
         Err(error) => error.class() == Class::Rejected,
     }
+}
+
+/// Cognito's attempt limit for a user, remembered by the guard until `until`: the refusal
+/// Cognito gave, without asking it again.
+fn attempt_limited(until: std::time::SystemTime) -> ResetError {
+    ResetError::Cognito(CognitoError::new(
+        CognitoErrorKind::AttemptLimit,
+        op::RESET_PASSWORD,
+        Effect::None,
+        format!(
+            "Cognito's attempt limit for this user, remembered by the guard for {} s more",
+            retry_after_secs(until)
+        ),
+    ))
 }
 
 /// The idempotency key as the audit line shows it: `<key>#<index>` for an HTTP batch item.

@@ -1560,6 +1560,7 @@ def demo() -> int:
         )
         live_policy_demo(stack, function)
         mass_reset_demo(stack, function)
+        approvals_demo(stack)
         limits_demo(stack)
         tracing_demo(stack)
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
@@ -1891,6 +1892,69 @@ def mass_reset_demo(stack: Stack, function: Function) -> None:
 # ---- what real Cognito does that moto does not model (issue 25) ------------------------------
 
 PREFLIGHT_DEMO_USERS = 60
+
+
+# ---- a second person's approval and a request's status (issue 27) ------------------------------
+
+HELPDESK_LEAD = "arn:aws:sts::123456789012:assumed-role/helpdesk-lead/lena"
+HELPDESK_ALICE = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/alice"
+
+
+def _http(method: str, path: str, body, caller: str) -> dict:
+    """The HTTP API sample event, sent to `path` with `method`, as `caller`."""
+    event = json.loads((ROOT / "events/http-api-v2.json").read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["routeKey"] = f"{method} {path}"
+    event["requestContext"]["http"]["method"] = method
+    event["body"] = None if body is None else json.dumps(body)
+    event["requestContext"]["authorizer"]["iam"]["userArn"] = caller
+    return event
+
+
+def approvals_demo(stack: Stack) -> None:
+    """Scenes: a privileged user's reset waiting for approval, a self-approval refused, an approval\n    that performs it, and the request's status looked up."""
+    [vip] = seed_mass_users(stack.endpoint, 1, prefix="vip")
+    resets_before = len(cognito_calls(stack.endpoint, "AdminResetUserPassword"))
+    policy = json.loads(DEMO_POLICY.read_text())
+    policy["rules"].insert(0, {
+        "name": "vip-approval", "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
+        "userPools": [DEMO_POOL], "users": [vip],
+        "approval": {"approvers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-lead/*",
+                                   "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
+                     "ttlSeconds": 3600},
+    })
+    print(f"\nA second person for privileged targets: a rule in front of the demo policy says the portal's "
+          f"resets of {vip} need\nthe approval of a helpdesk lead (approval.ttlSeconds 3600):\n", flush=True)
+    with tempfile.TemporaryDirectory(prefix="approvals-") as tmp:
+        path = Path(tmp) / "policy.json"
+        path.write_text(json.dumps(policy))
+        function = stack.start_function(label="function-approvals", POLICY_FILE=str(path))
+        rows = []
+
+        def step(name: str, event: dict, caller: str) -> dict:
+            answer = function.invoke(event)
+            body = json.loads(answer.get("body") or "{}")
+            outcome = body.get("outcome") or "REJECTED"
+            if body.get("replayed") is True:
+                outcome += " (replayed)"
+            detail = body.get("error") or body.get("approvalId", "") and f"approvalId {body['approvalId'][:8]}…"
+            rows.append([name, caller.rsplit(":", 1)[-1], outcome, f"{answer.get('statusCode')} {detail}".strip()])
+            return body
+
+        pending = step("POST /reset", _http("POST", "/reset", {"UserPoolId": DEMO_POOL, "Username": vip}, HELPDESK_ALICE), HELPDESK_ALICE)
+        approval = pending.get("approvalId", "unknown")
+        step("GET /requests/{requestId}", _http("GET", f"/requests/{pending.get('requestId')}", None, HELPDESK_ALICE), HELPDESK_ALICE)
+        step("POST /approvals/{id} (own)", _http("POST", f"/approvals/{approval}", {"Decision": "approve"}, HELPDESK_ALICE), HELPDESK_ALICE)
+        step("POST /approvals/{id}", _http("POST", f"/approvals/{approval}", {"Decision": "approve", "Reason": "called back"}, HELPDESK_LEAD), HELPDESK_LEAD)
+        step("POST /approvals/{id} (again)", _http("POST", f"/approvals/{approval}", {"Decision": "deny"}, HELPDESK_LEAD), HELPDESK_LEAD)
+        step("GET /requests/{requestId}", _http("GET", f"/requests/{pending.get('requestId')}", None, HELPDESK_ALICE), HELPDESK_ALICE)
+        step("GET /requests/{requestId} (other)", _http("GET", f"/requests/{pending.get('requestId')}", None, TICKET_BOT), TICKET_BOT)
+        print(table(["request", "caller", "outcome", "code"], rows))
+        print(f"\nThe reset waited (202 PENDING, event PENDING_APPROVAL) until a lead approved it; the requester's own\n"
+              f"approval was refused (403 self-approval); the approval ran the reset as requested "
+              f"({len(cognito_calls(stack.endpoint, 'AdminResetUserPassword')) - resets_before} reset call), a second decision got the same answer again, and the status\n"
+              f"lookup tells the requester what became of its request (anyone else: the 404 of an unknown id).",
+              flush=True)
 
 
 def limits_demo(stack: Stack) -> None:

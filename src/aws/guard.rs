@@ -43,8 +43,18 @@
 //! `recently-reset` (it passes once the cooldown ends), `caller-budget-exhausted` (once the budget
 //! admits one more), a RESET whose sign-out is retried on redelivery, nor any RETRY.
 //!
-//! Items never hold `ClientMetadata`: a request is compared through `requestHash`, a SHA-256 of
-//! its pool, username, metadata and (when asked) `SignOut`.
+//! Keys, claims and budgets never hold `ClientMetadata`: a request is compared through
+//! `requestHash`, a SHA-256 of its pool, username, metadata and (when asked) `SignOut`. The one
+//! exception is an **approval** item (a rule's `approval`, [`crate::approvals`]): it holds the
+//! request as made, metadata included, because the reset is sent from it once approved; it is
+//! never logged, put in an event or a metric.
+//!
+//! **Approvals and kept answers** (issue 27) follow the same pattern: their decisions are pure
+//! ([`logic::approval_create`], [`logic::approval_decide`], [`logic::answer_keep`]), their
+//! operations are [`GuardStore::request_approval`], [`GuardStore::decide`] (one conditional
+//! write: of two racing deciders exactly one wins), [`GuardStore::approval`],
+//! [`GuardStore::keep`], [`GuardStore::kept`] and the look-aheads [`GuardStore::peek_user`] and
+//! [`GuardStore::peek_budget`] (a request waiting for approval is checked without writing).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,6 +79,10 @@ use super::{BoxFuture, ClientSettings, Stage, budget, timeouts_within};
 use crate::deadline::{Deadline, epoch_ms as ms, wall_now};
 use crate::failure::{GuardError, GuardErrorKind};
 use crate::guard_logic::{self as logic, AfterSpend, Item, Rendered, Value, Write, render_changes};
+pub use crate::guard_logic::{
+    APPROVAL_CREATE_CONDITION, ApprovalRecord, ApprovalStatus, DECIDE_CONDITION, Decided,
+    PendingApproval, Verdict,
+};
 pub use crate::guard_logic::{
     BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION, BUDGET_START_CONDITION,
     BudgetScope, BudgetTurn, CLAIM_CONDITION, Claim, Completion, HOLDER_CONDITION,
@@ -137,6 +151,14 @@ pub enum Step {
     Spend,
     /// Giving a spend back.
     Refund,
+    /// Creating an approval (a request waiting for a second person).
+    Request,
+    /// Deciding an approval.
+    Decide,
+    /// Keeping a request's final answer under its id.
+    Keep,
+    /// Reading without writing: an approval, a kept answer, a look-ahead at a user or a budget.
+    Read,
 }
 
 impl Step {
@@ -150,6 +172,10 @@ impl Step {
             Step::Settle => "guard.settle",
             Step::Spend => "guard.spend",
             Step::Refund => "guard.refund",
+            Step::Request => "guard.request",
+            Step::Decide => "guard.decide",
+            Step::Keep => "guard.keep",
+            Step::Read => "guard.read",
         }
     }
 }
@@ -292,6 +318,111 @@ pub trait GuardStore: Send + Sync + std::fmt::Debug {
         window: u64,
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>>;
+
+    // Approvals, kept answers and look-aheads (issue 27). They have defaults so that a store
+    // written before them still compiles; a default refuses (`Misconfigured`), so a store
+    // that does not implement them never pretends to keep an approval.
+
+    /// What the user item says about a reset, without writing (the approval's cooldown check).
+    fn peek_user<'a>(
+        &'a self,
+        claim: &'a Claim,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
+        let _ = (claim, budget);
+        Box::pin(async { Err(unsupported("peek_user")) })
+    }
+
+    /// What a caller's budget would say about one more reset, without spending.
+    fn peek_budget<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        let _ = (scope, budget);
+        Box::pin(async { Err(unsupported("peek_budget")) })
+    }
+
+    /// Creates an approval (its id is new: the write fails if an item has it).
+    fn request_approval<'a>(
+        &'a self,
+        pending: &'a PendingApproval,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        let _ = (pending, budget);
+        Box::pin(async { Err(unsupported("request_approval")) })
+    }
+
+    /// Decides an approval: one conditional write; the approval as it is after it.
+    fn decide<'a>(
+        &'a self,
+        decision: &'a Decision,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Decide, GuardError>> {
+        let _ = (decision, budget);
+        Box::pin(async { Err(unsupported("decide")) })
+    }
+
+    /// The approval `approval_id`, if it is kept (live).
+    fn approval<'a>(
+        &'a self,
+        approval_id: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, GuardError>> {
+        let _ = (approval_id, budget);
+        Box::pin(async { Err(unsupported("approval")) })
+    }
+
+    /// Keeps a request's answer (JSON) under `pk` ([`logic::answer_pk`]).
+    fn keep<'a>(
+        &'a self,
+        pk: &'a str,
+        answer: String,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        let _ = (pk, answer, budget);
+        Box::pin(async { Err(unsupported("keep")) })
+    }
+
+    /// The answer kept under `pk` (a kept-answer item, or an idempotency key's done item).
+    fn kept<'a>(
+        &'a self,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, GuardError>> {
+        let _ = (pk, budget);
+        Box::pin(async { Err(unsupported("kept")) })
+    }
+}
+
+fn unsupported(operation: &'static str) -> GuardError {
+    GuardError::new(
+        GuardErrorKind::Misconfigured,
+        operation,
+        "this guard store keeps no approvals nor answers",
+    )
+}
+
+/// A decision on an approval, as the approval call makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub approval_id: String,
+    pub verdict: Verdict,
+    /// The approver's identities, as the audit line shows them.
+    pub approver: String,
+    /// The approver's reason (bounded by the caller's parser).
+    pub reason: Option<String>,
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decide {
+    /// This decision won: the approval as it is now.
+    Won(ApprovalRecord),
+    /// Another decision came first, or the approval's time is over: the approval as it is.
+    Lost(ApprovalRecord),
+    /// No such approval (never made, or gone with its TTL).
+    Unknown,
 }
 
 /// The end of one guard operation's time: each table call it makes gets what is left, so an
@@ -633,7 +764,207 @@ impl<T: Table> TableGuard<T> {
     }
 }
 
+impl<T: Table> TableGuard<T> {
+    async fn peek_user_state(
+        &self,
+        claim: &Claim,
+        budget: Duration,
+    ) -> Result<UserState, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        match self.live(Step::Read, &claim.pk, now, until).await? {
+            None => Ok(UserState::Free),
+            Some(item) => logic::user_state(&item, claim, now, self.cooldown),
+        }
+    }
+
+    async fn peek_budget_turn(
+        &self,
+        scope: &BudgetScope,
+        budget: Duration,
+    ) -> Result<BudgetTurn, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        let item = self.live(Step::Read, &scope.pk, now, until).await?;
+        Ok(logic::budget_read(
+            scope,
+            scope.window_of(now),
+            item.as_ref(),
+        ))
+    }
+
+    async fn create_approval(
+        &self,
+        pending: &PendingApproval,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        let until = Until::after(budget);
+        let write = logic::approval_create(pending, self.ttl);
+        match self
+            .table
+            .write(Step::Request, &write, until.left("PutItem")?)
+            .await?
+        {
+            Written::Done => Ok(()),
+            // The SDK's retry of a landed create meets its own item.
+            Written::Refused(met) => {
+                let pk = logic::approval_pk(&pending.approval_id);
+                match self.winner(Step::Request, met, &pk, until).await? {
+                    Some(item)
+                        if logic::approval_record(&item, &pending.approval_id).is_ok_and(|r| {
+                            r.decided.is_none()
+                                && r.pending.requester == pending.requester
+                                && r.pending.rule == pending.rule
+                                && r.pending.request == pending.request
+                                && r.pending.decide_by == pending.decide_by
+                        }) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(condition_failed("PutItem")),
+                }
+            }
+        }
+    }
+
+    async fn decide_approval(
+        &self,
+        decision: &Decision,
+        budget: Duration,
+    ) -> Result<Decide, GuardError> {
+        let until = Until::after(budget);
+        let now = wall_now();
+        let pk = logic::approval_pk(&decision.approval_id);
+        let write = logic::approval_decide(
+            &decision.approval_id,
+            decision.verdict,
+            &decision.approver,
+            decision.reason.as_deref(),
+            now,
+        );
+        let written = self
+            .table
+            .write(Step::Decide, &write, until.left("UpdateItem")?)
+            .await?;
+        let item = match &written {
+            // Read back what this decision wrote (with the request it approves).
+            Written::Done => {
+                self.table
+                    .get(Step::Decide, &pk, until.left("GetItem")?)
+                    .await?
+            }
+            Written::Refused(met) => self.winner(Step::Decide, met.clone(), &pk, until).await?,
+        };
+        let Some(item) = item.filter(|i| logic::live(i, now)) else {
+            return Ok(Decide::Unknown);
+        };
+        let record = logic::approval_record(&item, &decision.approval_id)?;
+        // A retry of this very decision that met its own landed write has won too.
+        let mine = record
+            .decided
+            .as_ref()
+            .is_some_and(|d| d.verdict == decision.verdict && d.approver == decision.approver);
+        Ok(match written {
+            Written::Done => Decide::Won(record),
+            Written::Refused(_) if mine => Decide::Won(record),
+            Written::Refused(_) => Decide::Lost(record),
+        })
+    }
+
+    async fn read_approval(
+        &self,
+        approval_id: &str,
+        budget: Duration,
+    ) -> Result<Option<ApprovalRecord>, GuardError> {
+        let until = Until::after(budget);
+        let pk = logic::approval_pk(approval_id);
+        match self.live(Step::Read, &pk, wall_now(), until).await? {
+            None => Ok(None),
+            Some(item) => logic::approval_record(&item, approval_id).map(Some),
+        }
+    }
+
+    async fn keep_answer(
+        &self,
+        pk: &str,
+        answer: String,
+        budget: Duration,
+    ) -> Result<(), GuardError> {
+        let until = Until::after(budget);
+        if self.read_only {
+            return Ok(());
+        }
+        let write = logic::answer_keep(pk, &answer, wall_now(), self.ttl);
+        self.must_write(Step::Keep, &write, until).await
+    }
+
+    async fn read_kept(&self, pk: &str, budget: Duration) -> Result<Option<String>, GuardError> {
+        let until = Until::after(budget);
+        Ok(self
+            .live(Step::Read, pk, wall_now(), until)
+            .await?
+            .and_then(|item| logic::kept_answer(&item).map(str::to_owned)))
+    }
+}
+
 impl<T: Table> GuardStore for TableGuard<T> {
+    fn peek_user<'a>(
+        &'a self,
+        claim: &'a Claim,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
+        Box::pin(self.peek_user_state(claim, budget))
+    }
+
+    fn peek_budget<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        Box::pin(self.peek_budget_turn(scope, budget))
+    }
+
+    fn request_approval<'a>(
+        &'a self,
+        pending: &'a PendingApproval,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(self.create_approval(pending, budget))
+    }
+
+    fn decide<'a>(
+        &'a self,
+        decision: &'a Decision,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Decide, GuardError>> {
+        Box::pin(self.decide_approval(decision, budget))
+    }
+
+    fn approval<'a>(
+        &'a self,
+        approval_id: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, GuardError>> {
+        Box::pin(self.read_approval(approval_id, budget))
+    }
+
+    fn keep<'a>(
+        &'a self,
+        pk: &'a str,
+        answer: String,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        Box::pin(self.keep_answer(pk, answer, budget))
+    }
+
+    fn kept<'a>(
+        &'a self,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, GuardError>> {
+        Box::pin(self.read_kept(pk, budget))
+    }
+
     fn begin<'a>(
         &'a self,
         key: &'a KeyRef,
@@ -944,6 +1275,107 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// What the user item says about a reset of `username`, without writing (the look-ahead
+    /// of a request that waits for approval).
+    #[tracing::instrument(level = "debug", name = "guard.read", skip_all)]
+    pub async fn peek_user(
+        &self,
+        pool: &str,
+        username: &str,
+        record_id: &str,
+        deadline: Deadline,
+    ) -> Result<UserState, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "peek_user")?;
+        let claim = Claim {
+            pk: user_pk(pool, username),
+            id: format!("{record_id}/{}/peek", ms(wall_now())),
+            key: None,
+        };
+        self.store.peek_user(&claim, budget).await
+    }
+
+    /// What `scope`'s budget would say about one more reset, without spending.
+    #[tracing::instrument(level = "debug", name = "guard.read", skip_all)]
+    pub async fn peek_budget(
+        &self,
+        scope: &BudgetScope,
+        deadline: Deadline,
+    ) -> Result<BudgetTurn, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "peek_budget")?;
+        self.store.peek_budget(scope, budget).await
+    }
+
+    /// Creates an approval.
+    #[tracing::instrument(level = "debug", name = "guard.request", skip_all)]
+    pub async fn request_approval(
+        &self,
+        pending: &PendingApproval,
+        deadline: Deadline,
+    ) -> Result<(), GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "request_approval")?;
+        self.store.request_approval(pending, budget).await
+    }
+
+    /// Decides an approval (one conditional write).
+    #[tracing::instrument(level = "debug", name = "guard.decide", skip_all)]
+    pub async fn decide(
+        &self,
+        decision: &Decision,
+        deadline: Deadline,
+    ) -> Result<Decide, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "decide")?;
+        self.store.decide(decision, budget).await
+    }
+
+    /// The approval `approval_id`, if kept.
+    #[tracing::instrument(level = "debug", name = "guard.read", skip_all)]
+    pub async fn approval(
+        &self,
+        approval_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<ApprovalRecord>, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "approval")?;
+        self.store.approval(approval_id, budget).await
+    }
+
+    /// Keeps a request's answer under its id for `GET /requests/{id}`. A failure is logged:
+    /// the answer already stands; the lookup then answers 404.
+    #[tracing::instrument(level = "debug", name = "guard.keep", skip_all)]
+    pub async fn keep(&self, pk: &str, answer: &impl Serialize, deadline: Deadline) {
+        let result = match (
+            self.budget(deadline, Stage::Record, "keep"),
+            serde_json::to_string(answer),
+        ) {
+            (Ok(budget), Ok(json)) => self.store.keep(pk, json, budget).await,
+            (Err(error), _) => Err(error),
+            (_, Err(_)) => Err(malformed("PutItem", "an answer that is not JSON")),
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                error.cause_chain = %crate::logging::cause_chain(&error),
+                "could not keep the request's answer; GET /requests/{{id}} will not find it"
+            );
+        }
+    }
+
+    /// The answer kept under `pk`, read back.
+    #[tracing::instrument(level = "debug", name = "guard.read", skip_all)]
+    pub async fn kept<A: DeserializeOwned>(
+        &self,
+        pk: &str,
+        deadline: Deadline,
+    ) -> Result<Option<A>, GuardError> {
+        let budget = self.budget(deadline, Stage::Lookup, "kept")?;
+        match self.store.kept(pk, budget).await? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|_| malformed("GetItem", "a kept answer is not readable")),
+        }
+    }
+}
+
 /// The guard's table in DynamoDB: the logic's writes rendered into requests.
 #[derive(Debug, Clone)]
 pub struct DynamoTable {
@@ -980,7 +1412,7 @@ impl DynamoTable {
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(to_attributes(item)))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .return_values_on_condition_check_failure(
@@ -1004,7 +1436,7 @@ impl DynamoTable {
                 }
             }
             Write::Update { pk, changes, .. } => {
-                let condition = std::mem::take(&mut rendered.text);
+                let condition = condition_text(&mut rendered);
                 let update = render_changes(changes, &mut rendered);
                 let result = self
                     .client
@@ -1012,7 +1444,7 @@ impl DynamoTable {
                     .table_name(&self.table)
                     .key("pk", s(pk))
                     .update_expression(update)
-                    .condition_expression(condition)
+                    .set_condition_expression(condition)
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .return_values_on_condition_check_failure(
@@ -1041,7 +1473,7 @@ impl DynamoTable {
                     .delete_item()
                     .table_name(&self.table)
                     .key("pk", s(pk))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .return_values_on_condition_check_failure(
@@ -1076,21 +1508,21 @@ impl DynamoTable {
                 Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(to_attributes(item)))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .build()
                     .map_err(|_| built("a Put without its table or item"))?,
             ),
             Write::Update { pk, changes, .. } => {
-                let condition = std::mem::take(&mut rendered.text);
+                let condition = condition_text(&mut rendered);
                 let update = render_changes(changes, &mut rendered);
                 TransactWriteItem::builder().update(
                     Update::builder()
                         .table_name(&self.table)
                         .key("pk", s(pk))
                         .update_expression(update)
-                        .condition_expression(condition)
+                        .set_condition_expression(condition)
                         .set_expression_attribute_names(names(&rendered))
                         .set_expression_attribute_values(values(&rendered))
                         .build()
@@ -1101,7 +1533,7 @@ impl DynamoTable {
                 Delete::builder()
                     .table_name(&self.table)
                     .key("pk", s(pk))
-                    .condition_expression(std::mem::take(&mut rendered.text))
+                    .set_condition_expression(condition_text(&mut rendered))
                     .set_expression_attribute_names(names(&rendered))
                     .set_expression_attribute_values(values(&rendered))
                     .build()
@@ -1176,6 +1608,12 @@ impl Table for DynamoTable {
 
 /// The guard over DynamoDB.
 pub type DynamoGuard = TableGuard<DynamoTable>;
+
+/// The condition's text, or none for a write without one ([`logic::Cond::Always`]).
+fn condition_text(rendered: &mut Rendered) -> Option<String> {
+    let text = std::mem::take(&mut rendered.text);
+    (!text.is_empty()).then_some(text)
+}
 
 fn names(rendered: &Rendered) -> Option<HashMap<String, String>> {
     (!rendered.names.is_empty()).then(|| {
@@ -1279,6 +1717,186 @@ mod tests {
             ("expiresAt".to_owned(), Value::N(1_700_000_000)),
         ]);
         assert_eq!(from_attributes(&to_attributes(&item)), item);
+    }
+
+    /// The guard's table in memory: the logic's own `apply`, as the fault suite's table.
+    #[derive(Debug, Default)]
+    struct MemTable(std::sync::Mutex<logic::Items>);
+
+    impl Table for MemTable {
+        fn write<'a>(
+            &'a self,
+            _step: Step,
+            write: &'a Write,
+            _budget: Duration,
+        ) -> BoxFuture<'a, Result<Written, GuardError>> {
+            let result = logic::apply(&mut self.0.lock().expect("items"), write);
+            Box::pin(async move {
+                match result {
+                    Ok(()) => Ok(Written::Done),
+                    Err(logic::Refused::Condition(met)) => Ok(Written::Refused(met)),
+                    Err(logic::Refused::Invalid(what)) => Err(malformed("UpdateItem", what)),
+                }
+            })
+        }
+
+        fn write_all<'a>(
+            &'a self,
+            _step: Step,
+            writes: &'a [Write],
+            _budget: Duration,
+        ) -> BoxFuture<'a, Result<Written, GuardError>> {
+            let result = logic::apply_all(&mut self.0.lock().expect("items"), writes);
+            Box::pin(async move {
+                Ok(match result {
+                    Ok(()) => Written::Done,
+                    Err(_) => Written::Refused(None),
+                })
+            })
+        }
+
+        fn get<'a>(
+            &'a self,
+            _step: Step,
+            pk: &'a str,
+            _budget: Duration,
+        ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+            let item = self.0.lock().expect("items").get(pk).cloned();
+            Box::pin(async move { Ok(item) })
+        }
+    }
+
+    fn guard() -> TableGuard<MemTable> {
+        let settings = GuardSettings {
+            table: "t".into(),
+            cooldown: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(600),
+            client: ClientSettings {
+                timeout: Duration::from_secs(1),
+                max_attempts: 1,
+            },
+        };
+        TableGuard::new(MemTable::default(), &settings, false)
+    }
+
+    fn pending(id: &str, ttl: Duration) -> PendingApproval {
+        let now = wall_now();
+        PendingApproval {
+            approval_id: id.into(),
+            requester: r#"["alice"]"#.into(),
+            requester_desc: "alice".into(),
+            rule: "vip".into(),
+            request: "{}".into(),
+            created_at: now,
+            decide_by: std::time::UNIX_EPOCH
+                + Duration::from_secs(crate::deadline::epoch_secs_floor(now))
+                + ttl,
+        }
+    }
+
+    fn decision(id: &str, verdict: Verdict, approver: &str) -> Decision {
+        Decision {
+            approval_id: id.into(),
+            verdict,
+            approver: approver.into(),
+            reason: None,
+        }
+    }
+
+    const BUDGET: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn the_first_decision_wins_and_the_next_one_is_told_it() {
+        let guard = guard();
+        let asked = pending("a1", Duration::from_secs(60));
+        guard.request_approval(&asked, BUDGET).await.expect("kept");
+        // The SDK's retry of a landed create is a success, another create of the id is not.
+        guard
+            .request_approval(&asked, BUDGET)
+            .await
+            .expect("retried");
+        let mut other = asked.clone();
+        other.rule = "else".into();
+        assert!(guard.request_approval(&other, BUDGET).await.is_err());
+        let won = guard
+            .decide(&decision("a1", Verdict::Approve, "lead-1"), BUDGET)
+            .await
+            .expect("decided");
+        let Decide::Won(record) = won else {
+            panic!("the first decision wins: {won:?}");
+        };
+        assert_eq!(record.status(wall_now()), ApprovalStatus::Approved);
+        let lost = guard
+            .decide(&decision("a1", Verdict::Deny, "lead-2"), BUDGET)
+            .await
+            .expect("answered");
+        let Decide::Lost(record) = lost else {
+            panic!("the second decision loses: {lost:?}");
+        };
+        assert_eq!(record.decided.expect("decided").approver, "lead-1");
+        // The retry of the winning decision (its own write met) still wins.
+        assert!(matches!(
+            guard
+                .decide(&decision("a1", Verdict::Approve, "lead-1"), BUDGET)
+                .await,
+            Ok(Decide::Won(_))
+        ));
+        assert_eq!(
+            guard
+                .decide(&decision("nope", Verdict::Approve, "lead-1"), BUDGET)
+                .await
+                .ok(),
+            Some(Decide::Unknown)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_approval_is_not_decided() {
+        let guard = guard();
+        // Its time is over at once (a ttl of zero seconds from the current second).
+        guard
+            .request_approval(&pending("a2", Duration::ZERO), BUDGET)
+            .await
+            .expect("kept");
+        let lost = guard
+            .decide(&decision("a2", Verdict::Approve, "lead"), BUDGET)
+            .await
+            .expect("answered");
+        let Decide::Lost(record) = lost else {
+            panic!("an expired approval is not decided: {lost:?}");
+        };
+        assert_eq!(record.status(wall_now()), ApprovalStatus::Expired);
+        assert!(record.decided.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_kept_and_read_back_and_a_look_ahead_writes_nothing() {
+        let guard = guard();
+        let pk = logic::answer_pk("alice", "req-1");
+        guard
+            .keep_answer(&pk, "{\"x\":1}".into(), BUDGET)
+            .await
+            .expect("kept");
+        assert_eq!(
+            guard.read_kept(&pk, BUDGET).await.expect("read"),
+            Some("{\"x\":1}".to_owned())
+        );
+        let claim = Claim {
+            pk: user_pk("p", "u"),
+            id: "r/1/peek".into(),
+            key: None,
+        };
+        let scope = BudgetScope::new("vip", "alice", 1, 60);
+        assert_eq!(
+            guard.peek_user_state(&claim, BUDGET).await.ok(),
+            Some(UserState::Free)
+        );
+        assert!(matches!(
+            guard.peek_budget_turn(&scope, BUDGET).await,
+            Ok(BudgetTurn::Spent { .. })
+        ));
+        let items = guard.table().0.lock().expect("items").clone();
+        assert_eq!(items.keys().collect::<Vec<_>>(), vec![&pk]);
     }
 
     #[test]

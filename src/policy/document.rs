@@ -19,11 +19,14 @@
 //!       "ticket": { "required": B, "pattern": ".." } optional; at least one of them; required
 //!                                                   defaults to false; pattern: a regular
 //!                                                   expression (see `ticket`), at most 256 bytes
+//!       "approval": { "approvers": [..], "ttlSeconds": N } optional; approvers: caller patterns,
+//!                                                   not empty, no "anonymous"; 1 <= N <= 604800
 //!     } ] }
 //! ```
 
 use std::collections::HashMap;
 
+use super::approval::{APPROVAL_TTL_SECONDS, ApprovalRule};
 use super::json::{self, Node};
 use super::lint::LintWarning;
 use super::pattern::Pattern;
@@ -49,7 +52,9 @@ const RULE_FIELDS: &[&str] = &[
     "signOut",
     "budget",
     "ticket",
+    "approval",
 ];
+const APPROVAL_FIELDS: &[&str] = &["approvers", "ttlSeconds"];
 const TICKET_FIELDS: &[&str] = &["required", "pattern"];
 const BUDGET_FIELDS: &[&str] = &["resets", "perSeconds"];
 const EXCEPT_FIELDS: &[&str] = &["users", "groups"];
@@ -305,6 +310,9 @@ impl Checker {
         let ticket = fields
             .get("ticket")
             .and_then(|node| self.ticket(node, &format!("{path}.ticket")));
+        let approval = fields
+            .get("approval")
+            .and_then(|node| self.approval(node, &format!("{path}.approval")));
 
         Some(Rule {
             name,
@@ -321,6 +329,37 @@ impl Checker {
                 budget,
             },
             ticket,
+            approval,
+        })
+    }
+
+    /// `{"approvers": [..], "ttlSeconds": N}`: both required; approvers are caller patterns,
+    /// not empty, and never the `"anonymous"` keyword.
+    fn approval(&mut self, node: &Node, path: &str) -> Option<ApprovalRule> {
+        let fields = self.object(node, path, APPROVAL_FIELDS)?;
+        let approvers_path = format!("{path}.approvers");
+        let raw = self.strings(fields.get("approvers"), &approvers_path, Shape::NotEmpty);
+        let mut anonymous = false;
+        for (index, text) in &raw {
+            if text.eq_ignore_ascii_case(ANONYMOUS_KEYWORD) {
+                anonymous = true;
+                self.error(
+                    format!("{approvers_path}[{index}]"),
+                    "an approver must be someone: \"anonymous\" cannot approve",
+                );
+            }
+        }
+        let ttl_seconds = self.integer(
+            fields.get("ttlSeconds"),
+            &format!("{path}.ttlSeconds"),
+            APPROVAL_TTL_SECONDS,
+        );
+        if anonymous || raw.is_empty() {
+            return None;
+        }
+        Some(ApprovalRule {
+            approvers: raw.iter().map(|(_, s)| Pattern::new(s, true)).collect(),
+            ttl_seconds: ttl_seconds?,
         })
     }
 

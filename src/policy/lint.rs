@@ -104,6 +104,16 @@ impl Policy {
                     ),
                 });
             }
+            if let Some(approval) = &rule.approval
+                && let Some(i) = approval.approvers.iter().position(Pattern::is_match_all)
+            {
+                warnings.push(LintWarning {
+                    location: format!("rules[{j}].approval.approvers[{i}]"),
+                    message: format!(
+                        "rule {name:?}: every caller is an approver, so any second caller can approve (the requester only is refused); name the approvers"
+                    ),
+                });
+            }
         }
         warnings
     }

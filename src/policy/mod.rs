@@ -16,6 +16,7 @@
 //! Submodules: [`pattern`] (globs and case folding), `document` (schema and loading), `engine`
 //! (decisions and explanations), `lint` (warnings).
 
+pub mod approval;
 mod document;
 mod engine;
 mod json;
@@ -28,6 +29,7 @@ mod tests;
 
 use std::fmt;
 
+pub use approval::ApprovalRule;
 pub use document::ANONYMOUS_KEYWORD;
 pub use engine::{CallerMatch, Explanation, GroupMatch, IdentityKind, IdentityMatch, Reason, Skip};
 pub use lint::{LintWarning, PoolRolesLint};
@@ -135,6 +137,8 @@ struct Rule {
     options: RuleOptions,
     /// `ticket`: whether a request must name a ticket, and the pattern it must match.
     ticket: Option<TicketRule>,
+    /// `approval`: a second person decides before a reset under the rule is performed.
+    approval: Option<ApprovalRule>,
 }
 
 /// What a rule does for an invited user (status `FORCE_CHANGE_PASSWORD`, never signed in).
@@ -413,6 +417,28 @@ impl Policy {
         refusal.map_or(Ok(()), Err)
     }
 
+    /// The `approval` option of the rule named `rule` (`None`: resets under it need none).
+    pub fn approval(&self, rule: &str) -> Option<&ApprovalRule> {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.approval.as_ref())
+    }
+
+    /// Whether any rule has an `approval` option.
+    pub fn has_approval(&self) -> bool {
+        self.rules.iter().any(|r| r.approval.is_some())
+    }
+
+    /// Whether `caller` is an approver of any rule (an approval's answers to a caller who
+    /// approves nothing say nothing about the approval).
+    pub fn approves_any(&self, caller: &Caller) -> bool {
+        self.rules
+            .iter()
+            .filter_map(|r| r.approval.as_ref())
+            .any(|a| a.is_approver(caller))
+    }
+
     /// Whether any rule has a `ticket` option.
     pub fn has_tickets(&self) -> bool {
         self.rules.iter().any(|r| r.ticket.is_some())
@@ -423,8 +449,8 @@ impl Policy {
         self.rules.iter().any(|r| r.options.budget.is_some())
     }
 
-    /// Refuses a policy with budgets where there is no guard table to count them in: one
-    /// error per `budget`, located.
+    /// Refuses a policy with budgets (or approvals) where there is no guard table to count them
+    /// (or keep the waiting requests) in: one error per `budget` and per `approval`, located.
     pub fn check_budgets_have_a_table(&self, guard_table: bool) -> Result<(), PolicyErrors> {
         if guard_table {
             return Ok(());
@@ -433,10 +459,16 @@ impl Policy {
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.options.budget.is_some())
-            .map(|(index, _)| PolicyError {
-                location: format!("rules[{index}].budget"),
-                message: "a budget is counted in the guard's table, and GUARD_TABLE is not set: set it, or remove the budget".to_owned(),
+            .flat_map(|(index, r)| {
+                let budget = r.options.budget.is_some().then(|| PolicyError {
+                    location: format!("rules[{index}].budget"),
+                    message: "a budget is counted in the guard's table, and GUARD_TABLE is not set: set it, or remove the budget".to_owned(),
+                });
+                let approval = r.approval.is_some().then(|| PolicyError {
+                    location: format!("rules[{index}].approval"),
+                    message: "a request waiting for approval is kept in the guard's table, and GUARD_TABLE is not set: set it, or remove the approval".to_owned(),
+                });
+                budget.into_iter().chain(approval)
             })
             .collect();
         if errors.is_empty() {

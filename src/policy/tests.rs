@@ -1259,3 +1259,86 @@ fn the_first_ticket_check_depends_on_the_caller_and_pool_only() {
     );
     assert_eq!(p.check_ticket_for_caller(&helpdesk, POOL_B, None), Ok(()));
 }
+
+// ---- rule option: approval -------------------------------------------------------------------
+
+#[test]
+fn an_approval_option_loads_and_names_its_approvers() {
+    let p = policy(&with_options(
+        r#","approval":{"approvers":["arn:aws:iam::*:role/Lead*"],"ttlSeconds":3600}"#,
+    ));
+    let approval = p.approval("r").expect("the rule's approval");
+    assert_eq!(approval.ttl_seconds, 3600);
+    assert!(p.has_approval());
+    // Case-insensitive, like callers; an anonymous caller approves nothing.
+    assert!(approval.is_approver(&caller("arn:aws:iam::1:role/leadA")));
+    assert!(!approval.is_approver(&caller("arn:aws:iam::1:role/helpdesk")));
+    assert!(!approval.is_approver(&Caller::Anonymous));
+    assert!(p.approves_any(&caller("arn:aws:iam::1:role/LeadB")));
+    assert!(!p.approves_any(&caller("arn:aws:iam::1:role/helpdesk")));
+    assert!(policy(&with_options("")).approval("r").is_none());
+}
+
+#[test]
+fn a_malformed_approval_is_refused_with_its_location() {
+    for (text, expected) in [
+        (
+            r#","approval":{"approvers":[],"ttlSeconds":60}"#,
+            "rules[0].approval.approvers",
+        ),
+        (
+            r#","approval":{"approvers":["anonymous"],"ttlSeconds":60}"#,
+            "rules[0].approval.approvers[0]: an approver must be someone",
+        ),
+        (
+            r#","approval":{"approvers":["a"],"ttlSeconds":0}"#,
+            "rules[0].approval.ttlSeconds",
+        ),
+        (
+            r#","approval":{"approvers":["a"],"ttlSeconds":604801}"#,
+            "rules[0].approval.ttlSeconds",
+        ),
+        (
+            r#","approval":{"approvers":["a"]}"#,
+            "rules[0].approval.ttlSeconds",
+        ),
+        (
+            r#","approval":{"approvers":["a"],"ttlSeconds":5,"x":1}"#,
+            "rules[0].approval",
+        ),
+    ] {
+        let found = errors(&with_options(text));
+        assert!(
+            found.iter().any(|e| e.starts_with(expected)),
+            "{text}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn an_approval_needs_the_guard_table() {
+    let p = policy(&with_options(
+        r#","approval":{"approvers":["lead"],"ttlSeconds":60}"#,
+    ));
+    let refused = p.check_budgets_have_a_table(false).expect_err("no table");
+    assert_eq!(refused.errors()[0].location, "rules[0].approval");
+    assert!(p.check_budgets_have_a_table(true).is_ok());
+}
+
+#[test]
+fn lint_reports_an_approver_pattern_that_matches_every_caller() {
+    let p = policy(&with_options(
+        r#","approval":{"approvers":["lead","*"],"ttlSeconds":60}"#,
+    ));
+    let warnings: Vec<String> = p.lint_warnings().iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("rules[0].approval.approvers[1]: rule \"r\": every caller")),
+        "{warnings:?}"
+    );
+    let named = policy(&with_options(
+        r#","approval":{"approvers":["lead"],"ttlSeconds":60}"#,
+    ));
+    assert!(named.lint_warnings().is_empty());
+}

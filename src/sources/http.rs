@@ -49,6 +49,42 @@ pub struct HttpRequest<'a> {
     pub body: Option<&'a str>,
     pub is_base64_encoded: bool,
     pub caller: Caller,
+    /// The request's path (`/reset`, `/approvals/{id}`, `/requests/{id}`), when the
+    /// integration gives one.
+    pub path: Option<&'a str>,
+}
+
+/// Which route a path names: by its last two segments, so that a stage or a base path in front
+/// changes nothing. Any other path (`/`, `/reset`, a function URL's root) is the reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `POST /reset` (and every path that is not one of the others).
+    Reset,
+    /// `POST /approvals/{approvalId}`.
+    Approval(&'a str),
+    /// `GET /requests/{id}`.
+    Status(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// The route of `path`.
+    pub fn of(path: Option<&'a str>) -> Route<'a> {
+        let Some(path) = path else {
+            return Route::Reset;
+        };
+        let mut segments = path.trim_end_matches('/').rsplit('/');
+        let (Some(id), Some(parent)) = (segments.next(), segments.next()) else {
+            return Route::Reset;
+        };
+        if id.is_empty() {
+            return Route::Reset;
+        }
+        match parent {
+            "approvals" => Route::Approval(id),
+            "requests" => Route::Status(id),
+            _ => Route::Reset,
+        }
+    }
 }
 
 /// The body's requests, each parsed on its own.
@@ -69,6 +105,43 @@ pub async fn handle(
         source: request.source,
         multi_value_headers: request.multi_value_headers,
     };
+    match Route::of(request.path) {
+        Route::Reset => {}
+        Route::Approval(id) => {
+            let (status, headers, body) = if request.method.eq_ignore_ascii_case("POST") {
+                match decoded_body(&request) {
+                    Ok(body) => {
+                        crate::approvals::decide(
+                            app,
+                            request.source,
+                            &request.caller,
+                            id,
+                            body.as_deref(),
+                            request_id,
+                            deadline,
+                            invocation,
+                        )
+                        .await
+                    }
+                    Err(error) => {
+                        let answer = Answer::new(Err(&error), None, request_id);
+                        (answer.status, Vec::new(), answer.body())
+                    }
+                }
+            } else {
+                not_allowed("POST", request_id)
+            };
+            return respond(shape, status, headers, body);
+        }
+        Route::Status(id) => {
+            let (status, headers, body) = if request.method.eq_ignore_ascii_case("GET") {
+                crate::approvals::status(app, &request.caller, id, request_id, deadline).await
+            } else {
+                not_allowed("GET", request_id)
+            };
+            return respond(shape, status, headers, body);
+        }
+    }
     let origin = Origin {
         source: request.source,
         id: request_id.to_owned(),
@@ -137,6 +210,45 @@ pub async fn handle(
             respond(shape, 207, Vec::new(), body)
         }
     }
+}
+
+/// 405 with the route's one method in `Allow`.
+fn not_allowed(method: &'static str, request_id: &str) -> crate::approvals::Reply {
+    let answer = Answer::new(Err(&ResetError::MethodNotAllowed), None, request_id);
+    let mut body = answer.body();
+    body.insert(
+        "message".into(),
+        Value::from(format!("only {method} is allowed on this route")),
+    );
+    (answer.status, vec![("allow", method.to_owned())], body)
+}
+
+/// The body as text (base64 decoded), at most [`MAX_BODY_BYTES`].
+fn decoded_body(request: &HttpRequest<'_>) -> Result<Option<String>, ResetError> {
+    let Some(raw) = request.body else {
+        return Ok(None);
+    };
+    let text = if request.is_base64_encoded {
+        if raw.len() / 4 * 3 > MAX_BODY_BYTES + 3 {
+            return Err(ResetError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .map_err(|_| {
+                InvalidRequest::body("the body is marked base64 but is not valid base64")
+            })?;
+        String::from_utf8(bytes).map_err(|_| InvalidRequest::body("the body is not valid UTF-8"))?
+    } else {
+        raw.to_owned()
+    };
+    if text.len() > MAX_BODY_BYTES {
+        return Err(ResetError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(Some(text))
 }
 
 fn pool_of(parsed: &Result<ResetRequest, InvalidRequest>) -> Option<String> {
@@ -258,6 +370,10 @@ fn single_response(
             let answer = Answer::new(Ok(reset), pool, request_id);
             (answer.status, Vec::new(), answer.body())
         }
+        Ok(Settled::Pending(pending)) => {
+            let answer = Answer::pending(pending, pool, request_id);
+            (answer.status, Vec::new(), answer.body())
+        }
         Err(error) => {
             let mut headers = Vec::new();
             if let ResetError::MethodNotAllowed = error {
@@ -345,4 +461,28 @@ fn respond(
         tracing::error!(error = %e, "could not serialize the response");
         json!({"statusCode": 500})
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn a_route_is_named_by_the_paths_last_two_segments() {
+        assert_eq!(Route::of(None), Route::Reset);
+        assert_eq!(Route::of(Some("/reset")), Route::Reset);
+        assert_eq!(Route::of(Some("/")), Route::Reset);
+        assert_eq!(
+            Route::of(Some("/prod/approvals/abc")),
+            Route::Approval("abc")
+        );
+        assert_eq!(
+            Route::of(Some("/lambda-url/cognito-reset/requests/r-1#2/")),
+            Route::Status("r-1#2")
+        );
+        // However long the id: the route's own answer (404), never the reset's.
+        let long = format!("/requests/{}", "0".repeat(300));
+        assert!(matches!(Route::of(Some(&long)), Route::Status(_)));
+        assert_eq!(Route::of(Some("/requests/")), Route::Reset);
+    }
 }

@@ -144,6 +144,7 @@ async fn route(
                 body: event.body.as_deref(),
                 is_base64_encoded: event.is_base64_encoded,
                 caller: Caller::Anonymous,
+                path: event.path.as_deref(),
             };
             Ok(http::handle(app, request, request_id, deadline, invocation).await)
         }
@@ -157,6 +158,10 @@ async fn route(
                 body: event.body.as_deref(),
                 is_base64_encoded: event.is_base64_encoded,
                 caller: caller::from_http_v2(&event),
+                path: event
+                    .raw_path
+                    .as_deref()
+                    .or(event.request_context.http.path.as_deref()),
             };
             Ok(http::handle(app, request, request_id, deadline, invocation).await)
         }
@@ -170,6 +175,7 @@ async fn route(
                 body: event.body.as_deref(),
                 is_base64_encoded: event.is_base64_encoded,
                 caller: caller::from_rest(&event),
+                path: event.path.as_deref(),
             };
             Ok(http::handle(app, request, request_id, deadline, invocation).await)
         }

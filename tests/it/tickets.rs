@@ -428,11 +428,13 @@ async fn the_ticket_is_in_the_audit_line_the_event_and_the_kept_answer() {
     assert_eq!(events.len(), 1);
     let detail: Value = serde_json::from_str(&events[0].detail()).expect("JSON");
     assert_eq!(detail["ticket"], GOOD);
-    // and the answer kept under the idempotency key
+    // and the answer kept under the idempotency key (and, for GET /requests/{id}, under the
+    // request id: the same answer)
     let kept: Vec<Value> = table
         .items()
-        .values()
-        .filter_map(|item| item.get("answer"))
+        .iter()
+        .filter(|(pk, _)| pk.starts_with("key#"))
+        .filter_map(|(_, item)| item.get("answer"))
         .filter_map(|answer| answer.as_s().ok())
         .map(|text| serde_json::from_str(text).expect("a JSON answer"))
         .collect();

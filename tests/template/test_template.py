@@ -456,18 +456,21 @@ def test_no_route_is_ever_open(variant):
 
     routes = [r["Properties"] for r in stack.of_type("AWS::ApiGatewayV2::Route").values()]
 
-    assert [r["RouteKey"] for r in routes] == ["POST /reset"]
+    assert sorted(r["RouteKey"] for r in routes) == [
+        "GET /requests/{id}", "POST /approvals/{approvalId}", "POST /reset"]
     assert all(r["AuthorizationType"] in {"AWS_IAM", "JWT"} for r in routes)
     # No REST API or function URL on the side.
     assert not stack.of_type("AWS::ApiGateway::Method")
     assert not stack.of_type("AWS::Lambda::Url")
 
 
-def test_only_the_reset_route_of_this_api_may_invoke_the_function():
+def test_only_the_routes_of_this_api_may_invoke_the_function():
     stack = Stack(TRANSLATED)
     permissions = [p["Properties"] for p in stack.of_type("AWS::Lambda::Permission").values()]
-    assert [p["Principal"] for p in permissions] == ["apigateway.amazonaws.com"]
-    assert permissions[0]["SourceArn"]["Fn::Sub"].endswith(":${HttpApi}/*/POST/reset")
+    assert {p["Principal"] for p in permissions} == {"apigateway.amazonaws.com"}
+    # One permission per route (issue 27: the approval and status routes), each for its method.
+    assert sorted(p["SourceArn"]["Fn::Sub"].rsplit(":${HttpApi}", 1)[1] for p in permissions) == [
+        "/*/GET/requests/*", "/*/POST/approvals/*", "/*/POST/reset"]
 
 
 # ---- queue: SQS source with partial batch failures, DLQ, SSE, visibility ----------------------
