@@ -132,7 +132,7 @@ CARGO_TOOLS := $(TOOLS)/cargo
 CARGO_MUTANTS_VERSION := 27.1.0
 CARGO_MUTANTS_STAMP := $(CARGO_TOOLS)/.cargo-mutants-installed
 # The files that hold the guard's promises (add the guard logic module here).
-MUTANTS_FILES ?= src/aws/guard.rs src/pipeline.rs src/outcome.rs
+MUTANTS_FILES ?= src/guard_logic.rs src/aws/guard.rs src/pipeline.rs src/outcome.rs
 # The tests that must catch a mutant: the fault-injection suite and the unit tests.
 MUTANTS_TESTS ?= --test faults --lib
 # Seconds a mutant's test run may take before it counts as a timeout (the tests' own time is

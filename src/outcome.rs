@@ -957,6 +957,23 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn every_answer_that_passes_later_says_when() {
+        // A 409 or 429 that passes later carries Retry-After (the one a caller waits on); a
+        // final refusal carries none.
+        for error in ResetError::samples() {
+            let expected = match error.code() {
+                "throttled" | "in-progress" => Some(1),
+                "delivery-limit" => Some(DELIVERY_LIMIT_RETRY_AFTER_SECS),
+                "attempt-limit" => Some(ATTEMPT_LIMIT_RETRY_AFTER_SECS),
+                "recently-reset" | "caller-budget-exhausted" => Some(1),
+                "reset-unconfirmed" if matches!(error, ResetError::RecentlyReset { .. }) => Some(1),
+                _ => None,
+            };
+            assert_eq!(error.retry_after_secs(), expected, "{}", error.code());
+        }
+    }
+
+    #[test]
     fn a_ticket_refusal_keeps_its_code_as_a_400() {
         for refusal in [TicketRefusal::Required, TicketRefusal::Invalid] {
             let error = ResetError::from(refusal);
