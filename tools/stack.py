@@ -1562,6 +1562,7 @@ def demo() -> int:
         mass_reset_demo(stack, function)
         approvals_demo(stack)
         limits_demo(stack)
+        resolved_demo(stack)
         tracing_demo(stack)
     print(f"\nstack stopped; demo took {time.monotonic() - started:.1f}s")
     return 0
@@ -2007,6 +2008,70 @@ def limits_demo(stack: Stack) -> None:
               "re-drive from the report\n(reset-enqueue --retry-from REPORT sends exactly the delivery-limit, "
               "attempt-limit and GAVE_UP users again).", flush=True)
         stack.stop_function(function)
+
+
+RESOLVED_DEMO_INVOCATION_MS = 6000
+
+
+def resolved_demo(stack: Stack) -> None:
+    """An ambiguous reset resolved by the user's status: Cognito performs the reset and its answer
+    is lost (a proxy answers 500 after forwarding); the SQS record is handed back, and its
+    redelivery, after the first invocation's deadline, reads the user (RESET_REQUIRED) and answers
+    RESET without a second call. Then the same with the reset lost before it reached Cognito: the
+    redelivery finds the user still CONFIRMED and sends the reset. The function runs behind a
+    Runtime API with real deadlines (a user claim's lease is its invocation's deadline)."""
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    import faultproxy
+
+    print("\nAn ambiguous reset, resolved by the user's status (no second code, no lost request):", flush=True)
+    binary = faultproxy.build_function()
+    users = seed_mass_users(stack.endpoint, 2, prefix="resolved")
+    for email in users:
+        cognito_client(stack.endpoint).admin_add_user_to_group(UserPoolId=DEMO_POOL, Username=email, GroupName="staff")
+    scenes = [
+        ("answer lost after the reset", faultproxy.internal_error_after_forwarding()),
+        ("lost before Cognito", faultproxy.Rule(forward=False, status=500, error=("InternalErrorException", "boom"))),
+    ]
+    rows = []
+    with faultproxy.FaultProxy(stack.endpoint) as proxy:
+        env = function_env(stack.endpoint, COGNITO_MAX_ATTEMPTS="1",
+                           AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=proxy.url)
+        function = faultproxy.DirectFunction(binary, env, stack.log_path("function-resolved"))
+        try:
+            for (label, rule), email in zip(scenes, users):
+                proxy.reset()
+                proxy.add_rule("AdminResetUserPassword", rule, times=1)
+                message_id = f"resolved-demo-{len(rows):02d}"
+                for receive in (1, 2):
+                    deadline = int(time.time() * 1000) + RESOLVED_DEMO_INVOCATION_MS
+                    record = {"Records": [{
+                        "messageId": message_id, "receiptHandle": f"{message_id}-{receive}",
+                        "body": json.dumps({"UserPoolId": DEMO_POOL, "Username": email}),
+                        "attributes": {"ApproximateReceiveCount": str(receive)}, "messageAttributes": {},
+                        "md5OfBody": "", "eventSource": "aws:sqs",
+                        "eventSourceARN": f"arn:aws:sqs:{REGION}:{FUNCTION_ACCOUNT}:{REQUEST_QUEUE}",
+                        "awsRegion": REGION,
+                    }]}
+                    answer = function.invoke(record, deadline)
+                    handed_back = any(f.get("itemIdentifier") == message_id for f in answer.get("batchItemFailures", []))
+                    status = cognito_client(stack.endpoint).admin_get_user(
+                        UserPoolId=DEMO_POOL, Username=email)["UserStatus"]
+                    resets = sum(1 for call in proxy.seen("AdminResetUserPassword") if call.forwarded)
+                    rows.append([label, f"receive {receive}", email,
+                                 "handed back (RETRY reset-unresolved)" if handed_back else "acknowledged (RESET)",
+                                 status, str(resets)])
+                    if not handed_back:
+                        break
+                    # The queue redelivers after the visibility timeout; here: once the first
+                    # invocation's deadline (the claim's lease) has passed.
+                    while int(time.time() * 1000) <= deadline:
+                        time.sleep(0.05)
+        finally:
+            function.stop()
+    print(table(["scene", "delivery", "user", "answer", "UserStatus", "resets that reached Cognito"], rows))
+    print("\nThe first: Cognito reset the user and the answer was lost; the redelivery found RESET_REQUIRED\n"
+          "and answered RESET with no second call. The second: the reset never reached Cognito; the\n"
+          "redelivery found the user still CONFIRMED, so it sent the reset (the user had no code).", flush=True)
 
 
 def bench_enqueue(users: int, runs: int) -> int:
