@@ -31,6 +31,18 @@
 //! booked beyond the horizon means waiting until it is within it ([`Plan::WaitUntil`],
 //! [`batch_retry_at`]).
 //!
+//! **An HTTP call borrows the booking's first slot.** Behind queue traffic, an interactive caller
+//! would wait up to `1.5 × lease` for the end of the booking. Instead it appends its slot as
+//! usual (so the timeline still counts it) but makes the call at once, at `soon`: the slot at the
+//! end of the booking is left unused, and repays it. The gap between the borrowed call and its
+//! repayment is covered by a *borrow window* (a second item, [`borrow_pk`], written with a
+//! `Restart` of its own from `soon` to [`borrow_end`]) that no other borrower may overlap, and
+//! the append is conditional on the booking ending inside that window: **at any moment at most
+//! one call of the fleet is not on the timeline**, so in any interval the fleet makes at most
+//! one call more than the timeline's slots in it (in any second, `⌈quota / 1.05⌉ + 1`). The
+//! window is written together with the append (one round trip); a caller that finds another's
+//! window open appends behind the booking as before. Queue records never borrow.
+//!
 //! **Clocks.** Times are microseconds of each instance's wall clock (Lambda's is kept in sync
 //! by the Amazon Time Sync Service, typically well under a millisecond apart). Two instances
 //! whose clocks differ by `s` may run the edges of adjacent leases up to `s` closer than a
@@ -347,6 +359,26 @@ pub fn batch_retry_at(next_us: u64, now_us: u64, spare_us: i64, lease_us: u64) -
 pub fn repair_after_us(lease_us: u64, full_slot_us: u64) -> u64 {
     let longest = (lease_us.max(full_slot_us) as f64 / Aimd::MIN_FACTOR).ceil() as u64;
     INTERACTIVE_HORIZON_US + longest + MAX_SKEW_US
+}
+
+/// The item that holds the fleet's borrow window for the bucket `pk` (see the module's doc):
+/// `<pk>#borrow`, written only with `Restart`.
+pub fn borrow_pk(pk: &str) -> String {
+    format!("{pk}#borrow")
+}
+
+/// The end of the borrow window of an interactive caller that borrows at `soon`, the booking
+/// last seen ending at `next_seen`: the booking as seen, plus one lease that other instances may
+/// append before the caller's write lands. The caller's append is conditional on the booking
+/// ending by then, so its repayment falls inside its window.
+pub fn borrow_end(next_seen: Option<u64>, soon_us: u64, lease_us: u64) -> u64 {
+    next_seen.unwrap_or(0).max(soon_us) + lease_us
+}
+
+/// When the borrowed call goes: at `soon` (the lease's lead), or at once if the write took
+/// longer, and never after the slot it borrowed (`booked_us`, its repayment).
+pub fn borrowed_slot(soon_us: u64, booked_us: u64, now_us: u64) -> u64 {
+    now_us.min(booked_us).max(soon_us)
 }
 
 /// Slots leased by one write.
