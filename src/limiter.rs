@@ -15,9 +15,13 @@
 //! first:** waiting HTTP calls ([`Priority::Interactive`]) take the next turn before any queue
 //! record, and may book the shared timeline further ahead than queue traffic, which books at most
 //! half a lease ahead (up to 1 s while its records run out of time: least laxity first between
-//! instances): behind queue traffic, an HTTP call's turn comes within 1.5 leases, or 1 s and a
-//! lease, plus the lease's round trip and the turns of the HTTP calls before it. **Throttling as
-//! feedback:** a
+//! instances). Behind queue traffic, an HTTP call **borrows** the booking's first slot: its lease
+//! is appended as usual, but the call goes at once and the slot at the booking's end repays it,
+//! under the fleet's borrow window ([`crate::pacing`]: one borrowed call outstanding at a time),
+//! so its turn comes within the lease write's round trip (two when its view of the bucket was
+//! stale). When another borrow's window is open, or the booking reaches past the window, it
+//! waits for the booking as before: within 1.5 leases (or 1 s and a lease), plus the lease's
+//! round trip and the turns of the HTTP calls before it. **Throttling as feedback:** a
 //! `TooManyRequestsException` cuts the rate ([`crate::pacing::Aimd`]); with the table, the cut is
 //! written to the bucket and the whole fleet slows down, then grows back.
 //!

@@ -27,7 +27,7 @@
 //! instances); an interactive (HTTP) caller's is [`INTERACTIVE_HORIZON_US`]. So the timeline is
 //! booked by queue traffic at most `1.5 × lease` ahead of now (`1 s + lease` while queued records
 //! are at risk), and an interactive call appended behind it waits at most that long for its first
-//! slot. A refused write returns the item as it stands and the caller plans again; a bucket
+//! slot, unless it borrows it (below). A refused write returns the item as it stands and the caller plans again; a bucket
 //! booked beyond the horizon means waiting until it is within it ([`Plan::WaitUntil`],
 //! [`batch_retry_at`]).
 //!
