@@ -887,6 +887,30 @@ mod tests {
     }
 
     #[test]
+    fn a_borrowed_call_goes_between_its_lead_and_the_slot_that_repays_it() {
+        // the window: from the call to the booking as seen, plus a lease others may append
+        assert_eq!(
+            borrow_end(Some(T0 + 200 * MS), T0 + 5 * MS, 200 * MS),
+            T0 + 400 * MS
+        );
+        assert_eq!(borrow_end(None, T0 + 5 * MS, 200 * MS), T0 + 205 * MS);
+        // the call: at its lead, at once after a slow write, never after the slot it repays
+        assert_eq!(borrowed_slot(T0 + 5 * MS, T0 + 200 * MS, T0), T0 + 5 * MS);
+        assert_eq!(
+            borrowed_slot(T0 + 5 * MS, T0 + 200 * MS, T0 + 50 * MS),
+            T0 + 50 * MS
+        );
+        assert_eq!(
+            borrowed_slot(T0 + 5 * MS, T0 + 200 * MS, T0 + 300 * MS),
+            T0 + 200 * MS
+        );
+        assert_eq!(
+            borrow_pk("bucket#us-west-2#UserRead"),
+            "bucket#us-west-2#UserRead#borrow"
+        );
+    }
+
+    #[test]
     fn a_projected_turn_counts_the_turns_ahead_from_the_free_moment() {
         assert_eq!(projected_turn(T0 + S, T0, 0, SLOT), T0 + S);
         assert_eq!(projected_turn(T0 - S, T0, 2, SLOT), T0 + 2 * SLOT);
