@@ -15,9 +15,13 @@
 //! first:** waiting HTTP calls ([`Priority::Interactive`]) take the next turn before any queue
 //! record, and may book the shared timeline further ahead than queue traffic, which books at most
 //! half a lease ahead (up to 1 s while its records run out of time: least laxity first between
-//! instances): behind queue traffic, an HTTP call's turn comes within 1.5 leases, or 1 s and a
-//! lease, plus the lease's round trip and the turns of the HTTP calls before it. **Throttling as
-//! feedback:** a
+//! instances). Behind queue traffic, an HTTP call **borrows** the booking's first slot: its lease
+//! is appended as usual, but the call goes at once and the slot at the booking's end repays it,
+//! under the fleet's borrow window ([`crate::pacing`]: one borrowed call outstanding at a time),
+//! so its turn comes within the lease write's round trip (two when its view of the bucket was
+//! stale). When another borrow's window is open, or the booking reaches past the window, it
+//! waits for the booking as before: within 1.5 leases (or 1 s and a lease), plus the lease's
+//! round trip and the turns of the HTTP calls before it. **Throttling as feedback:** a
 //! `TooManyRequestsException` cuts the rate ([`crate::pacing::Aimd`]); with the table, the cut is
 //! written to the bucket and the whole fleet slows down, then grows back.
 //!
@@ -266,6 +270,8 @@ struct Shared {
 #[derive(Debug)]
 struct Pacer {
     pk: String,
+    /// The fleet's borrow window for this bucket ([`pacing::borrow_pk`]).
+    borrow_pk: String,
     category: Category,
     /// The static share's rate.
     rate: f64,
@@ -367,11 +373,14 @@ struct LeaseJob {
     latest_us: u64,
     seen: Option<BucketItem>,
     cut: Option<Cut>,
+    /// For interactive calls: borrow the booking's first slot rather than wait for it.
+    borrow: bool,
 }
 
 impl Pacer {
     fn new(pk: String, rate: f64, shared: Option<&SharedPacing>, category: Category) -> Pacer {
         Pacer {
+            borrow_pk: pacing::borrow_pk(&pk),
             pk,
             category,
             rate,
@@ -646,6 +655,7 @@ impl Pacer {
             latest_us: state.latest(top),
             seen: state.seen,
             cut: state.cut_to_write.take(),
+            borrow: top == Priority::Interactive,
         })
     }
 
@@ -657,6 +667,7 @@ impl Pacer {
             latest_us,
             mut seen,
             cut,
+            borrow,
         } = job;
         if let Some(cut) = cut {
             let op = BucketOp::Cut {
@@ -669,10 +680,15 @@ impl Pacer {
                 Err(error) => return self.fall_back(&error),
             }
         }
+        // An interactive caller behind a booking borrows its first slot (see `pacing`): the end
+        // of the borrow window it holds, once written; `None` with `may_borrow` off once another's
+        // window was found open.
+        let mut may_borrow = borrow;
+        let mut window: Option<u64> = None;
         for _ in 0..TRIES {
             let now = now_us();
             want.expires_at = expires_at(now);
-            let op = match pacing::plan(seen.as_ref(), now, &want) {
+            let mut op = match pacing::plan(seen.as_ref(), now, &want) {
                 // Booked past every waiting call's latest start: no lease serves them.
                 Plan::Write(BucketOp::Append { .. })
                     if seen.and_then(|s| s.next_us).unwrap_or(0) > latest_us =>
@@ -683,9 +699,70 @@ impl Pacer {
                 // Booked beyond the horizon: the waiting calls wait for it (see `step`).
                 Plan::WaitUntil(_) => break,
             };
+            // Borrowing: the append must end the booking inside the window, and the window is
+            // written beside it unless already held.
+            let mut window_op = None;
+            let mut soon = 0;
+            if may_borrow
+                && let BucketOp::Append {
+                    earliest_us,
+                    len_us,
+                    expires_at,
+                    ..
+                } = op
+            {
+                soon = earliest_us;
+                let end = window.unwrap_or_else(|| {
+                    pacing::borrow_end(seen.and_then(|s| s.next_us), soon, shared.lease_us)
+                });
+                if end > soon {
+                    op = BucketOp::Append {
+                        earliest_us,
+                        latest_us: end,
+                        len_us,
+                        expires_at,
+                    };
+                    if window.is_none() {
+                        window_op = Some(BucketOp::Restart {
+                            start_us: soon,
+                            len_us: end - soon,
+                            expires_at,
+                        });
+                    }
+                } else {
+                    may_borrow = false;
+                }
+            }
             let sent = Instant::now();
-            let written = shared.store.write(&self.pk, &op, shared.timeout).await;
+            let (written, window_written) = match &window_op {
+                Some(window_op) => {
+                    let (written, window_written) = tokio::join!(
+                        shared.store.write(&self.pk, &op, shared.timeout),
+                        shared
+                            .store
+                            .write(&self.borrow_pk, window_op, shared.timeout)
+                    );
+                    (written, Some(window_written))
+                }
+                None => (
+                    shared.store.write(&self.pk, &op, shared.timeout).await,
+                    None,
+                ),
+            };
             let round_trip = micros(sent.elapsed());
+            match (window_written, window_op) {
+                (
+                    Some(Ok(Ok(_))),
+                    Some(BucketOp::Restart {
+                        start_us, len_us, ..
+                    }),
+                ) => window = Some(start_us + len_us),
+                // Another borrower's window is open (or the window could not be written): this
+                // call appends behind the booking, as queue records do.
+                (Some(_), _) => may_borrow = false,
+                (None, _) => {}
+            }
+            let borrowing = may_borrow && window.is_some() && matches!(op, BucketOp::Append { .. });
             match written {
                 Ok(Ok(after)) => {
                     let mut state = self.lock();
@@ -696,15 +773,32 @@ impl Pacer {
                     state.seen = Some(after);
                     if let Some(lease) = Lease::granted(&op, &after, want.slot_us) {
                         let now = now_us();
+                        let mut times: Vec<u64> = lease.slot_times().collect();
+                        // The first slot, borrowed: now (or at `soon`), repaid at its place.
+                        if borrowing && let Some(first) = times.first_mut() {
+                            *first = pacing::borrowed_slot(soon, *first, now);
+                        }
                         // Slots in order, after any still in hand (a repair may start earlier).
                         let mut slots: Vec<u64> = state.slots.drain(..).collect();
-                        slots.extend(lease.slot_times().filter(|at| at + LATE_US >= now));
+                        slots.extend(times.into_iter().filter(|at| at + LATE_US >= now));
                         slots.sort_unstable();
                         state.slots = slots.into();
                     }
                     return;
                 }
-                Ok(Err(refused)) => seen = refused.item,
+                Ok(Err(refused)) => {
+                    // The booking moved past the window: no borrowing with it.
+                    if borrowing
+                        && refused
+                            .item
+                            .and_then(|item| item.next_us)
+                            .zip(window)
+                            .is_some_and(|(next, end)| next > end)
+                    {
+                        may_borrow = false;
+                    }
+                    seen = refused.item;
+                }
                 Err(error) => return self.fall_back(&error),
             }
         }

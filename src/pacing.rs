@@ -27,9 +27,21 @@
 //! instances); an interactive (HTTP) caller's is [`INTERACTIVE_HORIZON_US`]. So the timeline is
 //! booked by queue traffic at most `1.5 × lease` ahead of now (`1 s + lease` while queued records
 //! are at risk), and an interactive call appended behind it waits at most that long for its first
-//! slot. A refused write returns the item as it stands and the caller plans again; a bucket
+//! slot, unless it borrows it (below). A refused write returns the item as it stands and the caller plans again; a bucket
 //! booked beyond the horizon means waiting until it is within it ([`Plan::WaitUntil`],
 //! [`batch_retry_at`]).
+//!
+//! **An HTTP call borrows the booking's first slot.** Behind queue traffic, an interactive caller
+//! would wait up to `1.5 × lease` for the end of the booking. Instead it appends its slot as
+//! usual (so the timeline still counts it) but makes the call at once, at `soon`: the slot at the
+//! end of the booking is left unused, and repays it. The gap between the borrowed call and its
+//! repayment is covered by a *borrow window* (a second item, [`borrow_pk`], written with a
+//! `Restart` of its own from `soon` to [`borrow_end`]) that no other borrower may overlap, and
+//! the append is conditional on the booking ending inside that window: **at any moment at most
+//! one call of the fleet is not on the timeline**, so in any interval the fleet makes at most
+//! one call more than the timeline's slots in it (in any second, `⌈quota / 1.05⌉ + 1`). The
+//! window is written together with the append (one round trip); a caller that finds another's
+//! window open appends behind the booking as before. Queue records never borrow.
 //!
 //! **Clocks.** Times are microseconds of each instance's wall clock (Lambda's is kept in sync
 //! by the Amazon Time Sync Service, typically well under a millisecond apart). Two instances
@@ -347,6 +359,26 @@ pub fn batch_retry_at(next_us: u64, now_us: u64, spare_us: i64, lease_us: u64) -
 pub fn repair_after_us(lease_us: u64, full_slot_us: u64) -> u64 {
     let longest = (lease_us.max(full_slot_us) as f64 / Aimd::MIN_FACTOR).ceil() as u64;
     INTERACTIVE_HORIZON_US + longest + MAX_SKEW_US
+}
+
+/// The item that holds the fleet's borrow window for the bucket `pk` (see the module's doc):
+/// `<pk>#borrow`, written only with `Restart`.
+pub fn borrow_pk(pk: &str) -> String {
+    format!("{pk}#borrow")
+}
+
+/// The end of the borrow window of an interactive caller that borrows at `soon`, the booking
+/// last seen ending at `next_seen`: the booking as seen, plus one lease that other instances may
+/// append before the caller's write lands. The caller's append is conditional on the booking
+/// ending by then, so its repayment falls inside its window.
+pub fn borrow_end(next_seen: Option<u64>, soon_us: u64, lease_us: u64) -> u64 {
+    next_seen.unwrap_or(0).max(soon_us) + lease_us
+}
+
+/// When the borrowed call goes: at `soon` (the lease's lead), or at once if the write took
+/// longer, and never after the slot it borrowed (`booked_us`, its repayment).
+pub fn borrowed_slot(soon_us: u64, booked_us: u64, now_us: u64) -> u64 {
+    now_us.min(booked_us).max(soon_us)
 }
 
 /// Slots leased by one write.
@@ -852,6 +884,30 @@ mod tests {
             plan(item.as_ref(), T0, &w(500 * MS as i64)),
             Plan::Write(BucketOp::Append { .. })
         ));
+    }
+
+    #[test]
+    fn a_borrowed_call_goes_between_its_lead_and_the_slot_that_repays_it() {
+        // the window: from the call to the booking as seen, plus a lease others may append
+        assert_eq!(
+            borrow_end(Some(T0 + 200 * MS), T0 + 5 * MS, 200 * MS),
+            T0 + 400 * MS
+        );
+        assert_eq!(borrow_end(None, T0 + 5 * MS, 200 * MS), T0 + 205 * MS);
+        // the call: at its lead, at once after a slow write, never after the slot it repays
+        assert_eq!(borrowed_slot(T0 + 5 * MS, T0 + 200 * MS, T0), T0 + 5 * MS);
+        assert_eq!(
+            borrowed_slot(T0 + 5 * MS, T0 + 200 * MS, T0 + 50 * MS),
+            T0 + 50 * MS
+        );
+        assert_eq!(
+            borrowed_slot(T0 + 5 * MS, T0 + 200 * MS, T0 + 300 * MS),
+            T0 + 200 * MS
+        );
+        assert_eq!(
+            borrow_pk("bucket#us-west-2#UserRead"),
+            "bucket#us-west-2#UserRead#borrow"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | item | `pk` | attributes |
 //! |---|---|---|
 //! | pacing bucket | `bucket#<account>#<region>#<category>` (`bucket#<region>#<category>` for the function's own account without `FUNCTION_ACCOUNT_ID`; category `UserRead`, `UserResourceRead`, `UserAccountRecovery`) | `nextUs` (µs since the epoch: the end of the last lease), `cutFactor` and `cutAtUs` (the fleet's last rate cut), `expiresAt` (a day after the last write) |
+//! | borrow window | the bucket's `pk` and `#borrow` ([`pacing::borrow_pk`]) | `nextUs` (the end of the last interactive borrow's window), `expiresAt`; written only by `Restart`, beside an interactive caller's append |
 //!
 //! The conditions, in DynamoDB's words (the table in [`crate::pacing`] says why):
 //!

@@ -399,6 +399,95 @@ async fn behind_a_fleet_busy_with_queue_records_an_http_call_waits_at_most_one_a
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn behind_a_fleet_busy_with_queue_records_an_http_call_borrows_a_turn_within_two_round_trips()
+{
+    // Given two instances draining the queue as fast as the shared quota allows (the timeline
+    // booked 100 to 260 ms ahead)
+    let table = Arc::new(MemoryBuckets::new());
+    let rtt = ms(5);
+    table.set_latency(rtt);
+    let drains: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(busy(instance(&table, 20.0, 4.0), 10, 30, Priority::Batch)))
+        .collect();
+    tokio::time::sleep(ms(1_000)).await;
+    // When a third instance gets an HTTP call every half a second (as `make bench-drain`'s
+    // probe does), each with a stale view of the bucket
+    let http = instance(&table, 20.0, 4.0);
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        let asked = Instant::now();
+        http.acquire(
+            REGION,
+            RESET,
+            Priority::Interactive,
+            asked + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        waits.push(Instant::now() - asked);
+        tokio::time::sleep(ms(500)).await;
+    }
+    // Then none waits for the queue's booking: two round trips at most (a write refused on the
+    // stale view, then the append and its borrow window, side by side), as on an idle fleet
+    assert!(
+        waits.iter().all(|wait| *wait <= rtt * 2 + ms(1)),
+        "{waits:?}"
+    );
+    for drain in drains {
+        drain.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_calls_borrowing_turns_leave_the_fleet_at_most_one_call_over_its_timeline() {
+    // Given two instances draining the queue, and three instances flooded with HTTP calls (two
+    // callers each, one call after another), all on one bucket of 20 a second
+    let table = Arc::new(MemoryBuckets::new());
+    table.set_latency(ms(3));
+    let t0 = Instant::now();
+    let mut handles: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(busy(instance(&table, 20.0, 4.0), 10, 15, Priority::Batch)))
+        .collect();
+    handles.extend((0..3).map(|_| {
+        tokio::spawn(busy(
+            instance(&table, 20.0, 4.0),
+            2,
+            10,
+            Priority::Interactive,
+        ))
+    }));
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.unwrap());
+    }
+    assert_eq!(all.len(), 2 * 10 * 15 + 3 * 2 * 10);
+    // Then in any window the fleet made at most one call more than the timeline's slots in it
+    // (52.5 ms apart: one borrowed call outstanding at a time), and the whole run took the
+    // timeline's time: borrowed turns are repaid
+    all.sort_unstable();
+    let slot = Duration::from_micros(52_500);
+    for window in [ms(100), ms(500), ms(1_000), ms(3_000)] {
+        let timeline = (window.as_micros() / slot.as_micros()) as usize + 1;
+        let mut lo = 0;
+        for hi in 0..all.len() {
+            while all[hi] - all[lo] >= window {
+                lo += 1;
+            }
+            assert!(
+                hi - lo < timeline + 1,
+                "{} calls in {window:?} from {:?}: the timeline holds {timeline}",
+                hi - lo + 1,
+                all[lo] - t0
+            );
+        }
+    }
+    assert!(most_in_any_second(&all) <= 21);
+    let took = Instant::now() - t0;
+    let floor = slot * (all.len() as u32 - 2);
+    assert!(took >= floor, "{took:?} for {} calls", all.len());
+}
+
 // ---- throttling as feedback ----------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -254,6 +254,12 @@ class HarnessTest(unittest.TestCase):
         self.assertEqual((r["reset_twice"], r["not_reset"]), (0, 0))
         self.assertEqual(len(r["init_ms"]), 2)
         self.assertIn("HTTP beside the drain", p.stdout)
+        # the figures, one line each: the probe's p99 added wait and the drain's ratio
+        self.assertAlmostEqual(r["probe_added_p99_ms"], r["probe_p99_ms"] - r["probe_idle_ms"])
+        self.assertRegex(p.stdout, r"(?m)^probe: p99 added wait -?\d+\.\d ms \(M=2, configured; goal <= 100 ms: "
+                                   r"(met|missed)\), 0 of \d+ not 200$")
+        self.assertRegex(p.stdout, r"(?m)^ratio: M=2 configured \d+\.\d{3}x$")
+        self.assertGreater(r["last_reset_s"], r["first_reset_s"])
 
     def test_the_shared_mode_puts_the_guard_table_in_moto(self):
         p, runs = run_bench("-n", "30", "-m", "2", "--modes", "shared,instance", "--reset-quota", "1000",

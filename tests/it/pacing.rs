@@ -26,7 +26,17 @@ const RESET_BUCKET: &str = "bucket#us-west-2#UserAccountRecovery";
 /// One instance: any queue may reset anyone, through a counting Cognito that answers at once,
 /// with the guard (and the pacing buckets) in `table`.
 fn instance(table: &Table, in_flight: &Arc<InFlight>, vars: &[(&str, &str)]) -> Arc<App> {
-    let mut all = vec![("POLICY", ANYONE), ("GUARD_TABLE", TABLE)];
+    instance_with(table, in_flight, ANYONE, vars)
+}
+
+/// [`instance`] with its own policy.
+fn instance_with(
+    table: &Table,
+    in_flight: &Arc<InFlight>,
+    policy: &str,
+    vars: &[(&str, &str)],
+) -> Arc<App> {
+    let mut all = vec![("POLICY", policy), ("GUARD_TABLE", TABLE)];
     all.extend_from_slice(vars);
     let config = config(&all);
     let client_settings = ClientSettings {
@@ -217,4 +227,60 @@ async fn a_throttled_reset_cuts_the_fleets_rate_in_the_table() {
         Some("0.7000")
     );
     assert!(item.contains_key("cutAtUs"));
+}
+
+/// Any queue, and the helpdesk portal's role over HTTP, may reset anyone.
+const QUEUE_AND_HELPDESK: &str = r#"{"version":1,"rules":[
+    {"name":"queue","callers":["arn:aws:sqs:*"],"userPools":["*"],"users":["*"]},
+    {"name":"helpdesk","callers":["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
+     "userPools":["*"],"users":["*"]}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_helpdesk_click_beside_a_draining_fleet_does_not_wait_for_the_queues_booking() {
+    // Given two instances draining batches of 10 at a shared quota of 20 resets a second (the
+    // bucket booked 100 to 260 ms ahead while they wait)
+    let table = Table::new(Mode::Normal);
+    let in_flight = Arc::new(InFlight::default());
+    let vars = [
+        ("COGNITO_RESET_QUOTA", "20"),
+        ("MAX_INSTANCES", "5"),
+        ("COGNITO_RESET_RPS", "4"),
+    ];
+    let drains: Vec<_> = (0..2)
+        .map(|i| {
+            let app = instance_with(&table, &in_flight, QUEUE_AND_HELPDESK, &vars);
+            let mut event = sqs_event(QUEUE, &bodies(20));
+            let records = event["Records"].as_array_mut().expect("records");
+            records.drain(..i * 10);
+            records.truncate(10);
+            tokio::spawn(async move { dispatch(&app, event, "r", far_deadline()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // When a helpdesk agent's request reaches a third instance
+    let helpdesk = instance_with(&table, &in_flight, QUEUE_AND_HELPDESK, &vars);
+    let clicked = Instant::now();
+    let response = dispatch(&helpdesk, event("http-api-v2.json"), "r", far_deadline())
+        .await
+        .expect("response");
+    assert_eq!(http_parts(&response).0, 200, "{response}");
+    // Then its reset went out at once (the table answers at once here), ahead of the queue's
+    // booked turns, which it repays at the booking's end
+    let reset = in_flight
+        .calls()
+        .into_iter()
+        .find(|c| c.operation == "AdminResetUserPassword" && c.username == "diego@example.com")
+        .expect("the helpdesk's reset");
+    assert!(
+        reset.at - clicked <= Duration::from_millis(10),
+        "{:?}",
+        reset.at - clicked
+    );
+    for drain in drains {
+        let response = drain.await.expect("no panic").expect("response");
+        assert_eq!(failed_ids(&response), Vec::<String>::new());
+    }
+    // And the fleet made at most one call over its timeline in any second (19.05 a second)
+    assert_eq!(resets(&in_flight).len(), 21);
+    assert!(most_in_one_second(&in_flight.calls(), "AdminResetUserPassword") <= 21);
 }

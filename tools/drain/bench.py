@@ -107,6 +107,10 @@ class RunResult:
     probe_p99_ms: float = 0.0
     probe_max_ms: float = 0.0
     probe_not_ok: int = 0  # probe answers other than 200
+    probe_added_p99_ms: float = 0.0  # p99 during the drain less the idle median: the added wait
+    # where the drain's time went: the first and last admitted reset (s after the first receive)
+    first_reset_s: float = 0.0
+    last_reset_s: float = 0.0
 
 
 def per_instance_rate(quota: float, instances: int) -> str:
@@ -386,6 +390,10 @@ class Bench:
                             and "user-%d@example.com" % i not in dead_users)
         res.max_resets_per_s = max_in_window(c.admitted.get(RECOVERY, []))
         res.max_reads_per_s = max_in_window(c.admitted.get(READS, []))
+        resets = c.admitted.get(RECOVERY, [])
+        if resets:
+            res.first_reset_s = min(resets) - t0
+            res.last_reset_s = max(resets) - t0
         res.retries_by_code = retry_codes(run_dir)
         report(res)
         return res
@@ -435,6 +443,7 @@ class Bench:
         res.probe_p50_ms = percentile(res.probe_ms, 50)
         res.probe_p99_ms = percentile(res.probe_ms, 99)
         res.probe_max_ms = max(res.probe_ms, default=0.0)
+        res.probe_added_p99_ms = res.probe_p99_ms - res.probe_idle_ms
 
     async def stop_instances(self) -> None:
         if self.instances:
@@ -480,6 +489,13 @@ def report(r: RunResult) -> None:
     if r.init_ms:
         log("  init (process start to first /next): median %.1f ms, max %.1f ms over %d instances"
             % (percentile(r.init_ms, 50), max(r.init_ms), len(r.init_ms)))
+    if r.last_reset_s:
+        # the spacing alone: one reset every 1.05 / quota (the pacers' 5% slack)
+        timeline = (r.requests - 1) * 1.05 * r.ideal_s / r.requests
+        log("  resets: first %.2f s after the first receive, last at %.2f s (span %.2f s; the pacing's "
+            "spacing alone %.2f s), last message done %.2f s after it"
+            % (r.first_reset_s, r.last_reset_s, r.last_reset_s - r.first_reset_s, timeline,
+               r.drain_s - r.last_reset_s))
     if r.table:
         log("  pacing bucket items in the guard table: %d" % r.bucket_items)
     if r.probe_ms:
@@ -582,6 +598,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="an extra instance for HTTP requests: a lone batch of 10 before the drain, then one "
                         "request every --probe-interval during it; reports the latencies")
     p.add_argument("--probe-interval", type=float, default=0.5, help="seconds between probe requests")
+    p.add_argument("--goal-added-wait-ms", type=float, default=100.0,
+                   help="the issue's goal for the probe: p99 latency during the drain less the idle median")
     p.add_argument("--reset-quota", type=float, default=20.0, help="Cognito account-recovery quota, requests/s")
     p.add_argument("--read-quota", type=float, default=60.0, help="Cognito user-read quota, requests/s")
     p.add_argument("--burst-s", type=float, default=1.0,
@@ -680,6 +698,14 @@ async def main_async(a: argparse.Namespace) -> int:
     problems = check(results, a.max_ratio, a.max_throttled_pct) if a.check else []
     for p in problems:
         log("CHECK FAILED: " + p)
+    if configured:
+        log("ratio: %s" % ", ".join("M=%d %s %.3fx" % (r.instances, LABELS[r.mode], r.ratio) for r in configured))
+    for r in results:
+        if r.probe_ms:
+            log("probe: p99 added wait %.1f ms (M=%d, %s; goal <= %g ms: %s), %d of %d not 200"
+                % (r.probe_added_p99_ms, r.instances, LABELS[r.mode], a.goal_added_wait_ms,
+                   "met" if r.probe_added_p99_ms <= a.goal_added_wait_ms else "missed", r.probe_not_ok,
+                   len(r.probe_ms)))
     last = configured[-1] if configured else results[-1]
     if not configured:
         log("(no configured or shared run; the last line is for the last run)")
