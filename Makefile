@@ -168,7 +168,9 @@ SAM_TEMPLATE := template.yaml
 TARGET_TEMPLATE := deploy/target-account-role.yaml
 SAM_FUNCTION := Function
 SAM_BOOTSTRAP := .aws-sam/build/$(SAM_FUNCTION)/bootstrap
-MAX_BOOTSTRAP_BYTES := 8388608
+# 9 MiB since tracing (issue 26): the OpenTelemetry SDK and the X-Ray exporter took the arm64
+# bootstrap from 7.38 MiB to 8.69 MiB (9,114,152 bytes, measured by this check), over the 8 MiB cap.
+MAX_BOOTSTRAP_BYTES := 9437184
 SAM := SAM_CLI_TELEMETRY=0 __SAM_CLI_APP_DIR=$(SAM_HOME) $(abspath $(SAM_VENV)/bin/sam)
 CFN_LINT := $(SAM_VENV)/bin/cfn-lint
 CHECKOV := CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov
