@@ -382,33 +382,6 @@ pub fn apply(items: &mut Items, write: &Write) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Applies writes all or none, as `TransactWriteItems` does: `Err` holds, for each write, the
-/// item its failed condition met (`None` for a write whose condition held).
-pub fn apply_all(items: &mut Items, writes: &[Write]) -> Result<(), Vec<Option<Refused>>> {
-    let reasons: Vec<Option<Refused>> = writes
-        .iter()
-        .map(|w| {
-            let old = items.get(w.pk());
-            (!w.cond().holds(old)).then(|| Refused::Condition(old.cloned()))
-        })
-        .collect();
-    if reasons.iter().any(Option::is_some) {
-        return Err(reasons);
-    }
-    let mut staged = items.clone();
-    for write in writes {
-        if let Err(refused) = apply(&mut staged, write) {
-            let mut reasons = vec![None; writes.len()];
-            if let Some(position) = writes.iter().position(|w| w == write) {
-                reasons[position] = Some(refused);
-            }
-            return Err(reasons);
-        }
-    }
-    *items = staged;
-    Ok(())
-}
-
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     match item.get(name) {
         Some(Value::S(s)) => Some(s),
@@ -842,9 +815,11 @@ pub fn user_state(
         Some("reset") => {
             let reset_at = at("resetAt").unwrap_or(now);
             // Another record's pending sign-out keeps the item, not the cooldown: the answer
-            // points at the cooldown's end (or a second on, once it is over).
+            // points at the cooldown's end, in whole seconds as the item will expire once the
+            // sign-out ends (or a second on, once it is over).
+            let cooled = UNIX_EPOCH + Duration::from_secs(secs_ceil(reset_at + cooldown));
             let until = if pending.is_some() {
-                until.min((reset_at + cooldown).max(now + Duration::from_secs(1)))
+                until.min(cooled.max(now + Duration::from_secs(1)))
             } else {
                 until
             };
@@ -1591,45 +1566,6 @@ mod tests {
         let item = items.get(&claim.pk).expect("the item");
         assert!(!live(item, now() + cooldown + Duration::from_secs(1)));
         assert!(!item.contains_key("signOutPending"));
-    }
-
-    #[test]
-    fn a_transaction_applies_all_or_nothing() {
-        let mut items = Items::new();
-        let key = KeyRef {
-            key: "k".into(),
-            pk: "key#1".into(),
-            request_hash: "h".into(),
-        };
-        let ttl = Duration::from_secs(60);
-        let finish = key_finish(&key, Some("{}"), now(), ttl);
-        let claim = Claim {
-            pk: "user#p#u".into(),
-            id: "r/1/0".into(),
-            key: None,
-        };
-        apply(&mut items, &claim_take(&claim, now(), now(), ttl, None)).expect("claimed");
-        let end = claim_end(&claim, Completion::Reset, now(), ttl, ttl);
-        // The key is not pending: neither write applies.
-        let Err(reasons) = apply_all(&mut items, &[end.clone(), finish.clone()]) else {
-            panic!("refused");
-        };
-        assert_eq!(reasons[0], None);
-        assert!(matches!(reasons[1], Some(Refused::Condition(None))));
-        assert_eq!(
-            items.get(&claim.pk).and_then(|i| i.get("state")),
-            Some(&s("claimed"))
-        );
-        apply(&mut items, &key_take(&key, now(), now(), ttl)).expect("taken");
-        assert_eq!(apply_all(&mut items, &[end, finish]), Ok(()));
-        assert_eq!(
-            items.get(&key.pk).and_then(|i| i.get("state")),
-            Some(&s("done"))
-        );
-        assert_eq!(
-            items.get(&claim.pk).and_then(|i| i.get("state")),
-            Some(&s("reset"))
-        );
     }
 
     #[test]

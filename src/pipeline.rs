@@ -375,7 +375,7 @@ impl App {
         };
         let started = Instant::now();
         match (held.as_ref(), ending, &self.guard) {
-            // The claim's end and the key's answer land together, or neither does.
+            // The key's answer first, then the claim's end (only once the key's write is known).
             (Some((guard, key)), Some(ending), _) => {
                 let answer = answer();
                 guard

@@ -4,9 +4,9 @@
 //! What an item *means* and which conditional write each decision makes is decided in
 //! [`crate::guard_logic`], pure. This module is the rest:
 //!
-//! - [`Table`]: the storage under the guard (a conditional write, an all-or-nothing pair of
-//!   writes, a consistent read), implemented over DynamoDB by [`DynamoTable`], which renders the
-//!   logic's [`Write`]s into `PutItem`/`UpdateItem`/`DeleteItem`/`TransactWriteItems` requests;
+//! - [`Table`]: the storage under the guard (a conditional write, a consistent read),
+//!   implemented over DynamoDB by [`DynamoTable`], which renders the logic's [`Write`]s into
+//!   `PutItem`/`UpdateItem`/`DeleteItem` requests;
 //!   the fault-injection suite implements it in memory with [`crate::guard_logic::apply`];
 //! - [`TableGuard`]: the guard's operations over any [`Table`] (the same code in production and
 //!   under the suite's faults);
@@ -34,10 +34,12 @@
 //! failure itself, or with a consistent `GetItem`) and says why. DynamoDB's own failures are
 //! [`GuardError`]s, which the pipeline reports as RETRY `guard-unavailable`.
 //!
-//! A reset's end is recorded in one `TransactWriteItems`: the user item's completion and the
-//! idempotency key's answer land together or not at all, so a performed reset's key is never
+//! A reset's end is recorded key first: the idempotency key's answer, then the user item's
+//! completion, written only once the key's write is known. So a performed reset's key is never
 //! left without its answer while the user item says "reset" (a retry with the key would be told
-//! `recently-reset`, then reset the user again after the cooldown).
+//! `recently-reset`, then reset the user again after the cooldown): where the key's write
+//! failed, the user item stays a claim, which counts as a possible reset until its window ends
+//! and which the same request's retry settles by the user's status.
 //!
 //! Only final answers are kept under a key: RESET, WOULD_RESET and REJECTED, but not
 //! `recently-reset` (it passes once the cooldown ends), `caller-budget-exhausted` (once the budget
@@ -64,11 +66,8 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::{Client, config};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::Serialize;
@@ -145,8 +144,6 @@ pub enum Step {
     Claim,
     /// Ending a claim.
     Complete,
-    /// A reset's end: the claim's completion and the key's answer together.
-    Settle,
     /// Spending a caller's budget.
     Spend,
     /// Giving a spend back.
@@ -169,7 +166,6 @@ impl Step {
             Step::Finish => "guard.finish",
             Step::Claim => "guard.claim",
             Step::Complete => "guard.complete",
-            Step::Settle => "guard.settle",
             Step::Spend => "guard.spend",
             Step::Refund => "guard.refund",
             Step::Request => "guard.request",
@@ -200,15 +196,6 @@ pub trait Table: Send + Sync + std::fmt::Debug {
         budget: Duration,
     ) -> BoxFuture<'a, Result<Written, GuardError>>;
 
-    /// Conditional writes applied all or none (`TransactWriteItems`); `Refused(None)` when a
-    /// condition failed.
-    fn write_all<'a>(
-        &'a self,
-        step: Step,
-        writes: &'a [Write],
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<Written, GuardError>>;
-
     /// A consistent read of the item `pk`.
     fn get<'a>(
         &'a self,
@@ -226,15 +213,6 @@ impl<T: Table + ?Sized> Table for Arc<T> {
         budget: Duration,
     ) -> BoxFuture<'a, Result<Written, GuardError>> {
         self.as_ref().write(step, write, budget)
-    }
-
-    fn write_all<'a>(
-        &'a self,
-        step: Step,
-        writes: &'a [Write],
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<Written, GuardError>> {
-        self.as_ref().write_all(step, writes, budget)
     }
 
     fn get<'a>(
@@ -294,7 +272,8 @@ pub trait GuardStore: Send + Sync + std::fmt::Debug {
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>>;
 
-    /// Ends a claim and records (or releases) a key together: both land or neither.
+    /// Ends a claim and records (or releases) a key: the key first, and the claim only once the
+    /// key's write is known (a release ends the claim in any case).
     fn settle<'a>(
         &'a self,
         claim: &'a Claim,
@@ -670,25 +649,29 @@ impl<T: Table> TableGuard<T> {
             return Ok(());
         }
         let now = (self.clock)();
-        let writes = [
-            logic::claim_end(claim, completion, now, self.cooldown, self.ttl),
-            logic::key_finish(key, answer.as_deref(), now, self.ttl),
-        ];
-        match self
-            .table
-            .write_all(Step::Settle, &writes, until.left("TransactWriteItems")?)
-            .await
-        {
+        let ended = logic::claim_end(claim, completion, now, self.cooldown, self.ttl);
+        let kept = logic::key_finish(key, answer.as_deref(), now, self.ttl);
+        // The key first, then the user item, and the user item only once the key's write is
+        // known: a performed reset whose user item says "reset" while its key still says
+        // "pending" would answer a retry under the same key `recently-reset`, and reset the
+        // user again once that window ended. Left as a claim instead, the user item counts as a
+        // possible reset until its window ends and is settled by the user's status. (One
+        // TransactWriteItems would do the same in one round trip, but DynamoDB Local and moto
+        // copy the whole table per transaction item, which a drain on the local stack pays
+        // for every reset.)
+        let left = until.left(kept.operation())?;
+        let recorded = match self.table.write(Step::Finish, &kept, left).await {
             Ok(Written::Done) => Ok(()),
-            // A condition failed (the key was taken over after its lease, say), or the pair may
-            // not have landed: each write on its own, where its own condition still holds (both
-            // are safe to repeat: a landed one fails its condition or writes the same again).
-            Ok(Written::Refused(_)) | Err(_) => {
-                let claimed = self.must_write(Step::Complete, &writes[0], until).await;
-                let kept = self.must_write(Step::Finish, &writes[1], until).await;
-                claimed.and(kept)
-            }
-        }
+            // Refused: the key was taken over after its lease, or an earlier attempt of this
+            // write landed and its answer was lost. Either way the user item is next.
+            Ok(Written::Refused(_)) => Err(condition_failed(kept.operation())),
+            // Unknown whether the key was written: a release ends the claim anyway (nothing
+            // was sent); any other completion leaves the claim to its window.
+            Err(error) if completion == Completion::Release => Err(error),
+            Err(error) => return Err(error),
+        };
+        let ended = self.must_write(Step::Complete, &ended, until).await;
+        ended.and(recorded)
     }
 
     async fn spend_budget(
@@ -1212,10 +1195,10 @@ impl Guard {
 }
 
 impl Guard {
-    /// Ends a claim and records (or releases) the key together: the user item's completion
-    /// and the key's answer land in one transaction, so a performed reset's key never stays
-    /// without its answer. Never refused for the margin (the record stage); a failure is
-    /// logged.
+    /// Ends a claim and records (or releases) the key: the key's answer first, then the user
+    /// item's completion, which is written only once the key's write is known, so a performed
+    /// reset's user item never says "reset" while its key stays without its answer. Never
+    /// refused for the margin (the record stage); a failure is logged.
     #[tracing::instrument(level = "debug", name = "guard.settle", skip_all)]
     pub async fn settle(
         &self,
@@ -1498,80 +1481,6 @@ impl DynamoTable {
             }
         }
     }
-
-    /// One write as an item of a `TransactWriteItems`.
-    fn transact_item(&self, write: &Write) -> Result<TransactWriteItem, GuardError> {
-        let built = |what| malformed("TransactWriteItems", what);
-        let mut rendered = write.cond().render();
-        let item = match write {
-            Write::Put { item, .. } => TransactWriteItem::builder().put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(to_attributes(item)))
-                    .set_condition_expression(condition_text(&mut rendered))
-                    .set_expression_attribute_names(names(&rendered))
-                    .set_expression_attribute_values(values(&rendered))
-                    .build()
-                    .map_err(|_| built("a Put without its table or item"))?,
-            ),
-            Write::Update { pk, changes, .. } => {
-                let condition = condition_text(&mut rendered);
-                let update = render_changes(changes, &mut rendered);
-                TransactWriteItem::builder().update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .key("pk", s(pk))
-                        .update_expression(update)
-                        .set_condition_expression(condition)
-                        .set_expression_attribute_names(names(&rendered))
-                        .set_expression_attribute_values(values(&rendered))
-                        .build()
-                        .map_err(|_| built("an Update without its table, key or expression"))?,
-                )
-            }
-            Write::Delete { pk, .. } => TransactWriteItem::builder().delete(
-                Delete::builder()
-                    .table_name(&self.table)
-                    .key("pk", s(pk))
-                    .set_condition_expression(condition_text(&mut rendered))
-                    .set_expression_attribute_names(names(&rendered))
-                    .set_expression_attribute_values(values(&rendered))
-                    .build()
-                    .map_err(|_| built("a Delete without its table or key"))?,
-            ),
-        };
-        Ok(item.build())
-    }
-
-    async fn write_many(&self, writes: &[Write], budget: Duration) -> Result<Written, GuardError> {
-        let items = writes
-            .iter()
-            .map(|w| self.transact_item(w))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The SDK fills in the ClientRequestToken, so its own retry of a landed transaction is
-        // answered as a success.
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .customize()
-            .config_override(self.timeouts(budget))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Written::Done),
-            Err(SdkError::ServiceError(context))
-                if matches!(
-                    context.err(),
-                    TransactWriteItemsError::TransactionCanceledException(e)
-                        if e.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                ) =>
-            {
-                Ok(Written::Refused(None))
-            }
-            Err(e) => Err(from_sdk("TransactWriteItems", e)),
-        }
-    }
 }
 
 impl Table for DynamoTable {
@@ -1582,15 +1491,6 @@ impl Table for DynamoTable {
         budget: Duration,
     ) -> BoxFuture<'a, Result<Written, GuardError>> {
         Box::pin(self.write_one(write, budget))
-    }
-
-    fn write_all<'a>(
-        &'a self,
-        _step: Step,
-        writes: &'a [Write],
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<Written, GuardError>> {
-        Box::pin(self.write_many(writes, budget))
     }
 
     fn get<'a>(
@@ -1737,21 +1637,6 @@ mod tests {
                     Err(logic::Refused::Condition(met)) => Ok(Written::Refused(met)),
                     Err(logic::Refused::Invalid(what)) => Err(malformed("UpdateItem", what)),
                 }
-            })
-        }
-
-        fn write_all<'a>(
-            &'a self,
-            _step: Step,
-            writes: &'a [Write],
-            _budget: Duration,
-        ) -> BoxFuture<'a, Result<Written, GuardError>> {
-            let result = logic::apply_all(&mut self.0.lock().expect("items"), writes);
-            Box::pin(async move {
-                Ok(match result {
-                    Ok(()) => Written::Done,
-                    Err(_) => Written::Refused(None),
-                })
             })
         }
 

@@ -19,11 +19,10 @@
 //! meet every kind of answer ([`MUST_MEET`]): it extends past its sequences, up to twice as
 //! many, only while one has not been met.
 //!
-//! Not compared: retries (moto ignores `TransactWriteItems`' `ClientRequestToken`, which the fake
-//! honours as DynamoDB documents; no fault is injected here) and concurrent writers (one operation
-//! at a time). Moto needed no special handling: it returns the item with
-//! `ReturnValuesOnConditionCheckFailure=ALL_OLD` on `PutItem`/`UpdateItem`/`DeleteItem`, and
-//! `CancellationReasons` with `ConditionalCheckFailed` on a cancelled transaction, as DynamoDB does.
+//! Not compared: retries (no fault is injected here) and concurrent writers (one operation at a
+//! time). Moto needed no special handling: it returns the item with
+//! `ReturnValuesOnConditionCheckFailure=ALL_OLD` on `PutItem`/`UpdateItem`/`DeleteItem`, as
+//! DynamoDB does.
 //!
 //! `#[ignore]`d: it needs moto, which `make faults-differential` installs and this test starts
 //! itself (`MOTO_SERVER`, or `.tools/stack/bin/moto_server`) on a free loopback port, and stops

@@ -1,6 +1,6 @@
 //! The fake guard table: the production guard ([`TableGuard`], with the decisions of
 //! `cognito_reset::guard_logic`) over an in-memory [`Table`] that applies the same conditional
-//! writes with `guard_logic::apply` / `apply_all`. It differs from DynamoDB only in storage (the
+//! writes with `guard_logic::apply`. It differs from DynamoDB only in storage (the
 //! differential test holds the two to each other), and in the faults it injects.
 //!
 //! Faults are the schedule's, one per guard operation (its first table call), and a failed
@@ -12,7 +12,6 @@
 //! Each operation leaves one [`GuardCall`] in the journal: what it was told, whether the table
 //! changed, and the fault it met.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,41 +204,6 @@ impl Table for FakeTable {
     ) -> BoxFuture<'a, Result<Written, GuardError>> {
         Box::pin(self.call(write.operation(), budget, move |items| {
             note_write(&guard_logic::apply(items, write))
-        }))
-    }
-
-    fn write_all<'a>(
-        &'a self,
-        _step: Step,
-        writes: &'a [Write],
-        budget: Duration,
-    ) -> BoxFuture<'a, Result<Written, GuardError>> {
-        // The SDK sends every attempt with the same ClientRequestToken: DynamoDB answers a
-        // retry of a transaction that landed as a success, without applying it again.
-        let landed = AtomicBool::new(false);
-        Box::pin(self.call("TransactWriteItems", budget, move |items| {
-            let applied = if landed.load(Ordering::Relaxed) {
-                Ok(())
-            } else {
-                guard_logic::apply_all(items, writes)
-            };
-            match applied {
-                Ok(()) if landed.load(Ordering::Relaxed) => Ok(Written::Done),
-                Ok(()) => {
-                    landed.store(true, Ordering::Relaxed);
-                    note_write(&Ok(()))
-                }
-                Err(reasons) => {
-                    let invalid = reasons.iter().find_map(|r| match r {
-                        Some(Refused::Invalid(what)) => Some(*what),
-                        _ => None,
-                    });
-                    match invalid {
-                        Some(what) => note_write(&Err(Refused::Invalid(what))),
-                        None => Ok(Written::Refused(None)),
-                    }
-                }
-            }
         }))
     }
 

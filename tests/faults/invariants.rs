@@ -206,14 +206,14 @@ pub fn nothing_lost(h: &History) -> Checked {
                     && c.answered == Answered::Ok
             })
             .count();
-        // Or the same request's earlier reset, whose answer was lost, was performed: the user's
-        // status (RESET_REQUIRED) proved it, and the record is told RESET with no second call.
+        // Or the same request's earlier reset was performed, and its answer was lost or its
+        // end never recorded (the claim stayed): the user's status (RESET_REQUIRED) proved it,
+        // and the record is told RESET with no second call.
         let proved_earlier = h.journal.cognito.iter().any(|c| {
             c.op == Op::Reset
                 && c.inv < *inv
                 && c.ticket.as_deref() == Some(ticket.as_str())
                 && c.performed
-                && c.ambiguous()
         });
         if told_reset.len() > performed && !proved_earlier {
             return violation(
@@ -289,8 +289,13 @@ pub fn nothing_lost(h: &History) -> Checked {
                 ),
             ),
             "idempotency-key-reused" => (
+                // Sent before this record's invocation ended (by another instance at the same
+                // time, too).
                 h.attempts.iter().any(|b| {
-                    b.key.is_some() && b.key == a.key && b.request != a.request && b.inv <= a.inv
+                    b.key.is_some()
+                        && b.key == a.key
+                        && b.request != a.request
+                        && h.inv(b).start <= inv.end
                 }),
                 "no other request was ever sent with this key".to_owned(),
             ),

@@ -14,16 +14,11 @@ use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::operation::delete_item::{DeleteItemError, DeleteItemOutput};
 use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
-use aws_sdk_dynamodb::operation::transact_write_items::{
-    TransactWriteItemsError, TransactWriteItemsOutput,
-};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::CancellationReason;
 use aws_sdk_dynamodb::types::ReturnValue;
 use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, ProvisionedThroughputExceededException,
-    TransactionCanceledException,
 };
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use cognito_reset::aws::ClientSettings;
@@ -60,7 +55,6 @@ pub struct Table {
     pub get: Rule,
     pub update: Rule,
     pub delete: Rule,
-    pub transact: Rule,
 }
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -312,84 +306,12 @@ impl Table {
             store.remove(&pk);
             MockResponse::Output(DeleteItemOutput::builder().build())
         });
-        let s = Arc::clone(&store);
-        // All or none: every condition is checked first, under the one lock.
-        let transact = mock!(Client::transact_write_items).then_compute_response(move |input| {
-            if mode == Mode::Throttled {
-                return MockResponse::Error(
-                    TransactWriteItemsError::ProvisionedThroughputExceededException(throttled()),
-                );
-            }
-            let mut store = s.lock().expect("store");
-            let mut staged = store.clone();
-            let mut reasons = Vec::new();
-            let mut refused = false;
-            for entry in input.transact_items() {
-                let (pk, condition, values) = if let Some(put) = entry.put() {
-                    (
-                        text(put.item(), "pk").expect("pk").to_owned(),
-                        put.condition_expression(),
-                        put.expression_attribute_values(),
-                    )
-                } else if let Some(update) = entry.update() {
-                    (
-                        key_of(Some(update.key())),
-                        update.condition_expression(),
-                        update.expression_attribute_values(),
-                    )
-                } else if let Some(delete) = entry.delete() {
-                    (
-                        key_of(Some(delete.key())),
-                        delete.condition_expression(),
-                        delete.expression_attribute_values(),
-                    )
-                } else {
-                    panic!("the guard's transactions only put, update and delete");
-                };
-                let values = values.cloned().unwrap_or_default();
-                let holds = holds(condition, store.get(&pk), &values);
-                refused |= !holds;
-                reasons.push(
-                    CancellationReason::builder()
-                        .code(if holds {
-                            "None"
-                        } else {
-                            "ConditionalCheckFailed"
-                        })
-                        .build(),
-                );
-                if let Some(put) = entry.put() {
-                    staged.insert(pk, put.item().clone());
-                } else if let Some(update) = entry.update() {
-                    let item = staged.entry(pk.clone()).or_insert_with(|| {
-                        HashMap::from([("pk".to_owned(), AttributeValue::S(pk.clone()))])
-                    });
-                    let names = update
-                        .expression_attribute_names()
-                        .cloned()
-                        .unwrap_or_default();
-                    apply_update(item, update.update_expression(), &names, &values);
-                } else {
-                    staged.remove(&pk);
-                }
-            }
-            if refused {
-                return MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
-                    TransactionCanceledException::builder()
-                        .set_cancellation_reasons(Some(reasons))
-                        .build(),
-                ));
-            }
-            *store = staged;
-            MockResponse::Output(TransactWriteItemsOutput::builder().build())
-        });
         Table {
             store,
             put,
             get,
             update,
             delete,
-            transact,
         }
     }
 
@@ -402,13 +324,7 @@ impl Table {
         mock_client!(
             aws_sdk_dynamodb,
             RuleMode::MatchAny,
-            [
-                &self.put,
-                &self.get,
-                &self.update,
-                &self.delete,
-                &self.transact
-            ],
+            [&self.put, &self.get, &self.update, &self.delete],
             |builder| guard::configure(builder, settings).retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(2)
@@ -420,10 +336,7 @@ impl Table {
 
     /// Calls that wrote (or tried to write) to the table.
     pub fn writes(&self) -> usize {
-        self.put.num_calls()
-            + self.update.num_calls()
-            + self.delete.num_calls()
-            + self.transact.num_calls()
+        self.put.num_calls() + self.update.num_calls() + self.delete.num_calls()
     }
 
     /// The items now stored, by key.

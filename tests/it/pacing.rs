@@ -106,9 +106,9 @@ async fn with_the_guard_table_a_lone_instance_resets_at_the_whole_quota() {
     // And the bucket is one item in the guard table, written a few times (leases of 200 ms)
     let item = &table.items()[RESET_BUCKET];
     assert!(item.contains_key("nextUs") && item.contains_key("expiresAt"));
-    // The key's and the claim's results land in one transaction per record.
-    assert_eq!(table.transact.num_calls(), 10);
-    let bucket_writes = table.update.num_calls();
+    // Each record's end is two updates (the key's answer, then the claim's completion); the
+    // rest are the bucket's.
+    let bucket_writes = table.update.num_calls() - 20;
     assert!(
         bucket_writes <= 12,
         "{bucket_writes} bucket writes for 10 resets"
