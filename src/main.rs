@@ -31,8 +31,28 @@ const SIDE_CALLS: ClientSettings = ClientSettings {
     max_attempts: 3,
 };
 
+/// Loads the system's TLS trust roots on a thread of its own while start-up goes on. The SDK
+/// reads them (one file per root) once per process, when the first connector is built, which
+/// is at the first invocation's first AWS call (the connectors are deferred: see
+/// `cognito_reset::aws::https_client`); reading them here, beside the configuration and the
+/// clients, takes them out of that call. A connector built before the thread is done waits for
+/// it (the roots are loaded once, behind a lock); nothing here can fail start-up.
+fn warm_tls_roots() {
+    use aws_smithy_http_client::{ConnectorBuilder, tls};
+    let _ = std::thread::Builder::new()
+        .name("tls-roots".to_owned())
+        .spawn(|| {
+            ConnectorBuilder::default()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build()
+        });
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    warm_tls_roots();
     // Tracing only where the X-Ray daemon is (AWS_XRAY_DAEMON_ADDRESS): nothing is built
     // otherwise. Its layer sits beside the log lines', so it is made before the subscriber.
     let service =

@@ -186,6 +186,8 @@ async def main_async(a: argparse.Namespace) -> int:
         fake = FakeCognito(reset_rps=0, read_rps=0, latency_s=0, pool_id=POOL_ID)
         await fake.start()
         daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Room for every start's datagrams: they are counted once all starts are done.
+        daemon.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         daemon.bind(("127.0.0.1", 0))
         daemon.setblocking(False)
         first_policy = json.dumps({"version": 1, "rules": [{"name": "init", "callers": [QUEUE_ARN],
