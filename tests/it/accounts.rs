@@ -548,7 +548,7 @@ async fn a_reset_whose_role_cannot_be_assumed_was_not_sent_and_is_retried_not_un
     assert_eq!(resets.len(), 2, "one per request: {resets:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pacing_is_per_account_the_other_accounts_pool_has_its_own_quota_and_bucket() {
     // Given one reset a second per instance, and the fleet's buckets in the guard table
     let table = Table::new(Mode::Normal);
@@ -568,7 +568,8 @@ async fn pacing_is_per_account_the_other_accounts_pool_has_its_own_quota_and_buc
     let started = Instant::now();
     let bodies = vec![body(OWN_POOL, "mine"), body(OTHER_POOL, "theirs")];
     assert_eq!(reset_batch(&app, bodies).await, Vec::<String>::new());
-    // Then neither waited for the other's turn (one region, two accounts: two quotas)
+    // Then neither waited for the other's turn (one region, two accounts: two quotas; one
+    // account's second turn would come 1 s after its first, on tokio's paused clock)
     assert!(
         started.elapsed() < Duration::from_millis(800),
         "{:?}",
