@@ -371,6 +371,7 @@ async fn performed(
         id: approval_id.clone(),
         index: None,
         caller: Arc::new(requester),
+        reader: None,
     };
     let request = stored_request(record);
     let pool = request
@@ -430,11 +431,12 @@ async fn performed(
 pub async fn status(
     app: &Arc<App>,
     caller: &Caller,
+    reader: Option<String>,
     id: &str,
     request_id: &str,
     deadline: Deadline,
 ) -> Reply {
-    match status_inner(app, caller, id, deadline).await {
+    match status_inner(app, caller, reader, id, deadline).await {
         Ok(Some(answer)) => {
             let mut body = answer.body();
             body.insert("status".into(), json!(answer.status));
@@ -448,6 +450,7 @@ pub async fn status(
 async fn status_inner(
     app: &Arc<App>,
     caller: &Caller,
+    reader: Option<String>,
     id: &str,
     deadline: Deadline,
 ) -> Result<Option<Answer>, ResetError> {
@@ -459,7 +462,14 @@ async fn status_inner(
         return Ok(None);
     }
     let me = caller::describe(caller);
-    let kept: Option<Answer> = guard.kept(&answer_pk(&me, id), deadline).await?;
+    let mut kept: Option<Answer> = guard.kept(&answer_pk(&me, id), deadline).await?;
+    // Or a queued request this caller's IAM principal sent.
+    if kept.is_none()
+        && let Some(reader) = reader
+    {
+        kept = guard.kept(&answer_pk(&reader, id), deadline).await?;
+    }
+    let made_it = kept.is_some();
     let approval_id = match &kept {
         // A request kept for approval: what became of the approval.
         Some(answer) if answer.outcome == Outcome::Pending => answer.approval_id.clone(),
@@ -483,7 +493,8 @@ async fn status_inner(
         .ok()
         .map(|r| r.user_pool_id.as_str().to_owned());
     let status = record.status(now);
-    let may_read = is_requester || (is_approver && status == ApprovalStatus::Pending);
+    // The requester by the approval id, whoever's answer was kept under the request's id.
+    let may_read = is_requester || made_it || (is_approver && status == ApprovalStatus::Pending);
     if !may_read {
         return Ok(None);
     }

@@ -128,6 +128,23 @@ pub fn from_queue(event_source_arn: Option<&str>) -> Caller {
     ids.into_caller()
 }
 
+/// Who may read a queued request's kept answer with `GET /requests/{id}`: the principal that
+/// sent the message (SQS's `SenderId`, an IAM user's id or `<role id>:<session name>`), with an
+/// assumed role's session name left out, so any session of the sending role may read it. The
+/// same principal over HTTP is [`principal_reader`] of API Gateway's caller id. `iam-id:` is no
+/// identity's prefix (ARNs, `jwt:`, `principal:`), so no caller's own answers are under it.
+pub fn sender_reader(sender_id: Option<&str>) -> Option<String> {
+    let id = sender_id?.split(':').next()?.trim();
+    (!id.is_empty()).then(|| format!("iam-id:{id}"))
+}
+
+/// The reader an HTTP caller is for answers kept by [`sender_reader`]: its IAM principal id
+/// (`requestContext.identity.caller` on REST APIs, `authorizer.iam.callerId` on HTTP APIs and
+/// function URLs), which only IAM (SigV4) auth fills in.
+pub fn principal_reader(caller_id: Option<&str>) -> Option<String> {
+    sender_reader(caller_id)
+}
+
 /// The identities as one string for the audit log.
 pub fn describe(caller: &Caller) -> String {
     match caller {
@@ -376,5 +393,20 @@ mod tests {
         assert_eq!(budget_identity(&queue), "arn:aws:sqs:us-west-2:1:q");
         let jwt = Caller::Identified(vec!["jwt:sub:abc".into(), "jwt:client:portal".into()]);
         assert_eq!(budget_identity(&jwt), "jwt:sub:abc,jwt:client:portal");
+    }
+
+    #[test]
+    fn a_sender_reads_as_its_role_whatever_the_session_and_only_in_its_own_namespace() {
+        let portal = sender_reader(Some("AROAEXAMPLEPORTAL:alice"));
+        assert_eq!(portal.as_deref(), Some("iam-id:AROAEXAMPLEPORTAL"));
+        assert_eq!(portal, principal_reader(Some("AROAEXAMPLEPORTAL:bob")));
+        assert_eq!(
+            sender_reader(Some("AIDAEXAMPLEUSER")).as_deref(),
+            Some("iam-id:AIDAEXAMPLEUSER")
+        );
+        assert_ne!(portal, principal_reader(Some("AROAOTHERROLE:alice")));
+        for nothing in [None, Some(""), Some(":alice"), Some(" ")] {
+            assert_eq!(sender_reader(nothing), None, "{nothing:?}");
+        }
     }
 }

@@ -401,7 +401,12 @@ impl App {
         if let (Some(guard), None) = (&self.guard, record.grant)
             && let Some(answer) = answer()
         {
-            let pk = answer_pk(&caller::describe(&origin.caller), &origin.audit_id());
+            // A queued request's answer is its sender's to read (nobody calls as the queue).
+            let owner = origin
+                .reader
+                .clone()
+                .unwrap_or_else(|| caller::describe(&origin.caller));
+            let pk = answer_pk(&owner, &origin.audit_id());
             guard.keep(&pk, &answer, deadline).await;
         }
         if self.guard.is_some() {

@@ -71,6 +71,9 @@ pub struct Origin {
     /// The item's place in an HTTP batch body.
     pub index: Option<usize>,
     pub caller: Arc<Caller>,
+    /// Who reads this record's kept answer (`GET /requests/{id}`) in place of its caller: an
+    /// SQS message's sender ([`crate::caller::sender_reader`]); `None` for the caller itself.
+    pub reader: Option<String>,
 }
 
 impl Origin {

@@ -8,6 +8,7 @@
 //! for the guard: a repeat gets the earlier answer again, with `"replayed": true` and the header
 //! `Idempotent-Replayed: true`. Item *i* of a batch uses `<key>#<i>`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use aws_lambda_events::alb::AlbTargetGroupResponse;
@@ -49,6 +50,9 @@ pub struct HttpRequest<'a> {
     pub body: Option<&'a str>,
     pub is_base64_encoded: bool,
     pub caller: Caller,
+    /// The caller's IAM principal id (IAM auth only): it reads the answers of the queued
+    /// requests it sent ([`crate::caller::principal_reader`]).
+    pub principal_id: Option<&'a str>,
     /// The request's path (`/reset`, `/approvals/{id}`, `/requests/{id}`), when the
     /// integration gives one.
     pub path: Option<&'a str>,
@@ -61,9 +65,10 @@ pub enum Route<'a> {
     /// `POST /reset` (and every path that is not one of the others).
     Reset,
     /// `POST /approvals/{approvalId}`.
-    Approval(&'a str),
-    /// `GET /requests/{id}`.
-    Status(&'a str),
+    Approval(Cow<'a, str>),
+    /// `GET /requests/{id}` (percent-decoded: a batch item's `<request id>#<index>` travels as
+    /// `%23`).
+    Status(Cow<'a, str>),
 }
 
 impl<'a> Route<'a> {
@@ -80,10 +85,42 @@ impl<'a> Route<'a> {
             return Route::Reset;
         }
         match parent {
-            "approvals" => Route::Approval(id),
-            "requests" => Route::Status(id),
+            "approvals" => Route::Approval(percent_decoded(id)),
+            "requests" => Route::Status(percent_decoded(id)),
             _ => Route::Reset,
         }
+    }
+}
+
+/// A path segment with its `%XX` escapes decoded (HTTP APIs, function URLs and ALBs pass the
+/// raw path; REST APIs a decoded one, where a decoded id has no `%` left). A segment that does
+/// not decode to UTF-8, or has a broken escape, is kept as it is: it names no id.
+fn percent_decoded(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(byte) = hex else {
+                return Cow::Borrowed(segment);
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(_) => Cow::Borrowed(segment),
     }
 }
 
@@ -115,7 +152,7 @@ pub async fn handle(
                             app,
                             request.source,
                             &request.caller,
-                            id,
+                            &id,
                             body.as_deref(),
                             request_id,
                             deadline,
@@ -135,7 +172,9 @@ pub async fn handle(
         }
         Route::Status(id) => {
             let (status, headers, body) = if request.method.eq_ignore_ascii_case("GET") {
-                crate::approvals::status(app, &request.caller, id, request_id, deadline).await
+                let reader = crate::caller::principal_reader(request.principal_id);
+                crate::approvals::status(app, &request.caller, reader, &id, request_id, deadline)
+                    .await
             } else {
                 not_allowed("GET", request_id)
             };
@@ -147,6 +186,7 @@ pub async fn handle(
         id: request_id.to_owned(),
         index: None,
         caller: Arc::new(request.caller.clone()),
+        reader: None,
     };
     let requests = idempotency_key(request.headers).and_then(|key| {
         read_body(&request, app.config.default_user_pool_id.as_ref()).map(|body| (key, body))
@@ -474,15 +514,34 @@ mod tests {
         assert_eq!(Route::of(Some("/")), Route::Reset);
         assert_eq!(
             Route::of(Some("/prod/approvals/abc")),
-            Route::Approval("abc")
+            Route::Approval("abc".into())
         );
         assert_eq!(
             Route::of(Some("/lambda-url/cognito-reset/requests/r-1#2/")),
-            Route::Status("r-1#2")
+            Route::Status("r-1#2".into())
         );
         // However long the id: the route's own answer (404), never the reset's.
         let long = format!("/requests/{}", "0".repeat(300));
         assert!(matches!(Route::of(Some(&long)), Route::Status(_)));
         assert_eq!(Route::of(Some("/requests/")), Route::Reset);
+    }
+
+    #[test]
+    fn an_id_is_percent_decoded_and_a_broken_escape_is_kept_as_sent() {
+        // A batch item's id, as a client must send it (`#` would start a fragment)
+        assert_eq!(
+            Route::of(Some("/requests/r-1%232")),
+            Route::Status("r-1#2".into())
+        );
+        assert_eq!(
+            Route::of(Some("/approvals/a%2Fb")),
+            Route::Approval("a/b".into())
+        );
+        for raw in ["r-1%2", "r-1%zz2", "r-%ff"] {
+            assert_eq!(
+                Route::of(Some(&format!("/requests/{raw}"))),
+                Route::Status(raw.into())
+            );
+        }
     }
 }

@@ -144,6 +144,7 @@ async fn route(
                 body: event.body.as_deref(),
                 is_base64_encoded: event.is_base64_encoded,
                 caller: Caller::Anonymous,
+                principal_id: None,
                 path: event.path.as_deref(),
             };
             Ok(http::handle(app, request, request_id, deadline, invocation).await)
@@ -158,6 +159,12 @@ async fn route(
                 body: event.body.as_deref(),
                 is_base64_encoded: event.is_base64_encoded,
                 caller: caller::from_http_v2(&event),
+                principal_id: event
+                    .request_context
+                    .authorizer
+                    .as_ref()
+                    .and_then(|a| a.iam.as_ref())
+                    .and_then(|iam| iam.caller_id.as_deref()),
                 path: event
                     .raw_path
                     .as_deref()
@@ -175,6 +182,7 @@ async fn route(
                 body: event.body.as_deref(),
                 is_base64_encoded: event.is_base64_encoded,
                 caller: caller::from_rest(&event),
+                principal_id: event.request_context.identity.caller.as_deref(),
                 path: event.path.as_deref(),
             };
             Ok(http::handle(app, request, request_id, deadline, invocation).await)

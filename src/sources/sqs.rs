@@ -99,6 +99,9 @@ pub async fn handle(
                 id,
                 index: None,
                 caller: Arc::new(caller::from_queue(record.event_source_arn.as_deref())),
+                reader: caller::sender_reader(
+                    record.attributes.get("SenderId").map(String::as_str),
+                ),
             },
             request: body.request.map_err(ResetError::from),
         }

@@ -271,3 +271,52 @@ def test_over_sqs_a_request_waiting_for_approval_is_acknowledged(approving_funct
     code, body = decide(approving_function, event["detail"]["approvalId"], LEAD_1)
     assert (code, body["outcome"]) == (200, "RESET"), body
     assert len(resets(stack)) == 1
+
+
+def test_a_queued_requests_answer_is_told_to_the_role_that_sent_it(approving_function, users, stack):
+    """GET /requests/{messageId} over HTTP: any session of the role that sent the SQS message (its
+    SenderId; over HTTP, API Gateway's callerId) reads the answer; another role, or a caller that
+    has no IAM principal id, gets the same 404 as an unknown id."""
+    sample = json.loads((driver.ROOT / "events/sqs-standard.json").read_text())
+    message_id = "m-status-by-sender"
+    record = {**sample["Records"][0], "messageId": message_id,
+              "attributes": {**sample["Records"][0]["attributes"], "SenderId": "AROAEXAMPLESENDER:ticket-42"},
+              "body": json.dumps({"UserPoolId": driver.DEMO_POOL, "Username": "frank@example.com"})}
+    assert approving_function.invoke({"Records": [record]}).get("batchItemFailures") == []
+    assert len(resets(stack)) == 1
+
+    def lookup(request_id: str, caller_id: str | None):
+        event = http_event("GET", f"/requests/{request_id}", None, BOB)
+        iam = event["requestContext"]["authorizer"]["iam"]
+        iam["callerId"] = caller_id
+        iam["userId"] = caller_id
+        return answer(approving_function, event)
+
+    # Another session of the sending role reads the RESET
+    code, body = lookup(message_id, "AROAEXAMPLESENDER:bob")
+    assert (code, body["outcome"], body["status"]) == (200, "RESET", 200), body
+    # Anyone else: the same 404 as an unknown id
+    seen = set()
+    for request_id, caller_id in ((message_id, "AROAOTHERROLE:ticket-42"), (message_id, None),
+                                  (UNKNOWN_ID, "AROAEXAMPLESENDER:bob")):
+        code, body = lookup(request_id, caller_id)
+        body.pop("requestId")
+        seen.add((code, json.dumps(body, sort_keys=True)))
+    assert len(seen) == 1 and next(iter(seen))[0] == 404, seen
+
+
+def test_a_batch_items_status_is_read_by_its_percent_encoded_id(approving_function, users, stack):
+    """Item i of a batch is `<requestId>#<i>`; a client sends `#` as %23 (else it starts a fragment)."""
+    batch = [{"UserPoolId": driver.DEMO_POOL, "Username": "frank@example.com"},
+             {"UserPoolId": driver.DEMO_POOL, "Username": TINA}]
+    code, body = answer(approving_function, http_event("POST", "/reset", batch, ALICE))
+    assert code == 207, body
+    results = body["results"]
+    [request_id] = {item["requestId"] for item in results}
+    # no rule lets the portal reset frank; tina waits for an approval
+    assert [item.get("error", item.get("outcome")) for item in results] == ["user-not-allowed", "PENDING"], results
+    for index, item in enumerate(results):
+        code, kept = status(approving_function, f"{request_id}%23{index}", ALICE)
+        assert (code, kept["status"]) == (200, item["status"]), (index, kept)
+        assert kept.get("error", kept.get("outcome")) == item.get("error", item.get("outcome")), (index, kept)
+
