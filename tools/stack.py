@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1901,14 +1902,18 @@ HELPDESK_LEAD = "arn:aws:sts::123456789012:assumed-role/helpdesk-lead/lena"
 HELPDESK_ALICE = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/alice"
 
 
-def _http(method: str, path: str, body, caller: str) -> dict:
-    """The HTTP API sample event, sent to `path` with `method`, as `caller`."""
+def _http(method: str, path: str, body, caller: str, caller_id: str | None = None) -> dict:
+    """The HTTP API sample event, sent to `path` with `method`, as `caller` (and, when given,
+    with `caller_id` as the IAM principal id API Gateway puts beside the ARN)."""
     event = json.loads((ROOT / "events/http-api-v2.json").read_text())
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
     event["routeKey"] = f"{method} {path}"
     event["requestContext"]["http"]["method"] = method
     event["body"] = None if body is None else json.dumps(body)
-    event["requestContext"]["authorizer"]["iam"]["userArn"] = caller
+    iam = event["requestContext"]["authorizer"]["iam"]
+    iam["userArn"] = caller
+    if caller_id is not None:
+        iam["callerId"] = iam["userId"] = caller_id
     return event
 
 
@@ -1950,11 +1955,31 @@ def approvals_demo(stack: Stack) -> None:
         step("POST /approvals/{id} (again)", _http("POST", f"/approvals/{approval}", {"Decision": "deny"}, HELPDESK_LEAD), HELPDESK_LEAD)
         step("GET /requests/{requestId}", _http("GET", f"/requests/{pending.get('requestId')}", None, HELPDESK_ALICE), HELPDESK_ALICE)
         step("GET /requests/{requestId} (other)", _http("GET", f"/requests/{pending.get('requestId')}", None, TICKET_BOT), TICKET_BOT)
+        approved_resets = len(cognito_calls(stack.endpoint, "AdminResetUserPassword")) - resets_before
+        # A queued request's status: read over HTTP by the role that sent the message
+        [queued] = seed_mass_users(stack.endpoint, 1, prefix="queued")
+        sample = json.loads((ROOT / "events/sqs-standard.json").read_text())["Records"][0]
+        message_id = "demo-status-" + uuid.uuid4().hex[:8]
+        sender, sender_arn = "AROAEXAMPLETICKETING", "arn:aws:sts::123456789012:assumed-role/ticketing"
+        record = {**sample, "messageId": message_id,
+                  "attributes": {**sample["attributes"], "SenderId": f"{sender}:ticket-4711"},
+                  "body": json.dumps({"UserPoolId": DEMO_POOL, "Username": queued})}
+        acked = function.invoke({"Records": [record]}).get("batchItemFailures") == []
+        rows.append(["SQS message (sent by ticketing/ticket-4711)", "the queue", "",
+                     "acknowledged" if acked else "handed back"])
+        step("GET /requests/{messageId}", _http("GET", f"/requests/{message_id}", None,
+                                                f"{sender_arn}/status-page", f"{sender}:status-page"),
+             f"{sender_arn}/status-page")
+        step("GET /requests/{messageId} (other)", _http("GET", f"/requests/{message_id}", None,
+                                                        HELPDESK_ALICE, "AROAEXAMPLEPORTAL:alice"),
+             HELPDESK_ALICE)
         print(table(["request", "caller", "outcome", "code"], rows))
         print(f"\nThe reset waited (202 PENDING, event PENDING_APPROVAL) until a lead approved it; the requester's own\n"
               f"approval was refused (403 self-approval); the approval ran the reset as requested "
-              f"({len(cognito_calls(stack.endpoint, 'AdminResetUserPassword')) - resets_before} reset call), a second decision got the same answer again, and the status\n"
-              f"lookup tells the requester what became of its request (anyone else: the 404 of an unknown id).",
+              f"({approved_resets} reset call), a second decision got the same answer again, and the status\n"
+              f"lookup tells the requester what became of its request (anyone else: the 404 of an unknown id).\n"
+              f"A queued request's answer is read by the role that sent the message (SQS SenderId = API Gateway's\n"
+              f"caller id, any session of the role); another role gets the 404.",
               flush=True)
 
 
