@@ -6,8 +6,10 @@
 //!
 //! The operations: keys begun and finished (the same key with another request too), users
 //! claimed, completed and settled with every [`Completion`] (by their own claim, another
-//! record's, or a claim that never held), requests as the pipeline makes them (key, claim, then
-//! settle or complete, or the end of the record's own pending sign-out), budgets spent and
+//! record's, or a claim that never held), unresolved resets settled as the user's status says
+//! (happened, never happened; by their holder or not), requests as the pipeline makes them (key,
+//! claim, an unresolved reset settled, then settle or complete, or the end of the record's own
+//! pending sign-out), budgets spent and
 //! refunded (in the spend's window, the one before or after), `DRY_RUN` reads of all three;
 //! between them the clock advances across leases, cooldowns, budget windows and TTL expiries
 //! (`expiresAt` is in seconds, so each sequence starts at a random millisecond). Both guards read
@@ -50,7 +52,7 @@ use aws_sdk_dynamodb::types::{
 use cognito_reset::aws::ClientSettings;
 use cognito_reset::aws::guard::{
     BudgetScope, BudgetTurn, Claim, Completion, DynamoTable, GuardSettings, GuardStore, KeyRef,
-    KeyState, TableGuard, UserState, configure,
+    KeyState, Resolution, TableGuard, UserState, configure,
 };
 use cognito_reset::deadline::epoch_ms;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
@@ -102,6 +104,37 @@ enum End {
     SignedOut {
         ago_ms: u64,
     },
+}
+
+/// What the user's status said of an unresolved reset: it happened (`RESET_REQUIRED`, this
+/// long ago), or it never did (`CONFIRMED`).
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    Happened { ago_ms: u64 },
+    NeverHappened,
+}
+
+fn said() -> impl Strategy<Value = Said> {
+    prop_oneof![
+        edge_ms().prop_map(|ago_ms| Said::Happened { ago_ms }),
+        Just(Said::NeverHappened),
+    ]
+}
+
+/// The resolution `said` stands for, now; a claim resolved as never happened holds until
+/// `lease_until`.
+fn resolution(said: Said, lease_until: SystemTime) -> Resolution {
+    match said {
+        Said::Happened { ago_ms } => Resolution::Happened {
+            reset_at: virtual_now()
+                .checked_sub(Duration::from_millis(ago_ms))
+                .unwrap_or(UNIX_EPOCH),
+        },
+        Said::NeverHappened => Resolution::NeverHappened {
+            lease_until,
+            status_before: Some(CONFIRMED.to_owned()),
+        },
+    }
 }
 
 /// Which window a refund is for.
@@ -171,10 +204,20 @@ enum Op {
     DrySpend {
         budget: usize,
     },
+    /// Settles an unresolved reset held by `holder` (one of the claims made so far, often not
+    /// the item's) for a new claim of `user` by `record`, as the user's status says.
+    Resolve {
+        user: usize,
+        record: usize,
+        holder: Which,
+        status: Said,
+        lease_ms: u64,
+    },
     /// What the pipeline does with one record: take the key (when given; on anything but
-    /// `Fresh`, stop), claim the user, then end the claim with `end` (with the key's answer
-    /// in one settle, when a key was taken), or, met by its own pending sign-out, end that;
-    /// a claim refused releases the key.
+    /// `Fresh`, stop), claim the user (met by an unresolved reset, settle it as `status`
+    /// says), then end the claim with `end` (with the key's answer in one settle, when a key
+    /// was taken), or, met by its own pending sign-out, end that; a claim refused releases the
+    /// key.
     Request {
         key: Option<(usize, usize)>,
         user: usize,
@@ -182,6 +225,7 @@ enum Op {
         lease_ms: u64,
         end: End,
         answer: bool,
+        status: Said,
     },
     Advance {
         ms: u64,
@@ -262,14 +306,23 @@ fn op() -> impl Strategy<Value = Op> {
     let request_key = prop::option::weighted(0.5, (key.clone(), request.clone()));
     prop_oneof![
         5 => edge_ms().prop_map(|ms| Op::Advance { ms }),
-        5 => (request_key, user.clone(), record.clone(), lease_ms(), end(), mostly()).prop_map(
-            |(key, user, record, lease_ms, end, answer)| Op::Request {
+        5 => (request_key, user.clone(), record.clone(), lease_ms(), end(), mostly(), said())
+            .prop_map(|(key, user, record, lease_ms, end, answer, status)| Op::Request {
                 key,
                 user,
                 record,
                 lease_ms,
                 end,
                 answer,
+                status,
+            }),
+        3 => (user.clone(), record.clone(), which(), said(), lease_ms()).prop_map(
+            |(user, record, holder, status, lease_ms)| Op::Resolve {
+                user,
+                record,
+                holder,
+                status,
+                lease_ms,
             }
         ),
         3 => (user.clone(), record.clone(), lease_ms())
@@ -311,6 +364,8 @@ fn sequence() -> impl Strategy<Value = (u64, Vec<Op>)> {
 enum Answer {
     Key(Result<KeyState<String>, (GuardErrorKind, &'static str)>),
     User(Result<UserState, (GuardErrorKind, &'static str)>),
+    /// What settling an unresolved reset answered.
+    Resolved(Result<UserState, (GuardErrorKind, &'static str)>),
     Budget(Result<BudgetTurn, (GuardErrorKind, &'static str)>),
     Done(Result<(), (GuardErrorKind, &'static str)>),
     /// A request's steps, in order.
@@ -530,11 +585,28 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                     .await
                     .map_err(error),
             ),
+            Op::Resolve {
+                holder,
+                status,
+                lease_ms,
+                ..
+            } => Answer::Resolved(
+                self.guard
+                    .resolve(
+                        claim.expect("a new claim"),
+                        &names.claim(holder).id,
+                        &resolution(status, lease(lease_ms)),
+                        OPERATION,
+                    )
+                    .await
+                    .map_err(error),
+            ),
             Op::Request {
                 key,
                 lease_ms,
                 end,
                 answer,
+                status,
                 ..
             } => {
                 let claim = claim.expect("a new claim");
@@ -554,6 +626,23 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                     .await
                     .map_err(error);
                 steps.push(Answer::User(state.clone()));
+                let state = match state {
+                    Ok(UserState::Unresolved { holder, claim, .. }) => {
+                        let settled = self
+                            .guard
+                            .resolve(
+                                &claim,
+                                &holder,
+                                &resolution(status, lease(lease_ms)),
+                                OPERATION,
+                            )
+                            .await
+                            .map_err(error);
+                        steps.push(Answer::Resolved(settled.clone()));
+                        settled
+                    }
+                    other => other,
+                };
                 let ended = match (state, &key) {
                     (Ok(UserState::Claimed(held)), Some(key)) => {
                         self.guard
@@ -697,6 +786,7 @@ async fn run_sequence(
         let claim = match *op {
             Op::Claim { user, record, .. }
             | Op::DryClaim { user, record }
+            | Op::Resolve { user, record, .. }
             | Op::Request { user, record, .. } => Some(names.new_claim(user, record)),
             Op::Complete { claim, .. } | Op::Settle { claim, .. } => Some(names.claim(claim)),
             _ => None,
@@ -785,12 +875,17 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
         Answer::User(Ok(UserState::SignOutPending { .. })) => "user sign-out pending",
         Answer::User(Ok(UserState::Unresolved { .. })) => "user unresolved",
         Answer::User(Ok(UserState::AttemptLimited { .. })) => "user attempt-limited",
+        Answer::Resolved(Ok(UserState::RecentlyReset { .. })) => "resolved: it happened",
+        Answer::Resolved(Ok(UserState::Claimed(_))) => "resolved: it never happened",
+        Answer::Resolved(Ok(UserState::InProgress)) => "resolve refused",
+        Answer::Resolved(Ok(_)) => "resolved otherwise",
         Answer::Budget(Ok(BudgetTurn::Spent { .. })) => "budget spent",
         Answer::Budget(Ok(BudgetTurn::Exhausted { .. })) => "budget exhausted",
         Answer::Done(Ok(())) => "write done",
         Answer::Done(Err((GuardErrorKind::Upstream, _))) => "write refused",
         Answer::Key(Err(_))
         | Answer::User(Err(_))
+        | Answer::Resolved(Err(_))
         | Answer::Budget(Err(_))
         | Answer::Done(Err(_)) => "other error",
         Answer::Advanced => "clock advanced",
@@ -810,6 +905,10 @@ const MUST_MEET: &[&str] = &[
     "user recently reset",
     "user reset unconfirmed",
     "user sign-out pending",
+    "user unresolved",
+    "resolved: it happened",
+    "resolved: it never happened",
+    "resolve refused",
     "budget spent",
     "budget exhausted",
     "write done",
