@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
 //! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`), `claimId`, `claimedAt` (ms), `leaseUntil` (ms: until then the reset may be in flight), `statusBefore` (the user's `UserStatus` when claimed), `keyPk` (the claiming request's idempotency key item), `resetAt` (ms), `signOutPending` (the record whose sign-out is retried on its redelivery), `expiresAt` |
-//! | caller budget | `budget#<sha256(rule, caller)>` | `window`, `used`, `before`, `total`, `expiresAt` |
+//! | caller budget | `budget#<sha256(rule, caller)>` | `window`, `used`, `before`, `total`, `expiresAt`, `spendId`, `refundId` |
 //! | approval | `approval#<approval id>` | `state` (`pending`, `approved` or `denied`), `requester` (JSON: the caller's identities), `requesterDesc`, `rule`, `request` (JSON: pool, canonical username, sign-out, ticket and **ClientMetadata**), `createdAt` (ms), `decideBy` (s), `approver`, `decidedAt` (ms), `reason`, `expiresAt` |
 //! | kept answer | `answer#<sha256(caller, request id)>` | `answer` (JSON), `expiresAt` |
 //!
@@ -91,6 +91,11 @@ const TOTAL: Attr = Attr {
     expr: "#total",
     name: "total",
 };
+/// The last spend written to a budget item (its token): the SDK's retry of a spend that landed
+/// but whose answer was lost meets its own token, and is not counted twice.
+const SPEND_ID: Attr = attr("spendId");
+/// The same for the last refund.
+const REFUND_ID: Attr = attr("refundId");
 
 /// A bound value: its placeholder (`:nowSecs`) and what it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +122,7 @@ fn bound_s(placeholder: &'static str, value: &str) -> Bound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmp {
     Eq,
+    Ne,
     Lt,
     Le,
     Gt,
@@ -207,6 +213,7 @@ impl Cond {
                 };
                 match cmp {
                     Cmp::Eq => ordering.is_eq(),
+                    Cmp::Ne => ordering.is_ne(),
                     Cmp::Lt => ordering.is_lt(),
                     Cmp::Le => ordering.is_le(),
                     Cmp::Gt => ordering.is_gt(),
@@ -232,17 +239,23 @@ impl Cond {
             Cond::Compare(attr, cmp, bound) => {
                 let op = match cmp {
                     Cmp::Eq => "=",
+                    Cmp::Ne => "<>",
                     Cmp::Lt => "<",
                     Cmp::Le => "<=",
                     Cmp::Gt => ">",
                 };
                 format!("{} {op} {}", r.name(*attr), r.value(bound))
             }
-            Cond::Or(conds) => conds
-                .iter()
-                .map(|c| c.render_into(r, true))
-                .collect::<Vec<_>>()
-                .join(" OR "),
+            // Nested either way in parentheses: `AND` binds tighter than `OR` in DynamoDB's
+            // grammar, and the text must mean what the tree does.
+            Cond::Or(conds) => {
+                let text = conds
+                    .iter()
+                    .map(|c| c.render_into(r, true))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                if nested { format!("({text})") } else { text }
+            }
             Cond::And(conds) => {
                 let text = conds
                     .iter()
@@ -926,15 +939,16 @@ pub fn claim_end(
 
 // ---- caller budgets ---------------------------------------------------------------------------
 
-/// A budget's spend: in the current window, below the limit.
-pub const BUDGET_SPEND_CONDITION: &str = "#window = :window AND #total < :limit";
+/// A budget's spend: in the current window, below the limit, and not this very spend again
+/// (the SDK's retry of one that landed).
+pub const BUDGET_SPEND_CONDITION: &str = "#window = :window AND #total < :limit AND (attribute_not_exists(spendId) OR spendId <> :spend)";
 /// A budget's first item.
 pub const BUDGET_START_CONDITION: &str = "attribute_not_exists(pk)";
 /// A budget's new window, over exactly the item that was read.
 pub const BUDGET_ROLL_CONDITION: &str = "#window = :oldWindow AND #used = :oldUsed";
 /// A spend given back, in the window it was taken in (`#count` is `used`, or `before` once
 /// the window has moved on).
-pub const BUDGET_REFUND_CONDITION: &str = "#window = :window AND #count > :zero";
+pub const BUDGET_REFUND_CONDITION: &str = "#window = :window AND #count > :zero AND (attribute_not_exists(refundId) OR refundId <> :refund)";
 
 /// One caller's budget under one rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -990,17 +1004,28 @@ pub enum BudgetTurn {
     Exhausted { until: SystemTime },
 }
 
-/// The spend of one reset in `window`.
-pub fn budget_spend(scope: &BudgetScope, window: u64) -> Write {
+/// Not the write of `token` again: `attribute_not_exists(a) OR a <> :token`.
+fn not_again(attr: Attr, placeholder: &'static str, token: &str) -> Cond {
+    Cond::Or(vec![
+        Cond::NotExists(attr),
+        Cond::Compare(attr, Cmp::Ne, bound_s(placeholder, token)),
+    ])
+}
+
+/// The spend of one reset in `window`, as the spend `token` (unique to one spend, the same for
+/// every attempt at it).
+pub fn budget_spend(scope: &BudgetScope, window: u64, token: &str) -> Write {
     Write::Update {
         pk: scope.pk.clone(),
         changes: vec![
             Change::Add(USED, bound_n(":one", 1)),
             Change::Add(TOTAL, bound_n(":one", 1)),
+            Change::Set(SPEND_ID, bound_s(":spend", token)),
         ],
         cond: Cond::And(vec![
             Cond::Compare(WINDOW, Cmp::Eq, bound_n(":window", window)),
             Cond::Compare(TOTAL, Cmp::Lt, bound_n(":limit", u64::from(scope.resets))),
+            not_again(SPEND_ID, ":spend", token),
         ]),
     }
 }
@@ -1014,10 +1039,17 @@ pub enum AfterSpend {
     SpendIn { window: u64 },
     /// Start the window with this write (a lost race means: spend again).
     Start(Write),
+    /// The item is this very spend's (an earlier attempt at it landed): spent in `window`.
+    Spent { window: u64 },
 }
 
-/// The next step of a spend in `window` that met `old` (`None`: no item).
-pub fn after_spend(scope: &BudgetScope, window: u64, old: Option<&Item>) -> AfterSpend {
+/// The next step of the spend `token` in `window` that met `old` (`None`: no item).
+pub fn after_spend(
+    scope: &BudgetScope,
+    window: u64,
+    old: Option<&Item>,
+    token: &str,
+) -> AfterSpend {
     let limit = u64::from(scope.resets);
     let expires = secs_ceil(scope.window_start(window + 2));
     let start = |before: u64, cond: Cond| {
@@ -1029,6 +1061,7 @@ pub fn after_spend(scope: &BudgetScope, window: u64, old: Option<&Item>) -> Afte
                 ("before".to_owned(), n(before)),
                 (TOTAL.name.to_owned(), n(before + 1)),
                 (EXPIRES_AT.name.to_owned(), n(expires)),
+                (SPEND_ID.name.to_owned(), s(token)),
             ]),
             cond,
         })
@@ -1036,6 +1069,11 @@ pub fn after_spend(scope: &BudgetScope, window: u64, old: Option<&Item>) -> Afte
     let Some(item) = old else {
         return start(0, Cond::NotExists(PK));
     };
+    if text(item, SPEND_ID.name) == Some(token) {
+        return AfterSpend::Spent {
+            window: number(item, WINDOW.name).unwrap_or(window),
+        };
+    }
     let old_window = number(item, WINDOW.name).unwrap_or(0);
     let old_used = number(item, USED.name).unwrap_or(0);
     if old_window > window {
@@ -1072,7 +1110,7 @@ pub fn after_spend(scope: &BudgetScope, window: u64, old: Option<&Item>) -> Afte
 
 /// The refunds of a spend of `window`, tried in turn: in its window (`used`), or once the next
 /// has begun (`before`); later, it no longer counts.
-pub fn budget_refunds(scope: &BudgetScope, window: u64) -> [Write; 2] {
+pub fn budget_refunds(scope: &BudgetScope, window: u64, token: &str) -> [Write; 2] {
     let refund = |count: &'static str, in_window: u64| {
         let count = Attr {
             expr: "#count",
@@ -1083,14 +1121,21 @@ pub fn budget_refunds(scope: &BudgetScope, window: u64) -> [Write; 2] {
             changes: vec![
                 Change::Subtract(count, bound_n(":one", 1)),
                 Change::Subtract(TOTAL, bound_n(":one", 1)),
+                Change::Set(REFUND_ID, bound_s(":refund", token)),
             ],
             cond: Cond::And(vec![
                 Cond::Compare(WINDOW, Cmp::Eq, bound_n(":window", in_window)),
                 Cond::Compare(count, Cmp::Gt, bound_n(":zero", 0)),
+                not_again(REFUND_ID, ":refund", token),
             ]),
         }
     };
     [refund("used", window), refund("before", window + 1)]
+}
+
+/// Whether the item a refund met is that very refund's (an earlier attempt at it landed).
+pub fn refunded(old: Option<&Item>, token: &str) -> bool {
+    old.and_then(|item| text(item, REFUND_ID.name)) == Some(token)
 }
 
 /// What a dry run reads of a budget in `window` (`item`: the live item, if any).
@@ -1398,17 +1443,64 @@ mod tests {
             text(&claim_end(&claim, signed_out, now(), ttl, ttl)),
             SIGN_OUT_PENDING_CONDITION
         );
-        assert_eq!(text(&budget_spend(&scope, 7)), BUDGET_SPEND_CONDITION);
-        assert_eq!(text(&budget_refunds(&scope, 7)[0]), BUDGET_REFUND_CONDITION);
-        let AfterSpend::Start(first) = after_spend(&scope, 7, None) else {
+        assert_eq!(text(&budget_spend(&scope, 7, "t")), BUDGET_SPEND_CONDITION);
+        assert_eq!(
+            text(&budget_refunds(&scope, 7, "t")[0]),
+            BUDGET_REFUND_CONDITION
+        );
+        let AfterSpend::Start(first) = after_spend(&scope, 7, None, "t") else {
             panic!("no item: start the window");
         };
         assert_eq!(text(&first), BUDGET_START_CONDITION);
         let old = Item::from([("window".to_owned(), n(5)), ("used".to_owned(), n(1))]);
-        let AfterSpend::Start(roll) = after_spend(&scope, 7, Some(&old)) else {
+        let AfterSpend::Start(roll) = after_spend(&scope, 7, Some(&old), "t") else {
             panic!("an older window: roll it");
         };
         assert_eq!(text(&roll), BUDGET_ROLL_CONDITION);
+    }
+
+    #[test]
+    fn a_spend_or_a_refund_that_landed_is_not_counted_again_by_its_retry() {
+        let scope = BudgetScope::new("rule", "caller", 3, 60);
+        let window = scope.window_of(now());
+        let mut items = Items::new();
+        // The window's first spend (a Put), then a second spend that lands...
+        let AfterSpend::Start(first) = after_spend(&scope, window, None, "a") else {
+            panic!("no item: start the window");
+        };
+        apply(&mut items, &first).expect("started");
+        apply(&mut items, &budget_spend(&scope, window, "b")).expect("spent");
+        let total = |items: &Items| number(&items[&scope.pk], TOTAL.name);
+        assert_eq!(total(&items), Some(2));
+        // ...and whose retry meets it: refused, and read as this very spend
+        let Err(Refused::Condition(Some(met))) =
+            apply(&mut items, &budget_spend(&scope, window, "b"))
+        else {
+            panic!("a retry of a landed spend is refused");
+        };
+        assert_eq!(
+            after_spend(&scope, window, Some(&met), "b"),
+            AfterSpend::Spent { window }
+        );
+        assert_eq!(total(&items), Some(2));
+        // Only the last spend is recognised: the first one's retry, after another spend
+        // landed, would spend again (counted twice: the budget errs on the side of refusing)
+        assert_eq!(
+            after_spend(&scope, window, Some(&met), "a"),
+            AfterSpend::SpendIn { window }
+        );
+        // Another spend still counts
+        apply(&mut items, &budget_spend(&scope, window, "c")).expect("spent");
+        assert_eq!(total(&items), Some(3));
+        // A refund, then its retry: given back once
+        let [refund, _] = budget_refunds(&scope, window, "r");
+        apply(&mut items, &refund).expect("refunded");
+        let Err(Refused::Condition(met)) = apply(&mut items, &refund) else {
+            panic!("a retry of a landed refund is refused");
+        };
+        assert!(refunded(met.as_ref(), "r"));
+        assert!(!refunded(met.as_ref(), "s"));
+        assert_eq!(total(&items), Some(2));
     }
 
     #[test]

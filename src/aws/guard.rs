@@ -441,6 +441,8 @@ pub struct TableGuard<T> {
     read_only: bool,
     /// The wall clock every decision reads ([`wall_now`]; a test's own clock otherwise).
     clock: fn() -> SystemTime,
+    /// Where each budget spend's or refund's token comes from ([`write_token`]).
+    token: fn() -> String,
 }
 
 impl<T: Table> TableGuard<T> {
@@ -452,6 +454,7 @@ impl<T: Table> TableGuard<T> {
             ttl: settings.idempotency_ttl,
             read_only,
             clock: wall_now,
+            token: write_token,
         }
     }
 
@@ -459,6 +462,12 @@ impl<T: Table> TableGuard<T> {
     /// fake and DynamoDB on one virtual clock: the conditions carry the guard's `now`).
     pub fn with_clock(self, clock: fn() -> SystemTime) -> TableGuard<T> {
         TableGuard { clock, ..self }
+    }
+
+    /// The same guard taking its spends' and refunds' tokens from `token` (the differential
+    /// test gives both tables the same ones).
+    pub fn with_tokens(self, token: fn() -> String) -> TableGuard<T> {
+        TableGuard { token, ..self }
     }
 
     /// The table underneath.
@@ -689,8 +698,9 @@ impl<T: Table> TableGuard<T> {
                 .await?;
             return Ok(logic::budget_read(scope, window, item.as_ref()));
         }
+        let token = (self.token)();
         for _ in 0..BUDGET_ROUNDS {
-            let spend = logic::budget_spend(scope, window);
+            let spend = logic::budget_spend(scope, window, &token);
             let met = match self
                 .table
                 .write(Step::Spend, &spend, until.left("UpdateItem")?)
@@ -700,8 +710,10 @@ impl<T: Table> TableGuard<T> {
                 Written::Refused(met) => met,
             };
             let old = self.winner(Step::Spend, met, &scope.pk, until).await?;
-            match logic::after_spend(scope, window, old.as_ref()) {
+            match logic::after_spend(scope, window, old.as_ref(), &token) {
                 AfterSpend::Exhausted { until } => return Ok(BudgetTurn::Exhausted { until }),
+                // An earlier attempt at this spend landed, its answer lost.
+                AfterSpend::Spent { window } => return Ok(BudgetTurn::Spent { window }),
                 AfterSpend::SpendIn { window: ahead } => window = ahead,
                 AfterSpend::Start(start) => {
                     match self
@@ -710,7 +722,8 @@ impl<T: Table> TableGuard<T> {
                         .await?
                     {
                         Written::Done => return Ok(BudgetTurn::Spent { window }),
-                        // Another request started the window first: spend in it.
+                        // Another request started the window first (or this Put's earlier
+                        // attempt landed, which the next round's spend meets as its own).
                         Written::Refused(_) => {}
                     }
                 }
@@ -733,18 +746,41 @@ impl<T: Table> TableGuard<T> {
         if self.read_only {
             return Ok(());
         }
-        for refund in logic::budget_refunds(scope, window) {
-            if self
+        let token = (self.token)();
+        for refund in logic::budget_refunds(scope, window, &token) {
+            match self
                 .table
                 .write(Step::Refund, &refund, until.left("UpdateItem")?)
                 .await?
-                == Written::Done
             {
-                return Ok(());
+                Written::Done => return Ok(()),
+                Written::Refused(met) => {
+                    let old = self.winner(Step::Refund, met, &scope.pk, until).await?;
+                    // An earlier attempt at this refund landed, its answer lost.
+                    if logic::refunded(old.as_ref(), &token) {
+                        return Ok(());
+                    }
+                }
             }
         }
         Ok(())
     }
+}
+
+static WRITE_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A token for one budget spend or refund, the same for every attempt at it: 16 hex digits from
+/// the process's random hash keys, a counter and the time, so no two writes of the fleet share
+/// one.
+fn write_token() -> String {
+    use std::hash::BuildHasher;
+    let count = WRITE_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = wall_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let random = std::collections::hash_map::RandomState::new().hash_one((count, nanos));
+    format!("{random:016x}")
 }
 
 impl<T: Table> TableGuard<T> {

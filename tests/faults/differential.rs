@@ -91,6 +91,14 @@ fn virtual_now() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(NOW_MS.load(Ordering::SeqCst))
 }
 
+/// The operation being run, numbered across the run: both tables' guards take their budget
+/// spends' and refunds' tokens from it, so that their items can be equal.
+static OP_NUMBER: AtomicU64 = AtomicU64::new(0);
+
+fn op_token() -> String {
+    format!("op{:016x}", OP_NUMBER.load(Ordering::SeqCst))
+}
+
 // ---- the operations ----------------------------------------------------------------------------
 
 /// How a claim is ended.
@@ -475,8 +483,12 @@ struct Side<T> {
 impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
     fn new(table: T, settings: &GuardSettings) -> Side<T> {
         Side {
-            guard: TableGuard::new(table.clone(), settings, false).with_clock(virtual_now),
-            dry: TableGuard::new(table, settings, true).with_clock(virtual_now),
+            guard: TableGuard::new(table.clone(), settings, false)
+                .with_clock(virtual_now)
+                .with_tokens(op_token),
+            dry: TableGuard::new(table, settings, true)
+                .with_clock(virtual_now)
+                .with_tokens(op_token),
         }
     }
 
@@ -792,6 +804,7 @@ async fn run_sequence(
             _ => None,
         };
         let at_ms = NOW_MS.load(Ordering::SeqCst) - stack.epoch_ms;
+        OP_NUMBER.fetch_add(1, Ordering::SeqCst);
         let fake_answer = fake.run(op, &names, claim.as_ref()).await;
         let moto_answer = moto.run(op, &names, claim.as_ref()).await;
         let agree = fake_answer == moto_answer;

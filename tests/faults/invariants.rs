@@ -1499,18 +1499,6 @@ pub fn budgets_hold(h: &History) -> Checked {
                 })
             })
             .collect();
-        // FINDING (issue 24 C, reported): a spend is an `UpdateItem ADD` that the SDK retries;
-        // when its write lands and its answer is lost (a 5xx or a timeout after the write, an
-        // answer later than the attempt's timeout), the retry counts it again, or is refused at
-        // the limit and answers `caller-budget-exhausted` for a reset never sent. The store's
-        // count is then unknown: the check is skipped exactly when such a spend (its call met a
-        // fault or a late answer) lies in the windows counted.
-        if before
-            .iter()
-            .any(|other| other.spend.is_some_and(GuardCall::injected))
-        {
-            continue;
-        }
         let counted = before
             .iter()
             .filter(|other| {

@@ -121,15 +121,17 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
         Some(c) if c == BUDGET_SPEND_CONDITION => old.is_some_and(|old| {
             num(old, "window") == value_n(":window")
                 && num(old, "total").expect("total") < value_n(":limit").expect(":limit")
+                && text(old, "spendId").map(str::to_owned) != value_s(":spend")
         }),
         Some(c) if c == BUDGET_START_CONDITION => old.is_none(),
         Some(c) if c == BUDGET_ROLL_CONDITION => old.is_some_and(|old| {
             num(old, "window") == value_n(":oldWindow") && num(old, "used") == value_n(":oldUsed")
         }),
         // `#count` is bound by name: the fake checks both counts, which the refund keeps >= 0.
-        Some(c) if c == BUDGET_REFUND_CONDITION => {
-            old.is_some_and(|old| num(old, "window") == value_n(":window"))
-        }
+        Some(c) if c == BUDGET_REFUND_CONDITION => old.is_some_and(|old| {
+            num(old, "window") == value_n(":window")
+                && text(old, "refundId").map(str::to_owned) != value_s(":refund")
+        }),
         Some(other) => panic!("the fake table does not know the condition {other:?}"),
     }
 }
