@@ -139,7 +139,11 @@ impl ProvideCredentials for LazyAssumeRole {
                 role_arn = self.role.role_arn.as_str(),
                 "assuming the role of a user pool in another account"
             );
-            self.provider().await.provide_credentials().await
+            let assumed = self.provider().await.provide_credentials();
+            match super::trace::assume_role_span() {
+                None => assumed.await,
+                Some(span) => tracing::Instrument::instrument(assumed, span).await,
+            }
         })
     }
 }

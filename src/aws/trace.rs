@@ -150,6 +150,27 @@ impl Intercept for AwsCalls {
     }
 }
 
+/// The span of an `AssumeRole` (a pool in another account, [`crate::aws::accounts`]): made by
+/// aws-config's credentials provider, whose STS client takes no interceptor, so it is spanned
+/// around the provider's call: the same name and kind, without the fields only an interceptor
+/// sees (the attempts, throttling, the request id). `None` without tracing.
+pub fn assume_role_span() -> Option<tracing::Span> {
+    crate::xray::enabled().then(|| {
+        tracing::debug_span!(
+            "aws",
+            otel.name = "AssumeRole",
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "STS",
+            rpc.method = "AssumeRole",
+            aws.request_id = Empty,
+            attempts = Empty,
+            throttled = Empty,
+            stage_budget_ms = Empty,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

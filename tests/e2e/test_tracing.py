@@ -155,3 +155,28 @@ def test_two_invocations_in_a_row_never_mix_their_trace_ids(traced_function, dae
         assert record["annotations"]["outcome"] == "RESET", record
         assert not by_name(mine, "handle"), "the handler's span is folded into the invocation's"
     assert {d["trace_id"] for d in documents} == {first, second}
+
+
+def test_a_pool_in_another_account_shows_its_assume_role_under_the_record(traced_function, daemon, users):
+    # Given a fresh process (no credentials for the partner's role yet) and a sampled header
+    trace_id = driver.new_trace_id()
+    event = request_for(driver.PARTNER_USERS[0])
+    body = json.loads(event["body"])
+    body["UserPoolId"] = driver.PARTNER_POOL
+    event["body"] = json.dumps(body)
+    # When it resets a user of the pool that POOL_ROLES maps to a role in the other account
+    answer = traced_function.invoke(event, faultproxy.now_ms() + 20_000, trace_id=driver.trace_header(trace_id))
+    assert answer["statusCode"] == 200, answer
+    documents = daemon.trace(trace_id)
+    # Then the role's AssumeRole is an STS subsegment of the record, made inside its first Cognito
+    # call (which resolves its credentials before sending)
+    [record] = by_name(documents, "record")
+    calls = [d for d in documents if d.get("namespace") == "aws"]
+    [assume] = [d for d in calls if (d["name"], d["aws"]["operation"]) == ("STS", "AssumeRole")]
+    assert record in ancestors(assume, documents), assume
+    cognito = sorted((d for d in calls if d["name"] == "CognitoIdentityProvider"), key=lambda d: d["start_time"])
+    assert cognito and cognito[0]["start_time"] <= assume["start_time"] <= assume["end_time"] <= cognito[0]["end_time"], (
+        assume, cognito)
+    # and the role's session name is not in it (no caller session name in a trace)
+    raw = b"".join(daemon.datagrams).decode()
+    assert driver.PARTNER_USERS[0] not in raw
