@@ -419,6 +419,8 @@ async fn performed(
                 return reply;
             }
             let (status, mut headers, mut body) = error_reply(&error, approval_id);
+            // The first denial's answer again: its pool included.
+            body.insert("userPoolId".into(), json!(pool));
             body.insert("replayed".into(), Value::Bool(true));
             headers.push(("idempotent-replayed", "true".to_owned()));
             (status, headers, body)

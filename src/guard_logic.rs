@@ -66,6 +66,7 @@ const STATE: Attr = Attr {
 };
 const EXPIRES_AT: Attr = attr("expiresAt");
 const LEASE_UNTIL: Attr = attr("leaseUntil");
+const HOLDER: Attr = attr("holder");
 const CLAIM_ID: Attr = attr("claimId");
 const RESET_AT: Attr = attr("resetAt");
 const ANSWER: Attr = attr("answer");
@@ -435,8 +436,9 @@ fn not_live(now: SystemTime) -> Cond {
 
 /// A key is taken where no live item is, or over a pending one whose holder's lease ran out.
 pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR (#state = :pending AND leaseUntil <= :nowMs)";
-/// Only a pending key may be finished or released.
-pub const PENDING_CONDITION: &str = "#state = :pending";
+/// Only a pending key may be finished or released, and only by the run that took it: an SDK
+/// retry of a release that landed must not delete the key another run has taken since.
+pub const KEY_FINISH_CONDITION: &str = "#state = :pending AND holder = :holder";
 
 /// An idempotency key as the guard stores it: scoped by caller and by batch position, bound to
 /// one request.
@@ -448,6 +450,19 @@ pub struct KeyRef {
     pub pk: String,
     /// The SHA-256 of the compared fields of the request.
     pub request_hash: String,
+    /// This record run's mark on the key item ([`new_holder`]): only the run that took the key
+    /// finishes or releases it.
+    pub holder: String,
+}
+
+static HOLDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A mark no other record run has: the process's random keys and a counter.
+pub fn new_holder() -> String {
+    use std::hash::BuildHasher;
+    let count = HOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let random = std::collections::hash_map::RandomState::new().hash_one(count);
+    format!("{random:016x}{count:x}")
 }
 
 impl KeyRef {
@@ -487,6 +502,7 @@ impl KeyRef {
             },
             pk,
             request_hash: sha256_hex(&[compared.to_string().as_bytes()]),
+            holder: new_holder(),
         }
     }
 }
@@ -526,6 +542,7 @@ pub fn key_take(key: &KeyRef, lease_until: SystemTime, now: SystemTime, ttl: Dur
             (PK.name.to_owned(), s(&key.pk)),
             (STATE.name.to_owned(), s("pending")),
             ("requestHash".to_owned(), s(&key.request_hash)),
+            (HOLDER.name.to_owned(), s(&key.holder)),
             (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
             (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
         ]),
@@ -566,7 +583,10 @@ pub fn key_state(
 
 /// The write that records a key's final answer (kept for `ttl`), or releases it (`None`).
 pub fn key_finish(key: &KeyRef, answer: Option<&str>, now: SystemTime, ttl: Duration) -> Write {
-    let cond = Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending"));
+    let cond = Cond::And(vec![
+        Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
+        Cond::Compare(HOLDER, Cmp::Eq, bound_s(":holder", &key.holder)),
+    ]);
     match answer {
         Some(json) => Write::Update {
             pk: key.pk.clone(),
@@ -1390,6 +1410,7 @@ pub fn approval_key(requester_desc: &str, approval_id: &str) -> KeyRef {
             ])
         ),
         request_hash: sha256_hex(&[b"approval", approval_id.as_bytes()]),
+        holder: new_holder(),
     }
 }
 
@@ -1416,6 +1437,7 @@ mod tests {
             key: "k".into(),
             pk: "key#1".into(),
             request_hash: "h".into(),
+            holder: "run".into(),
         };
         let claim = Claim {
             pk: "user#p#u".into(),
@@ -1429,7 +1451,10 @@ mod tests {
             text(&key_take(&key, now(), now(), ttl)),
             KEY_CLAIM_CONDITION
         );
-        assert_eq!(text(&key_finish(&key, None, now(), ttl)), PENDING_CONDITION);
+        assert_eq!(
+            text(&key_finish(&key, None, now(), ttl)),
+            KEY_FINISH_CONDITION
+        );
         assert_eq!(
             text(&claim_take(&claim, now(), now(), ttl, None)),
             CLAIM_CONDITION

@@ -85,7 +85,7 @@ pub use crate::guard_logic::{
 pub use crate::guard_logic::{
     BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION, BUDGET_START_CONDITION,
     BudgetScope, BudgetTurn, CLAIM_CONDITION, Claim, Completion, HOLDER_CONDITION,
-    KEY_CLAIM_CONDITION, KeyRef, KeyState, PENDING_CONDITION, Resolution,
+    KEY_CLAIM_CONDITION, KEY_FINISH_CONDITION, KeyRef, KeyState, Resolution,
     SIGN_OUT_PENDING_CONDITION, UserState, user_pk,
 };
 

@@ -402,6 +402,8 @@ impl Names {
             key: format!("k{key}"),
             pk: format!("key#{}-k{key}", self.space),
             request_hash: format!("request {request}"),
+            // One run per request: its begin and its finish are the same holder's.
+            holder: format!("run {request}"),
         }
     }
 

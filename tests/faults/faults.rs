@@ -32,6 +32,20 @@ pub enum Op {
     Publish,
     /// A write to a pacing bucket (a lease or a rate cut).
     Lease,
+    /// The guard's look-ahead at a user item (a request waiting for approval writes nothing).
+    PeekUser,
+    /// The guard's look-ahead at a caller's budget.
+    PeekBudget,
+    /// Creating an approval item.
+    Request,
+    /// Deciding an approval (one conditional write).
+    Decide,
+    /// Reading an approval item.
+    Approval,
+    /// Keeping a request's answer under its id.
+    Keep,
+    /// Reading a kept answer.
+    Kept,
 }
 
 impl Op {
@@ -56,6 +70,13 @@ impl Op {
             Op::Refund => "guard budget refund",
             Op::Publish => "PutEvents",
             Op::Lease => "pacing bucket write",
+            Op::PeekUser => "guard user look-ahead",
+            Op::PeekBudget => "guard budget look-ahead",
+            Op::Request => "guard approval request",
+            Op::Decide => "guard approval decision",
+            Op::Approval => "guard approval read",
+            Op::Keep => "guard answer keep",
+            Op::Kept => "guard answer read",
         }
     }
 }
@@ -302,6 +323,10 @@ pub struct GuardCall {
     pub result: String,
     /// The caller was told `Replay` (begin).
     pub replay: bool,
+    /// What an approval operation was asked (JSON): a request's approval id, requester, pool,
+    /// user, ticket, sign-out and `decideBy` (epoch seconds); a decision's approval id, verdict
+    /// and approver. Taken from the call's arguments, not from its answer.
+    pub detail: Option<serde_json::Value>,
 }
 
 /// One `publish_before` call.

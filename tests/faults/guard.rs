@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use cognito_reset::aws::BoxFuture;
 use cognito_reset::aws::guard::{
-    BudgetScope, BudgetTurn, Claim, Completion, GuardSettings, GuardStore, KeyRef, KeyState,
-    Resolution, Step, Table, TableGuard, UserState, Written,
+    ApprovalRecord, BudgetScope, BudgetTurn, Claim, Completion, Decide, Decision, GuardSettings,
+    GuardStore, KeyRef, KeyState, PendingApproval, Resolution, Step, Table, TableGuard, UserState,
+    Verdict, Written,
 };
 use cognito_reset::config::GUARD_MAX_ATTEMPTS;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
@@ -233,6 +234,8 @@ struct Subject<'a> {
     pk: &'a str,
     claim_id: Option<&'a str>,
     completion: Option<Completion>,
+    /// What an approval operation was asked (see [`GuardCall::detail`]).
+    detail: Option<serde_json::Value>,
 }
 
 impl FakeGuard {
@@ -294,6 +297,7 @@ impl FakeGuard {
             wrote,
             result: text,
             replay: op == Op::Begin && flag,
+            detail: subject.detail,
         });
         result
     }
@@ -315,6 +319,13 @@ fn describe_user_state(state: &UserState) -> (String, bool) {
     (text.to_owned(), matches!(state, UserState::Claimed(_)))
 }
 
+fn describe_turn(turn: &BudgetTurn) -> (String, bool) {
+    match turn {
+        BudgetTurn::Spent { .. } => ("spent".to_owned(), false),
+        BudgetTurn::Exhausted { .. } => ("exhausted".to_owned(), false),
+    }
+}
+
 fn unit(_: &()) -> (String, bool) {
     ("done".to_owned(), false)
 }
@@ -332,6 +343,7 @@ impl GuardStore for FakeGuard {
             pk: &key.pk,
             claim_id: None,
             completion: None,
+            detail: None,
         };
         Box::pin(self.call(
             subject,
@@ -357,6 +369,7 @@ impl GuardStore for FakeGuard {
             pk: &key.pk,
             claim_id: None,
             completion: None,
+            detail: None,
         };
         let kept = answer.is_some();
         Box::pin(self.call(
@@ -379,6 +392,7 @@ impl GuardStore for FakeGuard {
             pk: &claim.pk,
             claim_id: Some(&claim.id),
             completion: None,
+            detail: None,
         };
         Box::pin(self.call(
             subject,
@@ -401,6 +415,7 @@ impl GuardStore for FakeGuard {
             pk: &claim.pk,
             claim_id: Some(&claim.id),
             completion: None,
+            detail: None,
         };
         Box::pin(self.call(
             subject,
@@ -421,6 +436,7 @@ impl GuardStore for FakeGuard {
             pk: &claim.pk,
             claim_id: Some(&claim.id),
             completion: Some(completion),
+            detail: None,
         };
         Box::pin(self.call(
             subject,
@@ -444,6 +460,7 @@ impl GuardStore for FakeGuard {
             pk: &claim.pk,
             claim_id: Some(&claim.id),
             completion: Some(completion),
+            detail: None,
         };
         Box::pin(self.call(
             subject,
@@ -463,15 +480,9 @@ impl GuardStore for FakeGuard {
             pk: &scope.pk,
             claim_id: None,
             completion: None,
+            detail: None,
         };
-        Box::pin(self.call(
-            subject,
-            |turn: &BudgetTurn| match turn {
-                BudgetTurn::Spent { .. } => ("spent".to_owned(), false),
-                BudgetTurn::Exhausted { .. } => ("exhausted".to_owned(), false),
-            },
-            self.guard.spend(scope, budget),
-        ))
+        Box::pin(self.call(subject, describe_turn, self.guard.spend(scope, budget)))
     }
 
     fn refund<'a>(
@@ -486,7 +497,188 @@ impl GuardStore for FakeGuard {
             pk: &scope.pk,
             claim_id: None,
             completion: None,
+            detail: None,
         };
         Box::pin(self.call(subject, unit, self.guard.refund(scope, window, budget)))
+    }
+
+    fn peek_user<'a>(
+        &'a self,
+        claim: &'a Claim,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<UserState, GuardError>> {
+        let subject = Subject {
+            op: Op::PeekUser,
+            label: &claim.pk,
+            pk: &claim.pk,
+            claim_id: Some(&claim.id),
+            completion: None,
+            detail: None,
+        };
+        Box::pin(self.call(
+            subject,
+            describe_user_state,
+            self.guard.peek_user(claim, budget),
+        ))
+    }
+
+    fn peek_budget<'a>(
+        &'a self,
+        scope: &'a BudgetScope,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<BudgetTurn, GuardError>> {
+        let subject = Subject {
+            op: Op::PeekBudget,
+            label: &scope.pk,
+            pk: &scope.pk,
+            claim_id: None,
+            completion: None,
+            detail: None,
+        };
+        Box::pin(self.call(
+            subject,
+            describe_turn,
+            self.guard.peek_budget(scope, budget),
+        ))
+    }
+
+    fn request_approval<'a>(
+        &'a self,
+        pending: &'a PendingApproval,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        // The request as the approval keeps it: what an approved reset is sent from.
+        let request: serde_json::Value =
+            serde_json::from_str(&pending.request).unwrap_or(serde_json::Value::Null);
+        let decide_by = pending
+            .decide_by
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let detail = serde_json::json!({
+            "approvalId": pending.approval_id,
+            "requester": pending.requester_desc,
+            "rule": pending.rule,
+            "pool": request["UserPoolId"],
+            "user": request["Username"],
+            "ticket": request["ClientMetadata"]["ticket"],
+            "signOut": request["SignOut"].as_bool().unwrap_or(false),
+            "decideBy": decide_by,
+        });
+        let subject = Subject {
+            op: Op::Request,
+            label: &pending.approval_id,
+            pk: &pending.approval_id,
+            claim_id: None,
+            completion: None,
+            detail: Some(detail),
+        };
+        Box::pin(self.call(subject, unit, self.guard.request_approval(pending, budget)))
+    }
+
+    fn decide<'a>(
+        &'a self,
+        decision: &'a Decision,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Decide, GuardError>> {
+        let detail = serde_json::json!({
+            "approvalId": decision.approval_id,
+            "verdict": match decision.verdict {
+                Verdict::Approve => "approve",
+                Verdict::Deny => "deny",
+            },
+            "approver": decision.approver,
+        });
+        let subject = Subject {
+            op: Op::Decide,
+            label: &decision.approval_id,
+            pk: &decision.approval_id,
+            claim_id: None,
+            completion: None,
+            detail: Some(detail),
+        };
+        Box::pin(self.call(
+            subject,
+            |decided: &Decide| {
+                let text = match decided {
+                    Decide::Won(_) => "won",
+                    Decide::Lost(_) => "lost",
+                    Decide::Unknown => "unknown",
+                };
+                (text.to_owned(), false)
+            },
+            self.guard.decide(decision, budget),
+        ))
+    }
+
+    fn approval<'a>(
+        &'a self,
+        approval_id: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, GuardError>> {
+        let subject = Subject {
+            op: Op::Approval,
+            label: approval_id,
+            pk: approval_id,
+            claim_id: None,
+            completion: None,
+            detail: None,
+        };
+        Box::pin(self.call(
+            subject,
+            |record: &Option<ApprovalRecord>| {
+                let text = match record {
+                    None => "none".to_owned(),
+                    Some(r) => match &r.decided {
+                        None => "pending".to_owned(),
+                        Some(d) => format!("decided {:?}", d.verdict).to_lowercase(),
+                    },
+                };
+                (text, false)
+            },
+            self.guard.approval(approval_id, budget),
+        ))
+    }
+
+    fn keep<'a>(
+        &'a self,
+        pk: &'a str,
+        answer: String,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<(), GuardError>> {
+        let subject = Subject {
+            op: Op::Keep,
+            label: pk,
+            pk,
+            claim_id: None,
+            completion: None,
+            detail: None,
+        };
+        Box::pin(self.call(subject, unit, self.guard.keep(pk, answer, budget)))
+    }
+
+    fn kept<'a>(
+        &'a self,
+        pk: &'a str,
+        budget: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, GuardError>> {
+        let subject = Subject {
+            op: Op::Kept,
+            label: pk,
+            pk,
+            claim_id: None,
+            completion: None,
+            detail: None,
+        };
+        Box::pin(self.call(
+            subject,
+            |kept: &Option<String>| {
+                (
+                    if kept.is_some() { "kept" } else { "none" }.to_owned(),
+                    false,
+                )
+            },
+            self.guard.kept(pk, budget),
+        ))
     }
 }

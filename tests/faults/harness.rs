@@ -25,7 +25,7 @@ use crate::cognito::FakeCognito;
 use crate::events::FakeBus;
 use crate::faults::{Answered, Injector, Journal, Op, injected_text};
 use crate::guard::FakeGuard;
-use crate::schedule::{Again, Batch, Rec, Run, Schedule, Source, Step, again_of};
+use crate::schedule::{Again, Batch, Rec, Run, Schedule, Source, Step, Verdict, again_of};
 use crate::world::{self, FOREIGN_POOL, MAX_RECEIVE_COUNT, Options, POOL, Pacing, Req, Sender};
 
 /// RETRY codes: handed back, never final.
@@ -87,7 +87,22 @@ pub struct Attempt {
     pub message_id: Option<String>,
     pub receive: u32,
     pub answer: Answer,
+    /// A decision on an approval (`POST /approvals/{id}`), not a reset request: `request` and
+    /// `req` are then the approved request's (its ticket), `audit_id` the approval id.
+    pub decision: Option<DecisionOf>,
 }
+
+/// What a decision attempt decided.
+#[derive(Clone, Debug)]
+pub struct DecisionOf {
+    pub approval_id: String,
+    pub verdict: Verdict,
+    /// The attempt whose PENDING answer gave the id (`None`: an id nobody was given).
+    pub pending: Option<usize>,
+}
+
+/// A well-formed approval id that no answer ever gives.
+pub const UNKNOWN_APPROVAL: &str = "0123456789abcdef0123456789abcdef";
 
 impl Attempt {
     pub fn ticket(&self) -> String {
@@ -127,6 +142,8 @@ pub struct History {
     pub attempts: Vec<Attempt>,
     pub journal: Journal,
     pub notes: Vec<String>,
+    /// The approval ids PENDING answers gave, in order, with the attempt that was given each.
+    pub approvals: Vec<(String, usize)>,
 }
 
 impl History {
@@ -259,6 +276,7 @@ async fn drive(schedule: &Schedule) -> History {
         attempts: Vec::new(),
         journal: Journal::default(),
         notes: Vec::new(),
+        approvals: Vec::new(),
     };
     let mut sent: Vec<Sent> = Vec::new();
     let mut receives: BTreeMap<(Sender, String), u32> = BTreeMap::new();
@@ -266,6 +284,49 @@ async fn drive(schedule: &Schedule) -> History {
         let (index, records, run) = match step {
             Step::Wait(d) => {
                 tokio::time::advance(*d).await;
+                continue;
+            }
+            Step::Decide {
+                of,
+                by,
+                verdict,
+                run,
+            } => {
+                let prepared = prepare_decision(&mut history, schedule, *of, *by, *verdict);
+                let ran = execute(&app, &injector, &prepared, run).await;
+                finish(
+                    &mut history,
+                    n,
+                    &decision_batch(&prepared, *by),
+                    prepared,
+                    ran,
+                );
+                continue;
+            }
+            Step::DecideTogether {
+                of,
+                by,
+                verdicts,
+                runs,
+            } => {
+                let a = prepare_decision(&mut history, schedule, *of, by[0], verdicts[0]);
+                let mut b = prepare_decision(&mut history, schedule, *of, by[1], verdicts[1]);
+                // Two invocations at once: the second's index and attempts follow the first's.
+                b.inv += 1;
+                b.first += 1;
+                b.request_id = format!("r{}", b.inv);
+                for attempt in &mut b.attempts {
+                    attempt.inv = b.inv;
+                }
+                b.payload =
+                    decision_event(by[1], &b.attempts[0].audit_id, verdicts[1], &b.request_id);
+                let (ran_a, ran_b) = tokio::join!(
+                    execute(&app, &injector, &a, &runs[0]),
+                    execute(&app_b, &injector_b, &b, &runs[1])
+                );
+                let (batch_a, batch_b) = (decision_batch(&a, by[0]), decision_batch(&b, by[1]));
+                finish(&mut history, n, &batch_a, a, ran_a);
+                finish(&mut history, n, &batch_b, b, ran_b);
                 continue;
             }
             Step::Together { batches, runs } => {
@@ -534,6 +595,7 @@ fn prepare(
             message_id,
             receive,
             answer: Answer::default(),
+            decision: None,
         });
     }
     let payload = if batch.source.is_http() {
@@ -622,9 +684,109 @@ fn finish(
     }
     let failed = invocation.failed_ids.iter().cloned().collect();
     let any_retry = attempts.iter().any(|a| !a.answer.is_final);
+    for (i, attempt) in attempts.iter().enumerate() {
+        if attempt.decision.is_some() || attempt.answer.outcome != "PENDING" {
+            continue;
+        }
+        let id = attempt
+            .answer
+            .body
+            .as_ref()
+            .and_then(|b| b.get("approvalId"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| attempt.answer.event.as_ref()?.approval_id.clone());
+        if let Some(id) = id
+            && !history.approvals.iter().any(|(known, _)| *known == id)
+        {
+            history.approvals.push((id, first + i));
+        }
+    }
     history.attempts.extend(attempts);
     history.invocations.push(invocation);
     (failed, any_retry)
+}
+
+/// A decision's invocation: `POST /approvals/{id}` by `by`, on the approval `of` counts back to
+/// (an id nobody was given, before any).
+fn prepare_decision(
+    history: &mut History,
+    schedule: &Schedule,
+    of: usize,
+    by: Sender,
+    verdict: Verdict,
+) -> Prepared {
+    let inv = history.invocations.len();
+    let first = history.attempts.len();
+    let request_id = format!("r{inv}");
+    let (approval_id, pending) = match history.approvals.len() {
+        0 => (UNKNOWN_APPROVAL.to_owned(), None),
+        n => {
+            let (id, attempt) = &history.approvals[n - 1 - of % n];
+            (id.clone(), Some(*attempt))
+        }
+    };
+    let (request, req) = match pending {
+        Some(i) => (history.attempts[i].request, history.attempts[i].req),
+        None => {
+            let (index, req) = schedule.request(0);
+            (index, *req)
+        }
+    };
+    let payload = decision_event(by, &approval_id, verdict, &request_id);
+    Prepared {
+        inv,
+        first,
+        request_id,
+        attempts: vec![Attempt {
+            inv,
+            source: Source::HttpSingle,
+            sender: by,
+            request,
+            req,
+            label: None,
+            key: None,
+            audit_id: approval_id.clone(),
+            message_id: None,
+            receive: 0,
+            answer: Answer::default(),
+            decision: Some(DecisionOf {
+                approval_id,
+                verdict,
+                pending,
+            }),
+        }],
+        payload,
+    }
+}
+
+/// The batch a decision's answer is read as: one HTTP request.
+fn decision_batch(prepared: &Prepared, by: Sender) -> Batch {
+    Batch {
+        source: Source::HttpSingle,
+        sender: by,
+        key: None,
+        records: vec![Rec {
+            request: prepared.attempts[0].request,
+            group: 0,
+        }],
+    }
+}
+
+/// `POST /approvals/{approval_id}` from `by`, IAM-authorised.
+fn decision_event(by: Sender, approval_id: &str, verdict: Verdict, request_id: &str) -> Value {
+    let path = format!("/approvals/{approval_id}");
+    let body = json!({"Decision": verdict.as_str(), "Reason": "checked by phone"});
+    let mut event = http_event_at(
+        by,
+        "POST /approvals/{approvalId}",
+        &path,
+        None,
+        request_id,
+        body.to_string(),
+    );
+    event["pathParameters"] = json!({ "approvalId": approval_id });
+    event
 }
 
 /// An HTTP API (payload 2.0) event from `sender`, IAM-authorised.
@@ -641,14 +803,33 @@ fn http_event(schedule: &Schedule, batch: &Batch, key: Option<&str>, request_id:
         Source::HttpSingle => bodies.into_iter().next().unwrap_or(Value::Null),
         _ => Value::Array(bodies),
     };
+    http_event_at(
+        batch.sender,
+        "POST /reset",
+        "/reset",
+        key,
+        request_id,
+        body.to_string(),
+    )
+}
+
+/// An HTTP API (payload 2.0) `POST` to `path` from `sender`, IAM-authorised.
+fn http_event_at(
+    sender: Sender,
+    route: &str,
+    path: &str,
+    key: Option<&str>,
+    request_id: &str,
+    body: String,
+) -> Value {
     let mut headers = json!({"content-type": "application/json"});
     if let Some(key) = key {
         headers["idempotency-key"] = Value::from(key);
     }
     json!({
         "version": "2.0",
-        "routeKey": "POST /reset",
-        "rawPath": "/reset",
+        "routeKey": route,
+        "rawPath": path,
         "rawQueryString": "",
         "headers": headers,
         "requestContext": {
@@ -658,13 +839,13 @@ fn http_event(schedule: &Schedule, batch: &Batch, key: Option<&str>, request_id:
             "domainPrefix": "faults",
             "http": {
                 "method": "POST",
-                "path": "/reset",
+                "path": path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": "10.0.0.1",
                 "userAgent": "faults"
             },
             "requestId": request_id,
-            "routeKey": "POST /reset",
+            "routeKey": route,
             "stage": "$default",
             "time": "27/Nov/2026:09:00:00 +0000",
             "timeEpoch": 1795770000000u64,
@@ -675,13 +856,13 @@ fn http_event(schedule: &Schedule, batch: &Batch, key: Option<&str>, request_id:
                     "callerId": "AROAEXAMPLEID:caller",
                     "cognitoIdentity": null,
                     "principalOrgId": null,
-                    "userArn": batch.sender.arn(),
+                    "userArn": sender.arn(),
                     "userId": "AROAEXAMPLEID:caller"
                 }
             }
         },
         "isBase64Encoded": false,
-        "body": body.to_string()
+        "body": body
     })
 }
 
@@ -823,9 +1004,17 @@ fn read_sqs(invocation: &mut Invocation, attempts: &mut [Attempt]) -> Result<(),
         let acked = !invocation.failed_ids.contains(&id);
         attempt.answer = match event {
             Some(event) => {
-                let outcome = event.outcome.as_str().to_owned();
+                // A request kept for approval is acknowledged: PENDING, as over HTTP.
+                let outcome = match event.outcome.as_str() {
+                    "PENDING_APPROVAL" => "PENDING",
+                    other => other,
+                }
+                .to_owned();
                 Answer {
-                    is_final: matches!(outcome.as_str(), "RESET" | "WOULD_RESET" | "REJECTED"),
+                    is_final: matches!(
+                        outcome.as_str(),
+                        "RESET" | "WOULD_RESET" | "REJECTED" | "PENDING"
+                    ),
                     acked,
                     outcome,
                     code: event.code.clone(),
@@ -874,6 +1063,13 @@ impl fmt::Display for History {
                 );
                 if let Some(label) = &attempt.label {
                     line += &format!(" key {label}");
+                }
+                if let Some(d) = &attempt.decision {
+                    line += &format!(
+                        " DECISION {} by {}",
+                        d.verdict.as_str(),
+                        attempt.sender.name()
+                    );
                 }
                 if attempt.receive > 0 {
                     line += &format!(" receive {}", attempt.receive);
@@ -966,6 +1162,9 @@ impl fmt::Display for History {
                 call.result,
                 if call.wrote { " (wrote)" } else { "" }
             )?;
+            if let Some(detail) = &call.detail {
+                writeln!(f, "        {detail}")?;
+            }
         }
         if !self.journal.buckets.is_empty() {
             writeln!(f, "pacing bucket writes:")?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::faults::{Answered, CognitoCall, GuardCall, Op};
-use crate::harness::{Attempt, History, last_receive};
+use crate::harness::{Attempt, History, UNKNOWN_APPROVAL, last_receive};
 use crate::schedule::Mix;
 use crate::world::{
     COOLDOWN, FOREIGN_ACCOUNT, FOREIGN_POOL, FUNCTION_ACCOUNT, MARGIN, POOL, Pool, SignOut, User,
@@ -47,6 +47,8 @@ pub fn check(history: &History) -> Checked {
     budgets_hold(history)?;
     dry_run_changes_nothing(history)?;
     other_account_is_named(history)?;
+    approvals_hold(history)?;
+    decisions_are_true(history)?;
     Ok(())
 }
 
@@ -123,7 +125,9 @@ fn abandoned_claims<'h>(h: &'h History, pool: &str, canonical: &str) -> Vec<&'h 
                 .iter()
                 .filter(|c| c.op == Op::Complete && c.claim_id == claim.claim_id)
                 .collect();
-            let completed = completions.iter().any(|c| c.wrote);
+            // A settle writes the key's answer first: a completion its caller was told failed
+            // may have written the key and not the claim.
+            let completed = completions.iter().any(|c| c.wrote && !c.failed());
             let failed = completions.iter().any(|c| c.failed());
             // Never completed, and either a completion failed after its retries, or the claim
             // landed and its holder was told an error (so it could not know it held it).
@@ -235,7 +239,13 @@ pub fn nothing_lost(h: &History) -> Checked {
         let canonical = a.req.user.canonical().unwrap_or_default();
         let pool = a.req.pool_id();
         let code = a.answer.code.as_deref();
-        if let Some(expected) = refusal_by_policy(a.sender, &a.req) {
+        // A decision's own answers are checked by `decisions_are_true`; the approved reset's
+        // refusals (its cooldown, its budget) here, as the request's.
+        if a.decision.is_some() && (code.is_none_or(|c| APPROVAL_CODES.contains(&c))) {
+            continue;
+        }
+        if let Some(expected) = refusal_by_policy(a.sender, &a.req).filter(|_| a.decision.is_none())
+        {
             if code != Some(expected) {
                 return violation(
                     NAME,
@@ -256,6 +266,14 @@ pub fn nothing_lost(h: &History) -> Checked {
             let fine = match a.answer.outcome.as_str() {
                 "RESET" => !h.options.dry_run,
                 "WOULD_RESET" => would,
+                // PENDING: a privileged user's request, its approval created in this invocation.
+                "PENDING" => {
+                    !h.options.dry_run
+                        && a.req.user == User::Pam
+                        && pending_id(a).is_some_and(|id| {
+                            asked(h).iter().any(|r| r.id == id && r.call.inv == a.inv)
+                        })
+                }
                 _ => false,
             };
             if !fine {
@@ -322,11 +340,18 @@ pub fn nothing_lost(h: &History) -> Checked {
             ),
             "caller-budget-exhausted" => (
                 h.options.budget.is_some()
-                    && segments(h).iter().any(|seg| {
+                    && (segments(h).iter().any(|seg| {
                         seg.inv == a.inv
                             && seg.record == a.audit_id
                             && seg.spend.is_some_and(|s| s.result == "exhausted")
-                    }),
+                    })
+                        // A request waiting for approval looks at its caller's budget.
+                        || (a.req.user == User::Pam
+                            && h.journal.guard.iter().any(|c| {
+                                c.inv == a.inv
+                                    && c.op == Op::PeekBudget
+                                    && c.result == "exhausted"
+                            }))),
                 "no spend of this record was answered exhausted by the budget".to_owned(),
             ),
             _ => (false, "nothing in this world makes it true".to_owned()),
@@ -441,7 +466,8 @@ fn kept(h: &History, a: &Attempt) -> bool {
     }
     match a.answer.code.as_deref() {
         // A RESET handed back for its sign-out is not kept: its redelivery must run.
-        None => a.answer.outcome == "RESET" && a.answer.acked,
+        // A request kept for approval: a repeat learns the same approval.
+        None => matches!(a.answer.outcome.as_str(), "RESET" | "PENDING") && a.answer.acked,
         // Kept only when the user's status cannot settle it later (the user was not CONFIRMED
         // before the reset); the harness does not follow the status at each request, so it
         // demands no replay of a reset-unconfirmed (a weaker check, never a wrong one).
@@ -496,7 +522,8 @@ pub fn replays_are_faithful(h: &History) -> Checked {
     let same_key =
         |a: &Attempt, b: &Attempt| a.key.is_some() && a.key == b.key && a.request == b.request;
     for (j, b) in h.attempts.iter().enumerate() {
-        if !b.answer.replayed {
+        // A decision's replay is checked by `decisions_are_true`.
+        if !b.answer.replayed || b.decision.is_some() {
             continue;
         }
         let originals: Vec<&Attempt> = h
@@ -687,9 +714,22 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
         for a in attempts {
             let events: Vec<_> = inv.events.iter().filter(|e| e.id == a.audit_id).collect();
             if a.source.is_http() {
-                let expected = usize::from(a.answer.is_final);
+                // A decision's outcome event is the approved request's final outcome (the
+                // approved reset's, a fresh denial's); refusing a decision (self-approval,
+                // expired, ...) or replaying a denial ends no request.
+                let expected = match &a.decision {
+                    None => usize::from(a.answer.is_final),
+                    Some(_) => usize::from(
+                        a.answer.is_final
+                            && !APPROVAL_CODES
+                                .iter()
+                                .any(|c| a.answer.code.as_deref() == Some(*c))
+                            || (a.answer.code.as_deref() == Some("approval-denied")
+                                && !a.answer.replayed),
+                    ),
+                };
                 let event_matches = events.first().is_none_or(|e| {
-                    e.outcome.as_str() == a.answer.outcome
+                    event_outcome(e) == a.answer.outcome
                         && e.code == a.answer.code
                         && e.replayed == a.answer.replayed
                 });
@@ -705,7 +745,7 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
                                 .iter()
                                 .map(|e| format!(
                                     "{} {:?} replayed={}",
-                                    e.outcome.as_str(),
+                                    event_outcome(e),
                                     e.code,
                                     e.replayed
                                 ))
@@ -1090,6 +1130,62 @@ pub fn coverage(h: &History) -> Vec<String> {
     if h.invocations.windows(2).any(|w| w[1].start < w[0].end) {
         edges.push("concurrent instances".to_owned());
     }
+    // Approvals.
+    for a in &h.attempts {
+        let code = a.answer.code.as_deref();
+        match &a.decision {
+            None if a.answer.outcome == "PENDING" => edges.push(format!(
+                "PENDING{} over {}",
+                if a.answer.replayed { " replayed" } else { "" },
+                if a.source.is_http() { "HTTP" } else { "SQS" }
+            )),
+            None => {}
+            Some(_) => {
+                let what = match (a.answer.outcome.as_str(), code) {
+                    ("RESET", None) => "approved: RESET".to_owned(),
+                    (_, Some(c)) if APPROVAL_CODES.contains(&c) => format!("decision: {c}"),
+                    (outcome, Some(c)) => format!("approved: {outcome} {c}"),
+                    (outcome, None) => format!("decision: {outcome}"),
+                };
+                edges.push(format!(
+                    "{what}{}",
+                    if a.answer.replayed { " (replayed)" } else { "" }
+                ));
+            }
+        }
+    }
+    for call in &h.journal.guard {
+        let approval_op = matches!(
+            call.op,
+            Op::Request | Op::Decide | Op::Approval | Op::PeekUser | Op::PeekBudget | Op::Keep
+        );
+        if approval_op && call.fault.is_some() {
+            edges.push(format!("a fault at {}", call.op.name()));
+        }
+        if matches!(call.op, Op::Request | Op::Decide) && call.injected() && call.wrote {
+            edges.push("an approval write landed under a fault".to_owned());
+        }
+    }
+    if h.journal.cognito.iter().any(|c| {
+        c.fault.is_some()
+            && h.attempts
+                .iter()
+                .any(|a| a.inv == c.inv && a.decision.is_some())
+    }) {
+        edges.push("a fault at Cognito in an approved reset".to_owned());
+    }
+    if h.attempts.iter().enumerate().any(|(i, a)| {
+        a.decision.as_ref().is_some_and(|d| {
+            h.attempts[i + 1..].iter().any(|b| {
+                b.decision
+                    .as_ref()
+                    .is_some_and(|e| e.approval_id == d.approval_id && d.pending.is_some())
+                    && h.inv(b).start < h.inv(a).end
+            })
+        })
+    }) {
+        edges.push("two decisions on one approval at once".to_owned());
+    }
     edges.sort();
     edges.dedup();
     seen.extend(edges);
@@ -1164,6 +1260,26 @@ pub fn required(mix: Mix) -> Vec<(String, f64)> {
             edge("DRY_RUN WOULD_RESET", 0.1);
         }
         Mix::Faults => {}
+        Mix::Approvals => {
+            edge("PENDING over HTTP", 0.2);
+            edge("PENDING over SQS", 0.02);
+            edge("PENDING replayed over HTTP", 0.01);
+            edge("PENDING replayed over SQS", 0.01);
+            edge("approved: RESET", 0.1);
+            edge("approved: RESET (replayed)", 0.05);
+            edge("decision: approval-denied", 0.01);
+            edge("decision: approval-denied (replayed)", 0.005);
+            edge("decision: approval-expired", 0.005);
+            edge("decision: self-approval", 0.01);
+            edge("decision: not-an-approver", 0.01);
+            edge("decision: approval-not-found", 0.01);
+            edge("two decisions on one approval at once", 0.01);
+            for op in [Op::Request, Op::Decide, Op::Approval, Op::PeekUser] {
+                edge(&format!("a fault at {}", op.name()), 0.01);
+            }
+            edge("an approval write landed under a fault", 0.01);
+            edge("a fault at Cognito in an approved reset", 0.02);
+        }
     }
     required.retain(|(_, share)| *share > 0.0);
     required
@@ -1595,6 +1711,433 @@ pub fn other_account_is_named(h: &History) -> Checked {
                     event.pool_account
                 ),
             );
+        }
+    }
+    Ok(())
+}
+
+// ---- approvals -------------------------------------------------------------------------------
+
+/// The answers a decision itself gives (not the approved reset's own).
+const APPROVAL_CODES: &[&str] = &[
+    "approval-denied",
+    "approval-expired",
+    "self-approval",
+    "not-an-approver",
+    "approval-not-found",
+];
+
+/// An event's outcome as the HTTP answer names it (`PENDING_APPROVAL` is answered `PENDING`).
+fn event_outcome(e: &cognito_reset::aws::events::OutcomeEvent) -> &str {
+    match e.outcome.as_str() {
+        "PENDING_APPROVAL" => "PENDING",
+        other => other,
+    }
+}
+
+/// The approval id a PENDING answer gave (HTTP body, or the SQS message's event).
+fn pending_id(a: &Attempt) -> Option<String> {
+    a.answer
+        .body
+        .as_ref()
+        .and_then(|b| b.get("approvalId"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| a.answer.event.as_ref()?.approval_id.clone())
+}
+
+/// An approval the table holds: what its creation was asked (the journal's, not the code's
+/// answer), for a creation that landed.
+struct Asked<'h> {
+    id: String,
+    requester: String,
+    pool: String,
+    user: String,
+    ticket: String,
+    sign_out: bool,
+    /// Epoch seconds.
+    decide_by: u64,
+    call: &'h GuardCall,
+}
+
+/// A decision that landed: what it was asked.
+struct Landed<'h> {
+    id: String,
+    verdict: String,
+    approver: String,
+    call: &'h GuardCall,
+}
+
+fn text(detail: &serde_json::Value, field: &str) -> String {
+    detail[field].as_str().unwrap_or_default().to_owned()
+}
+
+fn asked(h: &History) -> Vec<Asked<'_>> {
+    h.journal
+        .guard
+        .iter()
+        .filter(|c| c.op == Op::Request && c.wrote)
+        .filter_map(|call| {
+            let d = call.detail.as_ref()?;
+            Some(Asked {
+                id: text(d, "approvalId"),
+                requester: text(d, "requester"),
+                pool: text(d, "pool"),
+                user: text(d, "user"),
+                ticket: text(d, "ticket"),
+                sign_out: d["signOut"].as_bool().unwrap_or(false),
+                decide_by: d["decideBy"].as_u64().unwrap_or(0),
+                call,
+            })
+        })
+        .collect()
+}
+
+fn landed(h: &History) -> Vec<Landed<'_>> {
+    h.journal
+        .guard
+        .iter()
+        .filter(|c| c.op == Op::Decide && c.wrote)
+        .filter_map(|call| {
+            let d = call.detail.as_ref()?;
+            Some(Landed {
+                id: text(d, "approvalId"),
+                verdict: text(d, "verdict"),
+                approver: text(d, "approver"),
+                call,
+            })
+        })
+        .collect()
+}
+
+/// The wall clock's whole seconds at `t` (what an approval's time is counted in).
+fn wall_secs(h: &History, t: Instant) -> u64 {
+    h.wall(t)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An identity without an assumed role's session name: sessions of one role are one requester.
+fn role(identity: &str) -> &str {
+    match identity.rsplit_once('/') {
+        Some((role, _)) if identity.contains(":assumed-role/") => role,
+        _ => identity,
+    }
+}
+
+/// Whether `approver` may decide a request of `requester`: it matches the privileged rule's
+/// approvers (the world's `APPROVERS`: the leads' and the portal's roles) and is not the
+/// requester (nor another session of its role).
+fn valid_approver(approver: &str, requester: &str) -> bool {
+    let approves = approver.contains(":assumed-role/helpdesk-lead/")
+        || approver.contains(":assumed-role/helpdesk-portal/");
+    approves && role(approver) != role(requester)
+}
+
+/// No reset of a user whose rule requires approval (Pam) without an approve decision that
+/// landed, by a valid approver, before the approval's time was over, for that very request
+/// (pool, user, ticket; sign-out only if the request or the rule asked it), and sent in a
+/// decision on that approval; every landed decision in time and by a valid approver, one per
+/// approval; at most one reset performed per approval.
+pub fn approvals_hold(h: &History) -> Checked {
+    const NAME: &str = "no reset without its approval";
+    let canonical = User::Pam.canonical().unwrap_or_default();
+    let asked = asked(h);
+    let landed = landed(h);
+    let decided_in = |inv: usize, id: &str| {
+        h.attempts
+            .iter()
+            .any(|a| a.inv == inv && a.decision.as_ref().is_some_and(|d| d.approval_id == id))
+    };
+    // Approved in time, by a valid approver, before `at`.
+    let approved = |r: &Asked<'_>, at: Instant| {
+        landed.iter().any(|d| {
+            d.id == r.id
+                && d.verdict == "approve"
+                && valid_approver(&d.approver, &r.requester)
+                && d.call.start <= at
+                && wall_secs(h, d.call.start) < r.decide_by
+        })
+    };
+    for call in h.journal.cognito.iter().filter(|c| c.name == canonical) {
+        if !(call.op.sends_code() || call.op == Op::SignOut) {
+            continue;
+        }
+        let ok = asked.iter().any(|r| {
+            r.pool == call.pool
+                && r.user == call.name
+                && decided_in(call.inv, &r.id)
+                && approved(r, call.start)
+                && match call.op {
+                    Op::SignOut => {
+                        h.options.sign_out == SignOut::Always
+                            || (h.options.sign_out == SignOut::Allowed && r.sign_out)
+                    }
+                    _ => call.ticket.as_deref() == Some(r.ticket.as_str()),
+                }
+        });
+        if !ok {
+            return violation(
+                NAME,
+                format!(
+                    "{} was sent for {} ({}) at t={} ms in invocation {}, without an approval of that request decided in time by a valid approver in a decision on it",
+                    call.op.name(),
+                    call.name,
+                    call.ticket.as_deref().unwrap_or("no ticket"),
+                    h.at(call.start),
+                    call.inv
+                ),
+            );
+        }
+    }
+    for d in &landed {
+        let Some(r) = asked.iter().find(|r| r.id == d.id) else {
+            return violation(
+                NAME,
+                format!(
+                    "a decision on {} landed, but no such approval was created",
+                    d.id
+                ),
+            );
+        };
+        if wall_secs(h, d.call.start) >= r.decide_by {
+            return violation(
+                NAME,
+                format!(
+                    "a decision ({} by {}) on {} landed at t={} ms, after its time (epoch {} s)",
+                    d.verdict,
+                    d.approver,
+                    d.id,
+                    h.at(d.call.start),
+                    r.decide_by
+                ),
+            );
+        }
+        if !valid_approver(&d.approver, &r.requester) {
+            return violation(
+                NAME,
+                format!(
+                    "{} decided {} ({}), a request of {}: not a valid approver",
+                    d.approver, d.id, d.verdict, r.requester
+                ),
+            );
+        }
+        if landed.iter().filter(|e| e.id == d.id).count() > 1 {
+            return violation(NAME, format!("two decisions on {} landed", d.id));
+        }
+    }
+    // One code per approval, whoever decides, however often, at once or with retries. The one
+    // exception is a reset whose end could not be recorded: its answer was ambiguous (the
+    // documented trade-off, docs/guarantees.md "Trade-offs": `reset-unconfirmed` is not kept
+    // under the approval's key) or the guard's store failed under its run after every retry.
+    // Once its cooldown window is over the user item no longer holds it, so a later decision
+    // on the approval runs the reset again, as a keyed request's retry does. Excused exactly
+    // there: the later reset sent after the earlier one's window.
+    for r in &asked {
+        let performed: Vec<&CognitoCall> = h
+            .journal
+            .cognito
+            .iter()
+            .filter(|c| {
+                c.op.sends_code()
+                    && (c.performed || c.ambiguous())
+                    && c.name == r.user
+                    && c.ticket.as_deref() == Some(r.ticket.as_str())
+                    && decided_in(c.inv, &r.id)
+            })
+            .collect();
+        let excused = |pair: &[&CognitoCall]| {
+            let unrecorded = pair[0].ambiguous()
+                || h.journal
+                    .guard
+                    .iter()
+                    .any(|c| c.inv == pair[0].inv && c.failed());
+            unrecorded && pair[1].start >= h.invocations[pair[0].inv].start + COOLDOWN
+        };
+        let counted = 1 + performed.windows(2).filter(|pair| !excused(pair)).count();
+        if performed.iter().filter(|c| c.performed).count() > 1 && counted > 1 {
+            return violation(
+                NAME,
+                format!(
+                    "approval {} ({}) reset the user {} times (invocations {:?})",
+                    r.id,
+                    r.ticket,
+                    performed.len(),
+                    performed.iter().map(|c| c.inv).collect::<Vec<_>>()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A decision's answer is true and faithful: RESET only for a valid approver's landed approval
+/// (the reset itself is `nothing_lost`'s), `approval-denied` only for a landed denial,
+/// `approval-expired` only once the time is over and nothing decided, `self-approval` only for
+/// the requester's role, `not-an-approver` only for a caller who approves nothing,
+/// `approval-not-found` only for an id never created; none of these refusals sends anything;
+/// a replayed decision repeats the first decision's answer, and once a decision was answered
+/// RESET or `approval-denied`, a later valid decision is given that answer again.
+pub fn decisions_are_true(h: &History) -> Checked {
+    const NAME: &str = "decisions are true and replayed faithfully";
+    let asked = asked(h);
+    let landed = landed(h);
+    let decisions: Vec<(&Attempt, &crate::harness::DecisionOf)> = h
+        .attempts
+        .iter()
+        .filter_map(|a| a.decision.as_ref().map(|d| (a, d)))
+        .collect();
+    for &(a, d) in &decisions {
+        let inv = h.inv(a);
+        let r = asked.iter().find(|r| r.id == d.approval_id);
+        let landed_by = |verdict: &str, until: Instant| {
+            landed
+                .iter()
+                .any(|l| l.id == d.approval_id && l.verdict == verdict && l.call.start <= until)
+        };
+        let sent = h.journal.cognito.iter().any(|c| {
+            c.inv == a.inv && (c.op.sends_code() || c.op == Op::SignOut) && c.may_have_sent()
+        });
+        let code = a.answer.code.as_deref();
+        let (fine, because) = match (a.answer.outcome.as_str(), code) {
+            ("RESET", None) => (
+                r.is_some_and(|r| valid_approver(a.sender.arn(), &r.requester))
+                    && landed_by("approve", inv.end),
+                "no approve decision landed, or its decider is no valid approver",
+            ),
+            (_, Some("approval-denied")) => (
+                !sent
+                    && landed.iter().any(|l| {
+                        l.id == d.approval_id
+                            && l.verdict == "deny"
+                            && l.call.start <= inv.end
+                            // Fresh: its own denial. The same approver's same denial at the
+                            // same moment (another instance) counts as its own: the guard
+                            // cannot tell it from the SDK's retry of its own landed write
+                            // (`decide` compares verdict and approver), so both are told the
+                            // fresh answer; any other decider's is `Lost` and replayed.
+                            && (a.answer.replayed || l.approver == a.sender.arn())
+                    }),
+                "no deny decision (its own, unless replayed) landed, or something was sent",
+            ),
+            (_, Some("approval-expired")) => (
+                !sent
+                    && !landed.iter().any(|l| l.id == d.approval_id)
+                    && r.is_some_and(|r| wall_secs(h, inv.end) >= r.decide_by),
+                "the approval was decided, or its time was not over, or something was sent",
+            ),
+            (_, Some("self-approval")) => (
+                !sent && r.is_some_and(|r| role(a.sender.arn()) == role(&r.requester)),
+                "the decider is not the requester, or something was sent",
+            ),
+            (_, Some("not-an-approver")) => (
+                !sent && a.sender == crate::world::Sender::Intruder,
+                "the decider approves this rule's requests, or something was sent",
+            ),
+            (_, Some("approval-not-found")) => (
+                !sent && (d.approval_id == UNKNOWN_APPROVAL || r.is_none()),
+                "the approval was created, or something was sent",
+            ),
+            _ => (true, ""),
+        };
+        if !fine {
+            return violation(
+                NAME,
+                format!(
+                    "the decision {} by {} on {} (invocation {}) was told {}, but {because}",
+                    d.verdict.as_str(),
+                    a.sender.name(),
+                    d.approval_id,
+                    a.inv,
+                    told(a)
+                ),
+            );
+        }
+        // A replayed decision: the first decision's answer; or, when that decision's decider
+        // was never told (its landed write's answer was lost, a RETRY), the landed verdict.
+        if a.answer.replayed {
+            let fresh: Vec<&Attempt> = decisions
+                .iter()
+                .filter(|&&(b, e)| {
+                    e.approval_id == d.approval_id
+                        && !b.answer.replayed
+                        && b.answer.is_final
+                        // A refused decision (self-approval, ...) decided nothing.
+                        && (b.answer.code.as_deref() == Some("approval-denied")
+                            || !APPROVAL_CODES.contains(&b.answer.code.as_deref().unwrap_or("")))
+                        && h.inv(b).start <= inv.start
+                })
+                .map(|&(b, _)| b)
+                .collect();
+            let first = if fresh.is_empty() {
+                match (a.answer.outcome.as_str(), code) {
+                    ("RESET", None) => landed_by("approve", inv.end),
+                    (_, Some("approval-denied")) => landed_by("deny", inv.end),
+                    _ => false,
+                }
+            } else {
+                fresh.iter().any(|b| same_answer(a, b))
+            };
+            if !first {
+                return violation(
+                    NAME,
+                    format!(
+                        "the decision {} by {} on {} (invocation {}) was replayed {}, an answer no decision on it was given",
+                        d.verdict.as_str(),
+                        a.sender.name(),
+                        d.approval_id,
+                        a.inv,
+                        told(a)
+                    ),
+                );
+            }
+        }
+    }
+    // Once answered RESET or approval-denied, a later valid decision gets that answer again
+    // (or a RETRY: it could not read the approval or the approved reset's key).
+    for &(a, d) in &decisions {
+        let final_ = !a.answer.replayed
+            && (a.answer.outcome == "RESET" && a.answer.code.is_none()
+                || a.answer.code.as_deref() == Some("approval-denied"));
+        let Some(r) = asked.iter().find(|r| r.id == d.approval_id) else {
+            continue;
+        };
+        // The store failed under the approved reset (its key's answer may be unwritten).
+        if !final_ || h.journal.guard.iter().any(|c| c.inv == a.inv && c.failed()) {
+            continue;
+        }
+        for &(b, e) in &decisions {
+            // The same approver's same decision at the same moment is told the fresh answer
+            // too (see the denial above: the guard takes it for its own retry).
+            let twin =
+                b.sender == a.sender && e.verdict == d.verdict && h.inv(b).start <= h.inv(a).end;
+            if e.approval_id != d.approval_id
+                || b.inv == a.inv
+                || twin
+                || h.inv(b).start < h.inv(a).end
+                || !valid_approver(b.sender.arn(), &r.requester)
+                || !b.answer.is_final
+            {
+                continue;
+            }
+            if !(b.answer.replayed && same_answer(a, b)) {
+                return violation(
+                    NAME,
+                    format!(
+                        "the decision {} by {} on {} (invocation {}) was told {}; the later decision {} by {} (invocation {}) was told {}",
+                        d.verdict.as_str(),
+                        a.sender.name(),
+                        d.approval_id,
+                        a.inv,
+                        told(a),
+                        e.verdict.as_str(),
+                        b.sender.name(),
+                        b.inv,
+                        told(b)
+                    ),
+                );
+            }
         }
     }
     Ok(())

@@ -8,7 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::faults::{Fault, Injected, Op, When};
-use crate::world::{COOLDOWN, Options, Pacing, Pool, Req, Sender, SignOut, Spelling, User};
+use crate::world::{
+    APPROVAL_TTL, COOLDOWN, Options, Pacing, Pool, Req, Sender, SignOut, Spelling, User,
+};
 
 /// How a batch arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +88,22 @@ pub enum Again {
     AfterRetryAfter,
 }
 
+/// What a decision on an approval says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
 /// One step of a schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -99,6 +117,21 @@ pub enum Step {
     /// Two first deliveries at the same moment, to two instances of the function (each with
     /// its own faults), over the same Cognito, table and bus.
     Together { batches: [Batch; 2], runs: [Run; 2] },
+    /// `POST /approvals/{id}` by `by`: `of` counts back from the latest approval id a PENDING
+    /// answer gave (modulo their number); with none yet, an id nobody was given.
+    Decide {
+        of: usize,
+        by: Sender,
+        verdict: Verdict,
+        run: Run,
+    },
+    /// Two decisions on the same approval at the same moment, on two instances.
+    DecideTogether {
+        of: usize,
+        by: [Sender; 2],
+        verdicts: [Verdict; 2],
+        runs: [Run; 2],
+    },
 }
 
 /// A whole schedule.
@@ -225,6 +258,38 @@ impl fmt::Display for Schedule {
                         runs[1]
                     )?;
                     sends += 2;
+                }
+                Step::Decide {
+                    of,
+                    by,
+                    verdict,
+                    run,
+                } => writeln!(
+                    f,
+                    "  {n:>2}. decide approval -{of}: {} by {} | {run}",
+                    verdict.as_str(),
+                    by.name()
+                )?,
+                Step::DecideTogether {
+                    of,
+                    by,
+                    verdicts,
+                    runs,
+                } => {
+                    writeln!(
+                        f,
+                        "  {n:>2}. together, decide approval -{of}: instance A {} by {} | {}",
+                        verdicts[0].as_str(),
+                        by[0].name(),
+                        runs[0]
+                    )?;
+                    writeln!(
+                        f,
+                        "      and instance B {} by {} | {}",
+                        verdicts[1].as_str(),
+                        by[1].name(),
+                        runs[1]
+                    )?;
                 }
             }
         }
@@ -375,6 +440,24 @@ fn injected(mix: Mix) -> BoxedStrategy<Injected> {
             1 => Just(Op::Publish),
         ]
         .boxed(),
+        // Approvals: the approval operations, and the approved reset's calls.
+        Mix::Approvals => prop_oneof![
+            4 => Just(Op::Reset),
+            1 => Just(Op::SignOut),
+            6 => Just(Op::Decide),
+            4 => Just(Op::Request),
+            3 => Just(Op::Approval),
+            2 => Just(Op::PeekUser),
+            1 => Just(Op::PeekBudget),
+            1 => Just(Op::Keep),
+            2 => Just(Op::Begin),
+            2 => Just(Op::Finish),
+            2 => Just(Op::Claim),
+            2 => Just(Op::Complete),
+            1 => Just(Op::Spend),
+            1 => Just(Op::GetUser),
+        ]
+        .boxed(),
         Mix::Paced => prop_oneof![
             8 => Just(Op::Reset),
             2 => Just(Op::Resend),
@@ -464,6 +547,11 @@ pub enum Mix {
     /// [`matrix`], in a world where every call happens (sign-out always, resent invitations,
     /// a budget).
     Faults,
+    /// Approvals: privileged users' requests (HTTP, SQS) answered PENDING, decisions (approve,
+    /// deny, by the requester, by a non-approver, twice, two at once), waits past the
+    /// approval's time, re-sends of the request; faults at the approval operations and at the
+    /// approved reset.
+    Approvals,
 }
 
 impl Mix {
@@ -718,6 +806,28 @@ fn batch(mix: Mix) -> BoxedStrategy<Batch> {
         Mix::All | Mix::Helpdesk | Mix::Paced | Mix::DryRun | Mix::Faults => {
             prop_oneof![3 => sqs, 2 => single, 2 => http_batch, 2 => fifo].boxed()
         }
+        // The portal's single requests (a key or none) first, the queues', a batch.
+        Mix::Approvals => {
+            let portal_single = (key(), recs(1)).prop_map(|(key, records)| Batch {
+                source: Source::HttpSingle,
+                sender: Sender::Portal,
+                key,
+                records,
+            });
+            let queue = recs(3).prop_map(|records| Batch {
+                source: Source::Sqs,
+                sender: Sender::Queue,
+                key: None,
+                records,
+            });
+            let portal_batch = (key(), recs(3)).prop_map(|(key, records)| Batch {
+                source: Source::HttpBatch,
+                sender: Sender::Portal,
+                key,
+                records,
+            });
+            prop_oneof![4 => portal_single, 3 => queue, 1 => portal_batch, 1 => fifo].boxed()
+        }
         // Single requests carry Retry-After.
         Mix::Windows => prop_oneof![2 => sqs, 5 => single, 1 => http_batch, 1 => fifo].boxed(),
         Mix::Sqs => prop_oneof![sqs, fifo].boxed(),
@@ -778,6 +888,9 @@ pub fn schedule(mix: Mix) -> BoxedStrategy<Schedule> {
     if matches!(mix, Mix::Faults) {
         return matrix_schedule();
     }
+    if matches!(mix, Mix::Approvals) {
+        return approvals_schedule();
+    }
     let world = if mix.has_options() {
         options(mix)
     } else {
@@ -810,6 +923,109 @@ pub fn schedule(mix: Mix) -> BoxedStrategy<Schedule> {
                 Schedule {
                     phase_ms,
                     concurrency,
+                    options,
+                    requests,
+                    steps,
+                }
+            },
+        )
+        .boxed()
+}
+
+/// Who decides: the leads mostly, the portal (the requester of its own requests, an approver of
+/// the queues'), a caller who approves nothing.
+fn decider() -> impl Strategy<Value = Sender> {
+    prop_oneof![
+        4 => Just(Sender::Lead),
+        2 => Just(Sender::LeadTwo),
+        2 => Just(Sender::Portal),
+        1 => Just(Sender::Intruder),
+    ]
+}
+
+fn verdict() -> impl Strategy<Value = Verdict> {
+    prop_oneof![3 => Just(Verdict::Approve), 1 => Just(Verdict::Deny)]
+}
+
+/// The approvals' schedules: the first request is a privileged user's (answered PENDING), then
+/// sends, re-sends, decisions and waits (short, across the cooldown, across the approval's
+/// time).
+fn approvals_schedule() -> BoxedStrategy<Schedule> {
+    let mix = Mix::Approvals;
+    let user = prop_oneof![5 => Just(User::Pam), 2 => Just(User::Ann), 1 => Just(User::Bob)];
+    let req = (
+        user,
+        prop_oneof![4 => Just(Spelling::Email), 1 => Just(Spelling::Canonical), 1 => Just(Spelling::Shouted)],
+        proptest::bool::weighted(0.4),
+    )
+        .prop_map(|(user, spelling, sign_out)| Req {
+            user,
+            spelling,
+            pool: Pool::Listed,
+            invalid: false,
+            sign_out,
+        });
+    let ttl = APPROVAL_TTL.as_millis() as u64;
+    let cooldown = COOLDOWN.as_millis() as u64;
+    let wait = prop_oneof![
+        3 => 0u64..3_000,
+        1 => (cooldown - 1_500)..(cooldown + 2_500),
+        3 => (ttl - 1_500)..(ttl + 2_500),
+    ]
+    .prop_map(Duration::from_millis);
+    let of = || prop_oneof![3 => Just(0usize), 1 => 1usize..3];
+    let step = prop_oneof![
+        2 => (batch(mix), run(mix)).prop_map(|(batch, run)| Step::Send { batch, run }),
+        2 => (
+            of(),
+            prop_oneof![1 => Just(Again::HandedBack), 2 => Just(Again::Everything)],
+            run(mix),
+        )
+            .prop_map(|(of, what, run)| Step::Again { of, what, run }),
+        2 => wait.prop_map(Step::Wait),
+        5 => (of(), decider(), verdict(), run(mix)).prop_map(|(of, by, verdict, run)| Step::Decide {
+            of,
+            by,
+            verdict,
+            run,
+        }),
+        1 => (of(), decider(), decider(), verdict(), verdict(), run(mix), run(mix)).prop_map(
+            |(of, a, b, va, vb, ra, rb)| Step::DecideTogether {
+                of,
+                by: [a, b],
+                verdicts: [va, vb],
+                runs: [ra, rb],
+            }
+        ),
+    ];
+    let options = (
+        prop_oneof![1 => Just(SignOut::Never), 1 => Just(SignOut::Allowed), 1 => Just(SignOut::Always)],
+        prop_oneof![2 => Just(None), 1 => Just(Some((2u32, 20u32)))],
+    )
+        .prop_map(|(sign_out, budget)| Options {
+            sign_out,
+            budget,
+            ..Options::default()
+        });
+    (
+        0u64..1000,
+        options,
+        proptest::collection::vec(req, 1..=3),
+        (batch(mix), run(mix)),
+        proptest::collection::vec(step, 1..=7),
+    )
+        .prop_map(
+            |(phase_ms, options, mut requests, (mut batch, run), rest)| {
+                // The first request is a privileged user's, and the first send carries it.
+                requests[0].user = User::Pam;
+                if let Some(first) = batch.records.first_mut() {
+                    first.request = 0;
+                }
+                let mut steps = vec![Step::Send { batch, run }];
+                steps.extend(rest);
+                Schedule {
+                    phase_ms,
+                    concurrency: 10,
                     options,
                     requests,
                     steps,

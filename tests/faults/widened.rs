@@ -25,3 +25,8 @@ fn invariants_hold_under_faults_in_dry_run() {
 fn every_fault_kind_at_every_port_call_keeps_the_invariants() {
     check_schedules("fault-matrix", Mix::Faults, 1300);
 }
+
+#[test]
+fn invariants_hold_under_faults_with_approvals() {
+    check_schedules("approvals", Mix::Approvals, 500);
+}

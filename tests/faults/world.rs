@@ -27,6 +27,18 @@ pub const STRANGER_QUEUE: &str = "arn:aws:sqs:us-west-2:123456789012:elsewhere";
 /// The helpdesk portal (IAM-authorised HTTP API caller) and a role no rule lists.
 pub const PORTAL: &str = "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/alice";
 pub const INTRUDER: &str = "arn:aws:sts::123456789012:assumed-role/intruder/eve";
+/// Two sessions of the helpdesk leads' role: approvers of the privileged rule (one requester
+/// for budgets and self-approval, two people deciding at once for the race).
+pub const LEAD: &str = "arn:aws:sts::123456789012:assumed-role/helpdesk-lead/bob";
+pub const LEAD_TWO: &str = "arn:aws:sts::123456789012:assumed-role/helpdesk-lead/carol";
+/// The approvers of the privileged rule: the leads, and the portal (so that the portal deciding
+/// its own request is `self-approval`, and deciding a queue's request is a valid approval).
+pub const APPROVERS: [&str; 2] = [
+    "arn:aws:sts::123456789012:assumed-role/helpdesk-lead/*",
+    "arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*",
+];
+/// The privileged rule's `approval.ttlSeconds`.
+pub const APPROVAL_TTL: Duration = Duration::from_secs(45);
 
 /// `DEADLINE_MARGIN_MS`.
 pub const MARGIN: Duration = Duration::from_millis(1000);
@@ -137,6 +149,14 @@ impl fmt::Display for Options {
 /// an admin. `options` adds the rules' `signOut`, `invited` and `budget`.
 pub fn policy(options: &Options) -> String {
     let mut rules = vec![
+        // First: the privileged users of every pool wait for a second person, whoever asks.
+        serde_json::json!({
+            "name": "privileged",
+            "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*", QUEUE, FIFO_QUEUE],
+            "userPools": [POOL, FOREIGN_POOL],
+            "groups": ["privileged"],
+            "approval": {"approvers": APPROVERS, "ttlSeconds": APPROVAL_TTL.as_secs()}
+        }),
         serde_json::json!({
             "name": "portal",
             "callers": ["arn:aws:sts::123456789012:assumed-role/helpdesk-portal/*"],
@@ -243,6 +263,8 @@ pub enum User {
     Bob,
     /// In `admins`: denied.
     Mal,
+    /// In `privileged`: her resets wait for an approval (the privileged rule, first).
+    Pam,
     /// Invited, never signed in (`FORCE_CHANGE_PASSWORD`): `invitation-pending`, or her
     /// invitation sent again under `"invited": "resend"`.
     Ivy,
@@ -255,6 +277,7 @@ impl User {
             User::Ann => "ann",
             User::Bob => "bob",
             User::Mal => "mal",
+            User::Pam => "pam",
             User::Ivy => "ivy",
             User::Ghost => "ghost",
         }
@@ -268,12 +291,13 @@ impl User {
     pub fn groups(self) -> &'static [&'static str] {
         match self {
             User::Mal => &["staff", "admins"],
+            User::Pam => &["staff", "privileged"],
             _ => &["staff"],
         }
     }
 
     /// The users that exist (in each pool).
-    pub const EXISTING: [User; 4] = [User::Ann, User::Bob, User::Mal, User::Ivy];
+    pub const EXISTING: [User; 5] = [User::Ann, User::Bob, User::Mal, User::Ivy, User::Pam];
 
     /// Cognito's `UserStatus` before anything happens to the user.
     pub fn initial_status(self) -> &'static str {
@@ -387,6 +411,10 @@ pub enum Sender {
     FifoQueue,
     /// A queue no rule lists.
     StrangerQueue,
+    /// A helpdesk lead (an approver), over the HTTP API.
+    Lead,
+    /// Another session of the leads' role.
+    LeadTwo,
 }
 
 impl Sender {
@@ -397,6 +425,8 @@ impl Sender {
             Sender::Queue => QUEUE,
             Sender::FifoQueue => FIFO_QUEUE,
             Sender::StrangerQueue => STRANGER_QUEUE,
+            Sender::Lead => LEAD,
+            Sender::LeadTwo => LEAD_TWO,
         }
     }
 
@@ -407,6 +437,8 @@ impl Sender {
             Sender::Queue => "queue",
             Sender::FifoQueue => "fifo queue",
             Sender::StrangerQueue => "stranger queue",
+            Sender::Lead => "lead bob",
+            Sender::LeadTwo => "lead carol",
         }
     }
 }

@@ -28,7 +28,7 @@ use cognito_reset::aws::bucket::{
 use cognito_reset::aws::guard::{
     self, BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION,
     BUDGET_START_CONDITION, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION,
-    PENDING_CONDITION, SIGN_OUT_PENDING_CONDITION,
+    KEY_FINISH_CONDITION, SIGN_OUT_PENDING_CONDITION,
 };
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -94,9 +94,10 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
         Some(c) if c == HOLDER_CONDITION => {
             old.is_some_and(|old| text(old, "claimId").map(str::to_owned) == value_s(":claimId"))
         }
-        Some(c) if c == PENDING_CONDITION => {
-            old.is_some_and(|old| text(old, "state").map(str::to_owned) == value_s(":pending"))
-        }
+        Some(c) if c == KEY_FINISH_CONDITION => old.is_some_and(|old| {
+            text(old, "state").map(str::to_owned) == value_s(":pending")
+                && text(old, "holder").map(str::to_owned) == value_s(":holder")
+        }),
         Some(c) if c == RESTART_CONDITION => {
             let start = value_n(":start").expect(":start");
             old.and_then(|old| num(old, "nextUs"))
