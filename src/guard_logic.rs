@@ -572,6 +572,8 @@ pub fn key_state(
                 .ok_or_else(|| malformed("GetItem", "a done key item has no answer"))?;
             Ok(KeyState::Replay(answer.to_owned()))
         }
+        // Pending and taken by this very run: its take landed and the SDK's retry met it.
+        _ if text(item, HOLDER.name) == Some(key.holder.as_str()) => Ok(KeyState::Fresh),
         // Pending: held by a live invocation (a dead one's key is taken over by the condition;
         // in dry run, a dead holder's key is simply free).
         _ if number(item, LEASE_UNTIL.name).is_some_and(|lease| lease <= ms(now)) => {
@@ -1482,6 +1484,36 @@ mod tests {
             panic!("an older window: roll it");
         };
         assert_eq!(text(&roll), BUDGET_ROLL_CONDITION);
+    }
+
+    #[test]
+    fn a_key_take_met_by_its_own_retry_is_taken_and_another_runs_is_in_progress() {
+        let mine = KeyRef {
+            key: "k".into(),
+            pk: "key#1".into(),
+            request_hash: "h".into(),
+            holder: "mine".into(),
+        };
+        let theirs = KeyRef {
+            holder: "theirs".into(),
+            ..mine.clone()
+        };
+        let ttl = Duration::from_secs(60);
+        let lease = now() + Duration::from_secs(5);
+        let mut items = Items::new();
+        apply(&mut items, &key_take(&mine, lease, now(), ttl)).expect("taken");
+        // The SDK's retry of the landed take is refused, and reads as this run's own take
+        let Err(Refused::Condition(Some(met))) =
+            apply(&mut items, &key_take(&mine, lease, now(), ttl))
+        else {
+            panic!("a live pending key refuses a second take");
+        };
+        assert!(matches!(key_state(&met, &mine, now()), Ok(KeyState::Fresh)));
+        // Another run of the same request, while the lease runs, is in progress
+        assert!(matches!(
+            key_state(&met, &theirs, now()),
+            Ok(KeyState::InProgress)
+        ));
     }
 
     #[test]
