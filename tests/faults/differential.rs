@@ -394,17 +394,26 @@ struct Names {
     /// Each budget's last spent window.
     spent: [Option<u64>; BUDGETS],
     counter: u64,
+    /// How many runs have begun each key with each request: every begin is a new record run
+    /// (a retry, a redelivery), with a holder of its own.
+    runs: BTreeMap<(usize, usize), u64>,
 }
 
 impl Names {
+    /// The key as the latest run of `request` holds it: its begin, then its finish or settle.
     fn key(&self, key: usize, request: usize) -> KeyRef {
+        let run = self.runs.get(&(key, request)).copied().unwrap_or(0);
         KeyRef {
             key: format!("k{key}"),
             pk: format!("key#{}-k{key}", self.space),
             request_hash: format!("request {request}"),
-            // One run per request: its begin and its finish are the same holder's.
-            holder: format!("run {request}"),
+            holder: format!("run {request}.{run}"),
         }
+    }
+
+    /// A new run of `request` begins `key`.
+    fn begin_run(&mut self, key: usize, request: usize) {
+        *self.runs.entry((key, request)).or_default() += 1;
     }
 
     fn user(&self, user: usize) -> String {
@@ -789,6 +798,7 @@ async fn run_sequence(
         claims: Vec::new(),
         spent: [None; BUDGETS],
         counter: 0,
+        runs: BTreeMap::new(),
     };
     let mut transcript: Vec<Line> = Vec::new();
     let mut met = BTreeSet::new();
@@ -797,6 +807,15 @@ async fn run_sequence(
         format!("{what}\n\nthe sequence so far:\n{}", lines.join("\n"))
     };
     for (index, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Begin { key, request, .. }
+            | Op::DryBegin { key, request }
+            | Op::Request {
+                key: Some((key, request)),
+                ..
+            } => names.begin_run(key, request),
+            _ => {}
+        }
         let claim = match *op {
             Op::Claim { user, record, .. }
             | Op::DryClaim { user, record }
