@@ -249,24 +249,20 @@ impl Cond {
             }
             // Nested either way in parentheses: `AND` binds tighter than `OR` in DynamoDB's
             // grammar, and the text must mean what the tree does.
-            Cond::Or(conds) => {
-                let text = conds
-                    .iter()
-                    .map(|c| c.render_into(r, true))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                if nested { format!("({text})") } else { text }
-            }
-            Cond::And(conds) => {
-                let text = conds
-                    .iter()
-                    .map(|c| c.render_into(r, true))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                if nested { format!("({text})") } else { text }
-            }
+            Cond::Or(conds) => Cond::render_joined(conds, " OR ", r, nested),
+            Cond::And(conds) => Cond::render_joined(conds, " AND ", r, nested),
             Cond::Always => String::new(),
         }
+    }
+
+    /// `conds` joined by `operator`, in parentheses when nested in another condition.
+    fn render_joined(conds: &[Cond], operator: &str, r: &mut Rendered, nested: bool) -> String {
+        let text = conds
+            .iter()
+            .map(|c| c.render_into(r, true))
+            .collect::<Vec<_>>()
+            .join(operator);
+        if nested { format!("({text})") } else { text }
     }
 }
 
@@ -457,7 +453,8 @@ pub struct KeyRef {
 
 static HOLDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A mark no other record run has: the process's random keys and a counter.
+/// A mark no other record run (or budget spend or refund) has: the process's random keys and a
+/// counter.
 pub fn new_holder() -> String {
     use std::hash::BuildHasher;
     let count = HOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

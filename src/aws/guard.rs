@@ -441,7 +441,7 @@ pub struct TableGuard<T> {
     read_only: bool,
     /// The wall clock every decision reads ([`wall_now`]; a test's own clock otherwise).
     clock: fn() -> SystemTime,
-    /// Where each budget spend's or refund's token comes from ([`write_token`]).
+    /// Where each budget spend's or refund's token comes from ([`logic::new_holder`]).
     token: fn() -> String,
 }
 
@@ -454,7 +454,7 @@ impl<T: Table> TableGuard<T> {
             ttl: settings.idempotency_ttl,
             read_only,
             clock: wall_now,
-            token: write_token,
+            token: logic::new_holder,
         }
     }
 
@@ -765,22 +765,6 @@ impl<T: Table> TableGuard<T> {
         }
         Ok(())
     }
-}
-
-static WRITE_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A token for one budget spend or refund, the same for every attempt at it: 16 hex digits from
-/// the process's random hash keys, a counter and the time, so no two writes of the fleet share
-/// one.
-fn write_token() -> String {
-    use std::hash::BuildHasher;
-    let count = WRITE_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = wall_now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let random = std::collections::hash_map::RandomState::new().hash_one((count, nanos));
-    format!("{random:016x}")
 }
 
 impl<T: Table> TableGuard<T> {
