@@ -11,7 +11,7 @@
 //!
 //! | item | `pk` | attributes |
 //! |---|---|---|
-//! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `leaseUntil` (ms), `answer` (JSON, when done), `expiresAt` |
+//! | idempotency key | `key#<sha256(caller, key, batch index)>` | `state` (`pending` or `done`), `requestHash`, `holder` (the run that took it), `leaseUntil` (ms), `answer` (JSON, when done), `decideUntil` (ms: a done ambiguous answer is undecided until then), `undecided` (the undecided answer a pending run gives back on release), `expiresAt` |
 //! | user claim | `user#<pool>#<canonical username>` | `state` (`claimed`, `reset`, or `unconfirmed`), `claimId`, `claimedAt` (ms), `leaseUntil` (ms: until then the reset may be in flight), `statusBefore` (the user's `UserStatus` when claimed), `keyPk` (the claiming request's idempotency key item), `resetAt` (ms), `signOutPending` (the record whose sign-out is retried on its redelivery), `expiresAt` |
 //! | caller budget | `budget#<sha256(rule, caller)>` | `window`, `used`, `before`, `total`, `expiresAt`, `spendId`, `refundId` |
 //! | approval | `approval#<approval id>` | `state` (`pending`, `approved` or `denied`), `requester` (JSON: the caller's identities), `requesterDesc`, `rule`, `request` (JSON: pool, canonical username, sign-out, ticket and **ClientMetadata**), `createdAt` (ms), `decideBy` (s), `approver`, `decidedAt` (ms), `reason`, `expiresAt` |
@@ -73,6 +73,11 @@ const ANSWER: Attr = attr("answer");
 const SIGN_OUT_PENDING: Attr = attr("signOutPending");
 const STATUS_BEFORE: Attr = attr("statusBefore");
 const KEY_PK: Attr = attr("keyPk");
+/// Until when (ms) a key's ambiguous answer is undecided: a retry inside it runs and the user's
+/// status decides; after it, the answer is final.
+const DECIDE_UNTIL: Attr = attr("decideUntil");
+/// The undecided answer a pending key was taken over from: given back on release.
+const UNDECIDED: Attr = attr("undecided");
 
 /// The `UserStatus` of a user who can sign in with a password: a reset turns it into
 /// `RESET_REQUIRED`, so a user still `CONFIRMED` after a reset's call can no longer be in flight
@@ -430,8 +435,12 @@ fn not_live(now: SystemTime) -> Cond {
 
 // ---- idempotency keys -------------------------------------------------------------------------
 
-/// A key is taken where no live item is, or over a pending one whose holder's lease ran out.
-pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR (#state = :pending AND leaseUntil <= :nowMs)";
+/// A key is taken where no live item is, or over a pending one whose holder's lease ran out (and
+/// that holds no undecided answer: that one is taken over with [`key_resume`], keeping it).
+pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR (#state = :pending AND leaseUntil <= :nowMs AND attribute_not_exists(undecided))";
+/// An undecided key is taken over only as the exact item that was read: its holder's mark and
+/// state.
+pub const KEY_RESUME_CONDITION: &str = "holder = :oldHolder AND #state = :oldState";
 /// Only a pending key may be finished or released, and only by the run that took it: an SDK
 /// retry of a release that landed must not delete the key another run has taken since.
 pub const KEY_FINISH_CONDITION: &str = "#state = :pending AND holder = :holder";
@@ -449,6 +458,21 @@ pub struct KeyRef {
     /// This record run's mark on the key item ([`new_holder`]): only the run that took the key
     /// finishes or releases it.
     pub holder: String,
+    /// The undecided answer this run took the key over from ([`KeyState::Resume`]): a release
+    /// gives the key back to it.
+    pub undecided: Option<Undecided>,
+}
+
+/// An earlier run's ambiguous answer (`reset-unconfirmed`) kept under a key, undecided until
+/// `decide_until` (ms): until then the user item still holds that reset, so a retry runs and
+/// the user's status decides; from then on the answer is final and replayed. A client's retry
+/// after the cooldown never sends the reset again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecided {
+    /// The answer (JSON) that stands unless a retry decides otherwise.
+    pub answer: String,
+    /// Until when (epoch ms) a retry may decide.
+    pub decide_until: u64,
 }
 
 static HOLDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -500,6 +524,7 @@ impl KeyRef {
             pk,
             request_hash: sha256_hex(&[compared.to_string().as_bytes()]),
             holder: new_holder(),
+            undecided: None,
         }
     }
 }
@@ -524,6 +549,10 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
 pub enum KeyState<A> {
     /// First use (or a retry after a RETRY): the request runs, and this invocation holds the key.
     Fresh,
+    /// An earlier run's ambiguous answer is still undecided ([`Undecided`]): the request runs
+    /// (the user item decides by the user's status), this invocation holds the key, and a
+    /// release gives the key back to that answer.
+    Resume(Undecided),
     /// A final answer was given before: give it again.
     Replay(A),
     /// The same key is being processed right now.
@@ -535,26 +564,62 @@ pub enum KeyState<A> {
 /// The write that takes `key` until `lease_until`.
 pub fn key_take(key: &KeyRef, lease_until: SystemTime, now: SystemTime, ttl: Duration) -> Write {
     Write::Put {
-        item: Item::from([
-            (PK.name.to_owned(), s(&key.pk)),
-            (STATE.name.to_owned(), s("pending")),
-            ("requestHash".to_owned(), s(&key.request_hash)),
-            (HOLDER.name.to_owned(), s(&key.holder)),
-            (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
-            (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
-        ]),
+        item: key_item(key, lease_until, now, ttl),
         cond: Cond::Or(vec![
             Cond::NotExists(PK),
             not_live(now),
             Cond::And(vec![
                 Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
                 Cond::Compare(LEASE_UNTIL, Cmp::Le, bound_n(":nowMs", ms(now))),
+                Cond::NotExists(UNDECIDED),
             ]),
         ]),
     }
 }
 
-/// What a live key item that stands in the way says.
+fn key_item(key: &KeyRef, lease_until: SystemTime, now: SystemTime, ttl: Duration) -> Item {
+    Item::from([
+        (PK.name.to_owned(), s(&key.pk)),
+        (STATE.name.to_owned(), s("pending")),
+        ("requestHash".to_owned(), s(&key.request_hash)),
+        (HOLDER.name.to_owned(), s(&key.holder)),
+        (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
+        (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
+    ])
+}
+
+/// The write that takes over the undecided key `met` (as read: a done item, or a pending one
+/// whose holder's lease ran out) until `lease_until`, keeping its undecided answer for a
+/// release to give back. `None` when `met` cannot be named exactly (no holder mark).
+pub fn key_resume(
+    key: &KeyRef,
+    undecided: &Undecided,
+    met: &Item,
+    lease_until: SystemTime,
+    now: SystemTime,
+    ttl: Duration,
+) -> Option<Write> {
+    let (old_holder, old_state) = (text(met, HOLDER.name)?, text(met, STATE.name)?);
+    let mut item = key_item(key, lease_until, now, ttl);
+    item.insert(UNDECIDED.name.to_owned(), s(&undecided.answer));
+    item.insert(DECIDE_UNTIL.name.to_owned(), n(undecided.decide_until));
+    Some(Write::Put {
+        item,
+        cond: Cond::And(vec![
+            Cond::Compare(HOLDER, Cmp::Eq, bound_s(":oldHolder", old_holder)),
+            Cond::Compare(STATE, Cmp::Eq, bound_s(":oldState", old_state)),
+        ]),
+    })
+}
+
+/// The run that holds (or last held) a key item.
+pub fn key_holder(item: &Item) -> Option<&str> {
+    text(item, HOLDER.name)
+}
+
+/// What a live key item that stands in the way says. [`KeyState::Resume`] from an item another
+/// run holds (or held) means "take it over with [`key_resume`]"; from this run's own, that it
+/// already holds it.
 pub fn key_state(
     item: &Item,
     key: &KeyRef,
@@ -563,40 +628,120 @@ pub fn key_state(
     if text(item, "requestHash") != Some(key.request_hash.as_str()) {
         return Ok(KeyState::Reused);
     }
+    let undecided = |answer: &str| {
+        number(item, DECIDE_UNTIL.name).map(|decide_until| Undecided {
+            answer: answer.to_owned(),
+            decide_until,
+        })
+    };
     match text(item, STATE.name) {
         Some("done") => {
             let answer = text(item, ANSWER.name)
                 .ok_or_else(|| malformed("GetItem", "a done key item has no answer"))?;
-            Ok(KeyState::Replay(answer.to_owned()))
+            match undecided(answer) {
+                Some(open) if open.decide_until > ms(now) => Ok(KeyState::Resume(open)),
+                _ => Ok(KeyState::Replay(answer.to_owned())),
+            }
         }
-        // Pending and taken by this very run: its take landed and the SDK's retry met it.
-        _ if text(item, HOLDER.name) == Some(key.holder.as_str()) => Ok(KeyState::Fresh),
-        // Pending: held by a live invocation (a dead one's key is taken over by the condition;
-        // in dry run, a dead holder's key is simply free).
-        _ if number(item, LEASE_UNTIL.name).is_some_and(|lease| lease <= ms(now)) => {
-            Ok(KeyState::Fresh)
+        _ => {
+            let resumed = text(item, UNDECIDED.name).and_then(undecided);
+            let lease_over = number(item, LEASE_UNTIL.name).is_some_and(|lease| lease <= ms(now));
+            match resumed {
+                // Pending and taken by this very run: its take landed and the SDK's retry met
+                // it.
+                Some(open) if text(item, HOLDER.name) == Some(key.holder.as_str()) => {
+                    Ok(KeyState::Resume(open))
+                }
+                _ if text(item, HOLDER.name) == Some(key.holder.as_str()) => Ok(KeyState::Fresh),
+                // A dead run's key taken over from an undecided answer: still undecided, or
+                // final once its window is over.
+                Some(open) if lease_over && open.decide_until > ms(now) => {
+                    Ok(KeyState::Resume(open))
+                }
+                Some(open) if lease_over => Ok(KeyState::Replay(open.answer)),
+                // Pending: held by a live invocation (a dead one's key is taken over by the
+                // condition; in dry run, a dead holder's key is simply free).
+                None if lease_over => Ok(KeyState::Fresh),
+                _ => Ok(KeyState::InProgress),
+            }
         }
-        _ => Ok(KeyState::InProgress),
     }
 }
 
-/// The write that records a key's final answer (kept for `ttl`), or releases it (`None`).
-pub fn key_finish(key: &KeyRef, answer: Option<&str>, now: SystemTime, ttl: Duration) -> Write {
+/// How a run ends its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEnd<'a> {
+    /// A final answer (JSON), replayed until the TTL ends.
+    Answer(&'a str),
+    /// An ambiguous answer (JSON) that a retry may still decide until `until` (ms), the end of
+    /// the user item's window; final from then on.
+    Undecided { answer: &'a str, until: u64 },
+    /// Released: the key is free again, or given back to the undecided answer the run took it
+    /// over from.
+    Release,
+}
+
+/// How a record that held a claim ends its key: the owned, typed form of [`KeyEnd`] (the store
+/// sets an undecided answer's window from the user item it writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAnswer<A> {
+    /// A final answer.
+    Final(A),
+    /// An ambiguous reset's final answer (`reset-unconfirmed`), which the key's retries may
+    /// still decide by the user's status while the user item holds the reset.
+    Undecided(A),
+    /// No answer kept: the key is released.
+    Release,
+}
+
+impl<A> KeyAnswer<A> {
+    /// The same ending, borrowing its answer.
+    pub fn as_ref(&self) -> KeyAnswer<&A> {
+        match self {
+            KeyAnswer::Final(a) => KeyAnswer::Final(a),
+            KeyAnswer::Undecided(a) => KeyAnswer::Undecided(a),
+            KeyAnswer::Release => KeyAnswer::Release,
+        }
+    }
+
+    /// The same ending with the answer mapped (`None`: released).
+    pub fn map<B>(self, f: impl FnOnce(A) -> Option<B>) -> KeyAnswer<B> {
+        match self {
+            KeyAnswer::Final(a) => f(a).map_or(KeyAnswer::Release, KeyAnswer::Final),
+            KeyAnswer::Undecided(a) => f(a).map_or(KeyAnswer::Release, KeyAnswer::Undecided),
+            KeyAnswer::Release => KeyAnswer::Release,
+        }
+    }
+}
+
+/// The write that ends `key` as `end`.
+pub fn key_finish(key: &KeyRef, end: KeyEnd<'_>, now: SystemTime, ttl: Duration) -> Write {
     let cond = Cond::And(vec![
         Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
         Cond::Compare(HOLDER, Cmp::Eq, bound_s(":holder", &key.holder)),
     ]);
-    match answer {
-        Some(json) => Write::Update {
+    let done = |answer: &str, decide_until: Option<u64>| {
+        let mut changes = vec![
+            Change::Set(STATE, bound_s(":done", "done")),
+            Change::Set(ANSWER, bound_s(":answer", answer)),
+            Change::Set(EXPIRES_AT, bound_n(":expires", secs_ceil(now + ttl))),
+        ];
+        changes.push(match decide_until {
+            Some(until) => Change::Set(DECIDE_UNTIL, bound_n(":decideUntil", until)),
+            None => Change::Remove(DECIDE_UNTIL),
+        });
+        changes.push(Change::Remove(UNDECIDED));
+        Write::Update {
             pk: key.pk.clone(),
-            changes: vec![
-                Change::Set(STATE, bound_s(":done", "done")),
-                Change::Set(ANSWER, bound_s(":answer", json)),
-                Change::Set(EXPIRES_AT, bound_n(":expires", secs_ceil(now + ttl))),
-            ],
-            cond,
-        },
-        None => Write::Delete {
+            changes,
+            cond: cond.clone(),
+        }
+    };
+    match (end, &key.undecided) {
+        (KeyEnd::Answer(answer), _) => done(answer, None),
+        (KeyEnd::Undecided { answer, until }, _) => done(answer, Some(until)),
+        (KeyEnd::Release, Some(open)) => done(&open.answer, Some(open.decide_until)),
+        (KeyEnd::Release, None) => Write::Delete {
             pk: key.pk.clone(),
             cond,
         },
@@ -1410,6 +1555,7 @@ pub fn approval_key(requester_desc: &str, approval_id: &str) -> KeyRef {
         ),
         request_hash: sha256_hex(&[b"approval", approval_id.as_bytes()]),
         holder: new_holder(),
+        undecided: None,
     }
 }
 
@@ -1437,6 +1583,7 @@ mod tests {
             pk: "key#1".into(),
             request_hash: "h".into(),
             holder: "run".into(),
+            undecided: None,
         };
         let claim = Claim {
             pk: "user#p#u".into(),
@@ -1451,8 +1598,20 @@ mod tests {
             KEY_CLAIM_CONDITION
         );
         assert_eq!(
-            text(&key_finish(&key, None, now(), ttl)),
+            text(&key_finish(&key, KeyEnd::Release, now(), ttl)),
             KEY_FINISH_CONDITION
+        );
+        let met = Item::from([
+            (HOLDER.name.to_owned(), s("earlier")),
+            (STATE.name.to_owned(), s("done")),
+        ]);
+        let open = Undecided {
+            answer: "{}".into(),
+            decide_until: 1,
+        };
+        assert_eq!(
+            key_resume(&key, &open, &met, now(), now(), ttl).map(|w| text(&w)),
+            Some(KEY_RESUME_CONDITION.to_owned())
         );
         assert_eq!(
             text(&claim_take(&claim, now(), now(), ttl, None)),
@@ -1490,6 +1649,7 @@ mod tests {
             pk: "key#1".into(),
             request_hash: "h".into(),
             holder: "mine".into(),
+            undecided: None,
         };
         let theirs = KeyRef {
             holder: "theirs".into(),
@@ -1511,6 +1671,106 @@ mod tests {
             key_state(&met, &theirs, now()),
             Ok(KeyState::InProgress)
         ));
+    }
+
+    #[test]
+    fn an_undecided_answer_lets_a_retry_decide_inside_its_window_and_is_final_after_it() {
+        let run = |holder: &str| KeyRef {
+            key: "k".into(),
+            pk: "key#1".into(),
+            request_hash: "h".into(),
+            holder: holder.into(),
+            undecided: None,
+        };
+        let ttl = Duration::from_secs(600);
+        let later = |ms: u64| now() + Duration::from_millis(ms);
+        let mut items = Items::new();
+        let first = run("first");
+        apply(&mut items, &key_take(&first, later(5_000), now(), ttl)).expect("taken");
+        let until = ms(later(30_000));
+        let answer = r#"{"code":"reset-unconfirmed"}"#;
+        let undecided = KeyEnd::Undecided { answer, until };
+        apply(
+            &mut items,
+            &key_finish(&first, undecided, later(3_000), ttl),
+        )
+        .expect("kept");
+        let open = Undecided {
+            answer: answer.into(),
+            decide_until: until,
+        };
+        // Inside the window a retry takes the key over (a plain take is refused) and runs.
+        let mut second = run("second");
+        let Err(Refused::Condition(Some(met))) = apply(
+            &mut items,
+            &key_take(&second, later(15_000), later(10_000), ttl),
+        ) else {
+            panic!("an undecided key refuses a plain take");
+        };
+        assert_eq!(
+            key_state(&met, &second, later(10_000)).ok(),
+            Some(KeyState::Resume(open.clone()))
+        );
+        let resume = key_resume(&second, &open, &met, later(15_000), later(10_000), ttl)
+            .expect("the item names its holder");
+        apply(&mut items, &resume).expect("taken over");
+        // Its own retry of that write reads as held; another run is in progress.
+        let held = items.get("key#1").expect("item").clone();
+        assert_eq!(
+            key_state(&held, &second, later(10_000)).ok(),
+            Some(KeyState::Resume(open.clone()))
+        );
+        assert_eq!(
+            key_state(&held, &run("third"), later(10_000)).ok(),
+            Some(KeyState::InProgress)
+        );
+        // A dead holder's take: a plain take is still refused (the answer would be lost).
+        assert!(
+            apply(
+                &mut items,
+                &key_take(&run("x"), later(20_000), later(16_000), ttl)
+            )
+            .is_err()
+        );
+        assert_eq!(
+            key_state(&held, &run("third"), later(16_000)).ok(),
+            Some(KeyState::Resume(open.clone()))
+        );
+        // Released (a RETRY), the key gives the undecided answer back.
+        second.undecided = Some(open.clone());
+        apply(
+            &mut items,
+            &key_finish(&second, KeyEnd::Release, later(12_000), ttl),
+        )
+        .expect("released");
+        let back = items.get("key#1").expect("item").clone();
+        assert_eq!(
+            key_state(&back, &run("fourth"), later(29_999)).ok(),
+            Some(KeyState::Resume(open.clone()))
+        );
+        // From the window's end the answer is final.
+        assert_eq!(
+            key_state(&back, &run("fourth"), later(30_000)).ok(),
+            Some(KeyState::Replay(answer.to_owned()))
+        );
+        // A final answer recorded by a run that resumed ends the undecided state for good.
+        let mut fifth = run("fifth");
+        let resume = key_resume(&fifth, &open, &back, later(25_000), later(20_000), ttl)
+            .expect("the item names its holder");
+        apply(&mut items, &resume).expect("taken over");
+        fifth.undecided = Some(open);
+        let reset = r#"{"outcome":"RESET"}"#;
+        apply(
+            &mut items,
+            &key_finish(&fifth, KeyEnd::Answer(reset), later(21_000), ttl),
+        )
+        .expect("kept");
+        let done = items.get("key#1").expect("item").clone();
+        assert!(!done.contains_key(DECIDE_UNTIL.name) && !done.contains_key(UNDECIDED.name));
+        assert_eq!(
+            key_state(&done, &run("sixth"), later(22_000)).ok(),
+            Some(KeyState::Replay(reset.to_owned()))
+        );
     }
 
     #[test]

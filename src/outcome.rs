@@ -851,6 +851,14 @@ impl Answer {
         }
     }
 
+    /// The final answer of an ambiguous reset, `reset-unconfirmed` (HTTP 502), whatever its
+    /// cause (the answer names none): what a key keeps for a reset its retries may still
+    /// decide, including an SQS record handed back for its redelivery to decide.
+    pub fn unconfirmed(pool: Option<&str>, request_id: &str) -> Answer {
+        let error = ResetError::ResetUnconfirmed(Box::new(ResetError::Deadline));
+        Answer::new(Err(&error), pool, request_id)
+    }
+
     /// The answer to a request that waits for approval: HTTP 202.
     pub fn pending(pending: &Pending, pool: Option<&str>, request_id: &str) -> Answer {
         Answer {

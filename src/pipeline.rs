@@ -45,7 +45,8 @@ use crate::audit::{Done, Findings};
 use crate::aws::cognito::{Directory, DirectoryError, UserRecord};
 use crate::aws::events::EventPublisher;
 use crate::aws::guard::{
-    BudgetScope, BudgetTurn, Claim, Completion, Guard, KeyRef, KeyState, Resolution, UserState,
+    BudgetScope, BudgetTurn, Claim, Completion, Guard, KeyAnswer, KeyRef, KeyState, Resolution,
+    UserState,
 };
 use crate::caller;
 use crate::config::Config;
@@ -100,6 +101,8 @@ struct Record<'a> {
 enum Performed {
     Reset(Reset),
     Pending(Pending),
+    /// The undecided answer of the key this run took over, now final (see [`Self::reset`]).
+    Replayed(Answer),
 }
 
 /// How a held claim is to end: recorded with the key's answer, in one write, once the answer
@@ -335,12 +338,18 @@ impl App {
             }),
         };
         let held = match (&self.guard, key) {
-            (Some(guard), Some(key)) => {
+            (Some(guard), Some(mut key)) => {
                 let started = Instant::now();
                 let state = guard.begin::<Answer>(&key, deadline).await;
                 invocation.guard_latency(started.elapsed());
                 let early = match state {
                     Ok(KeyState::Fresh) => None,
+                    // An earlier run's ambiguous reset, still undecided: this run decides it
+                    // (the user item holds that reset), or gives the key back to it.
+                    Ok(KeyState::Resume(open)) => {
+                        key.undecided = Some(open);
+                        None
+                    }
                     Ok(KeyState::Replay(answer)) => Some(Ok(Settled::Replayed(answer))),
                     Ok(KeyState::InProgress) => Some(Err(ResetError::InProgress)),
                     Ok(KeyState::Reused) => Some(Err(ResetError::IdempotencyKeyReused)),
@@ -368,16 +377,31 @@ impl App {
                 match &result {
                     Ok(Performed::Pending(pending)) => Answer::pending(pending, pool, &origin.id),
                     Ok(Performed::Reset(reset)) => Answer::new(Ok(reset), pool, &origin.id),
+                    Ok(Performed::Replayed(answer)) => answer.clone(),
                     Err(error) => Answer::new(Err(error), pool, &origin.id),
                 }
                 .with_ticket(request.ticket())
             })
         };
+        // The key's end: an ambiguous reset the user's status can settle keeps its final answer
+        // (`reset-unconfirmed`, also for an SQS record handed back to decide on redelivery)
+        // undecided for the user item's window, so that the key's retry inside it decides and
+        // one after it is told that answer, never resets again.
+        let key_answer = || {
+            if resolvable {
+                let pool = Some(request.user_pool_id.as_str());
+                KeyAnswer::Undecided(
+                    Answer::unconfirmed(pool, &origin.id).with_ticket(request.ticket()),
+                )
+            } else {
+                answer().map_or(KeyAnswer::Release, KeyAnswer::Final)
+            }
+        };
         let started = Instant::now();
         match (held.as_ref(), ending, &self.guard) {
             // The key's answer first, then the claim's end (only once the key's write is known).
             (Some((guard, key)), Some(ending), _) => {
-                let answer = answer();
+                let answer = key_answer();
                 guard
                     .settle(
                         &ending.claim,
@@ -415,6 +439,7 @@ impl App {
         let result = result.map(|performed| match performed {
             Performed::Reset(reset) => Settled::Reset(reset),
             Performed::Pending(pending) => Settled::Pending(pending),
+            Performed::Replayed(answer) => Settled::Replayed(answer),
         });
         (result, findings)
     }
@@ -461,7 +486,7 @@ impl App {
             return (result.map(Performed::Pending), findings, None);
         }
         let (result, ending) = self.reset(record, &user.record, rule, plan, intent).await;
-        (result.map(Performed::Reset), findings, ending)
+        (result, findings, ending)
     }
 
     /// The caller-and-pool check, then the canonical user and (if the policy needs them) its
@@ -526,7 +551,7 @@ impl App {
         rule: String,
         plan: Plan,
         intent: Option<Intent>,
-    ) -> (Result<Reset, ResetError>, Option<Ending>) {
+    ) -> (Result<Performed, ResetError>, Option<Ending>) {
         let Record {
             origin,
             request,
@@ -557,6 +582,30 @@ impl App {
                     Err(error) => return (Err(self.guard_failure(error, deadline)), None),
                 };
                 match state {
+                    // A run that took over an undecided key ([`KeyState::Resume`]) and finds the
+                    // user free: the earlier reset's window is over (or another request settled
+                    // it), and nothing proved it never happened, so its answer stands, final. The
+                    // claim is given back; the key, released, gives that answer on every retry.
+                    UserState::Claimed(claim)
+                        if let Some(open) = key.and_then(|k| k.undecided.as_ref()) =>
+                    {
+                        let ending = Ending {
+                            claim,
+                            completion: Completion::Release,
+                            resolvable: false,
+                        };
+                        let result = serde_json::from_str::<Answer>(&open.answer)
+                            .map(Performed::Replayed)
+                            .map_err(|_| {
+                                let error = GuardError::new(
+                                    GuardErrorKind::Misconfigured,
+                                    "GetItem",
+                                    "an undecided key item has no readable answer".to_owned(),
+                                );
+                                self.guard_failure(error, deadline)
+                            });
+                        return (result, Some(ending));
+                    }
                     UserState::Claimed(claim) => Some(claim),
                     UserState::Free => None,
                     UserState::InProgress => return (Err(ResetError::InProgress), None),
@@ -603,7 +652,7 @@ impl App {
                                     plan.action,
                                     self.config.dry_run,
                                 );
-                                return (Ok(reset), None);
+                                return (Ok(Performed::Reset(reset)), None);
                             }
                             Ok(UserState::RecentlyReset {
                                 reset_at,
@@ -632,7 +681,7 @@ impl App {
                         );
                         reset.sign_out_only = true;
                         if self.config.dry_run {
-                            return (Ok(reset), None);
+                            return (Ok(Performed::Reset(reset)), None);
                         }
                         reset.signed_out = Some(self.sign_out(record, user, !last_receive).await);
                         // Signed out, or failed for good: the user item keeps only the reset's
@@ -642,7 +691,7 @@ impl App {
                             completion: Completion::SignedOut { reset_at },
                             resolvable: false,
                         });
-                        return (Ok(reset), ending);
+                        return (Ok(Performed::Reset(reset)), ending);
                     }
                 }
             }
@@ -666,7 +715,7 @@ impl App {
             self.config.dry_run,
         );
         if self.config.dry_run {
-            return (Ok(reset), release(claim));
+            return (Ok(Performed::Reset(reset)), release(claim));
         }
         // The promised turn becomes a real one.
         drop(intent);
@@ -750,7 +799,7 @@ impl App {
         match result {
             Ok(request_id) => {
                 reset.cognito_request_id = request_id;
-                (Ok(reset), ending)
+                (Ok(Performed::Reset(reset)), ending)
             }
             Err(error) => (Err(error), ending),
         }
@@ -1093,6 +1142,8 @@ fn kept_answer(result: &Result<Performed, ResetError>) -> bool {
         Ok(Performed::Reset(reset)) => !reset.retry_sign_out(),
         // Kept: a repeat learns the same approval, never asks for a second one.
         Ok(Performed::Pending(_)) => true,
+        // Already under the key (released, the key gives it back).
+        Ok(Performed::Replayed(_)) => false,
         Err(error) if error.passes_later() => false,
         Err(error) => error.class() == Class::Rejected,
     }

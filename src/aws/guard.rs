@@ -77,7 +77,9 @@ use super::error::classify;
 use super::{BoxFuture, ClientSettings, Stage, budget, timeouts_within};
 use crate::deadline::{Deadline, epoch_ms as ms, wall_now};
 use crate::failure::{GuardError, GuardErrorKind};
-use crate::guard_logic::{self as logic, AfterSpend, Item, Rendered, Value, Write, render_changes};
+use crate::guard_logic::{
+    self as logic, AfterSpend, Item, KeyEnd, Rendered, Value, Write, render_changes,
+};
 pub use crate::guard_logic::{
     APPROVAL_CREATE_CONDITION, ApprovalRecord, ApprovalStatus, DECIDE_CONDITION, Decided,
     PendingApproval, Verdict,
@@ -85,8 +87,8 @@ pub use crate::guard_logic::{
 pub use crate::guard_logic::{
     BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION, BUDGET_START_CONDITION,
     BudgetScope, BudgetTurn, CLAIM_CONDITION, Claim, Completion, HOLDER_CONDITION,
-    KEY_CLAIM_CONDITION, KEY_FINISH_CONDITION, KeyRef, KeyState, Resolution,
-    SIGN_OUT_PENDING_CONDITION, UserState, user_pk,
+    KEY_CLAIM_CONDITION, KEY_FINISH_CONDITION, KEY_RESUME_CONDITION, KeyAnswer, KeyRef, KeyState,
+    Resolution, SIGN_OUT_PENDING_CONDITION, Undecided, UserState, user_pk,
 };
 
 /// Rounds of a budget's spend lost to concurrent writers before it gives up (a new window
@@ -273,13 +275,14 @@ pub trait GuardStore: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<(), GuardError>>;
 
     /// Ends a claim and records (or releases) a key: the key first, and the claim only once the
-    /// key's write is known (a release ends the claim in any case).
+    /// key's write is known (a release ends the claim in any case); an undecided answer after
+    /// the claim, for the window the claim's end gives the user item.
     fn settle<'a>(
         &'a self,
         claim: &'a Claim,
         completion: Completion,
         key: &'a KeyRef,
-        answer: Option<String>,
+        answer: KeyAnswer<String>,
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>>;
 
@@ -527,17 +530,50 @@ impl<T: Table> TableGuard<T> {
             };
         }
         let write = logic::key_take(key, lease_until, now, self.ttl);
-        match self
+        let met = match self
             .table
             .write(Step::Begin, &write, until.left("PutItem")?)
             .await?
         {
-            Written::Done => Ok(KeyState::Fresh),
+            Written::Done => return Ok(KeyState::Fresh),
             Written::Refused(met) => match self.winner(Step::Begin, met, &key.pk, until).await? {
-                Some(item) => logic::key_state(&item, key, now),
+                Some(item) => item,
                 // Gone between the write and the read: its holder just released it.
-                None => Ok(KeyState::InProgress),
+                None => return Ok(KeyState::InProgress),
             },
+        };
+        match logic::key_state(&met, key, now)? {
+            // An undecided answer another run left: taken over as exactly that item.
+            KeyState::Resume(open) if logic::key_holder(&met) != Some(key.holder.as_str()) => {
+                let Some(resume) = logic::key_resume(key, &open, &met, lease_until, now, self.ttl)
+                else {
+                    return Ok(KeyState::Replay(open.answer));
+                };
+                match self
+                    .table
+                    .write(Step::Begin, &resume, until.left("PutItem")?)
+                    .await?
+                {
+                    Written::Done => Ok(KeyState::Resume(open)),
+                    // Another run took it first, or this write landed and its answer was lost
+                    // (the item then carries this run's mark).
+                    Written::Refused(again) => {
+                        match self.winner(Step::Begin, again, &key.pk, until).await? {
+                            Some(item) => match logic::key_state(&item, key, now)? {
+                                KeyState::Resume(open)
+                                    if logic::key_holder(&item) == Some(key.holder.as_str()) =>
+                                {
+                                    Ok(KeyState::Resume(open))
+                                }
+                                KeyState::Resume(_) | KeyState::Fresh => Ok(KeyState::InProgress),
+                                other => Ok(other),
+                            },
+                            None => Ok(KeyState::InProgress),
+                        }
+                    }
+                }
+            }
+            state => Ok(state),
         }
     }
 
@@ -551,7 +587,8 @@ impl<T: Table> TableGuard<T> {
         if self.read_only {
             return Ok(());
         }
-        let write = logic::key_finish(key, answer.as_deref(), (self.clock)(), self.ttl);
+        let end = answer.as_deref().map_or(KeyEnd::Release, KeyEnd::Answer);
+        let write = logic::key_finish(key, end, (self.clock)(), self.ttl);
         self.must_write(Step::Finish, &write, until).await
     }
 
@@ -650,7 +687,7 @@ impl<T: Table> TableGuard<T> {
         claim: &Claim,
         completion: Completion,
         key: &KeyRef,
-        answer: Option<String>,
+        answer: KeyAnswer<String>,
         budget: Duration,
     ) -> Result<(), GuardError> {
         let until = Until::after(budget);
@@ -659,7 +696,30 @@ impl<T: Table> TableGuard<T> {
         }
         let now = (self.clock)();
         let ended = logic::claim_end(claim, completion, now, self.cooldown, self.ttl);
-        let kept = logic::key_finish(key, answer.as_deref(), now, self.ttl);
+        if let KeyAnswer::Undecided(json) = &answer
+            && completion == Completion::Unconfirmed
+        {
+            // An ambiguous reset: the user item first, marked unconfirmed for its window, then
+            // the key, undecided for no longer than that window (a retry inside it is decided
+            // by the user item and the user's status; after it, the answer is final). When the
+            // user item's write is not known, the answer is final at once.
+            let ended = self.must_write(Step::Complete, &ended, until).await;
+            let end = match ended {
+                Ok(()) if !self.cooldown.is_zero() => KeyEnd::Undecided {
+                    answer: json,
+                    until: ms(now + self.cooldown),
+                },
+                _ => KeyEnd::Answer(json),
+            };
+            let kept = logic::key_finish(key, end, now, self.ttl);
+            let recorded = self.must_write(Step::Finish, &kept, until).await;
+            return ended.and(recorded);
+        }
+        let kept = match &answer {
+            KeyAnswer::Final(json) | KeyAnswer::Undecided(json) => KeyEnd::Answer(json),
+            KeyAnswer::Release => KeyEnd::Release,
+        };
+        let kept = logic::key_finish(key, kept, now, self.ttl);
         // The key first, then the user item, and the user item only once the key's write is
         // known: a performed reset whose user item says "reset" while its key still says
         // "pending" would answer a retry under the same key `recently-reset`, and reset the
@@ -1020,7 +1080,7 @@ impl<T: Table> GuardStore for TableGuard<T> {
         claim: &'a Claim,
         completion: Completion,
         key: &'a KeyRef,
-        answer: Option<String>,
+        answer: KeyAnswer<String>,
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>> {
         Box::pin(self.settle_both(claim, completion, key, answer, budget))
@@ -1112,6 +1172,7 @@ impl Guard {
         let state = self.store.begin(key, deadline.wall_clock(), budget).await?;
         Ok(match state {
             KeyState::Fresh => KeyState::Fresh,
+            KeyState::Resume(open) => KeyState::Resume(open),
             KeyState::InProgress => KeyState::InProgress,
             KeyState::Reused => KeyState::Reused,
             KeyState::Replay(json) => KeyState::Replay(
@@ -1225,12 +1286,12 @@ impl Guard {
         claim: &Claim,
         completion: Completion,
         key: &KeyRef,
-        answer: Option<&impl Serialize>,
+        answer: KeyAnswer<&impl Serialize>,
         deadline: Deadline,
     ) {
         let result = match self.budget(deadline, Stage::Record, "settle") {
             Ok(budget) => {
-                let json = answer.and_then(|a| serde_json::to_string(a).ok());
+                let json = answer.map(|a| serde_json::to_string(a).ok());
                 self.store
                     .settle(claim, completion, key, json, budget)
                     .await

@@ -5,8 +5,9 @@ A reset whose answer is ambiguous (a 5xx, a timeout) may have mailed a code. Whe
 reset user `RESET_REQUIRED`. Over SQS the record is handed back (RETRY `reset-unresolved`) and its
 redelivery, after the first invocation's deadline, reads the user: `RESET_REQUIRED` → RESET with
 no second call; still `CONFIRMED` → the reset never happened and is sent (the user has no code).
-Over HTTP the answer is 502 `reset-unconfirmed` as before, not kept under the key, and the same
-key's retry decides the same way.
+Over HTTP the answer is 502 `reset-unconfirmed`, kept under the key undecided while the user item
+holds that reset: the same key's retry inside the window decides the same way, and one after the
+window is told that 502 again (replayed), never reset a second time.
 
 The real binary behind the Runtime API (faultproxy.DirectFunction) with real deadlines; moto
 counts the resets it received; the fault proxy in front of Cognito makes the answer ambiguous
@@ -33,6 +34,7 @@ from test_holes import (
     INVOCATION_MS,
     LONG_COOLDOWN_S,
     RESET_OP,
+    SHORT_COOLDOWN_S,
     deliver_until_acknowledged,
     http_body,
     http_request_for,
@@ -113,3 +115,29 @@ def test_an_http_reset_whose_answer_was_lost_is_settled_by_the_same_keys_retry(
     other = function.invoke(http_request_for(DIEGO, key="resolved-http-2"), now_ms() + INVOCATION_MS)
     assert (other["statusCode"], http_body(other).get("error")) == (409, "recently-reset")
     assert driver.header(other, "Retry-After") is not None
+
+
+def test_an_http_reset_whose_answer_was_lost_is_not_sent_again_by_a_retry_after_the_cooldown(
+    start_direct, cognito_faults, users, stack
+):
+    # Given Cognito performing diego's reset and answering 500 (once), and a short cooldown
+    function = start_direct("resolved-late", RESET_COOLDOWN_SECONDS=str(SHORT_COOLDOWN_S))
+    fault = cognito_faults.add_rule(RESET_OP, faultproxy.internal_error_after_forwarding(), times=1)
+    key = "resolved-late-1"
+
+    # When the portal is told 502 reset-unconfirmed and retries with the same key only after
+    # the cooldown (and the first invocation's deadline) is over
+    deadline = now_ms() + INVOCATION_MS
+    first = function.invoke(http_request_for(DIEGO, key=key), deadline)
+    assert (first["statusCode"], http_body(first).get("error")) == (502, "reset-unconfirmed"), first
+    wait_past(max(deadline, now_ms() + SHORT_COOLDOWN_S * 1000))
+    late = function.invoke(http_request_for(DIEGO, key=key), now_ms() + INVOCATION_MS)
+
+    # Then the retry is told the same 502, replayed: the reset that may have mailed a code is
+    # never sent again under its key (before this, the key was released and the late retry
+    # reset diego a second time)
+    assert fault.used == 1, "the reset was never faulted (the test's precondition)"
+    assert (late["statusCode"], driver.header(late, "Idempotent-Replayed")) == (502, "true"), late
+    assert http_body(late) == {**http_body(first), "replayed": True}
+    assert stack.resets_of(DIEGO) == 1
+    assert users()[DIEGO].status == "RESET_REQUIRED"

@@ -51,8 +51,8 @@ use aws_sdk_dynamodb::types::{
 };
 use cognito_reset::aws::ClientSettings;
 use cognito_reset::aws::guard::{
-    BudgetScope, BudgetTurn, Claim, Completion, DynamoTable, GuardSettings, GuardStore, KeyRef,
-    KeyState, Resolution, TableGuard, UserState, configure,
+    BudgetScope, BudgetTurn, Claim, Completion, DynamoTable, GuardSettings, GuardStore, KeyAnswer,
+    KeyRef, KeyState, Resolution, TableGuard, Undecided, UserState, configure,
 };
 use cognito_reset::deadline::epoch_ms;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
@@ -191,7 +191,7 @@ enum Op {
         end: End,
         key: usize,
         request: usize,
-        answer: bool,
+        answer: Keep,
     },
     Spend {
         budget: usize,
@@ -232,7 +232,7 @@ enum Op {
         record: usize,
         lease_ms: u64,
         end: End,
-        answer: bool,
+        answer: Keep,
         status: Said,
     },
     Advance {
@@ -303,6 +303,19 @@ fn mostly() -> impl Strategy<Value = bool> + Clone {
     prop_oneof![3 => Just(true), 1 => Just(false)]
 }
 
+/// How a settle ends the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Final,
+    /// An ambiguous reset's answer, undecided for the user item's window.
+    Undecided,
+    Release,
+}
+
+fn keep() -> impl Strategy<Value = Keep> + Clone {
+    prop_oneof![3 => Just(Keep::Final), 2 => Just(Keep::Undecided), 1 => Just(Keep::Release)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let (key, request, user, record, budget) = (
         one_of(KEYS),
@@ -314,13 +327,14 @@ fn op() -> impl Strategy<Value = Op> {
     let request_key = prop::option::weighted(0.5, (key.clone(), request.clone()));
     prop_oneof![
         5 => edge_ms().prop_map(|ms| Op::Advance { ms }),
-        5 => (request_key, user.clone(), record.clone(), lease_ms(), end(), mostly(), said())
+        5 => (request_key, user.clone(), record.clone(), lease_ms(), end(), keep(), said())
             .prop_map(|(key, user, record, lease_ms, end, answer, status)| Op::Request {
                 key,
                 user,
                 record,
                 lease_ms,
-                end,
+                // As the pipeline does: an undecided answer is an ambiguous reset's.
+                end: if answer == Keep::Undecided { End::Unconfirmed } else { end },
                 answer,
                 status,
             }),
@@ -336,7 +350,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (user.clone(), record.clone(), lease_ms())
             .prop_map(|(user, record, lease_ms)| Op::Claim { user, record, lease_ms }),
         3 => (which(), end()).prop_map(|(claim, end)| Op::Complete { claim, end }),
-        2 => (which(), end(), key.clone(), request.clone(), mostly()).prop_map(
+        2 => (which(), end(), key.clone(), request.clone(), keep()).prop_map(
             |(claim, end, key, request, answer)| Op::Settle { claim, end, key, request, answer }
         ),
         3 => (key.clone(), request.clone(), lease_ms())
@@ -397,6 +411,8 @@ struct Names {
     /// How many runs have begun each key with each request: every begin is a new record run
     /// (a retry, a redelivery), with a holder of its own.
     runs: BTreeMap<(usize, usize), u64>,
+    /// The undecided answer the latest run of each key and request took the key over from.
+    undecided: BTreeMap<(usize, usize), Undecided>,
 }
 
 impl Names {
@@ -408,12 +424,14 @@ impl Names {
             pk: format!("key#{}-k{key}", self.space),
             request_hash: format!("request {request}"),
             holder: format!("run {request}.{run}"),
+            undecided: self.undecided.get(&(key, request)).cloned(),
         }
     }
 
     /// A new run of `request` begins `key`.
     fn begin_run(&mut self, key: usize, request: usize) {
         *self.runs.entry((key, request)).or_default() += 1;
+        self.undecided.remove(&(key, request));
     }
 
     fn user(&self, user: usize) -> String {
@@ -483,6 +501,14 @@ fn completion(end: End) -> Completion {
 
 fn answer_json(answer: bool) -> Option<String> {
     answer.then(|| r#"{"outcome":"RESET"}"#.to_owned())
+}
+
+fn key_answer(keep: Keep) -> KeyAnswer<String> {
+    match keep {
+        Keep::Final => KeyAnswer::Final(r#"{"outcome":"RESET"}"#.to_owned()),
+        Keep::Undecided => KeyAnswer::Undecided(r#"{"code":"reset-unconfirmed"}"#.to_owned()),
+        Keep::Release => KeyAnswer::Release,
+    }
 }
 
 /// The production guard over one table: read-write and `DRY_RUN`.
@@ -557,7 +583,7 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                         claim.expect("a claim"),
                         completion(end),
                         &names.key(key, request),
-                        answer_json(answer),
+                        key_answer(answer),
                         OPERATION,
                     )
                     .await
@@ -633,13 +659,20 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                 ..
             } => {
                 let claim = claim.expect("a new claim");
-                let key = key.map(|(key, request)| names.key(key, request));
+                let mut key = key.map(|(key, request)| names.key(key, request));
                 let mut steps = Vec::new();
-                if let Some(key) = &key {
+                if let Some(key) = &mut key {
                     let begun = self.guard.begin(key, lease(lease_ms), OPERATION).await;
-                    let fresh = matches!(begun, Ok(KeyState::Fresh));
+                    let held = match &begun {
+                        Ok(KeyState::Fresh) => true,
+                        Ok(KeyState::Resume(open)) => {
+                            key.undecided = Some(open.clone());
+                            true
+                        }
+                        _ => false,
+                    };
                     steps.push(Answer::Key(begun.map_err(error)));
-                    if !fresh {
+                    if !held {
                         return Answer::Steps(steps);
                     }
                 }
@@ -669,7 +702,7 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                 let ended = match (state, &key) {
                     (Ok(UserState::Claimed(held)), Some(key)) => {
                         self.guard
-                            .settle(&held, completion(end), key, answer_json(answer), OPERATION)
+                            .settle(&held, completion(end), key, key_answer(answer), OPERATION)
                             .await
                     }
                     (Ok(UserState::Claimed(held)), None) => {
@@ -799,6 +832,7 @@ async fn run_sequence(
         spent: [None; BUDGETS],
         counter: 0,
         runs: BTreeMap::new(),
+        undecided: BTreeMap::new(),
     };
     let mut transcript: Vec<Line> = Vec::new();
     let mut met = BTreeSet::new();
@@ -856,6 +890,9 @@ async fn run_sequence(
         }
         match (op, &fake_answer) {
             (Op::Claim { .. } | Op::Request { .. }, _) => names.claims.extend(claim),
+            (Op::Begin { key, request, .. }, Answer::Key(Ok(KeyState::Resume(open)))) => {
+                names.undecided.insert((*key, *request), open.clone());
+            }
             (Op::Spend { budget }, Answer::Budget(Ok(BudgetTurn::Spent { window }))) => {
                 names.spent[*budget] = Some(*window);
             }
@@ -894,6 +931,7 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
     let one = match answer {
         Answer::Steps(steps) => return steps.iter().flat_map(classes).collect(),
         Answer::Key(Ok(KeyState::Fresh)) => "key fresh",
+        Answer::Key(Ok(KeyState::Resume(_))) => "key resumed undecided",
         Answer::Key(Ok(KeyState::Replay(_))) => "key replayed",
         Answer::Key(Ok(KeyState::InProgress)) => "key in progress",
         Answer::Key(Ok(KeyState::Reused)) => "key reused",
@@ -930,6 +968,7 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
 /// Answers every default run must meet (a run that never met one proves nothing about it).
 const MUST_MEET: &[&str] = &[
     "key fresh",
+    "key resumed undecided",
     "key replayed",
     "key in progress",
     "key reused",

@@ -18,8 +18,8 @@ use std::time::Duration;
 use cognito_reset::aws::BoxFuture;
 use cognito_reset::aws::guard::{
     ApprovalRecord, BudgetScope, BudgetTurn, Claim, Completion, Decide, Decision, GuardSettings,
-    GuardStore, KeyRef, KeyState, PendingApproval, Resolution, Step, Table, TableGuard, UserState,
-    Verdict, Written,
+    GuardStore, KeyAnswer, KeyRef, KeyState, PendingApproval, Resolution, Step, Table, TableGuard,
+    UserState, Verdict, Written,
 };
 use cognito_reset::config::GUARD_MAX_ATTEMPTS;
 use cognito_reset::failure::{GuardError, GuardErrorKind};
@@ -349,6 +349,7 @@ impl GuardStore for FakeGuard {
             subject,
             |state: &KeyState<String>| match state {
                 KeyState::Fresh => ("fresh".to_owned(), false),
+                KeyState::Resume(_) => ("resumed undecided".to_owned(), false),
                 KeyState::Replay(_) => ("replay".to_owned(), true),
                 KeyState::InProgress => ("in progress".to_owned(), false),
                 KeyState::Reused => ("reused".to_owned(), false),
@@ -450,7 +451,7 @@ impl GuardStore for FakeGuard {
         claim: &'a Claim,
         completion: Completion,
         key: &'a KeyRef,
-        answer: Option<String>,
+        answer: KeyAnswer<String>,
         budget: Duration,
     ) -> BoxFuture<'a, Result<(), GuardError>> {
         // Journaled as the claim's completion (the key's answer lands with it).

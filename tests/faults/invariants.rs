@@ -41,6 +41,7 @@ pub fn check(history: &History) -> Checked {
     every_record_accounted_for(history)?;
     nothing_lost(history)?;
     one_code(history)?;
+    ambiguous_never_again_under_its_key(history)?;
     replays_are_faithful(history)?;
     refused_requests_write_nothing(history)?;
     sign_out_follows_its_reset(history)?;
@@ -432,6 +433,61 @@ pub fn one_code(h: &History) -> Checked {
     Ok(())
 }
 
+/// An ambiguous reset is never sent again under its own key, however late the key's retry
+/// comes: the key keeps its `reset-unconfirmed` undecided while the user item holds that reset
+/// (a retry inside the window is decided by the user's status) and final after it. One
+/// exception, where keeping it is impossible: the guard's store failed under the first attempt
+/// after every retry the client makes, so the key's end was never written; once the user
+/// item's window is over, nothing remembers that reset (`docs/guarantees.md`).
+pub fn ambiguous_never_again_under_its_key(h: &History) -> Checked {
+    const NAME: &str = "one code";
+    let same_key =
+        |a: &Attempt, b: &Attempt| a.key.is_some() && a.key == b.key && a.request == b.request;
+    let sent = || h.journal.cognito.iter().filter(|c| c.op.sends_code());
+    for first in sent().filter(|c| c.ambiguous() && c.performed) {
+        let Some(a) = sender_of(h, first).filter(|a| a.key.is_some()) else {
+            continue;
+        };
+        if store_failed(h, a) {
+            continue;
+        }
+        let again = sent()
+            .filter(|c| c.start > first.start)
+            .find(|c| sender_of(h, c).is_some_and(|b| same_key(a, b)));
+        if let Some(again) = again {
+            return violation(
+                NAME,
+                format!(
+                    "the reset of {} sent at t={} ms ({}) got an ambiguous answer, and was sent again under the same key at t={} ms (invocation {})",
+                    first.name,
+                    h.at(first.start),
+                    describe(h, a),
+                    h.at(again.start),
+                    again.inv,
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The attempt on whose behalf Cognito call `c` was sent: the record of its invocation that
+/// last claimed the user before it (records of one batch may share a ticket).
+fn sender_of<'h>(h: &'h History, c: &CognitoCall) -> Option<&'h Attempt> {
+    let pk = user_pk(&c.pool, &c.name);
+    let claim = h.journal.guard.iter().rfind(|g| {
+        g.inv == c.inv
+            && g.op == Op::Claim
+            && g.pk == pk
+            && g.start <= c.start
+            && g.result == "claimed"
+    })?;
+    let record = cognito_reset::guard_logic::claim_record(claim.claim_id.as_deref()?);
+    h.attempts
+        .iter()
+        .find(|a| a.inv == c.inv && a.audit_id == record)
+}
+
 /// Whether a record's own reset got an ambiguous answer (HTTP 502 `reset-unconfirmed`, final
 /// and kept), as opposed to meeting another reset's window (409, passes with the window). Over
 /// SQS, where no status tells, a message's ticket is its own: its reset in that invocation.
@@ -537,6 +593,20 @@ pub fn replays_are_faithful(h: &History) -> Checked {
             .filter(|(_, a)| a.answer.is_final && !a.answer.replayed && same_answer(a, b))
             .map(|(_, a)| a)
             .collect();
+        // An ambiguous reset's `reset-unconfirmed` is kept under its key, undecided while the
+        // user item holds that reset, also when its SQS record was handed back (RETRY) for the
+        // redelivery to decide: once the window is over, that answer is replayed, never given
+        // before. True exactly when an earlier attempt under the key sent a reset whose answer
+        // was ambiguous.
+        let unconfirmed_kept = || {
+            b.answer.code.as_deref() == Some("reset-unconfirmed")
+                && h.attempts.iter().enumerate().any(|(i, a)| {
+                    i != j && a.inv <= b.inv && same_key(a, b) && own_reset_ambiguous(h, a)
+                })
+        };
+        if unconfirmed_kept() {
+            continue;
+        }
         let Some(latest) = originals.last() else {
             return violation(
                 NAME,
@@ -805,6 +875,19 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
                 .iter()
                 .filter(|c| c.inv == index && c.op == Op::Begin && c.replay && &c.label == label)
                 .count();
+            // A run that took over an undecided key and found the earlier reset's window over
+            // replays that answer too (after its claim).
+            let resumed = h
+                .journal
+                .guard
+                .iter()
+                .filter(|c| {
+                    c.inv == index
+                        && c.op == Op::Begin
+                        && c.result == "resumed undecided"
+                        && &c.label == label
+                })
+                .count();
             // A sign-out-only redelivery's event repeats its earlier delivery's RESET: it is
             // marked replayed without a replay of the key.
             let marked = inv
@@ -814,7 +897,7 @@ pub fn every_record_accounted_for(h: &History) -> Checked {
                     e.replayed && !e.sign_out_only && e.idempotency_key.as_ref() == Some(label)
                 })
                 .count();
-            if replays != marked {
+            if marked < replays || marked > replays + resumed {
                 return violation(
                     NAME,
                     format!(
@@ -1927,13 +2010,13 @@ pub fn approvals_hold(h: &History) -> Checked {
             return violation(NAME, format!("two decisions on {} landed", d.id));
         }
     }
-    // One code per approval, whoever decides, however often, at once or with retries. The one
-    // exception is a reset whose end could not be recorded: its answer was ambiguous (the
-    // documented trade-off, docs/guarantees.md "Trade-offs": `reset-unconfirmed` is not kept
-    // under the approval's key) or the guard's store failed under its run after every retry.
-    // Once its cooldown window is over the user item no longer holds it, so a later decision
-    // on the approval runs the reset again, as a keyed request's retry does. Excused exactly
-    // there: the later reset sent after the earlier one's window.
+    // One code per approval, whoever decides, however often, at once or with retries (an
+    // ambiguous reset's `reset-unconfirmed` is kept under the approval's key, undecided while
+    // the user item holds it). The one exception is a reset whose end could not be recorded:
+    // the guard's store failed under its run after every retry the client makes. Once its
+    // cooldown window is over the user item no longer holds it, so a later decision on the
+    // approval runs the reset again, as a keyed request's retry does. Excused exactly there:
+    // the later reset sent after the earlier one's window.
     for r in &asked {
         let performed: Vec<&CognitoCall> = h
             .journal
@@ -1948,11 +2031,11 @@ pub fn approvals_hold(h: &History) -> Checked {
             })
             .collect();
         let excused = |pair: &[&CognitoCall]| {
-            let unrecorded = pair[0].ambiguous()
-                || h.journal
-                    .guard
-                    .iter()
-                    .any(|c| c.inv == pair[0].inv && c.failed());
+            let unrecorded = h
+                .journal
+                .guard
+                .iter()
+                .any(|c| c.inv == pair[0].inv && c.failed());
             unrecorded && pair[1].start >= h.invocations[pair[0].inv].start + COOLDOWN
         };
         let counted = 1 + performed.windows(2).filter(|pair| !excused(pair)).count();
