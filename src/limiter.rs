@@ -511,7 +511,12 @@ impl Pacer {
             let step = self.step(priority, ticket, latest);
             match step {
                 Step::Turn(at) => {
-                    tokio::time::sleep_until(instant_of(at)).await;
+                    // A turn already due goes at once: tokio's timer rounds a deadline up to
+                    // its next millisecond tick, so sleeping until now cost up to a millisecond
+                    // (every call of an idle limiter paid it: two in a cold start's reset).
+                    if at > now_us() {
+                        tokio::time::sleep_until(instant_of(at)).await;
+                    }
                     return Ok(());
                 }
                 Step::TooLate => return Err(TooLate),

@@ -69,6 +69,12 @@ class Instance:
         self._spawned_at: float | None = None
         # Lambda-Runtime-Trace-Id of every invocation; None: a fresh unsampled one each time.
         self.trace_header: str | None = None
+        # The process gets SIGKILL when this one dies (prctl in the child, between fork and
+        # exec). Python can only do that from a preexec_fn, which makes it fork the whole
+        # interpreter and run Python in the child instead of its vfork/exec: about 5.5 ms a spawn
+        # on the 2-core development machine, counted in init_s. The init benchmark turns it off
+        # (a function whose Runtime API is gone ends on its own: its /next fails).
+        self.die_with_parent = True
 
     # ---- the Runtime API --------------------------------------------------------------------
 
@@ -135,7 +141,8 @@ class Instance:
             self._spawned_at = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent if self.die_with_parent else None)
         finally:
             log.close()
         self.starts += 1
