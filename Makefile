@@ -271,15 +271,18 @@ bench-drain: $(STACK_VENV)/.installed ## drain benchmark: 2000 queued resets at 
 
 # Part of `make test`: the debug binary the end-to-end tests built (pacing, not CPU, sets the
 # drain time), so CI does not pay for a second release build.
-# The shared run's bound is 3.0x, not 1.5x: since this round it takes 1.2x to 2.3x ideal, from one
-# run to the next on an idle machine (moto, one Python process, serves the guard table and the
-# fleet's buckets on the same 2 cores; not yet understood, see docs/mass-reset.md). It still
-# fails on a dead letter, a double reset, and a regression such as the 3.9x of one transaction
-# a reset on moto.
-drain-smoke: $(STACK_VENV)/.installed ## small drain runs (300 resets, 4 instances: as configured, and shared in the guard table); fail on DLQ, double resets, > 1.5x ideal (shared: > 3.0x)
+# The shared run is paced at 10 resets/s (30 reads/s), 150 resets, function timeout 8 s: moto, one
+# Python process, is the fleet's DynamoDB there, and each reset costs about ten guard operations
+# (key, claim, two pacing buckets, the key's and the user item's ends, the answer kept for
+# GET /requests/{id}) of about 5 ms each on one core, so 20 resets/s is all of moto's core; the
+# batches then miss their deadline, their records are handed back and wait out the 30 s
+# visibility timeout: the 2.0x and 3.0x runs of this round (docs/mass-reset.md). At 10/s moto has
+# half a core, the batch of 10 at 4 instances fits its 8 s (FunctionTimeout >= margin + 1.05 x
+# 10 x 4 / 10), and the run takes 1.08x to 1.10x ideal: the same 1.5x bound as the configured run.
+drain-smoke: $(STACK_VENV)/.installed ## small drain runs (4 instances: 300 resets as configured, 150 shared in the guard table); fail on DLQ, double resets, > 1.5x ideal
 	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
 	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 300 --instances 4 --modes configured --check --max-ratio 1.5
-	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 300 --instances 4 --modes shared --check --max-ratio 3.0
+	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 150 --reset-quota 10 --read-quota 30 --instances 4 --modes shared --function-timeout 8 --check --max-ratio 1.5
 
 drain-test: $(STACK_VENV)/.installed ## tests of the drain benchmark's harness itself (no Rust build needed; moto for the table modes)
 	$(PYTHON) -m unittest discover -s tests/drain
