@@ -1671,6 +1671,12 @@ mod tests {
             key_state(&met, &theirs, now()),
             Ok(KeyState::InProgress)
         ));
+        // and once the lease is over (its holder died), free: in DRY_RUN, which reads, and
+        // where the take-over's own write lost a race with the lease's end
+        assert!(matches!(
+            key_state(&met, &theirs, lease),
+            Ok(KeyState::Fresh)
+        ));
     }
 
     #[test]
@@ -1734,6 +1740,15 @@ mod tests {
         );
         assert_eq!(
             key_state(&held, &run("third"), later(16_000)).ok(),
+            Some(KeyState::Resume(open.clone()))
+        );
+        // Once the window is over (to the millisecond), a dead holder's undecided key is final.
+        assert_eq!(
+            key_state(&held, &run("third"), later(30_000)).ok(),
+            Some(KeyState::Replay(answer.to_owned()))
+        );
+        assert_eq!(
+            key_state(&held, &run("third"), later(29_999)).ok(),
             Some(KeyState::Resume(open.clone()))
         );
         // Released (a RETRY), the key gives the undecided answer back.
