@@ -1733,7 +1733,11 @@ mod tests {
     }
 
     fn guard() -> TableGuard<MemTable> {
-        let settings = GuardSettings {
+        TableGuard::new(MemTable::default(), &settings(), false)
+    }
+
+    fn settings() -> GuardSettings {
+        GuardSettings {
             table: "t".into(),
             cooldown: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(600),
@@ -1741,8 +1745,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 max_attempts: 1,
             },
-        };
-        TableGuard::new(MemTable::default(), &settings, false)
+        }
     }
 
     fn pending(id: &str, ttl: Duration) -> PendingApproval {
@@ -1814,6 +1817,152 @@ mod tests {
                 .ok(),
             Some(Decide::Unknown)
         );
+    }
+
+    /// A table whose first key take-over (a `PutItem` under `KEY_RESUME_CONDITION`) is met by
+    /// `before` first (another run's take-over), or lands and is then retried by the SDK
+    /// (`before` `None`: its answer was lost, the retry meets the landed write).
+    #[derive(Debug)]
+    struct RacedResume {
+        table: MemTable,
+        before: Option<Write>,
+        done: std::sync::atomic::AtomicBool,
+    }
+
+    impl Table for RacedResume {
+        fn write<'a>(
+            &'a self,
+            step: Step,
+            write: &'a Write,
+            budget: Duration,
+        ) -> BoxFuture<'a, Result<Written, GuardError>> {
+            let resume = write.cond().render().text == KEY_RESUME_CONDITION;
+            if resume && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let first = self.before.as_ref().unwrap_or(write);
+                let items = &mut self.table.0.lock().expect("items");
+                logic::apply(items, first).expect("the first take-over lands");
+            }
+            self.table.write(step, write, budget)
+        }
+
+        fn get<'a>(
+            &'a self,
+            step: Step,
+            pk: &'a str,
+            budget: Duration,
+        ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+            self.table.get(step, pk, budget)
+        }
+    }
+
+    fn run_key(holder: &str) -> KeyRef {
+        KeyRef {
+            key: "k".into(),
+            pk: "key#k".into(),
+            request_hash: "h".into(),
+            holder: holder.into(),
+            undecided: None,
+        }
+    }
+
+    /// An ambiguous reset settled by `first` on `guard`: the user item unconfirmed, the key's
+    /// answer undecided. The decideUntil it wrote, if any.
+    async fn undecided<T: Table>(guard: &TableGuard<T>, first: &KeyRef) -> Option<u64> {
+        let lease = wall_now() + Duration::from_secs(5);
+        let begun = guard.begin_key(first, lease, BUDGET).await.ok();
+        assert_eq!(begun, Some(KeyState::Fresh));
+        let claim = Claim {
+            pk: user_pk("p", "u"),
+            id: "r/1/0".into(),
+            key: Some("key#k#h".into()),
+        };
+        let status = Some(logic::CONFIRMED);
+        let claimed = guard.claim_user(&claim, lease, status, BUDGET).await.ok();
+        assert_eq!(claimed, Some(UserState::Claimed(claim.clone())));
+        let answer = KeyAnswer::Undecided(r#"{"code":"reset-unconfirmed"}"#.to_owned());
+        guard
+            .settle_both(&claim, Completion::Unconfirmed, first, answer, BUDGET)
+            .await
+            .expect("settled");
+        let key = guard.table.get(Step::Finish, "key#k", BUDGET).await;
+        match key.expect("read").expect("the key item").get("decideUntil") {
+            Some(Value::N(until)) => Some(*until),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_resets_key_is_undecided_for_the_cooldown_and_taken_over_once() {
+        let guard = guard();
+        let before = ms(wall_now());
+        let until = undecided(&guard, &run_key("first"))
+            .await
+            .expect("undecided");
+        // For the user item's window (the cooldown from the settle), no longer.
+        let after = ms(wall_now());
+        assert!(
+            (before + 30_000..=after + 30_000).contains(&until),
+            "{until}"
+        );
+        // A second run takes it over; a third meets it in progress.
+        let lease = wall_now() + Duration::from_secs(5);
+        let second = guard.begin_key(&run_key("second"), lease, BUDGET).await;
+        assert!(matches!(second, Ok(KeyState::Resume(_))), "{second:?}");
+        let third = guard.begin_key(&run_key("third"), lease, BUDGET).await;
+        assert_eq!(third.ok(), Some(KeyState::InProgress));
+        // With the cooldown off nothing holds the reset: the answer is final at once.
+        let mut settings = settings();
+        settings.cooldown = Duration::ZERO;
+        let off = TableGuard::new(MemTable::default(), &settings, false);
+        assert_eq!(undecided(&off, &run_key("first")).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_key_take_over_met_by_its_own_landed_write_holds_it_and_one_met_by_another_does_not()
+    {
+        let lease = wall_now() + Duration::from_secs(5);
+        let with = |before: Option<Write>| {
+            let table = RacedResume {
+                table: MemTable::default(),
+                before,
+                done: false.into(),
+            };
+            TableGuard::new(table, &settings(), false)
+        };
+        // Its answer lost, the SDK's retry meets the landed take-over: this run holds the key.
+        let lost = with(None);
+        undecided(&lost, &run_key("first"))
+            .await
+            .expect("undecided");
+        let second = lost.begin_key(&run_key("second"), lease, BUDGET).await;
+        assert!(matches!(second, Ok(KeyState::Resume(_))), "{second:?}");
+        // Another run's take-over lands first: in progress.
+        let item = lost.table.table.0.lock().expect("items")["key#k"].clone();
+        let open = logic::Undecided {
+            answer: r#"{"code":"reset-unconfirmed"}"#.into(),
+            decide_until: match item.get("decideUntil") {
+                Some(Value::N(until)) => *until,
+                _ => 0,
+            },
+        };
+        let template = Item::from([
+            ("holder".to_owned(), Value::S("first".into())),
+            ("state".to_owned(), Value::S("done".into())),
+        ]);
+        let theirs = logic::key_resume(
+            &run_key("theirs"),
+            &open,
+            &template,
+            lease,
+            wall_now(),
+            Duration::from_secs(600),
+        );
+        let raced = with(theirs);
+        undecided(&raced, &run_key("first"))
+            .await
+            .expect("undecided");
+        let second = raced.begin_key(&run_key("second"), lease, BUDGET).await;
+        assert_eq!(second.ok(), Some(KeyState::InProgress));
     }
 
     #[tokio::test]
