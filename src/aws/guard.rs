@@ -1936,7 +1936,7 @@ mod tests {
             .expect("undecided");
         let second = lost.begin_key(&run_key("second"), lease, BUDGET).await;
         assert!(matches!(second, Ok(KeyState::Resume(_))), "{second:?}");
-        // Another run's take-over lands first: in progress.
+        // Another run's take-over lands first: this run does not hold the key.
         let item = lost.table.table.0.lock().expect("items")["key#k"].clone();
         let open = logic::Undecided {
             answer: r#"{"code":"reset-unconfirmed"}"#.into(),
@@ -1949,11 +1949,12 @@ mod tests {
             ("holder".to_owned(), Value::S("first".into())),
             ("state".to_owned(), Value::S("done".into())),
         ]);
+        // (whose holder died at once: its item reads as one to take over, not as this run's)
         let theirs = logic::key_resume(
             &run_key("theirs"),
             &open,
             &template,
-            lease,
+            wall_now() - Duration::from_secs(1),
             wall_now(),
             Duration::from_secs(600),
         );
