@@ -1966,6 +1966,82 @@ mod tests {
         assert_eq!(second.ok(), Some(KeyState::InProgress));
     }
 
+    /// A table whose key writes (`Step::Finish`) fail as DynamoDB's would after every retry.
+    #[derive(Debug, Default)]
+    struct FailingKeys(MemTable);
+
+    impl Table for FailingKeys {
+        fn write<'a>(
+            &'a self,
+            step: Step,
+            write: &'a Write,
+            budget: Duration,
+        ) -> BoxFuture<'a, Result<Written, GuardError>> {
+            if step == Step::Finish {
+                let error =
+                    GuardError::new(GuardErrorKind::Upstream, "UpdateItem", "down".to_owned());
+                return Box::pin(async move { Err(error) });
+            }
+            self.0.write(step, write, budget)
+        }
+
+        fn get<'a>(
+            &'a self,
+            step: Step,
+            pk: &'a str,
+            budget: Duration,
+        ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
+            self.0.get(step, pk, budget)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_key_write_still_releases_but_never_ends_a_reset_as_reset() {
+        let guard = TableGuard::new(FailingKeys::default(), &settings(), false);
+        let lease = wall_now() + Duration::from_secs(5);
+        let state = |guard: &TableGuard<FailingKeys>| {
+            let item = guard
+                .table
+                .0
+                .0
+                .lock()
+                .expect("items")
+                .get("user#p#u")
+                .cloned();
+            item.and_then(|i| i.get("state").cloned())
+        };
+        for (completion, answer, left) in [
+            // Nothing was sent: the claim ends whatever the key.
+            (Completion::Release, KeyAnswer::Release, None),
+            // A reset whose key has no answer: the user item stays the request's claim, which
+            // its retry settles by the user's status (never "reset": that would answer the
+            // retry recently-reset, and reset again after the window).
+            (
+                Completion::Reset,
+                KeyAnswer::Final("{}".to_owned()),
+                Some(Value::S("claimed".into())),
+            ),
+        ] {
+            let claim = Claim {
+                pk: user_pk("p", "u"),
+                id: format!("r/1/{completion:?}"),
+                key: Some("key#k#h".into()),
+            };
+            let claimed = guard.claim_user(&claim, lease, None, BUDGET).await.ok();
+            assert_eq!(claimed, Some(UserState::Claimed(claim.clone())));
+            let key = run_key("first");
+            let settled = guard
+                .settle_both(&claim, completion, &key, answer, BUDGET)
+                .await;
+            assert!(
+                settled.is_err(),
+                "{completion:?}: the key's failure is reported"
+            );
+            assert_eq!(state(&guard), left, "{completion:?}");
+            guard.table.0.0.lock().expect("items").clear();
+        }
+    }
+
     #[tokio::test]
     async fn an_expired_approval_is_not_decided() {
         let guard = guard();
