@@ -475,6 +475,13 @@ pub struct Undecided {
     pub decide_until: u64,
 }
 
+impl Undecided {
+    /// Whether a retry at `now` may still decide.
+    fn is_open(&self, now: SystemTime) -> bool {
+        self.decide_until > ms(now)
+    }
+}
+
 static HOLDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A mark no other record run (or budget spend or refund) has: the process's random keys and a
@@ -639,25 +646,22 @@ pub fn key_state(
             let answer = text(item, ANSWER.name)
                 .ok_or_else(|| malformed("GetItem", "a done key item has no answer"))?;
             match undecided(answer) {
-                Some(open) if open.decide_until > ms(now) => Ok(KeyState::Resume(open)),
+                Some(open) if open.is_open(now) => Ok(KeyState::Resume(open)),
                 _ => Ok(KeyState::Replay(answer.to_owned())),
             }
         }
         _ => {
             let resumed = text(item, UNDECIDED.name).and_then(undecided);
+            let mine = text(item, HOLDER.name) == Some(key.holder.as_str());
             let lease_over = number(item, LEASE_UNTIL.name).is_some_and(|lease| lease <= ms(now));
             match resumed {
                 // Pending and taken by this very run: its take landed and the SDK's retry met
                 // it.
-                Some(open) if text(item, HOLDER.name) == Some(key.holder.as_str()) => {
-                    Ok(KeyState::Resume(open))
-                }
-                _ if text(item, HOLDER.name) == Some(key.holder.as_str()) => Ok(KeyState::Fresh),
+                Some(open) if mine => Ok(KeyState::Resume(open)),
+                None if mine => Ok(KeyState::Fresh),
                 // A dead run's key taken over from an undecided answer: still undecided, or
                 // final once its window is over.
-                Some(open) if lease_over && open.decide_until > ms(now) => {
-                    Ok(KeyState::Resume(open))
-                }
+                Some(open) if lease_over && open.is_open(now) => Ok(KeyState::Resume(open)),
                 Some(open) if lease_over => Ok(KeyState::Replay(open.answer)),
                 // Pending: held by a live invocation (a dead one's key is taken over by the
                 // condition; in dry run, a dead holder's key is simply free).
@@ -1690,6 +1694,9 @@ mod tests {
         };
         let ttl = Duration::from_secs(600);
         let later = |ms: u64| now() + Duration::from_millis(ms);
+        // What the key item says to a new run of `holder`, `at` ms on.
+        let state =
+            |item: &Item, holder: &str, at: u64| key_state(item, &run(holder), later(at)).ok();
         let mut items = Items::new();
         let first = run("first");
         apply(&mut items, &key_take(&first, later(5_000), now(), ttl)).expect("taken");
@@ -1726,10 +1733,7 @@ mod tests {
             key_state(&held, &second, later(10_000)).ok(),
             Some(KeyState::Resume(open.clone()))
         );
-        assert_eq!(
-            key_state(&held, &run("third"), later(10_000)).ok(),
-            Some(KeyState::InProgress)
-        );
+        assert_eq!(state(&held, "third", 10_000), Some(KeyState::InProgress));
         // A dead holder's take: a plain take is still refused (the answer would be lost).
         assert!(
             apply(
@@ -1739,16 +1743,16 @@ mod tests {
             .is_err()
         );
         assert_eq!(
-            key_state(&held, &run("third"), later(16_000)).ok(),
+            state(&held, "third", 16_000),
             Some(KeyState::Resume(open.clone()))
         );
         // Once the window is over (to the millisecond), a dead holder's undecided key is final.
         assert_eq!(
-            key_state(&held, &run("third"), later(30_000)).ok(),
+            state(&held, "third", 30_000),
             Some(KeyState::Replay(answer.to_owned()))
         );
         assert_eq!(
-            key_state(&held, &run("third"), later(29_999)).ok(),
+            state(&held, "third", 29_999),
             Some(KeyState::Resume(open.clone()))
         );
         // Released (a RETRY), the key gives the undecided answer back.
@@ -1760,12 +1764,12 @@ mod tests {
         .expect("released");
         let back = items.get("key#1").expect("item").clone();
         assert_eq!(
-            key_state(&back, &run("fourth"), later(29_999)).ok(),
+            state(&back, "fourth", 29_999),
             Some(KeyState::Resume(open.clone()))
         );
         // From the window's end the answer is final.
         assert_eq!(
-            key_state(&back, &run("fourth"), later(30_000)).ok(),
+            state(&back, "fourth", 30_000),
             Some(KeyState::Replay(answer.to_owned()))
         );
         // A final answer recorded by a run that resumed ends the undecided state for good.
@@ -1783,7 +1787,7 @@ mod tests {
         let done = items.get("key#1").expect("item").clone();
         assert!(!done.contains_key(DECIDE_UNTIL.name) && !done.contains_key(UNDECIDED.name));
         assert_eq!(
-            key_state(&done, &run("sixth"), later(22_000)).ok(),
+            state(&done, "sixth", 22_000),
             Some(KeyState::Replay(reset.to_owned()))
         );
     }

@@ -1819,30 +1819,36 @@ mod tests {
         );
     }
 
-    /// A table whose first key take-over (a `PutItem` under `KEY_RESUME_CONDITION`) is met by
-    /// `before` first (another run's take-over), or lands and is then retried by the SDK
-    /// (`before` `None`: its answer was lost, the retry meets the landed write).
-    #[derive(Debug)]
-    struct RacedResume {
+    /// What a [`Hooked`] table's hook makes of a write before the table applies it: `Some`
+    /// answers it in the table's place.
+    type Hook =
+        Box<dyn Fn(Step, &Write, &MemTable) -> Option<Result<Written, GuardError>> + Send + Sync>;
+
+    /// The table in memory with a hook before every write: a race, a failure.
+    struct Hooked {
         table: MemTable,
-        before: Option<Write>,
-        done: std::sync::atomic::AtomicBool,
+        hook: Hook,
     }
 
-    impl Table for RacedResume {
+    impl std::fmt::Debug for Hooked {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Hooked")
+                .field("table", &self.table)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Table for Hooked {
         fn write<'a>(
             &'a self,
             step: Step,
             write: &'a Write,
             budget: Duration,
         ) -> BoxFuture<'a, Result<Written, GuardError>> {
-            let resume = write.cond().render().text == KEY_RESUME_CONDITION;
-            if resume && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                let first = self.before.as_ref().unwrap_or(write);
-                let items = &mut self.table.0.lock().expect("items");
-                logic::apply(items, first).expect("the first take-over lands");
+            match (self.hook)(step, write, &self.table) {
+                Some(answer) => Box::pin(async move { answer }),
+                None => self.table.write(step, write, budget),
             }
-            self.table.write(step, write, budget)
         }
 
         fn get<'a>(
@@ -1853,6 +1859,14 @@ mod tests {
         ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
             self.table.get(step, pk, budget)
         }
+    }
+
+    fn hooked(hook: Hook) -> TableGuard<Hooked> {
+        let table = Hooked {
+            table: MemTable::default(),
+            hook,
+        };
+        TableGuard::new(table, &settings(), false)
     }
 
     fn run_key(holder: &str) -> KeyRef {
@@ -1921,13 +1935,20 @@ mod tests {
     async fn a_key_take_over_met_by_its_own_landed_write_holds_it_and_one_met_by_another_does_not()
     {
         let lease = wall_now() + Duration::from_secs(5);
+        // The first key take-over (a `PutItem` under `KEY_RESUME_CONDITION`) is met by `before`
+        // first (another run's take-over), or (`None`) lands and is then retried by the SDK:
+        // its answer was lost, the retry meets the landed write.
         let with = |before: Option<Write>| {
-            let table = RacedResume {
-                table: MemTable::default(),
-                before,
-                done: false.into(),
-            };
-            TableGuard::new(table, &settings(), false)
+            let done = std::sync::atomic::AtomicBool::new(false);
+            hooked(Box::new(move |_, write: &Write, table: &MemTable| {
+                let resume = write.cond().render().text == KEY_RESUME_CONDITION;
+                if resume && !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let first = before.as_ref().unwrap_or(write);
+                    let items = &mut table.0.lock().expect("items");
+                    logic::apply(items, first).expect("the first take-over lands");
+                }
+                None
+            }))
         };
         // Its answer lost, the SDK's retry meets the landed take-over: this run holds the key.
         let lost = with(None);
@@ -1966,49 +1987,23 @@ mod tests {
         assert_eq!(second.ok(), Some(KeyState::InProgress));
     }
 
-    /// A table whose key writes (`Step::Finish`) fail as DynamoDB's would after every retry.
-    #[derive(Debug, Default)]
-    struct FailingKeys(MemTable);
-
-    impl Table for FailingKeys {
-        fn write<'a>(
-            &'a self,
-            step: Step,
-            write: &'a Write,
-            budget: Duration,
-        ) -> BoxFuture<'a, Result<Written, GuardError>> {
-            if step == Step::Finish {
-                let error =
-                    GuardError::new(GuardErrorKind::Upstream, "UpdateItem", "down".to_owned());
-                return Box::pin(async move { Err(error) });
-            }
-            self.0.write(step, write, budget)
-        }
-
-        fn get<'a>(
-            &'a self,
-            step: Step,
-            pk: &'a str,
-            budget: Duration,
-        ) -> BoxFuture<'a, Result<Option<Item>, GuardError>> {
-            self.0.get(step, pk, budget)
-        }
-    }
-
     #[tokio::test]
     async fn a_failed_key_write_still_releases_but_never_ends_a_reset_as_reset() {
-        let guard = TableGuard::new(FailingKeys::default(), &settings(), false);
+        // Every key write (`Step::Finish`) fails as DynamoDB's would after every retry.
+        let guard = hooked(Box::new(|step, _, _| {
+            (step == Step::Finish).then(|| {
+                let error = "down".to_owned();
+                Err(GuardError::new(
+                    GuardErrorKind::Upstream,
+                    "UpdateItem",
+                    error,
+                ))
+            })
+        }));
         let lease = wall_now() + Duration::from_secs(5);
-        let state = |guard: &TableGuard<FailingKeys>| {
-            let item = guard
-                .table
-                .0
-                .0
-                .lock()
-                .expect("items")
-                .get("user#p#u")
-                .cloned();
-            item.and_then(|i| i.get("state").cloned())
+        let state = |guard: &TableGuard<Hooked>| {
+            let items = guard.table.table.0.lock().expect("items");
+            items.get("user#p#u").and_then(|i| i.get("state").cloned())
         };
         for (completion, answer, left) in [
             // Nothing was sent: the claim ends whatever the key.
@@ -2038,7 +2033,7 @@ mod tests {
                 "{completion:?}: the key's failure is reported"
             );
             assert_eq!(state(&guard), left, "{completion:?}");
-            guard.table.0.0.lock().expect("items").clear();
+            guard.table.table.0.lock().expect("items").clear();
         }
     }
 

@@ -49,6 +49,15 @@ def lost_before_cognito() -> faultproxy.Rule:
     return faultproxy.Rule(forward=False, status=500, error=("InternalErrorException", "boom"))
 
 
+def told_reset_unconfirmed(function, key: str) -> tuple[dict, int]:
+    """The portal asks for diego's reset under `key` and is told 502 reset-unconfirmed: the
+    answer, and the deadline of the invocation that gave it."""
+    deadline = now_ms() + INVOCATION_MS
+    first = function.invoke(http_request_for(DIEGO, key=key), deadline)
+    assert (first["statusCode"], http_body(first).get("error")) == (502, "reset-unconfirmed"), first
+    return first, deadline
+
+
 def test_an_sqs_reset_whose_answer_was_lost_after_it_happened_is_reset_once(
     start_direct, cognito_faults, users, stack
 ):
@@ -101,9 +110,7 @@ def test_an_http_reset_whose_answer_was_lost_is_settled_by_the_same_keys_retry(
 
     # When the portal asks, is told 502 reset-unconfirmed, and retries with the same key after
     # the first invocation's deadline
-    deadline = now_ms() + INVOCATION_MS
-    first = function.invoke(http_request_for(DIEGO, key=key), deadline)
-    assert (first["statusCode"], http_body(first).get("error")) == (502, "reset-unconfirmed"), first
+    _, deadline = told_reset_unconfirmed(function, key)
     wait_past(deadline)
     again = function.invoke(http_request_for(DIEGO, key=key), now_ms() + INVOCATION_MS)
 
@@ -127,9 +134,7 @@ def test_an_http_reset_whose_answer_was_lost_is_not_sent_again_by_a_retry_after_
 
     # When the portal is told 502 reset-unconfirmed and retries with the same key only after
     # the cooldown (and the first invocation's deadline) is over
-    deadline = now_ms() + INVOCATION_MS
-    first = function.invoke(http_request_for(DIEGO, key=key), deadline)
-    assert (first["statusCode"], http_body(first).get("error")) == (502, "reset-unconfirmed"), first
+    first, deadline = told_reset_unconfirmed(function, key)
     wait_past(max(deadline, now_ms() + SHORT_COOLDOWN_S * 1000))
     late = function.invoke(http_request_for(DIEGO, key=key), now_ms() + INVOCATION_MS)
 

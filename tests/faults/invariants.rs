@@ -441,8 +441,6 @@ pub fn one_code(h: &History) -> Checked {
 /// item's window is over, nothing remembers that reset (`docs/guarantees.md`).
 pub fn ambiguous_never_again_under_its_key(h: &History) -> Checked {
     const NAME: &str = "one code";
-    let same_key =
-        |a: &Attempt, b: &Attempt| a.key.is_some() && a.key == b.key && a.request == b.request;
     let sent = || h.journal.cognito.iter().filter(|c| c.op.sends_code());
     for first in sent().filter(|c| c.ambiguous() && c.performed) {
         let Some(a) = sender_of(h, first).filter(|a| a.key.is_some()) else {
@@ -469,6 +467,11 @@ pub fn ambiguous_never_again_under_its_key(h: &History) -> Checked {
         }
     }
     Ok(())
+}
+
+/// Whether two attempts are the same request under the same idempotency key.
+fn same_key(a: &Attempt, b: &Attempt) -> bool {
+    a.key.is_some() && a.key == b.key && a.request == b.request
 }
 
 /// The attempt on whose behalf Cognito call `c` was sent: the record of its invocation that
@@ -575,8 +578,6 @@ fn store_failed(h: &History, a: &Attempt) -> bool {
 /// a rejection that `Retry-After` said would have passed.
 pub fn replays_are_faithful(h: &History) -> Checked {
     const NAME: &str = "replays are faithful";
-    let same_key =
-        |a: &Attempt, b: &Attempt| a.key.is_some() && a.key == b.key && a.request == b.request;
     for (j, b) in h.attempts.iter().enumerate() {
         // A decision's replay is checked by `decisions_are_true`.
         if !b.answer.replayed || b.decision.is_some() {
