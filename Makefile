@@ -279,10 +279,15 @@ bench-drain: $(STACK_VENV)/.installed ## drain benchmark: 2000 queued resets at 
 # visibility timeout: the 2.0x and 3.0x runs of this round (docs/mass-reset.md). At 10/s moto has
 # half a core, the batch of 10 at 4 instances fits its 8 s (FunctionTimeout >= margin + 1.05 x
 # 10 x 4 / 10), and the run takes 1.08x to 1.10x ideal: the same 1.5x bound as the configured run.
+# Both runs set the queue's visibility timeout to 2 x the function timeout (Lambda's floor is 1 x;
+# a real queue has 6 x): a record the function hands back at its deadline (the right answer when
+# its turn would come too late) then waits 10 or 16 s, not 30 or 48 s, so one early hand-back no
+# longer decides the ratio (CI, stop 29: one record of the first batch handed back, 48 s, 3.22x).
+# The hand-backs are still counted and printed (`records handed back`).
 drain-smoke: $(STACK_VENV)/.installed ## small drain runs (4 instances: 300 resets as configured, 150 shared in the guard table); fail on DLQ, double resets, > 1.5x ideal
 	cargo build $(CARGO_LOCKED) $(ENQUEUE) --bin cognito-reset
-	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 300 --instances 4 --modes configured --check --max-ratio 1.5
-	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 150 --reset-quota 10 --read-quota 30 --instances 4 --modes shared --function-timeout 8 --check --max-ratio 1.5
+	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 300 --instances 4 --modes configured --visibility-timeout 10 --check --max-ratio 1.5
+	$(DRAIN_BENCH) --binary $(or $(CARGO_TARGET_DIR),target)/debug/cognito-reset --requests 150 --reset-quota 10 --read-quota 30 --instances 4 --modes shared --function-timeout 8 --visibility-timeout 16 --check --max-ratio 1.5
 
 drain-test: $(STACK_VENV)/.installed ## tests of the drain benchmark's harness itself (no Rust build needed; moto for the table modes)
 	$(PYTHON) -m unittest discover -s tests/drain
