@@ -78,6 +78,11 @@ const KEY_PK: Attr = attr("keyPk");
 const DECIDE_UNTIL: Attr = attr("decideUntil");
 /// The undecided answer a pending key was taken over from: given back on release.
 const UNDECIDED: Attr = attr("undecided");
+/// When (ms) the run holding a key took it.
+const TAKEN_AT: Attr = attr("takenAt");
+/// On a key taken over from a run that died holding it: when (ms) the first of the runs that
+/// held it took it (see [`KeyState::Abandoned`]).
+const ABANDONED_SINCE: Attr = attr("abandonedSince");
 
 /// The `UserStatus` of a user who can sign in with a password: a reset turns it into
 /// `RESET_REQUIRED`, so a user still `CONFIRMED` after a reset's call can no longer be in flight
@@ -435,15 +440,19 @@ fn not_live(now: SystemTime) -> Cond {
 
 // ---- idempotency keys -------------------------------------------------------------------------
 
-/// A key is taken where no live item is, or over a pending one whose holder's lease ran out (and
-/// that holds no undecided answer: that one is taken over with [`key_resume`], keeping it).
-pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs OR (#state = :pending AND leaseUntil <= :nowMs AND attribute_not_exists(undecided))";
-/// An undecided key is taken over only as the exact item that was read: its holder's mark and
-/// state.
+/// A key is taken where no live item is. A live one whose holder died is taken over as exactly
+/// the item that was read ([`key_resume`], [`key_take_over`]), keeping what it knows.
+pub const KEY_CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR expiresAt <= :nowSecs";
+/// A key whose holder died (or that keeps an undecided answer) is taken over only as the exact
+/// item that was read: its holder's mark and state.
 pub const KEY_RESUME_CONDITION: &str = "holder = :oldHolder AND #state = :oldState";
 /// Only a pending key may be finished or released, and only by the run that took it: an SDK
 /// retry of a release that landed must not delete the key another run has taken since.
 pub const KEY_FINISH_CONDITION: &str = "#state = :pending AND holder = :holder";
+/// A release deletes only a key this run took fresh: one taken over from a dead holder or from
+/// an undecided answer keeps what it knows (a run that lost track of its take-over, its write's
+/// answer lost, releases it as a fresh one).
+pub const KEY_RELEASE_CONDITION: &str = "#state = :pending AND holder = :holder AND attribute_not_exists(abandonedSince) AND attribute_not_exists(undecided)";
 
 /// An idempotency key as the guard stores it: scoped by caller and by batch position, bound to
 /// one request.
@@ -461,6 +470,10 @@ pub struct KeyRef {
     /// The undecided answer this run took the key over from ([`KeyState::Resume`]): a release
     /// gives the key back to it.
     pub undecided: Option<Undecided>,
+    /// When (ms) the first run of a key taken over from a dead holder took it
+    /// ([`KeyState::Abandoned`]): the claim on the user is judged by it, and a release leaves
+    /// the key as a dead holder's again.
+    pub abandoned: Option<u64>,
 }
 
 /// An earlier run's ambiguous answer (`reset-unconfirmed`) kept under a key, undecided until
@@ -532,6 +545,7 @@ impl KeyRef {
             request_hash: sha256_hex(&[compared.to_string().as_bytes()]),
             holder: new_holder(),
             undecided: None,
+            abandoned: None,
         }
     }
 }
@@ -560,6 +574,13 @@ pub enum KeyState<A> {
     /// (the user item decides by the user's status), this invocation holds the key, and a
     /// release gives the key back to that answer.
     Resume(Undecided),
+    /// A run that held the key died before its end was written (a crash, a timeout, the table
+    /// failing under its end after every retry): it may have sent a reset, and, if it did, only
+    /// its user item still says so. The request runs and this invocation holds the key (taken
+    /// over as exactly that item, keeping `since`, when the first run of the key took it, in ms):
+    /// the user item decides as for any reset; a user found free once `since` + the cooldown is
+    /// over is not reset ([`UserState::Abandoned`]), since that item may be gone by its window.
+    Abandoned { since: u64 },
     /// A final answer was given before: give it again.
     Replay(A),
     /// The same key is being processed right now.
@@ -572,15 +593,7 @@ pub enum KeyState<A> {
 pub fn key_take(key: &KeyRef, lease_until: SystemTime, now: SystemTime, ttl: Duration) -> Write {
     Write::Put {
         item: key_item(key, lease_until, now, ttl),
-        cond: Cond::Or(vec![
-            Cond::NotExists(PK),
-            not_live(now),
-            Cond::And(vec![
-                Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
-                Cond::Compare(LEASE_UNTIL, Cmp::Le, bound_n(":nowMs", ms(now))),
-                Cond::NotExists(UNDECIDED),
-            ]),
-        ]),
+        cond: Cond::Or(vec![Cond::NotExists(PK), not_live(now)]),
     }
 }
 
@@ -591,8 +604,38 @@ fn key_item(key: &KeyRef, lease_until: SystemTime, now: SystemTime, ttl: Duratio
         ("requestHash".to_owned(), s(&key.request_hash)),
         (HOLDER.name.to_owned(), s(&key.holder)),
         (LEASE_UNTIL.name.to_owned(), n(ms(lease_until))),
+        (TAKEN_AT.name.to_owned(), n(ms(now))),
         (EXPIRES_AT.name.to_owned(), n(secs_ceil(now + ttl))),
     ])
+}
+
+/// The write that takes over the key item `met` (as read) with `item`: only that very item
+/// (its holder's mark and state); `None` when `met` cannot be named exactly (no holder mark).
+fn key_over(met: &Item, item: Item) -> Option<Write> {
+    let (old_holder, old_state) = (text(met, HOLDER.name)?, text(met, STATE.name)?);
+    Some(Write::Put {
+        item,
+        cond: Cond::And(vec![
+            Cond::Compare(HOLDER, Cmp::Eq, bound_s(":oldHolder", old_holder)),
+            Cond::Compare(STATE, Cmp::Eq, bound_s(":oldState", old_state)),
+        ]),
+    })
+}
+
+/// The write that takes over the key `met` (as read: pending, its holder's lease over, no
+/// undecided answer) until `lease_until`, keeping `since` ([`KeyState::Abandoned`]). `None`
+/// when `met` cannot be named exactly (no holder mark).
+pub fn key_take_over(
+    key: &KeyRef,
+    since: u64,
+    met: &Item,
+    lease_until: SystemTime,
+    now: SystemTime,
+    ttl: Duration,
+) -> Option<Write> {
+    let mut item = key_item(key, lease_until, now, ttl);
+    item.insert(ABANDONED_SINCE.name.to_owned(), n(since));
+    key_over(met, item)
 }
 
 /// The write that takes over the undecided key `met` (as read: a done item, or a pending one
@@ -606,17 +649,10 @@ pub fn key_resume(
     now: SystemTime,
     ttl: Duration,
 ) -> Option<Write> {
-    let (old_holder, old_state) = (text(met, HOLDER.name)?, text(met, STATE.name)?);
     let mut item = key_item(key, lease_until, now, ttl);
     item.insert(UNDECIDED.name.to_owned(), s(&undecided.answer));
     item.insert(DECIDE_UNTIL.name.to_owned(), n(undecided.decide_until));
-    Some(Write::Put {
-        item,
-        cond: Cond::And(vec![
-            Cond::Compare(HOLDER, Cmp::Eq, bound_s(":oldHolder", old_holder)),
-            Cond::Compare(STATE, Cmp::Eq, bound_s(":oldState", old_state)),
-        ]),
-    })
+    key_over(met, item)
 }
 
 /// The run that holds (or last held) a key item.
@@ -654,18 +690,28 @@ pub fn key_state(
             let resumed = text(item, UNDECIDED.name).and_then(undecided);
             let mine = text(item, HOLDER.name) == Some(key.holder.as_str());
             let lease_over = number(item, LEASE_UNTIL.name).is_some_and(|lease| lease <= ms(now));
+            let abandoned_since = number(item, ABANDONED_SINCE.name);
             match resumed {
                 // Pending and taken by this very run: its take landed and the SDK's retry met
                 // it.
                 Some(open) if mine => Ok(KeyState::Resume(open)),
-                None if mine => Ok(KeyState::Fresh),
+                None if mine => {
+                    Ok(abandoned_since
+                        .map_or(KeyState::Fresh, |since| KeyState::Abandoned { since }))
+                }
                 // A dead run's key taken over from an undecided answer: still undecided, or
                 // final once its window is over.
                 Some(open) if lease_over && open.is_open(now) => Ok(KeyState::Resume(open)),
                 Some(open) if lease_over => Ok(KeyState::Replay(open.answer)),
-                // Pending: held by a live invocation (a dead one's key is taken over by the
-                // condition; in dry run, a dead holder's key is simply free).
-                None if lease_over => Ok(KeyState::Fresh),
+                // Its holder died before writing its end: since when the key's runs have held
+                // it (an item without the marks, written before them, since the epoch: its
+                // user is then never reset without the user item's word).
+                None if lease_over => Ok(KeyState::Abandoned {
+                    since: abandoned_since
+                        .or_else(|| number(item, TAKEN_AT.name))
+                        .unwrap_or(0),
+                }),
+                // Pending: held by a live invocation.
                 _ => Ok(KeyState::InProgress),
             }
         }
@@ -741,13 +787,25 @@ pub fn key_finish(key: &KeyRef, end: KeyEnd<'_>, now: SystemTime, ttl: Duration)
             cond: cond.clone(),
         }
     };
-    match (end, &key.undecided) {
-        (KeyEnd::Answer(answer), _) => done(answer, None),
-        (KeyEnd::Undecided { answer, until }, _) => done(answer, Some(until)),
-        (KeyEnd::Release, Some(open)) => done(&open.answer, Some(open.decide_until)),
-        (KeyEnd::Release, None) => Write::Delete {
+    match (end, &key.undecided, key.abandoned) {
+        (KeyEnd::Answer(answer), _, _) => done(answer, None),
+        (KeyEnd::Undecided { answer, until }, _, _) => done(answer, Some(until)),
+        (KeyEnd::Release, Some(open), _) => done(&open.answer, Some(open.decide_until)),
+        // A key taken over from a dead holder is left as a dead holder's: what the first run
+        // may have sent is still judged by its `since`.
+        (KeyEnd::Release, None, Some(_)) => Write::Update {
             pk: key.pk.clone(),
+            changes: vec![Change::Set(LEASE_UNTIL, bound_n(":now", ms(now)))],
             cond,
+        },
+        (KeyEnd::Release, None, None) => Write::Delete {
+            pk: key.pk.clone(),
+            cond: Cond::And(vec![
+                Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
+                Cond::Compare(HOLDER, Cmp::Eq, bound_s(":holder", &key.holder)),
+                Cond::NotExists(ABANDONED_SINCE),
+                Cond::NotExists(UNDECIDED),
+            ]),
         },
     }
 }
@@ -774,6 +832,9 @@ pub struct Claim {
     /// (`<key's pk>#<requestHash>`), if any: a retry under the same key of the same request is
     /// the same request, whatever its record id.
     pub key: Option<String>,
+    /// The key's [`KeyState::Abandoned`] `since`, when this run took it over from a dead
+    /// holder: a fresh claim at or after `since` + the cooldown is [`UserState::Abandoned`].
+    pub abandoned: Option<u64>,
 }
 
 impl Claim {
@@ -798,6 +859,13 @@ pub fn user_pk(pool: &str, username: &str) -> String {
 pub enum UserState {
     /// This invocation holds the user: it may reset.
     Claimed(Claim),
+    /// This invocation holds the user, under a key taken over from a run that died holding it
+    /// ([`KeyState::Abandoned`]), and the cooldown from when that key was first taken is over.
+    /// A reset that run sent kept its user item for `since` + the cooldown at least (a release
+    /// means nothing was sent), so inside that window a free user proves it sent nothing; after
+    /// it, nothing remembers. So the reset is not sent: the claim is released and the request is
+    /// answered `reset-unconfirmed`, final under the key.
+    Abandoned(Claim),
     /// Dry run: nothing stands in the way, and nothing was written.
     Free,
     /// Reset at `reset_at` (`confirmed`), or a reset sent then whose answer was lost or whose
@@ -850,6 +918,19 @@ pub enum Completion {
     /// Cognito refused the reset for the user's attempt limit (nothing was sent): the item
     /// answers `attempt-limit` without a call until `until`.
     AttemptLimited { until: SystemTime },
+}
+
+/// What a claim that was written (or met as this very claim) says: [`UserState::Claimed`], or
+/// [`UserState::Abandoned`] for a key taken over from a dead holder once the cooldown from its
+/// `since` is over.
+pub fn claimed(claim: &Claim, now: SystemTime, cooldown: Duration) -> UserState {
+    let window_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX);
+    match claim.abandoned {
+        Some(since) if since.saturating_add(window_ms) <= ms(now) => {
+            UserState::Abandoned(claim.clone())
+        }
+        _ => UserState::Claimed(claim.clone()),
+    }
 }
 
 /// The write that claims a user as `claim` until `lease_until`. Until it is completed, a claim
@@ -967,7 +1048,7 @@ pub fn user_state(
     }
     if state == Some("claimed") && text(item, CLAIM_ID.name) == Some(claim.id.as_str()) {
         // This very claim, met by a retry of its own write.
-        return Ok(UserState::Claimed(claim.clone()));
+        return Ok(claimed(claim, now, cooldown));
     }
     let until = number(item, EXPIRES_AT.name)
         .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
@@ -1560,6 +1641,7 @@ pub fn approval_key(requester_desc: &str, approval_id: &str) -> KeyRef {
         request_hash: sha256_hex(&[b"approval", approval_id.as_bytes()]),
         holder: new_holder(),
         undecided: None,
+        abandoned: None,
     }
 }
 
@@ -1583,6 +1665,7 @@ mod tests {
     #[test]
     fn conditions_render_to_the_pinned_expressions() {
         let key = KeyRef {
+            abandoned: None,
             key: "k".into(),
             pk: "key#1".into(),
             request_hash: "h".into(),
@@ -1590,6 +1673,7 @@ mod tests {
             undecided: None,
         };
         let claim = Claim {
+            abandoned: None,
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
             key: None,
@@ -1603,6 +1687,10 @@ mod tests {
         );
         assert_eq!(
             text(&key_finish(&key, KeyEnd::Release, now(), ttl)),
+            KEY_RELEASE_CONDITION
+        );
+        assert_eq!(
+            text(&key_finish(&key, KeyEnd::Answer("{}"), now(), ttl)),
             KEY_FINISH_CONDITION
         );
         let met = Item::from([
@@ -1649,6 +1737,7 @@ mod tests {
     #[test]
     fn a_key_take_met_by_its_own_retry_is_taken_and_another_runs_is_in_progress() {
         let mine = KeyRef {
+            abandoned: None,
             key: "k".into(),
             pk: "key#1".into(),
             request_hash: "h".into(),
@@ -1675,17 +1764,126 @@ mod tests {
             key_state(&met, &theirs, now()),
             Ok(KeyState::InProgress)
         ));
-        // and once the lease is over (its holder died), free: in DRY_RUN, which reads, and
-        // where the take-over's own write lost a race with the lease's end
-        assert!(matches!(
-            key_state(&met, &theirs, lease),
-            Ok(KeyState::Fresh)
-        ));
+        // and once the lease is over (its holder died), abandoned since the take
+        assert_eq!(
+            key_state(&met, &theirs, lease).ok(),
+            Some(KeyState::Abandoned { since: ms(now()) })
+        );
+    }
+
+    #[test]
+    fn an_abandoned_key_keeps_its_first_take_through_take_overs_and_releases() {
+        let run = |holder: &str, abandoned: Option<u64>| KeyRef {
+            abandoned,
+            key: "k".into(),
+            pk: "key#1".into(),
+            request_hash: "h".into(),
+            holder: holder.into(),
+            undecided: None,
+        };
+        let ttl = Duration::from_secs(600);
+        let first = now();
+        let since = ms(first);
+        let mut items = Items::new();
+        apply(&mut items, &key_take(&run("a", None), first, first, ttl)).expect("taken");
+        // A plain take no longer takes a dead holder's key: it is read, and taken over as
+        // exactly that item.
+        let later = first + Duration::from_secs(100);
+        let Err(Refused::Condition(Some(met))) =
+            apply(&mut items, &key_take(&run("b", None), later, later, ttl))
+        else {
+            panic!("a live key item refuses a plain take");
+        };
+        assert_eq!(
+            key_state(&met, &run("b", None), later).ok(),
+            Some(KeyState::Abandoned { since })
+        );
+        let over = key_take_over(&run("b", None), since, &met, later, later, ttl).expect("named");
+        apply(&mut items, &over).expect("taken over");
+        // A second take-over of the same item as read loses: b holds it now.
+        assert!(apply(&mut items, &over).is_err());
+        let b = items["key#1"].clone();
+        // b's own retry reads its take-over, still abandoned since a's take.
+        assert_eq!(
+            key_state(&b, &run("b", None), later).ok(),
+            Some(KeyState::Abandoned { since })
+        );
+        // b releases (a RETRY): the key is left as a dead holder's, not deleted, so the next
+        // run still judges by a's take; b dying instead reads the same.
+        let released = later + Duration::from_secs(1);
+        apply(
+            &mut items,
+            &key_finish(&run("b", Some(since)), KeyEnd::Release, released, ttl),
+        )
+        .expect("released");
+        let left = items.get("key#1").expect("kept").clone();
+        assert_eq!(
+            key_state(&left, &run("c", None), released).ok(),
+            Some(KeyState::Abandoned { since })
+        );
+        // A final answer ends it as any key.
+        let c = later + Duration::from_secs(2);
+        let over = key_take_over(&run("c", None), since, &left, c, c, ttl).expect("named");
+        apply(&mut items, &over).expect("taken over again");
+        apply(
+            &mut items,
+            &key_finish(&run("c", Some(since)), KeyEnd::Answer("{}"), c, ttl),
+        )
+        .expect("finished");
+        assert_eq!(
+            key_state(&items["key#1"], &run("d", None), c).ok(),
+            Some(KeyState::Replay("{}".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_claim_under_an_abandoned_key_is_refused_once_the_first_takes_window_is_over() {
+        let cooldown = Duration::from_secs(300);
+        let since = ms(now());
+        let claim = Claim {
+            abandoned: Some(since),
+            pk: "user#p#u".into(),
+            id: "r/1/1".into(),
+            key: None,
+        };
+        let just_inside = now() + cooldown - Duration::from_millis(1);
+        assert_eq!(
+            claimed(&claim, just_inside, cooldown),
+            UserState::Claimed(claim.clone())
+        );
+        assert_eq!(
+            claimed(&claim, now() + cooldown, cooldown),
+            UserState::Abandoned(claim.clone())
+        );
+        // Without the cooldown, nothing remembers a reset at all: never after a dead holder.
+        assert_eq!(
+            claimed(&claim, now(), Duration::ZERO),
+            UserState::Abandoned(claim.clone())
+        );
+        let plain = Claim {
+            abandoned: None,
+            ..claim.clone()
+        };
+        assert_eq!(
+            claimed(&plain, now() + cooldown * 10, cooldown),
+            UserState::Claimed(plain.clone())
+        );
+        // The same answer when the claim's write landed and its retry met it (the condition
+        // lets the same claim through; read back, the item is this very claim).
+        let mut items = Items::new();
+        let at = now() + cooldown;
+        apply(&mut items, &claim_take(&claim, at, at, cooldown, None)).expect("claimed");
+        apply(&mut items, &claim_take(&claim, at, at, cooldown, None)).expect("its retry");
+        assert_eq!(
+            user_state(&items["user#p#u"], &claim, at, cooldown).ok(),
+            Some(UserState::Abandoned(claim.clone()))
+        );
     }
 
     #[test]
     fn an_undecided_answer_lets_a_retry_decide_inside_its_window_and_is_final_after_it() {
         let run = |holder: &str| KeyRef {
+            abandoned: None,
             key: "k".into(),
             pk: "key#1".into(),
             request_hash: "h".into(),
@@ -1839,6 +2037,7 @@ mod tests {
     #[test]
     fn updates_render_set_and_remove() {
         let claim = Claim {
+            abandoned: None,
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
             key: None,
@@ -1864,6 +2063,7 @@ mod tests {
         let cooldown = Duration::from_secs(30);
         let lease = now() + Duration::from_secs(5);
         let mine = Claim {
+            abandoned: None,
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
             key: None,
@@ -1873,6 +2073,7 @@ mod tests {
         // The SDK's retry of the same request meets the landed write, and passes.
         assert_eq!(apply(&mut items, &write), Ok(()));
         let other = Claim {
+            abandoned: None,
             pk: mine.pk.clone(),
             id: "s/1/1".into(),
             key: None,
@@ -1897,6 +2098,7 @@ mod tests {
     fn an_abandoned_claim_counts_as_a_possible_reset() {
         let cooldown = Duration::from_secs(30);
         let claim = Claim {
+            abandoned: None,
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
             key: None,
@@ -1910,6 +2112,7 @@ mod tests {
         .expect("claimed");
         let item = items.get(&claim.pk).expect("the item").clone();
         let other = Claim {
+            abandoned: None,
             pk: claim.pk.clone(),
             id: "s/2/1".into(),
             key: None,
@@ -1933,6 +2136,7 @@ mod tests {
         let cooldown = Duration::from_secs(3);
         let ttl = Duration::from_secs(86_400);
         let claim = Claim {
+            abandoned: None,
             pk: "user#p#u".into(),
             id: "m-1/1/0".into(),
             key: None,
@@ -1956,6 +2160,7 @@ mod tests {
         .expect("completed");
         // The redelivery (another claim id of the same record) is told to sign out only.
         let again = Claim {
+            abandoned: None,
             pk: claim.pk.clone(),
             id: "m-1/2/5".into(),
             key: None,
@@ -1968,6 +2173,7 @@ mod tests {
         };
         // Another record meanwhile is pointed at the cooldown's end, not the day.
         let other = Claim {
+            abandoned: None,
             pk: claim.pk.clone(),
             id: "m-2/2/6".into(),
             key: None,
@@ -1997,6 +2203,7 @@ mod tests {
     fn an_attempt_limit_is_remembered_and_answered_to_the_next_claim() {
         let cooldown = Duration::from_secs(0);
         let claim = Claim {
+            abandoned: None,
             pk: "user#p#u".into(),
             id: "r/1/0".into(),
             key: None,
@@ -2017,6 +2224,7 @@ mod tests {
         );
         apply(&mut items, &end).expect("limited");
         let other = Claim {
+            abandoned: None,
             pk: claim.pk.clone(),
             id: "s/2/1".into(),
             key: None,

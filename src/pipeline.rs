@@ -350,6 +350,12 @@ impl App {
                         key.undecided = Some(open);
                         None
                     }
+                    // A run that held the key died before its end: this run goes on, and its
+                    // claim on the user is judged by when the key was first taken.
+                    Ok(KeyState::Abandoned { since }) => {
+                        key.abandoned = Some(since);
+                        None
+                    }
                     Ok(KeyState::Replay(answer)) => Some(Ok(Settled::Replayed(answer))),
                     Ok(KeyState::InProgress) => Some(Err(ResetError::InProgress)),
                     Ok(KeyState::Reused) => Some(Err(ResetError::IdempotencyKeyReused)),
@@ -605,6 +611,23 @@ impl App {
                                 self.guard_failure(error, deadline)
                             });
                         return (result, Some(ending));
+                    }
+                    // A run under this key died holding it, and the window in which its user
+                    // item would still say what it did is over: it may have sent a reset that
+                    // nothing remembers, so none is sent; the answer is final under the key.
+                    UserState::Abandoned(claim) => {
+                        tracing::warn!(
+                            pool = %pool,
+                            user = %user.username,
+                            "an earlier run of this request died holding its key, and its cooldown window is over: it may have sent a reset, so none is sent again (reset-unconfirmed)"
+                        );
+                        let ending = Ending {
+                            claim,
+                            completion: Completion::Release,
+                            resolvable: false,
+                        };
+                        let error = ResetError::ResetUnconfirmed(Box::new(ResetError::Deadline));
+                        return (Err(error), Some(ending));
                     }
                     UserState::Claimed(claim) => Some(claim),
                     UserState::Free => None,
@@ -964,7 +987,10 @@ impl App {
             }
             UserState::AttemptLimited { until } => return Err(attempt_limited(until)),
             UserState::InProgress => return Err(ResetError::InProgress),
-            UserState::Claimed(_) | UserState::Free | UserState::SignOutPending { .. } => {}
+            UserState::Claimed(_)
+            | UserState::Abandoned(_)
+            | UserState::Free
+            | UserState::SignOutPending { .. } => {}
         }
         if let Some(budget) = plan.budget {
             let scope = BudgetScope::new(

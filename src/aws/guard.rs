@@ -87,8 +87,9 @@ pub use crate::guard_logic::{
 pub use crate::guard_logic::{
     BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION, BUDGET_START_CONDITION,
     BudgetScope, BudgetTurn, CLAIM_CONDITION, Claim, Completion, HOLDER_CONDITION,
-    KEY_CLAIM_CONDITION, KEY_FINISH_CONDITION, KEY_RESUME_CONDITION, KeyAnswer, KeyRef, KeyState,
-    Resolution, SIGN_OUT_PENDING_CONDITION, Undecided, UserState, user_pk,
+    KEY_CLAIM_CONDITION, KEY_FINISH_CONDITION, KEY_RELEASE_CONDITION, KEY_RESUME_CONDITION,
+    KeyAnswer, KeyRef, KeyState, Resolution, SIGN_OUT_PENDING_CONDITION, Undecided, UserState,
+    user_pk,
 };
 
 /// Rounds of a budget's spend lost to concurrent writers before it gives up (a new window
@@ -542,38 +543,49 @@ impl<T: Table> TableGuard<T> {
                 None => return Ok(KeyState::InProgress),
             },
         };
-        match logic::key_state(&met, key, now)? {
-            // An undecided answer another run left: taken over as exactly that item.
-            KeyState::Resume(open) if logic::key_holder(&met) != Some(key.holder.as_str()) => {
-                let Some(resume) = logic::key_resume(key, &open, &met, lease_until, now, self.ttl)
-                else {
-                    return Ok(KeyState::Replay(open.answer));
-                };
-                match self
-                    .table
-                    .write(Step::Begin, &resume, until.left("PutItem")?)
-                    .await?
-                {
-                    Written::Done => Ok(KeyState::Resume(open)),
-                    // Another run took it first, or this write landed and its answer was lost
-                    // (the item then carries this run's mark).
-                    Written::Refused(again) => {
-                        match self.winner(Step::Begin, again, &key.pk, until).await? {
-                            Some(item) => match logic::key_state(&item, key, now)? {
-                                KeyState::Resume(open)
-                                    if logic::key_holder(&item) == Some(key.holder.as_str()) =>
-                                {
-                                    Ok(KeyState::Resume(open))
-                                }
-                                KeyState::Resume(_) | KeyState::Fresh => Ok(KeyState::InProgress),
-                                other => Ok(other),
-                            },
-                            None => Ok(KeyState::InProgress),
-                        }
-                    }
+        if logic::key_holder(&met) == Some(key.holder.as_str()) {
+            return logic::key_state(&met, key, now);
+        }
+        // Another run's key, which it left undecided or died holding: taken over as exactly
+        // that item.
+        let (state, over) = match logic::key_state(&met, key, now)? {
+            KeyState::Resume(open) => {
+                let over = logic::key_resume(key, &open, &met, lease_until, now, self.ttl);
+                match over {
+                    Some(over) => (KeyState::Resume(open), over),
+                    None => return Ok(KeyState::Replay(open.answer)),
                 }
             }
-            state => Ok(state),
+            KeyState::Abandoned { since } => {
+                let over = logic::key_take_over(key, since, &met, lease_until, now, self.ttl);
+                match over {
+                    Some(over) => (KeyState::Abandoned { since }, over),
+                    None => return Ok(KeyState::InProgress),
+                }
+            }
+            state => return Ok(state),
+        };
+        match self
+            .table
+            .write(Step::Begin, &over, until.left("PutItem")?)
+            .await?
+        {
+            Written::Done => Ok(state),
+            // Another run took it first, or this write landed and its answer was lost (the item
+            // then carries this run's mark).
+            Written::Refused(again) => match self.winner(Step::Begin, again, &key.pk, until).await?
+            {
+                Some(item) if logic::key_holder(&item) == Some(key.holder.as_str()) => {
+                    logic::key_state(&item, key, now)
+                }
+                Some(item) => match logic::key_state(&item, key, now)? {
+                    KeyState::Resume(_) | KeyState::Abandoned { .. } | KeyState::Fresh => {
+                        Ok(KeyState::InProgress)
+                    }
+                    other => Ok(other),
+                },
+                None => Ok(KeyState::InProgress),
+            },
         }
     }
 
@@ -613,7 +625,7 @@ impl<T: Table> TableGuard<T> {
             .write(Step::Claim, &write, until.left("PutItem")?)
             .await?
         {
-            Written::Done => Ok(UserState::Claimed(claim.clone())),
+            Written::Done => Ok(logic::claimed(claim, now, self.cooldown)),
             Written::Refused(met) => match self.winner(Step::Claim, met, &claim.pk, until).await? {
                 Some(item) => logic::user_state(&item, claim, now, self.cooldown),
                 None => Ok(UserState::InProgress),
@@ -1169,10 +1181,30 @@ impl Guard {
         deadline: Deadline,
     ) -> Result<KeyState<A>, GuardError> {
         let budget = self.budget(deadline, Stage::Lookup, "begin")?;
-        let state = self.store.begin(key, deadline.wall_clock(), budget).await?;
+        let state = match self.store.begin(key, deadline.wall_clock(), budget).await {
+            Ok(state) => state,
+            Err(error) => {
+                // The take may have landed before the failure (a timeout): given back, so that
+                // the key's retry is not judged as a dead holder's (a take-over is not: its
+                // release condition refuses, and what the dead holder may have sent, or the
+                // undecided answer, stays). Refused when nothing landed. It gets the time a
+                // reset would (until half the margin is left), so that a hanging table still
+                // leaves the record's answer its own stage.
+                if let Ok(budget) = self.budget(deadline, Stage::Reset, "finish") {
+                    let released = self.store.finish(key, None, budget).await;
+                    tracing::debug!(
+                        idempotency_key = %key.key,
+                        released = released.is_ok(),
+                        "gave back a key whose take failed"
+                    );
+                }
+                return Err(error);
+            }
+        };
         Ok(match state {
             KeyState::Fresh => KeyState::Fresh,
             KeyState::Resume(open) => KeyState::Resume(open),
+            KeyState::Abandoned { since } => KeyState::Abandoned { since },
             KeyState::InProgress => KeyState::InProgress,
             KeyState::Reused => KeyState::Reused,
             KeyState::Replay(json) => KeyState::Replay(
@@ -1198,7 +1230,7 @@ impl Guard {
             tracing::warn!(
                 idempotency_key = %key.key,
                 error.cause_chain = %crate::logging::cause_chain(&error),
-                "could not record the idempotency key's result; a retry with this key may run again (the user claim still stops a second reset)"
+                "could not record the idempotency key's result; a retry with this key is judged as a dead holder's: it runs while the user item holds what this run did, and is answered reset-unconfirmed after that"
             );
         }
     }
@@ -1219,6 +1251,7 @@ impl Guard {
             // The key and the request it is bound to: another request under the same key is
             // not the same request.
             key: key.map(|k| format!("{}#{}", k.pk, k.request_hash)),
+            abandoned: key.and_then(|k| k.abandoned),
             pk: user_pk(pool, username),
             id: format!(
                 "{record_id}/{}/{}",
@@ -1355,6 +1388,7 @@ impl Guard {
             pk: user_pk(pool, username),
             id: format!("{record_id}/{}/peek", ms(wall_now())),
             key: None,
+            abandoned: None,
         };
         self.store.peek_user(&claim, budget).await
     }
@@ -1871,6 +1905,7 @@ mod tests {
 
     fn run_key(holder: &str) -> KeyRef {
         KeyRef {
+            abandoned: None,
             key: "k".into(),
             pk: "key#k".into(),
             request_hash: "h".into(),
@@ -1886,6 +1921,7 @@ mod tests {
         let begun = guard.begin_key(first, lease, BUDGET).await.ok();
         assert_eq!(begun, Some(KeyState::Fresh));
         let claim = Claim {
+            abandoned: None,
             pk: user_pk("p", "u"),
             id: "r/1/0".into(),
             key: Some("key#k#h".into()),
@@ -2018,6 +2054,7 @@ mod tests {
             ),
         ] {
             let claim = Claim {
+                abandoned: None,
                 pk: user_pk("p", "u"),
                 id: format!("r/1/{completion:?}"),
                 key: Some("key#k#h".into()),
@@ -2069,6 +2106,7 @@ mod tests {
             Some("{\"x\":1}".to_owned())
         );
         let claim = Claim {
+            abandoned: None,
             pk: user_pk("p", "u"),
             id: "r/1/peek".into(),
             key: None,

@@ -374,6 +374,41 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Sequences every run starts with, for answers the generated ones reach too rarely: a key whose
+/// holder died, taken over by its request's retry after the cooldown from its first take (the
+/// user free: refused) and inside it (the user free: claimed), each released after.
+fn scripted() -> Vec<(u64, Vec<Op>)> {
+    let retry = |key: usize, user: usize| Op::Request {
+        key: Some((key, 0)),
+        user,
+        record: 0,
+        lease_ms: 5_000,
+        end: End::Release,
+        answer: Keep::Release,
+        status: Said::NeverHappened,
+    };
+    let dies = |key: usize| Op::Begin {
+        key,
+        request: 0,
+        lease_ms: 1,
+    };
+    let advance = |ms: u64| Op::Advance { ms };
+    vec![(
+        500,
+        vec![
+            dies(0),
+            advance(COOLDOWN.as_millis() as u64 + 1_000),
+            retry(0, 0),
+            retry(0, 0),
+            dies(1),
+            advance(2_000),
+            retry(1, 1),
+            advance(COOLDOWN.as_millis() as u64),
+            retry(1, 1),
+        ],
+    )]
+}
+
 /// A sequence: the millisecond it starts at (within a second) and its operations.
 fn sequence() -> impl Strategy<Value = (u64, Vec<Op>)> {
     (0u64..1_000, prop::collection::vec(op(), 12..=24))
@@ -413,6 +448,8 @@ struct Names {
     runs: BTreeMap<(usize, usize), u64>,
     /// The undecided answer the latest run of each key and request took the key over from.
     undecided: BTreeMap<(usize, usize), Undecided>,
+    /// The `since` of the dead holder's key the latest run of each key and request took over.
+    abandoned: BTreeMap<(usize, usize), u64>,
 }
 
 impl Names {
@@ -420,6 +457,7 @@ impl Names {
     fn key(&self, key: usize, request: usize) -> KeyRef {
         let run = self.runs.get(&(key, request)).copied().unwrap_or(0);
         KeyRef {
+            abandoned: self.abandoned.get(&(key, request)).copied(),
             key: format!("k{key}"),
             pk: format!("key#{}-k{key}", self.space),
             request_hash: format!("request {request}"),
@@ -432,6 +470,7 @@ impl Names {
     fn begin_run(&mut self, key: usize, request: usize) {
         *self.runs.entry((key, request)).or_default() += 1;
         self.undecided.remove(&(key, request));
+        self.abandoned.remove(&(key, request));
     }
 
     fn user(&self, user: usize) -> String {
@@ -453,6 +492,7 @@ impl Names {
         self.counter += 1;
         Claim {
             pk: self.user(user),
+            abandoned: None,
             id: format!(
                 "{}-r{record}/{}/{}",
                 self.space,
@@ -471,6 +511,7 @@ impl Names {
         };
         picked.cloned().unwrap_or_else(|| Claim {
             pk: self.user(0),
+            abandoned: None,
             id: format!("{}-never/0/0", self.space),
             key: None,
         })
@@ -669,6 +710,10 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                             key.undecided = Some(open.clone());
                             true
                         }
+                        Ok(KeyState::Abandoned { since }) => {
+                            key.abandoned = Some(*since);
+                            true
+                        }
                         _ => false,
                     };
                     steps.push(Answer::Key(begun.map_err(error)));
@@ -676,6 +721,11 @@ impl<T: cognito_reset::aws::guard::Table + Clone> Side<T> {
                         return Answer::Steps(steps);
                     }
                 }
+                // The claim carries what the key's begin found, as the guard's `claim` does.
+                let claim = &Claim {
+                    abandoned: key.as_ref().and_then(|k| k.abandoned),
+                    ..claim.clone()
+                };
                 let state = self
                     .guard
                     .claim(claim, lease(lease_ms), status_of(Some(claim)), OPERATION)
@@ -833,6 +883,7 @@ async fn run_sequence(
         counter: 0,
         runs: BTreeMap::new(),
         undecided: BTreeMap::new(),
+        abandoned: BTreeMap::new(),
     };
     let mut transcript: Vec<Line> = Vec::new();
     let mut met = BTreeSet::new();
@@ -893,6 +944,9 @@ async fn run_sequence(
             (Op::Begin { key, request, .. }, Answer::Key(Ok(KeyState::Resume(open)))) => {
                 names.undecided.insert((*key, *request), open.clone());
             }
+            (Op::Begin { key, request, .. }, Answer::Key(Ok(KeyState::Abandoned { since }))) => {
+                names.abandoned.insert((*key, *request), *since);
+            }
             (Op::Spend { budget }, Answer::Budget(Ok(BudgetTurn::Spent { window }))) => {
                 names.spent[*budget] = Some(*window);
             }
@@ -932,10 +986,12 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
         Answer::Steps(steps) => return steps.iter().flat_map(classes).collect(),
         Answer::Key(Ok(KeyState::Fresh)) => "key fresh",
         Answer::Key(Ok(KeyState::Resume(_))) => "key resumed undecided",
+        Answer::Key(Ok(KeyState::Abandoned { .. })) => "key taken over abandoned",
         Answer::Key(Ok(KeyState::Replay(_))) => "key replayed",
         Answer::Key(Ok(KeyState::InProgress)) => "key in progress",
         Answer::Key(Ok(KeyState::Reused)) => "key reused",
         Answer::User(Ok(UserState::Claimed(_))) => "user claimed",
+        Answer::User(Ok(UserState::Abandoned(_))) => "user free past an abandoned key's window",
         Answer::User(Ok(UserState::Free)) => "user free (dry run)",
         Answer::User(Ok(UserState::InProgress)) => "user in progress",
         Answer::User(Ok(UserState::RecentlyReset {
@@ -969,6 +1025,8 @@ fn classes(answer: &Answer) -> Vec<&'static str> {
 const MUST_MEET: &[&str] = &[
     "key fresh",
     "key resumed undecided",
+    "key taken over abandoned",
+    "user free past an abandoned key's window",
     "key replayed",
     "key in progress",
     "key reused",
@@ -1222,6 +1280,19 @@ fn the_fake_table_answers_and_writes_as_dynamodb_does() {
             .filter(|what| !met.contains_key(what))
             .collect()
     };
+    for (start_ms, ops) in scripted() {
+        sequences.set(sequences.get() + 1);
+        operations.set(operations.get() + ops.len());
+        let answers = runtime
+            .block_on(run_sequence(&stack, start_ms, &ops))
+            .unwrap_or_else(|e| {
+                panic!("a scripted sequence: the fake table and moto disagree\n\n{e}")
+            });
+        let mut met = met.borrow_mut();
+        for answer in answers {
+            *met.entry(answer).or_default() += 1;
+        }
+    }
     let result = runner.run(&sequence(), |(start_ms, ops)| {
         // `cases` sequences, and more (up to twice as many) only while an answer kind has not
         // been met; never skipped once one failed (its shrinking runs).

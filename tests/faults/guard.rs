@@ -306,6 +306,7 @@ impl FakeGuard {
 fn describe_user_state(state: &UserState) -> (String, bool) {
     let text = match state {
         UserState::Claimed(_) => "claimed",
+        UserState::Abandoned(_) => "abandoned",
         UserState::Free => "free",
         UserState::InProgress => "in progress",
         UserState::RecentlyReset {
@@ -350,6 +351,7 @@ impl GuardStore for FakeGuard {
             |state: &KeyState<String>| match state {
                 KeyState::Fresh => ("fresh".to_owned(), false),
                 KeyState::Resume(_) => ("resumed undecided".to_owned(), false),
+                KeyState::Abandoned { .. } => ("taken over abandoned".to_owned(), false),
                 KeyState::Replay(_) => ("replay".to_owned(), true),
                 KeyState::InProgress => ("in progress".to_owned(), false),
                 KeyState::Reused => ("reused".to_owned(), false),

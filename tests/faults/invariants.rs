@@ -302,9 +302,10 @@ pub fn nothing_lost(h: &History) -> Checked {
                 resets_of(h, pool, &canonical).any(|r| r.ambiguous() && inside(r.start, r.inv))
                     || abandoned_claims(h, pool, &canonical)
                         .iter()
-                        .any(|c| inside(c.start, c.inv)),
+                        .any(|c| inside(c.start, c.inv))
+                    || key_end_unwritten(h, a),
                 format!(
-                    "no reset of {canonical} got an ambiguous answer inside the window, and no claim on it was abandoned by a failure of the store"
+                    "no reset of {canonical} got an ambiguous answer inside the window, no claim on it was abandoned by a failure of the store, and no earlier attempt under its key failed to write the key's end"
                 ),
             ),
             "idempotency-key-reused" => (
@@ -433,22 +434,20 @@ pub fn one_code(h: &History) -> Checked {
     Ok(())
 }
 
-/// An ambiguous reset is never sent again under its own key, however late the key's retry
-/// comes: the key keeps its `reset-unconfirmed` undecided while the user item holds that reset
-/// (a retry inside the window is decided by the user's status) and final after it. One
-/// exception, where keeping it is impossible: the guard's store failed under the first attempt
-/// after every retry the client makes, so the key's end was never written; once the user
-/// item's window is over, nothing remembers that reset (`docs/guarantees.md`).
+/// A reset sent under a key (performed, its answer clean or ambiguous) is never sent again
+/// under that key, however late the key's retry comes and whatever failed: the key keeps a
+/// clean reset's RESET, and an ambiguous one's `reset-unconfirmed` undecided while the user item
+/// holds that reset (a retry inside the window is decided by the user's status) and final after
+/// it; a key whose end was never written (the guard's store failed under it after every retry
+/// the client makes) reads as a dead holder's, and a retry after the window from its first take
+/// is refused rather than sent (`docs/guarantees.md`). No exception.
 pub fn ambiguous_never_again_under_its_key(h: &History) -> Checked {
     const NAME: &str = "one code";
     let sent = || h.journal.cognito.iter().filter(|c| c.op.sends_code());
-    for first in sent().filter(|c| c.ambiguous() && c.performed) {
+    for first in sent().filter(|c| c.performed) {
         let Some(a) = sender_of(h, first).filter(|a| a.key.is_some()) else {
             continue;
         };
-        if store_failed(h, a) {
-            continue;
-        }
         let again = sent()
             .filter(|c| c.start > first.start)
             .find(|c| sender_of(h, c).is_some_and(|b| same_key(a, b)));
@@ -467,6 +466,27 @@ pub fn ambiguous_never_again_under_its_key(h: &History) -> Checked {
         }
     }
     Ok(())
+}
+
+/// Whether an earlier attempt of the same request under the same key may have left the key
+/// without its end (the store failed under it after the client's retries): the key then reads
+/// as a dead holder's, and a retry after the window from its first take is answered
+/// `reset-unconfirmed`, not sent (`KeyState::Abandoned`): that attempt may have sent a reset
+/// nothing else remembers.
+fn key_end_unwritten(h: &History, a: &Attempt) -> bool {
+    let approval = |x: &Attempt| x.decision.as_ref().map(|d| d.approval_id.clone());
+    h.attempts.iter().any(|b| {
+        b.inv < a.inv
+            && match approval(a) {
+                // A decision's reset runs under its approval's key: any failure of the store
+                // under an earlier decision on it (one record per invocation).
+                Some(id) => {
+                    approval(b) == Some(id)
+                        && h.journal.guard.iter().any(|c| c.inv == b.inv && c.failed())
+                }
+                None => same_key(a, b) && store_failed(h, b),
+            }
+    })
 }
 
 /// Whether two attempts are the same request under the same idempotency key.
@@ -510,9 +530,24 @@ fn own_reset_ambiguous(h: &History, a: &Attempt) -> bool {
 fn passes_with_window(h: &History, a: &Attempt) -> bool {
     match a.answer.code.as_deref() {
         Some("recently-reset") => true,
-        Some("reset-unconfirmed") => !own_reset_ambiguous(h, a),
+        Some("reset-unconfirmed") => !own_reset_ambiguous(h, a) && !abandoned_refusal(h, a),
         _ => false,
     }
+}
+
+/// Whether a record was refused because the key it took over from a dead holder was past that
+/// holder's window (`UserState::Abandoned`): `reset-unconfirmed`, final and kept.
+fn abandoned_refusal(h: &History, a: &Attempt) -> bool {
+    let pk = user_pk(a.req.pool_id(), &a.req.user.canonical().unwrap_or_default());
+    h.journal.guard.iter().any(|c| {
+        c.inv == a.inv
+            && c.op == Op::Claim
+            && c.pk == pk
+            && c.result == "abandoned"
+            && c.claim_id
+                .as_deref()
+                .is_some_and(|id| cognito_reset::guard_logic::claim_record(id) == a.audit_id)
+    })
 }
 
 /// Answers a key keeps: RESET, and the refusals decided after the key was taken (not
@@ -1699,14 +1734,26 @@ pub fn budgets_hold(h: &History) -> Checked {
                 })
             })
             .collect();
-        let counted = before
+        // A spend whose call was disturbed (a fault, a late answer: the SDK sends it again) may
+        // count twice when another spend of the budget landed between its attempts: only the
+        // last spend's token is remembered (`docs/guarantees.md`, which errs towards refusing).
+        let overlapped = |s: &GuardCall| {
+            (s.fault.is_some() || s.at.is_some())
+                && before.iter().any(|o| {
+                    o.spend
+                        .is_some_and(|x| !std::ptr::eq(x, s) && x.start < s.end && s.start < x.end)
+                })
+        };
+        let counted: usize = before
             .iter()
-            .filter(|other| {
-                other.spend.is_some_and(|s| s.result == "spent" || s.wrote)
+            .filter_map(|other| other.spend.map(|s| (other, s)))
+            .filter(|(other, s)| {
+                (s.result == "spent" || s.wrote)
                     // Given back before this spend was read: no longer counted.
                     && !other.refunds.iter().any(|r| r.wrote && r.end < spend.start)
             })
-            .count();
+            .map(|(_, s)| if overlapped(s) { 2 } else { 1 })
+            .sum();
         if counted < resets as usize {
             return violation(
                 NAME,
@@ -2013,11 +2060,8 @@ pub fn approvals_hold(h: &History) -> Checked {
     }
     // One code per approval, whoever decides, however often, at once or with retries (an
     // ambiguous reset's `reset-unconfirmed` is kept under the approval's key, undecided while
-    // the user item holds it). The one exception is a reset whose end could not be recorded:
-    // the guard's store failed under its run after every retry the client makes. Once its
-    // cooldown window is over the user item no longer holds it, so a later decision on the
-    // approval runs the reset again, as a keyed request's retry does. Excused exactly there:
-    // the later reset sent after the earlier one's window.
+    // the user item holds it; a decision whose key's end could not be recorded leaves the key a
+    // dead holder's, and a later decision after the window is refused, not sent). No exception.
     for r in &asked {
         let performed: Vec<&CognitoCall> = h
             .journal
@@ -2031,15 +2075,7 @@ pub fn approvals_hold(h: &History) -> Checked {
                     && decided_in(c.inv, &r.id)
             })
             .collect();
-        let excused = |pair: &[&CognitoCall]| {
-            let unrecorded = h
-                .journal
-                .guard
-                .iter()
-                .any(|c| c.inv == pair[0].inv && c.failed());
-            unrecorded && pair[1].start >= h.invocations[pair[0].inv].start + COOLDOWN
-        };
-        let counted = 1 + performed.windows(2).filter(|pair| !excused(pair)).count();
+        let counted = performed.len();
         if performed.iter().filter(|c| c.performed).count() > 1 && counted > 1 {
             return violation(
                 NAME,

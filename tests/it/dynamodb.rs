@@ -28,7 +28,7 @@ use cognito_reset::aws::bucket::{
 use cognito_reset::aws::guard::{
     self, BUDGET_REFUND_CONDITION, BUDGET_ROLL_CONDITION, BUDGET_SPEND_CONDITION,
     BUDGET_START_CONDITION, CLAIM_CONDITION, GuardSettings, HOLDER_CONDITION, KEY_CLAIM_CONDITION,
-    KEY_FINISH_CONDITION, SIGN_OUT_PENDING_CONDITION,
+    KEY_FINISH_CONDITION, KEY_RELEASE_CONDITION, KEY_RESUME_CONDITION, SIGN_OUT_PENDING_CONDITION,
 };
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -86,10 +86,16 @@ fn holds(condition: Option<&str>, old: Option<&Item>, values: &Values) -> bool {
         Some(c) if c == SIGN_OUT_PENDING_CONDITION => old.is_some_and(|old| {
             text(old, "signOutPending").map(str::to_owned) == value_s(":record")
         }),
-        Some(c) if c == KEY_CLAIM_CONDITION => old.is_none_or(|old| {
-            expired(old)
-                || (text(old, "state").map(str::to_owned) == value_s(":pending")
-                    && num(old, "leaseUntil").unwrap_or(0) <= value_n(":nowMs").expect(":nowMs"))
+        Some(c) if c == KEY_CLAIM_CONDITION => old.is_none_or(expired),
+        Some(c) if c == KEY_RESUME_CONDITION => old.is_some_and(|old| {
+            text(old, "holder").map(str::to_owned) == value_s(":oldHolder")
+                && text(old, "state").map(str::to_owned) == value_s(":oldState")
+        }),
+        Some(c) if c == KEY_RELEASE_CONDITION => old.is_some_and(|old| {
+            text(old, "state").map(str::to_owned) == value_s(":pending")
+                && text(old, "holder").map(str::to_owned) == value_s(":holder")
+                && !old.contains_key("abandonedSince")
+                && !old.contains_key("undecided")
         }),
         Some(c) if c == HOLDER_CONDITION => {
             old.is_some_and(|old| text(old, "claimId").map(str::to_owned) == value_s(":claimId"))

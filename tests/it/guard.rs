@@ -540,9 +540,11 @@ async fn a_hanging_guard_is_cut_at_the_deadline_margin_and_the_record_is_retry_d
     let response = dispatch(&app, request("diego@example.com", Some("k")), "r", deadline)
         .await
         .expect("a response");
-    // Then the answer comes well before the deadline, as RETRY deadline, nobody reset
+    // Then the answer comes well before the deadline, as RETRY deadline, nobody reset: the
+    // key's take (which may have landed) is given back within a reset's own stage (until 1 s,
+    // half the margin, is left: at 1.6 s), before the record stage's end (2.1 s)
     assert!(
-        started.elapsed() < std::time::Duration::from_millis(1500),
+        started.elapsed() < std::time::Duration::from_millis(2100),
         "{:?}",
         started.elapsed()
     );
