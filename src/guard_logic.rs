@@ -1000,6 +1000,8 @@ pub enum Resolution {
     /// `RESET_REQUIRED`: the reset happened at (about) `reset_at`.
     Happened { reset_at: SystemTime },
     /// Still `CONFIRMED`: it never happened; the user is claimed again, as by [`claim_take`].
+    /// Also how another request takes the user over a reset that did happen but whose cooldown
+    /// is already over (`status_before` then `RESET_REQUIRED`).
     NeverHappened {
         lease_until: SystemTime,
         status_before: Option<String>,
@@ -1021,9 +1023,11 @@ pub fn resolve_happened(
             Change::Set(STATE, bound_s(":state", "reset")),
             Change::Set(RESET_AT, bound_n(":resetAt", ms(reset_at))),
             Change::Set(LEASE_UNTIL, bound_n(":now", ms(now))),
+            // A reset whose window is already over holds nobody: an expiry in the past reads
+            // as no item at all.
             Change::Set(
                 EXPIRES_AT,
-                bound_n(":expires", secs_ceil((reset_at + cooldown).max(now))),
+                bound_n(":expires", secs_ceil(reset_at + cooldown)),
             ),
         ],
         cond: Cond::Compare(CLAIM_ID, Cmp::Eq, bound_s(":holder", holder)),

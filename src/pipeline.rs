@@ -50,7 +50,7 @@ use crate::aws::guard::{
 };
 use crate::caller;
 use crate::config::Config;
-use crate::deadline::{Deadline, retry_after_secs};
+use crate::deadline::{Deadline, retry_after_secs, wall_now};
 use crate::failure::{
     CognitoError, CognitoErrorKind, Effect, GuardError, GuardErrorKind, cognito_operation as op,
 };
@@ -659,7 +659,7 @@ impl App {
                     } => {
                         let settled = self
                             .settle_unresolved(
-                                record, user, guard, &claim, &holder, reset_at, until,
+                                record, user, guard, &claim, &holder, reset_at, until, own,
                             )
                             .await;
                         match settled {
@@ -842,6 +842,7 @@ impl App {
         holder: &str,
         reset_at: std::time::SystemTime,
         until: std::time::SystemTime,
+        own: bool,
     ) -> Result<UserState, ResetError> {
         let unconfirmed = UserState::RecentlyReset {
             reset_at,
@@ -865,6 +866,15 @@ impl App {
             .invocation
             .cognito_latency(op::GET_USER, started.elapsed());
         let resolution = match now.ok().and_then(|u| u.status).as_deref() {
+            // It happened, but its cooldown is already over: it holds no other request, which
+            // takes the user over as for a reset that never happened (the user is
+            // `RESET_REQUIRED` now).
+            Some(RESET_REQUIRED) if !own && reset_at + guard.cooldown() <= wall_now() => {
+                Resolution::NeverHappened {
+                    lease_until: record.deadline.wall_clock(),
+                    status_before: Some(RESET_REQUIRED.to_owned()),
+                }
+            }
             Some(RESET_REQUIRED) => Resolution::Happened { reset_at },
             Some(CONFIRMED) => Resolution::NeverHappened {
                 lease_until: record.deadline.wall_clock(),

@@ -653,7 +653,7 @@ impl<T: Table> TableGuard<T> {
                     // The item's own expiry (whole seconds, rounded up), as for any reset.
                     until: std::time::UNIX_EPOCH
                         + Duration::from_secs(crate::deadline::epoch_secs_ceil(
-                            (*reset_at + self.cooldown).max(now),
+                            *reset_at + self.cooldown,
                         )),
                     confirmed: true,
                 },

@@ -375,7 +375,9 @@ struct Plan {
 /// The next call's sequence number, and the guard operation each task has under way.
 type Sequence = (
     u64,
-    std::collections::HashMap<(Option<tokio::task::Id>, Op), u64>,
+    // By task, operation and invocation: two instances' invocations run "together" on one
+    // task (neither spawned), and their calls must not take each other's numbers.
+    std::collections::HashMap<(Option<tokio::task::Id>, Op, usize), u64>,
 );
 
 /// Hands each call its fault, and keeps the journal.
@@ -424,7 +426,7 @@ impl Injector {
             let mut seq = lock(&self.seq);
             seq.0 += 1;
             let n = seq.0;
-            seq.1.insert((tokio::task::try_id(), op), n);
+            seq.1.insert((tokio::task::try_id(), op, plan.inv), n);
             n
         };
         Ctx {
@@ -443,7 +445,10 @@ impl Injector {
 
     pub fn guard(&self, call: GuardCall) {
         let task = tokio::task::try_id();
-        let seq = lock(&self.seq).1.remove(&(task, call.op)).unwrap_or(0);
+        let seq = lock(&self.seq)
+            .1
+            .remove(&(task, call.op, call.inv))
+            .unwrap_or(0);
         let mut journal = lock(&self.journal);
         journal.guard.push(call);
         journal.guard_meta.push((task, seq));
