@@ -415,6 +415,46 @@ def test_hole3_a_key_whose_finish_did_not_land_is_replayed_never_reset_again(
     assert stack.resets_of(DIEGO) == 1
 
 
+def test_hole3_a_key_whose_end_did_not_land_is_not_reset_again_after_its_window(
+    start_direct, dynamodb_faults, users, stack
+):
+    """The same as above, but the retry comes after the cooldown, when the user item that held
+    the first reset is gone: the key, whose holder died without its end, is taken over and
+    judged by when it was first taken. Its window is over and nothing says what the first run
+    did, so the reset is not sent: 502 `reset-unconfirmed`, kept under K (the next retry is its
+    replay), and diego was reset once. (Before: the key was taken as new and diego reset twice.)"""
+    function = start_direct("holes-key-abandoned", RESET_COOLDOWN_SECONDS=str(SHORT_COOLDOWN_S))
+    key = "holes-key-abandoned-1"
+    # Given the guard table failing every write of the key's item after it was taken (its end)
+    finish = dynamodb_faults.add_rule("UpdateItem", faultproxy.server_error(), body_contains=KEY_ITEM)
+    deadline = now_ms() + INVOCATION_MS
+    first = function.invoke(http_request_for(DIEGO, key=key), deadline)
+    assert (first["statusCode"], http_body(first).get("outcome")) == (200, "RESET"), http_body(first)
+    assert finish.used == GUARD_ATTEMPTS, (
+        f"the key's end was faulted {finish.used} times, expected {GUARD_ATTEMPTS} (precondition)"
+    )
+    dynamodb_faults.clear_rules()
+
+    # When the caller retries with K once the user item is gone: the claim left in place lives
+    # for the longer of the cooldown (3 s) and its lease (the first invocation's deadline), in
+    # whole seconds rounded up
+    wait_past(deadline + 1_500)
+    again = function.invoke(http_request_for(DIEGO, key=key), now_ms() + INVOCATION_MS)
+
+    # Then it is refused as a reset that may have been sent, never sent again
+    refused = http_body(again)
+    assert (again["statusCode"], refused.get("error")) == (502, "reset-unconfirmed"), refused
+    assert stack.resets_of(DIEGO) == 1
+    # and that answer is kept under K
+    late = function.invoke(http_request_for(DIEGO, key=key), now_ms() + INVOCATION_MS)
+    assert (late["statusCode"], driver.header(late, "Idempotent-Replayed")) == (502, "true"), http_body(late)
+    assert stack.resets_of(DIEGO) == 1
+    # while a request with another key (someone asking again) resets diego: the cooldown is over
+    other = function.invoke(http_request_for(DIEGO, key=key + "-new"), now_ms() + INVOCATION_MS)
+    assert (other["statusCode"], http_body(other).get("outcome")) == (200, "RESET"), http_body(other)
+    assert stack.resets_of(DIEGO) == 2
+
+
 # ---- 5. one outcome event per final outcome ------------------------------------------------------
 
 
