@@ -844,6 +844,11 @@ impl Claim {
     }
 }
 
+/// The claim that holds (or last held) a user item.
+pub fn claim_holder(item: &Item) -> Option<&str> {
+    text(item, CLAIM_ID.name)
+}
+
 /// The record id a claim id was made for (`<record id>/<ms>/<counter>`).
 pub fn claim_record(claim_id: &str) -> &str {
     claim_id.rsplitn(3, '/').nth(2).unwrap_or(claim_id)
@@ -924,13 +929,17 @@ pub enum Completion {
 /// [`UserState::Abandoned`] for a key taken over from a dead holder once the cooldown from its
 /// `since` is over.
 pub fn claimed(claim: &Claim, now: SystemTime, cooldown: Duration) -> UserState {
-    let window_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX);
     match claim.abandoned {
-        Some(since) if since.saturating_add(window_ms) <= ms(now) => {
-            UserState::Abandoned(claim.clone())
-        }
+        Some(since) if window_over(since, now, cooldown) => UserState::Abandoned(claim.clone()),
         _ => UserState::Claimed(claim.clone()),
     }
+}
+
+/// Whether the cooldown from `since` (epoch ms, a dead key holder's first take) is over at
+/// `now`: a reset that holder sent is then remembered by no user item.
+pub fn window_over(since: u64, now: SystemTime, cooldown: Duration) -> bool {
+    let window_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX);
+    since.saturating_add(window_ms) <= ms(now)
 }
 
 /// The write that claims a user as `claim` until `lease_until`. Until it is completed, a claim

@@ -54,7 +54,7 @@ use crate::deadline::{Deadline, retry_after_secs, wall_now};
 use crate::failure::{
     CognitoError, CognitoErrorKind, Effect, GuardError, GuardErrorKind, cognito_operation as op,
 };
-use crate::guard_logic::{CONFIRMED, RESET_REQUIRED, answer_pk};
+use crate::guard_logic::{self, CONFIRMED, RESET_REQUIRED, answer_pk};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
 use crate::outcome::{
@@ -615,20 +615,7 @@ impl App {
                     // A run under this key died holding it, and the window in which its user
                     // item would still say what it did is over: it may have sent a reset that
                     // nothing remembers, so none is sent; the answer is final under the key.
-                    UserState::Abandoned(claim) => {
-                        tracing::warn!(
-                            pool = %pool,
-                            user = %user.username,
-                            "an earlier run of this request died holding its key, and its cooldown window is over: it may have sent a reset, so none is sent again (reset-unconfirmed)"
-                        );
-                        let ending = Ending {
-                            claim,
-                            completion: Completion::Release,
-                            resolvable: false,
-                        };
-                        let error = ResetError::ResetUnconfirmed(Box::new(ResetError::Deadline));
-                        return (Err(error), Some(ending));
-                    }
+                    UserState::Abandoned(claim) => return abandoned(claim, pool.as_str(), user),
                     UserState::Claimed(claim) => Some(claim),
                     UserState::Free => None,
                     UserState::InProgress => return (Err(ResetError::InProgress), None),
@@ -663,6 +650,20 @@ impl App {
                             )
                             .await;
                         match settled {
+                            // Another request's reset proved never sent says nothing of what
+                            // this key's dead run did, once its window is over.
+                            Ok(UserState::Claimed(claim))
+                                if !own
+                                    && claim.abandoned.is_some_and(|since| {
+                                        guard_logic::window_over(
+                                            since,
+                                            wall_now(),
+                                            guard.cooldown(),
+                                        )
+                                    }) =>
+                            {
+                                return abandoned(claim, pool.as_str(), user);
+                            }
                             Ok(UserState::Claimed(claim)) => Some(claim),
                             // This request's own earlier attempt reset the user: RESET, with no
                             // second call.
@@ -1183,6 +1184,27 @@ fn kept_answer(result: &Result<Performed, ResetError>) -> bool {
         Err(error) if error.passes_later() => false,
         Err(error) => error.class() == Class::Rejected,
     }
+}
+
+/// A run under a key its dead holder left, past that holder's window ([`UserState::Abandoned`]):
+/// the claim is given back and the request answered `reset-unconfirmed`, final under the key.
+fn abandoned(
+    claim: Claim,
+    pool: &str,
+    user: &UserRecord,
+) -> (Result<Performed, ResetError>, Option<Ending>) {
+    tracing::warn!(
+        pool = %pool,
+        user = %user.username,
+        "an earlier run of this request died holding its key, and its cooldown window is over: it may have sent a reset, so none is sent again (reset-unconfirmed)"
+    );
+    let ending = Ending {
+        claim,
+        completion: Completion::Release,
+        resolvable: false,
+    };
+    let error = ResetError::ResetUnconfirmed(Box::new(ResetError::Deadline));
+    (Err(error), Some(ending))
 }
 
 /// Cognito's attempt limit for a user, remembered by the guard until `until`: the refusal

@@ -676,7 +676,12 @@ impl<T: Table> TableGuard<T> {
         let left = until.left(write.operation())?;
         match self.table.write(Step::Claim, &write, left).await? {
             Written::Done => Ok(settled),
-            Written::Refused(_) => Ok(UserState::InProgress),
+            // This very write, landed and its answer lost: the SDK's retry meets this claim
+            // (a claim taken over the holder's item names this claim, not the holder).
+            Written::Refused(met) => match self.winner(Step::Claim, met, &claim.pk, until).await? {
+                Some(item) if logic::claim_holder(&item) == Some(claim.id.as_str()) => Ok(settled),
+                _ => Ok(UserState::InProgress),
+            },
         }
     }
 
@@ -732,6 +737,15 @@ impl<T: Table> TableGuard<T> {
             KeyAnswer::Release => KeyEnd::Release,
         };
         let kept = logic::key_finish(key, kept, now, self.ttl);
+        if completion == Completion::ResetSignOutPending {
+            // A reset whose sign-out the redelivery retries: the user item first, since it is
+            // what keeps that redelivery from resetting again (it only signs out), and the key
+            // (released, so that the redelivery runs) only once that is known. Left pending,
+            // the key reads as a dead holder's after its lease: its retry is decided by the user
+            // item, and is refused rather than sent once the window from its first take is over.
+            self.must_write(Step::Complete, &ended, until).await?;
+            return self.must_write(Step::Finish, &kept, until).await;
+        }
         // The key first, then the user item, and the user item only once the key's write is
         // known: a performed reset whose user item says "reset" while its key still says
         // "pending" would answer a retry under the same key `recently-reset`, and reset the

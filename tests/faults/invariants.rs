@@ -172,11 +172,13 @@ pub fn nothing_lost(h: &History) -> Checked {
     let mut fresh_resets: BTreeMap<(usize, String), Vec<&Attempt>> = BTreeMap::new();
     for a in &h.attempts {
         if a.answer.outcome == "RESET" && a.answer.code.is_none() {
-            // A redelivery that only signed out reports its earlier delivery's reset.
+            // A redelivery that only signed out reports its earlier delivery's reset (in an
+            // earlier invocation, or a copy of the same message earlier in the same batch: a
+            // run that only signs out never sends a reset itself).
             if sign_out_only(a) {
                 let earlier = h.journal.cognito.iter().any(|c| {
                     c.op == Op::Reset
-                        && c.inv < a.inv
+                        && c.inv <= a.inv
                         && c.ticket.as_deref() == Some(a.ticket().as_str())
                         && c.performed
                 });
@@ -455,10 +457,15 @@ pub fn ambiguous_never_again_under_its_key(h: &History) -> Checked {
             return violation(
                 NAME,
                 format!(
-                    "the reset of {} sent at t={} ms ({}) got an ambiguous answer, and was sent again under the same key at t={} ms (invocation {})",
+                    "the reset of {} sent at t={} ms ({}, its answer {}) was sent again under the same key at t={} ms (invocation {})",
                     first.name,
                     h.at(first.start),
                     describe(h, a),
+                    if first.ambiguous() {
+                        "ambiguous"
+                    } else {
+                        "clean"
+                    },
                     h.at(again.start),
                     again.inv,
                 ),
@@ -1629,11 +1636,18 @@ pub fn sign_out_follows_its_reset(h: &History) -> Checked {
             .event
             .as_ref()
             .is_some_and(|e| e.signed_out == Some(false));
-        // A copy of the same message in the batch that was not final hands it back too.
-        let copy_retried = h
-            .attempts
-            .iter()
-            .any(|b| b.inv == a.inv && b.message_id == a.message_id && !b.answer.is_final);
+        // A copy of the same message in the batch that was not final, or whose sign-out failed,
+        // hands it back too (the batch response names the message, not the copy).
+        let copy_retried = h.attempts.iter().any(|b| {
+            b.inv == a.inv
+                && b.message_id == a.message_id
+                && !std::ptr::eq(a, b)
+                && (!b.answer.is_final
+                    || b.answer
+                        .event
+                        .as_ref()
+                        .is_some_and(|e| e.signed_out == Some(false)))
+        });
         if copy_retried {
             continue;
         }
