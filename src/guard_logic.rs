@@ -1784,15 +1784,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_abandoned_key_keeps_its_first_take_through_take_overs_and_releases() {
-        let run = |holder: &str, abandoned: Option<u64>| KeyRef {
-            abandoned,
+    /// Key `k` of request `h` as the run `holder` holds it.
+    fn key_run(holder: &str) -> KeyRef {
+        KeyRef {
+            abandoned: None,
             key: "k".into(),
             pk: "key#1".into(),
             request_hash: "h".into(),
             holder: holder.into(),
             undecided: None,
+        }
+    }
+
+    #[test]
+    fn an_abandoned_key_keeps_its_first_take_through_take_overs_and_releases() {
+        let run = |holder: &str, abandoned: Option<u64>| KeyRef {
+            abandoned,
+            ..key_run(holder)
         };
         let ttl = Duration::from_secs(600);
         let first = now();
@@ -1895,14 +1903,7 @@ mod tests {
 
     #[test]
     fn an_undecided_answer_lets_a_retry_decide_inside_its_window_and_is_final_after_it() {
-        let run = |holder: &str| KeyRef {
-            abandoned: None,
-            key: "k".into(),
-            pk: "key#1".into(),
-            request_hash: "h".into(),
-            holder: holder.into(),
-            undecided: None,
-        };
+        let run = key_run;
         let ttl = Duration::from_secs(600);
         let later = |ms: u64| now() + Duration::from_millis(ms);
         // What the key item says to a new run of `holder`, `at` ms on.
