@@ -1011,10 +1011,43 @@ pub enum Resolution {
     /// Still `CONFIRMED`: it never happened; the user is claimed again, as by [`claim_take`].
     /// Also how another request takes the user over a reset that did happen but whose cooldown
     /// is already over (`status_before` then `RESET_REQUIRED`).
+    /// `own`: the holder was this request's own earlier run (then the status proves what that
+    /// run did; another request's proves nothing of a dead run under this request's key, so a
+    /// claim under a key taken over from one is judged by [`claimed`]).
     NeverHappened {
         lease_until: SystemTime,
         status_before: Option<String>,
+        own: bool,
     },
+}
+
+/// What the user's `status`, read once an unresolved reset (sent at about `reset_at`) can no
+/// longer be in flight, says about it; `None` when it cannot tell (the user was not `CONFIRMED`
+/// before, or the read failed). `RESET_REQUIRED`: it happened, unless its cooldown is already
+/// over and the reset was another request's: that request then takes the user over as for a
+/// reset that never happened (the user is `RESET_REQUIRED` now). Still `CONFIRMED`: it never
+/// happened. `own`: the reset was this request's own earlier run's.
+pub fn resolution(
+    status: Option<&str>,
+    reset_at: SystemTime,
+    own: bool,
+    lease_until: SystemTime,
+    now: SystemTime,
+    cooldown: Duration,
+) -> Option<Resolution> {
+    let never_happened = |status: &str| Resolution::NeverHappened {
+        lease_until,
+        status_before: Some(status.to_owned()),
+        own,
+    };
+    match status? {
+        RESET_REQUIRED if !own && reset_at + cooldown <= now => {
+            Some(never_happened(RESET_REQUIRED))
+        }
+        RESET_REQUIRED => Some(Resolution::Happened { reset_at }),
+        CONFIRMED => Some(never_happened(CONFIRMED)),
+        _ => None,
+    }
 }
 
 /// Records that `holder`'s reset happened (the user's status says `RESET_REQUIRED`): a reset at
@@ -1794,6 +1827,38 @@ mod tests {
             holder: holder.into(),
             undecided: None,
         }
+    }
+
+    #[test]
+    fn the_users_status_resolves_an_unresolved_reset_and_a_foreign_one_past_its_window_holds_nobody()
+     {
+        let cooldown = Duration::from_secs(30);
+        let lease = now() + Duration::from_secs(5);
+        let sent = now();
+        let at = |secs: u64| sent + Duration::from_secs(secs);
+        let never = |status: &str, own: bool| {
+            Some(Resolution::NeverHappened {
+                lease_until: lease,
+                status_before: Some(status.to_owned()),
+                own,
+            })
+        };
+        let happened = Some(Resolution::Happened { reset_at: sent });
+        let of = |status, own, when| resolution(status, sent, own, lease, when, cooldown);
+        // RESET_REQUIRED: it happened, for its own request whenever, for another inside its window
+        assert_eq!(of(Some(RESET_REQUIRED), true, at(31)), happened);
+        assert_eq!(of(Some(RESET_REQUIRED), false, at(29)), happened);
+        // and another request past the window takes the user over
+        assert_eq!(
+            of(Some(RESET_REQUIRED), false, at(30)),
+            never(RESET_REQUIRED, false)
+        );
+        // CONFIRMED: it never happened
+        assert_eq!(of(Some(CONFIRMED), true, at(1)), never(CONFIRMED, true));
+        assert_eq!(of(Some(CONFIRMED), false, at(1)), never(CONFIRMED, false));
+        // anything else, or no status: cannot tell
+        assert_eq!(of(Some("FORCE_CHANGE_PASSWORD"), true, at(1)), None);
+        assert_eq!(of(None, false, at(1)), None);
     }
 
     #[test]

@@ -54,7 +54,7 @@ use crate::deadline::{Deadline, retry_after_secs, wall_now};
 use crate::failure::{
     CognitoError, CognitoErrorKind, Effect, GuardError, GuardErrorKind, cognito_operation as op,
 };
-use crate::guard_logic::{self, CONFIRMED, RESET_REQUIRED, answer_pk};
+use crate::guard_logic::{self, CONFIRMED, answer_pk};
 use crate::invocation::Invocation;
 use crate::limiter::Intent;
 use crate::outcome::{
@@ -652,16 +652,7 @@ impl App {
                         match settled {
                             // Another request's reset proved never sent says nothing of what
                             // this key's dead run did, once its window is over.
-                            Ok(UserState::Claimed(claim))
-                                if !own
-                                    && claim.abandoned.is_some_and(|since| {
-                                        guard_logic::window_over(
-                                            since,
-                                            wall_now(),
-                                            guard.cooldown(),
-                                        )
-                                    }) =>
-                            {
+                            Ok(UserState::Abandoned(claim)) => {
                                 return abandoned(claim, pool.as_str(), user);
                             }
                             Ok(UserState::Claimed(claim)) => Some(claim),
@@ -866,22 +857,16 @@ impl App {
         record
             .invocation
             .cognito_latency(op::GET_USER, started.elapsed());
-        let resolution = match now.ok().and_then(|u| u.status).as_deref() {
-            // It happened, but its cooldown is already over: it holds no other request, which
-            // takes the user over as for a reset that never happened (the user is
-            // `RESET_REQUIRED` now).
-            Some(RESET_REQUIRED) if !own && reset_at + guard.cooldown() <= wall_now() => {
-                Resolution::NeverHappened {
-                    lease_until: record.deadline.wall_clock(),
-                    status_before: Some(RESET_REQUIRED.to_owned()),
-                }
-            }
-            Some(RESET_REQUIRED) => Resolution::Happened { reset_at },
-            Some(CONFIRMED) => Resolution::NeverHappened {
-                lease_until: record.deadline.wall_clock(),
-                status_before: Some(CONFIRMED.to_owned()),
-            },
-            _ => return Ok(unconfirmed),
+        let status = now.ok().and_then(|u| u.status);
+        let Some(resolution) = guard_logic::resolution(
+            status.as_deref(),
+            reset_at,
+            own,
+            record.deadline.wall_clock(),
+            wall_now(),
+            guard.cooldown(),
+        ) else {
+            return Ok(unconfirmed);
         };
         tracing::info!(
             resolution = match resolution {

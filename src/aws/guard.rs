@@ -661,6 +661,7 @@ impl<T: Table> TableGuard<T> {
             Resolution::NeverHappened {
                 lease_until,
                 status_before,
+                own,
             } => (
                 logic::resolve_never_happened(
                     claim,
@@ -670,7 +671,11 @@ impl<T: Table> TableGuard<T> {
                     self.cooldown,
                     status_before.as_deref(),
                 ),
-                UserState::Claimed(claim.clone()),
+                if *own {
+                    UserState::Claimed(claim.clone())
+                } else {
+                    logic::claimed(claim, now, self.cooldown)
+                },
             ),
         };
         let left = until.left(write.operation())?;
@@ -2085,6 +2090,105 @@ mod tests {
             );
             assert_eq!(state(&guard), left, "{completion:?}");
             guard.table.table.0.lock().expect("items").clear();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_take_over_of_an_unresolved_claim_met_by_its_own_landed_write_is_this_claim() {
+        // The take-over lands, its answer is lost, and the SDK's retry is refused by the item it
+        // wrote (`lost`), or by another request's claim that won in between (not `lost`).
+        for lost in [true, false] {
+            let guard = hooked(Box::new(move |step, write, table| {
+                (step == Step::Claim).then(|| {
+                    let mut items = table.0.lock().expect("items");
+                    if lost {
+                        logic::apply(&mut items, write).expect("the take-over holds");
+                    } else if let Some(item) = items.get_mut("user#p#u") {
+                        item.insert("claimId".into(), Value::S("other/1/1".into()));
+                    }
+                    Ok(Written::Refused(items.get("user#p#u").cloned()))
+                })
+            }));
+            let past = wall_now() - Duration::from_secs(1);
+            let holder = Claim {
+                abandoned: None,
+                pk: user_pk("p", "u"),
+                id: "old/1/1".into(),
+                key: None,
+            };
+            let taken = logic::claim_take(
+                &holder,
+                past,
+                past,
+                Duration::from_secs(30),
+                Some("CONFIRMED"),
+            );
+            logic::apply(&mut guard.table.table.0.lock().expect("items"), &taken).expect("held");
+            let claim = Claim {
+                id: "new/2/2".into(),
+                ..holder.clone()
+            };
+            let resolution = Resolution::NeverHappened {
+                lease_until: wall_now() + Duration::from_secs(5),
+                status_before: Some("CONFIRMED".into()),
+                own: false,
+            };
+            let settled = guard
+                .resolve_claim(&claim, &holder.id, &resolution, BUDGET)
+                .await
+                .ok();
+            let expected = if lost {
+                UserState::Claimed(claim.clone())
+            } else {
+                UserState::InProgress
+            };
+            assert_eq!(settled, Some(expected), "lost: {lost}");
+        }
+    }
+
+    #[tokio::test]
+    async fn another_requests_unresolved_claim_proves_nothing_of_an_abandoned_keys_dead_run() {
+        // Under a key taken over from a dead holder whose window (30 s) is over, the user's
+        // status proving another request's reset never happened is no proof for that dead
+        // run: Abandoned. The request's own earlier run's claim is proof: Claimed.
+        for (own, expected_abandoned) in [(false, true), (true, false)] {
+            let guard = guard();
+            let past = wall_now() - Duration::from_secs(1);
+            let holder = Claim {
+                abandoned: None,
+                pk: user_pk("p", "u"),
+                id: "old/1/1".into(),
+                key: None,
+            };
+            let taken = logic::claim_take(
+                &holder,
+                past,
+                past,
+                Duration::from_secs(30),
+                Some("CONFIRMED"),
+            );
+            logic::apply(&mut guard.table().0.lock().expect("items"), &taken).expect("held");
+            let since = ms(wall_now() - Duration::from_secs(31));
+            let claim = Claim {
+                id: "new/2/2".into(),
+                abandoned: Some(since),
+                ..holder.clone()
+            };
+            let resolution = Resolution::NeverHappened {
+                lease_until: wall_now() + Duration::from_secs(5),
+                status_before: Some("CONFIRMED".into()),
+                own,
+            };
+            let settled = guard
+                .resolve_claim(&claim, &holder.id, &resolution, BUDGET)
+                .await
+                .ok();
+            let expected = if expected_abandoned {
+                UserState::Abandoned(claim.clone())
+            } else {
+                UserState::Claimed(claim.clone())
+            };
+            assert_eq!(settled, Some(expected), "own: {own}");
         }
     }
 

@@ -141,6 +141,7 @@ fn resolution(said: Said, lease_until: SystemTime) -> Resolution {
         Said::NeverHappened => Resolution::NeverHappened {
             lease_until,
             status_before: Some(CONFIRMED.to_owned()),
+            own: false,
         },
     }
 }

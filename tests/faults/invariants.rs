@@ -216,9 +216,12 @@ pub fn nothing_lost(h: &History) -> Checked {
         // Or the same request's earlier reset was performed, and its answer was lost or its
         // end never recorded (the claim stayed): the user's status (RESET_REQUIRED) proved it,
         // and the record is told RESET with no second call.
+        // (Earlier in time: another instance's invocation of the same step may have a higher
+        // index.)
         let proved_earlier = h.journal.cognito.iter().any(|c| {
             c.op == Op::Reset
-                && c.inv < *inv
+                && c.inv != *inv
+                && c.start < h.invocations[*inv].end
                 && c.ticket.as_deref() == Some(ticket.as_str())
                 && c.performed
         });
