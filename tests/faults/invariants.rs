@@ -699,10 +699,13 @@ pub fn replays_are_faithful(h: &History) -> Checked {
         {
             let passes = h.inv(a).end + Duration::from_secs(secs);
             let canonical = a.req.user.canonical().unwrap_or_default();
-            // A reset performed since opened a new window: that one may refuse.
+            // A reset performed since opened a new window: that one may refuse. "Since": by
+            // another invocation once this one had started (this one may end after it, its last
+            // steps slow; on the paused clock the other may even start at this one's end).
             let reset_since = |until: Instant| {
-                resets_of(h, a.req.pool_id(), &canonical)
-                    .any(|r| r.performed && r.start > h.inv(a).end && r.start <= until)
+                resets_of(h, a.req.pool_id(), &canonical).any(|r| {
+                    r.performed && r.inv != a.inv && r.start >= h.inv(a).start && r.start <= until
+                })
             };
             if let Some(b) = h.attempts.iter().find(|b| {
                 b.inv > a.inv
