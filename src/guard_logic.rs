@@ -766,10 +766,14 @@ impl<A> KeyAnswer<A> {
 
 /// The write that ends `key` as `end`.
 pub fn key_finish(key: &KeyRef, end: KeyEnd<'_>, now: SystemTime, ttl: Duration) -> Write {
-    let cond = Cond::And(vec![
-        Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
-        Cond::Compare(HOLDER, Cmp::Eq, bound_s(":holder", &key.holder)),
-    ]);
+    // Pending and held by this run (KEY_FINISH_CONDITION); a plain release adds to it.
+    let held = || {
+        vec![
+            Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
+            Cond::Compare(HOLDER, Cmp::Eq, bound_s(":holder", &key.holder)),
+        ]
+    };
+    let cond = Cond::And(held());
     let done = |answer: &str, decide_until: Option<u64>| {
         let mut changes = vec![
             Change::Set(STATE, bound_s(":done", "done")),
@@ -800,12 +804,13 @@ pub fn key_finish(key: &KeyRef, end: KeyEnd<'_>, now: SystemTime, ttl: Duration)
         },
         (KeyEnd::Release, None, None) => Write::Delete {
             pk: key.pk.clone(),
-            cond: Cond::And(vec![
-                Cond::Compare(STATE, Cmp::Eq, bound_s(":pending", "pending")),
-                Cond::Compare(HOLDER, Cmp::Eq, bound_s(":holder", &key.holder)),
-                Cond::NotExists(ABANDONED_SINCE),
-                Cond::NotExists(UNDECIDED),
-            ]),
+            // KEY_RELEASE_CONDITION: one flat conjunction, as the constant reads.
+            cond: Cond::And(
+                held()
+                    .into_iter()
+                    .chain([Cond::NotExists(ABANDONED_SINCE), Cond::NotExists(UNDECIDED)])
+                    .collect(),
+            ),
         },
     }
 }

@@ -2093,6 +2093,27 @@ mod tests {
         }
     }
 
+    /// Another request's claim on user `u` of pool `p`, its lease over and the user
+    /// `CONFIRMED` before it, written into `table`: an unresolved reset for a claim to settle.
+    fn unresolved_holder(table: &MemTable) -> Claim {
+        let past = wall_now() - Duration::from_secs(1);
+        let holder = Claim {
+            abandoned: None,
+            pk: user_pk("p", "u"),
+            id: "old/1/1".into(),
+            key: None,
+        };
+        let taken = logic::claim_take(
+            &holder,
+            past,
+            past,
+            Duration::from_secs(30),
+            Some("CONFIRMED"),
+        );
+        logic::apply(&mut table.0.lock().expect("items"), &taken).expect("held");
+        holder
+    }
+
     #[tokio::test]
     async fn a_take_over_of_an_unresolved_claim_met_by_its_own_landed_write_is_this_claim() {
         // The take-over lands, its answer is lost, and the SDK's retry is refused by the item it
@@ -2109,21 +2130,7 @@ mod tests {
                     Ok(Written::Refused(items.get("user#p#u").cloned()))
                 })
             }));
-            let past = wall_now() - Duration::from_secs(1);
-            let holder = Claim {
-                abandoned: None,
-                pk: user_pk("p", "u"),
-                id: "old/1/1".into(),
-                key: None,
-            };
-            let taken = logic::claim_take(
-                &holder,
-                past,
-                past,
-                Duration::from_secs(30),
-                Some("CONFIRMED"),
-            );
-            logic::apply(&mut guard.table.table.0.lock().expect("items"), &taken).expect("held");
+            let holder = unresolved_holder(&guard.table.table);
             let claim = Claim {
                 id: "new/2/2".into(),
                 ..holder.clone()
@@ -2153,21 +2160,7 @@ mod tests {
         // run: Abandoned. The request's own earlier run's claim is proof: Claimed.
         for (own, expected_abandoned) in [(false, true), (true, false)] {
             let guard = guard();
-            let past = wall_now() - Duration::from_secs(1);
-            let holder = Claim {
-                abandoned: None,
-                pk: user_pk("p", "u"),
-                id: "old/1/1".into(),
-                key: None,
-            };
-            let taken = logic::claim_take(
-                &holder,
-                past,
-                past,
-                Duration::from_secs(30),
-                Some("CONFIRMED"),
-            );
-            logic::apply(&mut guard.table().0.lock().expect("items"), &taken).expect("held");
+            let holder = unresolved_holder(guard.table());
             let since = ms(wall_now() - Duration::from_secs(31));
             let claim = Claim {
                 id: "new/2/2".into(),
