@@ -14,6 +14,7 @@ use cognito_reset::aws::cognito::{self, CognitoSdk, Directory};
 use cognito_reset::aws::events::{self, Bus, EventPublisher};
 use cognito_reset::aws::guard::{self, Guard};
 use cognito_reset::aws::parameters::{self, SsmParameter};
+use cognito_reset::aws::roots;
 use cognito_reset::aws::trace::AwsCalls;
 use cognito_reset::config::{Config, Pacing, PolicySetting};
 use cognito_reset::deadline::Deadline;
@@ -32,7 +33,8 @@ const SIDE_CALLS: ClientSettings = ClientSettings {
 };
 
 /// Loads the system's TLS trust roots on a thread of its own while start-up goes on. The SDK
-/// reads them (one file per root) once per process, when the first connector is built, which
+/// reads them (the bundle file [`roots::prefer_bundle`] chose) once per process, when the first
+/// connector is built, which
 /// is at the first invocation's first AWS call (the connectors are deferred: see
 /// `cognito_reset::aws::https_client`); reading them here, beside the configuration and the
 /// clients, takes them out of that call. A connector built before the thread is done waits for
@@ -58,8 +60,16 @@ fn warm_tls_roots(traced: bool) {
         });
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // SAFETY: first thing in `main`, before the runtime or any other thread exists.
+    let roots = unsafe { roots::prefer_bundle() };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(roots))
+}
+
+async fn run(roots: roots::Roots) -> Result<(), Error> {
     warm_tls_roots(std::env::var_os("AWS_XRAY_DAEMON_ADDRESS").is_some());
     // Tracing only where the X-Ray daemon is (AWS_XRAY_DAEMON_ADDRESS): nothing is built
     // otherwise. Its layer sits beside the log lines', so it is made before the subscriber.
@@ -132,6 +142,7 @@ async fn main() -> Result<(), Error> {
         event_bus = config.events.as_ref().map(|e| e.bus.as_str()).unwrap_or(""),
         function_account = config.accounts.own.as_deref().unwrap_or(""),
         pool_roles = config.accounts.roles.iter().count(),
+        tls_roots = %roots,
         "configuration loaded"
     );
     let cognito = aws_sdk_cognitoidentityprovider::Client::from_conf(

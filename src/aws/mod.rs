@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod parameters;
+pub mod roots;
 pub mod trace;
 
 use std::future::Future;

@@ -171,6 +171,9 @@ async def main_async(a: argparse.Namespace) -> int:
         await moto.start()
         put_parameter(moto)
         env = base_env(moto.endpoint, run_dir)
+        for kv in a.env:
+            name, _, value = kv.partition("=")
+            env[name] = value
         configs = [
             ("Cognito", {"POLICY": POLICY}),
             ("Cognito + DynamoDB", {"POLICY": POLICY, "GUARD_TABLE": "init-guard"}),
@@ -262,6 +265,9 @@ def main(argv: list[str]) -> int:
                         "fork, about 5.5 ms here, to every init (this script's figures before December 7)")
     p.add_argument("--only", choices=("all", "init", "first"), default="all",
                    help="the four init configurations only (init), the two first-invocation ones only (first)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="one more variable for every start (e.g. SSL_CERT_DIR=/etc/ssl/certs: the TLS roots read "
+                        "from the directories as well, as before src/aws/roots.rs)")
     a = p.parse_args(argv)
     if not Path(a.binary).is_file():
         print("init-time: %s not found; build it with: cargo build --release --locked --bin cognito-reset" % a.binary)
