@@ -8,9 +8,9 @@
 //! `provided.al2023` the directory holds the bundle itself and its OpenSSL "trusted" variant,
 //! whose blocks the loader skips: the bundle is the whole trust store there.
 //!
-//! So, when neither variable is set and the system has a bundle file that holds certificates,
-//! the function points `SSL_CERT_FILE` at it before anything reads the roots, and the
-//! directories are not walked. Set `SSL_CERT_FILE` or `SSL_CERT_DIR` (or both) to choose the
+//! So, when neither variable is set and the system has a bundle file with a certificate in its
+//! first 64 KiB, the function points `SSL_CERT_FILE` at it before anything reads the roots, and
+//! the directories are not walked. Set `SSL_CERT_FILE` or `SSL_CERT_DIR` (or both) to choose the
 //! roots yourself, e.g. to trust a certificate that is in a directory and not in the bundle:
 //! the function then leaves both alone.
 
@@ -57,13 +57,21 @@ pub fn choose(
     }
 }
 
-/// Whether the file at `path` holds at least one PEM certificate.
+/// How much of the bundle is read to find its first certificate: a real bundle's first one is
+/// in its first few kilobytes, and reading the whole file (about 220 KB on Debian) here cost
+/// 0.3 ms of start-up. A bundle without one in its first 64 KiB is left to the loader's probe.
+const LOOK_AT_MOST: u64 = 64 * 1024;
+
+/// Whether the file at `path` holds a PEM certificate within its first [`LOOK_AT_MOST`] bytes.
 fn holds_certificates(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|bytes| {
-        bytes
-            .windows(PEM_CERTIFICATE.len())
-            .any(|window| window == PEM_CERTIFICATE)
-    })
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(LOOK_AT_MOST).read_to_end(&mut head))
+        .is_ok_and(|_| {
+            head.windows(PEM_CERTIFICATE.len())
+                .any(|window| window == PEM_CERTIFICATE)
+        })
 }
 
 /// Reads the roots from the system's bundle file alone when nothing chose them (see the module).
@@ -132,6 +140,14 @@ mod tests {
         assert!(holds_certificates(&pem));
         assert!(!holds_certificates(&trusted));
         assert!(!holds_certificates(&dir.join("missing.pem")));
+        let late = dir.join("late.pem");
+        let mut text = vec![b'#'; LOOK_AT_MOST as usize];
+        text.extend_from_slice(b"\n-----BEGIN CERTIFICATE-----\nMIIB\n");
+        std::fs::write(&late, text).unwrap();
+        assert!(
+            !holds_certificates(&late),
+            "past the first 64 KiB: left to the probe"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -287,6 +287,49 @@ class HarnessTest(unittest.TestCase):
         self.assertEqual(runs, [])
 
 
+class MotoCountedTest(unittest.TestCase):
+    """tools/drain/moto_counted.py: moto, counting each DynamoDB operation by the kind of item."""
+
+    def test_operations_are_counted_by_item_kind_until_reset(self):
+        from moto import Moto
+
+        server = ROOT / ".tools" / "stack" / "bin" / "moto_server"
+        if not server.is_file():
+            self.skipTest("make tools installs moto into .tools/stack/")
+
+        async def run() -> tuple[dict, dict]:
+            with tempfile.TemporaryDirectory() as tmp:
+                moto = Moto(server, Path(tmp) / "moto.log", counted=True)
+                await moto.start()
+                try:
+                    moto.create_guard_table("t")
+                    moto.reset_stats()
+                    put = {"TableName": "t", "Item": {"pk": {"S": "key#1"}}}
+                    moto.call("PutItem", put)
+                    moto.call("PutItem", put)
+                    moto.call("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "bucket#reads"}},
+                                             "UpdateExpression": "SET n = :n",
+                                             "ExpressionAttributeValues": {":n": {"N": "1"}}})
+                    counted = moto.stats()
+                    moto.reset_stats()
+                    return counted, moto.stats()
+                finally:
+                    await moto.close()
+
+        counted, after_reset = asyncio.run(run())
+        self.assertEqual(counted["operations"], {"PutItem key": 2, "UpdateItem bucket": 1})
+        self.assertGreater(counted["cpu_s"], 0.0)
+        self.assertEqual(after_reset["operations"], {})
+
+    def test_the_load_line_gives_operations_per_reset_and_moto_s_share_of_a_core(self):
+        r = bench.RunResult(instances=2, mode="shared", reset_rps="shared", read_rps="shared", requests=100,
+                            ideal_s=5.0, drain_s=10.0, table_ops={"PutItem key": 100, "UpdateItem bucket": 150},
+                            table_cpu_s=5.0)
+        self.assertEqual(bench.table_load(r),
+                         "guard table (moto): 250 operations, 2.50 per reset (bucket 1.50, key 1.00); moto's CPU "
+                         "5.0 s, 50% of one core over the drain, 20.0 ms an operation")
+
+
 class InterruptTest(unittest.TestCase):
     """Every function process the bench started is gone after SIGINT, SIGTERM, even SIGKILL."""
 

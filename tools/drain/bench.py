@@ -97,6 +97,8 @@ class RunResult:
     max_instances: int = 0  # MAX_INSTANCES given to the function
     table: bool = False  # the guard table (moto) in the loop
     bucket_items: int = 0  # pacing bucket items left in the guard table
+    table_ops: dict = field(default_factory=dict)  # "PutItem key": n, ... during the drain (moto_counted.py)
+    table_cpu_s: float = 0.0  # moto's CPU seconds during the drain
     init_ms: list = field(default_factory=list)  # each instance's start to its first /next
     # --probe: an HTTP instance beside the drain
     lone_batch_s: float = 0.0  # one HTTP batch of 10 against the idle fleet
@@ -285,6 +287,7 @@ class Bench:
         if table:
             assert self.moto is not None
             await asyncio.to_thread(self.moto.create_guard_table, table)
+            await asyncio.to_thread(self.moto.reset_stats)
 
         cognito = FakeCognito(reset_rps=a.reset_quota, read_rps=a.read_quota, latency_s=a.latency_ms / 1000,
                               burst_s=a.burst_s, pool_id=POOL_ID)
@@ -362,6 +365,9 @@ class Bench:
                 await probing
             if table:
                 assert self.moto is not None
+                stats = await asyncio.to_thread(self.moto.stats)
+                if stats is not None:
+                    res.table_ops, res.table_cpu_s = stats["operations"], stats["cpu_s"]
                 items = await asyncio.to_thread(self.moto.items, table)
                 res.bucket_items = sum(1 for i in items if i["pk"]["S"].startswith("bucket#"))
         finally:
@@ -498,11 +504,28 @@ def report(r: RunResult) -> None:
                r.drain_s - r.last_reset_s))
     if r.table:
         log("  pacing bucket items in the guard table: %d" % r.bucket_items)
+    if r.table_ops:
+        log("  " + table_load(r))
     if r.probe_ms:
         log("  HTTP probe during the drain: %d requests, p50 %.1f ms, p99 %.1f ms, max %.1f ms "
             "(idle %.1f ms: p99 added wait %.1f ms), %d not 200"
             % (len(r.probe_ms), r.probe_p50_ms, r.probe_p99_ms, r.probe_max_ms, r.probe_idle_ms,
                r.probe_p99_ms - r.probe_idle_ms, r.probe_not_ok))
+
+
+def table_load(r: RunResult) -> str:
+    """The guard table's load during the drain: operations per reset by item kind, and moto's CPU."""
+    total = sum(r.table_ops.values())
+    kinds: dict[str, int] = {}
+    for op, n in r.table_ops.items():
+        kind = op.split(" ", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + n
+    per = ", ".join("%s %.2f" % (k, n / r.requests) for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    busy = 100.0 * r.table_cpu_s / r.drain_s if r.drain_s else 0.0
+    return ("guard table (moto): %d operations, %.2f per reset (%s); moto's CPU %.1f s, %.0f%% of one core "
+            "over the drain, %.1f ms an operation"
+            % (total, total / r.requests if r.requests else 0.0, per, r.table_cpu_s, busy,
+               1000.0 * r.table_cpu_s / total if total else 0.0))
 
 
 def goal_misses(r: RunResult, goal: argparse.Namespace) -> list[str]:
@@ -594,6 +617,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="MAX_INSTANCES of the shared and instance modes (the template's default)")
     p.add_argument("--moto-server", default=str(ROOT / ".tools" / "stack" / "bin" / "moto_server"),
                    help="moto server for the guard table (make tools installs it)")
+    p.add_argument("--moto-uncounted", action="store_true",
+                   help="run --moto-server itself, not through tools/drain/moto_counted.py (which counts the table's "
+                        "operations and moto's CPU for the `guard table (moto):` line)")
     p.add_argument("--probe", action="store_true",
                    help="an extra instance for HTTP requests: a lone batch of 10 before the drain, then one "
                         "request every --probe-interval during it; reports the latencies")
@@ -662,7 +688,7 @@ async def main_async(a: argparse.Namespace) -> int:
     results: list[RunResult] = []
     if any(mode in TABLE_MODES for mode in a.mode_list):
         Path(a.run_dir).mkdir(parents=True, exist_ok=True)
-        bench.moto = Moto(Path(a.moto_server), Path(a.run_dir) / "moto.log")
+        bench.moto = Moto(Path(a.moto_server), Path(a.run_dir) / "moto.log", counted=not a.moto_uncounted)
         try:
             await bench.moto.start()
         except MotoError as e:

@@ -30,9 +30,13 @@ def free_port() -> int:
 
 
 class Moto:
-    def __init__(self, executable: Path, log_path: Path):
+    """moto server; with `counted`, run through tools/drain/moto_counted.py (the same server,
+    counting the operations it serves: `stats`, `reset_stats`) by the Python beside `executable`."""
+
+    def __init__(self, executable: Path, log_path: Path, counted: bool = False):
         self.executable = executable
         self.log_path = log_path
+        self.counted = counted
         self.port = 0
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -44,10 +48,13 @@ class Moto:
         if not self.executable.is_file():
             raise MotoError("%s not found: `make tools` installs moto into .tools/stack/" % self.executable)
         self.port = free_port()
+        command = [str(self.executable)]
+        if self.counted:
+            command = [str(self.executable.parent / "python"), str(Path(__file__).with_name("moto_counted.py"))]
         log = open(self.log_path, "ab")
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                str(self.executable), "-H", "127.0.0.1", "-p", str(self.port),
+                *command, "-H", "127.0.0.1", "-p", str(self.port),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 preexec_fn=_die_with_parent)
         finally:
@@ -76,6 +83,19 @@ class Moto:
                 return json.loads(r.read() or b"{}")
         except urllib.error.HTTPError as e:
             raise MotoError("%s: HTTP %d %s" % (operation, e.code, e.read()[:300])) from e
+
+    def stats(self) -> dict | None:
+        """What moto_counted.py counted since the last reset_stats: {"operations": {"PutItem key":
+        n, ...}, "cpu_s": moto's CPU seconds}; None when not counted."""
+        if not self.counted:
+            return None
+        with urllib.request.urlopen(self.endpoint + "/_drain/stats", timeout=10) as r:
+            return json.loads(r.read())
+
+    def reset_stats(self) -> None:
+        if self.counted:
+            urllib.request.urlopen(urllib.request.Request(self.endpoint + "/_drain/reset", data=b"", method="POST"),
+                                   timeout=10).close()
 
     def create_guard_table(self, name: str) -> None:
         """The guard table as the template creates it: `pk` (S) hash key, on demand."""
