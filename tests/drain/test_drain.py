@@ -291,7 +291,7 @@ class MotoCountedTest(unittest.TestCase):
     """tools/drain/moto_counted.py: moto, counting each DynamoDB operation by the kind of item."""
 
     def test_operations_are_counted_by_item_kind_until_reset(self):
-        from moto import Moto
+        from moto import Moto, MotoError
 
         server = ROOT / ".tools" / "stack" / "bin" / "moto_server"
         if not server.is_file():
@@ -310,6 +310,9 @@ class MotoCountedTest(unittest.TestCase):
                     moto.call("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "bucket#reads"}},
                                              "UpdateExpression": "SET n = :n",
                                              "ExpressionAttributeValues": {":n": {"N": "1"}}})
+                    # A conditional write whose condition fails: counted, and counted as refused.
+                    with self.assertRaises(MotoError):
+                        moto.call("PutItem", {**put, "ConditionExpression": "attribute_not_exists(pk)"})
                     counted = moto.stats()
                     moto.reset_stats()
                     return counted, moto.stats()
@@ -317,17 +320,18 @@ class MotoCountedTest(unittest.TestCase):
                     await moto.close()
 
         counted, after_reset = asyncio.run(run())
-        self.assertEqual(counted["operations"], {"PutItem key": 2, "UpdateItem bucket": 1})
+        self.assertEqual(counted["operations"], {"PutItem key": 3, "UpdateItem bucket": 1})
+        self.assertEqual(counted["refused"], {"PutItem key": 1})
         self.assertGreater(counted["cpu_s"], 0.0)
         self.assertEqual(after_reset["operations"], {})
 
     def test_the_load_line_gives_operations_per_reset_and_moto_s_share_of_a_core(self):
         r = bench.RunResult(instances=2, mode="shared", reset_rps="shared", read_rps="shared", requests=100,
                             ideal_s=5.0, drain_s=10.0, table_ops={"PutItem key": 100, "UpdateItem bucket": 150},
-                            table_cpu_s=5.0)
+                            table_refused={"UpdateItem bucket": 50}, table_cpu_s=5.0)
         self.assertEqual(bench.table_load(r),
-                         "guard table (moto): 250 operations, 2.50 per reset (bucket 1.50, key 1.00); moto's CPU "
-                         "5.0 s, 50% of one core over the drain, 20.0 ms an operation")
+                         "guard table (moto): 250 operations, 2.50 per reset (bucket 1.50 of which 0.50 refused, "
+                         "key 1.00); moto's CPU 5.0 s, 50% of one core over the drain, 20.0 ms an operation")
 
 
 class InterruptTest(unittest.TestCase):

@@ -98,6 +98,7 @@ class RunResult:
     table: bool = False  # the guard table (moto) in the loop
     bucket_items: int = 0  # pacing bucket items left in the guard table
     table_ops: dict = field(default_factory=dict)  # "PutItem key": n, ... during the drain (moto_counted.py)
+    table_refused: dict = field(default_factory=dict)  # of them, answered 400 (a condition failed, ...)
     table_cpu_s: float = 0.0  # moto's CPU seconds during the drain
     init_ms: list = field(default_factory=list)  # each instance's start to its first /next
     # --probe: an HTTP instance beside the drain
@@ -368,6 +369,7 @@ class Bench:
                 stats = await asyncio.to_thread(self.moto.stats)
                 if stats is not None:
                     res.table_ops, res.table_cpu_s = stats["operations"], stats["cpu_s"]
+                    res.table_refused = stats.get("refused", {})
                 items = await asyncio.to_thread(self.moto.items, table)
                 res.bucket_items = sum(1 for i in items if i["pk"]["S"].startswith("bucket#"))
         finally:
@@ -520,7 +522,16 @@ def table_load(r: RunResult) -> str:
     for op, n in r.table_ops.items():
         kind = op.split(" ", 1)[-1]
         kinds[kind] = kinds.get(kind, 0) + n
-    per = ", ".join("%s %.2f" % (k, n / r.requests) for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    refused: dict[str, int] = {}
+    for op, n in r.table_refused.items():
+        kind = op.split(" ", 1)[-1]
+        refused[kind] = refused.get(kind, 0) + n
+
+    def share(kind: str, n: int) -> str:
+        text = "%s %.2f" % (kind, n / r.requests)
+        return text + (" of which %.2f refused" % (refused[kind] / r.requests) if refused.get(kind) else "")
+
+    per = ", ".join(share(k, n) for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
     busy = 100.0 * r.table_cpu_s / r.drain_s if r.drain_s else 0.0
     return ("guard table (moto): %d operations, %.2f per reset (%s); moto's CPU %.1f s, %.0f%% of one core "
             "over the drain, %.1f ms an operation"

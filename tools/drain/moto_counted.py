@@ -4,8 +4,9 @@ The same server as `moto_server -H HOST -p PORT` (moto's own dispatcher and requ
 a WSGI layer that counts each DynamoDB operation by the kind of item it names (the prefix of its
 `pk`: `bucket`, `key`, `user`, `answer`, ...), and two paths of its own:
 
-- `GET /_drain/stats`: the counts since the last reset and the process's CPU seconds (user +
-  system) since then, as JSON;
+- `GET /_drain/stats`: the counts since the last reset (`operations`, and of them `refused`: the
+  answers 400, a conditional write's condition failing among them) and the process's CPU seconds
+  (user + system) since then, as JSON;
 - `POST /_drain/reset`: start counting again.
 
 So the benchmark can say how many table operations a reset cost and how much of a core moto
@@ -33,6 +34,7 @@ from werkzeug.serving import run_simple  # noqa: E402
 
 LOCK = threading.Lock()
 COUNTS: collections.Counter[str] = collections.Counter()
+REFUSED: collections.Counter[str] = collections.Counter()
 CPU_AT_RESET = [0.0]
 
 
@@ -59,23 +61,34 @@ def counted(app):
         path = environ.get("PATH_INFO", "")
         if path == "/_drain/stats":
             with LOCK:
-                body = json.dumps({"operations": dict(COUNTS), "cpu_s": cpu_s() - CPU_AT_RESET[0]}).encode()
+                body = json.dumps({"operations": dict(COUNTS), "refused": dict(REFUSED),
+                                   "cpu_s": cpu_s() - CPU_AT_RESET[0]}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         if path == "/_drain/reset":
             with LOCK:
                 COUNTS.clear()
+                REFUSED.clear()
                 CPU_AT_RESET[0] = cpu_s()
             start_response("204 No Content", [])
             return [b""]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith("DynamoDB_"):
-            size = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(size)
-            environ["wsgi.input"] = io.BytesIO(body)
+        if not target.startswith("DynamoDB_"):
+            return app(environ, start_response)
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(size)
+        environ["wsgi.input"] = io.BytesIO(body)
+        name = "%s %s" % (target.split(".", 1)[-1], item_kind(body))
+
+        def counting_start_response(status, headers, *rest):
             with LOCK:
-                COUNTS["%s %s" % (target.split(".", 1)[-1], item_kind(body))] += 1
-        return app(environ, start_response)
+                COUNTS[name] += 1
+                # A refused conditional write (400 ConditionalCheckFailedException, ...).
+                if status.startswith("400"):
+                    REFUSED[name] += 1
+            return start_response(status, headers, *rest)
+
+        return app(environ, counting_start_response)
 
     return layer
 
