@@ -34,11 +34,11 @@ const SIDE_CALLS: ClientSettings = ClientSettings {
 
 /// Loads the system's TLS trust roots on a thread of its own while start-up goes on. The SDK
 /// reads them (the bundle file [`roots::prefer_bundle`] chose) once per process, when the first
-/// connector is built, which
-/// is at the first invocation's first AWS call (the connectors are deferred: see
-/// `cognito_reset::aws::https_client`); reading them here, beside the configuration and the
-/// clients, takes them out of that call. A connector built before the thread is done waits for
-/// it (the roots are loaded once, behind a lock); nothing here can fail start-up.
+/// connector is built, which is at the first invocation's first AWS call (the connectors are
+/// deferred: see `cognito_reset::aws::https_client`); reading them here, beside the
+/// configuration and the clients, takes them out of that call. A connector built before the
+/// thread is done waits for it (the roots are loaded once, behind a lock); nothing here can fail
+/// start-up.
 ///
 /// With tracing configured the same thread then compiles the X-Ray exporter's patterns
 /// ([`cognito_reset::xray::warm_up`]), which the first flush would otherwise compile: after

@@ -17,7 +17,6 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-const CERT_FILE: &str = "SSL_CERT_FILE";
 const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// Where the roots will be read from, for the start-up line.
@@ -89,7 +88,7 @@ pub unsafe fn prefer_bundle() -> Roots {
     );
     if let Roots::Bundle(path) = &roots {
         // SAFETY: the caller guarantees that no other thread reads or writes the environment.
-        unsafe { std::env::set_var(CERT_FILE, path) };
+        unsafe { std::env::set_var("SSL_CERT_FILE", path) };
     }
     roots
 }

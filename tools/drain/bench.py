@@ -368,8 +368,8 @@ class Bench:
                 assert self.moto is not None
                 stats = await asyncio.to_thread(self.moto.stats)
                 if stats is not None:
-                    res.table_ops, res.table_cpu_s = stats["operations"], stats["cpu_s"]
-                    res.table_refused = stats.get("refused", {})
+                    res.table_ops, res.table_refused = stats["operations"], stats["refused"]
+                    res.table_cpu_s = stats["cpu_s"]
                 items = await asyncio.to_thread(self.moto.items, table)
                 res.bucket_items = sum(1 for i in items if i["pk"]["S"].startswith("bucket#"))
         finally:
@@ -515,17 +515,19 @@ def report(r: RunResult) -> None:
                r.probe_p99_ms - r.probe_idle_ms, r.probe_not_ok))
 
 
+def by_item_kind(counts: dict[str, int]) -> dict[str, int]:
+    """moto_counted.py's "<operation> <item kind>" counts, summed by item kind."""
+    kinds: dict[str, int] = {}
+    for op, n in counts.items():
+        kind = op.split(" ", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + n
+    return kinds
+
+
 def table_load(r: RunResult) -> str:
     """The guard table's load during the drain: operations per reset by item kind, and moto's CPU."""
     total = sum(r.table_ops.values())
-    kinds: dict[str, int] = {}
-    for op, n in r.table_ops.items():
-        kind = op.split(" ", 1)[-1]
-        kinds[kind] = kinds.get(kind, 0) + n
-    refused: dict[str, int] = {}
-    for op, n in r.table_refused.items():
-        kind = op.split(" ", 1)[-1]
-        refused[kind] = refused.get(kind, 0) + n
+    kinds, refused = by_item_kind(r.table_ops), by_item_kind(r.table_refused)
 
     def share(kind: str, n: int) -> str:
         text = "%s %.2f" % (kind, n / r.requests)

@@ -86,7 +86,8 @@ class Moto:
 
     def stats(self) -> dict | None:
         """What moto_counted.py counted since the last reset_stats: {"operations": {"PutItem key":
-        n, ...}, "cpu_s": moto's CPU seconds}; None when not counted."""
+        n, ...}, "refused": {...} (of them, answered 400), "cpu_s": moto's CPU seconds}; None when
+        not counted."""
         if not self.counted:
             return None
         with urllib.request.urlopen(self.endpoint + "/_drain/stats", timeout=10) as r:
