@@ -60,10 +60,18 @@ fn warm_tls_roots(traced: bool) {
         });
 }
 
+/// The roots chosen, then one runtime on the main thread.
+///
+/// A current-thread runtime: the records of a batch run concurrently as tasks of one thread,
+/// which is all their work needs (waiting on AWS calls, microseconds of CPU between them), and
+/// the function has a fraction of a core (Lambda gives 1,769 MB one vCPU; the template asks for
+/// 128 MB). A multi-thread runtime's workers only took CPU from start-up and moved wake-ups
+/// between threads: init and the first invocation took 2 to 3 ms longer with them (`make
+/// bench-init`, `docs/development.md`).
 fn main() -> Result<(), Error> {
     // SAFETY: first thing in `main`, before the runtime or any other thread exists.
     let roots = unsafe { roots::prefer_bundle() };
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(run(roots))

@@ -193,8 +193,8 @@ impl Tracing {
 
     /// The layer that turns the function's spans into OpenTelemetry spans: spans only (no
     /// event becomes a span event), and only the function's own (`cognito_reset::*`). The
-    /// handler's `handle` span is seen (the records' tasks run inside it, on other threads, and
-    /// find their parent through it) and folded into the invocation's at the flush.
+    /// handler's `handle` span is seen (the records' tasks run inside it, as tasks of their own,
+    /// and find their parent through it) and folded into the invocation's at the flush.
     pub fn layer(&self) -> Box<dyn Layer<Registry> + Send + Sync> {
         let tracer = self.provider.tracer("cognito-reset");
         tracing_opentelemetry::layer()
