@@ -55,7 +55,8 @@ fn handler(c: &mut Criterion) {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::sink)
         .try_init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread, as the function runs (`src/main.rs`).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
@@ -110,9 +111,12 @@ fn handler(c: &mut Criterion) {
     group.finish();
 }
 
-/// Tracing's cost per record (issue 26): the guarded batch on one thread, under a subscriber
-/// without and with the X-Ray layer, the invocation sampled and its spans flushed over UDP to a
-/// loopback socket (drained by a thread) before the answer, as in the function.
+/// Tracing's cost per record (issue 26): the batch on one thread (as the function runs it),
+/// without and then with the guard, each under a subscriber without and with the X-Ray layer,
+/// the invocation sampled and its spans flushed over UDP to a loopback socket (drained by a
+/// thread) before the answer, as in the function. `no-guard-traced` less `no-guard` is tracing's
+/// cost per record; `-traced-unsampled` and `-traced-unsent` split it (see `variants`). The
+/// guarded pair's table grows with every iteration, so it is slower the later it runs.
 fn traced(c: &mut Criterion) {
     use cognito_reset::xray::Tracing;
     use tracing::Instrument;
@@ -139,8 +143,10 @@ fn traced(c: &mut Criterion) {
     };
     let xray = Tracing::new(address, "bench").expect("tracing");
     let lines = || tracing_subscriber::fmt::layer().with_writer(std::io::sink);
-    let plain = tracing_subscriber::registry().with(lines());
-    let with_xray = tracing_subscriber::registry().with(vec![lines().boxed(), xray.layer()]);
+    let plain = tracing::Dispatch::new(tracing_subscriber::registry().with(lines()));
+    let with_xray = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(vec![lines().boxed(), xray.layer()]),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -149,44 +155,70 @@ fn traced(c: &mut Criterion) {
     let counter = AtomicU64::new(0);
     let mut group = c.benchmark_group("sqs-batch-one-thread");
     group.throughput(Throughput::Elements(RECORDS as u64));
-    let cognito = Cognito::with_users(users);
+    // Without the guard, every iteration costs the same (the in-process table of the guarded
+    // cases keeps every iteration's items): the pair whose difference is tracing's cost.
+    let cognito = Cognito::with_users(users.clone());
+    let unguarded = demo_app(&cognito);
     let table = dynamodb::Table::new(dynamodb::Mode::Normal);
-    let app = guarded_app(&cognito, &table, 0, false);
-    tracing::subscriber::with_default(plain, || {
-        group.bench_function("guard", |b| {
-            b.iter(|| {
-                let event = fresh(&event, &counter);
-                let response = rt.block_on(dispatch(&app, event, "r", far_deadline()));
-                black_box(response.expect("a response"))
-            })
+    let cognito = Cognito::with_users(users);
+    let guarded = guarded_app(&cognito, &table, 0, false);
+    // The trace header of one invocation, sampled or not.
+    let header = |sampled: bool| {
+        format!(
+            "Root=1-{:08x}-{:024x};Parent={:016x};Sampled={}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            counter.fetch_add(1, Ordering::Relaxed),
+            7u64,
+            u8::from(sampled)
+        )
+    };
+    // The traced variants: sampled and sent (as every case `-traced`), not sampled (the header's
+    // `Sampled=0`: most invocations, under X-Ray's default sampling rule), and sampled but
+    // dropped at the flush (the spans made, nothing translated or sent).
+    let variants = [
+        ("traced", true, true),
+        ("traced-unsampled", false, true),
+        ("traced-unsent", true, false),
+    ];
+    let cases = [
+        ("no-guard", &unguarded, &variants[..]),
+        ("guard", &guarded, &variants[..1]),
+    ];
+    for (name, app, variants) in cases {
+        tracing::dispatcher::with_default(&plain, || {
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let event = fresh(&event, &counter);
+                    let response = rt.block_on(dispatch(app, event, "r", far_deadline()));
+                    black_box(response.expect("a response"))
+                })
+            });
         });
-    });
-    tracing::subscriber::with_default(with_xray, || {
-        group.bench_function("guard-traced", |b| {
-            b.iter(|| {
-                let event = fresh(&event, &counter);
-                let header = format!(
-                    "Root=1-{:08x}-{:024x};Parent={:016x};Sampled=1",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                    counter.fetch_add(1, Ordering::Relaxed),
-                    7u64
-                );
-                let span = xray.invocation("r", Some(&header));
-                let response = rt.block_on(async {
-                    let response = dispatch(&app, event, "r", far_deadline())
-                        .instrument(span)
-                        .await;
-                    xray.flush(tokio::time::Instant::now() + std::time::Duration::from_secs(60))
-                        .await;
-                    response
+        for &(variant, sampled, sent) in variants {
+            tracing::dispatcher::with_default(&with_xray, || {
+                group.bench_function(format!("{name}-{variant}"), |b| {
+                    b.iter(|| {
+                        let event = fresh(&event, &counter);
+                        let span = xray.invocation("r", Some(&header(sampled)));
+                        let response = rt.block_on(async {
+                            let response = dispatch(app, event, "r", far_deadline())
+                                .instrument(span)
+                                .await;
+                            // A flush whose end has passed drops what it holds.
+                            let by = tokio::time::Instant::now()
+                                + std::time::Duration::from_secs(if sent { 60 } else { 0 });
+                            xray.flush(by).await;
+                            response
+                        });
+                        black_box(response.expect("a response"))
+                    })
                 });
-                black_box(response.expect("a response"))
-            })
-        });
-    });
+            });
+        }
+    }
     group.finish();
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
