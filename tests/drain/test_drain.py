@@ -333,6 +333,40 @@ class MotoCountedTest(unittest.TestCase):
                          "guard table (moto): 250 operations, 2.50 per reset (bucket 1.50 of which 0.50 refused, "
                          "key 1.00); moto's CPU 5.0 s, 50% of one core over the drain, 20.0 ms an operation")
 
+    def test_the_dispatcher_finds_backends_as_moto_does_and_lists_moto_s_folder_once_a_host(self):
+        python = ROOT / ".tools" / "stack" / "bin" / "python"
+        if not python.is_file():
+            self.skipTest("make tools installs moto into .tools/stack/")
+        # In a process of its own: importing moto_counted takes tools/drain off sys.path.
+        script = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import moto_counted as mc
+hosts = [None, "moto_api", "dynamodb.us-west-2.amazonaws.com", "sqs.us-east-1.amazonaws.com",
+         "cognito-idp.us-west-2.amazonaws.com", "nothing.example.com"]
+expected = [mc.DomainDispatcherApplication(mc.create_backend_app).get_backend_for_host(h) for h in hosts]
+listed = [0]
+listdir = os.listdir
+def counting(path):
+    listed[0] += 1
+    return listdir(path)
+os.listdir = counting
+fast = mc.Dispatcher(mc.create_backend_app)
+first = [fast.get_backend_for_host(h) for h in hosts]
+after_first = listed[0]
+again = [fast.get_backend_for_host(h) for h in hosts * 2]
+print(json.dumps({"expected": expected, "first": first, "again": again,
+                  "after_first": after_first, "after_again": listed[0]}))
+"""
+        out = subprocess.run([str(python), "-c", script, str(ROOT / "tools" / "drain")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, check=True)
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertIn("dynamodb", seen["expected"])
+        self.assertEqual(seen["first"], seen["expected"])
+        self.assertEqual(seen["again"], seen["expected"] * 2)
+        self.assertGreater(seen["after_first"], 0)  # moto's own lookup lists its folder
+        self.assertEqual(seen["after_again"], seen["after_first"])  # and the dispatcher never again
+
 
 class InterruptTest(unittest.TestCase):
     """Every function process the bench started is gone after SIGINT, SIGTERM, even SIGKILL."""
