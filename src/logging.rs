@@ -112,7 +112,24 @@ pub fn subscriber<W>(requested: Option<&str>, format: Format, writer: W) -> impl
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::registry().with(lines_layer(requested, format, writer))
+    subscriber_with(requested, format, writer, None)
+}
+
+/// [`subscriber`], with `spans` beside the log lines: the X-Ray layer
+/// ([`crate::xray::Tracing::layer`]), which has its own filter (the log level does not decide
+/// what is traced). The function's own ([`init_with`]), and the handler benchmark's.
+pub fn subscriber_with<W>(
+    requested: Option<&str>,
+    format: Format,
+    writer: W,
+    spans: Option<Box<dyn Layer<Registry> + Send + Sync>>,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let mut layers = vec![lines_layer(requested, format, writer)];
+    layers.extend(spans);
+    tracing_subscriber::registry().with(layers)
 }
 
 /// The log lines' layer of [`subscriber`], boxed so that other layers can sit beside it.
@@ -153,17 +170,14 @@ pub fn init() {
     init_with(None);
 }
 
-/// [`init`], with `spans` beside the log lines: the X-Ray layer ([`crate::xray::Tracing::layer`]),
-/// which has its own filter (the log level does not decide what is traced).
+/// [`init`], with `spans` beside the log lines ([`subscriber_with`]).
 pub fn init_with(spans: Option<Box<dyn Layer<Registry> + Send + Sync>>) {
     let requested = match std::env::var("AWS_LAMBDA_LOG_LEVEL") {
         Ok(level) => Some(lambda_log_level(&level).to_owned()),
         Err(_) => std::env::var("RUST_LOG").ok(),
     };
     let format = Format::from_setting(std::env::var("AWS_LAMBDA_LOG_FORMAT").ok().as_deref());
-    let mut layers = vec![lines_layer(requested.as_deref(), format, std::io::stdout)];
-    layers.extend(spans);
-    tracing_subscriber::registry().with(layers).init();
+    subscriber_with(requested.as_deref(), format, std::io::stdout, spans).init();
 }
 
 /// An error and its sources, `: `-separated, for logs (never for callers).
