@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fake_cognito import READS, RECOVERY, FakeCognito  # noqa: E402
 from moto import Moto, MotoError  # noqa: E402
 from queue_sim import Message, SimQueue  # noqa: E402
-from runtime_api import Instance, StartError  # noqa: E402
+from runtime_api import Instance, StartError, env_overrides  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL_ID = "us-west-2_drainpool1"
@@ -252,9 +252,7 @@ class Bench:
             env["MAX_INSTANCES"] = str(a.max_instances)
             env["PACING"] = "shared" if mode == "shared" else "instance"
             del env["COGNITO_RESET_RPS"], env["COGNITO_READ_RPS"]
-        for kv in a.env:
-            k, _, v = kv.partition("=")
-            env[k] = v
+        env.update(env_overrides(a.env))
         return env
 
     async def run_one(self, m: int, mode: str) -> RunResult:
@@ -268,7 +266,7 @@ class Bench:
             read_rps = per_instance_rate(a.read_quota, a.max_instances)
         else:
             reset_rps = read_rps = "unlimited"
-        overrides = dict(kv.partition("=")[::2] for kv in a.env)  # --env wins, and is shown
+        overrides = env_overrides(a.env)  # --env wins, and is shown
         reset_rps = overrides.get("COGNITO_RESET_RPS", reset_rps)
         read_rps = overrides.get("COGNITO_READ_RPS", read_rps)
         run_dir = Path(a.run_dir) / ("m%d-%s" % (m, mode))
@@ -690,9 +688,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         a.visibility_timeout = 6 * a.function_timeout
     if a.run_timeout is None:
         a.run_timeout = 10 * a.requests / a.reset_quota + 5 * a.visibility_timeout * a.max_receive_count
-    for kv in a.env:
-        if "=" not in kv:
-            p.error("--env takes NAME=VALUE")
+    try:
+        env_overrides(a.env)
+    except ValueError as e:
+        p.error(str(e))
     return a
 
 

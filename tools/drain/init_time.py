@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fake_cognito import FakeCognito  # noqa: E402
 from moto import Moto, MotoError  # noqa: E402
-from runtime_api import Instance, StartError  # noqa: E402
+from runtime_api import Instance, StartError, env_overrides  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = json.dumps({"version": 1, "rules": [{"name": "init", "callers": ["*"], "userPools": ["*"],
@@ -171,9 +171,7 @@ async def main_async(a: argparse.Namespace) -> int:
         await moto.start()
         put_parameter(moto)
         env = base_env(moto.endpoint, run_dir)
-        for kv in a.env:
-            name, _, value = kv.partition("=")
-            env[name] = value
+        env.update(env_overrides(a.env))
         configs = [
             ("Cognito", {"POLICY": POLICY}),
             ("Cognito + DynamoDB", {"POLICY": POLICY, "GUARD_TABLE": "init-guard"}),
@@ -269,6 +267,10 @@ def main(argv: list[str]) -> int:
                    help="one more variable for every start (e.g. SSL_CERT_DIR=/etc/ssl/certs: the TLS roots read "
                         "from the directories as well, as before src/aws/roots.rs)")
     a = p.parse_args(argv)
+    try:
+        env_overrides(a.env)
+    except ValueError as e:
+        p.error(str(e))
     if not Path(a.binary).is_file():
         print("init-time: %s not found; build it with: cargo build --release --locked --bin cognito-reset" % a.binary)
         return 2

@@ -251,6 +251,15 @@ class Instance:
         await self.server.close()
 
 
+def env_overrides(pairs: list[str]) -> dict[str, str]:
+    """The scripts' `--env NAME=VALUE` arguments (repeatable; the last of a name wins) as a dict;
+    ValueError for one without `=`."""
+    for kv in pairs:
+        if "=" not in kv:
+            raise ValueError("--env takes NAME=VALUE, not %r" % kv)
+    return dict(kv.partition("=")[::2] for kv in pairs)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
