@@ -1572,7 +1572,9 @@ def demo() -> int:
 # ---- tracing: X-Ray segments over UDP (issue 26) ----------------------------------------------
 # The function sends its spans as X-Ray segment documents to AWS_XRAY_DAEMON_ADDRESS, one UDP
 # datagram each (`{"format": "json", "version": 1}` then the document, as the Lambda daemon reads
-# them). XrayDaemon stands in for the daemon on a loopback port; trace_tree prints what it got.
+# them), each subsegment nested in its parent's document when both went in the same datagram.
+# XrayDaemon stands in for the daemon on a loopback port (and takes nested subsegments out again);
+# trace_tree prints what it got.
 
 XRAY_WAIT_TIMEOUT_S = 10.0
 
@@ -1621,7 +1623,10 @@ class XrayDaemon:
                 self.datagrams.append(data)
 
     def documents(self) -> list[dict]:
-        """Every segment document received so far (the header line checked and dropped)."""
+        """Every segment document received so far (the header line checked and dropped), each
+        subsegment nested in another's `subsegments` taken out as a document of its own, with the
+        `trace_id` and `parent_id` X-Ray gives it (those of the document it is nested in), as X-Ray
+        itself stores them; one marked `"nested": true`."""
         with self._lock:
             datagrams = list(self.datagrams)
         documents = []
@@ -1629,7 +1634,7 @@ class XrayDaemon:
             header, _, body = data.partition(b"\n")
             if json.loads(header) != {"format": "json", "version": 1}:
                 raise StackError(f"not an X-Ray daemon datagram: {data[:200]!r}")
-            documents.append(json.loads(body))
+            documents.extend(_unnest(json.loads(body)))
         return documents
 
     def trace(self, trace_id: str, timeout: float = XRAY_WAIT_TIMEOUT_S) -> list[dict]:
@@ -1648,6 +1653,18 @@ class XrayDaemon:
         self._stopping.set()
         self._sock.close()
         self._thread.join(timeout=5)
+
+
+def _unnest(document: dict) -> list[dict]:
+    """`document` and, depth first, every subsegment nested in it, each without `subsegments`."""
+    nested = document.pop("subsegments", [])
+    found = [document]
+    for child in nested:
+        child.setdefault("trace_id", document.get("trace_id"))
+        child.setdefault("parent_id", document.get("id"))
+        child["nested"] = True
+        found.extend(_unnest(child))
+    return found
 
 
 def _segment_label(document: dict) -> str:
@@ -1737,7 +1754,8 @@ def tracing_demo(stack: Stack) -> None:
     print(
         f"\nTracing (issue 26): one reset of diego@example.com with AWS_XRAY_DAEMON_ADDRESS set and a sampled\n"
         f"trace header (Root={trace_id}). The function's spans, as the X-Ray daemon received them\n"
-        f"({len(documents)} segment documents, one UDP datagram each, sent before the answer):\n"
+        f"({len(documents)} segments and subsegments in {len(daemon.datagrams)} UDP datagram(s), each subsegment\n"
+        f"nested in its parent's document, sent before the answer):\n"
     )
     print("\n".join(trace_tree(documents)))
     print(

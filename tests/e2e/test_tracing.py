@@ -85,9 +85,12 @@ def test_one_reset_is_one_trace_with_a_subsegment_per_aws_call_and_no_personal_d
     documents = daemon.trace(trace_id)
     # Then every document is of the invocation's trace, a subsegment under Lambda's segment
     assert documents and all(d["trace_id"] == trace_id for d in daemon.documents()), documents
-    assert all(d.get("type") == "subsegment" for d in documents), documents
+    assert all(d.get("type") == "subsegment" for d in documents if not d.get("nested")), documents
     [invocation] = by_name(documents, "invocation")
     assert invocation["parent_id"] == lambda_segment
+    # sent as one datagram: every other span nested in the invocation's document
+    assert len(daemon.datagrams) == 1, [d["name"] for d in documents if not d.get("nested")]
+    assert not invocation.get("nested") and all(d.get("nested") for d in documents if d is not invocation)
     assert invocation["annotations"]["ColdStart"] is True
     assert invocation["annotations"]["Service"] == driver.FUNCTION
     # one record, with the annotations operators filter on

@@ -208,7 +208,7 @@ async def main_async(a: argparse.Namespace) -> int:
         print("\nfirst invocation: one SQS reset against an instant fake Cognito, right after init; "
               "%d starts each" % a.starts)
         print("%-58s  %9s  %14s  %14s  %16s" % ("configuration", "init ms", "1st invoke ms", "init + 1st ms",
-                                                 "spans received"))
+                                                 "datagrams recvd"))
         try:
             for name, extra, traced in [
                 ("Cognito", {}, False),
