@@ -690,6 +690,8 @@ impl Pacer {
         // window was found open.
         let mut may_borrow = borrow;
         let mut window: Option<u64> = None;
+        // Where the window held begins: the borrowed call goes once it is written, from there.
+        let mut window_start = 0;
         for _ in 0..TRIES {
             let now = now_us();
             want.expires_at = expires_at(now);
@@ -707,7 +709,6 @@ impl Pacer {
             // Borrowing: the append must end the booking inside the window, and the window is
             // written beside it unless already held.
             let mut window_op = None;
-            let mut soon = 0;
             if may_borrow
                 && let BucketOp::Append {
                     earliest_us,
@@ -716,7 +717,7 @@ impl Pacer {
                     ..
                 } = op
             {
-                soon = earliest_us;
+                let soon = earliest_us;
                 let end = window.unwrap_or_else(|| {
                     pacing::borrow_end(seen.and_then(|s| s.next_us), soon, shared.lease_us)
                 });
@@ -727,10 +728,13 @@ impl Pacer {
                         len_us,
                         expires_at,
                     };
+                    // From now, not from `soon`: the lease's lead keeps its first slot from
+                    // passing during the write, but a borrowed call needs only its window, and
+                    // goes as soon as both writes are back (not a round-trip estimate later).
                     if window.is_none() {
                         window_op = Some(BucketOp::Restart {
-                            start_us: soon,
-                            len_us: end - soon,
+                            start_us: now,
+                            len_us: end - now,
                             expires_at,
                         });
                     }
@@ -761,10 +765,27 @@ impl Pacer {
                     Some(BucketOp::Restart {
                         start_us, len_us, ..
                     }),
-                ) => window = Some(start_us + len_us),
+                ) => {
+                    window = Some(start_us + len_us);
+                    window_start = start_us;
+                }
                 // Another borrower's window is open (or the window could not be written): this
                 // call appends behind the booking, as queue records do.
-                (Some(_), _) => may_borrow = false,
+                (Some(refused), _) => {
+                    let open_for_ms = match &refused {
+                        Ok(Err(pacing::Refused { item: Some(item) })) => item
+                            .next_us
+                            .map(|end| end.saturating_sub(now_us()) as f64 / 1000.0),
+                        _ => None,
+                    };
+                    tracing::debug!(
+                        bucket = %self.pk,
+                        open_for_ms,
+                        written = refused.is_ok(),
+                        "not borrowing: another borrow window is open"
+                    );
+                    may_borrow = false;
+                }
                 (None, _) => {}
             }
             let borrowing = may_borrow && window.is_some() && matches!(op, BucketOp::Append { .. });
@@ -778,10 +799,22 @@ impl Pacer {
                     state.seen = Some(after);
                     if let Some(lease) = Lease::granted(&op, &after, want.slot_us) {
                         let now = now_us();
+                        if borrow {
+                            let ms = |at: u64| (at as f64 - now as f64) / 1000.0;
+                            tracing::debug!(
+                                bucket = %self.pk,
+                                borrowed = borrowing,
+                                first_slot_in_ms = ms(lease.start_us),
+                                window_ends_in_ms = window.map(ms),
+                                op = ?op,
+                                round_trip_ms = round_trip as f64 / 1000.0,
+                                "interactive lease"
+                            );
+                        }
                         let mut times: Vec<u64> = lease.slot_times().collect();
-                        // The first slot, borrowed: now (or at `soon`), repaid at its place.
+                        // The first slot, borrowed: now, repaid at its place.
                         if borrowing && let Some(first) = times.first_mut() {
-                            *first = pacing::borrowed_slot(soon, *first, now);
+                            *first = pacing::borrowed_slot(window_start, *first, now);
                         }
                         // Slots in order, after any still in hand (a repair may start earlier).
                         let mut slots: Vec<u64> = state.slots.drain(..).collect();

@@ -33,10 +33,11 @@
 //!
 //! **An HTTP call borrows the booking's first slot.** Behind queue traffic, an interactive caller
 //! would wait up to `1.5 × lease` for the end of the booking. Instead it appends its slot as
-//! usual (so the timeline still counts it) but makes the call at once, at `soon`: the slot at the
-//! end of the booking is left unused, and repays it. The gap between the borrowed call and its
-//! repayment is covered by a *borrow window* (a second item, [`borrow_pk`], written with a
-//! `Restart` of its own from `soon` to [`borrow_end`]) that no other borrower may overlap, and
+//! usual (so the timeline still counts it) but makes the call at once, as soon as its writes are
+//! back: the slot at the end of the booking is left unused, and repays it. The gap between the
+//! borrowed call and its repayment is covered by a *borrow window* (a second item,
+//! [`borrow_pk`], written with a `Restart` of its own from the moment the caller planned it to
+//! [`borrow_end`]) that no other borrower may overlap, and
 //! the append is conditional on the booking ending inside that window: **at any moment at most
 //! one call of the fleet is not on the timeline**, so in any interval the fleet makes at most
 //! one call more than the timeline's slots in it (in any second, `⌈quota / 1.05⌉ + 1`). The
@@ -375,8 +376,9 @@ pub fn borrow_end(next_seen: Option<u64>, soon_us: u64, lease_us: u64) -> u64 {
     next_seen.unwrap_or(0).max(soon_us) + lease_us
 }
 
-/// When the borrowed call goes: at `soon` (the lease's lead), or at once if the write took
-/// longer, and never after the slot it borrowed (`booked_us`, its repayment).
+/// When the borrowed call goes: at once (`now_us`, its writes back), never before its window
+/// opens (`soon_us`, the window's start) and never after the slot it borrowed (`booked_us`, its
+/// repayment).
 pub fn borrowed_slot(soon_us: u64, booked_us: u64, now_us: u64) -> u64 {
     now_us.min(booked_us).max(soon_us)
 }

@@ -440,6 +440,47 @@ async fn behind_a_fleet_busy_with_queue_records_an_http_call_borrows_a_turn_with
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_borrowed_turn_waits_for_its_own_writes_not_for_an_earlier_slow_one() {
+    // Given two instances draining the queue, and an instance whose HTTP calls borrow turns
+    let table = Arc::new(MemoryBuckets::new());
+    table.set_latency(ms(5));
+    let drains: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(busy(instance(&table, 20.0, 4.0), 10, 30, Priority::Batch)))
+        .collect();
+    tokio::time::sleep(ms(1_000)).await;
+    let http = instance(&table, 20.0, 4.0);
+    let call = async || {
+        let asked = Instant::now();
+        http.acquire(
+            REGION,
+            RESET,
+            Priority::Interactive,
+            asked + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        Instant::now() - asked
+    };
+    call().await;
+    tokio::time::sleep(ms(500)).await;
+    // When one call's writes are slow (the table busy for a moment: its round trip 60 ms)
+    table.set_latency(ms(60));
+    call().await;
+    table.set_latency(ms(5));
+    // Then the calls after it, their writes quick again, wait for those writes only (two round
+    // trips at most), not for a lead sized by the slow one
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(ms(500)).await;
+        waits.push(call().await);
+    }
+    assert!(waits.iter().all(|wait| *wait <= ms(11)), "{waits:?}");
+    for drain in drains {
+        drain.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn http_calls_borrowing_turns_leave_the_fleet_at_most_one_call_over_its_timeline() {
     // Given two instances draining the queue, and three instances flooded with HTTP calls (two
     // callers each, one call after another), all on one bucket of 20 a second

@@ -235,7 +235,6 @@ class Bench:
             "NO_COLOR": "1",
             "POLICY": json.dumps(POLICY, separators=(",", ":")),
             "RUST_LOG": a.log_level,
-            "AWS_LAMBDA_LOG_LEVEL": a.log_level,
             # docs/mass-reset.md's settings for this instance count, and the per-instance rates outright
             "MAX_INSTANCES": str(instances),
             "COGNITO_RESET_QUOTA": "%g" % a.reset_quota,
@@ -244,6 +243,10 @@ class Bench:
             "COGNITO_READ_RPS": read_rps,
             "MAX_RECEIVE_COUNT": str(a.max_receive_count),
         }
+        if re.fullmatch(r"[A-Za-z]+", a.log_level):
+            # A level, as Lambda's logging config sets it; directives go in RUST_LOG alone (the
+            # function reads RUST_LOG only without AWS_LAMBDA_LOG_LEVEL).
+            env["AWS_LAMBDA_LOG_LEVEL"] = a.log_level
         if mode in TABLE_MODES:
             # The guard (and the fleet's buckets) in moto; the static share is quota / MAX_INSTANCES.
             assert self.moto is not None and table is not None
@@ -652,7 +655,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--log-level",
         default="info",
-        help="RUST_LOG and AWS_LAMBDA_LOG_LEVEL of the function (INFO at most: above it the function does not start)",
+        help="the function's AWS_LAMBDA_LOG_LEVEL and RUST_LOG (a level: INFO at most, above it the function "
+             "does not start), or RUST_LOG directives alone (e.g. info,cognito_reset::limiter=debug: the "
+             "interactive leases' borrow decisions)",
     )
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the function (repeatable)")
