@@ -773,9 +773,9 @@ impl Pacer {
                 // call appends behind the booking, as queue records do.
                 (Some(refused), _) => {
                     let open_for_ms = match &refused {
-                        Ok(Err(pacing::Refused { item: Some(item) })) => item
-                            .next_us
-                            .map(|end| end.saturating_sub(now_us()) as f64 / 1000.0),
+                        Ok(Err(pacing::Refused { item: Some(item) })) => {
+                            item.next_us.map(|end| ms_after(now_us(), end))
+                        }
                         _ => None,
                     };
                     tracing::debug!(
@@ -800,14 +800,13 @@ impl Pacer {
                     if let Some(lease) = Lease::granted(&op, &after, want.slot_us) {
                         let now = now_us();
                         if borrow {
-                            let ms = |at: u64| (at as f64 - now as f64) / 1000.0;
                             tracing::debug!(
                                 bucket = %self.pk,
                                 borrowed = borrowing,
-                                first_slot_in_ms = ms(lease.start_us),
-                                window_ends_in_ms = window.map(ms),
+                                first_slot_in_ms = ms_after(now, lease.start_us),
+                                window_ends_in_ms = window.map(|end| ms_after(now, end)),
                                 op = ?op,
-                                round_trip_ms = round_trip as f64 / 1000.0,
+                                round_trip_ms = ms_after(0, round_trip),
                                 "interactive lease"
                             );
                         }
@@ -860,6 +859,11 @@ impl Pacer {
         let leased_end = state.slots.back().copied().unwrap_or(0);
         state.local.next_us = state.local.next_us.max(Some(leased_end));
     }
+}
+
+/// How many milliseconds `at_us` is after `from_us` (negative if before), for the log lines.
+fn ms_after(from_us: u64, at_us: u64) -> f64 {
+    (at_us as f64 - from_us as f64) / 1000.0
 }
 
 /// Takes a waiting call out of its queue when it ends, however it ends.

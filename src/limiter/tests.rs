@@ -90,6 +90,31 @@ async fn busy(
     all
 }
 
+/// Two instances draining the queue as fast as a shared quota of 20 a second allows, a second
+/// into their drain; await the handles to let them finish.
+async fn draining_fleet(table: &Arc<MemoryBuckets>) -> Vec<tokio::task::JoinHandle<Vec<Instant>>> {
+    let drains = (0..2)
+        .map(|_| tokio::spawn(busy(instance(table, 20.0, 4.0), 10, 30, Priority::Batch)))
+        .collect();
+    tokio::time::sleep(ms(1_000)).await;
+    drains
+}
+
+/// How long one HTTP call on `limiters` waits for its turn.
+async fn http_wait(limiters: &Limiters) -> Duration {
+    let asked = Instant::now();
+    limiters
+        .acquire(
+            REGION,
+            RESET,
+            Priority::Interactive,
+            asked + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    Instant::now() - asked
+}
+
 // ---- the static share: each instance on its own --------------------------------------------
 
 #[tokio::test(start_paused = true)]
@@ -371,24 +396,12 @@ async fn behind_a_fleet_busy_with_queue_records_an_http_call_waits_at_most_one_a
     let table = Arc::new(MemoryBuckets::new());
     let rtt = ms(5);
     table.set_latency(rtt);
-    let drains: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(busy(instance(&table, 20.0, 4.0), 10, 30, Priority::Batch)))
-        .collect();
-    tokio::time::sleep(ms(1_000)).await;
+    let drains = draining_fleet(&table).await;
     // When a third instance gets HTTP calls, one at a time
     let http = instance(&table, 20.0, 4.0);
     let mut waits = Vec::new();
     for _ in 0..10 {
-        let asked = Instant::now();
-        http.acquire(
-            REGION,
-            RESET,
-            Priority::Interactive,
-            asked + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        waits.push(Instant::now() - asked);
+        waits.push(http_wait(&http).await);
         tokio::time::sleep(ms(237)).await;
     }
     // Then each waits at most 1.5 leases (300 ms) plus its lease's round trip
@@ -407,25 +420,13 @@ async fn behind_a_fleet_busy_with_queue_records_an_http_call_borrows_a_turn_with
     let table = Arc::new(MemoryBuckets::new());
     let rtt = ms(5);
     table.set_latency(rtt);
-    let drains: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(busy(instance(&table, 20.0, 4.0), 10, 30, Priority::Batch)))
-        .collect();
-    tokio::time::sleep(ms(1_000)).await;
+    let drains = draining_fleet(&table).await;
     // When a third instance gets an HTTP call every half a second (as `make bench-drain`'s
     // probe does), each with a stale view of the bucket
     let http = instance(&table, 20.0, 4.0);
     let mut waits = Vec::new();
     for _ in 0..10 {
-        let asked = Instant::now();
-        http.acquire(
-            REGION,
-            RESET,
-            Priority::Interactive,
-            asked + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        waits.push(Instant::now() - asked);
+        waits.push(http_wait(&http).await);
         tokio::time::sleep(ms(500)).await;
     }
     // Then none waits for the queue's booking: two round trips at most (a write refused on the
@@ -444,35 +445,20 @@ async fn a_borrowed_turn_waits_for_its_own_writes_not_for_an_earlier_slow_one() 
     // Given two instances draining the queue, and an instance whose HTTP calls borrow turns
     let table = Arc::new(MemoryBuckets::new());
     table.set_latency(ms(5));
-    let drains: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(busy(instance(&table, 20.0, 4.0), 10, 30, Priority::Batch)))
-        .collect();
-    tokio::time::sleep(ms(1_000)).await;
+    let drains = draining_fleet(&table).await;
     let http = instance(&table, 20.0, 4.0);
-    let call = async || {
-        let asked = Instant::now();
-        http.acquire(
-            REGION,
-            RESET,
-            Priority::Interactive,
-            asked + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        Instant::now() - asked
-    };
-    call().await;
+    http_wait(&http).await;
     tokio::time::sleep(ms(500)).await;
     // When one call's writes are slow (the table busy for a moment: its round trip 60 ms)
     table.set_latency(ms(60));
-    call().await;
+    http_wait(&http).await;
     table.set_latency(ms(5));
     // Then the calls after it, their writes quick again, wait for those writes only (two round
     // trips at most), not for a lead sized by the slow one
     let mut waits = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(ms(500)).await;
-        waits.push(call().await);
+        waits.push(http_wait(&http).await);
     }
     assert!(waits.iter().all(|wait| *wait <= ms(11)), "{waits:?}");
     for drain in drains {
