@@ -664,10 +664,14 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def start_moto(log: Path | None, recording: Path) -> tuple[Service, str]:
+def start_moto(log: Path | None, recording: Path, atomic: bool = True,
+               switch_interval_us: float | None = None) -> tuple[Service, str]:
     """moto server on a free loopback port, with reproducible pool ids; returns (service, url).
 
-    Every request it receives is appended to `recording` (read back with `cognito_calls`).
+    Every request it receives is appended to `recording` (read back with `cognito_calls`). With
+    `atomic` (always, but in the test that shows why), it is tools/moto_atomic.py: moto whose
+    DynamoDB serves one request at a time, so a conditional write is atomic as in DynamoDB.
+    `switch_interval_us` sets the server's thread switch interval (to make races likely).
     """
     port = free_port()
     recording.parent.mkdir(parents=True, exist_ok=True)
@@ -677,7 +681,12 @@ def start_moto(log: Path | None, recording: Path) -> tuple[Service, str]:
         "MOTO_ENABLE_RECORDING": "true",
         "MOTO_RECORDER_FILEPATH": str(recording),
     }
-    service = _spawn("moto", [tool("moto_server"), "-H", LOOPBACK, "-p", str(port)], env, port, log)
+    argv = [tool("python"), str(ROOT / "tools" / "moto_atomic.py")]
+    if not atomic:
+        argv.append("--unlocked")
+    if switch_interval_us is not None:
+        argv.append(f"--switch-interval-us={switch_interval_us}")
+    service = _spawn("moto", [*argv, "-H", LOOPBACK, "-p", str(port)], env, port, log)
     url = f"http://{LOOPBACK}:{port}"
 
     def ready() -> bool:

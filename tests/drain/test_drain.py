@@ -337,11 +337,11 @@ class MotoCountedTest(unittest.TestCase):
         python = ROOT / ".tools" / "stack" / "bin" / "python"
         if not python.is_file():
             self.skipTest("make tools installs moto into .tools/stack/")
-        # In a process of its own: importing moto_counted takes tools/drain off sys.path.
+        # In a process of its own (tools/moto_atomic.py: the dispatcher of every local moto).
         script = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
-import moto_counted as mc
+import moto_atomic as mc
 hosts = [None, "moto_api", "dynamodb.us-west-2.amazonaws.com", "sqs.us-east-1.amazonaws.com",
          "cognito-idp.us-west-2.amazonaws.com", "nothing.example.com"]
 expected = [mc.DomainDispatcherApplication(mc.create_backend_app).get_backend_for_host(h) for h in hosts]
@@ -358,7 +358,7 @@ again = [fast.get_backend_for_host(h) for h in hosts * 2]
 print(json.dumps({"expected": expected, "first": first, "again": again,
                   "after_first": after_first, "after_again": listed[0]}))
 """
-        out = subprocess.run([str(python), "-c", script, str(ROOT / "tools" / "drain")], cwd=ROOT,
+        out = subprocess.run([str(python), "-c", script, str(ROOT / "tools")], cwd=ROOT,
                              capture_output=True, text=True, timeout=120, check=True)
         seen = json.loads(out.stdout.strip().splitlines()[-1])
         self.assertIn("dynamodb", seen["expected"])

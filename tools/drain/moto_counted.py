@@ -1,7 +1,8 @@
 """moto server, counting what the drain benchmark's fleet asks of its DynamoDB.
 
-The same server as `moto_server -H HOST -p PORT` (moto's own dispatcher and request handler), with
-a WSGI layer that counts each DynamoDB operation by the kind of item it names (the prefix of its
+The local stack's moto (tools/moto_atomic.py: moto's own dispatcher and request handler, each
+DynamoDB request served under one lock so a conditional write is atomic), with a WSGI layer that
+counts each DynamoDB operation by the kind of item it names (the prefix of its
 `pk`: `bucket`, `key`, `user`, `answer`, ...), and two paths of its own:
 
 - `GET /_drain/stats`: the counts since the last reset (`operations`, and of them `refused`: the
@@ -16,21 +17,20 @@ the drain on a small machine). Run with the local stack's Python (`.tools/stack/
 
 from __future__ import annotations
 
-import argparse
 import collections
 import io
 import json
-import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 # This folder has a moto.py of its own (the benchmark's client): import the real moto.
 HERE = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app  # noqa: E402,E501
-from werkzeug.serving import run_simple  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+from moto_atomic import serve  # noqa: E402  (tools/moto_atomic.py: moto, its DynamoDB atomic)
 
 LOCK = threading.Lock()
 COUNTS: collections.Counter[str] = collections.Counter()
@@ -39,8 +39,9 @@ CPU_AT_RESET = [0.0]
 
 
 def cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+    """The process's CPU seconds (user + system), to the nanosecond: `os.times()` counts in clock
+    ticks (10 ms), which a handful of requests (about 2 ms each) can fall short of."""
+    return time.process_time()
 
 
 def item_kind(body: bytes) -> str:
@@ -93,36 +94,8 @@ def counted(app):
     return layer
 
 
-class Dispatcher(DomainDispatcherApplication):
-    """moto's dispatcher, which finds each host's backend once.
-
-    moto's own looks the backend up on every request, under the one lock every request takes:
-    it lists moto's package folder and tests each of its ~160 entries with `isdir`, twice for a
-    DynamoDB request. Replaying a drain's 1,333 DynamoDB requests in-process, finding it once took
-    moto's CPU from 2.1 to 1.8 ms an operation; in the drain itself, where every request waits for
-    that lock, from 4.0 to 2.7 ms (2026-12-07). The answer depends only on the host and on moto's
-    installed folder, which does not change while the server runs; what each request does with
-    the backend is unchanged.
-    """
-
-    def __init__(self, create_app) -> None:
-        super().__init__(create_app)
-        self.backend_of_host: dict[object, object] = {}
-
-    def get_backend_for_host(self, host):  # called with self.lock held
-        if host not in self.backend_of_host:
-            self.backend_of_host[host] = super().get_backend_for_host(host)
-        return self.backend_of_host[host]
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("-H", "--host", default="127.0.0.1")
-    p.add_argument("-p", "--port", type=int, required=True)
-    a = p.parse_args()
-    os.environ.setdefault("MOTO_PORT", str(a.port))
-    app = Dispatcher(create_backend_app)
-    run_simple(a.host, a.port, counted(app), threaded=True, request_handler=MotoRequestHandler)
+    serve(__doc__.split("\n\n")[0], counted)
 
 
 if __name__ == "__main__":
