@@ -11,7 +11,7 @@
 //!   each instance keeps to its own share, `quota / MAX_INSTANCES` (or `COGNITO_*_RPS`), as if
 //!   every instance were busy. Never unlimited, unless a rate is set to `unlimited`.
 //!
-//! Turns are spaced `1.05 / rate` apart (no bursts; the 5% absorb timing jitter). **Interactive
+//! Turns are spaced `1.02 / rate` apart (no bursts; the 2% absorb timing jitter). **Interactive
 //! first:** waiting HTTP calls ([`Priority::Interactive`]) take the next turn before any queue
 //! record, and may book the shared timeline further ahead than queue traffic, which books at most
 //! half a lease ahead (up to 1 s while its records run out of time: least laxity first between

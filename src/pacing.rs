@@ -3,11 +3,11 @@
 //! passes the time, and the port ([`crate::aws::bucket`]) stores the item.
 //!
 //! **The bucket is a timeline.** Its item holds one moment, `next`: the end of the last lease
-//! handed out. A call's turn is a *slot* of `1.05 / rate` seconds on that timeline (5% slack for
+//! handed out. A call's turn is a *slot* of `1.02 / rate` seconds on that timeline (2% slack for
 //! timing jitter, as in the per-instance limiter); an instance *leases* `n` consecutive slots at
 //! once (at most [`Lease::MAX`] worth, 100–250 ms), so the table sees a few writes a second per
 //! busy instance rather than one per call. Leases never overlap, so whatever the number of
-//! instances, the fleet's turns are at most `rate / 1.05` a second; one busy instance can lease
+//! instances, the fleet's turns are at most `rate / 1.02` a second; one busy instance can lease
 //! every slot. Nothing accumulates while the bucket is idle (no burst after a quiet spell).
 //!
 //! **Each lease is one conditional write** ([`BucketOp`]) that [`plan`] chooses from the item as
@@ -40,14 +40,14 @@
 //! [`borrow_end`]) that no other borrower may overlap, and
 //! the append is conditional on the booking ending inside that window: **at any moment at most
 //! one call of the fleet is not on the timeline**, so in any interval the fleet makes at most
-//! one call more than the timeline's slots in it (in any second, `⌈quota / 1.05⌉ + 1`). The
+//! one call more than the timeline's slots in it (in any second, `⌈quota / 1.02⌉ + 1`). The
 //! window is written together with the append (one round trip); a caller that finds another's
 //! window open appends behind the booking as before. Queue records never borrow.
 //!
 //! **Clocks.** Times are microseconds of each instance's wall clock (Lambda's is kept in sync
 //! by the Amazon Time Sync Service, typically well under a millisecond apart). Two instances
 //! whose clocks differ by `s` may run the edges of adjacent leases up to `s` closer than a
-//! slot; the 5% slack absorbs 50 ms of that per second. A writer whose clock is far ahead
+//! slot; the 2% slack absorbs 20 ms of that per second. A writer whose clock is far ahead
 //! books `next` in the future; once `next` is beyond any legitimate booking
 //! ([`repair_after_us`]) the others take the timeline back with `Repair` instead of waiting for
 //! a future that is not coming. **A crashed lease holder** costs its unused slots, at most one
@@ -136,8 +136,8 @@ pub trait BucketStore: Send + Sync + std::fmt::Debug {
     ) -> Pin<Box<dyn Future<Output = Result<Written, GuardError>> + Send + 'a>>;
 }
 
-/// Slack over a second for timing jitter: `rate` turns are spaced `1.05 / rate` seconds apart.
-pub const SPACING: f64 = 1.05;
+/// Slack over a second for timing jitter: `rate` turns are spaced `1.02 / rate` seconds apart.
+pub const SPACING: f64 = 1.02;
 
 /// How far ahead an interactive (HTTP) caller may book the timeline.
 pub const INTERACTIVE_HORIZON_US: u64 = 5_000_000;
@@ -434,7 +434,7 @@ impl Lease {
     }
 }
 
-/// One slot's length at `rate` turns a second: `1.05 / rate` seconds, rounded up (never faster).
+/// One slot's length at `rate` turns a second: `1.02 / rate` seconds, rounded up (never faster).
 /// A rate that is not a positive number is one turn a day.
 pub fn slot_us(rate: f64) -> u64 {
     const DAY_US: u64 = 86_400_000_000;
@@ -506,8 +506,8 @@ mod tests {
 
     const MS: u64 = 1_000;
     const S: u64 = 1_000_000;
-    /// 20 calls a second: a slot of 52.5 ms.
-    const SLOT: u64 = 52_500;
+    /// 20 calls a second: a slot of 51 ms.
+    const SLOT: u64 = 51_000;
     const T0: u64 = 1_700_000_000 * S;
 
     fn want(slots: u32, horizon_us: u64) -> Want {
@@ -539,12 +539,13 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_the_rate_with_five_percent_slack_rounded_towards_slower() {
-        assert_eq!(slot_us(20.0), 52_500);
-        assert_eq!(slot_us(30.0), 35_000);
-        assert_eq!(slot_us(3.0), 350_000);
-        // 1.05e6 / 7 = 150000 exactly; 1.05e6 / 9 = 116666.67 → rounded up
-        assert_eq!(slot_us(9.0), 116_667);
+    fn slots_are_the_rate_with_two_percent_slack_rounded_towards_slower() {
+        assert_eq!(slot_us(20.0), 51_000);
+        assert_eq!(slot_us(30.0), 34_000);
+        assert_eq!(slot_us(3.0), 340_000);
+        // 1.02e6 / 6 = 170000 exactly; 1.02e6 / 9 = 113333.33 → rounded up
+        assert_eq!(slot_us(6.0), 170_000);
+        assert_eq!(slot_us(9.0), 113_334);
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert_eq!(slot_us(bad), 86_400_000_000, "{bad}");
         }
@@ -674,7 +675,7 @@ mod tests {
         for instances in [1, 2, 5, 8, 40] {
             let fleet = run_fleet(&vec![0; instances], 20, 200 * MS, MS);
             let all: Vec<u64> = fleet.iter().flat_map(|i| i.calls.clone()).collect();
-            // 20 a second with 5% slack: 19 turns in any second, and the timeline is used
+            // 20 a second with 2% slack: 19.6 turns a second, and the timeline is used
             assert!(
                 most_in_any_second(&all) <= 20,
                 "{instances}: over the quota"
@@ -682,7 +683,7 @@ mod tests {
             let per_second = all.len() as f64 / 20.0;
             assert!(
                 per_second > 18.5,
-                "{instances} instances used {per_second}/s of 19.05"
+                "{instances} instances used {per_second}/s of 19.6"
             );
             // no two calls closer than a slot
             let mut sorted = all.clone();
@@ -697,7 +698,7 @@ mod tests {
     #[test]
     fn one_busy_instance_can_use_all_of_it() {
         let fleet = run_fleet(&[0], 10, 200 * MS, MS);
-        // 10 s at 19.05 a second
+        // 10 s at 19.6 a second
         assert!(fleet[0].calls.len() >= 189, "{}", fleet[0].calls.len());
     }
 

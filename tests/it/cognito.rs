@@ -1169,9 +1169,9 @@ async fn group_lookups_are_paced_in_their_own_quota_category() {
     }
     let users = t1.elapsed();
 
-    // Then the group lookups are spaced at 2/s (1.05 s / 2 apart) and the user lookups are not
+    // Then the group lookups are spaced at 2/s (1.02 s / 2 apart) and the user lookups are not
     // held back by them
-    assert_eq!(groups, Duration::from_millis(1050));
+    assert_eq!(groups, Duration::from_millis(1020));
     assert_eq!(users, Duration::from_micros(21_000));
 }
 
@@ -1227,10 +1227,10 @@ async fn resent_invitations_and_sign_outs_are_paced_in_their_own_quota_categorie
     }
     let resets = t2.elapsed();
 
-    // Then each is spaced at its own category's rate (the spacing is 1.05 / rate), and the
+    // Then each is spaced at its own category's rate (the spacing is 1.02 / rate), and the
     // resets are not held back by either
-    assert_eq!(resends, Duration::from_millis(1050));
-    assert_eq!(sign_outs, Duration::from_micros(525_000));
+    assert_eq!(resends, Duration::from_millis(1020));
+    assert_eq!(sign_outs, Duration::from_micros(510_000));
     assert!(resets < Duration::from_millis(30), "{resets:?}");
 }
 

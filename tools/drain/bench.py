@@ -499,8 +499,8 @@ def report(r: RunResult) -> None:
         log("  init (process start to first /next): median %.1f ms, max %.1f ms over %d instances"
             % (percentile(r.init_ms, 50), max(r.init_ms), len(r.init_ms)))
     if r.last_reset_s:
-        # the spacing alone: one reset every 1.05 / quota (the pacers' 5% slack)
-        timeline = (r.requests - 1) * 1.05 * r.ideal_s / r.requests
+        # the spacing alone: one reset every 1.02 / quota (the pacers' 2% slack, src/pacing.rs SPACING)
+        timeline = (r.requests - 1) * 1.02 * r.ideal_s / r.requests
         log("  resets: first %.2f s after the first receive, last at %.2f s (span %.2f s; the pacing's "
             "spacing alone %.2f s), last message done %.2f s after it"
             % (r.first_reset_s, r.last_reset_s, r.last_reset_s - r.first_reset_s, timeline,
