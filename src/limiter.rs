@@ -30,11 +30,14 @@
 //! record spends a read on a lookup whose reset could not get its turn in time.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::deadline::wall_now;
 use crate::pacing::{
@@ -504,11 +507,33 @@ impl Pacer {
             priority,
             ticket,
         };
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let step = self.step(priority, ticket, latest);
+        // A turn already due goes at once, and without a span: there was nothing to wait for
+        // (a trace's `pacing.wait` is a wait, or the lease writes that ended one).
+        if let Step::Turn(at) = step
+            && at <= now_us()
+        {
+            return Ok(());
+        }
+        self.wait_for_turn(priority, ticket, latest, step, changed)
+            .instrument(tracing::debug_span!("pacing.wait", category = ?self.category))
+            .await
+    }
+
+    /// Waits for the turn of `ticket`, from the first `step` decided for it (`changed`: the
+    /// notification enabled before it was decided).
+    async fn wait_for_turn<'p>(
+        &'p self,
+        priority: Priority,
+        ticket: u64,
+        latest: Instant,
+        mut step: Step,
+        mut changed: Pin<&mut Notified<'p>>,
+    ) -> Result<(), TooLate> {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let step = self.step(priority, ticket, latest);
             match step {
                 Step::Turn(at) => {
                     // A turn already due goes at once: tokio's timer rounds a deadline up to
@@ -524,14 +549,17 @@ impl Pacer {
                     let _leasing = Leasing { pacer: self };
                     self.lease(job).await;
                 }
-                Step::Wait(None) => changed.await,
+                Step::Wait(None) => changed.as_mut().await,
                 Step::Wait(Some(until)) => {
                     tokio::select! {
-                        () = &mut changed => {}
+                        () = changed.as_mut() => {}
                         () = tokio::time::sleep_until(instant_of(until)) => {}
                     }
                 }
             }
+            changed.set(self.changed.notified());
+            changed.as_mut().enable();
+            step = self.step(priority, ticket, latest);
         }
     }
 

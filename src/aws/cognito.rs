@@ -46,7 +46,6 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::accounts::RoleSessions;
 use super::error::classify;
@@ -322,9 +321,9 @@ impl Directory {
             tries += 1;
             // No attempt starts inside the margin, nor after its turn would come too late.
             let latest = deadline.less(self.margin);
+            // (a `pacing.wait` span when the turn is not at hand)
             self.limiters
                 .acquire(self.scope(pool), category, priority, latest)
-                .instrument(tracing::debug_span!("pacing.wait", category = ?category))
                 .await
                 .map_err(|_| DirectoryError::Deadline { started: false })?;
             let ends = ends_by(deadline, self.margin, stage);
