@@ -693,6 +693,81 @@ impl Pacer {
     }
 
     /// Asks the fleet's bucket for the slots of `job` (and writes a pending cut first).
+    /// After another borrower's window (ending at `ends`) refused this interactive caller's:
+    /// when it closes at least two round trips before `lease`'s first slot, waits for it to
+    /// close (never longer than for that slot) and holds the next window, from then to the end
+    /// of that slot, which repays the call. The moment the call may go, if the window was
+    /// written (`None`: it waits for its slot, another borrower having come first).
+    async fn borrow_after(
+        &self,
+        ends: u64,
+        lease: &Lease,
+        round_trip: u64,
+        expires_at: u64,
+    ) -> Option<u64> {
+        let shared = self.shared.as_ref()?;
+        let now = now_us();
+        if ends + 2 * round_trip >= lease.start_us {
+            return None;
+        }
+        // Past its end by a tick: the window's `Restart` needs the old one ended.
+        tokio::time::sleep_until(instant_of(ends + 1_000)).await;
+        let start = now_us();
+        let end = lease.start_us + lease.slot_us;
+        if end <= start {
+            return None;
+        }
+        let window = BucketOp::Restart {
+            start_us: start,
+            len_us: end - start,
+            expires_at,
+        };
+        match shared
+            .store
+            .write(&self.borrow_pk, &window, shared.timeout)
+            .await
+        {
+            Ok(Ok(_)) => {
+                let at = now_us();
+                tracing::debug!(
+                    bucket = %self.pk,
+                    waited_ms = ms_after(now, at),
+                    first_slot_in_ms = ms_after(at, lease.start_us),
+                    "interactive lease: borrowed once the other window closed"
+                );
+                Some(at)
+            }
+            _ => None,
+        }
+    }
+
+    /// A borrow window held from `start` to `end` ends, once the borrower's append is back,
+    /// with the slot that repays the call (the first of `lease`): the rest was room for appends
+    /// that might land before the borrower's, and held it only from other borrowers. Written
+    /// in the background (the call does not wait for it) and only over this very window; if
+    /// it is lost, the window lasts as written.
+    fn shrink_window(&self, start: u64, end: u64, lease: &Lease, expires_at: u64) {
+        let Some(shared) = &self.shared else { return };
+        let repaid = lease.start_us + lease.slot_us;
+        if repaid >= end || repaid <= start {
+            return;
+        }
+        let op = BucketOp::Repair {
+            seen_us: end,
+            start_us: start,
+            len_us: repaid - start,
+            expires_at,
+        };
+        let (store, pk, timeout) = (
+            Arc::clone(&shared.store),
+            self.borrow_pk.clone(),
+            shared.timeout,
+        );
+        tokio::spawn(async move {
+            let _ = store.write(&pk, &op, timeout).await;
+        });
+    }
+
     async fn lease(&self, job: LeaseJob) {
         let Some(shared) = &self.shared else { return };
         let LeaseJob {
@@ -720,6 +795,8 @@ impl Pacer {
         let mut window: Option<u64> = None;
         // Where the window held begins: the borrowed call goes once it is written, from there.
         let mut window_start = 0;
+        // The end of another borrower's window, found open.
+        let mut other_window_ends: Option<u64> = None;
         for _ in 0..TRIES {
             let now = now_us();
             want.expires_at = expires_at(now);
@@ -812,6 +889,9 @@ impl Pacer {
                         written = refused.is_ok(),
                         "not borrowing: another borrow window is open"
                     );
+                    if let Ok(Err(pacing::Refused { item: Some(item) })) = &refused {
+                        other_window_ends = item.next_us;
+                    }
                     may_borrow = false;
                 }
                 (None, _) => {}
@@ -819,6 +899,18 @@ impl Pacer {
             let borrowing = may_borrow && window.is_some() && matches!(op, BucketOp::Append { .. });
             match written {
                 Ok(Ok(after)) => {
+                    // Behind another's window that closes before this lease's first slot: wait
+                    // for it, then borrow (the slot is the repayment).
+                    let late = match (borrow && !borrowing, other_window_ends) {
+                        (true, Some(ends)) => match Lease::granted(&op, &after, want.slot_us) {
+                            Some(lease) => {
+                                self.borrow_after(ends, &lease, round_trip, want.expires_at)
+                                    .await
+                            }
+                            None => None,
+                        },
+                        _ => None,
+                    };
                     let mut state = self.lock();
                     // Up at once, down slowly: a lease whose first slots passed during its own
                     // round trip would be wasted.
@@ -842,6 +934,12 @@ impl Pacer {
                         // The first slot, borrowed: now, repaid at its place.
                         if borrowing && let Some(first) = times.first_mut() {
                             *first = pacing::borrowed_slot(window_start, *first, now);
+                        }
+                        if borrowing && let Some(end) = window {
+                            self.shrink_window(window_start, end, &lease, want.expires_at);
+                        }
+                        if let (Some(at), Some(first)) = (late, times.first_mut()) {
+                            *first = at.min(*first);
                         }
                         // Slots in order, after any still in hand (a repair may start earlier).
                         let mut slots: Vec<u64> = state.slots.drain(..).collect();

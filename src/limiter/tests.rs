@@ -467,6 +467,31 @@ async fn a_borrowed_turn_waits_for_its_own_writes_not_for_an_earlier_slow_one() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_behind_another_borrow_waits_for_its_window_not_for_the_booking() {
+    // Given two instances draining the queue, and two instances taking HTTP calls
+    let table = Arc::new(MemoryBuckets::new());
+    table.set_latency(ms(5));
+    let drains = draining_fleet(&table).await;
+    let (first, second) = (instance(&table, 20.0, 4.0), instance(&table, 20.0, 4.0));
+    // When a call on the second comes while the first's borrow window is still open, at a
+    // range of moments after the first's call
+    let mut waits = Vec::new();
+    for gap in (150..450).step_by(25) {
+        tokio::time::sleep(ms(700)).await;
+        http_wait(&first).await;
+        tokio::time::sleep(ms(gap)).await;
+        waits.push(http_wait(&second).await);
+    }
+    // Then it waits for the first's window, which ends with the first's repayment slot, and
+    // borrows then: never for the whole booking behind the queue (before: up to 241 ms here,
+    // its window holding a lease's room beyond the repayment and no borrowing after it)
+    assert!(waits.iter().all(|wait| *wait <= ms(100)), "{waits:?}");
+    for drain in drains {
+        drain.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn http_calls_borrowing_turns_leave_the_fleet_at_most_one_call_over_its_timeline() {
     // Given two instances draining the queue, and three instances flooded with HTTP calls (two
     // callers each, one call after another), all on one bucket of 20 a second
