@@ -41,8 +41,12 @@
 //! the append is conditional on the booking ending inside that window: **at any moment at most
 //! one call of the fleet is not on the timeline**, so in any interval the fleet makes at most
 //! one call more than the timeline's slots in it (in any second, `⌈quota / 1.02⌉ + 1`). The
-//! window is written together with the append (one round trip); a caller that finds another's
-//! window open appends behind the booking as before. Queue records never borrow.
+//! window is written together with the append (one round trip). Once the append is back, the
+//! borrower shrinks its window to end with its repayment slot (a `Repair` over exactly its own
+//! window, in the background): the lease of room beyond it only covered appends landing first.
+//! A caller that finds another's window open appends behind the booking as before, and if that
+//! window closes before its own slot, waits for it and borrows then, its appended slot being the
+//! repayment. Queue records never borrow.
 //!
 //! **Clocks.** Times are microseconds of each instance's wall clock (Lambda's is kept in sync
 //! by the Amazon Time Sync Service, typically well under a millisecond apart). Two instances
