@@ -901,15 +901,23 @@ impl Pacer {
                 Ok(Ok(after)) => {
                     // Behind another's window that closes before this lease's first slot: wait
                     // for it, then borrow (the slot is the repayment).
-                    let late = match (borrow && !borrowing, other_window_ends) {
-                        (true, Some(ends)) => match Lease::granted(&op, &after, want.slot_us) {
+                    // And on an idle bucket (a `Restart`, its first slot a lead ahead: the
+                    // round-trip estimate, slow to fall after one slow write), borrow it too
+                    // when the writes came back well before it.
+                    let after_window = match op {
+                        _ if !borrow || borrowing => None,
+                        BucketOp::Restart { .. } => other_window_ends.or(Some(now_us())),
+                        _ => other_window_ends,
+                    };
+                    let late = match after_window {
+                        Some(ends) => match Lease::granted(&op, &after, want.slot_us) {
                             Some(lease) => {
                                 self.borrow_after(ends, &lease, round_trip, want.expires_at)
                                     .await
                             }
                             None => None,
                         },
-                        _ => None,
+                        None => None,
                     };
                     let mut state = self.lock();
                     // Up at once, down slowly: a lease whose first slots passed during its own

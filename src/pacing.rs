@@ -46,7 +46,10 @@
 //! window, in the background): the lease of room beyond it only covered appends landing first.
 //! A caller that finds another's window open appends behind the booking as before, and if that
 //! window closes before its own slot, waits for it and borrows then, its appended slot being the
-//! repayment. Queue records never borrow.
+//! repayment. On an idle bucket (a `Restart`, whose first slot is the lease's lead ahead: the
+//! round-trip estimate, which falls slowly after one slow write), an interactive caller whose
+//! writes came back well before that slot holds a window until it and goes then, the same way.
+//! Queue records never borrow.
 //!
 //! **Clocks.** Times are microseconds of each instance's wall clock (Lambda's is kept in sync
 //! by the Amazon Time Sync Service, typically well under a millisecond apart). Two instances

@@ -492,6 +492,25 @@ async fn a_call_behind_another_borrow_waits_for_its_window_not_for_the_booking()
 }
 
 #[tokio::test(start_paused = true)]
+async fn on_an_idle_bucket_a_call_goes_when_its_writes_are_back_not_a_slow_estimate_later() {
+    // Given an instance taking HTTP calls on an idle bucket, one of whose writes was slow
+    let table = Arc::new(MemoryBuckets::new());
+    let http = instance(&table, 20.0, 4.0);
+    table.set_latency(ms(130));
+    http_wait(&http).await;
+    table.set_latency(ms(5));
+    // When the next calls come, the bucket idle again each time
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(ms(500)).await;
+        waits.push(http_wait(&http).await);
+    }
+    // Then each goes once its lease and its borrow window are written (two round trips and a
+    // tick), not at a first slot the slow write's estimate put up to 130 ms ahead
+    assert!(waits.iter().all(|wait| *wait <= ms(12)), "{waits:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn http_calls_borrowing_turns_leave_the_fleet_at_most_one_call_over_its_timeline() {
     // Given two instances draining the queue, and three instances flooded with HTTP calls (two
     // callers each, one call after another), all on one bucket of 20 a second
