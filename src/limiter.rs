@@ -692,7 +692,6 @@ impl Pacer {
         })
     }
 
-    /// Asks the fleet's bucket for the slots of `job` (and writes a pending cut first).
     /// After another borrower's window (ending at `ends`) refused this interactive caller's:
     /// when it closes at least two round trips before `lease`'s first slot, waits for it to
     /// close (never longer than for that slot) and holds the next window, from then to the end
@@ -713,7 +712,7 @@ impl Pacer {
         // Past its end by a tick: the window's `Restart` needs the old one ended.
         tokio::time::sleep_until(instant_of(ends + 1_000)).await;
         let start = now_us();
-        let end = lease.start_us + lease.slot_us;
+        let end = lease.first_slot_end_us();
         if end <= start {
             return None;
         }
@@ -748,7 +747,7 @@ impl Pacer {
     /// it is lost, the window lasts as written.
     fn shrink_window(&self, start: u64, end: u64, lease: &Lease, expires_at: u64) {
         let Some(shared) = &self.shared else { return };
-        let repaid = lease.start_us + lease.slot_us;
+        let repaid = lease.first_slot_end_us();
         if repaid >= end || repaid <= start {
             return;
         }
@@ -768,6 +767,7 @@ impl Pacer {
         });
     }
 
+    /// Asks the fleet's bucket for the slots of `job` (and writes a pending cut first).
     async fn lease(&self, job: LeaseJob) {
         let Some(shared) = &self.shared else { return };
         let LeaseJob {
@@ -909,15 +909,13 @@ impl Pacer {
                         BucketOp::Restart { .. } => other_window_ends.or(Some(now_us())),
                         _ => other_window_ends,
                     };
-                    let late = match after_window {
-                        Some(ends) => match Lease::granted(&op, &after, want.slot_us) {
-                            Some(lease) => {
-                                self.borrow_after(ends, &lease, round_trip, want.expires_at)
-                                    .await
-                            }
-                            None => None,
-                        },
-                        None => None,
+                    let granted = Lease::granted(&op, &after, want.slot_us);
+                    let late = match (after_window, &granted) {
+                        (Some(ends), Some(lease)) => {
+                            self.borrow_after(ends, lease, round_trip, want.expires_at)
+                                .await
+                        }
+                        _ => None,
                     };
                     let mut state = self.lock();
                     // Up at once, down slowly: a lease whose first slots passed during its own
@@ -925,7 +923,7 @@ impl Pacer {
                     state.round_trip_us =
                         round_trip.max((state.round_trip_us * 3 + round_trip) / 4);
                     state.seen = Some(after);
-                    if let Some(lease) = Lease::granted(&op, &after, want.slot_us) {
+                    if let Some(lease) = granted {
                         let now = now_us();
                         if borrow {
                             tracing::debug!(

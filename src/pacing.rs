@@ -435,6 +435,12 @@ impl Lease {
         (0..u64::from(self.slots)).map(|i| self.start_us + i * self.slot_us)
     }
 
+    /// Where its first slot ends: a borrowed call's window must last until then (that slot
+    /// repays it).
+    pub fn first_slot_end_us(&self) -> u64 {
+        self.start_us + self.slot_us
+    }
+
     /// Where the lease ends.
     pub fn end_us(&self) -> u64 {
         self.start_us + u64::from(self.slots) * self.slot_us

@@ -100,6 +100,31 @@ async fn draining_fleet(table: &Arc<MemoryBuckets>) -> Vec<tokio::task::JoinHand
     drains
 }
 
+/// Waits for the queue instances of [`draining_fleet`] to drain.
+async fn drained(drains: Vec<tokio::task::JoinHandle<Vec<Instant>>>) {
+    for drain in drains {
+        drain.await.unwrap();
+    }
+}
+
+/// How long each of three HTTP calls on `http`, 500 ms apart, waits for its turn after one
+/// call whose writes took `slow` (the table's round trip 5 ms again after it).
+async fn waits_after_a_slow_write(
+    table: &MemoryBuckets,
+    http: &Limiters,
+    slow: Duration,
+) -> Vec<Duration> {
+    table.set_latency(slow);
+    http_wait(http).await;
+    table.set_latency(ms(5));
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(ms(500)).await;
+        waits.push(http_wait(http).await);
+    }
+    waits
+}
+
 /// How long one HTTP call on `limiters` waits for its turn.
 async fn http_wait(limiters: &Limiters) -> Duration {
     let asked = Instant::now();
@@ -407,9 +432,7 @@ async fn behind_a_fleet_busy_with_queue_records_an_http_call_waits_at_most_one_a
     // Then each waits at most 1.5 leases (300 ms) plus its lease's round trip
     let worst = waits.iter().max().copied().unwrap();
     assert!(worst <= ms(300) + rtt + ms(1), "{waits:?}");
-    for drain in drains {
-        drain.await.unwrap();
-    }
+    drained(drains).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -435,9 +458,7 @@ async fn behind_a_fleet_busy_with_queue_records_an_http_call_borrows_a_turn_with
         waits.iter().all(|wait| *wait <= rtt * 2 + ms(1)),
         "{waits:?}"
     );
-    for drain in drains {
-        drain.await.unwrap();
-    }
+    drained(drains).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -450,20 +471,11 @@ async fn a_borrowed_turn_waits_for_its_own_writes_not_for_an_earlier_slow_one() 
     http_wait(&http).await;
     tokio::time::sleep(ms(500)).await;
     // When one call's writes are slow (the table busy for a moment: its round trip 60 ms)
-    table.set_latency(ms(60));
-    http_wait(&http).await;
-    table.set_latency(ms(5));
+    let waits = waits_after_a_slow_write(&table, &http, ms(60)).await;
     // Then the calls after it, their writes quick again, wait for those writes only (two round
     // trips at most), not for a lead sized by the slow one
-    let mut waits = Vec::new();
-    for _ in 0..3 {
-        tokio::time::sleep(ms(500)).await;
-        waits.push(http_wait(&http).await);
-    }
     assert!(waits.iter().all(|wait| *wait <= ms(11)), "{waits:?}");
-    for drain in drains {
-        drain.await.unwrap();
-    }
+    drained(drains).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -486,9 +498,7 @@ async fn a_call_behind_another_borrow_waits_for_its_window_not_for_the_booking()
     // borrows then: never for the whole booking behind the queue (before: up to 241 ms here,
     // its window holding a lease's room beyond the repayment and no borrowing after it)
     assert!(waits.iter().all(|wait| *wait <= ms(100)), "{waits:?}");
-    for drain in drains {
-        drain.await.unwrap();
-    }
+    drained(drains).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -496,15 +506,8 @@ async fn on_an_idle_bucket_a_call_goes_when_its_writes_are_back_not_a_slow_estim
     // Given an instance taking HTTP calls on an idle bucket, one of whose writes was slow
     let table = Arc::new(MemoryBuckets::new());
     let http = instance(&table, 20.0, 4.0);
-    table.set_latency(ms(130));
-    http_wait(&http).await;
-    table.set_latency(ms(5));
     // When the next calls come, the bucket idle again each time
-    let mut waits = Vec::new();
-    for _ in 0..3 {
-        tokio::time::sleep(ms(500)).await;
-        waits.push(http_wait(&http).await);
-    }
+    let waits = waits_after_a_slow_write(&table, &http, ms(130)).await;
     // Then each goes once its lease and its borrow window are written (two round trips and a
     // tick), not at a first slot the slow write's estimate put up to 130 ms ahead
     assert!(waits.iter().all(|wait| *wait <= ms(12)), "{waits:?}");
