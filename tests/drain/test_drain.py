@@ -260,6 +260,15 @@ class HarnessTest(unittest.TestCase):
                                    r"(met|missed)\), 0 of \d+ not 200$")
         self.assertRegex(p.stdout, r"(?m)^ratio: M=2 configured \d+\.\d{3}x$")
         self.assertGreater(r["last_reset_s"], r["first_reset_s"])
+        # each request's wait for its turns, from its trace: the stub's two waits of 20 ms, inside
+        # the request's own time
+        self.assertEqual(len(r["probe_token_ms"]), len(r["probe_ms"]))
+        for wait, ms in zip(r["probe_token_ms"], r["probe_ms"]):
+            self.assertGreaterEqual(wait, 40)
+            self.assertLessEqual(wait, ms)
+        self.assertEqual(len(r["probe_idle_token_ms"]), 5)
+        self.assertRegex(p.stdout, r"(?m)^probe: p99 wait for a turn \d+\.\d ms \(M=2, configured; its traces' "
+                                   r"pacing.wait; goal <= 100 ms: (met|missed)\)$")
 
     def test_the_shared_mode_puts_the_guard_table_in_moto(self):
         p, runs = run_bench("-n", "30", "-m", "2", "--modes", "shared,instance", "--reset-quota", "1000",

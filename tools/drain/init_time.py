@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fake_cognito import FakeCognito  # noqa: E402
 from moto import Moto, MotoError  # noqa: E402
-from runtime_api import Instance, StartError, env_overrides  # noqa: E402
+from runtime_api import Instance, StartError, env_overrides, sampled_trace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = json.dumps({"version": 1, "rules": [{"name": "init", "callers": ["*"], "userPools": ["*"],
@@ -134,10 +134,6 @@ def reset_event() -> bytes:
         "awsRegion": "us-west-2"}]}).encode()
 
 
-def sampled_header() -> str:
-    return "Root=1-%08x-%s;Parent=%s;Sampled=1" % (int(time.time()), uuid.uuid4().hex[:24], uuid.uuid4().hex[:16])
-
-
 async def measure_first(name: str, argv: list[str], env: dict, starts: int, run_dir: Path,
                         traced: bool, die_with_parent: bool) -> tuple[list[float], list[float]]:
     """Each start's init and first invocation (ms): one SQS reset, answered RESET."""
@@ -148,7 +144,7 @@ async def measure_first(name: str, argv: list[str], env: dict, starts: int, run_
         instance = Instance("first-%d" % i, argv, env, log_path, FUNCTION_ARN)
         instance.die_with_parent = die_with_parent
         if traced:
-            instance.trace_header = sampled_header()
+            instance.trace_header = sampled_trace()[1]
         try:
             await instance.start(30)
             result = await instance.invoke(reset_event(), 30)

@@ -33,6 +33,12 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+
+def sampled_trace() -> tuple[str, str]:
+    """A new trace's id and the Lambda-Runtime-Trace-Id header of a sampled invocation in it."""
+    trace_id = "1-%08x-%s" % (int(time.time()), uuid.uuid4().hex[:24])
+    return trace_id, "Root=%s;Parent=%s;Sampled=1" % (trace_id, uuid.uuid4().hex[:16])
+
 class StartError(Exception):
     """The function process did not come up (it exited, or never asked for an invocation)."""
 
