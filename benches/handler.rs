@@ -230,13 +230,92 @@ fn traced(c: &mut Criterion) {
             });
         }
     }
+    // Tracing's cost measured in pairs: each iteration runs the batch untraced and traced
+    // (sampled, sent), in turn (which goes first alternates). The cases above run one after
+    // the other, so a slow minute of the machine falls on one of them and moves their
+    // difference by more than the cost itself; here it falls on both runs of a pair. Criterion
+    // times the traced runs; each pair's difference is kept and summarised after the group.
+    let untraced = |event: Value| {
+        tracing::dispatcher::with_default(&plain, || {
+            let start = std::time::Instant::now();
+            let response = rt.block_on(dispatch(&unguarded, event, "r", far_deadline()));
+            black_box(response.expect("a response"));
+            start.elapsed()
+        })
+    };
+    let traced = |event: Value, trace_header: String| {
+        tracing::dispatcher::with_default(&with_xray, || {
+            let start = std::time::Instant::now();
+            let span = xray.invocation("r", Some(&trace_header));
+            let response = rt.block_on(async {
+                let response = dispatch(&unguarded, event, "r", far_deadline())
+                    .instrument(span)
+                    .await;
+                xray.flush(tokio::time::Instant::now() + std::time::Duration::from_secs(60))
+                    .await;
+                response
+            });
+            black_box(response.expect("a response"));
+            sent_any.store(true, Ordering::Relaxed);
+            start.elapsed()
+        })
+    };
+    // Per pair, µs a batch that the traced run took more (less, when negative).
+    let pairs = std::cell::RefCell::new(Vec::<f64>::new());
+    group.bench_function("no-guard-traced-paired", |b| {
+        b.iter_custom(|iters| {
+            let mut traced_took = std::time::Duration::ZERO;
+            for i in 0..iters {
+                let (plain_event, traced_event) =
+                    (fresh(&event, &counter), fresh(&event, &counter));
+                let trace_header = header(true);
+                let (plain, with) = if i % 2 == 0 {
+                    let plain = untraced(plain_event);
+                    (plain, traced(traced_event, trace_header))
+                } else {
+                    let with = traced(traced_event, trace_header);
+                    (untraced(plain_event), with)
+                };
+                traced_took += with;
+                pairs
+                    .borrow_mut()
+                    .push((with.as_secs_f64() - plain.as_secs_f64()) * 1e6);
+            }
+            traced_took
+        })
+    });
     group.finish();
+    report_pairs(&pairs.borrow());
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
     // Unless a filter left only the unsent case, spans were sent.
     assert!(
         drained.load(Ordering::Relaxed) > 0 || !sent_any.load(Ordering::Relaxed),
         "no span reached the socket"
+    );
+}
+
+/// The paired case's summary: tracing's cost per record, the mean of the pairs' differences with
+/// its 95% confidence interval (normal approximation; criterion's warm-up pairs included), and
+/// the median.
+fn report_pairs(pairs: &[f64]) {
+    if pairs.len() < 2 {
+        return;
+    }
+    let per_record: Vec<f64> = pairs.iter().map(|d| d / RECORDS as f64).collect();
+    let n = per_record.len() as f64;
+    let mean = per_record.iter().sum::<f64>() / n;
+    let variance = per_record.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let half_width = 1.96 * (variance / n).sqrt();
+    let mut sorted = per_record;
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "tracing's cost per record (sampled, sent), paired: mean {mean:+.1} us \
+         (95% CI {:+.1} to {:+.1}), median {median:+.1} us, over {} pairs of batches of {RECORDS}",
+        mean - half_width,
+        mean + half_width,
+        pairs.len()
     );
 }
 
