@@ -396,6 +396,8 @@ class Bench:
             await cognito.close()
             if self.daemon is not None:
                 self.daemon.stop()
+                # The probe's segments, for a look at where a slow request's time went.
+                (run_dir / "probe-traces.json").write_text(json.dumps(self.daemon.documents()))
                 self.daemon = None
 
         c = cognito.counters
