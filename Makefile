@@ -257,8 +257,8 @@ DRAIN_BUILD := nice -n 10 cargo build --release $(CARGO_LOCKED) --bin cognito-re
 # the loop (moto server) with the template's MAX_INSTANCES (5) whatever the number of consumers:
 # the fleet's shared buckets (issue 25's goal: <= 1.05x ideal, < 2% throttled), the same table
 # paced per instance (quota / 5 each: the template's default shape before shared pacing), and
-# the template's default shape (2 consumers) with an HTTP probe beside the drain (its `probe:`
-# line: the p99 added wait, goal <= 100 ms). Each run ends with a `ratio:` line; the last line
+# the template's default shape (2 consumers) with an HTTP probe beside the drain (its two `probe:`
+# lines: the p99 added wait and the p99 wait for a turn from the probe's traces, goal <= 100 ms). Each run ends with a `ratio:` line; the last line
 # is the shared run of 8 instances. Each run with the table also prints the table's load (`guard
 # table (moto):` operations per reset, moto's CPU: docs/mass-reset.md).
 bench-drain: $(STACK_VENV)/.installed ## drain benchmark: 2000 queued resets at 2/4/8 instances (limiter off, configured); 600 with the guard table (shared, per instance, HTTP probe)

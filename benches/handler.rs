@@ -165,9 +165,14 @@ fn traced(c: &mut Criterion) {
     let mut group = c.benchmark_group("sqs-batch-one-thread");
     group.throughput(Throughput::Elements(RECORDS as u64));
     // Without the guard, every iteration costs the same (the in-process table of the guarded
-    // cases keeps every iteration's items): the pair whose difference is tracing's cost.
+    // cases keeps every iteration's items): the pair whose difference is tracing's cost. The
+    // traced cases' client has the function's interceptor, so each Cognito call is a span, as
+    // in the function (without it, a traced record made one span, its own, where the function
+    // makes four); the untraced case's has none, as the function's interceptor does nothing
+    // when tracing is not configured.
     let cognito = Cognito::with_users(users.clone());
     let unguarded = demo_app(&cognito);
+    let unguarded_traced = app(config(&[("POLICY", DEMO_POLICY)]), cognito.traced_client());
     let table = dynamodb::Table::new(dynamodb::Mode::Normal);
     let cognito = Cognito::with_users(users);
     let guarded = guarded_app(&cognito, &table, 0, false);
@@ -194,10 +199,10 @@ fn traced(c: &mut Criterion) {
         ("traced-unsent", true, false),
     ];
     let cases = [
-        ("no-guard", &unguarded, &variants[..]),
-        ("guard", &guarded, &variants[..1]),
+        ("no-guard", &unguarded, &unguarded_traced, &variants[..]),
+        ("guard", &guarded, &guarded, &variants[..1]),
     ];
-    for (name, app, variants) in cases {
+    for (name, app, traced_app, variants) in cases {
         tracing::dispatcher::with_default(&plain, || {
             group.bench_function(name, |b| {
                 b.iter(|| {
@@ -214,7 +219,7 @@ fn traced(c: &mut Criterion) {
                         let event = fresh(&event, &counter);
                         let span = xray.invocation("r", Some(&header(sampled)));
                         let response = rt.block_on(async {
-                            let response = dispatch(app, event, "r", far_deadline())
+                            let response = dispatch(traced_app, event, "r", far_deadline())
                                 .instrument(span)
                                 .await;
                             // A flush whose end has passed drops what it holds.
@@ -231,7 +236,7 @@ fn traced(c: &mut Criterion) {
         }
     }
     // Tracing's cost measured in pairs: each iteration runs the batch untraced and traced
-    // (sampled, sent), in turn (which goes first alternates). The cases above run one after
+    // (sampled and sent, or not sampled), in turn (which goes first alternates). The cases above run one after
     // the other, so a slow minute of the machine falls on one of them and moves their
     // difference by more than the cost itself; here it falls on both runs of a pair. Criterion
     // times the traced runs; each pair's difference is kept and summarised after the group.
@@ -248,7 +253,7 @@ fn traced(c: &mut Criterion) {
             let start = std::time::Instant::now();
             let span = xray.invocation("r", Some(&trace_header));
             let response = rt.block_on(async {
-                let response = dispatch(&unguarded, event, "r", far_deadline())
+                let response = dispatch(&unguarded_traced, event, "r", far_deadline())
                     .instrument(span)
                     .await;
                 xray.flush(tokio::time::Instant::now() + std::time::Duration::from_secs(60))
@@ -256,36 +261,49 @@ fn traced(c: &mut Criterion) {
                 response
             });
             black_box(response.expect("a response"));
-            sent_any.store(true, Ordering::Relaxed);
+            sent_any.fetch_or(trace_header.ends_with("Sampled=1"), Ordering::Relaxed);
             start.elapsed()
         })
     };
     // Per pair, µs a batch that the traced run took more (less, when negative).
-    let pairs = std::cell::RefCell::new(Vec::<f64>::new());
-    group.bench_function("no-guard-traced-paired", |b| {
-        b.iter_custom(|iters| {
-            let mut traced_took = std::time::Duration::ZERO;
-            for i in 0..iters {
-                let (plain_event, traced_event) =
-                    (fresh(&event, &counter), fresh(&event, &counter));
-                let trace_header = header(true);
-                let (plain, with) = if i % 2 == 0 {
-                    let plain = untraced(plain_event);
-                    (plain, traced(traced_event, trace_header))
-                } else {
-                    let with = traced(traced_event, trace_header);
-                    (untraced(plain_event), with)
-                };
-                traced_took += with;
-                pairs
-                    .borrow_mut()
-                    .push((with.as_secs_f64() - plain.as_secs_f64()) * 1e6);
-            }
-            traced_took
-        })
-    });
+    let pairs = [
+        ("no-guard-traced-paired", true),
+        ("no-guard-traced-unsampled-paired", false),
+    ]
+    .map(|(name, sampled)| (name, sampled, std::cell::RefCell::new(Vec::<f64>::new())));
+    for (name, sampled, pairs) in &pairs {
+        group.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let mut traced_took = std::time::Duration::ZERO;
+                for i in 0..iters {
+                    let (plain_event, traced_event) =
+                        (fresh(&event, &counter), fresh(&event, &counter));
+                    let trace_header = header(*sampled);
+                    let (plain, with) = if i % 2 == 0 {
+                        let plain = untraced(plain_event);
+                        (plain, traced(traced_event, trace_header))
+                    } else {
+                        let with = traced(traced_event, trace_header);
+                        (untraced(plain_event), with)
+                    };
+                    traced_took += with;
+                    pairs
+                        .borrow_mut()
+                        .push((with.as_secs_f64() - plain.as_secs_f64()) * 1e6);
+                }
+                traced_took
+            })
+        });
+    }
     group.finish();
-    report_pairs(&pairs.borrow());
+    for (_, sampled, pairs) in &pairs {
+        let what = if *sampled {
+            "sampled, sent"
+        } else {
+            "not sampled"
+        };
+        report_pairs(what, &pairs.borrow());
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
     // Unless a filter left only the unsent case, spans were sent.
@@ -295,10 +313,10 @@ fn traced(c: &mut Criterion) {
     );
 }
 
-/// The paired case's summary: tracing's cost per record, the mean of the pairs' differences with
+/// A paired case's summary: tracing's cost per record, the mean of the pairs' differences with
 /// its 95% confidence interval (normal approximation; criterion's warm-up pairs included), and
 /// the median.
-fn report_pairs(pairs: &[f64]) {
+fn report_pairs(what: &str, pairs: &[f64]) {
     if pairs.len() < 2 {
         return;
     }
@@ -311,7 +329,7 @@ fn report_pairs(pairs: &[f64]) {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     println!(
-        "tracing's cost per record (sampled, sent), paired: mean {mean:+.1} us \
+        "tracing's cost per record ({what}), paired: mean {mean:+.1} us \
          (95% CI {:+.1} to {:+.1}), median {median:+.1} us, over {} pairs of batches of {RECORDS}",
         mean - half_width,
         mean + half_width,

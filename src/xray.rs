@@ -95,12 +95,22 @@ const PRECURSOR_BYTES: usize = 19;
 /// Set once a [`Tracing`] exists: the AWS calls' interceptor does nothing before.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Whether the process's invocation under way (the last one begun) is sampled: the AWS calls'
+/// interceptor makes no span otherwise. The layer's filter asks its own [`Tracing`]'s flag.
+static SAMPLED: AtomicBool = AtomicBool::new(false);
+
 /// True until the first invocation span is made: the `ColdStart` annotation.
 static COLD_START: AtomicBool = AtomicBool::new(true);
 
 /// Whether tracing is on in this process (a [`Tracing`] was built).
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether tracing is on and the invocation under way is sampled ([`Tracing::invocation`]):
+/// whether a span made now would be exported.
+pub fn sampled() -> bool {
+    enabled() && SAMPLED.load(Ordering::Relaxed)
 }
 
 /// The daemon's UDP address from an `AWS_XRAY_DAEMON_ADDRESS` value: `host:port` (what Lambda
@@ -262,6 +272,7 @@ impl Tracing {
         let parent = trace_header.and_then(span_context_from_str);
         let sampled = parent.as_ref().is_some_and(SpanContext::is_sampled);
         self.sampled.store(sampled, Ordering::Relaxed);
+        SAMPLED.store(sampled, Ordering::Relaxed);
         // DEBUG: not in the log lines' span lists at INFO (the handler's span is there).
         let span = tracing::debug_span!(
             "invocation",
@@ -741,6 +752,8 @@ mod tests {
                 )
             };
             let unsampled = tracing.invocation("r1", Some(&header(0)));
+            // The AWS calls' interceptor asks this: no span for an unsampled invocation's calls.
+            assert!(!sampled());
             let child = unsampled.in_scope(|| tracing::info_span!("record"));
             assert!(
                 !made(&unsampled).is_valid(),
@@ -751,14 +764,16 @@ mod tests {
                 "a span of an unsampled invocation was made"
             );
 
-            let sampled = tracing.invocation("r2", Some(&header(1)));
-            let child = sampled.in_scope(|| tracing::info_span!("record"));
+            let sampled_one = tracing.invocation("r2", Some(&header(1)));
+            assert!(sampled());
+            let child = sampled_one.in_scope(|| tracing::info_span!("record"));
             let made_child = made(&child);
             assert!(made_child.is_valid() && made_child.is_sampled());
-            assert_eq!(made_child.trace_id(), made(&sampled).trace_id());
+            assert_eq!(made_child.trace_id(), made(&sampled_one).trace_id());
 
             // Without a header: nothing, again.
             let none = tracing.invocation("r3", None);
+            assert!(!sampled());
             let child = none.in_scope(|| tracing::info_span!("record"));
             assert!(!made(&child).is_valid());
         });

@@ -9,7 +9,8 @@
 //! a child of the span that made the call (the record, a guard decision). Nothing from the
 //! request or the response body is read: no username, no `ClientMetadata`.
 //!
-//! Without tracing ([`crate::xray::enabled`] false) every hook returns at once.
+//! Without tracing, or in an invocation that is not sampled ([`crate::xray::sampled`] false),
+//! every hook returns at once: no span, and none of the call's names or timeouts read.
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -64,7 +65,7 @@ impl Intercept for AwsCalls {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if !crate::xray::enabled() {
+        if !crate::xray::sampled() {
             return Ok(());
         }
         let (service, operation) = cfg
@@ -153,9 +154,10 @@ impl Intercept for AwsCalls {
 /// The span of an `AssumeRole` (a pool in another account, [`crate::aws::accounts`]): made by
 /// aws-config's credentials provider, whose STS client takes no interceptor, so it is spanned
 /// around the provider's call: the same name and kind, without the fields only an interceptor
-/// sees (the attempts, throttling, the request id). `None` without tracing.
+/// sees (the attempts, throttling, the request id). `None` without tracing, or when the
+/// invocation under way is not sampled.
 pub fn assume_role_span() -> Option<tracing::Span> {
-    crate::xray::enabled().then(|| {
+    crate::xray::sampled().then(|| {
         tracing::debug_span!(
             "aws",
             otel.name = "AssumeRole",

@@ -273,6 +273,23 @@ impl Cognito {
     /// A client over these rules, configured like the real one (no SDK retries: the directory
     /// retries, `COGNITO_MAX_ATTEMPTS` times).
     pub fn client(&self) -> Client {
+        self.client_with(|builder| builder)
+    }
+
+    /// The client with the function's `AwsCalls` interceptor, as `src/main.rs` gives every
+    /// client: each call of a sampled invocation a span (the benchmark's traced cases; the
+    /// tests here use `client`).
+    #[allow(dead_code)]
+    pub fn traced_client(&self) -> Client {
+        self.client_with(|builder| builder.interceptor(cognito_reset::aws::trace::AwsCalls))
+    }
+
+    fn client_with(
+        &self,
+        extra: impl Fn(
+            aws_sdk_cognitoidentityprovider::config::Builder,
+        ) -> aws_sdk_cognitoidentityprovider::config::Builder,
+    ) -> Client {
         let settings = ClientSettings {
             timeout: Duration::from_secs(5),
             max_attempts: 1,
@@ -287,7 +304,7 @@ impl Cognito {
                 &self.resend,
                 &self.sign_out
             ],
-            |builder| directory::configure(builder, settings)
+            |builder| extra(directory::configure(builder, settings))
         )
     }
 }
