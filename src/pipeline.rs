@@ -1209,7 +1209,6 @@ fn attempt_limited(until: std::time::SystemTime) -> ResetError {
     ))
 }
 
-/// The idempotency key as the audit line shows it: `<key>#<index>` for an HTTP batch item.
 /// Records a record span's ending fields in one call: every layer sees one record, not five (the
 /// log's JSON layer parses and writes a span's stored fields again at each record, about 16,000
 /// instructions each: `callgrind` on `sqs-batch-one-thread/no-guard`).
@@ -1243,6 +1242,7 @@ fn record_ending(
     ]));
 }
 
+/// The idempotency key as the audit line shows it: `<key>#<index>` for an HTTP batch item.
 fn key_label(key: Option<&str>, index: Option<usize>) -> Option<String> {
     key.map(|key| match index {
         Some(index) => format!("{key}#{index}"),
