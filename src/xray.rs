@@ -95,8 +95,9 @@ const PRECURSOR_BYTES: usize = 19;
 /// Set once a [`Tracing`] exists: the AWS calls' interceptor does nothing before.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the process's invocation under way (the last one begun) is sampled: the AWS calls'
-/// interceptor makes no span otherwise. The layer's filter asks its own [`Tracing`]'s flag.
+/// Whether the process's invocation under way (the last one begun, [`Tracing::invocation`]) is
+/// sampled: the layer's filter and the AWS calls' interceptor make no span otherwise (Lambda
+/// runs one invocation at a time in a process).
 static SAMPLED: AtomicBool = AtomicBool::new(false);
 
 /// True until the first invocation span is made: the `ColdStart` annotation.
@@ -136,8 +137,6 @@ pub struct Tracing {
     probe: SegmentTranslator,
     spans: Buffer,
     service: String,
-    /// Whether the invocation under way is sampled: the layer's filter makes no span otherwise.
-    sampled: Arc<AtomicBool>,
 }
 
 /// Ended spans, kept until the flush.
@@ -227,7 +226,6 @@ impl Tracing {
             probe: translator(),
             spans,
             service: service.to_owned(),
-            sampled: Arc::default(),
         })
     }
 
@@ -238,13 +236,12 @@ impl Tracing {
     /// and find their parent through it) and folded into the invocation's at the flush.
     pub fn layer(&self) -> Box<dyn Layer<Registry> + Send + Sync> {
         let tracer = self.provider.tracer("cognito-reset");
-        let sampled = self.sampled.clone();
         let ours =
             |meta: &Metadata<'_>| meta.is_span() && meta.target().starts_with("cognito_reset");
         // Which callsites may ever be wanted is cached (`never` for every other one); whether
         // this span is, is asked at each span (`sometimes`): it depends on the invocation.
         let filter =
-            dynamic_filter_fn(move |meta, _cx| ours(meta) && sampled.load(Ordering::Relaxed))
+            dynamic_filter_fn(move |meta, _cx| ours(meta) && SAMPLED.load(Ordering::Relaxed))
                 .with_callsite_filter(move |meta| {
                     if ours(meta) {
                         Interest::sometimes()
@@ -271,7 +268,6 @@ impl Tracing {
         let cold_start = COLD_START.swap(false, Ordering::Relaxed);
         let parent = trace_header.and_then(span_context_from_str);
         let sampled = parent.as_ref().is_some_and(SpanContext::is_sampled);
-        self.sampled.store(sampled, Ordering::Relaxed);
         SAMPLED.store(sampled, Ordering::Relaxed);
         // DEBUG: not in the log lines' span lists at INFO (the handler's span is there).
         let span = tracing::debug_span!(
