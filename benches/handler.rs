@@ -10,8 +10,10 @@
 //! without any SDK call.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cognito_reset::pipeline::App;
 use cognito_reset::sources::dispatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value;
@@ -202,6 +204,21 @@ fn traced(c: &mut Criterion) {
         ("no-guard", &unguarded, &unguarded_traced, &variants[..]),
         ("guard", &guarded, &guarded, &variants[..1]),
     ];
+    // One traced invocation, as the function runs it: its span, the handler inside it, then the
+    // flush (`sent`: by a minute from now; otherwise by now, which drops what it holds).
+    let run_traced = |app: &Arc<App>, event: Value, trace_header: &str, sent: bool| {
+        let span = xray.invocation("r", Some(trace_header));
+        let response = rt.block_on(async {
+            let response = dispatch(app, event, "r", far_deadline())
+                .instrument(span)
+                .await;
+            let by = tokio::time::Instant::now()
+                + std::time::Duration::from_secs(if sent { 60 } else { 0 });
+            xray.flush(by).await;
+            response
+        });
+        black_box(response.expect("a response"))
+    };
     for (name, app, traced_app, variants) in cases {
         tracing::dispatcher::with_default(&plain, || {
             group.bench_function(name, |b| {
@@ -217,19 +234,8 @@ fn traced(c: &mut Criterion) {
                 group.bench_function(format!("{name}-{variant}"), |b| {
                     b.iter(|| {
                         let event = fresh(&event, &counter);
-                        let span = xray.invocation("r", Some(&header(sampled)));
-                        let response = rt.block_on(async {
-                            let response = dispatch(traced_app, event, "r", far_deadline())
-                                .instrument(span)
-                                .await;
-                            // A flush whose end has passed drops what it holds.
-                            let by = tokio::time::Instant::now()
-                                + std::time::Duration::from_secs(if sent { 60 } else { 0 });
-                            sent_any.fetch_or(sent, Ordering::Relaxed);
-                            xray.flush(by).await;
-                            response
-                        });
-                        black_box(response.expect("a response"))
+                        sent_any.fetch_or(sent, Ordering::Relaxed);
+                        run_traced(traced_app, event, &header(sampled), sent)
                     })
                 });
             });
@@ -248,20 +254,12 @@ fn traced(c: &mut Criterion) {
             start.elapsed()
         })
     };
-    let traced = |event: Value, trace_header: String| {
+    let traced = |event: Value, sampled: bool| {
+        let trace_header = header(sampled);
         tracing::dispatcher::with_default(&with_xray, || {
             let start = std::time::Instant::now();
-            let span = xray.invocation("r", Some(&trace_header));
-            let response = rt.block_on(async {
-                let response = dispatch(&unguarded_traced, event, "r", far_deadline())
-                    .instrument(span)
-                    .await;
-                xray.flush(tokio::time::Instant::now() + std::time::Duration::from_secs(60))
-                    .await;
-                response
-            });
-            black_box(response.expect("a response"));
-            sent_any.fetch_or(trace_header.ends_with("Sampled=1"), Ordering::Relaxed);
+            run_traced(&unguarded_traced, event, &trace_header, true);
+            sent_any.fetch_or(sampled, Ordering::Relaxed);
             start.elapsed()
         })
     };
@@ -278,12 +276,11 @@ fn traced(c: &mut Criterion) {
                 for i in 0..iters {
                     let (plain_event, traced_event) =
                         (fresh(&event, &counter), fresh(&event, &counter));
-                    let trace_header = header(*sampled);
                     let (plain, with) = if i % 2 == 0 {
                         let plain = untraced(plain_event);
-                        (plain, traced(traced_event, trace_header))
+                        (plain, traced(traced_event, *sampled))
                     } else {
-                        let with = traced(traced_event, trace_header);
+                        let with = traced(traced_event, *sampled);
                         (untraced(plain_event), with)
                     };
                     traced_took += with;
